@@ -1,0 +1,63 @@
+"""Integer interval analysis of index expressions.
+
+`interval(expr, ranges)` gives the inclusive range [lo, hi] an integer expression takes when each
+variable in `ranges` runs over its own inclusive range, or None when it cannot tell (an unknown
+variable, a non-integer expression, a product of two ranges of unknown sign is still handled).
+The DSL uses it to reject out-of-bounds indices and the verifier to catch constant
+out-of-bounds accesses.
+
+Example:
+    >>> from tessel.ir.nodes import Var
+    >>> i, j = Var("i"), Var("j")
+    >>> interval(i * 4 + j % 4, {i: (0, 7), j: (0, 100)})
+    (0, 31)
+"""
+
+from __future__ import annotations
+
+from tessel.ir.dtypes import is_int
+from tessel.ir.nodes import Binary, Cast, Const, Expr, Select, Var
+
+
+def interval(expr: Expr, ranges: dict) -> tuple[int, int] | None:
+    """Inclusive integer bounds of `expr` over `ranges` ({Var: (lo, hi)}), or None if unknown."""
+    if isinstance(expr, Const):
+        if isinstance(expr.value, bool) or not isinstance(expr.value, int):
+            return None
+        return expr.value, expr.value
+    if isinstance(expr, Var):
+        return ranges.get(expr)
+    if isinstance(expr, Cast):
+        return interval(expr.value, ranges) if is_int(expr.dtype) else None
+    if isinstance(expr, Select):
+        t, f = interval(expr.t, ranges), interval(expr.f, ranges)
+        if t is None or f is None:
+            return None
+        return min(t[0], f[0]), max(t[1], f[1])
+    if not isinstance(expr, Binary):
+        return None
+    a = interval(expr.a, ranges)
+    b = interval(expr.b, ranges)
+    if a is None or b is None:
+        return None
+    (al, ah), (bl, bh) = a, b
+    op = expr.op
+    if op == "add":
+        return al + bl, ah + bh
+    if op == "sub":
+        return al - bh, ah - bl
+    if op == "mul":
+        corners = (al * bl, al * bh, ah * bl, ah * bh)
+        return min(corners), max(corners)
+    if op == "min":
+        return min(al, bl), min(ah, bh)
+    if op == "max":
+        return max(al, bl), max(ah, bh)
+    if op == "floordiv" and bl == bh and bl != 0:
+        lo, hi = al // bl, ah // bl
+        return (lo, hi) if lo <= hi else (hi, lo)
+    if op == "floormod" and bl == bh and bl > 0:
+        if ah - al + 1 >= bl or al // bl != ah // bl:
+            return 0, bl - 1
+        return al % bl, ah % bl
+    return None
