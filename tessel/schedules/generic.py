@@ -1,0 +1,164 @@
+"""Default CPU schedules, applied by `ts.build` when no schedule is given.
+
+Each stage (one top-level loop nest writing one buffer) is classified and scheduled on its own:
+
+- contraction (a sum whose value multiplies loads, with at least two spatial loops, the last
+  spatial loop running along the last index of an input: GEMM, batched GEMM, convolution):
+  register tiling. A `tile_rows x tile_cols` block of the output is accumulated in a local buffer
+  (registers) over the whole reduction, inner columns vectorized, rows unrolled; outer tile
+  loops fused and parallel.
+- other reductions (row max/sum of softmax, layer-norm statistics): spatial loops fused and
+  parallel, the reduction serial inside.
+- elementwise: outer loops fused and parallel, the last loop split by the vector width and
+  vectorized.
+
+All choices are made through Schedule primitives, so the result carries a replayable trace.
+
+Example:
+    >>> import tessel as ts
+    >>> A = ts.placeholder((64, 32), name="A"); B = ts.placeholder((32, 64), name="B")
+    >>> k = ts.reduce_axis(32, name="k")
+    >>> C = ts.compute((64, 64), lambda i, j: ts.sum(A[i, k] * B[k, j], axis=k), name="C")
+    >>> sch = default_schedule(ts.lower([A, B, C]))
+    >>> [s.primitive for s in sch.trace][:3]
+    ['split', 'split', 'reorder']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessel.errors import ScheduleError
+from tessel.ir.nodes import Allocate, Binary, Const, For, Kernel, Load, Seq, Store, walk
+from tessel.schedules.nest import init_guards, perfect_chain
+from tessel.schedules.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class CpuKnobs:
+    """Tile sizes of the default CPU schedules (tuning will search these)."""
+
+    vector_lanes: int = 16  # float32 lanes of a 512-bit vector; also fine on 256-bit machines
+    tile_rows: int = 4
+    tile_cols: int = 32
+    min_parallel_work: int = 4096  # below this many output elements, no thread pool
+
+
+def stages(kernel: Kernel) -> list[tuple[str, For]]:
+    """The top-level loop nests of a kernel and the buffer each writes, in order."""
+    body = kernel.body
+    while isinstance(body, Allocate):
+        body = body.body
+    items = body.stmts if isinstance(body, Seq) else (body,)
+    out = []
+    for st in items:
+        if isinstance(st, For):
+            written = {n.buffer.name for n in walk(st) if isinstance(n, Store)}
+            if len(written) == 1:
+                out.append((written.pop(), st))
+    return out
+
+
+def default_schedule(kernel: Kernel, target: str = "cpu", knobs: CpuKnobs | None = None) -> Schedule:
+    """Schedule every stage of `kernel` with the default CPU strategies; returns the Schedule
+    (its `.kernel` is the result, its `.trace` the steps taken)."""
+    knobs = knobs or CpuKnobs()
+    sch = Schedule(kernel)
+    if target != "cpu":
+        raise ScheduleError(f"default schedules exist for the cpu target only (got {target!r})")
+    for name, nest in stages(kernel):
+        ndim = _ndim(kernel, name)
+        chain = perfect_chain(nest)
+        if len(chain) < ndim or not all(isinstance(lp.extent, Const) for lp in chain):
+            continue  # not in DSL form (hand-written): leave it alone
+        spatial = [lp.var.name for lp in chain[:ndim]]
+        reduction = [lp.var.name for lp in chain[ndim:]]
+        guards = init_guards(nest)
+        if guards and reduction and _is_contraction(nest, chain, ndim):
+            _schedule_contraction(sch, name, chain, ndim, knobs)
+        elif guards:
+            _parallel_outer(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
+        elif not reduction:
+            _schedule_elementwise(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
+    return sch
+
+
+def _ndim(kernel: Kernel, name: str) -> int:
+    for n in walk(kernel):
+        if hasattr(n, "buffer") and n.buffer.name == name:
+            return n.buffer.ndim
+    return 0
+
+
+def _is_contraction(nest: For, chain: list[For], ndim: int) -> bool:
+    """A sum of products whose last spatial variable indexes the last dim of some input."""
+    if ndim < 2:
+        return False
+    _, update = init_guards(nest)[0]
+    if not (isinstance(update.value, Binary) and update.value.op == "add"):
+        return False
+    last = chain[ndim - 1].var
+    loads = [n for n in walk(update.value.b) if isinstance(n, Load)]
+    return any(n.indices and any(x == last for x in walk(n.indices[-1])) for n in loads)
+
+
+def _schedule_contraction(sch: Schedule, name: str, chain: list[For], ndim: int, knobs: CpuKnobs) -> None:
+    extents = [lp.extent.value for lp in chain]
+    names = [lp.var.name for lp in chain]
+    row, col = names[ndim - 2], names[ndim - 1]
+    rows, cols = _tile(extents[ndim - 2], knobs.tile_rows), _tile(extents[ndim - 1], knobs.tile_cols)
+    ro, ri = sch.split(row, [None, rows])
+    co, ci = sch.split(col, [None, cols])
+    outer = names[: ndim - 2] + [ro, co]
+    red = names[ndim:]
+    sch.reorder(*outer, *red, ri, ci)
+    local = sch.cache_write(name, at=co, scope="local")
+    sch.decompose_reduction(local, at=red[0])
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.parallel(fused)
+    if cols % knobs.vector_lanes == 0 or cols <= knobs.vector_lanes:
+        _vectorize_innermost_of(sch, ci)
+    if rows > 1:
+        sch.unroll(ri)
+
+
+def _vectorize_innermost_of(sch: Schedule, loop: str) -> None:
+    try:
+        sch.vectorize(loop)
+    except ScheduleError:
+        pass  # e.g. a guard from a non-divisible split makes it illegal; leave it serial
+
+
+def _parallel_outer(sch: Schedule, spatial: list[str], extents: list[int], knobs: CpuKnobs) -> None:
+    total = 1
+    for e in extents:
+        total *= e
+    if total < knobs.min_parallel_work // 16:
+        return
+    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    sch.parallel(fused)
+
+
+def _schedule_elementwise(sch: Schedule, spatial: list[str], extents: list[int], knobs: CpuKnobs) -> None:
+    total = 1
+    for e in extents:
+        total *= e
+    last, lanes = spatial[-1], knobs.vector_lanes
+    inner = None
+    if extents[-1] % lanes == 0 and extents[-1] >= lanes:
+        outer_last, inner = sch.split(last, [None, lanes])
+        outer = spatial[:-1] + [outer_last]
+    else:
+        outer = spatial[:-1] if len(spatial) > 1 else spatial
+    if total >= knobs.min_parallel_work and outer:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+    if inner is not None:
+        _vectorize_innermost_of(sch, inner)
+
+
+def _tile(extent: int, want: int) -> int:
+    """The largest divisor of `extent` not above `want` (so no guards), or `want` if the best
+    divisor is tiny compared with it."""
+    best = max(d for d in range(1, min(extent, want) + 1) if extent % d == 0)
+    return best if best * 4 >= min(extent, want) else min(extent, want)

@@ -1,0 +1,176 @@
+"""Finding and replacing things in loop nests: the shared toolkit of the schedule primitives.
+
+Loops are addressed by the name of their variable (names are unique within a kernel), buffers by
+name. Every function here is pure: it returns new trees and never mutates.
+
+Example:
+    >>> from tessel.ir.dsl import placeholder, compute, lower
+    >>> A = placeholder((4, 4), name="A")
+    >>> k = lower([A, compute((4, 4), lambda i, j: A[i, j] + 1.0, name="B")])
+    >>> [l.var.name for l in perfect_chain(find_loop(k.body, "i"))]
+    ['i', 'j']
+"""
+
+from __future__ import annotations
+
+from tessel.errors import ScheduleError
+from tessel.ir.nodes import (
+    Allocate, Binary, Buffer, For, IfThenElse, Kernel, LetStmt, Load, Node, Seq, Stmt, Store, Var, rewrite, walk,
+)
+
+
+def loop_names(node: Node) -> set[str]:
+    return {n.var.name for n in walk(node) if isinstance(n, For)}
+
+
+def used_names(node: Node) -> set[str]:
+    """Every variable and buffer name in the tree (fresh names must avoid all of them)."""
+    names = set()
+    for n in walk(node):
+        if isinstance(n, Var):
+            names.add(n.name)
+        elif isinstance(n, Buffer):
+            names.add(n.name)
+    return names
+
+
+def fresh_name(taken: set[str], base: str) -> str:
+    """`base`, or `base_1`, `base_2`, ... — the first not in `taken` (which is updated)."""
+    name, n = base, 0
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
+
+
+def find_loop(node: Node, name: str) -> For:
+    for n in walk(node):
+        if isinstance(n, For) and n.var.name == name:
+            return n
+    raise ScheduleError(f"no loop named '{name}' in the kernel")
+
+
+def loop_path(node: Node, name: str) -> list[For]:
+    """The loops enclosing loop `name`, outermost first, ending with the loop itself."""
+    path: list[For] = []
+
+    def go(n: Node) -> bool:
+        if isinstance(n, For):
+            path.append(n)
+            if n.var.name == name:
+                return True
+        for c in n.children():
+            if isinstance(c, Stmt) and go(c):
+                return True
+        if isinstance(n, For):
+            path.pop()
+        return False
+
+    if not go(node):
+        raise ScheduleError(f"no loop named '{name}' in the kernel")
+    return path
+
+
+def replace_loop(kernel: Kernel, name: str, fn) -> Kernel:
+    """Replace the loop named `name` by `fn(loop)` (a statement)."""
+    find_loop(kernel.body, name)
+    return rewrite(kernel, lambda n: fn(n) if isinstance(n, For) and n.var.name == name else None, fixpoint=False)
+
+
+def perfect_chain(loop: For) -> list[For]:
+    """`loop` and the loops nested directly inside it, each the whole body of the previous one."""
+    chain = [loop]
+    while isinstance(chain[-1].body, For):
+        chain.append(chain[-1].body)
+    return chain
+
+
+def const_extent(loop: For) -> int:
+    from tessel.ir.nodes import Const
+
+    if not isinstance(loop.extent, Const):
+        raise ScheduleError(f"loop '{loop.var.name}' has a non-constant extent {loop.extent}")
+    return int(loop.extent.value)
+
+
+def rebuild_chain(loops: list[For], body: Stmt) -> Stmt:
+    """Nest `loops` (outermost first, keeping each one's var, extent and kind) around `body`."""
+    for lp in reversed(loops):
+        body = For(lp.var, lp.extent, body, lp.kind)
+    return body
+
+
+def leaf_of_chain(loop: For) -> Stmt:
+    return perfect_chain(loop)[-1].body
+
+
+def stores_to(node: Node, buffer: str) -> list[Store]:
+    return [n for n in walk(node) if isinstance(n, Store) and n.buffer.name == buffer]
+
+
+def loads_of(node: Node, buffer: str) -> list[Load]:
+    return [n for n in walk(node) if isinstance(n, Load) and n.buffer.name == buffer]
+
+
+def find_buffer(kernel: Kernel, name: str) -> Buffer:
+    for p in kernel.params:
+        if p.name == name:
+            return p
+    for n in walk(kernel.body):
+        if isinstance(n, Allocate) and n.buffer.name == name:
+            return n.buffer
+    raise ScheduleError(f"no buffer named '{name}' in kernel '{kernel.name}'")
+
+
+def allocated_in(node: Node) -> set[str]:
+    return {n.buffer.name for n in walk(node) if isinstance(n, Allocate)}
+
+
+def bound_vars(node: Node) -> set[Var]:
+    return {n.var for n in walk(node) if isinstance(n, (For, LetStmt))}
+
+
+def init_guards(node: Node) -> list[tuple[IfThenElse, Store]]:
+    """The reduction initialisations in guarded form: `if cond: X[..] = init` directly followed
+    by a store to X that reads X (the DSL's lowering of reductions)."""
+    found = []
+    for n in walk(node):
+        if not isinstance(n, Seq):
+            continue
+        for a, b in zip(n.stmts, n.stmts[1:]):
+            if (isinstance(a, IfThenElse) and a.else_ is None and isinstance(a.then, Store)
+                    and isinstance(b, Store) and b.buffer.name == a.then.buffer.name
+                    and loads_of(b.value, b.buffer.name)):
+                found.append((a, b))
+    return found
+
+
+def reduction_vars(node: Node) -> set[Var]:
+    """Loop variables that carry a reduction somewhere in `node`: those in an init guard's
+    condition, and those absent from the indices of a store that reads its own buffer."""
+    out: set[Var] = set()
+    for guard, _ in init_guards(node):
+        out |= {v for v in walk(guard.cond) if isinstance(v, Var)}
+    return out
+
+
+def is_data_parallel(loop: For) -> tuple[bool, str]:
+    """Whether the iterations of `loop` write disjoint elements: every store under it to a buffer
+    allocated outside it has the loop variable in its indices, and no reduction runs over it."""
+    local = allocated_in(loop.body)
+    v = loop.var
+    if v in reduction_vars(loop):
+        return False, f"loop '{v.name}' carries a reduction"
+    for st in walk(loop.body):
+        if isinstance(st, Store) and st.buffer.name not in local:
+            if not any(x == v for idx in st.indices for x in walk(idx)):
+                return False, f"iterations of loop '{v.name}' all write the same element of '{st.buffer.name}'"
+    return True, ""
+
+
+def and_all(conds: list) -> object:
+    out = None
+    for c in conds:
+        out = c if out is None else Binary("and", out, c)
+    return out

@@ -1,0 +1,164 @@
+"""Schedule: apply primitives to a kernel and record each application in a replayable trace.
+
+A trace is data: a list of steps `{"primitive": name, "args": {...}, "results": [...]}`, each
+JSON-serialisable. Replaying a trace on the same unscheduled kernel gives an equal kernel, because
+every primitive is deterministic, including the names it invents. This is what tuning logs store
+(knobs and traces, never code).
+
+Example:
+    >>> import tessel as ts
+    >>> A = ts.placeholder((64, 64), name="A")
+    >>> B = ts.compute((64, 64), lambda i, j: A[i, j] * 2.0, name="B")
+    >>> sch = Schedule(ts.lower([A, B]))
+    >>> io, ii = sch.split("i", [None, 8])
+    >>> sch.parallel(io)
+    'i_0'
+    >>> replayed = Schedule.replay(ts.lower([A, B]), sch.trace)
+    >>> replayed == sch.kernel
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from tessel.errors import ScheduleError
+from tessel.ir.nodes import For, Kernel, Store, walk
+from tessel.schedules import caching, location, loops, reduction
+from tessel.schedules.nest import loop_path
+
+# name -> (function, names of its arguments after the kernel). One table: replay and the
+# Schedule methods both go through it.
+PRIMITIVES = {
+    "split": (loops.split, ("loop", "factors")),
+    "reorder": (loops.reorder, ("loops",)),
+    "fuse": (loops.fuse, ("loops",)),
+    "annotate": (loops.annotate, ("loop", "kind")),
+    "cache_read": (caching.cache_read, ("buffer", "at", "scope")),
+    "cache_write": (caching.cache_write, ("buffer", "at", "scope")),
+    "compute_at": (location.compute_at, ("producer", "at")),
+    "compute_inline": (location.compute_inline, ("producer",)),
+    "decompose_reduction": (reduction.decompose_reduction, ("buffer", "at")),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One primitive application: its name, its arguments and the names it returned."""
+
+    primitive: str
+    args: dict
+    results: tuple = field(default=())
+
+    def to_json(self) -> dict:
+        return {"primitive": self.primitive, "args": self.args, "results": list(self.results)}
+
+    @staticmethod
+    def from_json(d: dict) -> "Step":
+        if not isinstance(d, dict) or d.get("primitive") not in PRIMITIVES or not isinstance(d.get("args"), dict):
+            raise ScheduleError(f"not a schedule step: {d!r}")
+        return Step(d["primitive"], dict(d["args"]), tuple(d.get("results", ())))
+
+
+class Schedule:
+    """A kernel being scheduled. Methods return the names of the loops or buffers they create."""
+
+    def __init__(self, kernel: Kernel):
+        if not isinstance(kernel, Kernel):
+            raise ScheduleError(f"Schedule needs a tessel.ir.nodes.Kernel, got {type(kernel).__name__}")
+        self.original = kernel
+        self.kernel = kernel
+        self.trace: list[Step] = []
+
+    # -- the generic step ------------------------------------------------------------------------
+    def apply(self, primitive: str, **args):
+        """Apply a primitive by name (what replay does); returns its result names."""
+        if primitive not in PRIMITIVES:
+            raise ScheduleError(f"unknown schedule primitive {primitive!r}; known: {', '.join(PRIMITIVES)}")
+        fn, arg_names = PRIMITIVES[primitive]
+        unknown = set(args) - set(arg_names)
+        if unknown:
+            raise ScheduleError(f"{primitive}: unexpected argument(s) {sorted(unknown)}")
+        self.kernel, results = fn(self.kernel, **args)
+        self.trace.append(Step(primitive, _jsonable(args), tuple(results)))
+        return results
+
+    # -- primitives ------------------------------------------------------------------------------
+    def split(self, loop: str, factors) -> list[str]:
+        """Split `loop` by `factors` (outermost first, one may be None)."""
+        return self.apply("split", loop=loop, factors=list(factors))
+
+    def reorder(self, *loops: str) -> None:
+        """Reorder loops of one perfect nest into the given order."""
+        self.apply("reorder", loops=list(_flat(loops)))
+
+    def fuse(self, *loops: str) -> str:
+        """Fuse consecutive nested loops; returns the fused loop's name."""
+        return self.apply("fuse", loops=list(_flat(loops)))[0]
+
+    def parallel(self, loop: str) -> str:
+        return self.apply("annotate", loop=loop, kind="parallel")[0]
+
+    def vectorize(self, loop: str) -> str:
+        return self.apply("annotate", loop=loop, kind="vectorized")[0]
+
+    def unroll(self, loop: str) -> str:
+        return self.apply("annotate", loop=loop, kind="unrolled")[0]
+
+    def cache_read(self, buffer: str, at: str, scope: str = "local") -> str:
+        return self.apply("cache_read", buffer=buffer, at=at, scope=scope)[0]
+
+    def cache_write(self, buffer: str, at: str, scope: str = "local") -> str:
+        return self.apply("cache_write", buffer=buffer, at=at, scope=scope)[0]
+
+    def compute_at(self, producer: str, at: str) -> list[str]:
+        return self.apply("compute_at", producer=producer, at=at)
+
+    def compute_inline(self, producer: str) -> None:
+        self.apply("compute_inline", producer=producer)
+
+    def decompose_reduction(self, buffer: str, at: str) -> list[str]:
+        return self.apply("decompose_reduction", buffer=buffer, at=at)
+
+    # -- queries ---------------------------------------------------------------------------------
+    def get_loops(self, buffer: str) -> list[str]:
+        """Names of the loops around the last store to `buffer`, outermost first."""
+        stores = [n for n in walk(self.kernel.body) if isinstance(n, Store) and n.buffer.name == buffer]
+        if not stores:
+            raise ScheduleError(f"no stage writes '{buffer}' in kernel '{self.kernel.name}'")
+        last = stores[-1]
+        loops_ = [n for n in walk(self.kernel.body) if isinstance(n, For)]
+        around = [lp for lp in loops_ if any(s is last for s in walk(lp.body))]
+        path = loop_path(self.kernel.body, around[-1].var.name) if around else []
+        return [lp.var.name for lp in path]
+
+    # -- traces ----------------------------------------------------------------------------------
+    def trace_json(self) -> str:
+        return json.dumps([s.to_json() for s in self.trace])
+
+    @staticmethod
+    def replay(kernel: Kernel, trace) -> Kernel:
+        """Apply a trace (Steps, dicts, or its JSON text) to an unscheduled kernel."""
+        sch = Schedule(kernel)
+        if isinstance(trace, str):
+            trace = json.loads(trace)
+        for step in trace:
+            step = step if isinstance(step, Step) else Step.from_json(step)
+            results = sch.apply(step.primitive, **step.args)
+            if step.results and tuple(results) != tuple(step.results):
+                raise ScheduleError(f"replaying {step.primitive}: got names {results}, the trace recorded "
+                                    f"{list(step.results)} (was the trace made for another kernel?)")
+        return sch.kernel
+
+
+def _flat(items):
+    for x in items:
+        if isinstance(x, (list, tuple)):
+            yield from x
+        else:
+            yield x
+
+
+def _jsonable(args: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
