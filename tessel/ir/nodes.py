@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Iterator, Union
@@ -190,6 +191,8 @@ class Const(Expr):
         v = self.value
         if is_float(self.dtype):
             v = float(v)
+            if v != v:  # one NaN object, so equal NaN constants compare and hash equal
+                v = math.nan
         elif is_int(self.dtype):
             if isinstance(v, float) and not v.is_integer():
                 raise DTypeError(f"constant {v!r} is not an integer but has dtype {self.dtype}")
@@ -197,6 +200,11 @@ class Const(Expr):
         else:
             v = bool(v)
         object.__setattr__(self, "value", v)
+
+    def _key(self) -> tuple:
+        # 0.0 == -0.0 in Python, but they are different constants (x + 0.0, 1/x differ): keep the sign
+        v = self.value
+        return (v, self.dtype, math.copysign(1.0, v)) if isinstance(v, float) else (v, self.dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,8 @@ from tessel.ir.nodes import (
     SCOPES, Allocate, Binary, Buffer, Const, For, IfThenElse, Kernel, LetStmt, Load, Store, Var, rewrite, seq, walk,
 )
 from tessel.schedules.nest import (
-    and_all, find_buffer, find_loop, fresh_name, init_guards, loads_of, loop_path, replace_loop, stores_to, used_names,
+    allocated_in, and_all, find_buffer, find_loop, fresh_name, loads_of, loop_path, replace_loop, stores_to,
+    used_names,
 )
 from tessel.schedules.region import Box, accesses, is_dense_write, touched_box
 
@@ -91,12 +92,19 @@ def _check_scope(scope: str) -> None:
         raise ScheduleError(f"unknown memory scope {scope!r}; expected one of {SCOPES}")
 
 
+def _check_not_allocated_inside(loop: For, buffer: str, what: str) -> None:
+    if buffer in allocated_in(loop.body):
+        raise ScheduleError(f"{what}: '{buffer}' is allocated inside loop '{loop.var.name}'; cache it at a loop "
+                            f"inside its allocation")
+
+
 def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tuple[Kernel, list[str]]:
     """Copy what loop `at` reads of `buffer` into a new `scope` buffer at the start of each of its
     iterations; the loop's reads use the copy."""
     _check_scope(scope)
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
+    _check_not_allocated_inside(loop, buffer, "cache_read")
     loads = loads_of(loop.body, buffer)
     if not loads:
         raise ScheduleError(f"cache_read: loop '{at}' does not read '{buffer}'")
@@ -120,6 +128,7 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
     _check_scope(scope)
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
+    _check_not_allocated_inside(loop, buffer, "cache_write")
     stores = stores_to(loop.body, buffer)
     if not stores:
         raise ScheduleError(f"cache_write: loop '{at}' does not write '{buffer}'")
@@ -146,16 +155,26 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
 
 
 def _reads_before_init(loop: For, buffer: str, inner: set) -> bool:
-    """Whether the loop body reads `buffer` values it did not initialise itself (then the cache
-    must start as a copy)."""
+    """Whether the loop body may read `buffer` values it did not write itself (then the cache
+    must start as a copy). It does not when the first access in program order is a store that
+    does not read the buffer, under no condition on variables from outside the loop (a guarded
+    reduction init `if k == 0` with k inside the loop counts as unconditional here)."""
     if not loads_of(loop.body, buffer):
         return False
-    for guard, _ in init_guards(loop.body):
-        if guard.then.buffer.name == buffer:
-            cond_vars = {v for v in walk(guard.cond) if isinstance(v, Var)}
-            if cond_vars <= inner:
-                return False
-    for st in stores_to(loop.body, buffer):
-        if not loads_of(st.value, buffer) and not any(st is g.then for g, _ in init_guards(loop.body)):
-            return False  # an unguarded init nest (after decompose_reduction) inside the loop
-    return True
+
+    def first_access(node, outer_guarded: bool):
+        if isinstance(node, Store) and node.buffer.name == buffer:
+            return "init" if not loads_of(node.value, buffer) and not outer_guarded else "read"
+        if isinstance(node, Load) and node.buffer.name == buffer:
+            return "read"
+        if isinstance(node, IfThenElse):
+            guarded = outer_guarded or not {v for v in walk(node.cond) if isinstance(v, Var)} <= inner
+            return first_access(node.cond, outer_guarded) or first_access(node.then, guarded) or (
+                first_access(node.else_, guarded) if node.else_ is not None else None)
+        for child in node.children():
+            found = first_access(child, outer_guarded)
+            if found:
+                return found
+        return None
+
+    return first_access(loop.body, False) != "init"

@@ -67,20 +67,39 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: CpuKnobs | None
     if target != "cpu":
         raise ScheduleError(f"default schedules exist for the cpu target only (got {target!r})")
     for name, nest in stages(kernel):
-        ndim = _ndim(kernel, name)
-        chain = perfect_chain(nest)
-        if len(chain) < ndim or not all(isinstance(lp.extent, Const) for lp in chain):
-            continue  # not in DSL form (hand-written): leave it alone
-        spatial = [lp.var.name for lp in chain[:ndim]]
-        reduction = [lp.var.name for lp in chain[ndim:]]
-        guards = init_guards(nest)
-        if guards and reduction and _is_contraction(nest, chain, ndim):
-            _schedule_contraction(sch, name, chain, ndim, knobs)
-        elif guards:
-            _parallel_outer(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
-        elif not reduction:
-            _schedule_elementwise(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
+        if not _in_dsl_form(kernel, name, nest):
+            continue  # hand-written or already scheduled: leave it alone
+        before_kernel, before_trace = sch.kernel, list(sch.trace)
+        try:
+            _schedule_stage(sch, kernel, name, nest, knobs)
+        except ScheduleError:
+            # A strategy that does not fit this stage must not fail the build: keep it naive.
+            sch.kernel, sch.trace = before_kernel, before_trace
     return sch
+
+
+def _in_dsl_form(kernel: Kernel, name: str, nest: For) -> bool:
+    ndim = _ndim(kernel, name)
+    chain = perfect_chain(nest)
+    if len(chain) < ndim or not all(isinstance(lp.extent, Const) for lp in chain):
+        return False
+    want = tuple(lp.var for lp in chain[:ndim])
+    stores = [n for n in walk(nest) if isinstance(n, Store)]
+    return all(tuple(st.indices) == want for st in stores) and all(lp.kind == "serial" for lp in chain)
+
+
+def _schedule_stage(sch: Schedule, kernel: Kernel, name: str, nest: For, knobs: CpuKnobs) -> None:
+    ndim = _ndim(kernel, name)
+    chain = perfect_chain(nest)
+    spatial = [lp.var.name for lp in chain[:ndim]]
+    reduction = [lp.var.name for lp in chain[ndim:]]
+    guards = init_guards(nest)
+    if guards and reduction and _is_contraction(nest, chain, ndim):
+        _schedule_contraction(sch, name, chain, ndim, knobs)
+    elif guards:
+        _parallel_outer(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
+    elif not reduction:
+        _schedule_elementwise(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
 
 
 def _ndim(kernel: Kernel, name: str) -> int:

@@ -1,0 +1,276 @@
+"""Translation of a kernel into Python source that runs it on numpy arrays.
+
+The interpreter does not walk the tree per element: it translates a kernel once into a Python
+function whose body mirrors the loop nest (a `for` per loop, an `if` per IfThenElse, one line per
+Store), compiles it with `compile()`; the interpreter caches it. Expressions are translated by
+expr.py. Buffers are passed flat, and every access computes a flat index; each index dimension is
+checked against the shape at run time unless interval analysis proves it in range (so naive DSL
+loop nests run without checks).
+
+Threads: a loop bound to `blockIdx.*` / `threadIdx.*` becomes `v = _bid[0]` (or `_tid[...]`)
+guarded by `if v < extent` when the extent is below the launch dimension; the function is then
+run once per thread of the grid (gpu.py). A Barrier or an Intrinsic becomes a `yield`, which
+makes the function a generator that the block scheduler steps thread by thread.
+
+CPython limits nested `for` blocks to 20 and indentation to 100 levels; deeper nests are moved
+into separate functions that receive every visible name as a parameter.
+
+Example:
+    >>> from tessel.ir.nodes import Buffer, For, Kernel, Load, Store, Var
+    >>> i = Var("i"); A = Buffer("A", (4,)); B = Buffer("B", (4,))
+    >>> t = translate_kernel(Kernel("k", (A, B), For(i, 4, Store(B, (i,), Load(A, (i,)) * 2.0))))
+    >>> print(t.source.splitlines()[3])
+        for v_i_3 in range(4):
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tessel.errors import DTypeError, ShapeError, VerifyError
+from tessel.ir.dtypes import is_bool, is_int
+from tessel.ir.interp.expr import Src, ExprTranslator, compile_source
+from tessel.ir.nodes import (
+    LOOP_KINDS, SCOPES, THREAD_AXES, Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel,
+    LetStmt, Seq, Store, walk,
+)
+
+BARRIER, INTRINSIC = "barrier", "intrinsic"  # the first item of what a thread yields
+_AXES = {a: ("_bid" if a.startswith("block") else "_tid", "xyz".index(a[-1])) for a in THREAD_AXES}
+_RUNTIME_PARAMS = ("_bufs", "_bid", "_tid", "_blk", "_glob")
+_MAX_LOOPS = 15  # nested `for`s per function (CPython allows 20 blocks)
+_MAX_INDENT = 50  # indentation levels per function (CPython allows 100)
+
+
+@dataclass
+class Translation:
+    """A kernel translated to Python: the function, its source, and what running it needs."""
+
+    source: str
+    fn: Callable
+    params: tuple  # the kernel's parameter Buffers
+    written: frozenset  # names of the parameters the kernel stores to or hands to an intrinsic
+    intrinsics: frozenset  # names of the intrinsics it calls
+    grid: tuple  # launch shape (x, y, z); (1, 1, 1) for CPU kernels
+    block: tuple
+    threaded: bool  # runs as a grid of threads (thread-bound loops, a launch, barriers or intrinsics)
+    generator: bool  # threads yield at barriers and intrinsics
+
+
+class _Translator(ExprTranslator):
+    """Translates a kernel's statements (expressions through ExprTranslator)."""
+
+    def __init__(self, kernel: str, dims: dict, threaded: bool):
+        super().__init__(kernel)
+        self.dims = dims  # launch dimension of each thread axis
+        self.threaded = threaded
+        self.glob.update(_BARRIER=BARRIER, _INTRINSIC=INTRINSIC)
+        self.loops = 0  # nested `for`s in the current function
+        self.nsites = 0  # barriers and intrinsic calls, numbered in order of appearance
+        self.written: set[str] = set()
+        self.intrinsics: set[str] = set()
+
+    def stmt(self, s) -> None:
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x)
+            return
+        deep_loop = isinstance(s, For) and s.kind not in THREAD_AXES and self.loops >= _MAX_LOOPS
+        if deep_loop or (self.indent >= _MAX_INDENT and isinstance(s, (For, IfThenElse))):
+            self.split(s)
+            return
+        method = {For: self.for_, Store: self.store, Allocate: self.allocate, IfThenElse: self.if_,
+                  LetStmt: self.let, Barrier: self.barrier, Intrinsic: self.intrinsic}.get(type(s))
+        if method is None:
+            raise self.error(VerifyError, f"cannot interpret the statement node {type(s).__name__}")
+        method(s)
+
+    def body(self, s) -> None:
+        """`s` as an indented block."""
+        self.indent += 1
+        n = len(self.cur.lines)
+        self.stmt(s)
+        if len(self.cur.lines) == n:
+            self.emit("pass")
+        self.indent -= 1
+
+    def split(self, s) -> None:
+        """Move `s` into a function of its own that receives every visible name."""
+        names = [n for n, _ in self.vars.values()] + [x for _, b, i in self.bufs.values() for x in (b, i) if x]
+        params = _RUNTIME_PARAMS + tuple(sorted(set(names)))
+        saved = (self.cur, self.indent, self.loops)
+        fn = self.open_fn(self.fresh("_part"), params)
+        self.indent, self.loops = 1, 0
+        try:
+            self.stmt(s)
+        finally:
+            self.cur, self.indent, self.loops = saved
+        call = f"{fn.name}({', '.join(params)})"
+        self.emit(f"yield from {call}" if fn.yields else call)
+        self.cur.yields |= fn.yields
+
+    def for_(self, s: For) -> None:
+        if not is_int(s.var.dtype) or not is_int(s.extent.dtype):
+            raise self.error(DTypeError, f"loop '{s.var.name}' has var dtype {s.var.dtype} and extent dtype "
+                                         f"{s.extent.dtype}; both must be integers")
+        ext = self.expr(s.extent)
+        name = self.fresh("v_" + s.var.name)
+        if s.kind in THREAD_AXES:
+            self.bound_loop(s, ext, name)
+            return
+        if s.kind not in LOOP_KINDS:
+            raise self.error(VerifyError, f"loop '{s.var.name}' has unknown kind {s.kind!r}")
+        # parallel / vectorized / unrolled run serially: their legality is the scheduler's business
+        self.emit(f"for {name} in range({ext.src}):")
+        self.loops += 1
+        with self.bind(s.var, name, (0, max(ext.rng[1] - 1, 0))):
+            self.body(s.body)
+        self.loops -= 1
+
+    def bound_loop(self, s: For, ext: Src, name: str) -> None:
+        tup, pos = _AXES[s.kind]
+        dim = self.dims[s.kind]
+        self.emit(f"{name} = {tup}[{pos}]")
+        if ext.rng[0] == ext.rng[1]:
+            if ext.rng[0] > dim:
+                raise self.error(VerifyError, f"loop '{s.var.name}' bound to {s.kind} has extent {ext.rng[0]} but "
+                                              f"the launch has only {dim} along {s.kind}")
+            guard = ext.rng[0] < dim
+        else:
+            self.emit(f"if {ext.src} > {dim}: _launch_error({self.kernel!r}, {s.var.name!r}, {s.kind!r}, "
+                      f"{ext.src}, {dim})")
+            guard = True
+        with self.bind(s.var, name, (0, max(min(dim, ext.rng[1]) - 1, 0))):
+            if guard:
+                self.emit(f"if {name} < {ext.src}:")
+                self.body(s.body)
+            else:
+                self.stmt(s.body)
+
+    def store(self, s: Store) -> None:
+        buf, name, _ = self.buffer(s.buffer)
+        if s.value.dtype != buf.dtype:
+            raise self.error(DTypeError, f"store of a {s.value.dtype} value into buffer '{buf.name}' of {buf.dtype}")
+        value = self.expr(s.value)
+        flat = self.index(buf, s.indices, "store")
+        self.emit(f"{name}[{flat}] = {value.src}")
+        self.written.add(buf.name)
+
+    def allocate(self, s: Allocate) -> None:
+        buf = s.buffer
+        if buf.scope not in SCOPES:
+            raise self.error(VerifyError, f"buffer '{buf.name}' has unknown scope {buf.scope!r}")
+        key = f"{buf.name}#{self.fresh('')}"
+        if buf.scope == "shared":  # one per block
+            src = f"_shared(_blk, {key!r}, {buf.size}, {buf.dtype!r})"
+        elif buf.scope == "global" and self.threaded:  # one per launch
+            src = f"_shared(_glob, {key!r}, {buf.size}, {buf.dtype!r})"
+        else:  # one per execution of the Allocate (per thread in GPU kernels)
+            src = f"_alloc({buf.size}, {buf.dtype!r})"
+        old = self.bufs.get(buf.name)
+        self.bind_buffer(buf, src)
+        try:
+            self.stmt(s.body)
+        finally:
+            if old is None:
+                del self.bufs[buf.name]
+            else:
+                self.bufs[buf.name] = old
+
+    def if_(self, s: IfThenElse) -> None:
+        if not is_bool(s.cond.dtype):
+            raise self.error(DTypeError, f"if condition has dtype {s.cond.dtype}, expected bool")
+        c = self.expr(s.cond)
+        self.emit(f"if {c.src}:")
+        self.body(s.then)
+        if s.else_ is not None:
+            self.emit("else:")
+            self.body(s.else_)
+
+    def let(self, s: LetStmt) -> None:
+        if s.var.dtype != s.value.dtype:
+            raise self.error(DTypeError, f"let '{s.var.name}' of dtype {s.var.dtype} bound to a {s.value.dtype} value")
+        v = self.expr(s.value)
+        name = self.fresh("v_" + s.var.name)
+        self.emit(f"{name} = {v.src}")
+        with self.bind(s.var, name, v.rng):
+            self.stmt(s.body)
+
+    def barrier(self, s: Barrier) -> None:
+        self.nsites += 1
+        self.emit(f"yield (_BARRIER, 'barrier #{self.nsites}')")
+        self.cur.yields = True
+
+    def intrinsic(self, s: Intrinsic) -> None:
+        args = []
+        for a in s.args:
+            if isinstance(a, BufferRef):
+                buf, name, _ = self.buffer(a.buffer)
+                if len(a.indices) != buf.ndim:
+                    raise self.error(ShapeError, f"intrinsic '{s.name}': buffer '{buf.name}' given {len(a.indices)} "
+                                                 f"indices; it has {buf.ndim} dimension(s)")
+                start = "".join(f"{self.expr(i).src}, " for i in a.indices)
+                node = self.helper(("buf", buf.name, self.fresh("")), lambda b=buf: b)
+                args.append(f"_Ref({node}, {name}, ({start}), {self.kernel!r})")
+                self.written.add(buf.name)
+            else:
+                args.append(self.expr(a).src)
+        self.intrinsics.add(s.name)
+        self.nsites += 1
+        site = f"{s.name} #{self.nsites}"
+        self.emit(f"yield (_INTRINSIC, {site!r}, {s.name!r}, ({''.join(a + ', ' for a in args)}))")
+        self.cur.yields = True
+
+
+def _launch_dims(kernel: Kernel):
+    """The grid and block shapes (3-tuples), and whether the kernel runs as a grid of threads."""
+    const_ext: dict[str, int] = {}
+    dynamic, sync = set(), False
+    for n in walk(kernel.body):
+        if isinstance(n, For) and n.kind in THREAD_AXES:
+            if isinstance(n.extent, Const):
+                const_ext[n.kind] = max(const_ext.get(n.kind, 1), n.extent.value)
+            else:
+                dynamic.add(n.kind)
+        elif isinstance(n, (Barrier, Intrinsic)):
+            sync = True
+    if kernel.launch is not None:
+        grid, block = (tuple(kernel.launch.grid) + (1, 1, 1))[:3], (tuple(kernel.launch.block) + (1, 1, 1))[:3]
+        for what, dims in (("grid", grid), ("block", block)):
+            if any(not isinstance(d, int) or d < 1 for d in dims):
+                raise VerifyError(f"kernel '{kernel.name}': launch {what} {dims} must hold positive integers")
+    else:
+        if dynamic:
+            raise VerifyError(f"kernel '{kernel.name}': a loop bound to {min(dynamic)} has a non-constant "
+                              f"extent; give the kernel a Launch")
+        grid = tuple(const_ext.get(f"blockIdx.{a}", 1) for a in "xyz")
+        block = tuple(const_ext.get(f"threadIdx.{a}", 1) for a in "xyz")
+    threaded = bool(const_ext or dynamic or sync) or kernel.launch is not None
+    return grid, block, threaded
+
+
+def translate_kernel(kernel: Kernel) -> Translation:
+    """Translate `kernel` into a Python function `fn(bufs, bid, tid, blk, glob)` (see the module
+    docstring); `bufs` are the parameters' flat arrays."""
+    if not isinstance(kernel, Kernel):
+        raise VerifyError(f"expected a Kernel, got {type(kernel).__name__}")
+    grid, block, threaded = _launch_dims(kernel)
+    dims = {f"blockIdx.{a}": d for a, d in zip("xyz", grid)}
+    dims.update({f"threadIdx.{a}": d for a, d in zip("xyz", block)})
+    t = _Translator(kernel.name, dims, threaded)
+    main = t.open_fn("_kernel", _RUNTIME_PARAMS)
+    for k, p in enumerate(kernel.params):
+        if not isinstance(p, Buffer):
+            raise t.error(VerifyError, f"parameter {k} is a {type(p).__name__}, not a Buffer")
+        if p.name in t.bufs:
+            raise t.error(VerifyError, f"two parameters are named '{p.name}'")
+        t.bind_buffer(p, f"_bufs[{k}]")
+    t.stmt(kernel.body)
+    source = t.source()
+    fn = compile_source(source, kernel.name, t.glob, "_kernel")
+    return Translation(source, fn, kernel.params, frozenset(t.written), frozenset(t.intrinsics), grid, block,
+                       threaded, main.yields)
+
+
+__all__ = ["BARRIER", "INTRINSIC", "Translation", "translate_kernel"]
