@@ -210,8 +210,8 @@ class Const(Expr):
 @dataclass(frozen=True, eq=False)
 class Binary(Expr):
     """`a op b` with op in BINARY_OPS. Comparisons and and/or give bool; others keep a's dtype.
-    `div` is true division on floats; integer division is `floordiv` / `floormod` (rounding to
-    minus infinity, as in Python)."""
+    `div` is true division and is for floats; `floordiv` / `floormod` round toward minus infinity
+    (as Python and numpy do) on integers and floats alike."""
 
     op: str
     a: Expr

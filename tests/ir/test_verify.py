@@ -125,8 +125,6 @@ def test_index_count_must_match_the_buffer():
 @pytest.mark.parametrize("expr,fragment", [
     (Binary("add", Load(A, (Const(0),)), Const(1)), "operands of 'add' have dtypes float32 and int32"),
     (Binary("div", i, Const(2)), "'div' on int32 operands"),
-    (Binary("floordiv", Load(A, (Const(0),)), ONE), "'floordiv' on float32 operands"),
-    (Binary("floormod", Load(A, (Const(0),)), ONE), "'floormod' on float32 operands"),
     (Binary("and", i, i), "'and' needs bool operands"),
     (Binary("or", i < 2, i), "'or' needs bool operands"),
     (Binary("add", i < 2, i < 3), "arithmetic 'add' on bool operands"),
@@ -270,6 +268,23 @@ def test_barrier_under_a_thread_dependent_condition():
 
 def test_barrier_in_a_loop_whose_extent_depends_on_the_thread():
     assert_problem(gpu(For(i, TX + 1, Barrier())), "thread-divergent loop extent", "for i in range((tx + 1))")
+
+
+def test_barrier_in_a_thread_loop_shorter_than_the_block():
+    # the launch has 32 threads along x; those with tx >= 16 skip the loop body and its barrier
+    k = kern(Allocate(S, For(TX, 16, Seq((Store(S, (TX,), G[TX]), Barrier())), kind="threadIdx.x")),
+             params=(G,), target="cuda", launch=Launch((1, 1, 1), (32, 1, 1)))
+    assert_problem(k, "barrier under a thread-divergent loop 'for tx in range(16) [threadIdx.x]'", "16 of the 32")
+    # without a Launch the block is as large as the largest loop bound to the axis
+    ty = Var("ty")
+    body = Seq((For(TX, 32, Store(S, (TX,), G[TX]), kind="threadIdx.x"), For(ty, 8, Barrier(), kind="threadIdx.x")))
+    assert_problem(kern(Allocate(S, body), params=(G,), target="cuda"), "8 of the 32 threads")
+
+
+def test_thread_loop_longer_than_the_launch():
+    k = kern(For(TX, 64, Store(G, (TX,), ONE), kind="threadIdx.x"), params=(G,), target="cuda",
+             launch=Launch((1, 1, 1), (32, 1, 1)))
+    assert_problem(k, "is bound to threadIdx.x with extent 64 but the launch has 32 along threadIdx.x")
 
 
 def test_loop_kinds():

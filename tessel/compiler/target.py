@@ -1,0 +1,68 @@
+"""Targets: where a kernel runs. Parsed from the strings users write.
+
+    "cpu"             the host CPU, through TVM -> LLVM (the CPU name is detected at compile time)
+    "cuda"            an NVIDIA GPU, default architecture sm_90a (H100/H200)
+    "cuda:sm_90a"     an NVIDIA GPU of the named architecture (sm_XY or sm_XYa)
+
+A `Target` is a small frozen value: its `kind` is what the IR records (`Kernel.target`), its
+`arch` picks instructions. `str(target)` is its canonical spelling, used in cache keys and logs.
+
+Example:
+    >>> parse_target("cuda:sm_80")
+    Target(kind='cuda', arch='sm_80')
+    >>> str(parse_target("cpu"))
+    'cpu'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tessel.errors import TesselError
+
+DEFAULT_CUDA_ARCH = "sm_90a"
+VALID_TARGETS = ("cpu", "cuda", "cuda:sm_<XY>[a] (e.g. cuda:sm_80, cuda:sm_90a)")
+_CUDA_ARCH = re.compile(r"sm_\d{2,3}a?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compilation target: `kind` is "cpu" or "cuda"; `arch` is the GPU architecture (None on CPU)."""
+
+    kind: str
+    arch: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.arch is None else f"{self.kind}:{self.arch}"
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+
+def parse_target(spec) -> Target:
+    """A Target from a string ("cpu", "cuda", "cuda:sm_90a") or a Target (returned as is).
+
+    Raises TesselError naming the valid targets for anything else.
+
+    >>> parse_target(" CUDA ").arch
+    'sm_90a'
+    """
+    if isinstance(spec, Target):
+        return spec
+    if not isinstance(spec, str):
+        raise TesselError(f"target must be a string such as 'cpu' or 'cuda', got {type(spec).__name__} "
+                          f"{spec!r}; valid targets: {', '.join(VALID_TARGETS)}")
+    text = spec.strip().lower()
+    if text == "cpu":
+        return Target("cpu")
+    if text == "cuda":
+        return Target("cuda", DEFAULT_CUDA_ARCH)
+    if text.startswith("cuda:"):
+        arch = text[len("cuda:"):]
+        if _CUDA_ARCH.match(arch):
+            return Target("cuda", arch)
+        raise TesselError(f"unknown CUDA architecture {arch!r} in target {spec!r}; expected sm_<XY> or "
+                          f"sm_<XY>a, e.g. cuda:sm_90a")
+    raise TesselError(f"unknown target {spec!r}; valid targets: {', '.join(VALID_TARGETS)}")
