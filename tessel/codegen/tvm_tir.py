@@ -54,6 +54,7 @@ from tessel.ir.dtypes import bits, is_float, is_int
 from tessel.ir.nodes import (
     Allocate,
     Barrier,
+    Buffer,
     Binary,
     Call,
     Cast,
@@ -175,8 +176,12 @@ class _Translator:
             if b.scope not in _SCOPES:
                 raise CodegenError(f"kernel '{self.kernel.name}': buffer '{b.name}' has unknown scope '{b.scope}'")
             buf = T.decl_buffer(b.shape, b.dtype, name=b.name, scope=_SCOPES[b.scope])
+            # TVM's LowerTVMBuiltin turns allocations inside parallel loops into workspace calls
+            # whose pointers LLVM cannot prove unaliased, so a register tile is stored to memory
+            # on every iteration (about 5x slower GEMM). Small local buffers stay on the stack.
+            annotations = {"disable_lower_builtin": tvm_bool_true(T)} if _on_stack(b) else {}
             with _Bound(self.buffers, b.name, buf):
-                return [T.AllocBuffer(buf)] + self.stmts(s.body)
+                return [T.AllocBuffer(buf, annotations=annotations)] + self.stmts(s.body)
         if isinstance(s, (Barrier, Intrinsic)):
             what = "a barrier" if isinstance(s, Barrier) else f"the intrinsic '{s.name}'"
             raise CodegenError(f"kernel '{self.kernel.name}' contains {what}, which the CPU backend cannot run")
@@ -370,3 +375,16 @@ class _Bound:
 
 
 _MISSING = object()
+
+
+STACK_LIMIT_BYTES = 64 * 1024  # per allocation; parallel workers run on threads with MB-sized stacks
+
+
+def _on_stack(b: Buffer) -> bool:
+    """Whether a buffer is allocated on the stack (alloca) rather than through TVM's workspace."""
+    return b.scope == "local" and b.size * max(1, bits(b.dtype) // 8) <= STACK_LIMIT_BYTES
+
+
+def tvm_bool_true(T):
+    """A TIR boolean constant (annotation values must be IR constants, not Python bools)."""
+    return T.IntImm("bool", 1)

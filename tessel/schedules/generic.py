@@ -39,8 +39,8 @@ class CpuKnobs:
     """Tile sizes of the default CPU schedules (tuning will search these)."""
 
     vector_lanes: int = 16  # float32 lanes of a 512-bit vector; also fine on 256-bit machines
-    tile_rows: int = 4
-    tile_cols: int = 32
+    tile_rows: int = 6  # rows x cols accumulators must fit the vector registers (6 x 16 floats: 12 ymm)
+    tile_cols: int = 16
     min_parallel_work: int = 4096  # below this many output elements, no thread pool
 
 
@@ -122,23 +122,54 @@ def _is_contraction(nest: For, chain: list[For], ndim: int) -> bool:
 
 
 def _schedule_contraction(sch: Schedule, name: str, chain: list[For], ndim: int, knobs: CpuKnobs) -> None:
+    """Register-tiled contraction: for each column panel (parallel), copy the panel of the operand
+    that runs along the columns (B of a GEMM) into a contiguous local buffer, then for each row
+    tile accumulate a rows x cols block in registers over the whole reduction."""
     extents = [lp.extent.value for lp in chain]
     names = [lp.var.name for lp in chain]
     row, col = names[ndim - 2], names[ndim - 1]
     rows, cols = _tile(extents[ndim - 2], knobs.tile_rows), _tile(extents[ndim - 1], knobs.tile_cols)
     ro, ri = sch.split(row, [None, rows])
     co, ci = sch.split(col, [None, cols])
-    outer = names[: ndim - 2] + [ro, co]
+    batch = names[: ndim - 2]
     red = names[ndim:]
-    sch.reorder(*outer, *red, ri, ci)
-    local = sch.cache_write(name, at=co, scope="local")
-    sch.decompose_reduction(local, at=red[0])
+    sch.reorder(*batch, co, ro, *red, ri, ci)
+    panel = _column_operand(chain, ndim)
+    if panel is not None:
+        try:
+            packed = sch.cache_read(panel, at=co, scope="local")
+            _vectorize_innermost_of(sch, sch.get_loops(packed)[-1])
+        except ScheduleError:
+            pass  # region not affine, say: read the operand in place
+    local = sch.cache_write(name, at=ro, scope="local")
+    init = sch.decompose_reduction(local, at=red[0])
+    outer = batch + [co]
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     sch.parallel(fused)
     if cols % knobs.vector_lanes == 0 or cols <= knobs.vector_lanes:
-        _vectorize_innermost_of(sch, ci)
+        for loop in (ci, init[-1], f"{local}_out_ax{ndim - 1}"):
+            _vectorize_innermost_of(sch, loop)
     if rows > 1:
-        sch.unroll(ri)
+        for loop in (ri, init[-2], f"{local}_out_ax{ndim - 2}"):
+            _unroll(sch, loop)
+
+
+def _column_operand(chain: list[For], ndim: int) -> str | None:
+    """The input whose last index runs along the column loop but not along the row loop."""
+    _, update = init_guards(chain[0])[0]
+    row, col = chain[ndim - 2].var, chain[ndim - 1].var
+    for load in (n for n in walk(update.value.b) if isinstance(n, Load)):
+        vars_ = {v for idx in load.indices for v in walk(idx)}
+        if load.indices and any(x == col for x in walk(load.indices[-1])) and row not in vars_:
+            return load.buffer.name
+    return None
+
+
+def _unroll(sch: Schedule, loop: str) -> None:
+    try:
+        sch.unroll(loop)
+    except ScheduleError:
+        pass
 
 
 def _vectorize_innermost_of(sch: Schedule, loop: str) -> None:
