@@ -1,6 +1,6 @@
 """Each schedule primitive: what it does to the loop nest (before/after), that the scheduled kernel
-computes the same as the unscheduled one (reference interpreter, on random inputs), and that
-illegal requests raise ScheduleError."""
+computes the same as the unscheduled one (reference interpreter and compiled CPU code, on random
+inputs), and that illegal requests raise ScheduleError."""
 
 import numpy as np
 import pytest
@@ -48,12 +48,16 @@ def assert_same(reference, scheduled, seed=0):
     written = {n.buffer.name for n in walk(reference.body) if isinstance(n, Store)}
     a = random_args(reference, rng)
     b = [x.copy() if p.name not in written else x + 1000.0 for p, x in zip(reference.params, a)]
+    c = [x.copy() for x in b]
     interp.run(reference, *a)
     interp.run(scheduled, *b)
+    ts.build(scheduled, schedule=scheduled)(*c)  # the compiled code of exactly this schedule
     outputs = [i for i, p in enumerate(reference.params) if p.name in written]
     assert outputs
     for i in outputs:
-        np.testing.assert_allclose(b[i], a[i], rtol=1e-5, atol=1e-5, err_msg=f"param {reference.params[i].name}")
+        name = reference.params[i].name
+        np.testing.assert_allclose(b[i], a[i], rtol=1e-5, atol=1e-5, err_msg=f"interpreted, param {name}")
+        np.testing.assert_allclose(c[i], a[i], rtol=1e-5, atol=1e-5, err_msg=f"compiled, param {name}")
 
 
 def loops(kernel):
