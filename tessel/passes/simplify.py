@@ -293,10 +293,15 @@ class _Context:
         if not isinstance(e, Binary):
             return None
         if e.op in ("add", "sub", "mul"):
-            return self.form_interval(self.linear(e))
+            form = self.linear(e)
+            if form[0] != {e: 1}:  # a product of two non-constants is its own atom: use its operands
+                return self.form_interval(form)
         a, b = self.interval(e.a), self.interval(e.b)
         if a is None or b is None:
             return None
+        if e.op == "mul":
+            corners = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
+            return min(corners), max(corners)
         if e.op == "min":
             return min(a[0], b[0]), min(a[1], b[1])
         if e.op == "max":

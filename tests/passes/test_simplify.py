@@ -537,3 +537,10 @@ def test_the_tiled_gemm_gives_the_same_bits_after_simplification():
 def test_simplify_leaves_unrelated_nodes_alone():
     s = For(I, 8, Allocate(Buffer("T", (4,), "float32", "local"), Store(V, (I,), FA)))
     assert simplify(s) is not None and simplify(s) == s
+
+
+def test_product_of_two_variables_has_an_interval():
+    """Regression: a product of two non-constant integers used to recurse forever."""
+    k, t = Var("k"), Var("t")
+    assert simplify(Binary("floormod", k * t, Const(64)), ranges={k: (0, 7), t: (0, 7)}) == k * t
+    assert simplify(Binary("floormod", k * t, Const(32)), ranges={k: (0, 7), t: (0, 7)}) != k * t
