@@ -24,6 +24,9 @@ __version__ = "0.1.0"
 # Heavier entry points, resolved on first use (PEP 562) so `import tessel` stays light.
 _LAZY = {
     "build": ("tessel.compiler.driver", "build"),
+    "compile": ("tessel.compiler.compile_api", "compile"),
+    "GraphBuilder": ("tessel.frontend.builder", "GraphBuilder"),
+    "CompiledModel": ("tessel.compiler.model", "CompiledModel"),
     "lower": ("tessel.ir.dsl", "lower"),
     "Schedule": ("tessel.schedules.schedule", "Schedule"),
     "Kernel": ("tessel.compiler.kernel", "Kernel"),

@@ -1,0 +1,142 @@
+"""`compile(model, example_inputs)`: any supported model in, a CompiledModel out.
+
+Accepted models, dispatched on their type:
+- a `tessel.frontend.graph.Graph`, or a `tessel.frontend.builder.GraphBuilder` (its graph);
+- an `onnx.ModelProto`, or the path (str or os.PathLike) of an `.onnx` file: imported with
+  `tessel.frontend.onnx.import_onnx`, with the example inputs' shapes for the model inputs (which
+  must agree with the declared ones); a model with dynamic dims recompiles for new input shapes;
+- a torch `nn.Module` (example inputs required): imported with
+  `tessel.frontend.torch.import_torch(module, example_inputs)`, specialised to the example shapes;
+  calling the model with other shapes imports and compiles again, once per new shape. Outputs come
+  back in the module's structure (tensor, tuple, dict, ModelOutput).
+
+The importers are imported only when a model of their kind arrives, so compiling a built graph
+never loads torch or onnx.
+
+Example:
+    >>> import numpy as np
+    >>> from tessel.frontend.builder import GraphBuilder
+    >>> b = GraphBuilder("tiny")
+    >>> x = b.input("x", (2, 2))
+    >>> b.output(b.relu(x))
+    >>> cm = compile(b)
+    >>> cm(np.array([[1, -1], [-2, 2]], np.float32)).tolist()
+    [[1.0, 0.0], [0.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+import os
+
+from tessel.errors import TesselError
+
+ACCEPTED = ("a tessel Graph", "a tessel GraphBuilder", "an onnx.ModelProto", "a path to an .onnx file",
+            "a torch.nn.Module (with example_inputs)")
+
+
+def compile(model, example_inputs=None, target: str = "cpu", tuning_log=None, **options):  # noqa: A001
+    """Compile `model` for `target` ("cpu"); returns a `tessel.compiler.model.CompiledModel`.
+
+    `options` go to `tessel.compiler.model.compile_graph` (optimize, fold_limit, max_group_ops,
+    max_prologue_ops). `tuning_log` is reserved for the autotuner.
+    """
+    from tessel.compiler.model import compile_graph
+    from tessel.frontend.graph import Graph
+
+    if tuning_log is not None:
+        raise TesselError("compile(tuning_log=...): tuning logs arrive with the autotuner; compile without one for now")
+    _check_target(target)
+    if isinstance(model, Graph):
+        return compile_graph(model, example_inputs, target, **options)
+    builder_graph = _builder_graph(model)
+    if builder_graph is not None:
+        return compile_graph(builder_graph, example_inputs, target, **options)
+    if _is_onnx_model(model) or _is_onnx_path(model):
+        return _compile_onnx(model, example_inputs, target, options)
+    if _is_torch_module(model):
+        return _compile_torch(model, example_inputs, target, options)
+    if isinstance(model, (str, os.PathLike)):
+        raise TesselError(f"compile(): '{os.fspath(model)}' is not an existing .onnx file; compile accepts "
+                          + ", ".join(ACCEPTED))
+    raise TesselError(f"compile(): cannot compile a {type(model).__module__}.{type(model).__name__}; it accepts "
+                      + ", ".join(ACCEPTED))
+
+
+def _check_target(target) -> None:
+    kind = getattr(target, "kind", target)
+    if kind not in ("cpu", "llvm"):
+        raise TesselError(f"compile(target={target!r}): models compile for 'cpu' so far")
+
+
+def _builder_graph(model):
+    try:
+        from tessel.frontend.builder import GraphBuilder
+    except ImportError:
+        return None
+    return model.graph if isinstance(model, GraphBuilder) else None
+
+
+def _is_onnx_model(model) -> bool:
+    return type(model).__name__ == "ModelProto" and type(model).__module__.split(".")[0] == "onnx"
+
+
+def _is_onnx_path(model) -> bool:
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    path = os.fspath(model)
+    return os.path.isfile(path) and str(path).lower().endswith(".onnx")
+
+
+def _is_torch_module(model) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")  # a torch module can only exist if torch is already imported
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _compile_torch(module, example_inputs, target, options):
+    from tessel.compiler.model import compile_graph
+    from tessel.frontend.torch import import_torch
+
+    if example_inputs is None:
+        raise TesselError(f"compile(): a torch module ({type(module).__name__}) needs example_inputs to trace "
+                          f"with torch.export, e.g. compile(model, (torch.randn(1, 16),))")
+    from tessel.frontend.torch import rebuild_outputs
+
+    ex = _as_tuple(example_inputs)
+    graph = import_torch(module, ex)
+    return compile_graph(graph, ex, target, specialize=lambda inputs: import_torch(module, _as_torch(inputs)),
+                         restructure=rebuild_outputs, **options)
+
+
+def _as_tuple(example_inputs) -> tuple:
+    return tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+
+
+def _as_torch(inputs) -> tuple:
+    import torch
+
+    return tuple(x if isinstance(x, torch.Tensor) else torch.from_numpy(x) for x in inputs)
+
+
+def _compile_onnx(model, example_inputs, target, options):
+    from tessel.compiler.model import compile_graph
+    from tessel.errors import ArgumentError
+    from tessel.frontend.onnx import import_onnx, load_model
+
+    proto, _ = load_model(model)  # external data loaded: the proto can be imported again later
+    init = {t.name for t in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in init]
+
+    def shapes(inputs) -> dict:
+        if len(inputs) != len(names):
+            raise ArgumentError(f"ONNX model '{proto.graph.name}' takes {len(names)} input(s) ({', '.join(names)}), "
+                                f"got {len(inputs)}")
+        return {n: tuple(x.shape) for n, x in zip(names, inputs)}
+
+    ex = None if example_inputs is None else _as_tuple(example_inputs)
+    graph = import_onnx(proto, shapes(ex) if ex is not None else None)
+    dynamic = any(not d.HasField("dim_value") for i in proto.graph.input if i.name not in init
+                  for d in i.type.tensor_type.shape.dim)
+    specialize = (lambda inputs: import_onnx(proto, shapes(inputs))) if dynamic else None
+    return compile_graph(graph, ex, target, specialize=specialize, **options)

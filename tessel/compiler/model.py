@@ -1,0 +1,464 @@
+"""CompiledModel: a graph compiled into a sequence of CPU kernels, callable on arrays.
+
+`compile_graph(graph)` copies the graph, runs the graph passes (canonicalise, fold constants,
+pattern rules: `tessel.passes.graph.optimize`), partitions it into fused groups, lowers each group
+to one kernel (`tessel.compiler.lowering`; groups with equal IR share one compiled kernel), plans
+the memory of the values that cross kernels (`tessel.passes.graph.memory`: one arena, reused by
+liveness) and returns a `CompiledModel`.
+
+Calling the model takes numpy arrays or CPU torch tensors, one per graph input, and returns the
+same kind: one array for a one-output model, a tuple for several. Inputs are checked (count,
+shape, dtype) and a mismatch raises `ArgumentError` naming the input. A model made from a torch
+module is specialised to the shapes it is called with: each new combination of input shapes and
+dtypes is imported and compiled once and kept in the model's per-shape cache.
+
+The arena is shared by calls, so a lock serialises concurrent calls of one model.
+
+Example:
+    >>> import numpy as np
+    >>> from tessel.frontend.graph import Graph
+    >>> g = Graph("tiny")
+    >>> x = g.add_input("x", (2, 3), "float32")
+    >>> (y,) = g.add_node("relu", [x]); g.mark_outputs([y])
+    >>> cm = compile_graph(g)
+    >>> cm(np.array([[-1, 2, -3], [4, -5, 6]], np.float32)).tolist()
+    [[0.0, 2.0, 0.0], [4.0, 0.0, 6.0]]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessel.errors import ArgumentError, TesselError
+from tessel.frontend.graph import Graph, OpNode, Value
+
+
+@dataclass
+class Step:
+    """One kernel launch: the kernel, the group it computes, the value passed per parameter."""
+
+    kernel: object  # tessel.compiler.kernel.Kernel
+    group: object  # tessel.passes.graph.fusion.Group
+    args: list
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple
+    dtype: str
+
+
+class Program:
+    """One specialisation of a model: the optimised graph, its steps and its memory plan."""
+
+    def __init__(self, source: Graph, graph: Graph, steps: list, plan, report: dict, seconds: float):
+        from tessel.ir.dtypes import numpy_dtype
+
+        self.source, self.graph, self.steps, self.plan, self.report = source, graph, steps, plan, report
+        self.compile_seconds = seconds
+        self.inputs = [InputSpec(v, graph.values[v].shape, graph.values[v].dtype) for v in graph.inputs]
+        self._np_dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
+        self._lock = threading.Lock()
+        self._arena = np.empty(max(plan.arena_bytes, 1), np.uint8)
+        self._static: dict = {}  # constants and arena views: the same every call
+        for v in graph.values.values():
+            if v.is_const:
+                self._static[v.name] = contiguous(v.data)
+        for name, off in plan.offsets.items():
+            val = graph.values[name]
+            dt = numpy_dtype(val.dtype)
+            self._static[name] = self._arena[off: off + plan.sizes[name]].view(dt).reshape(val.shape)
+        produced = {v for s in steps for v in s.group.outputs}
+        self._fresh = [(o, graph.values[o]) for o in dict.fromkeys(graph.outputs) if o in produced]
+        self._fresh_names = {o for o, _ in self._fresh}
+
+    @property
+    def kernels(self) -> list:
+        seen, out = set(), []
+        for s in self.steps:
+            if id(s.kernel) not in seen:
+                seen.add(id(s.kernel))
+                out.append(s.kernel)
+        return out
+
+    def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
+        """Run on checked, contiguous numpy inputs; returns fresh output arrays. With `profile`
+        (a dict), also times each step right after it runs, while its inputs are still valid
+        (median seconds of `number` calls, keyed by step index)."""
+        from tessel.ir.dtypes import numpy_dtype
+
+        with self._lock:
+            env = dict(self._static)
+            env.update(zip(self.graph.inputs, arrays))
+            for name, val in self._fresh:
+                env[name] = np.empty(val.shape, numpy_dtype(val.dtype))
+            for k, step in enumerate(self.steps):
+                args = [env[a] for a in step.args]
+                step.kernel(*args)
+                if profile is not None:
+                    profile[k] = step.kernel.time(*args, number=number, repeat=3)
+            results, given = [], set()
+            for o in self.graph.outputs:
+                fresh = o in self._fresh_names and o not in given
+                results.append(env[o] if fresh else np.array(env[o], copy=True))
+                given.add(o)
+            return results
+
+
+class CompiledModel:
+    """A compiled model (see the module docstring). Attributes: `kernels` (the distinct compiled
+    `Kernel`s, each with `.name`, `.ir`, `.source`), `graph` (the optimised graph), `source_graph`
+    (the graph as given), `steps`, `memory` (arena bytes vs one buffer per value), `report`."""
+
+    def __init__(self, program: Program, specialize=None, options: dict | None = None, restructure=None):
+        self.name = program.source.name
+        self._programs = {_key_of(program.inputs): program}
+        self._current = program
+        self._specialize = specialize  # raw inputs -> Graph, for models that specialise to shapes
+        self._restructure = restructure  # (graph, flat outputs) -> the source model's output structure
+        self._options = dict(options or {})
+        self._compile_lock = threading.Lock()  # one specialisation compiles at a time
+
+    # -- views of the current specialisation -----------------------------------------------------
+    @property
+    def kernels(self) -> list:
+        return self._current.kernels
+
+    @property
+    def steps(self) -> list:
+        return self._current.steps
+
+    @property
+    def graph(self) -> Graph:
+        return self._current.graph
+
+    @property
+    def source_graph(self) -> Graph:
+        return self._current.source
+
+    @property
+    def inputs(self) -> list:
+        return list(self._current.inputs)
+
+    @property
+    def report(self) -> dict:
+        return self._current.report
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._current.compile_seconds
+
+    @property
+    def memory(self) -> dict:
+        p = self._current.plan
+        return {"arena_bytes": p.arena_bytes, "naive_bytes": p.naive_bytes, "values": len(p.offsets)}
+
+    @property
+    def specializations(self) -> list:
+        """The input signatures compiled so far: [((shape, dtype), ...), ...]."""
+        return list(self._programs)
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.inputs)
+        return f"<tessel.CompiledModel {self.name}({sig}): {len(self.steps)} steps, {len(self.kernels)} kernels>"
+
+    # -- calling ---------------------------------------------------------------------------------
+    def __call__(self, *inputs):
+        program, arrays, as_torch = self._prepare(inputs)
+        return self._wrap(program, program.run(arrays), as_torch)
+
+    def run_reference(self, *inputs):
+        """Run the source graph with the ops' numpy references (tessel.frontend.reference)."""
+        from tessel.frontend.reference import run_graph
+
+        program, arrays, as_torch = self._prepare(inputs)
+        return self._wrap(program, run_graph(program.source, arrays), as_torch)
+
+    def _wrap(self, program: Program, results: list, as_torch: bool):
+        if as_torch:
+            import torch
+
+            results = [torch.from_numpy(r) for r in results]
+        if self._restructure is not None:
+            return self._restructure(program.source, results)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def summary(self, *inputs, number: int = 5, show: bool = True) -> str:
+        """A table of the kernels run in order, the ops fused into each, and each one's time
+        (median of a profiling run on `inputs`, or random inputs when none are given); printed when
+        `show`, and returned."""
+        if not inputs:
+            inputs = tuple(random_inputs(self.inputs))
+        program, arrays, _ = self._prepare(inputs)
+        prof: dict = {}
+        program.run(arrays, profile=prof, number=number)
+        text = _table(program, prof)
+        if show:
+            print(text)
+        return text
+
+    def _prepare(self, inputs):
+        as_torch = any(_is_torch(x) for x in inputs)
+        program = self._current
+        key = _signature(inputs)
+        if key is not None and key != _key_of(program.inputs):
+            found = self._programs.get(key)
+            if found is None and self._specialize is not None:
+                with self._compile_lock:
+                    found = self._programs.get(key) or self._compile_for(inputs, key)
+            if found is not None:
+                program = self._current = found
+        return program, _check_inputs(program, inputs), as_torch
+
+    def _compile_for(self, inputs, key) -> Program:
+        graph = self._specialize(inputs)
+        program = _compile_program(graph, self._options)
+        if _key_of(program.inputs) != key:
+            raise ArgumentError(f"model '{self.name}': recompiling for inputs {_fmt_key(key)} gave a graph "
+                                f"that takes {_fmt_key(_key_of(program.inputs))}")
+        self._programs[key] = program
+        return program
+
+
+# ---------------------------------------------------------------------------------------------
+# compile_graph
+# ---------------------------------------------------------------------------------------------
+
+_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops")
+
+
+def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specialize=None, restructure=None,
+                  **options) -> CompiledModel:
+    """Compile a Graph for the CPU into a CompiledModel (see the module docstring).
+
+    Options: `optimize` (default True: run the graph passes), `fold_limit` (largest constant, in
+    elements, that folding may produce), `max_group_ops`, `max_prologue_ops` (fusion limits).
+    `example_inputs`, when given, must agree with the graph's declared input shapes and dtypes.
+    `specialize(inputs) -> Graph` makes a model that recompiles for new input shapes;
+    `restructure(graph, flat_outputs)` rebuilds the source model's output structure (by default one
+    output is returned as is and several as a tuple).
+
+    >>> from tessel.frontend.graph import Graph
+    >>> g = Graph(); x = g.add_input("x", (3,), "float32"); (y,) = g.add_node("neg", [x])
+    >>> g.mark_outputs([y]); compile_graph(g).kernels[0].name
+    'neg'
+    """
+    if not isinstance(graph, Graph):
+        raise TesselError(f"compile_graph() takes a tessel.frontend.graph.Graph, got {type(graph).__name__}")
+    if target not in ("cpu", "llvm"):
+        raise TesselError(f"model '{graph.name}': target {target!r} is not supported for models yet; use 'cpu'")
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TesselError(f"compile: unknown option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
+    program = _compile_program(graph, options)
+    if example_inputs is not None:
+        _check_example(program, example_inputs)
+    return CompiledModel(program, specialize, options, restructure)
+
+
+def _compile_program(graph: Graph, options: dict) -> Program:
+    from tessel.compiler.lowering import build_kernel, lower_group
+    from tessel.passes.graph import optimize
+    from tessel.passes.graph.fusion import fuse
+
+    t0 = time.perf_counter()
+    if not graph.outputs:
+        raise TesselError(f"model '{graph.name}' has no outputs; call graph.mark_outputs([...])")
+    source = copy_graph(graph)
+    work = copy_graph(graph)
+    report: dict = {}
+    if options.get("optimize", True):
+        report.update(optimize(work, options.get("fold_limit")))
+    work.prune()
+    work.reorder_topologically()
+    groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
+                  max_prologue_ops=options.get("max_prologue_ops", 8))
+    built: dict = {}  # naive IR kernel -> compiled Kernel (equal groups share one)
+    names: dict = {}
+    steps = []
+    t_lower = time.perf_counter()
+    for g in groups:
+        low = lower_group(work, g, inline=False)
+        kern = built.get(low.naive)
+        if kern is None:
+            base = low.naive.name
+            n = names.get(base, 0)
+            names[base] = n + 1
+            kern = build_kernel(low.inline().ir, base if n == 0 else f"{base}_{n}")
+            built[low.naive] = kern
+        steps.append(Step(kern, g, low.args))
+    t_build = time.perf_counter()
+    plan = _plan(work, steps)
+    report.update(groups=len(groups), kernels=len(built), lower_and_build_seconds=t_build - t_lower,
+                  passes_seconds=t_lower - t0)
+    return Program(source, work, steps, plan, report, time.perf_counter() - t0)
+
+
+def _plan(graph: Graph, steps: list):
+    from tessel.ir.dtypes import numpy_dtype
+    from tessel.passes.graph.memory import plan_memory
+
+    outputs = set(graph.outputs)
+    planned, sizes, seq = set(), {}, []
+    for s in steps:
+        seq.append((list(s.group.inputs), list(s.group.outputs)))
+        for v in s.group.outputs:
+            if v not in outputs:
+                val = graph.values[v]
+                planned.add(v)
+                sizes[v] = int(np.prod(val.shape, dtype=np.int64)) * numpy_dtype(val.dtype).itemsize
+    return plan_memory(seq, sizes, planned)
+
+
+def copy_graph(graph: Graph) -> Graph:
+    """A copy whose nodes and values can be rewritten freely; constant arrays are shared (passes
+    replace constants, they never write into their arrays)."""
+    g = Graph(graph.name)
+    g.values = {k: Value(v.name, v.shape, v.dtype, v.data) for k, v in graph.values.items()}
+    g.nodes = {k: OpNode(n.name, n.op, list(n.inputs), list(n.outputs), dict(n.attrs), n.origin)
+               for k, n in graph.nodes.items()}
+    g.inputs, g.outputs = list(graph.inputs), list(graph.outputs)
+    g.meta = dict(getattr(graph, "meta", {}))
+    g._counter = graph._counter
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def contiguous(a):
+    """`a` as a C-contiguous array, 0-d arrays kept 0-d (np.ascontiguousarray makes them 1-d).
+
+    >>> contiguous(np.float32(2.0)).shape
+    ()
+    """
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _to_numpy(x, spec: InputSpec, where: str):
+    if _is_torch(x):
+        if getattr(x, "device", None) is not None and x.device.type != "cpu":
+            raise ArgumentError(f"{where} '{spec.name}': expected a CPU tensor, got one on {x.device}")
+        return x.detach().resolve_conj().resolve_neg().numpy()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    raise ArgumentError(f"{where} '{spec.name}': expected a numpy array or a CPU torch tensor of "
+                        f"{spec.dtype}{list(spec.shape)}, got {type(x).__name__}")
+
+
+def _signature(inputs):
+    """((shape, dtype name), ...) of the raw inputs, or None when some input is not an array."""
+    key = []
+    for x in inputs:
+        if _is_torch(x):
+            key.append((tuple(x.shape), str(x.dtype).replace("torch.", "")))
+        elif isinstance(x, (np.ndarray, np.generic)):
+            key.append((tuple(np.shape(x)), _dtype_name(np.asarray(x).dtype)))
+        else:
+            return None
+    return tuple(key)
+
+
+def _dtype_name(dt) -> str:
+    from tessel.ir.dtypes import from_numpy_dtype
+
+    try:
+        return from_numpy_dtype(dt)
+    except TesselError:
+        return str(dt)
+
+
+def _key_of(specs) -> tuple:
+    return tuple((tuple(s.shape), s.dtype) for s in specs)
+
+
+def _fmt_key(key) -> str:
+    return "(" + ", ".join(f"{d}{list(s)}" for s, d in key) + ")"
+
+
+def _check_inputs(program: Program, inputs, where: str = "input") -> list:
+    specs = program.inputs
+    name = program.source.name
+    if len(inputs) != len(specs):
+        listed = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in specs)
+        raise ArgumentError(f"model '{name}' takes {len(specs)} input(s) ({listed}), got {len(inputs)}")
+    arrays = []
+    for x, spec, npdt in zip(inputs, specs, program._np_dtypes):
+        a = _to_numpy(x, spec, f"model '{name}' {where}")
+        if a.dtype != npdt:
+            raise ArgumentError(f"model '{name}' {where} '{spec.name}': expected dtype {spec.dtype}, "
+                                f"got {_dtype_name(a.dtype)}")
+        if tuple(a.shape) != tuple(spec.shape):
+            raise ArgumentError(f"model '{name}' {where} '{spec.name}': expected shape {tuple(spec.shape)}, "
+                                f"got {tuple(a.shape)}")
+        arrays.append(contiguous(a))
+    return arrays
+
+
+def _check_example(program: Program, example_inputs) -> None:
+    ex = example_inputs if isinstance(example_inputs, (list, tuple)) else [example_inputs]
+    try:
+        _check_inputs(program, list(ex), where="example input")
+    except ArgumentError as e:
+        raise ArgumentError(f"{e} (the model's declared input shapes contradict the example inputs)") from None
+
+
+def random_inputs(specs, seed: int = 0) -> list:
+    """Random arrays for input specs: normal floats, small non-negative integers, random bools.
+
+    >>> [a.shape for a in random_inputs([InputSpec("x", (2, 3), "float32")])]
+    [(2, 3)]
+    """
+    from tessel.ir.dtypes import numpy_dtype
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in specs:
+        dt = numpy_dtype(s.dtype)
+        if s.dtype == "bool":
+            out.append(rng.random(s.shape) < 0.5)
+        elif np.issubdtype(dt, np.integer):
+            out.append(rng.integers(0, 2, s.shape).astype(dt))
+        else:
+            out.append(rng.standard_normal(s.shape).astype(dt))
+    return out
+
+
+def _table(program: Program, prof: dict) -> str:
+    rows = [("#", "kernel", "ops fused", "time (us)")]
+    total = 0.0
+    for k, step in enumerate(program.steps):
+        t = prof.get(k, 0.0)
+        total += t
+        rows.append((str(k), step.kernel.name, step.group.describe(), f"{t * 1e6:.2f}"))
+    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels", f"{total * 1e6:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"model '{program.source.name}' on cpu, compiled in {program.compile_seconds:.2f} s"]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if i == 0 or i == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+    p = program.plan
+    lines.append(f"intermediates: {len(p.offsets)} values in a {_bytes(p.arena_bytes)} arena "
+                 f"(one buffer each: {_bytes(p.naive_bytes)})")
+    return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
