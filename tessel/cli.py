@@ -1,4 +1,4 @@
-"""The `tessel` command: `tessel demo`, `tessel version`, and (to come) compile, tune, fuzz, log, bench.
+"""The `tessel` command: `tessel demo`, `tessel compile`, `tessel version`, and (to come) tune, fuzz, log, bench.
 
 Errors that tessel raises on purpose (TesselError) are printed as one line, `tessel: error: ...`,
 with exit status 1; `--debug` shows the traceback instead. Subcommands that do not exist yet say so
@@ -20,7 +20,6 @@ from tessel.errors import TesselError
 # Planned subcommands: what each will do, and the tracking issue once there is one (the lead fills
 # in numbers). They print "not implemented yet" and exit 2 until they land.
 PLANNED = {
-    "compile": ("compile an ONNX or PyTorch model into a callable", None),
     "tune": ("tune kernels or a model and append to a tuning log", None),
     "fuzz": ("run a fuzzing campaign against the compiler", None),
     "log": ("show, merge, or pick the best records of tuning logs", None),
@@ -42,7 +41,119 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     rows = run_demo(target=args.target, sizes=args.sizes, runs=args.runs, seed=args.seed,
                     progress=not args.no_progress)
-    return 0 if rows and all(r.passed for r in rows) else EXIT_ERROR
+    from tessel.demo_models import run_model_demo
+
+    print("\nsample models (built with the graph builder, compiled with tessel.compile; numpy: the graph run "
+          "with each op's numpy reference)")
+    models = run_model_demo(sizes=args.sizes, runs=args.runs or 3, seed=args.seed or 0)
+    ok = rows and all(r.passed for r in rows) and all(m["check"] == "PASS" for m in models)
+    return 0 if ok else EXIT_ERROR
+
+
+def _parse_input_shapes(specs: list) -> dict:
+    """`["x=1,3,224,224", "mask=1,128"]` -> {"x": (1, 3, 224, 224), "mask": (1, 128)}."""
+    shapes = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+        except ValueError:
+            shape = None
+        if not sep or not name or shape is None or any(d < 0 for d in shape):
+            raise TesselError(f"compile: --input-shape {spec!r}: expected NAME=D0,D1,... (e.g. x=1,3,224,224)")
+        shapes[name] = shape
+    return shapes
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    # the ONNX importer, numpy, onnxruntime and the back end load only when this command runs
+    import time
+
+    from tessel.compiler.compile_api import compile as tessel_compile
+    from tessel.errors import ShapeError
+    from tessel.frontend.onnx import import_onnx
+
+    shapes = _parse_input_shapes(args.input_shape)
+    try:
+        graph = import_onnx(args.model, shapes)
+    except ShapeError as e:
+        raise ShapeError(f"{e} (on the command line: --input-shape NAME=D0,D1,...)") from None
+    start = time.perf_counter()
+    cm = tessel_compile(graph, target=args.target)
+    took = time.perf_counter() - start
+    print(f"tessel compile: {args.model}: {len(graph.nodes)} ops -> {len(cm.kernels)} kernels for "
+          f"{args.target}, compiled in {took:.2f} s")
+    if not args.check:
+        return 0
+    return _check_compiled(args, graph, cm)
+
+
+def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
+    """Run on random inputs, compare with onnxruntime (else tessel's op references), time both."""
+    import numpy as np
+
+    from tessel.compiler.model import random_inputs
+
+    inputs = random_inputs(cm.inputs, seed=args.seed)
+    got = cm(*inputs)
+    got = [got] if len(graph.outputs) == 1 else list(got)
+    feeds = dict(zip(graph.inputs, inputs))
+    sess = _ort_session(args.model)
+    if sess is not None:
+        import onnxruntime
+
+        oracle = f"onnxruntime {onnxruntime.__version__}"
+        want = sess.run(None, feeds)
+    else:
+        oracle = "tessel's op references (onnxruntime is not installed)"
+        want = cm.run_reference(*inputs)
+        want = [want] if len(graph.outputs) == 1 else list(want)
+    print(f"check against {oracle} on random inputs (seed {args.seed}):")
+    ok = True
+    for name, g, w in zip(graph.outputs, got, want):
+        g, w = np.asarray(g), np.asarray(w)
+        if g.shape != w.shape:
+            print(f"  output '{name}': shape {g.shape}, expected {w.shape}  FAIL")
+            ok = False
+            continue
+        diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        abs_err = float(np.max(diff)) if diff.size else 0.0
+        rel_err = abs_err / scale if scale > 0 else abs_err
+        good = bool(np.isfinite(rel_err) and rel_err <= args.rtol)
+        ok &= good
+        print(f"  output '{name}' {g.dtype}{list(g.shape)}: max abs error {abs_err:.3g}, max rel error "
+              f"{rel_err:.3g} (of max |value| {scale:.3g})  {'OK' if good else 'FAIL'}")
+    t_tessel = _median_seconds(lambda: cm(*inputs), args.runs)
+    line = f"time (median of {args.runs} runs): tessel {t_tessel * 1e3:.3f} ms"
+    if sess is not None:
+        t_ort = _median_seconds(lambda: sess.run(None, feeds), args.runs)
+        line += f", onnxruntime {t_ort * 1e3:.3f} ms, ratio {t_tessel / t_ort:.2f}x (tessel / onnxruntime)"
+    print(line)
+    return 0 if ok else EXIT_ERROR
+
+
+def _ort_session(model):
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    opts = onnxruntime.SessionOptions()
+    opts.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def _median_seconds(fn, runs: int) -> float:
+    import statistics
+    import time
+
+    fn()  # warm-up
+    times = []
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _cmd_planned(args: argparse.Namespace) -> int:
@@ -72,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("compile", parents=[debug], help="compile an ONNX model; --check runs it against onnxruntime",
+                       description="Compile an ONNX model. With --check, run it on random inputs, compare with "
+                                   "onnxruntime (max abs/rel error) and time both.")
+    p.add_argument("model", help="path of the .onnx file (external data files next to it)")
+    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="shape of an input with dynamic dims (repeat for several inputs)")
+    p.add_argument("--check", action="store_true", help="run on random inputs, compare with onnxruntime, time both")
+    p.add_argument("--rtol", type=float, default=1e-4,
+                   help="largest max-error / max-|value| that --check accepts per output (default: 1e-4)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs for --check, after one warm-up (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    p.set_defaults(func=_cmd_compile)
+
     p = sub.add_parser("version", parents=[debug], help="print the version")
     p.set_defaults(func=_cmd_version)
 
@@ -85,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the `tessel` command with `argv` (default: sys.argv[1:]); returns the exit status.
 
-    >>> main(["compile", "model.onnx"])
+    >>> main(["tune", "model.onnx"])
     2
     """
     parser = build_parser()

@@ -103,11 +103,14 @@ def test_demo_build_error_is_one_row(monkeypatch):
 
 
 def test_cli_demo_exit_codes(monkeypatch, capsys):
+    import tessel.demo_models
+
     for builder, expected in ((numpy_builder(), 0), (numpy_builder(perturb=1e-2), 1)):
         build, register = builder
         real = demo.demo_cases
         monkeypatch.setattr(demo, "demo_cases", lambda s, real=real, register=register: register(real(s)))
         monkeypatch.setattr(demo, "_builder", lambda target, build=build: build)
+        monkeypatch.setattr(tessel.demo_models, "run_model_demo", lambda **kw: [])  # tested below
         assert main(["demo", "--sizes", "tiny", "--runs", "1", "--no-progress"]) == expected
         monkeypatch.undo()
     assert "numpy/tessel" in capsys.readouterr().out
@@ -169,6 +172,17 @@ def test_demo_small():
     rows = demo.run_demo(target="cpu", sizes="tiny", runs=1, out=out, progress=False)
     assert len(rows) == 4
     assert all(r.passed for r in rows), out.getvalue()
+
+
+def test_model_demo_tiny():
+    """End to end: the sample models (transformer block, FFT long convolution) compile and match
+    the graph's numpy reference on random inputs."""
+    from tessel.demo_models import run_model_demo
+
+    out = io.StringIO()
+    rows = run_model_demo(sizes="tiny", out=out, runs=1, seed=3)
+    assert [r["model"] for r in rows] == ["transformer_block", "long_conv_block"]
+    assert all(r["check"] == "PASS" for r in rows), out.getvalue()
 
 
 @pytest.mark.parametrize("command", sorted(PLANNED))
