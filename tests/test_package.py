@@ -118,10 +118,11 @@ def test_readme_has_the_two_commands_and_ci_runs_them():
     """README.md opens with the set-up and test commands, and .ci/run runs exactly those."""
     text = (ROOT / "README.md").read_text()
     first_block = re.search(r"```bash\n(.*?)```", text, re.DOTALL).group(1)
-    assert 'pip install -e ".[test]" && tessel demo' in first_block
+    setup = 'pip install torch==2.13.0 && pip install -e ".[test,torch,onnx]"'
+    assert f"{setup} && tessel demo" in first_block
     assert "python -m pytest -q" in first_block
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'SETUP=(pip install -e ".[test]")' in ci and "TESTS=(python -m pytest -q)" in ci
+    assert f"SETUP=(bash -c '{setup}')" in ci and "TESTS=(python -m pytest -q)" in ci
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tessel.compiler.driver") is None,
