@@ -1,7 +1,9 @@
 """Targets: where a kernel runs. Parsed from the strings users write.
 
     "cpu"             the host CPU, through TVM -> LLVM (the CPU name is detected at compile time)
-    "cuda"            an NVIDIA GPU, default architecture sm_90a (H100/H200)
+    "cuda"            an NVIDIA GPU: the architecture of the visible GPU (device 0), detected through
+                      cuda.bindings when it is first asked for; sm_90a (H100/H200) when there is
+                      no GPU, no driver or no bindings
     "cuda:sm_90a"     an NVIDIA GPU of the named architecture (sm_XY or sm_XYa)
 
 A `Target` is a small frozen value: its `kind` is what the IR records (`Kernel.target`), its
@@ -16,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -58,7 +61,7 @@ def parse_target(spec) -> Target:
     if text == "cpu":
         return Target("cpu")
     if text == "cuda":
-        return Target("cuda", DEFAULT_CUDA_ARCH)
+        return Target("cuda", detect_cuda_arch() or DEFAULT_CUDA_ARCH)
     if text.startswith("cuda:"):
         arch = text[len("cuda:"):]
         if _CUDA_ARCH.match(arch):
@@ -66,3 +69,41 @@ def parse_target(spec) -> Target:
         raise TesselError(f"unknown CUDA architecture {arch!r} in target {spec!r}; expected sm_<XY> or "
                           f"sm_<XY>a, e.g. cuda:sm_90a")
     raise TesselError(f"unknown target {spec!r}; valid targets: {', '.join(VALID_TARGETS)}")
+
+
+def arch_of_capability(major: int, minor: int) -> str:
+    """The architecture name tessel compiles for on a GPU of compute capability major.minor: the
+    architecture-specific variant ("a", which has wgmma, TMA multicast ...) from Hopper on.
+
+    >>> arch_of_capability(9, 0), arch_of_capability(8, 6)
+    ('sm_90a', 'sm_86')
+    """
+    return f"sm_{major}{minor}{'a' if major >= 9 else ''}"
+
+
+@functools.cache  # one probe per process: the visible GPUs do not change while it runs
+def detect_cuda_arch() -> str | None:
+    """The architecture of the first visible GPU (cuda.bindings' driver API), or None when there
+    is no GPU, no driver or no bindings. Never raises; imports the bindings only when called."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return None
+    try:
+        (err,) = driver.cuInit(0)
+        if int(err) != 0:
+            return None
+        err, count = driver.cuDeviceGetCount()
+        if int(err) != 0 or count < 1:
+            return None
+        err, dev = driver.cuDeviceGet(0)
+        if int(err) != 0:
+            return None
+        attr = driver.CUdevice_attribute
+        err1, major = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
+        err2, minor = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
+        if int(err1) != 0 or int(err2) != 0:
+            return None
+        return arch_of_capability(int(major), int(minor))
+    except Exception:  # noqa: BLE001 - a missing libcuda raises from inside the bindings: no GPU
+        return None

@@ -60,12 +60,16 @@ def stages(kernel: Kernel) -> list[tuple[str, For]]:
 
 
 def default_schedule(kernel: Kernel, target: str = "cpu", knobs: CpuKnobs | None = None) -> Schedule:
-    """Schedule every stage of `kernel` with the default CPU strategies; returns the Schedule
-    (its `.kernel` is the result, its `.trace` the steps taken)."""
+    """Schedule every stage of `kernel` with the default strategies of `target` (CUDA targets go
+    to generic_gpu); returns the Schedule (its `.kernel` is the result, its `.trace` the steps)."""
+    if str(target).startswith("cuda"):
+        from tessel.schedules.generic_gpu import default_gpu_schedule
+
+        return default_gpu_schedule(kernel, target)
     knobs = knobs or CpuKnobs()
     sch = Schedule(kernel)
     if target != "cpu":
-        raise ScheduleError(f"default schedules exist for the cpu target only (got {target!r})")
+        raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
     for name, nest in stages(kernel):
         if not _in_dsl_form(kernel, name, nest):
             continue  # hand-written or already scheduled: leave it alone

@@ -60,11 +60,12 @@ def compute_at(kernel: Kernel, producer: str, at: str) -> tuple[Kernel, list[str
     loop = find_loop(kernel.body, at)
     if any(lp.var.name == at for lp in walk(nest) if isinstance(lp, For)):
         raise ScheduleError(f"compute_at: loop '{at}' belongs to the producer '{producer}' itself")
-    all_loads = loads_of(kernel.body, producer)
+    # a reduction producer reads itself inside its own nest: those reads move with it
+    all_loads = len(loads_of(kernel.body, producer)) - len(loads_of(nest, producer))
     inside = loads_of(loop.body, producer)
     if not inside:
         raise ScheduleError(f"compute_at: loop '{at}' does not read '{producer}'")
-    if len(inside) != len(all_loads):
+    if len(inside) != all_loads:
         raise ScheduleError(f"compute_at: '{producer}' is also read outside loop '{at}'")
     if not _comes_before(kernel, nest, loop):
         raise ScheduleError(f"compute_at: the nest of '{producer}' does not come before loop '{at}'")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import For, Kernel, Store, walk
 from tessel.schedules import caching, location, loops, reduction
+from tessel.schedules.gpu_table import gpu_primitives
 from tessel.schedules.nest import loop_path
 
 # name -> (function, names of its arguments after the kernel). One table: replay and the
@@ -41,6 +42,8 @@ PRIMITIVES = {
     "compute_inline": (location.compute_inline, ("producer",)),
     "decompose_reduction": (reduction.decompose_reduction, ("buffer", "at")),
 }
+# GPU primitives (tessel/schedules/gpu*.py, tensorize.py, pipeline.py) add their rows here.
+PRIMITIVES.update(gpu_primitives())
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,44 @@ class Schedule:
 
     def decompose_reduction(self, buffer: str, at: str) -> list[str]:
         return self.apply("decompose_reduction", buffer=buffer, at=at)
+
+    # -- GPU primitives --------------------------------------------------------------------------
+    def bind(self, loop: str, axis: str) -> str:
+        """Run `loop` as the blocks or threads along `axis` ("blockIdx.x" .. "threadIdx.z")."""
+        return self.apply("bind", loop=loop, axis=axis)[0]
+
+    def cache_shared(self, buffer: str, at: str, vector: int = 1) -> str:
+        """Stage the block's reads of `buffer` in loop `at` through shared memory (cooperative copy)."""
+        return self.apply("cache_shared", buffer=buffer, at=at, vector=vector)[0]
+
+    def pad(self, buffer: str, elements: int) -> None:
+        """Pad each row of an allocated buffer by `elements`."""
+        self.apply("pad", buffer=buffer, elements=elements)
+
+    def swizzle(self, buffer: str) -> None:
+        """Rotate the 16-byte chunks of each row of an allocated buffer by the row index."""
+        self.apply("swizzle", buffer=buffer)
+
+    def remove_dead_code(self) -> None:
+        """Drop dead stores and unused temporaries (the dead-code pass as a step)."""
+        self.apply("remove_dead_code")
+
+    def cross_thread_reduce(self, buffer: str, loop: str, axis: str = "threadIdx.x") -> list[str]:
+        """Spread reduction loop `loop` of `buffer` over the threads along `axis` (warp shuffles,
+        then shared memory across warps)."""
+        return self.apply("cross_thread_reduce", buffer=buffer, loop=loop, axis=axis)
+
+    def fragment(self, buffer: str, layout: str) -> list[str]:
+        """Distribute a local tile buffer over the lanes of a warp in a tensor-core fragment layout."""
+        return self.apply("fragment", buffer=buffer, layout=layout)
+
+    def tensorize(self, loop: str, intrinsic: str) -> list[str]:
+        """Replace the nest under `loop` by a call of `intrinsic` (checked in the interpreter)."""
+        return self.apply("tensorize", loop=loop, intrinsic=intrinsic)
+
+    def pipeline(self, loop: str, stages: int) -> list[str]:
+        """Software-pipeline the shared-memory copies of `loop` over `stages` buffers with cp.async."""
+        return self.apply("pipeline", loop=loop, stages=stages)
 
     # -- queries ---------------------------------------------------------------------------------
     def get_loops(self, buffer: str) -> list[str]:

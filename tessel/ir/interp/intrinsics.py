@@ -18,8 +18,9 @@ participating threads' indices, and a dict private to the intrinsics of the bloc
 asynchronous copies (cp.async, TMA) keep what they owe until their wait intrinsic performs it,
 so a schedule that forgets the wait reads poison.
 
-`INTRINSICS` is the default registry and holds nothing yet: the tensor-core intrinsics register
-their meaning next to their CUDA text and cost (DESIGN.md, "Intrinsics are registry entries").
+`INTRINSICS` is the default registry: the meaning of every entry of the intrinsic table
+(tessel.ir.intrinsics), where each intrinsic's meaning sits next to its CUDA text and cost
+(DESIGN.md, "Intrinsics are registry entries").
 
 Example:
     >>> def warp_sum(lanes):  # every lane's Ref receives the sum of all lanes' values
@@ -33,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tessel.errors import TesselError
@@ -76,5 +77,29 @@ def as_impl(entry) -> IntrinsicImpl:
     raise TesselError(f"intrinsic registry entry {entry!r} is neither callable nor an IntrinsicImpl")
 
 
-# The default registry (name -> IntrinsicImpl or callable). Empty until intrinsics are defined.
-INTRINSICS: dict = {}
+class _DefaultRegistry(Mapping):
+    """The default registry: the intrinsic table's entries (tessel.ir.intrinsics), loaded on
+    first use, because that package imports this module (a lazy import avoids the cycle)."""
+
+    def __init__(self):
+        self._data: dict | None = None
+
+    def _load(self) -> dict:
+        if self._data is None:
+            from tessel.ir.intrinsics import interp_registry
+
+            self._data = interp_registry()
+        return self._data
+
+    def __getitem__(self, name):
+        return self._load()[name]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+# The default registry (name -> IntrinsicImpl): every entry of the intrinsic table.
+INTRINSICS: Mapping = _DefaultRegistry()

@@ -1,0 +1,106 @@
+"""The intrinsic table: every GPU intrinsic the IR may call, one entry each.
+
+An entry (`IntrinsicDef`, defs.py) says who executes the intrinsic (a thread, a warp of 32, a
+warpgroup of 128, a block), which arguments are buffer regions it reads or writes and how large
+each is, what it means (the interpreter's numpy implementation over all participating lanes,
+with the exact PTX fragment layouts), how the CUDA printer spells a call, the device-header C++
+(inline PTX) behind that spelling, and a rough cost for the tuner. Adding an instruction means
+adding an entry here and its test, nothing else (DESIGN.md, "Intrinsics are registry entries").
+
+The entries:
+- mma.sync.aligned.m16n8k16.row.col.f32.{f16.f16,bf16.bf16}.f32 (mma.py; fragment layouts there)
+- ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16 (ldmatrix.py)
+- cp.async.{ca.shared.global.{4,8,16}, cg.shared.global.16}, cp.async.commit_group,
+  cp.async.wait_group, cp.async.wait_all (cp_async.py)
+- shfl.sync.{bfly,down,up,idx}.b32 (shuffle.py)
+
+For the CUDA printer: print each BufferRef argument as a pointer to its start element of the
+buffer's element type (`&buf[flat index]`; half is `__half`, bfloat16 `__nv_bfloat16`) and each
+expression as C, call `lookup(name).cuda_text(printed)` for the statement, and prepend
+`device_header(names)` (the prelude and the wrappers of the intrinsics the kernel calls). Shared
+buffers must be at least 16-byte aligned (ldmatrix rows and 16-byte cp.async need it).
+
+Example:
+    >>> e = lookup("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
+    >>> e.scope, [o.name for o in e.operands]
+    ('warp', ['d', 'a', 'b', 'c'])
+    >>> e.cuda_text(["&acc[0]", "&fa[0]", "&fb[0]", "&acc[0]"])
+    'tessel::mma_m16n8k16_f32_f16(&acc[0], &fa[0], &fb[0], &acc[0]);'
+"""
+
+from __future__ import annotations
+
+from tessel.errors import TesselError
+from tessel.ir.intrinsics import cp_async, ldmatrix, mma, shuffle
+from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand
+from tessel.ir.intrinsics.header import assemble
+from tessel.ir.intrinsics.mma import ACC, A_LAYOUT, B_LAYOUT, FragmentLayout, mma_name
+from tessel.ir.intrinsics.ldmatrix import ldmatrix_name
+from tessel.ir.intrinsics.cp_async import COMMIT, WAIT_ALL, WAIT_GROUP, copy_name
+from tessel.ir.intrinsics.shuffle import shfl_name
+
+
+def _build_table() -> dict[str, IntrinsicDef]:
+    table: dict[str, IntrinsicDef] = {}
+    for module in (mma, ldmatrix, cp_async, shuffle):
+        for entry in module.entries():
+            if entry.name in table:
+                raise TesselError(f"intrinsic '{entry.name}' is defined twice")
+            table[entry.name] = entry
+    return table
+
+
+# The one table (built once at import; entries are immutable).
+TABLE: dict[str, IntrinsicDef] = _build_table()
+
+
+def lookup(name: str) -> IntrinsicDef:
+    """The entry of intrinsic `name`; raises TesselError naming it when there is none.
+
+    >>> lookup("cp.async.commit_group").cuda_text([])
+    'tessel::cp_async_commit_group();'
+    """
+    entry = TABLE.get(name)
+    if entry is None:
+        raise TesselError(f"unknown intrinsic '{name}' (known: {', '.join(TABLE)})")
+    return entry
+
+
+def all_intrinsics() -> list[IntrinsicDef]:
+    """Every entry, in table order.
+
+    >>> len(all_intrinsics()) >= 17
+    True
+    """
+    return list(TABLE.values())
+
+
+def interp_registry() -> dict:
+    """The interpreter's registry: name -> IntrinsicImpl (what `Interpreter(...)` takes; the
+    default interpreter already uses it).
+
+    >>> interp_registry()["shfl.sync.bfly.b32"].scope
+    'warp'
+    """
+    return {name: e.semantics for name, e in TABLE.items()}
+
+
+def device_header(names=None) -> str:
+    """The device header: prelude, then the wrappers of `names` (default: every intrinsic).
+
+    >>> "mma_m16n8k16_f32_bf16" in device_header()
+    True
+    """
+    entries = all_intrinsics() if names is None else [lookup(n) for n in sorted(set(names), key=_order)]
+    return assemble([e.header for e in entries])
+
+
+def _order(name: str) -> int:
+    return list(TABLE).index(name) if name in TABLE else -1
+
+
+__all__ = [
+    "ACC", "A_LAYOUT", "B_LAYOUT", "COMMIT", "TABLE", "WAIT_ALL", "WAIT_GROUP", "Cost", "FragmentLayout",
+    "IntrinsicDef", "Operand", "all_intrinsics", "copy_name", "device_header", "interp_registry", "ldmatrix_name",
+    "lookup", "mma_name", "shfl_name",
+]
