@@ -84,7 +84,7 @@ def main(argv=None) -> None:
         kern(a, b, c)
         ref = a @ b
         err = float(np.abs(c - ref).max() / np.abs(ref).max())
-        tt, tn = compare(lambda: kern(a, b, c), lambda: a @ b, args.repeat)
+        tt, tn = compare(lambda k=kern, a=a, b=b, c=c: k(a, b, c), lambda a=a, b=b: a @ b, args.repeat)
         mt, mn = statistics.median(tt), statistics.median(tn)
         flop = 2.0 * n**3
         print(f"{n:>6} {mt * 1e3:>10.3f} {mn * 1e3:>10.3f} {flop / mt / 1e9:>15.1f} {flop / mn / 1e9:>14.1f} "

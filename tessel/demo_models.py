@@ -95,7 +95,8 @@ def run_model_demo(sizes: str = "small", out: TextIO | None = None, runs: int = 
         err = float(np.abs(got - want).max() / (np.abs(want).max() or 1.0))
         row = {"model": builder.graph.name, "shape": "x".join(map(str, in_shape)), "max rel err": err,
                "check": "PASS" if err <= 1e-4 else "FAIL", "build s": build_s, "kernels": len(cm.kernels),
-               "tessel ms": _median_ms(lambda: cm(x), runs), "numpy ms": _median_ms(lambda: cm.run_reference(x), runs)}
+               "tessel ms": _median_ms(lambda cm=cm, x=x: cm(x), runs),
+               "numpy ms": _median_ms(lambda cm=cm, x=x: cm.run_reference(x), runs)}
         rows.append(row)
     print(f"{'model':<18} {'input':<12} {'max rel err':>11} {'check':>5} {'build s':>7} {'kernels':>7} "
           f"{'tessel ms':>9} {'numpy ms':>9} {'numpy/tessel':>12}", file=out)

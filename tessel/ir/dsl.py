@@ -233,7 +233,8 @@ def _math(func: str):
     return f
 
 
-exp, log, sqrt, rsqrt, tanh, sigmoid, erf = (_math(n) for n in ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf"))
+exp, log, sqrt, rsqrt, tanh, sigmoid, erf = (_math(n) for n in
+                                            ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf"))
 sin, cos, abs, pow, floor, ceil = (_math(n) for n in ("sin", "cos", "abs", "pow", "floor", "ceil"))  # noqa: A001
 
 
