@@ -333,7 +333,7 @@ def run_case(name: str, shape: tuple, dtype: str, source: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller shapes")
-    p.add_argument("--only", nargs="*", help="kernel names to run (add mul row_sum softmax layer_norm)")
+    p.add_argument("--only", nargs="*", help="kernel names to run (add mul row_sum softmax layer_norm gemm)")
     args = p.parse_args(argv)
     import torch
 
@@ -371,8 +371,43 @@ def main(argv=None) -> int:
             gbs = nbytes / (tt * 1e-3) / 1e9
             print(f"{name:<11} {source:<8} {dtype:<9} {str(shape):<14} {tt:>10.4f} {tr:>9.4f} {tr / tt:>6.2f} "
                   f"{gbs:>7.0f} {100 * gbs * 1e9 / COPY_BANDWIDTH:>6.1f}%")
+    if not args.only or "gemm" in args.only:
+        failures += gemm_rows(args.quick)
     print(f"machine: {machine}")
     return 1 if failures else 0
+
+
+def gemm_rows(quick: bool) -> int:
+    """The default GPU matmul schedule (mma.sync through tensorize) against torch.matmul: float16
+    inputs, float32 accumulation and output (torch: float16 output, cuBLAS). Prints TFLOP/s."""
+    import torch
+
+    import tessel as ts
+
+    failures = 0
+    for n in ((1024,) if quick else (1024, 4096)):
+        A = ts.placeholder((n, n), "float16", name="A")
+        B = ts.placeholder((n, n), "float16", name="B")
+        k = ts.reduce_axis(n, name="k")
+        C = ts.compute((n, n), lambda i, j: ts.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                       name="C")
+        try:
+            kern = ts.build([A, B, C], target="cuda")
+            a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+            b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+            c = torch.empty(n, n, device="cuda", dtype=torch.float32)
+            kern(a, b, c)
+            torch.cuda.synchronize()
+            torch.testing.assert_close(c, (a.float() @ b.float()), rtol=2e-3, atol=2e-2)
+            tt, tr = bench_ms(lambda: kern(a, b, c)), bench_ms(lambda: a @ b)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            failures += 1
+            print(f"gemm        generic  float16   {n}^3 FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
+        flop = 2.0 * n**3
+        print(f"gemm        generic  float16   {str((n, n, n)):<14} {tt:>10.4f} {tr:>9.4f} {tr / tt:>6.2f} "
+              f"{flop / tt / 1e9:>7.0f} TFLOP/s (torch {flop / tr / 1e9:.0f})")
+    return failures
 
 
 if __name__ == "__main__":
