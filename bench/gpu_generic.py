@@ -216,24 +216,25 @@ def generic_kernel(name: str, shape: tuple, dtype: str):
         k = ts.reduce_axis(n, name="k")
         if name == "row_sum":
             tensors = [X, ts.compute((m,), lambda i: ts.sum(X[i, k].astype("float32"), axis=k), name="S")]
-        elif name == "softmax":
-            mx = ts.compute((m,), lambda i: ts.max(X[i, k].astype("float32"), axis=k), name="mx")
+        elif name == "softmax":  # row statistics kept as (m, 1), as the op library lowers them (keepdims)
+            mx = ts.compute((m, 1), lambda i, o: ts.max(X[i, k].astype("float32"), axis=k), name="mx")
             k2 = ts.reduce_axis(n, name="k2")
-            s = ts.compute((m,), lambda i: ts.sum(ts.exp(X[i, k2].astype("float32") - mx[i]), axis=k2), name="s")
-            tensors = [X, ts.compute((m, n), lambda i, j: (ts.exp(X[i, j].astype("float32") - mx[i]) / s[i])
+            s = ts.compute((m, 1), lambda i, o: ts.sum(ts.exp(X[i, k2].astype("float32") - mx[i, 0]), axis=k2),
+                           name="s")
+            tensors = [X, ts.compute((m, n), lambda i, j: (ts.exp(X[i, j].astype("float32") - mx[i, 0]) / s[i, 0])
                                      .astype(dtype), name="Y")]
         else:
             W, Bi = ts.placeholder((n,), dtype, name="W"), ts.placeholder((n,), dtype, name="Bias")
-            s1 = ts.compute((m,), lambda i: ts.sum(X[i, k].astype("float32"), axis=k), name="s1")
+            s1 = ts.compute((m, 1), lambda i, o: ts.sum(X[i, k].astype("float32"), axis=k), name="s1")
             k2 = ts.reduce_axis(n, name="k2")
 
             def sq(i, j):
-                d = X[i, j].astype("float32") - s1[i] / float(n)
+                d = X[i, j].astype("float32") - s1[i, 0] / float(n)
                 return d * d
 
-            s2 = ts.compute((m,), lambda i: ts.sum(sq(i, k2), axis=k2), name="s2")
-            tensors = [X, W, Bi, ts.compute((m, n), lambda i, j: ((X[i, j].astype("float32") - s1[i] / float(n))
-                                                                  * ts.rsqrt(s2[i] / float(n) + 1e-5)
+            s2 = ts.compute((m, 1), lambda i, o: ts.sum(sq(i, k2), axis=k2), name="s2")
+            tensors = [X, W, Bi, ts.compute((m, n), lambda i, j: ((X[i, j].astype("float32") - s1[i, 0] / float(n))
+                                                                  * ts.rsqrt(s2[i, 0] / float(n) + 1e-5)
                                                                   * W[j].astype("float32")
                                                                   + Bi[j].astype("float32")).astype(dtype), name="Y")]
     ir = ts.lower(tensors)
