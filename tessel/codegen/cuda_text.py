@@ -43,6 +43,9 @@ unsigned using virtual void volatile while and or not xor
 threadIdx blockIdx blockDim gridDim warpSize uint2 uint4 min max abs exp expf log logf sqrt sqrtf tanh tanhf erf erff
 sin sinf cos cosf floor floorf ceil ceilf fabs fabsf pow powf fmod fmodf copysign main printf memcpy tessel
 tessel_smem tessel_ws half float2 float4 int2 int4 __half __nv_bfloat16 NULL
+rsqrt rsqrtf exp2 exp2f exp10 exp10f expm1 expm1f log2 log2f log10 log10f log1p log1pf tan tanf sinh sinhf
+cosh coshf asin asinf acos acosf atan atanf atan2 atan2f erfc erfcf cbrt cbrtf hypot hypotf round roundf trunc
+truncf rint rintf fmin fminf fmax fmaxf fma fmaf isnan isinf isfinite signbit sigmoid assert malloc free
 """.split())
 
 

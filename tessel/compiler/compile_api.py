@@ -34,17 +34,20 @@ ACCEPTED = ("a tessel Graph", "a tessel GraphBuilder", "an onnx.ModelProto", "a 
             "a torch.nn.Module (with example_inputs)")
 
 
-def compile(model, example_inputs=None, target: str = "cpu", tuning_log=None, **options):  # noqa: A001
-    """Compile `model` for `target` ("cpu"); returns a `tessel.compiler.model.CompiledModel`.
+def compile(model, example_inputs=None, target: str | None = None, tuning_log=None, **options):  # noqa: A001
+    """Compile `model` for `target` ("cpu", "cuda", "cuda:sm_XY"; None: `default_target`);
+    returns a `tessel.compiler.model.CompiledModel`.
 
     `options` go to `tessel.compiler.model.compile_graph` (optimize, fold_limit, max_group_ops,
-    max_prologue_ops). `tuning_log` is reserved for the autotuner.
+    max_prologue_ops, cuda_graph). `tuning_log` is reserved for the autotuner.
     """
     from tessel.compiler.model import compile_graph
     from tessel.frontend.graph import Graph
 
     if tuning_log is not None:
         raise TesselError("compile(tuning_log=...): tuning logs arrive with the autotuner; compile without one for now")
+    if target is None:
+        target = default_target(example_inputs)
     _check_target(target)
     if isinstance(model, Graph):
         return compile_graph(model, example_inputs, target, **options)
@@ -62,10 +65,48 @@ def compile(model, example_inputs=None, target: str = "cpu", tuning_log=None, **
                       + ", ".join(ACCEPTED))
 
 
+def default_target(example_inputs=None, gpu_visible=None) -> str:
+    """The target `compile` uses when none is given: "cuda" when an example input lives on a GPU
+    or a GPU is visible (`gpu_visible()`; by default the driver through cuda.bindings, or torch
+    when it is already imported), else "cpu".
+
+    >>> default_target(gpu_visible=lambda: False)
+    'cpu'
+    >>> default_target(gpu_visible=lambda: True)
+    'cuda'
+    """
+    if example_inputs is not None:
+        for x in _as_tuple(example_inputs):
+            dev = getattr(x, "device", None)
+            if getattr(dev, "type", None) == "cuda" or hasattr(x, "__cuda_array_interface__"):
+                return "cuda"
+    return "cuda" if (gpu_visible or _gpu_visible)() else "cpu"
+
+
+def _gpu_visible() -> bool:
+    """A GPU that the driver (cuda.bindings) or an already imported torch can see."""
+    import sys
+
+    from tessel.compiler.target import detect_cuda_arch
+
+    if detect_cuda_arch() is not None:
+        return True
+    torch = sys.modules.get("torch")  # not imported just for this: importing torch takes seconds
+    try:
+        return torch is not None and bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up means no usable GPU
+        return False
+
+
 def _check_target(target) -> None:
-    kind = getattr(target, "kind", target)
-    if kind not in ("cpu", "llvm"):
-        raise TesselError(f"compile(target={target!r}): models compile for 'cpu' so far")
+    from tessel.compiler.target import parse_target
+
+    if target == "llvm":
+        return
+    try:
+        parse_target(target)
+    except TesselError as e:
+        raise TesselError(f"compile(target={target!r}): {e}") from None
 
 
 def _builder_graph(model):
@@ -104,7 +145,7 @@ def _compile_torch(module, example_inputs, target, options):
     from tessel.frontend.torch import rebuild_outputs
 
     ex = _as_tuple(example_inputs)
-    graph = import_torch(module, ex)
+    graph = import_torch(module, ex)  # CUDA modules and inputs are fine: constants are read with .cpu()
     return compile_graph(graph, ex, target, specialize=lambda inputs: import_torch(module, _as_torch(inputs)),
                          restructure=rebuild_outputs, **options)
 

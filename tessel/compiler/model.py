@@ -1,4 +1,8 @@
-"""CompiledModel: a graph compiled into a sequence of CPU kernels, callable on arrays.
+"""CompiledModel: a graph compiled into a sequence of kernels (CPU or CUDA), callable on arrays.
+
+For a CUDA target ("cuda", "cuda:sm_XY") the groups are scheduled for the GPU and split where the
+default GPU schedule refuses them, and the model runs on torch CUDA tensors: see
+tessel.compiler.model_cuda. What follows describes the CPU case; both share this class.
 
 `compile_graph(graph)` copies the graph, runs the graph passes (canonicalise, fold constants,
 pattern rules: `tessel.passes.graph.optimize`), partitions it into fused groups, lowers each group
@@ -113,7 +117,8 @@ class Program:
 class CompiledModel:
     """A compiled model (see the module docstring). Attributes: `kernels` (the distinct compiled
     `Kernel`s, each with `.name`, `.ir`, `.source`), `graph` (the optimised graph), `source_graph`
-    (the graph as given), `steps`, `memory` (arena bytes vs one buffer per value), `report`."""
+    (the graph as given), `steps`, `memory` (arena bytes vs one buffer per value), `report`,
+    `target` ("cpu" or "cuda:sm_XY")."""
 
     def __init__(self, program: Program, specialize=None, options: dict | None = None, restructure=None):
         self.name = program.source.name
@@ -123,6 +128,7 @@ class CompiledModel:
         self._restructure = restructure  # (graph, flat outputs) -> the source model's output structure
         self._options = dict(options or {})
         self._compile_lock = threading.Lock()  # one specialisation compiles at a time
+        self._captured: dict = {}  # input signature -> CapturedModel (option cuda_graph)
 
     # -- views of the current specialisation -----------------------------------------------------
     @property
@@ -154,6 +160,14 @@ class CompiledModel:
         return self._current.compile_seconds
 
     @property
+    def target(self) -> str:
+        return str(getattr(self._current, "target", "cpu"))
+
+    @property
+    def on_gpu(self) -> bool:
+        return getattr(self._current, "device_kind", "cpu") == "cuda"
+
+    @property
     def memory(self) -> dict:
         p = self._current.plan
         return {"arena_bytes": p.arena_bytes, "naive_bytes": p.naive_bytes, "values": len(p.offsets)}
@@ -169,15 +183,102 @@ class CompiledModel:
 
     # -- calling ---------------------------------------------------------------------------------
     def __call__(self, *inputs):
+        if self.on_gpu:
+            return self._call_gpu(inputs)
         program, arrays, as_torch = self._prepare(inputs)
         return self._wrap(program, program.run(arrays), as_torch)
 
+    def _call_gpu(self, inputs):
+        from tessel.compiler.model_cuda import as_kind, require_gpu
+
+        require_gpu(self.name, self.target)
+        program = self._specialized(inputs)
+        tensors, kind = program.check_inputs(inputs)
+        if self._options.get("cuda_graph"):
+            key = _key_of(program.inputs)
+            captured = self._captured.get(key)
+            if captured is None:
+                captured = self._captured[key] = self._capture(program, tensors)
+            results = captured.replay(tensors)
+        else:
+            results = program.run(tensors)
+        return self._restructured(program, as_kind(results, kind))
+
+    def capture_graph(self, *inputs):
+        """Record the whole model, run on `inputs` (GPU tensors), as one CUDA graph; returns a
+        callable that replays it on new inputs of the same shapes (copied into the captured
+        input buffers) and returns copies of the outputs. (`compile(..., cuda_graph=True)` does
+        this on every call, capturing once per input signature.)
+
+        >>> g = cm.capture_graph(x)          # doctest: +SKIP
+        >>> y = g(x2)                        # doctest: +SKIP
+        """
+        from tessel.compiler.model_cuda import require_gpu
+
+        if not self.on_gpu:
+            raise TesselError(f"model '{self.name}' was compiled for {self.target}; CUDA graphs need target='cuda'")
+        require_gpu(self.name, self.target)
+        program = self._specialized(inputs)
+        tensors, kind = program.check_inputs(inputs)
+        return _Replayer(self, program, self._capture(program, tensors), kind)
+
+    def _capture(self, program, tensors):
+        from tessel.compiler.model_cuda import CapturedModel
+
+        return CapturedModel(program, tensors)
+
     def run_reference(self, *inputs):
-        """Run the source graph with the ops' numpy references (tessel.frontend.reference)."""
+        """Run the source graph with the ops' numpy references (tessel.frontend.reference). Takes
+        what calling the model takes (and, for a GPU model, numpy arrays too); returns the same kind."""
         from tessel.frontend.reference import run_graph
 
-        program, arrays, as_torch = self._prepare(inputs)
-        return self._wrap(program, run_graph(program.source, arrays), as_torch)
+        program, arrays, back = self._prepare_host(inputs)
+        return self._restructured(program, back(run_graph(program.source, arrays)))
+
+    def run_interpreted(self, *inputs):
+        """Run the compiled kernels' IR (the scheduled GPU or CPU kernels, in order, through the
+        memory the model would use) with the reference interpreter on numpy copies of `inputs`:
+        how a CUDA-compiled model is checked where there is no GPU. Slow: use small sizes.
+
+        >>> import numpy as np
+        >>> from tessel.frontend.graph import Graph
+        >>> g = Graph(); x = g.add_input("x", (2, 2), "float32"); (y,) = g.add_node("relu", [x])
+        >>> g.mark_outputs([y]); cm = compile_graph(g, target="cuda:sm_90a")   # doctest: +SKIP
+        >>> cm.run_interpreted(np.float32([[1, -1], [-2, 2]])).tolist()         # doctest: +SKIP
+        [[1.0, 0.0], [0.0, 2.0]]
+        """
+        from tessel.compiler.model_cuda import interpret_steps
+
+        program, arrays, back = self._prepare_host(inputs)
+        return self._restructured(program, back(interpret_steps(program, arrays)))
+
+    def _prepare_host(self, inputs):
+        """(program, numpy inputs, function turning numpy results back into the inputs' kind)."""
+        if not self.on_gpu:
+            program, arrays, as_torch = self._prepare(inputs)
+            if not as_torch:
+                return program, arrays, lambda rs: rs
+            import torch
+
+            return program, arrays, lambda rs: [torch.from_numpy(r) for r in rs]
+        program = self._specialized(inputs)
+        device = next((x.device for x in inputs if _is_torch(x) and x.device.type != "cpu"), None)
+        host = [x.detach().cpu() if _is_torch(x) else x for x in inputs]
+        arrays = _check_inputs(program, host)
+        if device is not None:
+            import torch
+
+            return program, arrays, lambda rs: [torch.from_numpy(r).to(device) for r in rs]
+        if any(_is_torch(x) for x in inputs):
+            import torch
+
+            return program, arrays, lambda rs: [torch.from_numpy(r) for r in rs]
+        return program, arrays, lambda rs: rs
+
+    def _restructured(self, program, results: list):
+        if self._restructure is not None:
+            return self._restructure(program.source, results)
+        return results[0] if len(results) == 1 else tuple(results)
 
     def _wrap(self, program: Program, results: list, as_torch: bool):
         if as_torch:
@@ -192,11 +293,23 @@ class CompiledModel:
         """A table of the kernels run in order, the ops fused into each, and each one's time
         (median of a profiling run on `inputs`, or random inputs when none are given); printed when
         `show`, and returned."""
-        if not inputs:
-            inputs = tuple(random_inputs(self.inputs))
-        program, arrays, _ = self._prepare(inputs)
         prof: dict = {}
-        program.run(arrays, profile=prof, number=number)
+        if self.on_gpu:
+            from tessel.compiler.model_cuda import gpu_available
+
+            program = self._specialized(inputs) if inputs else self._current
+            if gpu_available():
+                if not inputs:
+                    import torch
+
+                    inputs = tuple(torch.from_numpy(a).cuda() for a in random_inputs(self.inputs))
+                tensors, _ = program.check_inputs(inputs)
+                program.run(tensors, profile=prof, number=number)
+        else:
+            if not inputs:
+                inputs = tuple(random_inputs(self.inputs))
+            program, arrays, _ = self._prepare(inputs)
+            program.run(arrays, profile=prof, number=number)
         text = _table(program, prof)
         if show:
             print(text)
@@ -204,6 +317,12 @@ class CompiledModel:
 
     def _prepare(self, inputs):
         as_torch = any(_is_torch(x) for x in inputs)
+        program = self._specialized(inputs)
+        return program, _check_inputs(program, inputs), as_torch
+
+    def _specialized(self, inputs):
+        """The program for the inputs' signature (compiled now for a new one, where the model
+        specialises); the current program when the inputs say nothing or it cannot specialise."""
         program = self._current
         key = _signature(inputs)
         if key is not None and key != _key_of(program.inputs):
@@ -213,7 +332,7 @@ class CompiledModel:
                     found = self._programs.get(key) or self._compile_for(inputs, key)
             if found is not None:
                 program = self._current = found
-        return program, _check_inputs(program, inputs), as_torch
+        return program
 
     def _compile_for(self, inputs, key) -> Program:
         graph = self._specialize(inputs)
@@ -225,19 +344,37 @@ class CompiledModel:
         return program
 
 
+class _Replayer:
+    """What `CompiledModel.capture_graph` returns: calling it replays the captured CUDA graph."""
+
+    def __init__(self, model: CompiledModel, program, captured, kind: str):
+        self._model, self._program, self.captured, self._kind = model, program, captured, kind
+
+    def __call__(self, *inputs):
+        from tessel.compiler.model_cuda import as_kind
+
+        tensors, _ = self._program.check_inputs(inputs)
+        return self._model._restructured(self._program, as_kind(self.captured.replay(tensors), self._kind))
+
+    def __repr__(self) -> str:
+        return f"<tessel CUDA graph of model '{self._model.name}': {len(self._program.steps)} launches>"
+
+
 # ---------------------------------------------------------------------------------------------
 # compile_graph
 # ---------------------------------------------------------------------------------------------
 
-_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops")
+_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda_graph")
 
 
 def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specialize=None, restructure=None,
                   **options) -> CompiledModel:
-    """Compile a Graph for the CPU into a CompiledModel (see the module docstring).
+    """Compile a Graph for `target` ("cpu", "cuda", "cuda:sm_XY") into a CompiledModel (see the
+    module docstring; the GPU specifics are in tessel.compiler.model_cuda).
 
     Options: `optimize` (default True: run the graph passes), `fold_limit` (largest constant, in
-    elements, that folding may produce), `max_group_ops`, `max_prologue_ops` (fusion limits).
+    elements, that folding may produce), `max_group_ops`, `max_prologue_ops` (fusion limits),
+    `cuda_graph` (GPU targets: capture each input signature's run as a CUDA graph and replay it).
     `example_inputs`, when given, must agree with the graph's declared input shapes and dtypes.
     `specialize(inputs) -> Graph` makes a model that recompiles for new input shapes;
     `restructure(graph, flat_outputs)` rebuilds the source model's output structure (by default one
@@ -250,15 +387,30 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
     """
     if not isinstance(graph, Graph):
         raise TesselError(f"compile_graph() takes a tessel.frontend.graph.Graph, got {type(graph).__name__}")
-    if target not in ("cpu", "llvm"):
-        raise TesselError(f"model '{graph.name}': target {target!r} is not supported for models yet; use 'cpu'")
     unknown = set(options) - set(_OPTIONS)
     if unknown:
         raise TesselError(f"compile: unknown option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
+    target = _model_target(graph.name, target)
+    if options.get("cuda_graph") and target == "cpu":
+        raise TesselError(f"model '{graph.name}': cuda_graph=True needs a CUDA target, not 'cpu'")
+    options = dict(options, target=target)
     program = _compile_program(graph, options)
     if example_inputs is not None:
         _check_example(program, example_inputs)
     return CompiledModel(program, specialize, options, restructure)
+
+
+def _model_target(name: str, target) -> str:
+    """The canonical target string of a model: "cpu" or "cuda:sm_XY" (plain "cuda": the visible
+    GPU's architecture, sm_90a without one)."""
+    from tessel.compiler.target import parse_target
+
+    if target == "llvm":
+        return "cpu"
+    try:
+        return str(parse_target(target))
+    except TesselError as e:
+        raise TesselError(f"model '{name}': {e}") from None
 
 
 def _compile_program(graph: Graph, options: dict) -> Program:
@@ -278,6 +430,11 @@ def _compile_program(graph: Graph, options: dict) -> Program:
     work.reorder_topologically()
     groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
                   max_prologue_ops=options.get("max_prologue_ops", 8))
+    target = options.get("target", "cpu")
+    if target != "cpu":
+        from tessel.compiler.model_cuda import build_gpu_program
+
+        return build_gpu_program(source, work, groups, target, report, t0)
     built: dict = {}  # naive IR kernel -> compiled Kernel (equal groups share one)
     names: dict = {}
     steps = []
@@ -442,10 +599,13 @@ def _table(program: Program, prof: dict) -> str:
     for k, step in enumerate(program.steps):
         t = prof.get(k, 0.0)
         total += t
-        rows.append((str(k), step.kernel.name, step.group.describe(), f"{t * 1e6:.2f}"))
-    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels", f"{total * 1e6:.2f}"))
+        rows.append((str(k), step.kernel.name, step.group.describe(), f"{t * 1e6:.2f}" if prof else "-"))
+    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels",
+                 f"{total * 1e6:.2f}" if prof else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"model '{program.source.name}' on cpu, compiled in {program.compile_seconds:.2f} s"]
+    where = getattr(program, "target", "cpu")
+    lines = [f"model '{program.source.name}' on {where}, compiled in {program.compile_seconds:.2f} s"
+             + ("" if prof or where == "cpu" else " (no GPU here: not timed)")]
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0 or i == len(rows) - 2:
@@ -453,6 +613,8 @@ def _table(program: Program, prof: dict) -> str:
     p = program.plan
     lines.append(f"intermediates: {len(p.offsets)} values in a {_bytes(p.arena_bytes)} arena "
                  f"(one buffer each: {_bytes(p.naive_bytes)})")
+    for sp in program.report.get("gpu_splits", []):
+        lines.append(f"split {sp['group']} into {' | '.join(sp['into'])}: {sp['reason']}")
     return "\n".join(lines)
 
 

@@ -103,13 +103,15 @@ def cross_thread_reduce(kernel: Kernel, buffer: str, loop: str, axis: str = "thr
     a0 = Load(acc, (Const(0),))
 
     def leaf(n):
-        if n is guard:
+        # structural equality, not identity: rewrite memoises equal subtrees, so a rebuilt parent
+        # may hold an equal copy of the guard or update
+        if n == guard:
             return Seq(())
-        if n is update:
+        if n == update:
             return Store(acc, (Const(0),), _combine(op, a0, value))
         return None
 
-    body = rewrite(target.body, lambda n: leaf(n) if n is guard or n is update else None, fixpoint=False)
+    body = rewrite(target.body, leaf, fixpoint=False)
     steps = []
     if dtype not in ("float32", "int32"):
         raise ScheduleError(f"cross_thread_reduce '{buffer}': warp shuffles move float32 or int32, not {dtype}")
