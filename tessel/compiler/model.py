@@ -566,6 +566,9 @@ def _check_inputs(program: Program, inputs, where: str = "input") -> list:
 
 def _check_example(program: Program, example_inputs) -> None:
     ex = example_inputs if isinstance(example_inputs, (list, tuple)) else [example_inputs]
+    # Example inputs only declare shapes and dtypes: GPU tensors (for a CUDA model) are checked
+    # through a host copy, made once at compile time.
+    ex = [x.detach().cpu() if hasattr(x, "is_cuda") and x.is_cuda else x for x in ex]
     try:
         _check_inputs(program, list(ex), where="example input")
     except ArgumentError as e:
