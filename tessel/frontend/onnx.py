@@ -1,0 +1,33 @@
+"""The ONNX frontend: `import_onnx` (ONNX model -> Graph) and `TesselBackend` (onnx's backend API).
+
+The work is split by idea: `onnx_load.py` loads and checks a model, `onnx_import.py` walks its
+nodes, `onnx_ops.py`, `onnx_ops_tensor.py`, `onnx_ops_nn.py` and `onnx_ops_resize.py` convert each
+ONNX op onto tessel's op set, and `onnx_backend.py` implements `onnx.backend.base.Backend` for
+onnx's conformance tests. This module re-exports the public names; onnx itself is imported only
+when a model is imported.
+
+Example:
+    >>> import onnx.helper as oh
+    >>> node = oh.make_node("Softmax", ["x"], ["y"], axis=-1)
+    >>> vi = lambda s: oh.make_tensor_value_info(s, 1, [2, 5])
+    >>> g = import_onnx(oh.make_model(oh.make_graph([node], "g", [vi("x")], [vi("y")])))
+    >>> [(n.op, n.attrs) for n in g.nodes.values()]
+    [('softmax', {'axis': 1})]
+"""
+
+from __future__ import annotations
+
+from tessel.frontend.onnx_import import (  # noqa: F401
+    NotConstantError, OnnxImportError, UnsupportedDTypeError, import_onnx, load_model, model_inputs,
+)
+from tessel.frontend.ops import UnsupportedOpError  # noqa: F401
+
+_LAZY = {"TesselBackend", "TesselBackendRep"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:  # onnx_backend imports onnx.backend at import time
+        from tessel.frontend import onnx_backend
+
+        return getattr(onnx_backend, name)
+    raise AttributeError(f"module 'tessel.frontend.onnx' has no attribute {name!r}")
