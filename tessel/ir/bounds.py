@@ -30,6 +30,9 @@ def interval(expr: Expr, ranges: dict) -> tuple[int, int] | None:
     if isinstance(expr, Cast):
         return interval(expr.value, ranges) if is_int(expr.dtype) else None
     if isinstance(expr, Select):
+        decided = _decide(expr.cond, ranges)
+        if decided is not None:  # e.g. `where(i < 0, i + n, i)` with i known to be >= 0
+            return interval(expr.t if decided else expr.f, ranges)
         t, f = interval(expr.t, ranges), interval(expr.f, ranges)
         if t is None or f is None:
             return None
@@ -60,4 +63,22 @@ def interval(expr: Expr, ranges: dict) -> tuple[int, int] | None:
         if ah - al + 1 >= bl or al // bl != ah // bl:
             return 0, bl - 1
         return al % bl, ah % bl
+    return None
+
+
+def _decide(cond: Expr, ranges: dict) -> bool | None:
+    """True or False when the intervals of a comparison's operands decide it, else None."""
+    if not isinstance(cond, Binary) or cond.op not in ("lt", "le", "gt", "ge"):
+        return None
+    a, b = interval(cond.a, ranges), interval(cond.b, ranges)
+    if a is None or b is None:
+        return None
+    (al, ah), (bl, bh) = a, b
+    if cond.op in ("gt", "ge"):
+        (al, ah), (bl, bh) = (bl, bh), (al, ah)  # a > b  is  b < a
+    strict = cond.op in ("lt", "gt")
+    if (ah < bl) if strict else (ah <= bl):
+        return True
+    if (al >= bh) if strict else (al > bh):
+        return False
     return None

@@ -150,3 +150,16 @@ def test_stores_write_only_the_outputs_and_temporaries():
     B = ts.compute((2, 2), lambda i, j: A[j, i], name="B")
     kern = ts.lower([A, B])
     assert {n.buffer.name for n in walk(kern.body) if isinstance(n, Store)} == {"B"}
+
+
+def test_index_wrapping_select_is_decided_by_bounds():
+    """`where(i < 0, i + n, i)` (negative-index wrapping, as gather lowers) with i known to be in
+    range is not reported as out of bounds, and an undecidable select still is."""
+    A = ts.placeholder((2, 4), name="A")
+    B = ts.compute((1, 4), lambda i, j: A[ts.where(i < 0, i + 2, i), j], name="B")
+    a = np.random.default_rng(4).standard_normal((2, 4)).astype(np.float32)
+    b = np.empty((1, 4), np.float32)
+    interp.run(ts.lower([A, B]), a, b)
+    np.testing.assert_array_equal(b, a[:1])
+    with pytest.raises(ShapeError):
+        ts.compute((2, 4), lambda i, j: A[ts.where(j < 2, i + 1, i), j], name="C")
