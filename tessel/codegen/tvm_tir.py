@@ -298,6 +298,9 @@ class _Translator:
             return T.And(a, b)
         if op == "or":
             return T.Or(a, b)
+        if op in ("eq", "ne") and is_float(e.a.dtype) and e.a == e.b:
+            # The NaN test `x != x`: TVM's simplifier assumes no NaN and folds it to a constant.
+            return T.isnan(a) if op == "ne" else T.Not(T.isnan(a))
         if e.a.dtype == "bool":  # TVM 0.27 emits a float compare (invalid LLVM) for bool == bool
             a, b = T.Cast("int8", a), T.Cast("int8", b)
         cmp = {"eq": T.EQ, "ne": T.NE, "lt": T.LT, "le": T.LE, "gt": T.GT, "ge": T.GE}.get(op)

@@ -534,3 +534,15 @@ def test_float_to_int_casts_saturate(src):
         info = np.iinfo(d)
         expect = [0, info.max, info.min, min(60000, info.max), max(-60000, info.min), 2, -2, 0]
         np.testing.assert_array_equal(b, np.array(expect, d), err_msg=f"{src} -> {d}")
+
+
+def test_nan_test_survives_tvm_simplification():
+    """`x != x` is the NaN test; TVM's simplifier (which assumes no NaN) must not fold it away."""
+    import tessel as ts
+
+    A = ts.placeholder((6,), name="A")
+    B = ts.compute((6,), lambda i: ts.where(A[i].ne(A[i]), 1.0, 0.0), name="B")
+    a = np.array([1.0, np.nan, -2.5, np.inf, -np.inf, np.nan], np.float32)
+    b = np.empty(6, np.float32)
+    ts.build([A, B])(a, b)
+    np.testing.assert_array_equal(b, np.isnan(a).astype(np.float32))

@@ -34,8 +34,6 @@ oh, nh = onnx.helper, onnx.numpy_helper
 EXCLUDED = {
     r"^test_attention_4d_causal_fp16": "float16 rounding: onnx's reference rounds every op to float16, tessel's "
                                        "softmax computes in float32 (2 ulp apart at rtol 1e-3)",
-    r"^test_isnan": "codegen: TVM simplifies the IsNaN test x != x to False (and x >= -inf to True); "
-                    "NaN checks need TVM's isnan intrinsic (tessel/codegen, or an isnan op)",
 }
 
 with warnings.catch_warnings():  # building the cases, onnx's generators overflow on purpose
