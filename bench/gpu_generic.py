@@ -268,11 +268,11 @@ def bench_ms(fn) -> float:
         return statistics.median(times)
 
 
-def cases(quick: bool):
+def cases(quick: bool, rows_shape: tuple | None = None):
     # Large enough that the per-call launch cost (about 15 us for a tessel kernel, 12 us for a torch
     # op, measured on the H200) is a few percent of the kernel time.
     n_ew = (1 << 24) if quick else (1 << 28)
-    rows = (4096, 4096) if quick else (65536, 4096)
+    rows = rows_shape or ((4096, 4096) if quick else (65536, 4096))
     return [("add", (n_ew,), "float32"), ("mul", (n_ew,), "float32"), ("add", (n_ew,), "bfloat16"),
             ("row_sum", rows, "float32"), ("row_sum", rows, "bfloat16"),
             ("softmax", rows, "float32"), ("softmax", rows, "bfloat16"),
@@ -334,6 +334,7 @@ def run_case(name: str, shape: tuple, dtype: str, source: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller shapes")
+    p.add_argument("--rows", help="M,N: the shape of the row kernels (row_sum, softmax, layer_norm)")
     p.add_argument("--only", nargs="*", help="kernel names to run (add mul row_sum softmax layer_norm gemm)")
     args = p.parse_args(argv)
     import torch
@@ -350,7 +351,8 @@ def main(argv=None) -> int:
     print(head)
     print("-" * len(head))
     failures = 0
-    for name, shape, dtype in cases(args.quick):
+    rows_shape = tuple(int(v) for v in args.rows.split(",")) if args.rows else None
+    for name, shape, dtype in cases(args.quick, rows_shape):
         if args.only and name not in args.only:
             continue
         for source in ("generic", "hand"):
