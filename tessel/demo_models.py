@@ -104,4 +104,6 @@ def run_model_demo(sizes: str = "small", out: TextIO | None = None, runs: int = 
         print(f"{r['model']:<18} {r['shape']:<12} {r['max rel err']:>11.2e} {r['check']:>5} {r['build s']:>7.2f} "
               f"{r['kernels']:>7} {r['tessel ms']:>9.3f} {r['numpy ms']:>9.3f} "
               f"{r['numpy ms'] / r['tessel ms']:>12.2f}", file=out)
+    print("(tessel lowers rfft/irfft to a direct O(n^2) DFT until the Monarch tensor-core FFT lands; "
+          "numpy's reference uses an FFT)", file=out)
     return rows
