@@ -68,6 +68,7 @@ from tessel.codegen.cuda_text import (  # noqa: F401 - ctype and the literals ar
 )
 from tessel.codegen.cuda_vectorize import VecCopy, vectorize_loop
 from tessel.errors import CodegenError
+from tessel.ir.bounds import binop_range
 from tessel.ir.dtypes import is_bool, is_float, is_int
 from tessel.ir.nodes import (
     COMPARE_OPS, LOGIC_OPS, MATH_FUNCS, THREAD_AXES, Allocate, Barrier, Binary, Buffer, BufferRef, Call, Cast, Const,
@@ -146,28 +147,6 @@ def _fits(rng, dtype: str) -> bool:
     return rng is not None and lo <= rng[0] and rng[1] <= hi
 
 
-def _binop_range(op: str, a, b):
-    (al, ah), (bl, bh) = a, b
-    if op == "add":
-        return al + bl, ah + bh
-    if op == "sub":
-        return al - bh, ah - bl
-    if op == "mul":
-        c = (al * bl, al * bh, ah * bl, ah * bh)
-        return min(c), max(c)
-    if op == "min":
-        return min(al, bl), min(ah, bh)
-    if op == "max":
-        return max(al, bl), max(ah, bh)
-    if op == "floordiv" and (bl > 0 or bh < 0):
-        c = [x // y for x in (al, ah) for y in (bl, bh)]
-        return min(c), max(c)
-    if op == "floormod" and bl > 0:
-        return (al, ah) if 0 <= al and ah < bl else (0, bh - 1)
-    if op == "floormod" and bh < 0:
-        return bl + 1, 0
-    return None
-
 
 class _Printer:
     def __init__(self, kernel: Kernel, grid: tuple, block: tuple, vectorize: bool, dynamic_shared: bool):
@@ -220,7 +199,7 @@ class _Printer:
             return self.ranges.get(e)
         if isinstance(e, Binary) and e.op not in COMPARE_OPS + LOGIC_OPS:
             a, b = self.rng(e.a), self.rng(e.b)
-            return _binop_range(e.op, a, b)
+            return binop_range(e.op, a, b)
         if isinstance(e, Cast) and (is_int(e.value.dtype) or is_bool(e.value.dtype)):
             return self.rng(e.value)
         if isinstance(e, Select):
@@ -298,7 +277,7 @@ class _Printer:
             if ra[0] >= 0 and rb[0] > 0:  # C's truncation is the floor here
                 return f"({a} {'/' if op == 'floordiv' else '%'} {b})"
             return f"tessel::i{op}<{t}>({a}, {b})"
-        if _fits(_binop_range(op, ra, rb), dt):
+        if _fits(binop_range(op, ra, rb), dt):
             return f"({a} {_C_OPS[op]} {b})"
         return f"{_WRAP[op]}({a}, {b})"
 

@@ -43,8 +43,17 @@ def interval(expr: Expr, ranges: dict) -> tuple[int, int] | None:
     b = interval(expr.b, ranges)
     if a is None or b is None:
         return None
+    return binop_range(expr.op, a, b)
+
+
+def binop_range(op: str, a: tuple, b: tuple) -> tuple[int, int] | None:
+    """Inclusive range of the integer `a op b` when a and b run over their inclusive ranges
+    (values as true integers: no wrap-around), or None when it is not bounded this simply.
+
+    >>> binop_range("floordiv", (-7, 9), (2, 4))
+    (-4, 4)
+    """
     (al, ah), (bl, bh) = a, b
-    op = expr.op
     if op == "add":
         return al + bl, ah + bh
     if op == "sub":
@@ -56,15 +65,14 @@ def interval(expr: Expr, ranges: dict) -> tuple[int, int] | None:
         return min(al, bl), min(ah, bh)
     if op == "max":
         return max(al, bl), max(ah, bh)
-    if op == "floordiv" and bl == bh and bl != 0:
-        lo, hi = al // bl, ah // bl
-        return (lo, hi) if lo <= hi else (hi, lo)
-    if op == "floormod" and bl == bh and bl > 0:
-        if ah - al + 1 >= bl or al // bl != ah // bl:
-            return 0, bl - 1
-        return al % bl, ah % bl
+    if op == "floordiv" and (bl > 0 or bh < 0):  # the divisor keeps one sign: extremes at corners
+        corners = [x // y for x in (al, ah) for y in (bl, bh)]
+        return min(corners), max(corners)
+    if op == "floormod" and bl > 0:
+        return (al, ah) if 0 <= al and ah < bl else (0, bh - 1)
+    if op == "floormod" and bh < 0:
+        return bl + 1, 0
     return None
-
 
 def _decide(cond: Expr, ranges: dict) -> bool | None:
     """True or False when the intervals of a comparison's operands decide it, else None."""

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tessel.errors import DTypeError, ShapeError, VerifyError
+from tessel.ir.bounds import binop_range
 from tessel.ir.dtypes import is_bool, is_float, is_int, numpy_dtype
 from tessel.ir.interp.runtime import GLOBALS, float_to_int, from_float, int_range, math_func, wrap_int, wrap_source
 from tessel.ir.nodes import (
@@ -72,36 +73,6 @@ def _fits(rng, dtype: str) -> bool:
 def _int_src(v: int) -> str:
     return str(v) if v >= 0 else f"({v})"
 
-
-def _binop_range(op: str, a, b):
-    """Range of an integer Binary from its operands' ranges, or None when unbounded."""
-    (al, ah), (bl, bh) = a, b
-    if op == "add":
-        return al + bl, ah + bh
-    if op == "sub":
-        return al - bh, ah - bl
-    if op == "mul":
-        corners = (al * bl, al * bh, ah * bl, ah * bh)
-        return min(corners), max(corners)
-    if op == "min":
-        return min(al, bl), min(ah, bh)
-    if op == "max":
-        return max(al, bl), max(ah, bh)
-    if op == "floordiv":
-        if bl == bh and bl != 0:
-            lo, hi = sorted((al // bl, ah // bl))
-            return lo, hi
-        if bl > 0 or bh < 0:  # divisor never zero: |result| <= |dividend|
-            m = max(abs(al), abs(ah))
-            return -m, m
-        return None
-    if op == "floormod":
-        if bl > 0:
-            return (al, ah) if bl == bh and 0 <= al and ah < bl else (0, bh - 1)
-        if bh < 0:
-            return bl + 1, 0
-        return None
-    return None
 
 
 class ExprTranslator:
@@ -225,12 +196,12 @@ class ExprTranslator:
             cmp = "<" if op == "min" else ">"
             if is_float(dt):  # NaN propagates, as numpy.minimum / maximum do
                 return Src(f"({a.src} if ({a.src} {cmp} {b.src} or {a.src} != {a.src}) else {b.src})", None, 1)
-            return Src(f"({a.src} if {a.src} {cmp} {b.src} else {b.src})", _binop_range(op, a.rng, b.rng), 1)
+            return Src(f"({a.src} if {a.src} {cmp} {b.src} else {b.src})", binop_range(op, a.rng, b.rng), 1)
         if is_float(dt):
             return Src(f"({a.src} {_PY_OPS[op]} {b.src})", None, depth)
         if op == "div":
             raise self.error(DTypeError, f"'div' is true division, for floats; on {dt} use floordiv / floormod")
-        rng = _binop_range(op, a.rng, b.rng)
+        rng = binop_range(op, a.rng, b.rng)
         if op in ("floordiv", "floormod") and not (b.rng[0] == b.rng[1] != 0):
             src = f"_{op}({a.src}, {b.src}, {self.kernel!r})"
             if rng is None and op == "floormod":
