@@ -95,8 +95,14 @@ def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
     from tessel.compiler.model import random_inputs
 
     inputs = random_inputs(cm.inputs, seed=args.seed)
-    got = cm(*inputs)
+    run_args = inputs
+    if str(args.target).startswith("cuda"):  # a CUDA model takes GPU tensors: move the inputs there
+        import torch
+
+        run_args = [torch.from_numpy(np.ascontiguousarray(x)).cuda() for x in inputs]
+    got = cm(*run_args)
     got = [got] if len(graph.outputs) == 1 else list(got)
+    got = [g.cpu().numpy() if hasattr(g, "cpu") else g for g in got]
     feeds = dict(zip(graph.inputs, inputs))
     sess = _ort_session(args.model)
     if sess is not None:
@@ -124,7 +130,14 @@ def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
         ok &= good
         print(f"  output '{name}' {g.dtype}{list(g.shape)}: max abs error {abs_err:.3g}, max rel error "
               f"{rel_err:.3g} (of max |value| {scale:.3g})  {'OK' if good else 'FAIL'}")
-    t_tessel = _median_seconds(lambda: cm(*inputs), args.runs)
+    def run_once():
+        cm(*run_args)
+        if run_args is not inputs:  # GPU work is asynchronous: time it to the end
+            import torch
+
+            torch.cuda.synchronize()
+
+    t_tessel = _median_seconds(run_once, args.runs)
     line = f"time (median of {args.runs} runs): tessel {t_tessel * 1e3:.3f} ms"
     if sess is not None:
         t_ort = _median_seconds(lambda: sess.run(None, feeds), args.runs)
