@@ -41,6 +41,16 @@ from tessel.errors import ArgumentError, TesselError
 from tessel.frontend.graph import Graph, OpNode, Value
 
 
+def unique_kernels(steps) -> list:
+    """The kernels of `steps` in order, each once (groups with identical IR share a kernel)."""
+    seen, out = set(), []
+    for s in steps:
+        if id(s.kernel) not in seen:
+            seen.add(id(s.kernel))
+            out.append(s.kernel)
+    return out
+
+
 @dataclass
 class Step:
     """One kernel launch: the kernel, the group it computes, the value passed per parameter."""
@@ -83,12 +93,7 @@ class Program:
 
     @property
     def kernels(self) -> list:
-        seen, out = set(), []
-        for s in self.steps:
-            if id(s.kernel) not in seen:
-                seen.add(id(s.kernel))
-                out.append(s.kernel)
-        return out
+        return unique_kernels(self.steps)
 
     def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
         """Run on checked, contiguous numpy inputs; returns fresh output arrays. With `profile`

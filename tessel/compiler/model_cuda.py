@@ -310,12 +310,9 @@ class GpuProgram:
 
     @property
     def kernels(self) -> list:
-        seen, out = set(), []
-        for s in self.steps:
-            if id(s.kernel) not in seen:
-                seen.add(id(s.kernel))
-                out.append(s.kernel)
-        return out
+        from tessel.compiler.model import unique_kernels
+
+        return unique_kernels(self.steps)
 
     def value_type(self, name: str) -> tuple:
         if name in self.temps:
