@@ -6,7 +6,7 @@ Three modules, one idea each:
                        header `include/tessel_cuda.cuh`);
   * `cuda_build.py`    CUDA C++ -> cubin through NVRTC (cuda.core) or nvcc, cached on disk;
   * `cuda_runtime.py`  loading, argument checks, streams, launches, CUDA graphs;
-and `tessel.compiler.gpu_kernel.GpuKernel` is what users hold. Building needs a compiler but no
+and `tessel.codegen.cuda_kernel.GpuKernel` is what users hold. Building needs a compiler but no
 GPU (the architecture comes from the target: "cuda" detects it from the visible GPU, or uses
 sm_90a without one); calling needs the GPU.
 
@@ -26,18 +26,17 @@ from __future__ import annotations
 import dataclasses
 
 from tessel.codegen.cuda_build import compile_cuda
+from tessel.codegen.cuda_kernel import GpuKernel
 from tessel.codegen.cuda_printer import print_kernel
-from tessel.compiler.target import parse_target
 from tessel.errors import CodegenError
 from tessel.ir.nodes import Kernel
+from tessel.ir.target import parse_target
 
 
 def build_kernel(ir: Kernel, target="cuda"):
     """Print `ir` as CUDA C++, compile it for the target's architecture (cached) and return the
     `GpuKernel`. Raises CodegenError (with the compiler's log and the saved source's path) when
     the code does not compile, and when no CUDA compiler is available."""
-    from tessel.compiler.gpu_kernel import GpuKernel
-
     tgt = parse_target(target)
     if not tgt.is_gpu:
         raise CodegenError(f"kernel '{ir.name}': the CUDA backend builds for 'cuda' targets, got '{tgt}'")
