@@ -1,10 +1,10 @@
-"""The ONNX frontend: `import_onnx` (ONNX model -> Graph) and `TesselBackend` (onnx's backend API).
+"""The ONNX frontend: `import_onnx` (ONNX model -> Graph).
 
 The work is split by idea: `onnx_load.py` loads and checks a model, `onnx_import.py` walks its
 nodes, `onnx_ops.py`, `onnx_ops_tensor.py`, `onnx_ops_nn.py` and `onnx_ops_resize.py` convert each
-ONNX op onto tessel's op set, and `onnx_backend.py` implements `onnx.backend.base.Backend` for
-onnx's conformance tests. This module re-exports the public names; onnx itself is imported only
-when a model is imported.
+ONNX op onto tessel's op set. This module re-exports the public names; onnx itself is imported
+only when a model is imported. `TesselBackend` (onnx's backend API, for onnx's conformance tests)
+compiles, so it lives with the driver: `tessel.compiler.onnx_backend`.
 
 Example:
     >>> import onnx.helper as oh
@@ -21,13 +21,3 @@ from tessel.frontend.onnx_import import (  # noqa: F401
     NotConstantError, OnnxImportError, UnsupportedDTypeError, import_onnx, load_model, model_inputs,
 )
 from tessel.frontend.ops import UnsupportedOpError  # noqa: F401
-
-_LAZY = {"TesselBackend", "TesselBackendRep"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:  # onnx_backend imports onnx.backend at import time
-        from tessel.frontend import onnx_backend
-
-        return getattr(onnx_backend, name)
-    raise AttributeError(f"module 'tessel.frontend.onnx' has no attribute {name!r}")

@@ -14,6 +14,8 @@ Anything tessel does not support (an op, an attribute value, an element type) ra
 `use_reference=True` (in `prepare`) runs the imported graph with the op references instead of
 compiling; it checks the importer alone.
 
+It lives with the driver, not in `tessel.frontend`: it compiles, and importers know no driver.
+
 Example:
     >>> import numpy as np, onnx.helper as oh
     >>> n = oh.make_node("Relu", ["x"], ["y"])
