@@ -46,6 +46,16 @@ PRIMITIVES = {
 PRIMITIVES.update(gpu_primitives())
 
 
+def _fallback(kernel: Kernel, template: str, kind: str, at: str, reason: str) -> tuple[Kernel, list]:
+    """A declared fallback of a template (template.py), recorded in the trace: it changes nothing."""
+    return kernel, []
+
+
+PRIMITIVES["fallback"] = (_fallback, ("template", "kind", "at", "reason"))
+# "template" steps (name, knobs, target, steps) are applied by the registered template itself
+TEMPLATE_ARGS = ("name", "knobs", "target", "steps")
+
+
 @dataclass(frozen=True)
 class Step:
     """One primitive application: its name, its arguments and the names it returned."""
@@ -59,7 +69,8 @@ class Step:
 
     @staticmethod
     def from_json(d: dict) -> "Step":
-        if not isinstance(d, dict) or d.get("primitive") not in PRIMITIVES or not isinstance(d.get("args"), dict):
+        known = d.get("primitive") in PRIMITIVES or d.get("primitive") == "template" if isinstance(d, dict) else False
+        if not known or not isinstance(d.get("args"), dict):
             raise ScheduleError(f"not a schedule step: {d!r}")
         return Step(d["primitive"], dict(d["args"]), tuple(d.get("results", ())))
 
@@ -76,7 +87,14 @@ class Schedule:
 
     # -- the generic step ------------------------------------------------------------------------
     def apply(self, primitive: str, **args):
-        """Apply a primitive by name (what replay does); returns its result names."""
+        """Apply a primitive by name (what replay does); returns its result names. "template"
+        applies a registered template (args: name, knobs, target)."""
+        if primitive == "template":
+            unknown = set(args) - set(TEMPLATE_ARGS)
+            if unknown or "name" not in args:
+                raise ScheduleError(f"template step: needs 'name' and takes {TEMPLATE_ARGS}, got {sorted(args)}")
+            self.template(args["name"], args.get("knobs"), args.get("target"))
+            return []
         if primitive not in PRIMITIVES:
             raise ScheduleError(f"unknown schedule primitive {primitive!r}; known: {', '.join(PRIMITIVES)}")
         fn, arg_names = PRIMITIVES[primitive]
@@ -162,6 +180,13 @@ class Schedule:
         """Software-pipeline the shared-memory copies of `loop` over `stages` buffers with cp.async."""
         return self.apply("pipeline", loop=loop, stages=stages)
 
+    def template(self, name: str, knobs: dict | None = None, target=None) -> "Schedule":
+        """Apply the registered template `name` with `knobs` (missing ones take their defaults)
+        for `target`; recorded as one "template" step followed by the primitives it ran."""
+        from tessel.schedules.template import get_template
+
+        return get_template(name).apply(self, knobs, target)
+
     # -- queries ---------------------------------------------------------------------------------
     def get_loops(self, buffer: str) -> list[str]:
         """Names of the loops around the last store to `buffer`, outermost first."""
@@ -180,17 +205,39 @@ class Schedule:
 
     @staticmethod
     def replay(kernel: Kernel, trace) -> Kernel:
-        """Apply a trace (Steps, dicts, or its JSON text) to an unscheduled kernel."""
+        """Apply a trace (Steps, dicts, or its JSON text) to an unscheduled kernel. A "template"
+        step re-runs its template from the recorded knobs, which must produce the primitive steps
+        recorded after it (they are checked, not applied twice)."""
         sch = Schedule(kernel)
         if isinstance(trace, str):
             trace = json.loads(trace)
-        for step in trace:
-            step = step if isinstance(step, Step) else Step.from_json(step)
+        steps = [s if isinstance(s, Step) else Step.from_json(s) for s in trace]
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            if step.primitive == "template":
+                n, start = int(step.args.get("steps", 0)), len(sch.trace)
+                sch.apply("template", **{k: v for k, v in step.args.items() if k != "steps"})
+                made = [s.to_json() for s in sch.trace[start + 1:]]
+                recorded = [s.to_json() for s in steps[i + 1:i + 1 + n]]
+                if made != recorded:
+                    raise ScheduleError(f"replaying template '{step.args['name']}' with knobs "
+                                        f"{json.dumps(step.args.get('knobs'))}: it now applies {len(made)} steps that "
+                                        f"differ from the {len(recorded)} the trace recorded (first difference at "
+                                        f"step {_first_diff(made, recorded)}; was the trace made for another kernel "
+                                        f"or another version of the template?)")
+                i += 1 + n
+                continue
             results = sch.apply(step.primitive, **step.args)
             if step.results and tuple(results) != tuple(step.results):
                 raise ScheduleError(f"replaying {step.primitive}: got names {results}, the trace recorded "
                                     f"{list(step.results)} (was the trace made for another kernel?)")
+            i += 1
         return sch.kernel
+
+
+def _first_diff(a: list, b: list) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _flat(items):
