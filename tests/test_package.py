@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import json
 import re
 import subprocess
@@ -125,8 +124,6 @@ def test_readme_has_the_two_commands_and_ci_runs_them():
     assert f"SETUP=(bash -c '{setup}')" in ci and "TESTS=(python -m pytest -q)" in ci
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tessel.compiler.driver") is None,
-                    reason="tessel.compiler.driver (tessel.build) does not exist yet")
 def test_readme_examples_run():
     """The README's Python examples run as written (in order, sharing one namespace)."""
     blocks = _readme_python_blocks()

@@ -225,7 +225,6 @@ def test_compile_entry_dispatches_and_refuses_unknown_models(tmp_path):
 
 def test_compile_torch_module_specialises_per_shape():
     torch = pytest.importorskip("torch")
-    pytest.importorskip("tessel.frontend.torch")
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4)).eval()
     cm = ts_compile(m, (torch.randn(2, 8),), target="cpu")
@@ -242,7 +241,6 @@ def test_compile_torch_module_specialises_per_shape():
 
 def test_compile_onnx_model_and_path(tmp_path):
     onnx = pytest.importorskip("onnx")
-    pytest.importorskip("tessel.frontend.onnx")
     from onnx import helper as oh
     from onnx import numpy_helper
 
