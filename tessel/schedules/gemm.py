@@ -1,0 +1,425 @@
+"""The tensor-core GEMM template (path 1: mma.sync, sm_80 and later), built as IR directly.
+
+C[b.., i, j] = sum_k f32(A[b.., i, k]) * f32(B[b.., k, j]) with A and B float16 or bfloat16 (each
+stored k-contiguous or not: "transposed" operands), any M, N, K and batch, accumulated in float32
+and stored as C's dtype (float32, or cast in the epilogue). One block computes a BM x BN tile of
+C; its warps_m x warps_n warps each a (BM / warps_m) x (BN / warps_n) tile held in mma
+accumulator fragments. The kernel the template builds, per block:
+
+- Block order: blocks are numbered along blockIdx.x and mapped to (tile row, tile column) in
+  groups of `group_m` tile rows (the "grouped launch" of Triton's matmul), so blocks running at
+  the same time share A rows and B columns in L2. Batches run along blockIdx.y.
+- Shared memory: a ring of `stages` A and B tiles. Each tile row (the operand's non-contiguous
+  dimension) holds the contiguous dimension in 16-byte chunks rotated by the row (`swizzle`
+  "rotate": chunk c of row r sits at chunk (c + r / max(1, 8 / chunks)) mod chunks), so the 8
+  rows one ldmatrix phase reads and the 8 chunks one cp.async phase writes hit distinct banks
+  without padding. (An XOR swizzle needs a bitwise operator the IR does not have; the rotation
+  is conflict-free for whole 16-byte chunks too.)
+- Loads: cp.async.cg of 16 bytes per thread and chunk (8, 4 or 2 bytes when the contiguous
+  extent is not a multiple of 8 elements; plain loads when it is odd). Chunks outside the
+  operand (edges of M, N, K) are not copied: the thread writes zeros instead (guarded
+  statements, no padding copies), so the tile's products there are zero.
+- Main loop over k-tiles: the prologue fills stages - 1 tiles; then per k-tile: the copy of tile
+  kt + stages - 1 into the slot freed by tile kt - 1 (committed as one group even when empty),
+  and per k-step of 16 the A and B fragments of the next step loaded with ldmatrix.x4 (.trans
+  when the operand is not k-contiguous) into the other half of a double buffer while the mmas of
+  this step run. Before the last step's mmas, cp.async.wait_group(stages - 2) and the k-tile's
+  one __syncthreads make tile kt + 1 visible, and the next tile's first fragments are loaded.
+- Everything inside a k-tile is unrolled (straight-line code: fragments stay in registers).
+- Epilogue: each lane stores its accumulator elements, guarded at the M / N edges.
+
+`GemmKnobs` holds the knobs; `check_knobs` raises ScheduleError naming the knob for impossible
+values (nothing is shrunk). `gemm_kernel` builds a whole kernel from a `GemmProblem`;
+`apply_gemm` replaces a DSL contraction stage of a kernel (what `schedule_gemm` records in a
+Schedule's trace as the step "gemm" with the knobs, so the trace replays).
+
+Example:
+    >>> p = GemmProblem(m=32, n=32, k=32, dtype="float16")
+    >>> k = gemm_kernel(p, GemmKnobs(bm=32, bn=32, bk=16, warps_m=1, warps_n=1, stages=2))
+    >>> k.launch.grid, k.launch.block
+    ((1, 1, 1), (32, 1, 1))
+    >>> import numpy as np; from tessel.ir.interp import run
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = (rng.standard_normal((32, 32)).astype(np.float16) for _ in range(2))
+    >>> c = np.zeros((32, 32), np.float32); run(k, a, b, c)
+    >>> bool(np.allclose(c, a.astype(np.float32) @ b.astype(np.float32), atol=1e-3))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from tessel.errors import ScheduleError
+from tessel.ir.intrinsics import mma_name
+from tessel.ir.intrinsics.cp_async import COMMIT, MAX_WAIT, WAIT_GROUP, copy_name
+from tessel.ir.intrinsics.ldmatrix import ldmatrix_name
+from tessel.ir.nodes import (
+    Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Store,
+    Var, minimum, seq,
+)
+
+# Shared memory a block may use, by architecture (bytes; the opt-in maximum).
+SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024,
+                "sm_90a": 227 * 1024}
+MAX_REGS = 255
+REG_FILE = 65536
+
+
+@dataclass(frozen=True)
+class GemmKnobs:
+    """The template's knobs (see the module docstring); `as_dict` / `from_dict` for traces."""
+
+    bm: int = 128  # CTA tile rows (M)
+    bn: int = 128  # CTA tile columns (N)
+    bk: int = 32  # CTA tile depth (K) per pipeline stage
+    warps_m: int = 2
+    warps_n: int = 2
+    stages: int = 4  # shared-memory ring slots (cp.async multi-buffering)
+    swizzle: str = "rotate"  # "rotate" (conflict-free chunk rotation) or "none"
+    group_m: int = 8  # tile rows per group of the block order (1: row-major order)
+    split_k: int = 1  # only 1 for now
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "GemmKnobs":
+        names = {f.name for f in dataclasses.fields(GemmKnobs)}
+        unknown = set(d) - names
+        if unknown:
+            raise ScheduleError(f"gemm: unknown knob(s) {sorted(unknown)}; knobs: {sorted(names)}")
+        return GemmKnobs(**d)
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    """Shapes, dtypes and storage of one GEMM. a_kcontig: A stored [.., M, K] (else [.., K, M]);
+    b_kcontig: B stored [.., N, K] (else [.., K, N]). out_dtype: C's dtype."""
+
+    m: int
+    n: int
+    k: int
+    dtype: str = "float16"
+    batch: tuple = ()
+    a_kcontig: bool = True
+    b_kcontig: bool = False
+    out_dtype: str = "float32"
+
+    def buffers(self) -> tuple[Buffer, Buffer, Buffer]:
+        pre = tuple(self.batch)
+        a = Buffer("A", pre + ((self.m, self.k) if self.a_kcontig else (self.k, self.m)), self.dtype)
+        b = Buffer("B", pre + ((self.n, self.k) if self.b_kcontig else (self.k, self.n)), self.dtype)
+        return a, b, Buffer("C", pre + (self.m, self.n), self.out_dtype)
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def check_knobs(p: GemmProblem, kn: GemmKnobs, arch: str = "sm_90a") -> None:
+    """Raise ScheduleError naming the knob and the limit when `kn` cannot run problem `p`."""
+    def bad(knob, msg):
+        raise ScheduleError(f"gemm knob {knob}={getattr(kn, knob)!r}: {msg}")
+
+    for knob in ("bm", "bn", "bk", "warps_m", "warps_n", "group_m"):
+        if not isinstance(getattr(kn, knob), int) or not _pow2(getattr(kn, knob)):
+            bad(knob, "must be a power of two")
+    if kn.bk < 16:
+        bad("bk", "must be at least 16 (one mma k-step)")
+    if kn.bm % (16 * kn.warps_m):
+        bad("bm", f"must be a multiple of 16 * warps_m = {16 * kn.warps_m} (16-row mma tiles per warp)")
+    if kn.bn % (16 * kn.warps_n):
+        bad("bn", f"must be a multiple of 16 * warps_n = {16 * kn.warps_n} (pairs of 8-column mma tiles per warp)")
+    threads = 32 * kn.warps_m * kn.warps_n
+    if threads > 1024:
+        bad("warps_n", f"warps_m * warps_n = {threads // 32} warps: a block holds at most 32 (1024 threads)")
+    if not isinstance(kn.stages, int) or kn.stages < 2:
+        bad("stages", "needs at least 2 (double buffering)")
+    if kn.stages - 2 > MAX_WAIT:
+        bad("stages", f"cp.async.wait_group takes at most {MAX_WAIT}: stages <= {MAX_WAIT + 2}")
+    if kn.swizzle not in ("rotate", "none"):
+        bad("swizzle", "must be 'rotate' or 'none'")
+    if kn.split_k != 1:
+        bad("split_k", "split-K is not implemented yet: only 1")
+    for what, rows in (("bm", kn.bm), ("bn", kn.bn)):
+        chunks = rows * kn.bk // 8
+        if chunks % threads:
+            bad("bk", f"a {rows}x{kn.bk} tile has {chunks} 16-byte chunks, not a multiple of the block's "
+                      f"{threads} threads ({what}={rows})")
+    smem = kn.stages * (kn.bm + kn.bn) * kn.bk * 2
+    limit = SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"])
+    if smem > limit:
+        bad("stages", f"{kn.stages} stages of {kn.bm}x{kn.bk} + {kn.bn}x{kn.bk} tiles take {smem} bytes of shared "
+                      f"memory; {arch} allows {limit}")
+    regs = registers(kn)
+    if regs > MAX_REGS:
+        bad("bm", f"a {kn.bm // kn.warps_m}x{kn.bn // kn.warps_n} warp tile needs about {regs} registers per "
+                  f"thread; at most {MAX_REGS} (raise warps_m / warps_n or lower bm / bn)")
+    if regs * threads > REG_FILE:
+        bad("warps_n", f"{threads} threads x about {regs} registers exceed the {REG_FILE}-register file")
+
+
+def registers(kn: GemmKnobs) -> int:
+    """A rough count of registers per thread: accumulators, double-buffered fragments, addresses."""
+    wm, wn = kn.bm // kn.warps_m, kn.bn // kn.warps_n
+    acc = wm * wn // 32
+    frags = 2 * (wm // 16 * 4 + wn // 8 * 2)
+    return acc + frags + 40
+
+
+def default_knobs(p: GemmProblem) -> GemmKnobs:
+    """Today's choice for a problem: 128x128x32 tiles, 4 warps, 4 stages for large shapes; smaller
+    tiles (fewer, smaller blocks) when M or N is small, so no block is mostly edge."""
+    def tile(x):
+        t = 16
+        while t < 128 and t < x:
+            t *= 2
+        return t
+    bm, bn = tile(p.m), tile(p.n)
+    wm, wn = (2 if bm >= 64 else 1), (2 if bn >= 64 else 1)
+    bk = 32 if p.k > 16 else 16
+    while (bm * bk // 8) % (32 * wm * wn) or (bn * bk // 8) % (32 * wm * wn):
+        bk *= 2
+    stages = 4 if p.k >= 4 * bk else 2
+    return GemmKnobs(bm=bm, bn=bn, bk=bk, warps_m=wm, warps_n=wn, stages=stages)
+
+
+# -- the operand tiles ------------------------------------------------------------------------------
+
+@dataclass
+class _Operand:
+    """One of A / B: its global buffer, its index function (batch idx, outer idx, k) -> indices,
+    whether k is contiguous, and its shared ring (rows = the non-contiguous dimension)."""
+
+    name: str
+    buf: Buffer
+    index: object  # (batch_vars, outer, k) -> index tuple
+    kcontig: bool
+    outer_extent: int  # M for A, N for B
+    k_extent: int
+    tile_outer: int  # BM / BN
+    bk: int
+    stages: int
+    swizzle: str
+
+    @property
+    def rows(self) -> int:
+        return self.tile_outer if self.kcontig else self.bk
+
+    @property
+    def cols(self) -> int:
+        return self.bk if self.kcontig else self.tile_outer
+
+    def shared(self) -> Buffer:
+        return Buffer(f"{self.name}_smem", (self.stages, self.rows, self.cols), self.buf.dtype, "shared")
+
+    def phys(self, row, col):
+        """Column of element (row, col) of a tile in the swizzled layout."""
+        nch = self.cols // 8
+        if self.swizzle == "none" or nch == 1:
+            return col
+        rot = row // max(1, 8 // nch) % nch
+        return (col // 8 + rot) % nch * 8 + col % 8
+
+    def vec(self) -> int:
+        """Elements per copy: the largest of 8, 4, 2, 1 dividing the contiguous extent."""
+        ext = self.k_extent if self.kcontig else self.outer_extent
+        return next(v for v in (8, 4, 2, 1) if ext % v == 0)
+
+
+def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, threads: int, uid: str):
+    """All threads copy one (rows x cols) tile of `op` into ring slot `slot`: cp.async chunks of
+    `vec` elements, zeros where the chunk lies outside the operand."""
+    vec = op.vec()
+    per_row = op.cols // vec
+    total = op.rows * per_row
+    it = Var(f"{uid}_it")
+    q = it * threads + tx
+    row, col = q // per_row, q % per_row * vec
+    outer, kk = (row, col) if op.kcontig else (col, row)
+    g_outer, g_k = outer0 + outer, k0 + kk
+    conds = []
+    if op.outer_extent % op.tile_outer:
+        conds.append(g_outer < op.outer_extent)
+    if op.k_extent % op.bk:
+        conds.append(g_k < op.k_extent)
+    gidx = op.index(bvars, g_outer, g_k)
+    pcol = op.phys(row, col)
+    if vec >= 2:
+        v = Var(f"{uid}_v")
+        copy = Intrinsic(copy_name("cg" if vec == 8 else "ca", 2 * vec),
+                         (BufferRef(smem, (slot, row, pcol)), BufferRef(op.buf, gidx)))
+        zero = For(v, vec, Store(smem, (slot, row, pcol + v), Const(0.0, smem.dtype)), "unrolled")
+    else:
+        copy = Store(smem, (slot, row, pcol), op.buf[gidx])
+        zero = Store(smem, (slot, row, pcol), Const(0.0, smem.dtype))
+    body = copy
+    if conds:
+        cond = conds[0] if len(conds) == 1 else conds[0] & conds[1]
+        body = IfThenElse(cond, copy, zero)
+    return For(it, total // threads, body, "unrolled")
+
+
+def _ldmatrix(op: _Operand, smem: Buffer, slot, frag: Buffer, dst: tuple, outer0, k0, lane: Var):
+    """One ldmatrix.x4 of the 16 (outer) x 16 (k) region at (outer0, k0) of a ring slot into
+    frag[dst..dst+8]: A gives one 16x16 A fragment, B two 16x8 B fragments (n tiles 0, 1)."""
+    j, r8 = lane // 8, lane % 8
+    if op.name == "A":
+        o_off, k_off = (j % 2) * 8, (j // 2) * 8
+    else:
+        k_off, o_off = (j % 2) * 8, (j // 2) * 8
+    if op.kcontig:
+        row = outer0 + (r8 + o_off)
+        col = k0 + k_off
+    else:
+        row = k0 + (r8 + k_off)
+        col = outer0 + o_off
+    name = ldmatrix_name(4, trans=not op.kcontig)
+    return Intrinsic(name, (BufferRef(frag, dst), BufferRef(smem, (slot, row, op.phys(row, col)))))
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buffer, a_index, b_index, c_index,
+                    prefix: str = "g"):
+    """The GEMM's statement (a blockIdx.x loop) and its Launch, for buffers a, b, c indexed by
+    a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n)."""
+    check_knobs(p, kn)
+    bm, bn, bk, st = kn.bm, kn.bn, kn.bk, kn.stages
+    wm_, wn_ = kn.bm // kn.warps_m, kn.bn // kn.warps_n
+    mt_n, nt_n = wm_ // 16, wn_ // 8
+    threads = 32 * kn.warps_m * kn.warps_n
+    tiles_m, tiles_n = _ceil(p.m, bm), _ceil(p.n, bn)
+    kt_n = _ceil(p.k, bk)
+    ks_n = bk // 16
+    nbatch = 1
+    for e in p.batch:
+        nbatch *= e
+    V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
+    pid, bz, tx = V("pid"), V("bz"), V("tx")
+    A = _Operand("A", a, a_index, p.a_kcontig, p.m, p.k, bm, bk, st, kn.swizzle)
+    B = _Operand("B", b, b_index, p.b_kcontig, p.n, p.k, bn, bk, st, kn.swizzle)
+    sa, sb = A.shared(), B.shared()
+    acc = Buffer(f"{prefix}_acc", (mt_n, nt_n, 4), "float32", "local")
+    fa = Buffer(f"{prefix}_fa", (2, mt_n, 8), p.dtype, "local")
+    fb = Buffer(f"{prefix}_fb", (2, nt_n // 2, 8), p.dtype, "local")
+    # batch indices from the fused blockIdx.y
+    bvars, rest = [], bz
+    for i in range(len(p.batch)):
+        inner = 1
+        for x in p.batch[i + 1:]:
+            inner *= x
+        bvars.append(rest // inner if i + 1 < len(p.batch) else rest)
+        rest = rest % inner
+    # grouped block order
+    gm = min(kn.group_m, tiles_m)
+    per_group = gm * tiles_n
+    pm, pn, gsize = V("pm"), V("pn"), V("gsize")
+    first_m = pid // per_group * gm
+    warp, lane, wi, wj = V("warp"), V("lane"), V("wi"), V("wj")
+    m0, n0 = pm * bm, pn * bn
+    kt = V("kt")
+
+    def loads(slot, ktile, tag):
+        return seq(_load_tile(A, sa, slot, bvars, m0, ktile * bk, tx, threads, f"{prefix}_la{tag}"),
+                   _load_tile(B, sb, slot, bvars, n0, ktile * bk, tx, threads, f"{prefix}_lb{tag}"))
+
+    def frag_loads(slot, ks, buf, tag):
+        mv, pv = Var(f"{prefix}_fm{tag}"), Var(f"{prefix}_fp{tag}")
+        return seq(For(mv, mt_n, _ldmatrix(A, sa, slot, fa, (buf, mv, 0), wi * wm_ + mv * 16, ks * 16, lane),
+                       "unrolled"),
+                   For(pv, nt_n // 2, _ldmatrix(B, sb, slot, fb, (buf, pv, 0), wj * wn_ + pv * 16, ks * 16, lane),
+                       "unrolled"))
+
+    def mmas(buf, tag):
+        mt, nt = Var(f"{prefix}_mm{tag}"), Var(f"{prefix}_mn{tag}")
+        call = Intrinsic(mma_name(p.dtype), (BufferRef(acc, (mt, nt, 0)), BufferRef(fa, (buf, mt, 0)),
+                                             BufferRef(fb, (buf, nt // 2, nt % 2 * 4)), BufferRef(acc, (mt, nt, 0))))
+        return For(mt, mt_n, For(nt, nt_n, call, "unrolled"), "unrolled")
+
+    # prologue: stages - 1 tiles in flight, then tile 0 visible and its first fragments loaded
+    prologue = []
+    for s in range(st - 1):
+        ld = loads(s, Const(s), f"p{s}")
+        prologue += [ld if s < kt_n else seq(), Intrinsic(COMMIT, ())]
+    prologue += [Intrinsic(WAIT_GROUP, (Const(st - 2),)), Barrier(), frag_loads(0, 0, 0, "p")]
+    # main loop: one k-tile
+    slot = kt % st
+    nxt = kt + (st - 1)
+    step = [IfThenElse(nxt < kt_n, loads(nxt % st, nxt, "m")), Intrinsic(COMMIT, ())]
+    for ks in range(ks_n):
+        buf, other = ks % 2, (ks + 1) % 2
+        if ks + 1 < ks_n:
+            step += [frag_loads(slot, ks + 1, other, f"m{ks}"), mmas(buf, ks)]
+            continue
+        step += [Intrinsic(WAIT_GROUP, (Const(st - 2),)), Barrier()]
+        # unconditional: after the last tile it reads a stale slot into unused registers (a
+        # guarded load would merge old and new fragment halves with PRMTs)
+        nxt_frags = frag_loads((kt + 1) % st, 0, 0, "n")
+        # the next tile starts in buffer 0: load it while this step's mmas run when they use
+        # buffer 1 (an even number of k-steps), after them otherwise
+        step += [nxt_frags, mmas(buf, ks)] if buf == 1 else [mmas(buf, ks), nxt_frags]
+    main = For(kt, kt_n, seq(*step))
+    mt, nt, e = V("zm"), V("zn"), V("ze")
+    zero = For(mt, mt_n, For(nt, nt_n, For(e, 4, Store(acc, (mt, nt, e), Const(0.0, "float32")), "unrolled"),
+                             "unrolled"), "unrolled")
+    # epilogue
+    mt, nt, e = V("em"), V("en"), V("ee")
+    g, t4 = lane // 4, lane % 4
+    row = m0 + wi * wm_ + mt * 16 + g + e // 2 * 8
+    col = n0 + wj * wn_ + nt * 8 + t4 * 2 + e % 2
+    val = acc[mt, nt, e]
+    if c.dtype != "float32":
+        val = Cast(c.dtype, val)
+    store = Store(c, c_index(bvars, row, col), val)
+    conds = []
+    if p.m % bm:
+        conds.append(row < p.m)
+    if p.n % bn:
+        conds.append(col < p.n)
+    if conds:
+        store = IfThenElse(conds[0] if len(conds) == 1 else conds[0] & conds[1], store)
+    epi = For(mt, mt_n, For(nt, nt_n, For(e, 4, store, "unrolled"), "unrolled"), "unrolled")
+    body = seq(zero, *prologue, main, epi)
+    for buf in (fb, fa, acc):
+        body = Allocate(buf, body)
+    body = LetStmt(warp, tx // 32, LetStmt(lane, tx % 32, LetStmt(wi, warp // kn.warps_n, LetStmt(
+        wj, warp % kn.warps_n, body))))
+    body = For(tx, threads, body, "threadIdx.x")
+    body = Allocate(sa, Allocate(sb, body))
+    inner = pid % per_group
+    body = LetStmt(gsize, minimum(Const(tiles_m) - first_m, Const(gm)), LetStmt(
+        pm, first_m + inner % gsize, LetStmt(pn, inner // gsize, body)))
+    body = For(pid, tiles_m * tiles_n, body, "blockIdx.x")
+    if p.batch:
+        body = For(bz, nbatch, body, "blockIdx.y")
+    smem = st * (bm + bn) * bk * 2
+    return body, Launch((tiles_m * tiles_n, nbatch, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0)
+
+
+def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm") -> Kernel:
+    """A whole GEMM kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out."""
+    kn = kn or default_knobs(p)
+    a, b, c = p.buffers()
+    nb = len(p.batch)
+
+    def a_index(bv, m, k):
+        return tuple(bv) + ((m, k) if p.a_kcontig else (k, m))
+
+    def b_index(bv, n, k):
+        return tuple(bv) + ((n, k) if p.b_kcontig else (k, n))
+
+    def c_index(bv, m, n):
+        return tuple(bv) + (m, n)
+
+    assert len(a.shape) == nb + 2
+    body, launch = build_gemm_body(p, kn, a, b, c, a_index, b_index, c_index)
+    return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
+
+
+__all__ = ["GemmKnobs", "GemmProblem", "SHARED_LIMIT", "build_gemm_body", "check_knobs", "default_knobs",
+           "gemm_kernel", "registers"]
