@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tessel.errors import TesselError, VerifyError
-from tessel.ir.interp import Context, ExecutionError, Interpreter, IntrinsicImpl, run
+from tessel.ir.interp import Context, ExecutionError, Interpreter, IntrinsicImpl, RaceError, run
 from tessel.ir.nodes import (
     Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Store, Var, seq,
 )
@@ -53,20 +53,24 @@ def test_block_reduction_in_shared_memory(dtype):
     np.testing.assert_allclose(o, a.reshape(nb, nt).sum(axis=1), rtol=1e-6)
 
 
-def test_missing_load_barrier_reads_poison():
+def test_missing_load_barrier_is_a_race():
     nb, nt = 2, 8
     a = np.random.default_rng(12).standard_normal(nb * nt).astype(np.float32)
     o = np.zeros(nb, np.float32)
-    run(_block_sum(nb, nt, "float32", load_barrier=False, step_barriers=False), a, o)
-    assert np.isnan(o).all()
+    kernel = _block_sum(nb, nt, "float32", load_barrier=False, step_barriers=False)
+    with pytest.raises(RaceError, match=r"kernel 'block_sum': data race on shared buffer 'S' element \(\d,\)"):
+        run(kernel, a, o)
+    # without race checking the threads read what is there: poison in some lanes
+    run(kernel, a, o, race_check=False, seed=0)
+    assert np.isnan(o).any()
 
 
-def test_missing_step_barriers_give_wrong_sums():
+def test_missing_step_barriers_are_a_race():
     nb, nt = 2, 8
     a = np.random.default_rng(13).integers(1, 100, nb * nt).astype(np.int32)
     o = np.zeros(nb, np.int32)
-    run(_block_sum(nb, nt, "int32", load_barrier=True, step_barriers=False), a, o)
-    assert (o != a.reshape(nb, nt).sum(axis=1)).all()
+    with pytest.raises(RaceError, match=r"load S\[\(t \+ \d\)\]"):
+        run(_block_sum(nb, nt, "int32", load_barrier=True, step_barriers=False), a, o)
 
 
 def test_divergent_barriers_raise():

@@ -69,7 +69,8 @@ from tessel.ir.interp.intrinsics import INTRINSICS, Context, IntrinsicImpl, as_i
 from tessel.ir.interp.runtime import POISON_INT, ExecutionError, Ref, int_range, poison_value
 from tessel.ir.interp.expr import ExprTranslation, translate_expr
 from tessel.ir.interp.translate import Translation, translate_kernel
-from tessel.ir.nodes import Buffer, Expr, Kernel, Var
+from tessel.ir.interp.race import RaceError
+from tessel.ir.nodes import Buffer, BufferRef, Expr, Intrinsic, Kernel, Store, Var, walk
 
 
 class _LRU:
@@ -112,19 +113,26 @@ class Interpreter:
     [1.0]
     """
 
-    def __init__(self, intrinsics: Mapping | None = None):
+    def __init__(self, intrinsics: Mapping | None = None, seed: int | None = None, race_check: bool = True):
         self.intrinsics = INTRINSICS if intrinsics is None else intrinsics
+        self.seed = seed  # None: a fresh seed per run (printed in race and deadlock messages)
+        self.race_check = race_check
 
-    def translate(self, kernel: Kernel) -> Translation:
-        """The kernel's translation (cached)."""
-        return _CACHE.get(("kernel", kernel), lambda: translate_kernel(kernel))
+    def translate(self, kernel: Kernel, race: bool = False, tracked: frozenset = frozenset()) -> Translation:
+        """The kernel's translation (cached); `race`: with race-checking hooks on shared memory,
+        global allocations and the `tracked` parameters."""
+        return _CACHE.get(("kernel", kernel, race, tracked), lambda: translate_kernel(kernel, race, tracked))
 
-    def source(self, kernel: Kernel) -> str:
+    def source(self, kernel: Kernel, race: bool = False) -> str:
         """The Python source the kernel runs as (for debugging)."""
-        return self.translate(kernel).source
+        return self.translate(kernel, race, frozenset(p.name for p in kernel.params)).source
 
-    def run(self, kernel: Kernel, *arrays: np.ndarray) -> None:
-        """Run `kernel` on `arrays` (its parameters, in order); outputs are written in place."""
+    def run(self, kernel: Kernel, *arrays: np.ndarray, seed: int | None = None,
+            race_check: bool | None = None) -> None:
+        """Run `kernel` on `arrays` (its parameters, in order); outputs are written in place.
+
+        GPU kernels run with a seeded random schedule (`seed`, else the interpreter's, else a
+        fresh one) and, unless `race_check` is False, raise RaceError on a data race."""
         t = self.translate(kernel)
         impls = {}
         for name in sorted(t.intrinsics):
@@ -133,12 +141,15 @@ class Interpreter:
                 raise TesselError(f"kernel '{kernel.name}': unknown intrinsic '{name}' "
                                   f"(the interpreter knows: {known})")
             impls[name] = as_impl(self.intrinsics[name])
+        race = self.race_check if race_check is None else race_check
+        if t.threaded and race:
+            t = self.translate(kernel, True, _tracked_params(kernel, impls))
         flat, copies = _flat_arguments(kernel, t, arrays)
         with np.errstate(all="ignore"):
             if t.threaded:
-                run_grid(t, flat, impls, kernel.name)
+                run_grid(t, flat, impls, kernel.name, self.seed if seed is None else seed)
             else:
-                t.fn(flat, (0, 0, 0), (0, 0, 0), {}, {})
+                t.fn(flat, (0, 0, 0), (0, 0, 0), {}, {}, None)
         for original, copy in copies:
             original[...] = copy
 
@@ -151,6 +162,38 @@ class Interpreter:
             out = t.fn(values, arrays)
         to = numpy_dtype(expr.dtype).type
         return out if type(out) is to else to(out)
+
+
+def _writes(kernel: Kernel) -> tuple:
+    """(names of buffers stored to, ((intrinsic, position, buffer name), ...) of buffer operands)."""
+    stored, operands = set(), []
+    for n in walk(kernel.body):
+        if isinstance(n, Store):
+            stored.add(n.buffer.name)
+        elif isinstance(n, Intrinsic):
+            operands.extend((n.name, k, a.buffer.name) for k, a in enumerate(n.args) if isinstance(a, BufferRef))
+    return frozenset(stored), tuple(operands)
+
+
+def _tracked_params(kernel: Kernel, impls: dict) -> frozenset:
+    """The parameters whose accesses the race checker tracks: those the kernel may write (stored
+    to, or an intrinsic operand it may write). Read-only inputs cannot race."""
+    stored, operands = _CACHE.get(("writes", kernel), lambda: _writes(kernel))
+    out = set(stored)
+    for name, k, buf in operands:
+        writes = impls[name].writes
+        if writes is None:
+            writes = _table_writes(name)
+        if writes is None or k in writes:
+            out.add(buf)
+    return frozenset(p.name for p in kernel.params if p.name in out)
+
+
+def _table_writes(name: str):
+    from tessel.ir.intrinsics import TABLE  # lazy: that package imports this one
+
+    entry = TABLE.get(name)
+    return None if entry is None else tuple(entry.writes())
 
 
 def _flat_arguments(kernel: Kernel, t: Translation, arrays) -> tuple[list, list]:
@@ -213,7 +256,7 @@ def _scalar_argument(v: Var, x):
 _DEFAULT = Interpreter()
 
 
-def run(kernel: Kernel, *arrays: np.ndarray) -> None:
+def run(kernel: Kernel, *arrays: np.ndarray, seed: int | None = None, race_check: bool = True) -> None:
     """Run `kernel` on numpy arrays, one per parameter in order; outputs are written in place.
 
     Raises ArgumentError for a wrong count, shape or dtype, naming the parameter, and
@@ -226,7 +269,7 @@ def run(kernel: Kernel, *arrays: np.ndarray) -> None:
     >>> s = np.zeros(1, "float32"); run(ts.lower([A, S]), np.arange(4, dtype="float32"), s); s.tolist()
     [6.0]
     """
-    _DEFAULT.run(kernel, *arrays)
+    _DEFAULT.run(kernel, *arrays, seed=seed, race_check=race_check)
 
 
 def interpret_expr(expr: Expr, env: dict):
@@ -244,6 +287,7 @@ def interpret_expr(expr: Expr, env: dict):
 
 
 __all__ = [
-    "INTRINSICS", "POISON_INT", "Context", "ExecutionError", "Interpreter", "IntrinsicImpl", "Ref", "clear_cache",
+    "INTRINSICS", "POISON_INT", "Context", "ExecutionError", "Interpreter", "IntrinsicImpl", "RaceError", "Ref",
+    "clear_cache",
     "interpret_expr", "poison_value", "run",
 ]

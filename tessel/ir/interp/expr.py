@@ -87,7 +87,8 @@ class ExprTranslator:
         self.count = 0
         self.nodes = 0
         self.vars: dict[Var, tuple] = {}  # Var -> (python name, range)
-        self.bufs: dict[str, tuple] = {}  # buffer name -> (Buffer, python name, name of its .item or None)
+        self.bufs: dict[str, tuple] = {}  # buffer name -> (Buffer, python name, .item name or None, hooks)
+        self.sites: list[str] = []  # statement sites (race messages), numbered from 1 in the text
         self._helpers: dict = {}
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -131,15 +132,31 @@ class ExprTranslator:
             else:
                 self.vars[var] = old
 
-    def bind_buffer(self, buf: Buffer, source: str) -> None:
-        """Emit `name = source` for a buffer's flat array and enter it into scope."""
+    def bind_buffer(self, buf: Buffer, source: str, track: bool = False) -> None:
+        """Emit `name = source` for a buffer's flat array and enter it into scope; with `track`,
+        also bind its race-checking hooks `(read, write) = _rc(array, buffer)` (race.py)."""
         name = self.fresh("b_" + buf.name)
         self.emit(f"{name} = {source}")
         item = None
         if not is_float(buf.dtype):  # ints and bools are read as Python values
             item = name + "_item"
             self.emit(f"{item} = {name}.item")
-        self.bufs[buf.name] = (buf, name, item)
+        hooks = None
+        if track:
+            node = self.helper(("node", buf.name, self.fresh("")), lambda b=buf: b)
+            hooks = (name + "_rd", name + "_wr")
+            self.emit(f"{hooks[0]}, {hooks[1]} = _rc({name}, {node})")
+        self.bufs[buf.name] = (buf, name, item, hooks)
+
+    def site(self, text: str) -> int:
+        """Number a load / store site (its id in `sites`); the text is cut to a readable length."""
+        if len(text) > 90:
+            text = text[:87] + "..."
+        self.sites.append(f"{text} (access {len(self.sites) + 1})")
+        return len(self.sites) - 1
+
+    def access_site(self, what: str, buf: Buffer, indices: tuple) -> int:
+        return self.site(f"{what} {buf.name}[{', '.join(str(i) for i in indices)}]")
 
     def hoist(self, e: Src) -> Src:
         """`e` as a simple name or literal (a temporary when needed), safe to repeat."""
@@ -325,8 +342,11 @@ class ExprTranslator:
         return " + ".join(reversed(terms)) or "0"
 
     def load(self, e: Load) -> Src:
-        buf, name, item = self.buffer(e.buffer)
+        buf, name, item, hooks = self.buffer(e.buffer)
         flat = self.index(buf, e.indices, "load")
+        if hooks is not None:
+            flat = self.hoist(Src(flat, None, 0)).src
+            self.emit(f"{hooks[0]}({flat}, {self.access_site('load', buf, e.indices)})")
         if item is None:
             return Src(f"{name}[{flat}]", None, 1)
         return Src(f"{item}({flat})", int_range(buf.dtype), 1)

@@ -38,7 +38,7 @@ from tessel.ir.nodes import (
 
 BARRIER, INTRINSIC = "barrier", "intrinsic"  # the first item of what a thread yields
 _AXES = {a: ("_bid" if a.startswith("block") else "_tid", "xyz".index(a[-1])) for a in THREAD_AXES}
-_RUNTIME_PARAMS = ("_bufs", "_bid", "_tid", "_blk", "_glob")
+_RUNTIME_PARAMS = ("_bufs", "_bid", "_tid", "_blk", "_glob", "_rc")
 _MAX_LOOPS = 15  # nested `for`s per function (CPython allows 20 blocks)
 _MAX_INDENT = 50  # indentation levels per function (CPython allows 100)
 
@@ -56,15 +56,19 @@ class Translation:
     block: tuple
     threaded: bool  # runs as a grid of threads (thread-bound loops, a launch, barriers or intrinsics)
     generator: bool  # threads yield at barriers and intrinsics
+    cluster: tuple = (1, 1, 1)  # blocks co-scheduled as one unit (x, y, z)
+    sites: tuple = ()  # load / store sites the race hooks name by index
+    race: bool = False  # the hooks are in the code
 
 
 class _Translator(ExprTranslator):
     """Translates a kernel's statements (expressions through ExprTranslator)."""
 
-    def __init__(self, kernel: str, dims: dict, threaded: bool):
+    def __init__(self, kernel: str, dims: dict, threaded: bool, race: bool = False):
         super().__init__(kernel)
         self.dims = dims  # launch dimension of each thread axis
         self.threaded = threaded
+        self.race = race  # emit race-checking hooks on shared and global accesses
         self.glob.update(_BARRIER=BARRIER, _INTRINSIC=INTRINSIC)
         self.loops = 0  # nested `for`s in the current function
         self.nsites = 0  # barriers and intrinsic calls, numbered in order of appearance
@@ -97,7 +101,8 @@ class _Translator(ExprTranslator):
 
     def split(self, s) -> None:
         """Move `s` into a function of its own that receives every visible name."""
-        names = [n for n, _ in self.vars.values()] + [x for _, b, i in self.bufs.values() for x in (b, i) if x]
+        names = [n for n, _ in self.vars.values()] + [x for _, b, i, h in self.bufs.values()
+                                                      for x in (b, i) + (h or ()) if x]
         params = _RUNTIME_PARAMS + tuple(sorted(set(names)))
         saved = (self.cur, self.indent, self.loops)
         fn = self.open_fn(self.fresh("_part"), params)
@@ -149,11 +154,14 @@ class _Translator(ExprTranslator):
                 self.stmt(s.body)
 
     def store(self, s: Store) -> None:
-        buf, name, _ = self.buffer(s.buffer)
+        buf, name, _, hooks = self.buffer(s.buffer)
         if s.value.dtype != buf.dtype:
             raise self.error(DTypeError, f"store of a {s.value.dtype} value into buffer '{buf.name}' of {buf.dtype}")
         value = self.expr(s.value)
         flat = self.index(buf, s.indices, "store")
+        if hooks is not None:
+            flat = self.hoist(Src(flat, None, 0)).src
+            self.emit(f"{hooks[1]}({flat}, {self.access_site('store', buf, s.indices)})")
         self.emit(f"{name}[{flat}] = {value.src}")
         self.written.add(buf.name)
 
@@ -169,7 +177,7 @@ class _Translator(ExprTranslator):
         else:  # one per execution of the Allocate (per thread in GPU kernels)
             src = f"_alloc({buf.size}, {buf.dtype!r})"
         old = self.bufs.get(buf.name)
-        self.bind_buffer(buf, src)
+        self.bind_buffer(buf, src, self.race and buf.scope != "local")
         try:
             self.stmt(s.body)
         finally:
@@ -206,7 +214,7 @@ class _Translator(ExprTranslator):
         args = []
         for a in s.args:
             if isinstance(a, BufferRef):
-                buf, name, _ = self.buffer(a.buffer)
+                buf, name, _, _ = self.buffer(a.buffer)
                 if len(a.indices) != buf.ndim:
                     raise self.error(ShapeError, f"intrinsic '{s.name}': buffer '{buf.name}' given {len(a.indices)} "
                                                  f"indices; it has {buf.ndim} dimension(s)")
@@ -250,27 +258,31 @@ def _launch_dims(kernel: Kernel):
     return grid, block, threaded
 
 
-def translate_kernel(kernel: Kernel) -> Translation:
-    """Translate `kernel` into a Python function `fn(bufs, bid, tid, blk, glob)` (see the module
-    docstring); `bufs` are the parameters' flat arrays."""
+def translate_kernel(kernel: Kernel, race: bool = False, tracked: frozenset = frozenset()) -> Translation:
+    """Translate `kernel` into a Python function `fn(bufs, bid, tid, blk, glob, rc)` (see the
+    module docstring); `bufs` are the parameters' flat arrays. With `race` (threaded kernels
+    only), loads and stores of shared buffers, global allocations and the parameters named in
+    `tracked` call the hooks `rc(array, buffer)` returns (race.py); `rc` is unused otherwise."""
     if not isinstance(kernel, Kernel):
         raise VerifyError(f"expected a Kernel, got {type(kernel).__name__}")
     grid, block, threaded = _launch_dims(kernel)
     dims = {f"blockIdx.{a}": d for a, d in zip("xyz", grid)}
     dims.update({f"threadIdx.{a}": d for a, d in zip("xyz", block)})
-    t = _Translator(kernel.name, dims, threaded)
+    race = race and threaded
+    t = _Translator(kernel.name, dims, threaded, race)
     main = t.open_fn("_kernel", _RUNTIME_PARAMS)
     for k, p in enumerate(kernel.params):
         if not isinstance(p, Buffer):
             raise t.error(VerifyError, f"parameter {k} is a {type(p).__name__}, not a Buffer")
         if p.name in t.bufs:
             raise t.error(VerifyError, f"two parameters are named '{p.name}'")
-        t.bind_buffer(p, f"_bufs[{k}]")
+        t.bind_buffer(p, f"_bufs[{k}]", race and p.name in tracked)
     t.stmt(kernel.body)
     source = t.source()
     fn = compile_source(source, kernel.name, t.glob, "_kernel")
+    cluster = (tuple(kernel.launch.cluster) + (1, 1, 1))[:3] if kernel.launch is not None else (1, 1, 1)
     return Translation(source, fn, kernel.params, frozenset(t.written), frozenset(t.intrinsics), grid, block,
-                       threaded, main.yields)
+                       threaded, main.yields, cluster, tuple(t.sites), race)
 
 
 __all__ = ["BARRIER", "INTRINSIC", "Translation", "translate_kernel"]

@@ -12,9 +12,13 @@
 
 In the interpreter a copy reads its source when it starts and writes its destination only when
 a wait completes its group: until then the destination keeps what it held (poison in a fresh
-shared buffer), so a schedule that forgets a wait, or waits for too little, reads poison. The
-copied data becomes visible to the other threads of the block after their next barrier, as on
-the GPU (where the wait only covers the thread's own copies).
+shared buffer). For the race checker the copy is done by the thread's async proxy: at issue the
+source region is read and the destination region written by it (so a conflicting access not
+ordered before the issue races); commit_group publishes the proxy's clock as the group, and a
+wait that completes a group makes the thread happen-after it. So reading the destination before
+the wait (or a wait for too little) is a RaceError "read before its cp.async wait", and the
+other threads of the block see the data only through a barrier after the wait, as on the GPU
+(where the wait only covers the thread's own copies).
 
 Example:
     >>> [e.name for e in entries()][-3:]
@@ -52,13 +56,16 @@ def _flat_start(ref) -> int:
 
 
 def _state(ctx) -> dict:
-    """This thread's copies: started but not committed, and committed groups, oldest first."""
-    return ctx.state.setdefault(("cp.async", ctx.threads[0]), {"open": [], "groups": []})
+    """This thread's copies: started but not committed, and committed groups (copies, sync key)
+    oldest first, and how many groups it has committed."""
+    return ctx.state.setdefault(("cp.async", ctx.threads[0]), {"open": [], "groups": [], "count": 0})
 
 
-def _land(group: list) -> None:
-    for dst, data in group:
+def _land(ctx, group: tuple) -> None:
+    copies, key = group
+    for dst, data in copies:
         dst[:] = data
+    ctx.acquire(ctx.actor(0), key)
 
 
 def _copy_semantics(name: str, nbytes: int):
@@ -73,6 +80,9 @@ def _copy_semantics(name: str, nbytes: int):
             if (_flat_start(ref) * size) % nbytes:
                 raise ExecutionError(f"{name}: address of '{ref.buffer.name}' at {ref.start} is not "
                                      f"{nbytes}-byte aligned")
+        proxy = ctx.async_actor(0)
+        ctx.read(proxy, src, src_op.region(src.buffer))
+        ctx.write(proxy, dst, dst_op.region(dst.buffer))
         data = ref_values(src, src_op).copy()
         _state(ctx)["open"].append((ref_values(dst, dst_op), data))
 
@@ -81,7 +91,10 @@ def _copy_semantics(name: str, nbytes: int):
 
 def _commit(ctx):
     st = _state(ctx)
-    st["groups"].append(st["open"])
+    key = ("cp.async group", ctx.threads[0], ctx.block, st["count"])
+    st["count"] += 1
+    ctx.release(ctx.async_actor(0), key)
+    st["groups"].append((st["open"], key))
     st["open"] = []
 
 
@@ -93,7 +106,7 @@ def _wait_group(ctx, n):
     if n > MAX_WAIT:
         n = 0  # as the device header: an N it cannot spell waits for everything committed
     while len(st["groups"]) > n:
-        _land(st["groups"].pop(0))
+        _land(ctx, st["groups"].pop(0))
 
 
 def _wait_all(ctx):

@@ -3,7 +3,8 @@ matrices of 16-bit values from shared memory, spread over its lanes in the mma f
 
 Each of the first 8 * num lanes supplies the address of one matrix row (8 consecutive 16-bit
 values, 16 bytes, 16-byte aligned): lanes 8m .. 8m+7 give rows 0..7 of matrix m; the other
-lanes' addresses are ignored. Lane l then receives two values of each matrix m, in its
+lanes' addresses are ignored (the race checker records the rows the first 8 * num lanes
+read). Lane l then receives two values of each matrix m, in its
 destination elements 2m and 2m+1: without .trans, row l // 4, columns 2 (l % 4) and 2 (l % 4) + 1
 of matrix m; with .trans, the same positions of the transposed matrix, i.e. rows 2 (l % 4) and
 2 (l % 4) + 1 of column l // 4.
@@ -52,9 +53,12 @@ def _semantics(name: str, num: int, trans: bool):
     lane = np.arange(32)
     rows, cols = lane // 4, 2 * (lane % 4)
 
-    def ldmatrix(lanes):
+    def ldmatrix(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{name} needs a full warp of 32 lanes, got {len(lanes)}")
+        # the race checker: lanes 0 .. 8 num - 1 read their row of shared memory
+        ctx.read_lanes([src if ln < 8 * num else None for ln, (_, src) in enumerate(lanes)],
+                       src_op.region(lanes[0][1].buffer))
         mats = np.empty((num, 8, 8), dtype=lanes[0][1].array.dtype)
         for m in range(num):
             for r in range(8):
@@ -74,7 +78,7 @@ def _semantics(name: str, num: int, trans: bool):
                 out[2 * m] = mats[m, rows[ln], cols[ln]]
                 out[2 * m + 1] = mats[m, rows[ln], cols[ln] + 1]
 
-    return IntrinsicImpl(ldmatrix, "warp")
+    return IntrinsicImpl(ldmatrix, "warp", with_context=True)
 
 
 def _header(num: int, trans: bool) -> str:

@@ -118,9 +118,12 @@ def _semantics(name: str):
     cr, cc = ACC.table()
     d_op, a_op, b_op, c_op = _operands(name.split(".")[-3])
 
-    def mma(lanes):
+    def mma(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{name} needs a full warp of 32 lanes, got {len(lanes)}")
+        for k, op in ((1, a_op), (2, b_op), (3, c_op)):  # fragments outside registers are race-checked
+            ctx.read_lanes([lr[k] for lr in lanes], op.region(lanes[0][k].buffer))
+        ctx.write_lanes([lr[0] for lr in lanes], d_op.region(lanes[0][0].buffer))
         a = np.empty((16, 16))
         b = np.empty((16, 8))
         c = np.empty((16, 8))
@@ -132,7 +135,7 @@ def _semantics(name: str):
         for lane, lr in enumerate(lanes):
             ref_values(lr[0], d_op)[:] = d[cr[lane], cc[lane]]
 
-    return IntrinsicImpl(mma, "warp")
+    return IntrinsicImpl(mma, "warp", with_context=True)
 
 
 def _operands(short: str) -> tuple:

@@ -50,14 +50,15 @@ def _semantics(mode: str):
     name = shfl_name(mode)
     dst_op = _operands()[0]
 
-    def shfl(lanes):
+    def shfl(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{name} needs a full warp of 32 lanes, got {len(lanes)}")
+        ctx.write_lanes([dst for dst, _, _ in lanes], dst_op.region(lanes[0][0].buffer))  # race check
         values = [v for _, v, _ in lanes]
         for lane, (dst, _, arg) in enumerate(lanes):
             ref_values(dst, dst_op)[0] = values[_source(mode, lane, int(arg))]
 
-    return IntrinsicImpl(shfl, "warp")
+    return IntrinsicImpl(shfl, "warp", with_context=True)
 
 
 def _header(mode: str) -> str:

@@ -1,0 +1,305 @@
+"""Data-race detection for the interpreter's GPU runs: vector-clock happens-before, FastTrack style.
+
+Actors: every thread of the co-scheduled unit (one block, or every block of a cluster) and, per
+thread, its async proxy (the engine that performs its cp.async / TMA / wgmma work). Actor `a` of
+a unit of `n` threads is thread `a` (linear, block-major) when `a < n`, else the async proxy of
+thread `a - n`. All clocks of a unit live in one matrix `C` (actors x actors): row `a` is actor
+`a`'s vector clock, `C[a, a]` its own clock. A barrier over a group sets every member's row to
+the group's maximum then ticks each member (`sync`); `release` / `acquire` pass a clock through
+a sync object (mbarrier phases, cp.async groups).
+
+Each tracked buffer (shared: per block; global: per launch, the parameters the kernel writes and
+its global allocations) has a `Shadow`: per element the last write (global actor id, clock, site,
+atomic?) and the reads since (one epoch, promoted to a set when reads are concurrent). An access
+races when a conflicting earlier one (at least one write, not both atomic) is not ordered before
+it; accesses of different units (blocks of a grid outside one cluster) are never ordered.
+Region accesses (intrinsics) are checked with numpy over all their elements at once.
+
+Example:
+    >>> import numpy as np
+    >>> tr = Tracker("k", seed=1, sites=["store S[t] #1", "load S[0] #2"])
+    >>> u = tr.unit([(0, 0, 0)], [(0, 0, 0), (1, 0, 0)])
+    >>> rd1, _ = tr.hooks(u, 1, np.zeros(2, "float32"), SHARED_BUF)
+    >>> _, wr0 = tr.hooks(u, 0, tr.shadows[-1].array, SHARED_BUF)
+    >>> wr0(0, 0)
+    >>> try:
+    ...     rd1(0, 1)
+    ... except RaceError as e:
+    ...     print(str(e).split(":")[1].strip())
+    data race on shared buffer 'S' element (0,)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tessel.ir.interp.runtime import ExecutionError
+from tessel.ir.nodes import Buffer
+
+SHARED_BUF = Buffer("S", (2,), "float32", "shared")  # for the docstring example
+
+
+class RaceError(ExecutionError):
+    """Two accesses to one element, at least one a write (not both atomic), that nothing orders:
+    names the kernel, buffer, element, both threads (block, thread) and both statements."""
+
+
+class Unit:
+    """The co-scheduled blocks (one, or a cluster) and their clock matrix."""
+
+    def __init__(self, index: int, bids: list, tids: list):
+        self.index = index
+        self.bids = bids
+        self.tids = tids
+        self.nt = len(tids)
+        self.nthreads = len(bids) * len(tids)
+        self.nactors = 2 * self.nthreads
+        self.clock = np.zeros((self.nactors, self.nactors), np.int64)
+        np.fill_diagonal(self.clock, 1)
+        self.keys: dict = {}  # sync object -> released vector clock
+
+    def who(self, actor: int) -> str:
+        a = actor % self.nthreads
+        name = f"(block {self.bids[a // self.nt]}, thread {self.tids[a % self.nt]})"
+        return name if actor < self.nthreads else f"async proxy of {name}"
+
+    def sync(self, actors) -> None:
+        actors = np.asarray(actors, np.int64)
+        c = self.clock
+        c[actors] = c[actors].max(axis=0)
+        c[actors, actors] += 1
+
+    def release(self, actor: int, key) -> None:
+        old = self.keys.get(key)
+        row = self.clock[actor]
+        self.keys[key] = row.copy() if old is None else np.maximum(old, row)
+        row[actor] += 1
+
+    def acquire(self, actor: int, key) -> None:
+        vc = self.keys.get(key)
+        if vc is not None:
+            np.maximum(self.clock[actor], vc, out=self.clock[actor])
+
+    def fork(self, child: int, parent: int) -> None:
+        """`child` happens-after everything `parent` did so far."""
+        np.maximum(self.clock[child], self.clock[parent], out=self.clock[child])
+        self.clock[parent, parent] += 1
+
+
+class Shadow:
+    """The access history of one buffer instance (see the module docstring)."""
+
+    def __init__(self, buffer: Buffer, array: np.ndarray, what: str):
+        n = array.size
+        self.buffer, self.array, self.what = buffer, array, what
+        self.w_gid = np.full(n, -1, np.int64)
+        self.w_clk = np.zeros(n, np.int64)
+        self.w_site = np.zeros(n, np.int64)
+        self.w_atom = np.zeros(n, bool)
+        self.r_gid = np.full(n, -1, np.int64)
+        self.r_clk = np.zeros(n, np.int64)
+        self.r_site = np.zeros(n, np.int64)
+        self.multi: dict[int, dict] = {}  # flat index -> {gid: (clock, site)}: concurrent reads
+
+
+class Tracker:
+    """Race checking for one launch: the units run so far, the shadows, the statement sites."""
+
+    def __init__(self, kernel: str, seed, sites):
+        self.kernel = kernel
+        self.seed = seed
+        self.sites = list(sites)
+        self.site_ids = {s: i for i, s in enumerate(self.sites)}
+        self.units: list[Unit] = []
+        self.by_array: dict[int, Shadow] = {}
+        self.shadows: list[Shadow] = []
+        self.stride = 0  # global actor id = unit index * stride + actor
+
+    def site(self, text: str) -> int:
+        i = self.site_ids.get(text)
+        if i is None:
+            i = self.site_ids[text] = len(self.sites)
+            self.sites.append(text)
+        return i
+
+    def unit(self, bids: list, tids: list) -> Unit:
+        u = Unit(len(self.units), bids, tids)
+        self.stride = max(self.stride, u.nactors)
+        self.units.append(u)
+        return u
+
+    def end_unit(self, u: Unit) -> None:
+        """Forget the unit's shared-memory shadows (their arrays die with the blocks)."""
+        for key in [k for k, s in self.by_array.items() if s.what == "shared" and s.unit is u]:
+            del self.by_array[key]
+        u.clock = None
+
+    # -- shadows -------------------------------------------------------------------------------
+
+    def shadow(self, array: np.ndarray, buffer: Buffer, unit: Unit) -> Shadow:
+        s = self.by_array.get(id(array))
+        if s is None:
+            what = "shared" if buffer.scope == "shared" else "global"
+            s = Shadow(buffer, array, what)
+            s.unit = unit
+            self.by_array[id(array)] = s
+            self.shadows.append(s)
+        return s
+
+    def lookup(self, array: np.ndarray):
+        return self.by_array.get(id(array))
+
+    def gid_name(self, gid: int) -> str:
+        u = self.units[gid // self.stride]
+        return u.who(gid % self.stride)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def race(self, s: Shadow, flat: int, later: tuple, earlier: tuple) -> RaceError:
+        """later / earlier: (kind, gid, site id)."""
+        elem = tuple(int(x) for x in np.unravel_index(int(flat), s.buffer.shape))
+        (k1, g1, s1), (k0, g0, s0) = later, earlier
+        site0, site1 = self.sites[s0], self.sites[s1]
+        u1, u0 = g1 // self.stride, g0 // self.stride
+        async0 = g0 % self.stride >= self.units[u0].nthreads
+        if u1 != u0:
+            why = "different blocks of a grid are unordered (only atomics may conflict)"
+        elif async0 and k0 == "write":
+            done = "read" if k1 == "read" else "written"
+            op = "cp.async" if site0.startswith("cp.async") else f"asynchronous '{site0.split(' ')[0]}'"
+            if g1 % self.stride == g0 % self.stride - self.units[u0].nthreads:
+                why = f"{done} before its {op} wait"
+            else:
+                why = f"{done} by another thread without a wait for the {op} then a barrier between"
+        else:
+            why = "no barrier orders them"
+        return RaceError(
+            f"kernel '{self.kernel}': data race on {s.what} buffer '{s.buffer.name}' element {elem}: "
+            f"{k1} by {self.gid_name(g1)} at '{site1}' and earlier {k0} by {self.gid_name(g0)} at "
+            f"'{site0}': {why} (seed {self.seed})")
+
+    # -- scalar accesses (the generated code's hooks) ------------------------------------------
+
+    def hooks(self, unit: Unit, actor: int, array: np.ndarray, buffer: Buffer):
+        """(read, write) functions of flat index and site id for `actor` on `array`."""
+        s = self.shadow(array, buffer, unit)
+        base = unit.index * self.stride
+        me = base + actor
+        ui = unit.index
+        stride = self.stride
+        clock = unit.clock
+        row = clock[actor]
+        w_gid, w_clk, r_gid, r_clk, r_site, w_site, w_atom = (s.w_gid, s.w_clk, s.r_gid, s.r_clk, s.r_site,
+                                                              s.w_site, s.w_atom)
+        multi = s.multi
+
+        def ordered(g, c) -> bool:
+            return g == me or (g // stride == ui and c <= row[g - base])
+
+        def rd(i, site):
+            g = w_gid[i]
+            if g >= 0 and g != me and not ordered(g, w_clk[i]):
+                raise self.race(s, i, ("read", me, site), ("write", int(g), int(w_site[i])))
+            g = r_gid[i]
+            now = row[actor]
+            if multi and i in multi:
+                self._promote(s, i, me, now, site)
+            elif g == me or g < 0 or ordered(g, r_clk[i]):
+                r_gid[i] = me
+                r_clk[i] = now
+                r_site[i] = site
+            else:
+                self._promote(s, i, me, now, site)
+
+        def wr(i, site, atomic=False):
+            g = w_gid[i]
+            if g >= 0 and g != me and not ordered(g, w_clk[i]) and not (atomic and w_atom[i]):
+                raise self.race(s, i, ("write", me, site), ("write", int(g), int(w_site[i])))
+            g = r_gid[i]
+            if g >= 0 and g != me and not ordered(g, r_clk[i]):
+                raise self.race(s, i, ("write", me, site), ("read", int(g), int(r_site[i])))
+            if multi:
+                reads = multi.pop(i, None)
+                if reads:
+                    for g, (c, st) in reads.items():
+                        if not ordered(g, c):
+                            raise self.race(s, i, ("write", me, site), ("read", g, st))
+            w_gid[i] = me
+            w_clk[i] = row[actor]
+            w_site[i] = site
+            w_atom[i] = atomic
+            r_gid[i] = -1
+
+        return rd, wr
+
+    def _promote(self, s: Shadow, i: int, gid: int, clk: int, site: int) -> None:
+        reads = s.multi.get(i)
+        if reads is None:
+            reads = s.multi[i] = {int(s.r_gid[i]): (int(s.r_clk[i]), int(s.r_site[i]))}
+        reads[gid] = (int(clk), site)
+        s.r_gid[i] = gid  # the latest read stays as the epoch too (for messages)
+        s.r_clk[i] = clk
+        s.r_site[i] = site
+
+    # -- region accesses (intrinsics) ----------------------------------------------------------
+
+    def access(self, unit: Unit, s: Shadow, actors, flat, site: int, write: bool, atomic: bool = False) -> None:
+        """Check and record accesses of elements `flat` (int array) by `actors` (int array of the
+        same length, or one int) of `unit`."""
+        flat = np.asarray(flat, np.int64).reshape(-1)
+        if flat.size == 0:
+            return
+        actors = np.broadcast_to(np.asarray(actors, np.int64), flat.shape)
+        if np.unique(flat).size != flat.size:  # one element twice in one call: one access at a time
+            for a, i in zip(actors.tolist(), flat.tolist()):
+                self.access(unit, s, a, np.array([i]), site, write, atomic)
+            return
+        base = unit.index * self.stride
+        me = actors + base
+        clock = unit.clock
+        now = clock[actors, actors]
+
+        def unordered(g, c):
+            local = g // self.stride == unit.index
+            known = clock[actors, np.where(local, g - base, 0)]
+            return (g >= 0) & (g != me) & (~local | (c > known))
+
+        g = s.w_gid[flat]
+        bad = unordered(g, s.w_clk[flat])
+        if write and atomic:
+            bad &= ~s.w_atom[flat]
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise self.race(s, flat[k], ("write" if write else "read", int(me[k]), site),
+                            ("write", int(g[k]), int(s.w_site[flat[k]])))
+        rg = s.r_gid[flat]
+        in_multi = np.zeros(flat.shape, bool)
+        if s.multi:
+            in_multi = np.fromiter((int(i) in s.multi for i in flat), bool, flat.size)
+        if write:
+            bad = unordered(rg, s.r_clk[flat]) & ~in_multi
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise self.race(s, flat[k], ("write", int(me[k]), site), ("read", int(rg[k]), int(s.r_site[flat[k]])))
+            for k in np.flatnonzero(in_multi).tolist():
+                i = int(flat[k])
+                a = int(actors[k])
+                for g0, (c, st) in s.multi.pop(i).items():
+                    if g0 != me[k] and not (g0 // self.stride == unit.index and c <= clock[a, g0 - base]):
+                        raise self.race(s, i, ("write", int(me[k]), site), ("read", g0, st))
+            s.w_gid[flat] = me
+            s.w_clk[flat] = now
+            s.w_site[flat] = site
+            s.w_atom[flat] = atomic
+            s.r_gid[flat] = -1
+            return
+        excl = ~in_multi & ~unordered(rg, s.r_clk[flat])
+        idx = flat[excl]
+        s.r_gid[idx] = me[excl]
+        s.r_clk[idx] = now[excl]
+        s.r_site[idx] = site
+        for k in np.flatnonzero(~excl).tolist():
+            self._promote(s, int(flat[k]), int(me[k]), int(now[k]), site)
+
+
+__all__ = ["RaceError", "Shadow", "Tracker", "Unit"]
