@@ -422,11 +422,14 @@ class Intrinsic(Stmt):
 
 @dataclass(frozen=True, eq=False)
 class Launch(Node):
-    """GPU launch shape: grid and block dimensions (x, y, z) and dynamic shared memory in bytes."""
+    """GPU launch shape: grid and block dimensions (x, y, z), dynamic shared memory in bytes, and
+    the thread-block cluster (x, y, z): blocks per cluster along each grid axis (each must divide
+    the grid's; (1, 1, 1) is no cluster)."""
 
     grid: tuple = (1, 1, 1)
     block: tuple = (1, 1, 1)
     shared_bytes: int = 0
+    cluster: tuple = (1, 1, 1)
 
 
 @dataclass(frozen=True, eq=False)
