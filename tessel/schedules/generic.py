@@ -12,7 +12,12 @@ Each stage (one top-level loop nest writing one buffer) is classified and schedu
 - elementwise: outer loops fused and parallel, the last loop split by the vector width and
   vectorized.
 
-All choices are made through Schedule primitives, so the result carries a replayable trace.
+The strategies are one template, "cpu.generic" (tessel/schedules/template.py), whose knobs are
+the tile sizes, the vector width, the parallel threshold and panel packing; its defaults are the
+choices above, so the tuner searches around them. Every choice is a Schedule primitive, so the
+result carries a replayable trace: one "template" step with the knobs, then the primitives. What
+the template may skip (a stage it cannot schedule, a loop a guard keeps serial) is a declared
+fallback, recorded in the trace.
 
 Example:
     >>> import tessel as ts
@@ -21,7 +26,9 @@ Example:
     >>> C = ts.compute((64, 64), lambda i, j: ts.sum(A[i, k] * B[k, j], axis=k), name="C")
     >>> sch = default_schedule(ts.lower([A, B, C]))
     >>> [s.primitive for s in sch.trace][:3]
-    ['split', 'split', 'reorder']
+    ['template', 'split', 'split']
+    >>> sch.trace[0].args["name"], sch.trace[0].args["knobs"]["tile_rows"]
+    ('cpu.generic', 4)
 """
 
 from __future__ import annotations
@@ -29,19 +36,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError
+from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Binary, Const, For, Kernel, Load, Seq, Store, walk
 from tessel.schedules.nest import init_guards, perfect_chain
 from tessel.schedules.schedule import Schedule
-
-
-@dataclass(frozen=True)
-class CpuKnobs:
-    """Tile sizes of the default CPU schedules (tuning will search these)."""
-
-    vector_lanes: int = 16  # float32 lanes of a 512-bit vector; also fine on 256-bit machines
-    tile_rows: int = 6  # rows x cols accumulators must fit the vector registers (6 x 16 floats: 12 ymm)
-    tile_cols: int = 16
-    min_parallel_work: int = 4096  # below this many output elements, no thread pool
+from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, max_registers, register
 
 
 def stages(kernel: Kernel) -> list[tuple[str, For]]:
@@ -59,27 +58,119 @@ def stages(kernel: Kernel) -> list[tuple[str, For]]:
     return out
 
 
-def default_schedule(kernel: Kernel, target: str = "cpu", knobs: CpuKnobs | None = None) -> Schedule:
-    """Schedule every stage of `kernel` with the default strategies of `target` (CUDA targets go
-    to generic_gpu); returns the Schedule (its `.kernel` is the result, its `.trace` the steps)."""
-    if str(target).startswith("cuda"):
+def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = None) -> Schedule:
+    """Schedule every stage of `kernel` with the default template of `target` ("cpu.generic" on
+    the CPU, generic_gpu's templates on CUDA targets) and `knobs` (missing ones: the defaults);
+    returns the Schedule (its `.kernel` is the result, its `.trace` the steps)."""
+    if str(target).startswith("cuda") or getattr(target, "kind", None) == "cuda":
         from tessel.schedules.generic_gpu import default_gpu_schedule
 
-        return default_gpu_schedule(kernel, target)
-    knobs = knobs or CpuKnobs()
-    sch = Schedule(kernel)
-    if target != "cpu":
+        return default_gpu_schedule(kernel, target, knobs)
+    if str(target) != "cpu":
         raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
+    return CPU_GENERIC.apply(kernel, knobs, "cpu")
+
+
+# -- the template -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    kind: str  # "contraction", "reduction", "elementwise" or "other"
+    extents: tuple  # of the spatial loops
+    dtype: str
+
+
+def _analyze(kernel: Kernel, target) -> list[_Stage]:
+    out = []
     for name, nest in stages(kernel):
         if not _in_dsl_form(kernel, name, nest):
-            continue  # hand-written or already scheduled: leave it alone
-        before_kernel, before_trace = sch.kernel, list(sch.trace)
-        try:
-            _schedule_stage(sch, kernel, name, nest, knobs)
-        except ScheduleError:
-            # A strategy that does not fit this stage must not fail the build: keep it naive.
-            sch.kernel, sch.trace = before_kernel, before_trace
-    return sch
+            continue  # hand-written or already scheduled: left alone
+        ndim = _ndim(kernel, name)
+        chain = perfect_chain(nest)
+        guards, reduction = init_guards(nest), chain[ndim:]
+        if guards and reduction and _is_contraction(nest, chain, ndim):
+            kind = "contraction"
+        elif guards:
+            kind = "reduction"
+        elif not reduction:
+            kind = "elementwise"
+        else:
+            kind = "other"
+        dtype = next(n.buffer.dtype for n in walk(kernel) if hasattr(n, "buffer") and n.buffer.name == name)
+        out.append(_Stage(name, kind, tuple(int(lp.extent.value) for lp in chain[:ndim]), dtype))
+    return out
+
+
+def _contractions(info) -> list[_Stage]:
+    return [s for s in info if s.kind == "contraction"]
+
+
+def _defaults(kernel, target, info) -> dict:
+    """Today's tile choice: the largest divisor of the extent not above 6 rows x 16 columns (so no
+    guards), unless that divisor is tiny (then 6 or 16 with guards); the smallest over stages."""
+    cons = _contractions(info)
+    if not cons:
+        return {}
+    return {"tile_rows": min(_tile(s.extents[-2], 6) for s in cons),
+            "tile_cols": min(_tile(s.extents[-1], 16) for s in cons)}
+
+
+def _relevant(kernel, target, info) -> list[str]:
+    kinds = {s.kind for s in info}
+    names = ["min_parallel_work"] if kinds - {"other"} else []
+    if kinds & {"contraction", "elementwise"}:
+        names.insert(0, "vector_lanes")
+    if "contraction" in kinds:
+        names += ["tile_rows", "tile_cols", "pack"]
+    return names
+
+
+def _accumulator_registers(ctx) -> int:
+    cons = _contractions(ctx.info)
+    if not cons:
+        return 0
+    width = max(bits(s.dtype) for s in cons) // 8
+    return ctx["tile_rows"] * -(-ctx["tile_cols"] * width // ctx.target.vector_bytes)
+
+
+def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
+    nests = dict(stages(ctx.kernel))
+    for stage in ctx.info:
+        if stage.kind == "other":
+            continue
+        nest = nests[stage.name]
+        # a strategy that does not fit this stage must not fail the build: it stays naive (declared)
+        ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
+
+
+CPU_GENERIC = register(Template(
+    "cpu.generic",
+    [Pow2("vector_lanes", 4, 32, default=16, doc="lanes of the vectorized innermost loops"),
+     IntRange("tile_rows", 1, 16, default=6, doc="rows of the register tile of a contraction"),
+     IntRange("tile_cols", 1, 64, default=16, doc="columns of the register tile of a contraction"),
+     Choice("min_parallel_work", (4096, 0, 256, 1024, 16384, 65536),
+            doc="output elements below which an elementwise stage runs on one thread (reductions: /16)"),
+     Bool("pack", default=True, doc="copy the column operand's panel into a contiguous local buffer")],
+    _schedule,
+    analyze=_analyze,
+    defaults=_defaults,
+    relevant=_relevant,
+    constraints=[
+        at_most("tile_rows", lambda ctx: min([s.extents[-2] for s in _contractions(ctx.info)] or [16]),
+                "the contraction's row extent"),
+        at_most("tile_cols", lambda ctx: min([s.extents[-1] for s in _contractions(ctx.info)] or [64]),
+                "the contraction's column extent"),
+        max_registers(("tile_rows", "tile_cols"), _accumulator_registers, per="vector"),
+    ],
+    fallbacks={
+        "naive_stage": "a stage whose strategy raises ScheduleError keeps its naive loop nest",
+        "unpacked": "the column operand is read in place when its panel cannot be cached (region not affine)",
+        "serial": "a loop that cannot be vectorized or unrolled (a guard from a non-divisible split) stays serial",
+    },
+    targets=("cpu",),
+    doc="Default CPU schedule: register-tiled contractions, parallel reductions, vectorized elementwise stages."))
 
 
 def _in_dsl_form(kernel: Kernel, name: str, nest: For) -> bool:
@@ -92,18 +183,17 @@ def _in_dsl_form(kernel: Kernel, name: str, nest: For) -> bool:
     return all(tuple(st.indices) == want for st in stores) and all(lp.kind == "serial" for lp in chain)
 
 
-def _schedule_stage(sch: Schedule, kernel: Kernel, name: str, nest: For, knobs: CpuKnobs) -> None:
-    ndim = _ndim(kernel, name)
+def _schedule_stage(sch: Schedule, ctx, stage: _Stage, nest: For, knobs: dict) -> None:
+    """Schedule one stage by its kind (the strategies of the module docstring)."""
+    ndim = len(stage.extents)
     chain = perfect_chain(nest)
     spatial = [lp.var.name for lp in chain[:ndim]]
-    reduction = [lp.var.name for lp in chain[ndim:]]
-    guards = init_guards(nest)
-    if guards and reduction and _is_contraction(nest, chain, ndim):
-        _schedule_contraction(sch, name, chain, ndim, knobs)
-    elif guards:
-        _parallel_outer(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
-    elif not reduction:
-        _schedule_elementwise(sch, spatial, [lp.extent.value for lp in chain[:ndim]], knobs)
+    if stage.kind == "contraction":
+        _schedule_contraction(sch, ctx, stage.name, chain, ndim, knobs)
+    elif stage.kind == "reduction":
+        _parallel_outer(sch, spatial, list(stage.extents), knobs)
+    elif stage.kind == "elementwise":
+        _schedule_elementwise(sch, ctx, spatial, list(stage.extents), knobs)
 
 
 def _ndim(kernel: Kernel, name: str) -> int:
@@ -125,37 +215,35 @@ def _is_contraction(nest: For, chain: list[For], ndim: int) -> bool:
     return any(n.indices and any(x == last for x in walk(n.indices[-1])) for n in loads)
 
 
-def _schedule_contraction(sch: Schedule, name: str, chain: list[For], ndim: int, knobs: CpuKnobs) -> None:
+def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim: int, knobs: dict) -> None:
     """Register-tiled contraction: for each column panel (parallel), copy the panel of the operand
     that runs along the columns (B of a GEMM) into a contiguous local buffer, then for each row
     tile accumulate a rows x cols block in registers over the whole reduction."""
-    extents = [lp.extent.value for lp in chain]
     names = [lp.var.name for lp in chain]
     row, col = names[ndim - 2], names[ndim - 1]
-    rows, cols = _tile(extents[ndim - 2], knobs.tile_rows), _tile(extents[ndim - 1], knobs.tile_cols)
+    rows, cols = knobs["tile_rows"], knobs["tile_cols"]  # exactly as given: the constraints checked them
     ro, ri = sch.split(row, [None, rows])
     co, ci = sch.split(col, [None, cols])
     batch = names[: ndim - 2]
     red = names[ndim:]
     sch.reorder(*batch, co, ro, *red, ri, ci)
-    panel = _column_operand(chain, ndim)
+    panel = _column_operand(chain, ndim) if knobs["pack"] else None
     if panel is not None:
-        try:
+        def pack():
             packed = sch.cache_read(panel, at=co, scope="local")
-            _vectorize_innermost_of(sch, sch.get_loops(packed)[-1])
-        except ScheduleError:
-            pass  # region not affine, say: read the operand in place
+            _vectorize_innermost_of(sch, ctx, sch.get_loops(packed)[-1])
+        ctx.attempt("unpacked", panel, pack)
     local = sch.cache_write(name, at=ro, scope="local")
     init = sch.decompose_reduction(local, at=red[0])
     outer = batch + [co]
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     sch.parallel(fused)
-    if cols % knobs.vector_lanes == 0 or cols <= knobs.vector_lanes:
+    if cols % knobs["vector_lanes"] == 0 or cols <= knobs["vector_lanes"]:
         for loop in (ci, init[-1], f"{local}_out_ax{ndim - 1}"):
-            _vectorize_innermost_of(sch, loop)
+            _vectorize_innermost_of(sch, ctx, loop)
     if rows > 1:
         for loop in (ri, init[-2], f"{local}_out_ax{ndim - 2}"):
-            _unroll(sch, loop)
+            _unroll(sch, ctx, loop)
 
 
 def _column_operand(chain: list[For], ndim: int) -> str | None:
@@ -169,46 +257,41 @@ def _column_operand(chain: list[For], ndim: int) -> str | None:
     return None
 
 
-def _unroll(sch: Schedule, loop: str) -> None:
-    try:
-        sch.unroll(loop)
-    except ScheduleError:
-        pass
+def _unroll(sch: Schedule, ctx, loop: str) -> None:
+    ctx.attempt("serial", loop, lambda: sch.unroll(loop))
 
 
-def _vectorize_innermost_of(sch: Schedule, loop: str) -> None:
-    try:
-        sch.vectorize(loop)
-    except ScheduleError:
-        pass  # e.g. a guard from a non-divisible split makes it illegal; leave it serial
+def _vectorize_innermost_of(sch: Schedule, ctx, loop: str) -> None:
+    # e.g. a guard from a non-divisible split makes it illegal: the loop stays serial (declared)
+    ctx.attempt("serial", loop, lambda: sch.vectorize(loop))
 
 
-def _parallel_outer(sch: Schedule, spatial: list[str], extents: list[int], knobs: CpuKnobs) -> None:
+def _parallel_outer(sch: Schedule, spatial: list[str], extents: list[int], knobs: dict) -> None:
     total = 1
     for e in extents:
         total *= e
-    if total < knobs.min_parallel_work // 16:
+    if total < knobs["min_parallel_work"] // 16:
         return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     sch.parallel(fused)
 
 
-def _schedule_elementwise(sch: Schedule, spatial: list[str], extents: list[int], knobs: CpuKnobs) -> None:
+def _schedule_elementwise(sch: Schedule, ctx, spatial: list[str], extents: list[int], knobs: dict) -> None:
     total = 1
     for e in extents:
         total *= e
-    last, lanes = spatial[-1], knobs.vector_lanes
+    last, lanes = spatial[-1], knobs["vector_lanes"]
     inner = None
     if extents[-1] % lanes == 0 and extents[-1] >= lanes:
         outer_last, inner = sch.split(last, [None, lanes])
         outer = spatial[:-1] + [outer_last]
     else:
         outer = spatial[:-1] if len(spatial) > 1 else spatial
-    if total >= knobs.min_parallel_work and outer:
+    if total >= knobs["min_parallel_work"] and outer:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
     if inner is not None:
-        _vectorize_innermost_of(sch, inner)
+        _vectorize_innermost_of(sch, ctx, inner)
 
 
 def _tile(extent: int, want: int) -> int:
