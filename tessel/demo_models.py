@@ -4,7 +4,7 @@ long-convolution block (FFT convolution, as in H3/Hyena/FlashFFTConv).
 Each is compiled with `tessel.compile`, checked against the graph run with each op's numpy
 reference (independent of lowering and code generation), and timed next to that numpy run.
 
-Example:
+Example (skipped in the doctest run: it compiles both models, about 5 s; tests/test_cli.py runs it):
     >>> rows = run_model_demo(sizes="tiny", out=None, runs=1)  # doctest: +SKIP
 """
 

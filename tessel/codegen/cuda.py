@@ -10,7 +10,8 @@ and `tessel.codegen.cuda_kernel.GpuKernel` is what users hold. Building needs a 
 GPU (the architecture comes from the target: "cuda" detects it from the visible GPU, or uses
 sm_90a without one); calling needs the GPU.
 
-Example:
+Example (printing runs anywhere; the build lines are skipped in the doctest run, since building
+needs nvcc or NVRTC, which a CI machine may lack):
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
     >>> A, B, t = Buffer("A", (64,)), Buffer("B", (64,)), Var("t")
     >>> ir = Kernel("inc", (A, B), For(t, 64, Store(B, (t,), A[t] + 1.0), "threadIdx.x"), target="cuda")

@@ -18,7 +18,7 @@ the options and tessel's device header, and kept in memory and under `TESSEL_CAC
 source is saved next to it (`<key>.cu`); a failed compile saves it under `cuda/failed/` and
 raises CodegenError with the compiler's log and that path.
 
-Example:
+Example (skipped in the doctest run: it needs nvcc or NVRTC):
     >>> src = 'extern "C" __global__ void k(float* x) { x[threadIdx.x] *= 2.0f; }'
     >>> b = compile_cuda(src, "sm_80", name="k")   # doctest: +SKIP
     >>> b.arch, b.cubin[:4]                          # doctest: +SKIP

@@ -15,7 +15,7 @@ Vector accesses need aligned base pointers: a call whose arrays are not aligned 
 slice starting at an odd element) runs a variant printed without vector accesses, compiled on
 first need.
 
-Example (building needs nvcc or NVRTC, not a GPU):
+Example (skipped in the doctest run: building needs nvcc or NVRTC, though not a GPU):
     >>> from tessel.ir.nodes import Buffer, For, Kernel as IR, Store, Var
     >>> A, B, t = Buffer("A", (64,)), Buffer("B", (64,)), Var("t")
     >>> ir = IR("inc", (A, B), For(t, 64, Store(B, (t,), A[t] + 1.0), "threadIdx.x"), target="cuda")

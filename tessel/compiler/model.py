@@ -213,7 +213,7 @@ class CompiledModel:
         """Record the whole model, run on `inputs` (GPU tensors), as one CUDA graph; returns a
         callable that replays it on new inputs of the same shapes (copied into the captured
         input buffers) and returns copies of the outputs. (`compile(..., cuda_graph=True)` does
-        this on every call, capturing once per input signature.)
+        this on every call, capturing once per input signature.) Skipped in the doctest run: it needs a GPU.
 
         >>> g = cm.capture_graph(x)          # doctest: +SKIP
         >>> y = g(x2)                        # doctest: +SKIP
@@ -243,7 +243,8 @@ class CompiledModel:
     def run_interpreted(self, *inputs):
         """Run the compiled kernels' IR (the scheduled GPU or CPU kernels, in order, through the
         memory the model would use) with the reference interpreter on numpy copies of `inputs`:
-        how a CUDA-compiled model is checked where there is no GPU. Slow: use small sizes.
+        how a CUDA-compiled model is checked where there is no GPU. Slow: use small sizes. (The last
+        two lines are skipped in the doctest run: compiling for CUDA needs nvcc or NVRTC.)
 
         >>> import numpy as np
         >>> from tessel.frontend.graph import Graph
