@@ -587,6 +587,11 @@ def register(template: Template) -> Template:
     return template
 
 
+def unregister(name: str) -> None:
+    """Remove template `name` from the registry (tests that register their own)."""
+    _REGISTRY.pop(name, None)
+
+
 def _load_builtins() -> None:
     import importlib
 
@@ -621,4 +626,4 @@ def applicable(kernel: Kernel, target=None) -> list[Template]:
 
 __all__ = ["Bool", "Choice", "Constraint", "Context", "IntRange", "Knob", "Pow2", "Run", "Space", "Template",
            "Violation", "applicable", "at_most", "constraint", "divides", "get_template", "max_registers",
-           "max_shared_memory", "max_threads", "register", "templates"]
+           "max_shared_memory", "max_threads", "register", "templates", "unregister"]
