@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tessel.errors import TesselError
-from tessel.ir.interp import ExecutionError, run
+from tessel.ir.interp import ExecutionError, RaceError, run
 from tessel.ir.intrinsics import fragments as fr
 from tessel.ir.intrinsics import ldmatrix as ldm_mod
 from tessel.ir.intrinsics import mma as mma_mod
@@ -344,23 +344,25 @@ def test_acc_to_a_refuses_wrong_operands():
 # -- tile operands and the tile form of ldmatrix -------------------------------------------------
 
 
-def _fill(S, G, lane):
-    """The warp copies G into shared S, lane l taking the flat elements l, l + 32, ... (no races)."""
+def _fill(S, G, lane, threads=32):
+    """The threads copy G into shared S, thread l taking the flat elements l, l + threads, ..."""
     i = Var("i")
-    idx = i * 32 + lane
+    idx = i * threads + lane
     rc = (idx // S.shape[1], idx % S.shape[1])
-    return For(i, S.size // 32, Store(S, rc, G[rc]))
+    return For(i, S.size // threads, Store(S, rc, G[rc]))
 
 
-def _tile_ldmatrix_kernel(name, dtype, num, shape, start, pitch, per_lane_start=None):
-    G, O = Buffer("G", shape, dtype), Buffer("O", (32, 2 * num), dtype)
+def _tile_ldmatrix_kernel(name, dtype, num, shape, start, pitch, per_lane_start=None, barrier=True, threads=32):
+    """`threads` threads (whole warps) fill shared S from G, then every warp runs the tile ldmatrix
+    `name` on the tile at `start`; thread l stores its values to O[l]."""
+    G, O = Buffer("G", shape, dtype), Buffer("O", (threads, 2 * num), dtype)
     S, F = Buffer("S", shape, dtype, "shared"), Buffer("F", (2 * num,), dtype, "local")
     lane, e = Var("lane"), Var("e")
     src = BufferRef(S, per_lane_start(lane) if per_lane_start else start)
-    body = seq(_fill(S, G, lane), Barrier(),
+    body = seq(_fill(S, G, lane, threads), *([Barrier()] if barrier else []),
                Allocate(F, seq(Intrinsic(name, (BufferRef(F, (0,)), src, Const(pitch))),
                                For(e, 2 * num, Store(O, (lane, e), F[e])))))
-    return Kernel("ldt", (G, O), Allocate(S, For(lane, 32, body, "threadIdx.x")), target="cuda")
+    return Kernel("ldt", (G, O), Allocate(S, For(lane, threads, body, "threadIdx.x")), target="cuda")
 
 
 @pytest.mark.parametrize("num", [1, 2, 4])
@@ -397,6 +399,18 @@ def _per_lane_kernel(num, trans, starts):
     body = seq(_fill(S, G, lane), Barrier(),
                Allocate(F, seq(call, For(e, 2 * num, Store(O, (lane, e), F[e])))))
     return Kernel("ldl", (G, O), Allocate(S, For(lane, 32, body, "threadIdx.x")), target="cuda")
+
+
+@pytest.mark.parametrize("num", [1, 4])
+def test_tile_ldmatrix_without_the_barrier_races(num):
+    """Two warps fill shared memory, then each loads the same tile: deleting the barrier between
+    is caught (warp 0 reads rows that warp 1 wrote, unordered; a warp's own lanes are ordered by
+    the collective itself)."""
+    g, o = np.ones((24, 40), np.float16), np.zeros((64, 2 * num), np.float16)
+    name = tiles.tile_ldmatrix_name(num, False)
+    run(_tile_ldmatrix_kernel(name, "float16", num, (24, 40), (0, 8), 40, threads=64), g, o)  # with it: fine
+    with pytest.raises(RaceError, match="shared buffer 'S'.*tessel.ldmatrix"):
+        run(_tile_ldmatrix_kernel(name, "float16", num, (24, 40), (0, 8), 40, barrier=False, threads=64), g, o)
 
 
 def test_tile_ldmatrix_x4_gives_the_mma_a_fragment():

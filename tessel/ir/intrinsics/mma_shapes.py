@@ -159,9 +159,12 @@ def _operands(shape: MmaShape) -> tuple:
 def _semantics(shape: MmaShape) -> IntrinsicImpl:
     d_op, a_op, b_op, c_op = _operands(shape)
 
-    def mma(lanes):
+    def mma(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{shape.name} needs a full warp of 32 lanes, got {len(lanes)}")
+        for k, op in ((1, a_op), (2, b_op), (3, c_op)):  # fragments outside registers are race-checked
+            ctx.read_lanes([lr[k] for lr in lanes], op.region(lanes[0][k].buffer))
+        ctx.write_lanes([lr[0] for lr in lanes], d_op.region(lanes[0][0].buffer))
         a = shape.a.scatter(np.stack([ref_values(lr[1], a_op) for lr in lanes]))
         b = shape.b.scatter(np.stack([ref_values(lr[2], b_op) for lr in lanes]))
         c = shape.c.scatter(np.stack([ref_values(lr[3], c_op) for lr in lanes]))
@@ -169,7 +172,7 @@ def _semantics(shape: MmaShape) -> IntrinsicImpl:
         for lane, lr in enumerate(lanes):  # after every read: d may alias c
             ref_values(lr[0], d_op)[:] = d[lane]
 
-    return IntrinsicImpl(mma, "warp")
+    return IntrinsicImpl(mma, "warp", with_context=True)
 
 
 # Guarded inside the namespace block: the header assembler keeps each block once, and the guard

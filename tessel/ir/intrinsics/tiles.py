@@ -132,7 +132,10 @@ def _semantics(name: str, num: int, trans: bool) -> IntrinsicImpl:
     dst_op, src_op, _ = _operands(num)
     lay = ldmatrix_tile_layout(num, trans)
 
-    def ldmatrix_tile(lanes):
+    rows_of_lane = np.arange(8 * num) % (8 if num == 1 else 16)
+    cols_of_lane = (np.arange(8 * num) // 16) * 8 if num == 4 else np.zeros(8 * num, dtype=int)
+
+    def ldmatrix_tile(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{name} needs a full warp of 32 lanes, got {len(lanes)}")
         src, pitch = lanes[0][1], int(lanes[0][2])
@@ -148,11 +151,15 @@ def _semantics(name: str, num: int, trans: bool) -> IntrinsicImpl:
         if idx[0, 0] % 8 or pitch % 8:
             raise ExecutionError(f"{name}: tile {src.buffer.name}{tuple(src.start)} with pitch {pitch} has rows "
                                  f"that are not 16-byte aligned")
+        # the race checker: lane l < 8 num reads the 8 elements of the tile row it addresses
+        row_idx = idx[rows_of_lane[:, None], cols_of_lane[:, None] + np.arange(8)[None, :]]
+        actors = np.repeat([ctx.actor(ln) for ln in range(8 * num)], 8)
+        ctx.read_at(actors, src, row_idx.reshape(-1))
         frags = lay.gather(src.array.reshape(-1)[idx])
         for ln, (dst, _, _) in enumerate(lanes):
             ref_values(dst, dst_op)[:] = frags[ln]
 
-    return IntrinsicImpl(ldmatrix_tile, "warp")
+    return IntrinsicImpl(ldmatrix_tile, "warp", with_context=True)
 
 
 def _header(num: int, trans: bool) -> str:
