@@ -215,12 +215,19 @@ class _Operand:
     def shared(self) -> Buffer:
         return Buffer(f"{self.name}_smem", (self.stages, self.rows, self.cols), self.buf.dtype, "shared")
 
-    def phys(self, row, col):
-        """Column of element (row, col) of a tile in the swizzled layout."""
+    @property
+    def period(self) -> int:
+        """Rows after which the rotation repeats."""
+        nch = self.cols // 8
+        return max(1, 8 // nch) * nch
+
+    def phys(self, row, col, rot_row=None):
+        """Column of element (row, col) of a tile in the swizzled layout. `rot_row`: a simpler
+        expression congruent to `row` modulo `period` (the same rotation, less index arithmetic)."""
         nch = self.cols // 8
         if self.swizzle == "none" or nch == 1:
             return col
-        rot = row // max(1, 8 // nch) % nch
+        rot = (row if rot_row is None else rot_row) // max(1, 8 // nch) % nch
         return (col // 8 + rot) % nch * 8 + col % 8
 
     def vec(self) -> int:
@@ -236,8 +243,20 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
     per_row = op.cols // vec
     total = op.rows * per_row
     it = Var(f"{uid}_it")
-    q = it * threads + tx
-    row, col = q // per_row, q % per_row * vec
+    rot_row = None
+    # rows and columns as (per-thread part) + (per-iteration constant), so the compiler keeps one
+    # address per operand plus immediate offsets
+    if threads % per_row == 0:
+        rpi = threads // per_row
+        row, col = it * rpi + tx // per_row, tx % per_row * vec
+        if rpi % op.period == 0:
+            rot_row = tx // per_row
+    elif per_row % threads == 0:
+        ipr = per_row // threads
+        row, col = it // ipr, (it % ipr * threads + tx) * vec
+    else:
+        q = it * threads + tx
+        row, col = q // per_row, q % per_row * vec
     outer, kk = (row, col) if op.kcontig else (col, row)
     g_outer, g_k = outer0 + outer, k0 + kk
     conds = []
@@ -246,7 +265,7 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
     if op.k_extent % op.bk:
         conds.append(g_k < op.k_extent)
     gidx = op.index(bvars, g_outer, g_k)
-    pcol = op.phys(row, col)
+    pcol = op.phys(row, col, rot_row)
     if vec >= 2:
         v = Var(f"{uid}_v")
         copy = Intrinsic(copy_name("cg" if vec == 8 else "ca", 2 * vec),
@@ -262,7 +281,8 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
     return For(it, total // threads, body, "unrolled")
 
 
-def _ldmatrix(op: _Operand, smem: Buffer, slot, frag: Buffer, dst: tuple, outer0, k0, lane: Var):
+def _ldmatrix(op: _Operand, smem: Buffer, slot, frag: Buffer, dst: tuple, outer0, k0, lane: Var,
+              aligned: bool):
     """One ldmatrix.x4 of the 16 (outer) x 16 (k) region at (outer0, k0) of a ring slot into
     frag[dst..dst+8]: A gives one 16x16 A fragment, B two 16x8 B fragments (n tiles 0, 1)."""
     j, r8 = lane // 8, lane % 8
@@ -271,13 +291,14 @@ def _ldmatrix(op: _Operand, smem: Buffer, slot, frag: Buffer, dst: tuple, outer0
     else:
         k_off, o_off = (j % 2) * 8, (j // 2) * 8
     if op.kcontig:
-        row = outer0 + (r8 + o_off)
-        col = k0 + k_off
+        row, col, lane_row = outer0 + (r8 + o_off), k0 + k_off, r8 + o_off
     else:
-        row = k0 + (r8 + k_off)
-        col = outer0 + o_off
+        row, col, lane_row = k0 + (r8 + k_off), outer0 + o_off, r8 + k_off
+    # the tile-row part (warp offset, 16-row steps, k-steps of 16) is a multiple of the rotation
+    # period when `aligned`: the rotation then depends on the lane alone
     name = ldmatrix_name(4, trans=not op.kcontig)
-    return Intrinsic(name, (BufferRef(frag, dst), BufferRef(smem, (slot, row, op.phys(row, col)))))
+    pcol = op.phys(row, col, lane_row if aligned else None)
+    return Intrinsic(name, (BufferRef(frag, dst), BufferRef(smem, (slot, row, pcol))))
 
 
 def _ceil(a: int, b: int) -> int:
@@ -330,10 +351,12 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
 
     def frag_loads(slot, ks, buf, tag):
         mv, pv = Var(f"{prefix}_fm{tag}"), Var(f"{prefix}_fp{tag}")
-        return seq(For(mv, mt_n, _ldmatrix(A, sa, slot, fa, (buf, mv, 0), wi * wm_ + mv * 16, ks * 16, lane),
+        a_al = 16 % A.period == 0 and (not A.kcontig or wm_ % A.period == 0)
+        b_al = 16 % B.period == 0 and (not B.kcontig or wn_ % B.period == 0)
+        return seq(For(mv, mt_n, _ldmatrix(A, sa, slot, fa, (buf, mv, 0), wi * wm_ + mv * 16, ks * 16, lane, a_al),
                        "unrolled"),
-                   For(pv, nt_n // 2, _ldmatrix(B, sb, slot, fb, (buf, pv, 0), wj * wn_ + pv * 16, ks * 16, lane),
-                       "unrolled"))
+                   For(pv, nt_n // 2, _ldmatrix(B, sb, slot, fb, (buf, pv, 0), wj * wn_ + pv * 16, ks * 16, lane,
+                                                b_al), "unrolled"))
 
     def mmas(buf, tag):
         mt, nt = Var(f"{prefix}_mm{tag}"), Var(f"{prefix}_mn{tag}")

@@ -1,0 +1,146 @@
+"""The tensor-core GEMM template (tessel/schedules/gemm.py) against torch.matmul (cuBLAS) on one GPU.
+
+    python bench/gemm.py [--shapes 4096x4096x4096,...] [--dtypes bf16,fp16] [--knobs JSON ...] [--out-f32]
+
+Shapes are M x N x K (A is M x K row-major, B is K x N row-major; C = A @ B, accumulated in float32
+and cast to the input dtype in the epilogue, as torch.matmul returns it; --out-f32 stores float32).
+Per shape, dtype and knob variant it prints: tessel ms, torch ms, TFLOP/s of each, the fraction of
+the 989 TFLOP/s dense bf16/fp16 peak of the H100/H200 datasheet, and the ratio torch time / tessel
+time (above 1: tessel is faster), then the machine. Every result is first checked against torch in
+float32 on the same fresh random inputs (relative Frobenius error, at most 5e-3). Times are medians
+of `triton.testing.do_bench` (CUDA events when triton is absent), both sides warmed, in the same run.
+`--knobs '{"bm": 128, "bn": 256, "warps_n": 4}'` (repeatable) times template variants; the default
+knobs come first. Needs torch and a CUDA GPU; never imports TVM.
+
+Later rows of the GEMM issue (GEMM + bias + GELU against torch's three ops, a 3x3 convolution
+against cuDNN) are not here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PEAK = 989e12  # dense bf16 / fp16 tensor-core FLOP/s (H100 / H200 SXM datasheet)
+SHAPES = ["2048x2048x2048", "4096x4096x4096", "8192x8192x8192", "16384x4096x4096", "4096x4096x16384",
+          "128x8192x8192", "8192x128x8192"]
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def bench_ms(fn) -> float:
+    """Median milliseconds of `fn` on the GPU (warmed)."""
+    try:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=50, rep=300, return_mode="median"))
+    except ImportError:
+        import statistics
+
+        import torch
+
+        for _ in range(10):
+            fn()
+        times = []
+        for _ in range(50):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return statistics.median(times)
+
+
+def build(m, n, k, dtype, knobs, out_f32):
+    from tessel.codegen.cuda import build_kernel
+    from tessel.schedules.gemm import GemmKnobs, GemmProblem, default_knobs, gemm_kernel
+
+    p = GemmProblem(m, n, k, dtype, out_dtype="float32" if out_f32 else dtype)
+    kn = GemmKnobs(**knobs) if knobs is not None else default_knobs(p)
+    return build_kernel(gemm_kernel(p, kn), "cuda"), kn
+
+
+def run_case(shape: str, dt: str, knobs, out_f32: bool) -> dict:
+    import torch
+
+    m, n, k = (int(x) for x in shape.split("x"))
+    dtype = DTYPES[dt]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    row = {"shape": shape, "dtype": dt, "knobs": knobs}
+    try:
+        kern, kn = build(m, n, k, dtype, knobs, out_f32)
+    except Exception as e:  # noqa: BLE001 - a knob variant that cannot build is reported, not fatal
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        return row
+    row["knobs"] = kn.as_dict()
+    g = torch.Generator(device="cuda").manual_seed(hash((shape, dt)) % 2**31)
+    a = torch.randn(m, k, device="cuda", dtype=tdt, generator=g)
+    b = torch.randn(k, n, device="cuda", dtype=tdt, generator=g)
+    c = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float32 if out_f32 else tdt)
+    kern(a, b, c)
+    torch.cuda.synchronize()
+    ref = a.float() @ b.float()
+    row["rel_err"] = float((c.float() - ref).norm() / ref.norm())
+    if not row["rel_err"] <= 5e-3:
+        row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
+        return row
+    flops = 2.0 * m * n * k
+    row["tessel_ms"] = bench_ms(lambda: kern(a, b, c))
+    row["torch_ms"] = bench_ms(lambda: torch.matmul(a, b))
+    row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
+    row["torch_tflops"] = flops / row["torch_ms"] / 1e9
+    row["ratio"] = row["torch_ms"] / row["tessel_ms"]
+    return row
+
+
+def machine() -> str:
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return (f"{props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
+            f"CUDA {torch.version.cuda}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated MxNxK")
+    ap.add_argument("--dtypes", default="bf16,fp16", help="comma-separated: bf16, fp16")
+    ap.add_argument("--knobs", action="append", default=[], help="JSON dict of GemmKnobs fields (repeatable)")
+    ap.add_argument("--no-default", action="store_true", help="time only the --knobs variants")
+    ap.add_argument("--out-f32", action="store_true", help="store C in float32 instead of the input dtype")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+    variants = ([] if args.no_default else [None]) + [json.loads(k) for k in args.knobs]
+    rows = []
+    for shape in args.shapes.split(","):
+        for dt in args.dtypes.split(","):
+            for kn in variants:
+                row = run_case(shape, dt, kn, args.out_f32)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print()
+    print(f"{'shape':>18} {'dt':>4} {'tessel ms':>10} {'torch ms':>9} {'TFLOP/s':>8} {'of peak':>7} "
+          f"{'torch TF':>8} {'ratio':>6}  knobs")
+    for r in rows:
+        kn = r["knobs"] or {}
+        ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
+              f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}") if kn else "default"
+        if "error" in r:
+            print(f"{r['shape']:>18} {r['dtype']:>4}  ERROR {r['error'][:120]}  {ks}")
+            continue
+        print(f"{r['shape']:>18} {r['dtype']:>4} {r['tessel_ms']:10.3f} {r['torch_ms']:9.3f} "
+              f"{r['tessel_tflops']:8.1f} {r['tessel_tflops'] * 1e12 / PEAK:7.1%} {r['torch_tflops']:8.1f} "
+              f"{r['ratio']:6.2f}  {ks}")
+    print(f"machine: {machine()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
