@@ -1,0 +1,194 @@
+"""The default schedules as templates.
+
+- With default knobs they apply exactly the primitives the default schedules applied before they
+  became templates (template_golden.json, captured from the old code), so the printed IR is
+  identical.
+- Random valid points of each default template's space give kernels that compute what the naive
+  kernel computes (reference interpreter, fresh random inputs, outputs starting from garbage).
+- Each space's size and what its constraints prune are reported (run with -s to see them).
+- GPU templates with their barriers removed fail in the interpreter (a race or poison).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tessel.ir import interp
+from tessel.ir.nodes import Barrier, Seq, rewrite
+from tessel.ir.text import to_text
+from tessel.ir.verify import verify
+from tessel.schedules.generic import default_schedule
+from tessel.schedules.generic_gpu import default_gpu_schedule, default_gpu_template
+from tessel.schedules.schedule import Schedule
+from tessel.schedules.template import get_template
+from tests.schedules.template_cases import (
+    CPU_CASES, GOLDEN, GPU_CASES, NP, elementwise, lowered, matmul, primitive_steps, row_reduce, transpose, transpose3,
+)
+
+GOLD = json.loads(GOLDEN.read_text())
+
+
+def _default(target, kernel):
+    return default_schedule(kernel, "cpu") if target == "cpu" else default_gpu_schedule(kernel, "cuda")
+
+
+@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES] + [("cuda", c) for c in GPU_CASES])
+def test_default_knobs_reproduce_the_old_schedules(target, case):
+    kernel = (CPU_CASES if target == "cpu" else GPU_CASES)[case]()
+    sch = _default(target, kernel)
+    assert sch.trace[0].primitive == "template"
+    assert primitive_steps(sch.trace) == GOLD[target][case]
+    old = Schedule(kernel)
+    for step in GOLD[target][case]:
+        old.apply(step["primitive"], **step["args"])
+    assert to_text(sch.kernel) == to_text(old.kernel)  # identical printed IR
+    assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+
+
+def _run_against_naive(naive, scheduled, seed):
+    """Run both kernels on the same fresh random inputs; the scheduled one's outputs start from
+    garbage. Returns [(name, want, got)] for the outputs."""
+    rng = np.random.default_rng(seed)
+    written = {p.name for p in naive.params} - _inputs(naive)
+    a = [rng.standard_normal(p.shape).astype(NP[p.dtype]) if p.dtype in NP else
+         rng.standard_normal(p.shape).astype(p.dtype) for p in naive.params]
+    b = [(x * 0 + 1234.5).astype(x.dtype) if p.name in written else x.copy() for p, x in zip(naive.params, a)]
+    interp.run(naive, *a)
+    interp.run(scheduled, *b)
+    return [(p.name, a[i], b[i]) for i, p in enumerate(naive.params) if p.name in written]
+
+
+def _inputs(kernel):
+    from tessel.ir.nodes import Store, walk
+
+    stored = {n.buffer.name for n in walk(kernel.body) if isinstance(n, Store)}
+    return {p.name for p in kernel.params if p.name not in stored}
+
+
+def _tol(kernel):
+    dts = {p.dtype for p in kernel.params}
+    return 3e-2 if dts & {"float16", "bfloat16"} else 1e-4
+
+
+# small kernels for each template (the interpreter runs every thread)
+SPACE_CASES = {
+    "cpu.generic": [("gemm", lambda: matmul(12, 20, 8, "float32")),
+                    ("bmm", lambda: matmul(6, 16, 5, "float32", batch=2)),
+                    ("ew", lambda: elementwise((6, 32))),
+                    ("softmax", lambda: lowered("softmax", [(4, 24)], "float32"))],
+    "gpu.elementwise": [("ew", lambda: elementwise((12, 16))), ("ew_f16", lambda: elementwise((8, 16), "float16"))],
+    "gpu.transpose": [("t2", lambda: transpose(20, 12)), ("t3", lambda: transpose3(2, 8, 12))],
+    "gpu.reduce_inner": [("rows", lambda: row_reduce(4, 80)), ("max", lambda: row_reduce(6, 40, "max"))],
+    "gpu.reduce_outer": [("rows", lambda: row_reduce(40, 6))],
+    "gpu.rowwise": [("softmax", lambda: lowered("softmax", [(4, 40)], "float32")),
+                    ("rms", lambda: lowered("rms_norm", [(2, 72), (72,)], "float32"))],
+}
+TARGET = {"cpu.generic": "cpu"}
+SAMPLES = 3
+
+
+@pytest.mark.parametrize("template,case", [(t, c) for t, cases in SPACE_CASES.items() for c, _ in cases])
+def test_random_valid_points_compute_what_the_naive_kernel_computes(template, case):
+    tpl = get_template(template)
+    kernel = dict(SPACE_CASES[template])[case]()
+    target = TARGET.get(template, "cuda:sm_80")
+    space = tpl.space(kernel, target)
+    points = space.sample(SAMPLES, seed=sum(map(ord, template + case)))  # stable across processes
+    assert points, f"{template} on {case}: no valid point"
+    assert space.is_valid(space.default)
+    for i, knobs in enumerate(points):
+        sch = tpl.apply(kernel, knobs, target)
+        verify(sch.kernel)
+        assert tpl.apply(kernel, knobs, target).kernel == sch.kernel  # deterministic
+        assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+        for name, want, got in _run_against_naive(kernel, sch.kernel, seed=100 + i):
+            np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=_tol(kernel),
+                                       atol=_tol(kernel), err_msg=f"{template} {case} {knobs} output {name}")
+
+
+REPORT_CASES = [
+    ("cpu.generic", "cpu", lambda: matmul(64, 64, 32, "float32")),
+    ("cpu.generic", "cpu", lambda: elementwise((64, 64))),
+    ("gpu.elementwise", "cuda:sm_80", lambda: elementwise((64, 48), "float16")),
+    ("gpu.transpose", "cuda:sm_80", lambda: transpose(40, 70)),
+    ("gpu.reduce_inner", "cuda:sm_80", lambda: row_reduce(6, 100)),
+    ("gpu.reduce_outer", "cuda:sm_80", lambda: row_reduce(300, 7)),
+    ("gpu.rowwise", "cuda:sm_90a", lambda: lowered("softmax", [(6, 40)], "float32")),
+]
+
+
+@pytest.mark.parametrize("template,target,make", REPORT_CASES, ids=[f"{t}-{i}" for i, (t, _, _) in
+                                                                    enumerate(REPORT_CASES)])
+def test_space_size_and_pruning_are_reported(template, target, make):
+    space = get_template(template).space(make(), target)
+    rep = space.report()
+    print(json.dumps(rep))
+    assert rep["size"] == len(space) > 1 and rep["exact"]
+    assert rep["valid"] + rep["pruned"] == rep["size"] and sum(rep["pruned_by"].values()) == rep["pruned"]
+    assert rep["valid"] == sum(1 for _ in space.valid_points()) >= 1
+    assert space.is_valid(space.default)
+    invalid = [p for p in space if not space.is_valid(p)]
+    for p in invalid[:5]:
+        with pytest.raises(Exception) as e:
+            get_template(template).apply(make(), p, target)
+        assert space.check(p) in str(e.value)  # apply refuses it with the reason the space gives
+
+
+def test_impossible_knobs_of_default_templates_name_knob_and_limit():
+    from tessel.errors import ScheduleError
+
+    cases = [
+        ("gpu.elementwise", elementwise((37, 19)), {"vector": 2},
+         "knob 'vector'=2: does not divide the element count 703"),
+        ("gpu.elementwise", elementwise((64, 64)), {"vector": 8},
+         "knob 'vector'=8: 32-byte accesses exceed the target's widest 16-byte access"),
+        ("gpu.transpose", transpose(40, 70), {"tile": 64, "block_rows": 32},
+         "knobs 'tile'=64, 'block_rows'=32: 2048 threads per block exceed the target's 1024"),
+        ("gpu.reduce_inner", row_reduce(6, 100), {"threads": 256, "rows": 6},
+         "knobs 'threads'=256, 'rows'=6: 1536 threads per block exceed the target's 1024"),
+        ("gpu.reduce_inner", row_reduce(6, 100), {"rows": 4}, "knob 'rows'=4: does not divide the row count 6"),
+        ("cpu.generic", matmul(64, 64, 32, "float32"), {"tile_rows": 8, "tile_cols": 40},
+         "knobs 'tile_rows'=8, 'tile_cols'=40: needs 40 vector registers, the target has 16"),
+        ("cpu.generic", matmul(4, 64, 32, "float32"), {"tile_rows": 6},
+         "knob 'tile_rows'=6: exceeds the contraction's row extent 4"),
+    ]
+    for name, kernel, knobs, message in cases:
+        target = "cpu" if name.startswith("cpu") else "cuda:sm_80"
+        with pytest.raises(ScheduleError) as e:
+            get_template(name).apply(kernel, knobs, target)
+        assert message in str(e.value), (name, str(e.value))
+
+
+@pytest.mark.parametrize("template,make,knobs", [
+    ("gpu.transpose", lambda: transpose(20, 12), {}),
+    ("gpu.reduce_inner", lambda: row_reduce(2, 200), {"threads": 64, "rows": 1}),
+    ("gpu.rowwise", lambda: lowered("softmax", [(2, 80)], "float32"), {"threads": 64, "rows": 1}),
+])
+def test_gpu_templates_without_barriers_fail_in_the_interpreter(template, make, knobs):
+    kernel = make()
+    sch = get_template(template).apply(kernel, knobs, "cuda")
+    assert any(isinstance(n, Barrier) for n in _walk(sch.kernel))
+    broken = rewrite(sch.kernel, lambda n: Seq(()) if isinstance(n, Barrier) else None, fixpoint=False)
+    try:
+        outs = _run_against_naive(kernel, broken, seed=7)
+    except interp.RaceError as e:
+        assert "race" in str(e)
+        return
+    assert any(not np.allclose(got, want, rtol=1e-4, atol=1e-4) for _, want, got in outs)
+
+
+def _walk(kernel):
+    from tessel.ir.nodes import walk
+
+    return walk(kernel.body)
+
+
+def test_default_gpu_template_follows_the_old_rules():
+    assert default_gpu_template(elementwise((8, 8))).name == "gpu.elementwise"
+    assert default_gpu_template(transpose(8, 16)).name == "gpu.transpose"
+    assert default_gpu_template(row_reduce(4, 64)).name == "gpu.reduce_inner"
+    assert default_gpu_template(matmul(16, 8, 16, "float16")).name == "gpu.matmul_legacy"
+    assert default_gpu_template(lowered("layer_norm", [(5, 64), (64,), (64,)], "float32")).name == "gpu.rowwise"
