@@ -41,3 +41,7 @@ class CodegenError(TesselError):
 
 class ArgumentError(TesselError):
     """A kernel or model was called with the wrong arguments (count, shape, dtype, device)."""
+
+
+class PipelineError(TesselError):
+    """A pass pipeline names an unknown pass or gives a pass a bad parameter."""

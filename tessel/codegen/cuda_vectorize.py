@@ -302,5 +302,37 @@ def vectorize_loop(loop: For, params: set, taken: set | None = None) -> Vectoriz
     return Vectorized(vec, align)
 
 
-__all__ = ["VecCopy", "Vectorized", "affine", "known_multiple", "vector_bytes_ok", "vectorize_loop"]
+def decide_vector_loops(kernel, enabled: bool = True):
+    """The pipeline step "vector_access" (tessel.compiler.pipeline): every vectorized loop that
+    `vectorize_loop` cannot turn into vector accesses becomes an unrolled scalar loop (what the
+    printer would print for it anyway), so each vectorized loop left is printed as vector loads and
+    stores. The decision is made here, on the IR; the printer still carries it out (VecCopy and the
+    alignment checks belong to the printed code, not to the IR). `enabled=False` turns every
+    vectorized loop into a scalar one.
+
+    >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
+    >>> A, B, v, i = Buffer("A", (64,)), Buffer("B", (64,)), Var("v"), Var("i")
+    >>> k = Kernel("k", (A, B), For(i, 16, For(v, 4, Store(B, (i * 4 + v,), A[i * 4 + v]), "vectorized")), "cuda")
+    >>> decide_vector_loops(k).body.body.kind, decide_vector_loops(k, enabled=False).body.body.kind
+    ('vectorized', 'unrolled')
+    """
+    import dataclasses
+
+    from tessel.ir.nodes import rewrite
+
+    params = {p.name for p in kernel.params}
+
+    def decide(node):
+        if isinstance(node, For) and node.kind == "vectorized":
+            if enabled and vectorize_loop(node, params) is not None:
+                return None
+            return dataclasses.replace(node, kind="unrolled")
+        return None
+
+    body = rewrite(kernel.body, decide, fixpoint=False)
+    return kernel if body is kernel.body else dataclasses.replace(kernel, body=body)
+
+
+__all__ = ["VecCopy", "Vectorized", "affine", "decide_vector_loops", "known_multiple", "vector_bytes_ok",
+           "vectorize_loop"]
 

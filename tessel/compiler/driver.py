@@ -23,19 +23,21 @@ import dataclasses
 import importlib
 
 from tessel.compiler.kernel import Kernel
-from tessel.compiler.pipeline import pipeline_for, run_pipeline
+from tessel.compiler.pipeline import as_pipeline, pipeline_for, run_pipeline
 from tessel.compiler.target import Target, parse_target
 from tessel.errors import CodegenError, ScheduleError, TesselError
 from tessel.ir.nodes import Kernel as IRKernel
 
 
-def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=None) -> Kernel:
+def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=None, pipeline=None) -> Kernel:
     """Compile DSL tensors (parameters in call order) or an IR Kernel into a callable Kernel.
 
     `schedule`: None (the target's default schedule), a callable `f(kernel_ir)` returning a
     scheduled IR Kernel (or a Schedule), a `tessel.schedules.schedule.Schedule`, or an already
     scheduled IR Kernel (used as is). `tuning_log` is reserved for the autotuner. `name` names the
-    kernel (default: the last computed tensor, or the IR kernel's own name).
+    kernel (default: the last computed tensor, or the IR kernel's own name). `pipeline` replaces the
+    target's tensor-IR pass pipeline (`tessel.compiler.pipeline`): a list of Passes, pass names or
+    {"name", "params"} dicts, or its JSON text; `[]` runs no pass.
 
     >>> import tessel as ts
     >>> A = ts.placeholder((8,), name="A")
@@ -47,9 +49,10 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
     if tuning_log is not None:
         raise TesselError("build(tuning_log=...): tuning logs arrive with the autotuner; "
                           "build without one for now (or pass schedule=...)")
+    passes = pipeline_for(tgt) if pipeline is None else as_pipeline(pipeline)  # bad pipeline data fails first
     ir = _to_ir(tensors_or_kernel, name)
     ir = _schedule(ir, schedule, tgt)
-    ir = run_pipeline(ir, pipeline_for(tgt))
+    ir = run_pipeline(ir, passes)
     return _codegen(ir, tgt)
 
 

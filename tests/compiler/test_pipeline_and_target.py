@@ -1,5 +1,6 @@
-"""Target parsing, and the CPU pass pipeline: its passes, that it preserves meaning, and that the
-verifier between passes names the pass that broke a kernel."""
+"""Target parsing, and the pass pipelines: their passes, that they preserve meaning, and that the
+verifier between passes names the pass that broke a kernel. (Pipelines as data, the CUDA
+pipeline and its passes: tests/passes.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 import tessel as ts
 from tessel.compiler import pipeline
-from tessel.compiler.pipeline import Pass, cpu_pipeline, run_pipeline
+from tessel.compiler.pipeline import Pass, cpu_pipeline, cuda_pipeline, pipeline_for, register_pass, run_pipeline
 from tessel.compiler.target import Target, parse_target
 from tessel.errors import TesselError, VerifyError
 from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
@@ -40,8 +41,15 @@ def test_unknown_targets_list_the_valid_ones(spec, match):
 def test_cpu_pipeline_names_and_modules():
     passes = cpu_pipeline()
     assert [p.name for p in passes] == ["simplify", "remove_dead_code"]
-    for p in passes:
-        assert p.function() is not None, f"{p.module}.{p.attr} is missing"
+    for p in passes + cuda_pipeline():
+        assert p.function() is not None, f"pass {p.name} is missing"
+
+
+def test_each_target_gets_its_pipeline():
+    assert pipeline_for("cpu") == cpu_pipeline()
+    assert pipeline_for(parse_target("cuda:sm_80")) == cuda_pipeline()
+    assert pipeline_for("cuda") == cuda_pipeline()
+    assert "hoist" in [p.name for p in cuda_pipeline()] and "hoist" not in [p.name for p in cpu_pipeline()]
 
 
 def test_pipeline_preserves_meaning_on_a_scheduled_kernel():
@@ -73,18 +81,21 @@ def small_kernel() -> Kernel:
     return Kernel("small", (A,), For(i, 4, Store(A, (i,), A[i] * 2.0)))
 
 
-def test_verifier_between_passes_names_the_broken_pass(monkeypatch):
-    real = pipeline._load
-    monkeypatch.setattr(pipeline, "_load", lambda module, attr: broken_pass if attr == "broken" else real(module, attr))
-    passes = [Pass("simplify", "tessel.passes.simplify", "simplify"), Pass("breaker", "x", "broken")]
+@pytest.fixture
+def breaker(monkeypatch):
+    """A registered pass 'breaker' that breaks every kernel."""
+    monkeypatch.setitem(pipeline.PASSES, "breaker", pipeline.PassInfo(__name__, "broken_pass"))
+    return Pass("breaker")
+
+
+def test_verifier_between_passes_names_the_broken_pass(breaker):
+    passes = [Pass("simplify"), breaker]
     with pytest.raises(VerifyError, match="after pass 'breaker'"):
         run_pipeline(small_kernel(), passes, debug=True)
 
 
-def test_debug_comes_from_the_environment(monkeypatch):
-    real = pipeline._load
-    monkeypatch.setattr(pipeline, "_load", lambda module, attr: broken_pass if attr == "broken" else real(module, attr))
-    passes = [Pass("breaker", "x", "broken")]
+def test_debug_comes_from_the_environment(monkeypatch, breaker):
+    passes = [breaker]
     monkeypatch.setenv("TESSEL_DEBUG", "0")
     run_pipeline(small_kernel(), passes)  # not verified: the broken kernel goes through
     monkeypatch.setenv("TESSEL_DEBUG", "1")
@@ -97,17 +108,23 @@ def test_an_ill_formed_input_is_caught_before_the_first_pass():
         run_pipeline(broken_pass(small_kernel()), cpu_pipeline(), debug=True)
 
 
+def body_of(kernel):
+    return kernel.body
+
+
 def test_a_pass_returning_a_non_kernel_is_refused(monkeypatch):
-    monkeypatch.setattr(pipeline, "_load", lambda module, attr: (lambda k: k.body))
+    monkeypatch.setitem(pipeline.PASSES, "odd", pipeline.PassInfo(__name__, "body_of"))
     with pytest.raises(VerifyError, match="pass 'odd' returned"):
-        run_pipeline(small_kernel(), [Pass("odd", "x", "y")])
+        run_pipeline(small_kernel(), [Pass("odd")])
 
 
 def test_missing_pass_module_is_skipped_with_a_warning():
     pipeline._load.cache_clear()
     try:
+        register_pass("later", "tessel.passes.not_there", "f")
         with pytest.warns(RuntimeWarning, match="tessel.passes.not_there is not available"):
-            out = run_pipeline(small_kernel(), [Pass("later", "tessel.passes.not_there", "f")])
+            out = run_pipeline(small_kernel(), [Pass("later")])
         assert out == small_kernel()
     finally:
+        pipeline.unregister_pass("later")
         pipeline._load.cache_clear()
