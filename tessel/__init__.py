@@ -30,6 +30,7 @@ _LAZY = {
     "lower": ("tessel.ir.dsl", "lower"),
     "Schedule": ("tessel.schedules.schedule", "Schedule"),
     "Kernel": ("tessel.compiler.kernel", "Kernel"),
+    "tune": ("tessel.tune", "_self"),  # the package, callable: ts.tune(...) runs tessel.tune.api.tune
 }
 
 

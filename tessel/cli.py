@@ -20,9 +20,7 @@ from tessel.errors import TesselError
 # Planned subcommands: what each will do, and the tracking issue once there is one (the lead fills
 # in numbers). They print "not implemented yet" and exit 2 until they land.
 PLANNED = {
-    "tune": ("tune kernels or a model and append to a tuning log", None),
     "fuzz": ("run a fuzzing campaign against the compiler", None),
-    "log": ("show, merge, or pick the best records of tuning logs", None),
     "bench": ("benchmark tessel against its peers", None),
 }
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 1, 2, 2
@@ -219,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("version", parents=[debug], help="print the version")
     p.set_defaults(func=_cmd_version)
 
+    from tessel.tune.commands import add_commands  # tune, log (light: the tuner loads when they run)
+
+    add_commands(sub, debug)
     for name, (what, _) in PLANNED.items():
         p = sub.add_parser(name, parents=[debug], help=f"(not implemented yet) {what}", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the `tessel` command with `argv` (default: sys.argv[1:]); returns the exit status.
 
-    >>> main(["tune", "model.onnx"])
+    >>> main(["fuzz"])
     2
     """
     parser = build_parser()

@@ -34,7 +34,9 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
 
     `schedule`: None (the target's default schedule), a callable `f(kernel_ir)` returning a
     scheduled IR Kernel (or a Schedule), a `tessel.schedules.schedule.Schedule`, or an already
-    scheduled IR Kernel (used as is). `tuning_log` is reserved for the autotuner. `name` names the
+    scheduled IR Kernel (used as is). `tuning_log`: a tuning log whose best record for this workload
+    and target schedules it (no measurement; without a record: the default schedule, and a
+    warning). `name` names the
     kernel (default: the last computed tensor, or the IR kernel's own name). `pipeline` replaces the
     target's tensor-IR pass pipeline (`tessel.compiler.pipeline`): a list of Passes, pass names or
     {"name", "params"} dicts, or its JSON text; `[]` runs no pass.
@@ -46,11 +48,16 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
     'inc'
     """
     tgt = parse_target(target)
-    if tuning_log is not None:
-        raise TesselError("build(tuning_log=...): tuning logs arrive with the autotuner; "
-                          "build without one for now (or pass schedule=...)")
+    if tuning_log is not None and schedule is not None:
+        raise TesselError("build(): pass schedule=... or tuning_log=..., not both")
     passes = pipeline_for(tgt) if pipeline is None else as_pipeline(pipeline)  # bad pipeline data fails first
     ir = _to_ir(tensors_or_kernel, name)
+    if tuning_log is not None:  # the log's best record for this workload, or the default schedule
+        from tessel.tune.reuse import LogSchedules
+
+        lookup = LogSchedules(tuning_log, tgt)
+        schedule = lookup.schedule_for(ir)
+        lookup.warn()
     ir = _schedule(ir, schedule, tgt)
     ir = run_pipeline(ir, passes)
     return _codegen(ir, tgt)

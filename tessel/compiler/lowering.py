@@ -228,8 +228,9 @@ def _data_movement(nest: For, name: str) -> bool:
                                                                         for n in walk(s.value))
 
 
-def build_kernel(ir: Kernel, name: str, target: str = "cpu"):
-    """Schedule a lowered group kernel with the target's default schedule and compile it.
+def build_kernel(ir: Kernel, name: str, target: str = "cpu", tuning=None):
+    """Schedule a lowered group kernel with the target's default schedule (or, with `tuning`, a
+    `tessel.tune.reuse.LogSchedules`, its tuning log's best record when there is one) and compile it.
 
     >>> import tessel as ts
     >>> A = ts.placeholder((8,), name="in0"); B = ts.compute((8,), lambda i: A[i] * 2.0, name="out0")
@@ -241,5 +242,7 @@ def build_kernel(ir: Kernel, name: str, target: str = "cpu"):
 
     if target != "cpu":
         raise TesselError(f"kernel '{name}': models compile for target 'cpu' only so far, not {target!r}")
-    scheduled = default_schedule(ir).kernel
+    scheduled = tuning.schedule_for(ir) if tuning is not None else None
+    if scheduled is None:
+        scheduled = default_schedule(ir).kernel
     return build(ir, target=target, schedule=scheduled, name=name)

@@ -370,7 +370,7 @@ class _Replayer:
 # compile_graph
 # ---------------------------------------------------------------------------------------------
 
-_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda_graph")
+_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda_graph", "tuning_log")
 
 
 def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specialize=None, restructure=None,
@@ -440,7 +440,17 @@ def _compile_program(graph: Graph, options: dict) -> Program:
     if target != "cpu":
         from tessel.compiler.model_cuda import build_gpu_program
 
+        if options.get("tuning_log") is not None:
+            import warnings
+
+            warnings.warn(f"model '{graph.name}': tuning logs are applied to CPU models only so far; the GPU "
+                          f"kernels get their default schedules", stacklevel=3)
         return build_gpu_program(source, work, groups, target, report, t0)
+    tuning = None
+    if options.get("tuning_log") is not None:
+        from tessel.tune.reuse import LogSchedules
+
+        tuning = LogSchedules(options["tuning_log"], target)
     built: dict = {}  # naive IR kernel -> compiled Kernel (equal groups share one)
     names: dict = {}
     steps = []
@@ -452,9 +462,11 @@ def _compile_program(graph: Graph, options: dict) -> Program:
             base = low.naive.name
             n = names.get(base, 0)
             names[base] = n + 1
-            kern = build_kernel(low.inline().ir, base if n == 0 else f"{base}_{n}")
+            kern = build_kernel(low.inline().ir, base if n == 0 else f"{base}_{n}", tuning=tuning)
             built[low.naive] = kern
         steps.append(Step(kern, g, low.args))
+    if tuning is not None:
+        tuning.warn()
     t_build = time.perf_counter()
     plan = _plan(work, steps)
     report.update(groups=len(groups), kernels=len(built), lower_and_build_seconds=t_build - t_lower,

@@ -1,0 +1,73 @@
+"""Measurement: a candidate that crashes, hangs or runs out of memory costs one trial, never the
+tuner; a candidate with a wrong result is rejected by the reference check; a good one is timed."""
+
+import numpy as np
+import pytest
+
+import tessel as ts
+from tessel.tune.api import build_candidate
+from tessel.tune.isolate import Job, run_isolated
+from tessel.tune.measure import LocalExecutor, MeasureInput, MeasureTask, make_inputs, time_calls
+from tests.tune import helpers
+
+
+def _task(builder, n=16):
+    kernel = ts.lower(helpers.matmul(n))
+    a, b, _ = make_inputs(kernel, 7)
+    return MeasureTask(kernel, "cpu", builder, (a.astype(np.float64) @ b,), seed=7, repeats=3, min_round_s=0)
+
+
+def test_crash_hang_and_oom_each_cost_one_trial():
+    ex = LocalExecutor(parallel=2, build_timeout=3, memory_limit=400 * 2**20)
+    good = _task(build_candidate)
+    inputs = [MeasureInput(_task(helpers.segfault_builder), "cpu.generic", {}),
+              MeasureInput(_task(helpers.hang_builder), "cpu.generic", {}),
+              MeasureInput(_task(helpers.oom_builder), "cpu.generic", {}),
+              MeasureInput(good, "cpu.generic", {})]
+    res = ex.measure(inputs)
+    assert "crashed (SIGSEGV)" in res[0].error
+    assert "timed out after 3 s" in res[1].error
+    assert "out of memory" in res[2].error
+    assert res[3].ok and res[3].time > 0 and len(res[3].times) == 3, res[3].error
+    assert ex.count == 4
+
+
+def test_wrong_result_is_rejected():
+    res = LocalExecutor(parallel=1).measure([MeasureInput(_task(helpers.wrong_builder), "cpu.generic", {}),
+                                             MeasureInput(_task(build_candidate), "cpu.generic", {})])
+    assert res[0].error is not None and "wrong result" in res[0].error and res[0].time is None
+    assert res[1].ok, res[1].error
+
+
+def test_isolated_outcomes_in_order():
+    outs = run_isolated([Job(pow, (3, 4)), Job(helpers.segfault_builder, (None,) * 4), Job(divmod, (1, 0))],
+                        parallel=2)
+    assert [o.ok for o in outs] == [True, False, False]
+    assert outs[0].value == 81 and "ZeroDivisionError" in outs[2].error
+
+
+def test_time_calls_rotates_inputs():
+    seen = []
+    sets = [(i,) for i in range(4)]
+    times = time_calls(seen.append, sets, warmup=1, repeats=5, min_round_s=0)
+    assert len(times) == 5 and all(t >= 0 for t in times)
+    assert set(seen) == {0, 1, 2, 3}
+
+
+@pytest.mark.gpu
+def test_gpu_timer_against_a_known_kernel():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    from tessel.tune.measure import gpu_time_calls
+
+    n = 4096
+    sets = [[torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2)] for _ in range(3)]
+    times = gpu_time_calls(lambda a, b: a @ b, sets, repeats=50)
+    t = float(np.median(times))
+    tflops = 2 * n ** 3 / t / 1e12
+    # a 4096^3 fp16 GEMM is compute-bound: between 20 and 2000 TFLOP/s on any recent GPU; a timer
+    # that did not wait for the work (or counted launch time only) would be far outside
+    assert 20 < tflops < 2000, tflops
+    small = float(np.median(gpu_time_calls(lambda a, b: a[:64, :64] @ b[:64, :64], sets, repeats=50)))
+    assert small < t / 10
