@@ -16,6 +16,7 @@ from tessel.ir.nodes import Allocate, For, Intrinsic, walk
 from tessel.ir.verify import verify
 from tessel.schedules.generic_gpu import default_gpu_schedule
 from tessel.schedules.schedule import Schedule
+from tests.tolerances import elementwise_tol, matmul_tol, reduction_tol
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32, "int32": np.int32}
 
@@ -136,8 +137,9 @@ def test_rowwise_fused(op, shapes, dtype):
     arrays = [rand(s, dtype, k) for k, s in enumerate(shapes)]
     out = np.full(shapes[0], 7e3, NP[dtype])
     interp.run(sch.kernel, *arrays, out)
-    tol = 1e-4 if dtype == "float32" else 3e-2
-    np.testing.assert_allclose(out.astype(np.float64), _numpy(op, arrays), rtol=tol, atol=tol)
+    # float16/bfloat16: every operation rounds to the dtype; about four roundings reach an output
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else elementwise_tol(dtype, ulps=4, scale=1.0)
+    np.testing.assert_allclose(out.astype(np.float64), _numpy(op, arrays), **tol)
 
 
 def test_several_unfusable_stages_are_refused():
@@ -198,7 +200,7 @@ def _matmul(M, N, K, dtype, a_t=False, b_t=False, batch=None):
 def test_matmul_on_tensor_cores(M, N, K, dtype, a_t, b_t, batch):
     tensors, inputs, want = _matmul(M, N, K, dtype, a_t, b_t, batch)
     sch, (c,) = schedule_and_run(tensors, inputs)
-    np.testing.assert_allclose(c, want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(c, want, **matmul_tol(dtype, k=K, out_dtype="float32"))
     calls = set(intrinsics(sch))
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{'f16' if dtype == 'float16' else 'bf16'}" in \
         " ".join(calls)
@@ -215,7 +217,8 @@ def test_matmul_simt_fallback(M, N, K, dtype):
         inputs = [np.random.default_rng(6).integers(-9, 9, x.shape).astype(np.int32) for x in inputs]
         want = inputs[0].astype(np.int64) @ inputs[1].astype(np.int64)
     sch, (c,) = schedule_and_run(tensors, inputs)
-    np.testing.assert_allclose(c.astype(np.float64), want, rtol=2e-2 if dtype == "float16" else 1e-4, atol=2e-2)
+    tol = reduction_tol(dtype, k=K) if dtype == "float16" else dict(rtol=1e-4, atol=1e-4)  # products exact in f32
+    np.testing.assert_allclose(c.astype(np.float64), want, **tol)
     assert not any(n.startswith("mma") for n in intrinsics(sch))
     assert any(n.buffer.scope == "shared" for n in walk(sch.kernel.body) if isinstance(n, Allocate))
 
@@ -302,5 +305,11 @@ def test_generated_cuda_runs_on_the_gpu(case):
     gpu(*tensors, out)
     torch.cuda.synchronize()
     got = out.float().cpu().numpy().astype(np.float64)
-    tol = 1e-4 if out_param.dtype == "float32" and "mma" not in case else 3e-2
-    np.testing.assert_allclose(got, np.asarray(want, np.float64), rtol=tol, atol=tol)
+    if "mma" in case:
+        k = next(int(lp.extent.value) for lp in walk(kernel.body) if isinstance(lp, For) and lp.var.name == "k")
+        tol = matmul_tol(kernel.params[0].dtype, k=k, out_dtype="float32")
+    elif out_param.dtype == "float32":
+        tol = dict(rtol=1e-4, atol=1e-4)
+    else:
+        tol = elementwise_tol(out_param.dtype, ulps=4, scale=1.0)
+    np.testing.assert_allclose(got, np.asarray(want, np.float64), **tol)
