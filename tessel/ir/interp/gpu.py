@@ -100,6 +100,7 @@ class _Unit:
         self.cluster_state: dict = {}
         self.race = tracker.unit(bids, tids) if tracker is not None else None
         self.bufs, self.glob = bufs, glob
+        self.group_cache: dict = {}
 
     def hooks(self, i: int):
         if self.race is None:
@@ -216,6 +217,12 @@ class _Unit:
 
     def group(self, scope: str, i: int) -> tuple:
         """The collective group of thread `i` for `scope`: (key, member ids)."""
+        out = self.group_cache.get((scope, i))
+        if out is None:
+            out = self.group_cache[(scope, i)] = self.make_group(scope, i)
+        return out
+
+    def make_group(self, scope: str, i: int) -> tuple:
         nt = self.nt
         b, k = divmod(i, nt)
         if scope == "cluster":
@@ -334,20 +341,29 @@ class _Unit:
             return
         shape = tuple(shape)
         by_shadow: dict = {}
+        lookup = self.tracker.by_array.get
         for lane, ref in enumerate(refs):
             if ref is None:
                 continue
-            s = self.tracker.lookup(ref.array)
+            s = lookup(id(ref.array))
             if s is None:
                 continue
-            ref.region(shape)  # bounds check, with its message
-            by_shadow.setdefault(id(s), (s, [], []))
-            _, flats, actors = by_shadow[id(s)]
-            flats.append(_flat(ref.start, shape, ref.buffer.shape))
-            actors.append(np.full(flats[-1].size, ctx.actor(lane), np.int64))
-        site = self.tracker.site(ctx.site) if by_shadow else 0
-        for s, flats, actors in by_shadow.values():
-            self.tracker.access(self.race, s, np.concatenate(actors), np.concatenate(flats), site, write, atomic)
+            start = 0
+            for i, d in zip(ref.start, ref.buffer.shape):
+                start = start * d + int(i)
+            entry = by_shadow.get(id(s))
+            if entry is None:
+                entry = by_shadow[id(s)] = (s, [], [], ref.buffer.shape)
+            entry[1].append(start)
+            entry[2].append(ctx.actor(lane))
+        if not by_shadow:
+            return
+        site = self.tracker.site(ctx.site)
+        for s, starts, actors, full in by_shadow.values():
+            off = _flat((0,) * len(shape), shape, full)
+            flat = (np.asarray(starts, np.int64)[:, None] + off[None, :]).reshape(-1)
+            self.tracker.access(self.race, s, np.repeat(np.asarray(actors, np.int64), off.size), flat, site, write,
+                                atomic)
 
     def release(self, actor: int, key) -> None:
         if self.race is not None:

@@ -87,19 +87,23 @@ class Unit:
 
 
 class Shadow:
-    """The access history of one buffer instance (see the module docstring)."""
+    """The access history of one buffer instance (see the module docstring): per element the last
+    write, and up to READ_SLOTS concurrent reads since it (more spill into `extra`)."""
 
     def __init__(self, buffer: Buffer, array: np.ndarray, what: str):
         n = array.size
-        self.buffer, self.array, self.what = buffer, array, what
+        self.buffer, self.array, self.what, self.unit = buffer, array, what, None
         self.w_gid = np.full(n, -1, np.int64)
         self.w_clk = np.zeros(n, np.int64)
         self.w_site = np.zeros(n, np.int64)
         self.w_atom = np.zeros(n, bool)
-        self.r_gid = np.full(n, -1, np.int64)
-        self.r_clk = np.zeros(n, np.int64)
-        self.r_site = np.zeros(n, np.int64)
-        self.multi: dict[int, dict] = {}  # flat index -> {gid: (clock, site)}: concurrent reads
+        self.r_gid = np.full((n, READ_SLOTS), -1, np.int64)
+        self.r_clk = np.zeros((n, READ_SLOTS), np.int64)
+        self.r_site = np.zeros((n, READ_SLOTS), np.int64)
+        self.extra: dict[int, dict] = {}  # flat index -> {gid: (clock, site)}: reads past the slots
+
+
+READ_SLOTS = 4  # concurrent reads of one element kept in arrays (a read ordered before a later one is dropped)
 
 
 class Tracker:
@@ -187,11 +191,11 @@ class Tracker:
         me = base + actor
         ui = unit.index
         stride = self.stride
-        clock = unit.clock
-        row = clock[actor]
-        w_gid, w_clk, r_gid, r_clk, r_site, w_site, w_atom = (s.w_gid, s.w_clk, s.r_gid, s.r_clk, s.r_site,
-                                                              s.w_site, s.w_atom)
-        multi = s.multi
+        row = unit.clock[actor]
+        w_gid, w_clk, w_site, w_atom = s.w_gid, s.w_clk, s.w_site, s.w_atom
+        r_gid, r_clk, r_site = s.r_gid, s.r_clk, s.r_site
+        extra = s.extra
+        slots = range(READ_SLOTS)
 
         def ordered(g, c) -> bool:
             return g == me or (g // stride == ui and c <= row[g - base])
@@ -200,30 +204,36 @@ class Tracker:
             g = w_gid[i]
             if g >= 0 and g != me and not ordered(g, w_clk[i]):
                 raise self.race(s, i, ("read", me, site), ("write", int(g), int(w_site[i])))
-            g = r_gid[i]
+            gs = r_gid[i].tolist()
+            free = -1
+            for k in slots:
+                g = gs[k]
+                if g < 0 or g == me or (g // stride == ui and r_clk[i, k] <= row[g - base]):
+                    if free < 0:
+                        free = k
+                    elif g >= 0:
+                        r_gid[i, k] = -1  # ordered before this read: this one covers it
             now = row[actor]
-            if multi and i in multi:
-                self._promote(s, i, me, now, site)
-            elif g == me or g < 0 or ordered(g, r_clk[i]):
-                r_gid[i] = me
-                r_clk[i] = now
-                r_site[i] = site
+            if free >= 0:
+                r_gid[i, free] = me
+                r_clk[i, free] = now
+                r_site[i, free] = site
             else:
-                self._promote(s, i, me, now, site)
+                extra.setdefault(i, {})[me] = (int(now), site)
 
         def wr(i, site, atomic=False):
             g = w_gid[i]
             if g >= 0 and g != me and not ordered(g, w_clk[i]) and not (atomic and w_atom[i]):
                 raise self.race(s, i, ("write", me, site), ("write", int(g), int(w_site[i])))
-            g = r_gid[i]
-            if g >= 0 and g != me and not ordered(g, r_clk[i]):
-                raise self.race(s, i, ("write", me, site), ("read", int(g), int(r_site[i])))
-            if multi:
-                reads = multi.pop(i, None)
-                if reads:
-                    for g, (c, st) in reads.items():
-                        if not ordered(g, c):
-                            raise self.race(s, i, ("write", me, site), ("read", g, st))
+            gs = r_gid[i].tolist()
+            for k in slots:
+                g = gs[k]
+                if g >= 0 and g != me and not ordered(g, r_clk[i, k]):
+                    raise self.race(s, i, ("write", me, site), ("read", g, int(r_site[i, k])))
+            if extra:
+                for g, (c, st) in extra.pop(i, {}).items():
+                    if not ordered(g, c):
+                        raise self.race(s, i, ("write", me, site), ("read", g, st))
             w_gid[i] = me
             w_clk[i] = row[actor]
             w_site[i] = site
@@ -232,74 +242,72 @@ class Tracker:
 
         return rd, wr
 
-    def _promote(self, s: Shadow, i: int, gid: int, clk: int, site: int) -> None:
-        reads = s.multi.get(i)
-        if reads is None:
-            reads = s.multi[i] = {int(s.r_gid[i]): (int(s.r_clk[i]), int(s.r_site[i]))}
-        reads[gid] = (int(clk), site)
-        s.r_gid[i] = gid  # the latest read stays as the epoch too (for messages)
-        s.r_clk[i] = clk
-        s.r_site[i] = site
-
     # -- region accesses (intrinsics) ----------------------------------------------------------
 
     def access(self, unit: Unit, s: Shadow, actors, flat, site: int, write: bool, atomic: bool = False) -> None:
         """Check and record accesses of elements `flat` (int array) by `actors` (int array of the
-        same length, or one int) of `unit`."""
+        same length, or one int) of `unit`. Out-of-range indices are left to the intrinsic's own
+        bounds check."""
         flat = np.asarray(flat, np.int64).reshape(-1)
-        if flat.size == 0:
+        if flat.size == 0 or flat.min() < 0 or flat.max() >= s.w_gid.size:
             return
         actors = np.broadcast_to(np.asarray(actors, np.int64), flat.shape)
-        if np.unique(flat).size != flat.size:  # one element twice in one call: one access at a time
+        if flat.size > 1 and np.unique(flat).size != flat.size:  # an element twice: one access at a time
             for a, i in zip(actors.tolist(), flat.tolist()):
                 self.access(unit, s, a, np.array([i]), site, write, atomic)
             return
-        base = unit.index * self.stride
+        stride, ui = self.stride, unit.index
+        base = ui * stride
         me = actors + base
         clock = unit.clock
         now = clock[actors, actors]
 
-        def unordered(g, c):
-            local = g // self.stride == unit.index
-            known = clock[actors, np.where(local, g - base, 0)]
-            return (g >= 0) & (g != me) & (~local | (c > known))
-
+        # the last write must be ordered before any access (unless both are atomic writes)
         g = s.w_gid[flat]
-        bad = unordered(g, s.w_clk[flat])
+        local = g // stride == ui
+        bad = (g >= 0) & (g != me) & (~local | (s.w_clk[flat] > clock[actors, np.where(local, g - base, 0)]))
         if write and atomic:
             bad &= ~s.w_atom[flat]
         if bad.any():
             k = int(np.argmax(bad))
             raise self.race(s, flat[k], ("write" if write else "read", int(me[k]), site),
                             ("write", int(g[k]), int(s.w_site[flat[k]])))
-        rg = s.r_gid[flat]
-        in_multi = np.zeros(flat.shape, bool)
-        if s.multi:
-            in_multi = np.fromiter((int(i) in s.multi for i in flat), bool, flat.size)
+        # the reads since: ordered before this access (replaceable by a read, required by a write)
+        sg, sc = s.r_gid[flat], s.r_clk[flat]
+        local = (sg // stride == ui) & (sg >= 0)
+        known = clock[actors[:, None], np.where(local, sg - base, 0)]
+        before = (sg < 0) | (sg == me[:, None]) | (local & (sc <= known))
         if write:
-            bad = unordered(rg, s.r_clk[flat]) & ~in_multi
-            if bad.any():
-                k = int(np.argmax(bad))
-                raise self.race(s, flat[k], ("write", int(me[k]), site), ("read", int(rg[k]), int(s.r_site[flat[k]])))
-            for k in np.flatnonzero(in_multi).tolist():
-                i = int(flat[k])
-                a = int(actors[k])
-                for g0, (c, st) in s.multi.pop(i).items():
-                    if g0 != me[k] and not (g0 // self.stride == unit.index and c <= clock[a, g0 - base]):
-                        raise self.race(s, i, ("write", int(me[k]), site), ("read", g0, st))
+            if not before.all():
+                k, j = np.argwhere(~before)[0]
+                raise self.race(s, flat[k], ("write", int(me[k]), site), ("read", int(sg[k, j]),
+                                                                          int(s.r_site[flat[k], j])))
+            if s.extra:
+                for k in np.flatnonzero(np.fromiter((int(i) in s.extra for i in flat), bool, flat.size)).tolist():
+                    a, i = int(actors[k]), int(flat[k])
+                    for g0, (c, st) in s.extra.pop(i).items():
+                        if g0 != me[k] and not (g0 // stride == ui and c <= clock[a, g0 - base]):
+                            raise self.race(s, i, ("write", int(me[k]), site), ("read", g0, st))
             s.w_gid[flat] = me
             s.w_clk[flat] = now
             s.w_site[flat] = site
             s.w_atom[flat] = atomic
             s.r_gid[flat] = -1
             return
-        excl = ~in_multi & ~unordered(rg, s.r_clk[flat])
-        idx = flat[excl]
-        s.r_gid[idx] = me[excl]
-        s.r_clk[idx] = now[excl]
-        s.r_site[idx] = site
-        for k in np.flatnonzero(~excl).tolist():
-            self._promote(s, int(flat[k]), int(me[k]), int(now[k]), site)
+        has = before.any(axis=1)
+        first = before.argmax(axis=1)
+        rows = np.arange(flat.size)
+        drop = before & (sg >= 0)
+        drop[rows, first] = False
+        sg[drop] = -1  # reads ordered before this one: it covers them
+        ss = s.r_site[flat]
+        rh, fh = rows[has], first[has]
+        sg[rh, fh] = me[has]
+        sc[rh, fh] = now[has]
+        ss[rh, fh] = site
+        s.r_gid[flat], s.r_clk[flat], s.r_site[flat] = sg, sc, ss
+        for k in np.flatnonzero(~has).tolist():
+            s.extra.setdefault(int(flat[k]), {})[int(me[k])] = (int(now[k]), site)
 
 
 __all__ = ["RaceError", "Shadow", "Tracker", "Unit"]

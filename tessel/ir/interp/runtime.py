@@ -252,15 +252,20 @@ class Ref:
 
     def region(self, shape: tuple) -> np.ndarray:
         shape = tuple(shape)
-        if len(shape) != len(self.start):
+        start, full_shape = self.start, self.buffer.shape
+        if len(shape) != len(start):
             raise ExecutionError(f"kernel '{self.kernel}': region of rank {len(shape)} asked of buffer "
-                                 f"'{self.buffer.name}' indexed with {len(self.start)} indices")
-        full = self.array.reshape(self.buffer.shape)
-        for s, n, d in zip(self.start, shape, self.buffer.shape):
+                                 f"'{self.buffer.name}' indexed with {len(start)} indices")
+        flat = 0  # a run along the last dimension (ones before it) is a flat slice: the fast case
+        for s, n, d in zip(start, shape, full_shape):
             if s < 0 or s + n > d:
-                raise ExecutionError(f"kernel '{self.kernel}': region {shape} at {self.start} of buffer "
-                                     f"'{self.buffer.name}' leaves its shape {self.buffer.shape}")
-        return full[tuple(slice(s, s + n) for s, n in zip(self.start, shape))]
+                raise ExecutionError(f"kernel '{self.kernel}': region {shape} at {start} of buffer "
+                                     f"'{self.buffer.name}' leaves its shape {full_shape}")
+            flat = flat * d + s
+        if all(n == 1 for n in shape[:-1]) and shape:
+            return self.array[flat:flat + shape[-1]].reshape(shape)
+        full = self.array.reshape(full_shape)
+        return full[tuple(slice(s, s + n) for s, n in zip(start, shape))]
 
     def __repr__(self) -> str:
         return f"Ref({self.buffer.name}, {self.start})"

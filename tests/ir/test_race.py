@@ -1,0 +1,311 @@
+"""The race checker: small hand-built kernels that race (a missing barrier, a write-after-read
+across loop iterations, two writes, warps around ldmatrix / mma, blocks on global memory, a read
+before its cp.async wait) raise RaceError naming the kernel, the buffer, the element, both
+threads and both statements; the same kernels with the synchronisation present run and match
+numpy. The scheduler's order is seeded: not linear, varied by the seed, reproduced by it."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tessel.ir.interp import Context, ExecutionError, Interpreter, IntrinsicImpl, RaceError, run
+from tessel.ir.intrinsics import copy_name, ldmatrix_name, mma_name
+from tessel.ir.nodes import (
+    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Store, Var, seq,
+)
+
+WAIT0 = Intrinsic("cp.async.wait_group", (Const(0, "int32"),))
+COMMIT = Intrinsic("cp.async.commit_group", ())
+
+
+def _rotate(n: int, barrier: bool) -> Kernel:
+    """O[t] = A[(t + 1) % n] through shared memory: a read-after-write between threads."""
+    A, O, S = Buffer("A", (n,)), Buffer("O", (n,)), Buffer("S", (n,), "float32", "shared")
+    t = Var("t")
+    body = seq(Store(S, (t,), A[t]), Barrier() if barrier else None, Store(O, (t,), S[(t + 1) % n]))
+    return Kernel("rotate", (A, O), Allocate(S, For(t, n, body, "threadIdx.x")), target="cuda")
+
+
+def test_missing_barrier_read_after_write_names_everything():
+    a = np.random.default_rng(1).standard_normal(8).astype(np.float32)
+    o = np.zeros(8, np.float32)
+    with pytest.raises(RaceError) as e:
+        run(_rotate(8, False), a, o, seed=5)
+    msg = str(e.value)
+    assert "kernel 'rotate'" in msg and "shared buffer 'S'" in msg
+    m = re.search(r"element \((\d),\): (read|write) by \(block \(0, 0, 0\), thread \((\d), 0, 0\)\) at '(.*?)' "
+                  r"and earlier (read|write) by \(block \(0, 0, 0\), thread \((\d), 0, 0\)\) at '(.*?)'", msg)
+    assert m, msg
+    elem, k1, t1, site1, k0, t0, site0 = m.groups()
+    assert {k1, k0} == {"read", "write"} and t1 != t0
+    reader, writer = (t1, t0) if k1 == "read" else (t0, t1)
+    assert (int(reader) + 1) % 8 == int(elem) == int(writer)  # the reader of S[t + 1] and its writer
+    assert {site1.split(" ")[0], site0.split(" ")[0]} == {"load", "store"}
+    assert "seed 5" in msg
+    run(_rotate(8, True), a, o)
+    np.testing.assert_array_equal(o, np.roll(a, -1))
+
+
+def _accumulate(n: int, steps: int, end_barrier: bool) -> Kernel:
+    """Per step k: S[t] = A[k, t]; barrier; O[k, t] = S[(t + 1) % n]; [barrier]. Without the last
+    barrier, step k + 1's write of S races with step k's read by the neighbour (WAR)."""
+    A, O, S = Buffer("A", (steps, n)), Buffer("O", (steps, n)), Buffer("S", (n,), "float32", "shared")
+    t, k = Var("t"), Var("k")
+    step = seq(Store(S, (t,), A[k, t]), Barrier(), Store(O, (k, t), S[(t + 1) % n]),
+               Barrier() if end_barrier else None)
+    return Kernel("acc", (A, O), Allocate(S, For(t, n, For(k, steps, step), "threadIdx.x")), target="cuda")
+
+
+def test_write_after_read_across_loop_iterations():
+    a = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
+    o = np.zeros((3, 16), np.float32)
+    with pytest.raises(RaceError, match=r"'S' element \(\d+,\): write by .* at 'store S\[t\].*earlier read by "
+                                        r".* at 'load S\[\(\(t \+ 1\) % 16\)\]"):
+        run(_accumulate(16, 3, False), a, o)
+    run(_accumulate(16, 3, True), a, o)
+    np.testing.assert_array_equal(o, np.roll(a, -1, axis=1))
+
+
+def test_two_threads_writing_one_element():
+    O, S = Buffer("O", (1,), "int32"), Buffer("S", (1,), "int32", "shared")
+    t = Var("t")
+    for guard, racy in ((t < 2, True), (t.eq(1), False)):
+        body = seq(IfThenElse(guard, Store(S, (0,), t)), Barrier(), IfThenElse(t.eq(0), Store(O, (0,), S[0])))
+        k = Kernel("waw", (O,), Allocate(S, For(t, 4, body, "threadIdx.x")), target="cuda")
+        o = np.zeros(1, np.int32)
+        if racy:
+            with pytest.raises(RaceError, match=r"'S' element \(0,\): write by .*thread \([01], 0, 0\).* earlier "
+                                                r"write by .*thread \([01], 0, 0\)"):
+                run(k, o)
+        else:
+            run(k, o)
+            assert o[0] == 1
+
+
+def _warps_ldmatrix_mma(barrier: bool) -> Kernel:
+    """Warp 1 writes a 16x16 A and a 16x8 B tile to shared memory; warp 0 loads them with ldmatrix
+    and multiplies with mma.sync: without a barrier between, warp 0 races with warp 1."""
+    dt = "float16"
+    GA, GB, D = Buffer("GA", (16, 16), dt), Buffer("GB", (16, 8), dt), Buffer("D", (32, 4), "float32")
+    SA, SB = Buffer("SA", (16, 16), dt, "shared"), Buffer("SB", (16, 8), dt, "shared")
+    FA, FB = Buffer("FA", (8,), dt, "local"), Buffer("FB", (4,), dt, "local")
+    FC = Buffer("FC", (4,), "float32", "local")
+    t, e, r = Var("t"), Var("e"), Var("r")
+    lane = t - 32
+    fill = seq(For(e, 8, Store(SA, ((lane * 8 + e) // 16, (lane * 8 + e) % 16), GA[(lane * 8 + e) // 16,
+                                                                                     (lane * 8 + e) % 16])),
+               For(e, 4, Store(SB, ((lane * 4 + e) // 8, (lane * 4 + e) % 8), GB[(lane * 4 + e) // 8,
+                                                                                (lane * 4 + e) % 8])))
+    compute = Allocate(FA, Allocate(FB, Allocate(FC, seq(
+        For(r, 4, Store(FC, (r,), Const(0.0, "float32"))),
+        Intrinsic(ldmatrix_name(4, False), (BufferRef(FA, (0,)), BufferRef(SA, (t % 16, (t // 16) * 8)))),
+        Intrinsic(ldmatrix_name(2, True), (BufferRef(FB, (0,)), BufferRef(SB, (t % 16, 0)))),
+        Intrinsic(mma_name(dt), (BufferRef(FC, (0,)), BufferRef(FA, (0,)), BufferRef(FB, (0,)), BufferRef(FC, (0,)))),
+        For(r, 4, Store(D, (t, r), FC[r]))))))
+    body = seq(IfThenElse(t >= 32, fill), Barrier() if barrier else None, IfThenElse(t < 32, compute))
+    return Kernel("warps", (GA, GB, D), Allocate(SA, Allocate(SB, For(t, 64, body, "threadIdx.x"))), target="cuda")
+
+
+def test_race_between_warps_around_ldmatrix_and_mma():
+    from tessel.ir.intrinsics import ACC
+
+    rng = np.random.default_rng(3)
+    ga, gb = rng.standard_normal((16, 16)).astype(np.float16), rng.standard_normal((16, 8)).astype(np.float16)
+    d = np.zeros((32, 4), np.float32)
+    with pytest.raises(RaceError, match=r"shared buffer 'S[AB]' .*: read by \(block \(0, 0, 0\), thread "
+                                        r"\(\d+, 0, 0\)\) at 'ldmatrix.* earlier write by .*thread "
+                                        r"\((3[2-9]|[4-6]\d), 0, 0\)\) at 'store S[AB]"):
+        run(_warps_ldmatrix_mma(False), ga, gb, d)
+    run(_warps_ldmatrix_mma(True), ga, gb, d)
+    want = ga.astype(np.float64) @ gb.astype(np.float64)
+    rows, cols = ACC.table()
+    np.testing.assert_allclose(d, want[rows, cols], rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_racing_on_global_memory():
+    """Block b writes O[b] and reads O[b + 1]: the blocks are unordered, whatever order they run in."""
+    O, A = Buffer("O", (5,)), Buffer("A", (4,))
+    b = Var("b")
+    k = Kernel("neighbours", (A, O), For(b, 4, seq(Store(O, (b,), A[b]), Store(O, (b + 1,), O[b + 1] + 1.0)),
+                                          "blockIdx.x"), target="cuda")
+    with pytest.raises(RaceError, match=r"global buffer 'O' element \(\d,\): .* by \(block \(\d, 0, 0\), .*"
+                                        r"different blocks of a grid are unordered"):
+        run(k, np.ones(4, np.float32), np.zeros(5, np.float32))
+    fine = Kernel("own", (A, O), For(b, 4, seq(Store(O, (b,), A[b]), Store(O, (b,), O[b] + 1.0)), "blockIdx.x"),
+                  target="cuda")
+    a, o = np.random.default_rng(4).standard_normal(4).astype(np.float32), np.zeros(5, np.float32)
+    run(fine, a, o)
+    np.testing.assert_array_equal(o[:4], a + 1)
+
+
+def _atomic_add(ctx: Context, ref, value):
+    ctx.write(ctx.actor(0), ref, (1,), atomic=True)
+    ref.region((1,))[0] += value
+
+
+def _plain_add(ctx: Context, ref, value):
+    ctx.write(ctx.actor(0), ref, (1,))
+    ref.region((1,))[0] += value
+
+
+def test_atomics_from_different_blocks_do_not_race():
+    O, A = Buffer("O", (1,)), Buffer("A", (6,))
+    b = Var("b")
+    impls = {"add": IntrinsicImpl(_atomic_add, with_context=True),
+             "plain": IntrinsicImpl(_plain_add, with_context=True)}
+    a = np.random.default_rng(5).standard_normal(6).astype(np.float32)
+    for name in ("add", "plain"):
+        k = Kernel("red", (A, O), For(b, 6, Intrinsic(name, (BufferRef(O, (0,)), A[b])), "blockIdx.x"), target="cuda")
+        o = np.zeros(1, np.float32)
+        if name == "add":
+            Interpreter(impls).run(k, a, o)
+            np.testing.assert_allclose(o[0], a.sum(), rtol=1e-5)
+        else:
+            with pytest.raises(RaceError, match="different blocks"):
+                Interpreter(impls).run(k, a, o)
+
+
+def _cp_async_kernel(wait: bool, barrier: bool, neighbour: bool) -> Kernel:
+    """Each thread cp.asyncs 4 floats of G into S, [waits], [barrier], reads its own (or the next
+    thread's) 4 floats back into O."""
+    n = 8
+    G, O, S = Buffer("G", (n, 4)), Buffer("O", (n, 4)), Buffer("S", (n, 4), "float32", "shared")
+    t, e = Var("t"), Var("e")
+    src = (t + 1) % n if neighbour else t
+    body = seq(Intrinsic(copy_name("cg", 16), (BufferRef(S, (t, 0)), BufferRef(G, (t, 0)))), COMMIT,
+               WAIT0 if wait else None, Barrier() if barrier else None, For(e, 4, Store(O, (t, e), S[src, e])))
+    return Kernel("cpa", (G, O), Allocate(S, For(t, n, body, "threadIdx.x")), target="cuda")
+
+
+def test_read_before_its_cp_async_wait():
+    g = np.random.default_rng(6).standard_normal((8, 4)).astype(np.float32)
+    o = np.zeros((8, 4), np.float32)
+    with pytest.raises(RaceError, match=r"read by \(block \(0, 0, 0\), thread \((\d), 0, 0\)\) at 'load S.*earlier "
+                                        r"write by async proxy of \(block \(0, 0, 0\), thread \(\1, 0, 0\)\) at "
+                                        r"'cp.async.cg.shared.global.16 #1': read before its cp.async wait"):
+        run(_cp_async_kernel(wait=False, barrier=True, neighbour=False), g, o)
+    # its own copy after the wait: fine without a barrier; the neighbour's needs the barrier too
+    run(_cp_async_kernel(wait=True, barrier=False, neighbour=False), g, o)
+    np.testing.assert_array_equal(o, g)
+    with pytest.raises(RaceError, match="without a wait for the cp.async then a barrier"):
+        run(_cp_async_kernel(wait=True, barrier=False, neighbour=True), g, o)
+    run(_cp_async_kernel(wait=True, barrier=True, neighbour=True), g, o)
+    np.testing.assert_array_equal(o, np.roll(g, -1, axis=0))
+    # without race checking the early read sees the poison the fresh shared buffer holds
+    run(_cp_async_kernel(wait=False, barrier=True, neighbour=False), g, o, race_check=False)
+    assert np.isnan(o).all()
+
+
+def _last_writer(n: int, barrier: bool) -> Kernel:
+    O, t = Buffer("O", (1,), "int32"), Var("t")
+    return Kernel("last", (O,), For(t, n, seq(Barrier() if barrier else None, Store(O, (0,), t)), "threadIdx.x"),
+                  target="cuda")
+
+
+@pytest.mark.parametrize("barrier", [False, True])
+def test_seeds_vary_the_order_and_reproduce_it(barrier):
+    """Every thread stores its id to O[0] (a race, so unchecked): the survivor is the thread that
+    ran last. Linear order would always leave 63."""
+    k = _last_writer(64, barrier)
+    last = {}
+    for seed in range(8):
+        o = np.zeros(1, np.int32)
+        run(k, o, seed=seed, race_check=False)
+        last[seed] = int(o[0])
+        again = np.zeros(1, np.int32)
+        run(k, again, seed=seed, race_check=False)
+        assert again[0] == o[0]
+    assert len(set(last.values())) > 2 and set(last.values()) != {63}
+    with pytest.raises(RaceError, match="'O' element \\(0,\\)"):
+        run(k, np.zeros(1, np.int32))
+
+
+def _flag_impls():
+    """A producer's `signal` and a consumer's blocking `wait_flag`, on release / acquire."""
+    def signal(ctx: Context):
+        ctx.release(ctx.actor(0), "flag")
+        ctx.state["flag"] = True
+
+    def ready(ctx: Context):
+        return ctx.state.get("flag", False)
+
+    def wait(ctx: Context):
+        ctx.acquire(ctx.actor(0), "flag")
+
+    def no_acquire(ctx: Context):
+        pass
+
+    return {"signal": IntrinsicImpl(signal, with_context=True),
+            "wait_flag": IntrinsicImpl(wait, with_context=True, ready=ready),
+            "wait_blind": IntrinsicImpl(no_acquire, with_context=True, ready=ready),
+            "never": IntrinsicImpl(no_acquire, with_context=True, ready=lambda ctx: False)}
+
+
+def _producer_consumer(wait: str) -> Kernel:
+    """Warp 1 (producer) fills S and signals; warp 0 (consumer) first does its own work, then waits
+    for the flag and reads S; no block barrier at all (warp specialisation)."""
+    A, O, P, S = Buffer("A", (32,)), Buffer("O", (32,)), Buffer("P", (32,)), Buffer("S", (32,), "float32", "shared")
+    t = Var("t")
+    producer = seq(Store(S, (t - 32,), A[t - 32] * 2.0), Intrinsic("signal", ()))
+    consumer = seq(Store(P, (t,), A[t] + 1.0), Intrinsic(wait, ()), Store(O, (t,), S[(t + 3) % 32]))
+    body = IfThenElse(t >= 32, producer, consumer)
+    return Kernel("ws", (A, O, P), Allocate(S, For(t, 64, body, "threadIdx.x")), target="cuda")
+
+
+def test_warp_specialised_producer_and_consumer():
+    a = np.random.default_rng(7).standard_normal(32).astype(np.float32)
+    o, p = np.zeros(32, np.float32), np.zeros(32, np.float32)
+    interp = Interpreter(_flag_impls())
+    for seed in range(3):
+        interp.run(_producer_consumer("wait_flag"), a, o, p, seed=seed)
+        np.testing.assert_array_equal(o, np.roll(a * 2, -3))
+        np.testing.assert_array_equal(p, a + 1)
+    # a wait that blocks but does not acquire orders nothing: the read races with the producer
+    with pytest.raises(RaceError, match=r"'S' element .* read by .* earlier write by"):
+        interp.run(_producer_consumer("wait_blind"), a, o, p)
+
+
+def test_deadlock_names_each_wait():
+    O, t = Buffer("O", (64,)), Var("t")
+    body = seq(IfThenElse(t < 32, Intrinsic("never", ()), Barrier()), Store(O, (t,), Const(1.0, "float32")))
+    k = Kernel("stuck", (O,), For(t, 64, body, "threadIdx.x"), target="cuda")
+    with pytest.raises(ExecutionError, match=r"deadlock.*threads \(linear\) 0-31 blocked at never #1; "
+                                             r"threads \(linear\) 32-63 wait at barrier #2.*seed 9"):
+        Interpreter(_flag_impls()).run(k, np.zeros(64, np.float32), seed=9)
+
+
+def test_collectives_sync_their_warp_only():
+    """A warp shuffle orders the lanes of its warp, not the other warp: warp 1 reading what warp 0
+    wrote before its shuffle races; lanes of warp 0 reading each other's writes do not."""
+    from tessel.ir.intrinsics import shfl_name
+
+    O, S, L = Buffer("O", (64,)), Buffer("S", (64,), "float32", "shared"), Buffer("L", (1,), "float32", "local")
+    t = Var("t")
+
+    def kernel(other: int) -> Kernel:
+        shfl = Allocate(L, seq(Intrinsic(shfl_name("bfly"), (BufferRef(L, (0,)), S[t] * 0.0, Const(1, "int32"))),
+                               Store(O, (t,), S[(t // 32) * 32 + ((t + 1) % 32) if other == 0 else (t + 32) % 64])))
+        return Kernel("sh", (O,), Allocate(S, For(t, 64, seq(Store(S, (t,), Const(1.0, "float32")), shfl),
+                                                   "threadIdx.x")), target="cuda")
+
+    o = np.zeros(64, np.float32)
+    run(kernel(0), o)
+    np.testing.assert_array_equal(o, np.ones(64, np.float32))
+    with pytest.raises(RaceError, match="'S' element"):
+        run(kernel(1), o)
+
+
+def test_blocks_run_in_a_seeded_order():
+    """Each block stores its index to O[0] (a race between blocks, so unchecked): the survivor is
+    the block that ran last, which varies with the seed and repeats with it."""
+    O, b = Buffer("O", (1,), "int32"), Var("b")
+    k = Kernel("grid", (O,), For(b, 16, Store(O, (0,), b), "blockIdx.x"), target="cuda")
+    last = []
+    for seed in (0, 1, 2, 3, 0):
+        o = np.zeros(1, np.int32)
+        run(k, o, seed=seed, race_check=False)
+        last.append(int(o[0]))
+    assert last[0] == last[4] and len(set(last)) > 1
