@@ -12,6 +12,10 @@ The trace holds one "template" step (name, knobs, target, and the number of prim
 ran, which follow it), so `Schedule.replay` re-runs the template from its knobs and checks that
 it still produces the recorded primitives. Templates are registered by name (`get_template`).
 
+A template may also build its kernel as IR directly (`sch.kernel = build(...)` inside its schedule
+function, as the GEMM template does): the trace then holds the template step with no primitive
+steps after it, and replay reproduces the kernel by re-running the template from its knobs.
+
 `template.space(kernel, target)` is the autotuner's view: iterate, index or sample the points
 (knob dicts, JSON-able), check each with the reason it is invalid, and count what the constraints
 prune.

@@ -203,6 +203,28 @@ def test_replay_runs_the_template_from_its_knobs(registered):
     assert s2.kernel == sch.kernel
 
 
+def test_a_template_that_builds_ir_directly_replays_from_its_knobs():
+    import dataclasses
+
+    from tessel.ir.nodes import Const, Load, Store, rewrite, walk
+
+    def build(sch, knobs, ctx):  # builds the kernel itself (B = A * 2 * scale), no primitives
+        scale = Const(float(knobs["scale"]), "float32")
+        body = rewrite(sch.kernel.body, lambda n: Store(n.buffer, n.indices, n.value.a * scale)
+                       if isinstance(n, Store) and isinstance(n.value.a, Load) else None, fixpoint=False)
+        sch.kernel = dataclasses.replace(sch.kernel, body=body)
+
+    tpl = register(Template("test.direct", [Choice("scale", (2, 3))], build, targets=("cpu",)))
+    try:
+        kernel = copy_kernel(8)
+        sch = tpl.apply(kernel, {"scale": 3}, "cpu")
+        assert [s.primitive for s in sch.trace] == ["template"] and sch.trace[0].args["steps"] == 0
+        assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel != kernel
+        assert any(isinstance(n, Const) and n.value == 3.0 for n in walk(sch.kernel.body))
+    finally:
+        unregister("test.direct")
+
+
 def test_replay_notices_a_template_that_changed(registered):
     kernel = copy_kernel()
     trace = json.loads(COPY.apply(kernel, {"tile": 64}, "cuda").trace_json())
