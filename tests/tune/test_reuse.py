@@ -1,0 +1,122 @@
+"""Tuning into a log and reusing it: build(tuning_log=) and compile(tuning_log=) apply the best
+record with no measurement; records of another target are not applied; workloads without a record
+are listed in one warning; a resumed run measures no configuration twice."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import tessel as ts
+from tessel.schedules.template import get_template
+from tessel.tune import isolate, measure
+from tessel.tune.records import Record, TargetInfo, TuningLog, Workload, workload_key
+from tests.tune.helpers import FakeExecutor, matmul
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was measured")
+
+    monkeypatch.setattr(measure.LocalExecutor, "measure", refuse)
+    monkeypatch.setattr(isolate, "run_isolated", refuse)
+    monkeypatch.setattr(measure, "run_isolated", refuse)
+
+
+def _check(kern, n):
+    rng = np.random.default_rng()
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    c = rng.standard_normal((n, n), dtype=np.float32)
+    kern(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_build_applies_the_best_record_without_measuring(tmp_path, monkeypatch):
+    log = tmp_path / "t.jsonl"
+    fake = FakeExecutor()
+    res = ts.tune(matmul(32), target="cpu", trials=12, log=log, executor=fake, batch=4)
+    assert fake.count == 12 and res.trials == 12
+    best = res.workloads[0].best
+    assert best.knobs["tile_rows"] == min(fake.seen, key=fake.cost)["tile_rows"]
+    with monkeypatch.context() as m:
+        m.setattr(measure.LocalExecutor, "measure", lambda *a: pytest.fail("measured"))
+        m.setattr(measure, "run_isolated", lambda *a, **k: pytest.fail("measured"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the log has this workload: no warning
+            kern = ts.build(matmul(32), target="cpu", tuning_log=log)
+    assert fake.count == 12  # nothing more measured
+    tpl = get_template(best.template)
+    want = ts.build(matmul(32), target="cpu", schedule=lambda ir: tpl.apply(ir, best.knobs, "cpu")).ir
+    assert kern.ir == want
+    assert kern.ir != ts.build(matmul(32), target="cpu").ir  # the tuned knobs are not the defaults here
+    _check(kern, 32)
+
+
+def test_other_target_record_is_not_applied(tmp_path, no_measuring):
+    log = tmp_path / "t.jsonl"
+    key = workload_key(ts.lower(matmul(32)))
+    there = TargetInfo("cpu", "some-other-cpu", "elsewhere")
+    TuningLog(log).append(Record.new(Workload(key, "C"), there, "cpu.generic", {"tile_rows": 2, "tile_cols": 4},
+                                     time=1e-9))
+    with pytest.warns(UserWarning, match="only for other targets.*some-other-cpu"):
+        kern = ts.build(matmul(32), target="cpu", tuning_log=log)
+    assert kern.ir == ts.build(matmul(32), target="cpu").ir
+    _check(kern, 32)
+
+
+def test_missing_workload_falls_back_with_one_warning(tmp_path, no_measuring):
+    log = tmp_path / "t.jsonl"
+    log.write_text("")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        kern = ts.build(matmul(16), target="cpu", tuning_log=log)
+    msgs = [str(x.message) for x in w if "tuning log" in str(x.message)]
+    assert len(msgs) == 1 and "1 workload(s) have no record" in msgs[0] and "C(A: float32[16, 16]" in msgs[0]
+    _check(kern, 16)
+
+
+def test_resume_measures_no_configuration_twice(tmp_path):
+    log = tmp_path / "t.jsonl"
+    first, second = FakeExecutor(), FakeExecutor()
+    ts.tune(matmul(32), target="cpu", trials=10, log=log, executor=first, batch=5, seed=0)
+    ts.tune(matmul(32), target="cpu", trials=10, log=log, executor=second, batch=5, seed=0)
+    a = {json.dumps(k, sort_keys=True) for k in first.seen}
+    b = {json.dumps(k, sort_keys=True) for k in second.seen}
+    assert len(a) == 10 and len(b) == 10 and not a & b
+    recs = TuningLog(log).read().records
+    assert len({r.knob_key() for r in recs}) == len(recs) == 20
+
+
+def test_compile_applies_records_to_model_kernels(tmp_path, monkeypatch):
+    from tessel.frontend.builder import GraphBuilder
+
+    def model():
+        g = GraphBuilder("mlp")
+        x = g.input("x", (32, 32))
+        w = g.input("w", (32, 32))
+        g.output(g.relu(g.matmul(x, w)))
+        return g
+
+    log = tmp_path / "t.jsonl"
+    fake = FakeExecutor()
+    res = ts.tune(model(), target="cpu", trials=8, log=log, executor=fake, batch=4)
+    assert res.trials == 8 and all(w.best is not None for w in res.workloads)
+    monkeypatch.setattr(measure.LocalExecutor, "measure", lambda *a: pytest.fail("measured"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cm = ts.compile(model(), target="cpu", tuning_log=log)
+    rng = np.random.default_rng()
+    x, w = rng.standard_normal((32, 32), dtype=np.float32), rng.standard_normal((32, 32), dtype=np.float32)
+    np.testing.assert_allclose(cm(x, w), np.maximum(x @ w, 0), rtol=1e-4, atol=1e-4)
+    assert fake.count == 8
+
+
+def test_end_to_end_real_measurement(tmp_path):
+    log = tmp_path / "t.jsonl"
+    res = ts.tune(matmul(32), target="cpu", trials=3, log=log, batch=3, seed=1)
+    recs = TuningLog(log).read().records
+    assert len(recs) == 3 and all(r.ok for r in recs), [r.error for r in recs]
+    assert res.workloads[0].default_time is not None and res.workloads[0].best is not None
+    _check(ts.build(matmul(32), target="cpu", tuning_log=log), 32)
