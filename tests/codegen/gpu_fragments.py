@@ -26,9 +26,10 @@ from tests.ir import test_fragments as tf
 pytestmark = pytest.mark.gpu
 
 _CT = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "int8": "signed char", "int32": "int"}
-# measured |gpu - interpreter| bounds per input kind (floats: the hardware's summation order and
-# rounding are unspecified; fp8 products are exact but Hopper accumulates them with fewer bits)
-TOL = {"f16": 1e-5, "bf16": 1e-5, "tf32": 1e-5, "e4m3": 2e-3, "e5m2": 2e-3}
+# |gpu - interpreter| bounds per input kind (floats: the hardware's summation order and rounding
+# are unspecified). Measured on an H200, 2026-12-03, 4 random trials each: f16 4.8e-7, bf16 9.5e-7,
+# tf32 4.8e-7, e4m3 0, e5m2 0 (s8/u8 compare exactly).
+TOL = {"f16": 1e-5, "bf16": 1e-5, "tf32": 1e-5, "e4m3": 1e-5, "e5m2": 1e-5}
 
 
 def _mma_kernel_src(s) -> str:
