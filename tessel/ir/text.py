@@ -19,7 +19,7 @@ format, so it is exact: floats print with repr() and a dtype suffix (`2.0f32`, `
 Grammar, informally (`#` starts a comment; newlines are not significant):
 
     kernel := 'kernel' NAME '(' [decl {',' decl}] ')' 'target' NAME [launch] block
-    launch := 'launch' 'grid' '(' INT, ... ')' 'block' '(' INT, ... ')' 'shared' INT
+    launch := 'launch' 'grid' '(' INT, ... ')' 'block' '(' INT, ... ')' 'shared' INT ['cluster' '(' INT, ... ')']
     decl   := NAME ':' DTYPE '[' [INT {',' INT}] ']' [global | shared | local]
     block  := '{' {stmt} '}'      -- no statement: Seq(()); one: itself; more: a Seq of them
     stmt   := 'for' NAME [':' DTYPE] 'in' expr [serial | parallel | vectorized | unrolled
@@ -126,7 +126,10 @@ def _launch(launch: Launch) -> str:
     def dims(t):
         return ", ".join(str(x) for x in t)
 
-    return f"launch grid({dims(launch.grid)}) block({dims(launch.block)}) shared {launch.shared_bytes}"
+    text = f"launch grid({dims(launch.grid)}) block({dims(launch.block)}) shared {launch.shared_bytes}"
+    if tuple(launch.cluster) != (1, 1, 1):
+        text += f" cluster({dims(launch.cluster)})"
+    return text
 
 
 class _Printer:

@@ -445,7 +445,9 @@ class Parser:
             self.expect("block")
             block = tuple(self.items("(", ")", self.int_lit))
             self.expect("shared")
-            launch = Launch(grid, block, self.int_lit())
+            shared = self.int_lit()
+            cluster = tuple(self.items("(", ")", self.int_lit)) if self.accept("cluster") else (1, 1, 1)
+            launch = Launch(grid, block, shared, cluster)
         for p in params:
             self.bufs[p.name] = p
         body = self.block()

@@ -12,7 +12,8 @@ scope, loop ranges, enclosing conditions), and collects every problem it finds b
   integer indices and extents, math calls on floats;
 - constant out-of-bounds accesses (see `_Checker._check_bounds`);
 - GPU structure: barriers under thread-divergent conditions, loop kinds, parallel loops nested in
-  parallel loops, shared buffers or GPU axes on a CPU kernel.
+  parallel loops, shared buffers or GPU axes on a CPU kernel, a launch cluster that does not
+  divide the grid or holds more than MAX_CLUSTER blocks.
 
 Out-of-bounds reports must never be false alarms (the verifier runs on every kernel a pass
 makes), so an access is reported only when a concrete witness is found: an assignment of the
@@ -43,11 +44,12 @@ from tessel.ir.bounds import interval
 from tessel.ir.dtypes import ALL_DTYPES, is_bool, is_float, is_int
 from tessel.ir.nodes import (
     ARITH_OPS, COMPARE_OPS, LOGIC_OPS, LOOP_KINDS, MATH_FUNCS, SCOPES, THREAD_AXES, Allocate, Barrier, Binary, Buffer,
-    BufferRef, Call, Cast, Const, Expr, For, IfThenElse, Intrinsic, Kernel, LetStmt, Load, Node, Not, Select, Seq, Stmt,
-    Store, Var, walk,
+    BufferRef, Call, Cast, Const, Expr, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Load, Node, Not, Select,
+    Seq, Stmt, Store, Var, walk,
 )
 
 _MAX_WITNESS_TRIES = 4096  # assignments tried when looking for an out-of-bounds witness
+MAX_CLUSTER = 16  # blocks per thread-block cluster (8 portable, 16 with the non-portable opt-in on sm_90)
 
 
 def verify(kernel: Kernel) -> None:
@@ -171,6 +173,8 @@ class _Checker:
         scope = _Scope()
         self.launch = kernel.launch
         self.axis_size = _launch_shape(kernel)
+        if kernel.launch is not None:
+            self.check_cluster(kernel.launch)
         for p in kernel.params:
             if not isinstance(p, Buffer):
                 self.report(f"parameter {p!r} is not a Buffer")
@@ -185,6 +189,19 @@ class _Checker:
             self.report(f"the body is a {type(kernel.body).__name__}, not a statement")
             return
         self.check_stmt(kernel.body, scope)
+
+    def check_cluster(self, launch: Launch) -> None:
+        cluster = tuple(launch.cluster)
+        if len(cluster) != 3 or any(not isinstance(c, int) or c < 1 for c in cluster):
+            self.report(f"launch cluster {cluster} must be three positive integers")
+            return
+        grid = (tuple(launch.grid) + (1, 1, 1))[:3]
+        for g, c, a in zip(grid, cluster, "xyz"):
+            if isinstance(g, int) and g % c:
+                self.report(f"launch cluster {cluster} does not divide the grid {grid} along {a}")
+        n = cluster[0] * cluster[1] * cluster[2]
+        if n > MAX_CLUSTER:
+            self.report(f"launch cluster {cluster} has {n} blocks; a cluster holds at most {MAX_CLUSTER}")
 
     def check_stmt(self, s: Stmt, scope: _Scope) -> None:
         if isinstance(s, Seq):

@@ -14,7 +14,7 @@ import pytest
 from tessel.ir.interp import Context, ExecutionError, Interpreter, IntrinsicImpl, RaceError, run
 from tessel.ir.intrinsics import copy_name, ldmatrix_name, mma_name
 from tessel.ir.nodes import (
-    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Store, Var, seq,
+    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Store, Var, seq,
 )
 
 WAIT0 = Intrinsic("cp.async.wait_group", (Const(0, "int32"),))
@@ -62,9 +62,13 @@ def _accumulate(n: int, steps: int, end_barrier: bool) -> Kernel:
 def test_write_after_read_across_loop_iterations():
     a = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
     o = np.zeros((3, 16), np.float32)
-    with pytest.raises(RaceError, match=r"'S' element \(\d+,\): write by .* at 'store S\[t\].*earlier read by "
-                                        r".* at 'load S\[\(\(t \+ 1\) % 16\)\]"):
-        run(_accumulate(16, 3, False), a, o)
+    for seed in range(4):  # whichever of the write-after-read or the read-after-write is met first
+        with pytest.raises(RaceError) as e:
+            run(_accumulate(16, 3, False), a, o, seed=seed)
+        m = re.search(r"'S' element \(\d+,\): (read|write) by .* at '(.*?) \(access \d\)' and earlier (read|write) "
+                      r"by .* at '(.*?) \(access \d\)'", str(e.value))
+        assert m and {m[1], m[3]} == {"read", "write"}, str(e.value)
+        assert {m[2], m[4]} == {"store S[t]", "load S[((t + 1) % 16)]"}
     run(_accumulate(16, 3, True), a, o)
     np.testing.assert_array_equal(o, np.roll(a, -1, axis=1))
 
@@ -309,3 +313,45 @@ def test_blocks_run_in_a_seeded_order():
         run(k, o, seed=seed, race_check=False)
         last.append(int(o[0]))
     assert last[0] == last[4] and len(set(last)) > 1
+
+
+def _peer_load(ctx: Context, dst, src, rank):
+    peer = ctx.peer_ref(src, int(rank))
+    ctx.read(ctx.actor(0), peer, (1,))
+    dst.region((1,))[0] = peer.region((1,))[0]
+
+
+def _cluster_sync(ctx: Context, lanes):
+    assert len(lanes) == ctx.cluster_size * 8  # every thread of the cluster, synchronised by the scheduler
+
+
+CLUSTER_IMPLS = {"peer_load": IntrinsicImpl(_peer_load, with_context=True),
+                 "cluster_sync": IntrinsicImpl(_cluster_sync, "cluster", with_context=True)}
+
+
+def _cluster_swap(sync: str | None) -> Kernel:
+    """Blocks of a 2-block cluster swap their halves through distributed shared memory: each
+    thread writes S[t], [syncs], then reads S[t] of the other block of its cluster."""
+    A, O = Buffer("A", (32,)), Buffer("O", (32,))
+    S, L = Buffer("S", (8,), "float32", "shared"), Buffer("L", (1,), "float32", "local")
+    b, t = Var("b"), Var("t")
+    step = {"cluster": Intrinsic("cluster_sync", ()), "block": Barrier(), None: None}[sync]
+    body = seq(Store(S, (t,), A[b * 8 + t]), step,
+               Allocate(L, seq(Intrinsic("peer_load", (BufferRef(L, (0,)), BufferRef(S, (t,)), 1 - b % 2)),
+                               Store(O, (b * 8 + t,), L[0]))))
+    return Kernel("swap", (A, O), For(b, 4, Allocate(S, For(t, 8, body, "threadIdx.x")), "blockIdx.x"),
+                  target="cuda", launch=Launch((4, 1, 1), (8, 1, 1), 0, (2, 1, 1)))
+
+
+def test_cluster_blocks_share_memory_through_peer_refs():
+    a = np.random.default_rng(8).standard_normal(32).astype(np.float32)
+    o = np.zeros(32, np.float32)
+    interp = Interpreter(CLUSTER_IMPLS)
+    for seed in range(3):
+        interp.run(_cluster_swap("cluster"), a, o, seed=seed)
+        np.testing.assert_array_equal(o, a.reshape(2, 2, 8)[:, ::-1].reshape(-1))
+    # a block barrier orders one block only: reading the peer's shared memory still races
+    for sync in ("block", None):
+        with pytest.raises(RaceError, match=r"shared buffer 'S' element \(\d,\): .*block \((\d), 0, 0\).*block "
+                                            r"\((?!\1)\d, 0, 0\).*no barrier orders them"):
+            interp.run(_cluster_swap(sync), a, o)

@@ -178,6 +178,8 @@ def test_statements_roundtrip_alone_with_buffers_given():
     for s in stmts:  # x is used outside its let in kern.body, so it needs env
         assert parse_stmt(to_text(s), env={"x": Var("x", "float32")}, buffers=bufs) == s
     assert to_text(Launch((1, 2, 3), (4, 5, 6), 7)) == "launch grid(1, 2, 3) block(4, 5, 6) shared 7"
+    assert to_text(Launch((4, 2, 1), (128, 1, 1), 0, (2, 1, 1))) == \
+        "launch grid(4, 2, 1) block(128, 1, 1) shared 0 cluster(2, 1, 1)"
     assert to_text(F) == "F: float32[8] local"
     assert to_text(BufferRef(H, (i, 0))) == "&H[i, 0]"
     assert str(Store(A, (i, j), Const(1.0, "float32"))) == "A[i, j] = 1.0f32"  # Node.__str__ prints text
@@ -388,7 +390,7 @@ def stmts(draw, depth: int = 3):
 
 @settings(deadline=None, max_examples=100)
 @given(stmts(), st.none() | st.builds(Launch, st.tuples(*[st.integers(1, 9)] * 3), st.tuples(*[st.integers(1, 9)] * 3),
-                                      st.integers(0, 2**16)))
+                                      st.integers(0, 2**16), st.tuples(*[st.integers(1, 4)] * 3)))
 def test_random_kernels_roundtrip(body, launch):
     roundtrip_kernel(Kernel("fuzz", tuple(BUFS.values()), body, "cuda" if launch else "cpu", launch))
     text = to_text(body)
@@ -522,3 +524,12 @@ def test_program_references_against_loop_computations():
     a, b, d = dsl_programs.random_inputs(tensors, rng)
     want = [[(float(a[r, c]) - float(d[r, 0])) * float(b[c]) + 0.5 for c in range(5)] for r in range(3)]
     np.testing.assert_allclose(ref(a, b, d)[0], want, rtol=1e-6)
+
+
+def test_cluster_launch_roundtrips_and_old_text_still_parses():
+    body = For(Var("b"), 4, Store(Buffer("O", (4,)), (Var("b"),), Const(1.0, "float32")), "blockIdx.x")
+    k = Kernel("cl", (Buffer("O", (4,)),), body, "cuda", Launch((4, 1, 1), (32, 1, 1), 0, (2, 1, 1)))
+    assert "cluster(2, 1, 1)" in to_text(k)
+    roundtrip_kernel(k)
+    old = parse_kernel(to_text(k).replace(" cluster(2, 1, 1)", ""))
+    assert old.launch.cluster == (1, 1, 1) and old.launch == Launch((4, 1, 1), (32, 1, 1), 0)
