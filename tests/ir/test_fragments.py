@@ -498,3 +498,30 @@ def test_new_entries_compile_with_nvcc(arch, tmp_path):
     if shutil.which("cuobjdump"):  # the tensor-core instructions are really there
         sass = subprocess.run(["cuobjdump", "-sass", str(tmp_path / "probe.cubin")], capture_output=True, text=True)
         assert "HMMA" in sass.stdout and "IMMA" in sass.stdout and "LDSM" in sass.stdout
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_printed_kernels_using_the_new_entries_compile(tmp_path):
+    """The CUDA printer's text for IR kernels calling each new entry (and the P @ V kernel with
+    acc_to_a) compiles for sm_90a: pointer types and argument order fit the wrappers."""
+    from tessel.codegen.cuda_build import INCLUDE_DIR
+    from tessel.codegen.cuda_printer import print_kernel
+
+    kernels = [_mma_kernel(s.name, s.in_dtype, s.acc, s.a.elems, s.b.elems, 4) for s in mma_shapes.SHAPES]
+    kernels += [_tile_ldmatrix_kernel(tiles.tile_ldmatrix_name(n, t), "float16", n, (24, 40), (5, 16), 40)
+                for n in (1, 2, 4) for t in (False, True)]
+    srcs = [print_kernel(Kernel(f"k{i}", k.params, k.body, target="cuda")).source for i, k in enumerate(kernels)]
+    for s in mma_shapes.SHAPES:
+        assert any(f"tessel::{s.fn}(" in src for src in srcs), s.name
+    # one file: each printed kernel without its own header, one header with every wrapper on top
+    import re
+
+    from tessel.ir.intrinsics import device_header
+
+    guard = r"#ifndef TESSEL_DEVICE_HEADER_INCLUDED.*?#endif  // TESSEL_DEVICE_HEADER_INCLUDED"
+    names = [s.name for s in mma_shapes.SHAPES] + [tiles.tile_ldmatrix_name(n, t) for n in (1, 2, 4) for t in (0, 1)]
+    text = device_header(names) + "\n".join(re.sub(guard, "", src, flags=re.S) for src in srcs)
+    (tmp_path / "printed.cu").write_text(text)
+    r = subprocess.run(["nvcc", "-arch=sm_90a", "-I", str(INCLUDE_DIR), "-cubin", str(tmp_path / "printed.cu"), "-o",
+                        str(tmp_path / "printed.cubin")], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-4000:]
