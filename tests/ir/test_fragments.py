@@ -146,6 +146,22 @@ def test_layout_matches_the_ptx_table_and_inverts(lay, ref):
     np.testing.assert_array_equal(lay.scatter(lay.gather(m)), m)
 
 
+def test_every_wgmma_n_matches_the_ptx_table():
+    """All 32 wgmma accumulator widths, vectorised: coords against the ISA table, owner inverts."""
+    for n in fr.WGMMA_N:
+        lay = fr.wgmma_acc(n)
+        ref = np.vectorize(ptx_wgmma_d(n))
+        lane, i = np.meshgrid(np.arange(128), np.arange(n // 2), indexing="ij")
+        r, c = lay.coords(lane, i)
+        rr, cc = ref(lane, i)
+        np.testing.assert_array_equal(r, rr)
+        np.testing.assert_array_equal(c, cc)
+        ln, el = lay.owner(r, c)
+        np.testing.assert_array_equal(ln, lane)
+        np.testing.assert_array_equal(el, i)
+        assert len(set(zip(r.ravel().tolist(), c.ravel().tolist()))) == 64 * n
+
+
 def test_layouts_of_mma_py_agree_with_the_general_ones():
     pairs = (mma_mod.A_LAYOUT, fr.M16N8K16_A), (mma_mod.B_LAYOUT, fr.M16N8K16_B), (mma_mod.ACC, fr.M16N8K16_ACC)
     for old, new in pairs:
