@@ -349,6 +349,40 @@ def test_p_times_v_from_the_accumulator(dtype):
                            rtol=1e-6, atol=1e-6)
 
 
+def test_p_times_v_with_m16n8k8_from_the_accumulator():
+    """m16n8k8: S = Q (16x8) @ K^T (8x8) in one accumulator, converted by acc_to_a into the A of
+    the next m16n8k8, O = P @ V (8x8)."""
+    rng = np.random.default_rng(12)
+    q, kt, v = (rng.standard_normal(sh).astype(np.float16) for sh in ((16, 8), (8, 8), (8, 8)))
+    mma = mma_shapes.mma_shape_name("m16n8k8", "f16")
+    Q, KT, V, O = (Buffer(n, sh, d) for n, sh, d in (("Q", (32, 4), "float16"), ("KT", (32, 2), "float16"),
+                                                       ("V", (32, 2), "float16"), ("O", (32, 4), "float32")))
+    fq, fk, fv = Buffer("fq", (4,), "float16", "local"), Buffer("fk", (2,), "float16", "local"), \
+        Buffer("fv", (2,), "float16", "local")
+    acc, fp, fo = Buffer("acc", (4,), "float32", "local"), Buffer("fp", (4,), "float16", "local"), \
+        Buffer("fo", (4,), "float32", "local")
+    lane, e = Var("lane"), Var("e")
+    zero = Const(0.0, "float32")
+    ref = lambda b: BufferRef(b, (0,))  # noqa: E731
+    body = seq(For(e, 4, Store(fq, (e,), Q[lane, e])), For(e, 2, Store(fk, (e,), KT[lane, e])),
+               For(e, 2, Store(fv, (e,), V[lane, e])), For(e, 4, Store(acc, (e,), zero)),
+               For(e, 4, Store(fo, (e,), zero)),
+               Intrinsic(mma, (ref(acc), ref(fq), ref(fk), ref(acc))),
+               fr.acc_to_a([ref(acc)], ref(fp)),
+               Intrinsic(mma, (ref(fo), ref(fp), ref(fv), ref(fo))),
+               For(e, 4, Store(O, (lane, e), fo[e])))
+    for b in (fo, fp, acc, fv, fk, fq):
+        body = Allocate(b, body)
+    ar, ac = _table(ptx_m16n8k8_a, 32, 4)
+    br, bc = _table(ptx_m16n8k8_b, 32, 2)
+    cr, cc = _table(ptx_acc, 32, 4)
+    o = np.full((32, 4), 7, np.float32)
+    run(Kernel("pv8", (Q, KT, V, O), For(lane, 32, body, "threadIdx.x"), target="cuda"),
+        q[ar, ac], kt[br, bc], v[br, bc], o)
+    p = (q.astype(np.float64) @ kt.astype(np.float64)).astype(np.float32).astype(np.float16)
+    np.testing.assert_allclose(o, (p.astype(np.float64) @ v.astype(np.float64))[cr, cc], rtol=1e-6, atol=1e-6)
+
+
 def test_acc_to_a_refuses_wrong_operands():
     acc, fa = Buffer("acc", (4,), "float32", "local"), Buffer("fa", (8,), "float16", "local")
     with pytest.raises(TesselError, match="1 .m16n8k8. or 2"):

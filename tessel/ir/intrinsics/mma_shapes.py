@@ -11,6 +11,9 @@ Operand dtypes (tessel has no uint8 or fp8 dtype):
   an unsigned 8-bit integer, or decoded as OCP FP8 E4M3 (no infinities) / E5M2, as ml_dtypes'
   float8_e4m3fn / float8_e5m2 do).
 
+Integer buffers cannot hold a poison marker (the interpreter's int poison is a number), so an
+unloaded int8 fragment shows up as a wrong result rather than as NaN.
+
 Meaning: products are exact; the sum is formed in float64 and rounded once to float32 (floats;
 the hardware's order and rounding are unspecified, so tests compare with a tolerance), or
 exactly and wrapped to 32 bits (integers: no .satfinite). The e4m3 / e5m2 shapes need sm_89 or
