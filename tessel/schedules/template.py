@@ -251,8 +251,8 @@ class Space:
     Points are complete knob dicts (JSON-able); the knobs not searched (`fixed`) keep their
     defaults. `len(space)` counts every combination of the searched knobs, valid or not;
     `check(point)` gives the reason a point is invalid (None when valid); `valid_points()`
-    iterates the valid ones; `sample(n, seed)` draws distinct valid points; `report()` counts
-    what each constraint prunes."""
+    iterates the valid ones; `sample(n, seed)` draws distinct valid points; `neighbors(point)`
+    gives the valid points one knob step away; `report()` counts what each constraint prunes."""
 
     def __init__(self, template: Template, kernel: Kernel, target: TargetLimits, info, knobs: list[Knob]):
         self.template, self.kernel, self.target, self.info = template, kernel, target, info
@@ -302,6 +302,22 @@ class Space:
 
     def is_valid(self, point: dict) -> bool:
         return not self.violations(point)
+
+    def neighbors(self, point: dict, valid: bool = True) -> list[dict]:
+        """The points one step away from `point`: one searched knob moved to the value next to its
+        own (before or after it in the knob's order), valid ones only unless `valid=False`. For
+        local search and for fuzzers that mutate knobs."""
+        base = {**self.default, **self.fixed, **point}
+        out = []
+        for k in self.knobs:
+            vals = k.values()
+            i = vals.index(base[k.name]) if base[k.name] in vals else None
+            for j in ((i - 1, i + 1) if i is not None else ()):
+                if 0 <= j < len(vals):
+                    p = {**base, k.name: vals[j]}
+                    if not valid or self.is_valid(p):
+                        out.append(p)
+        return out
 
     def valid_points(self) -> Iterator[dict]:
         return (p for p in self if self.is_valid(p))

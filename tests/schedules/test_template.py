@@ -315,6 +315,21 @@ def test_space_sampling_is_seeded_distinct_and_valid():
     assert len(space.sample(1000, seed=0, valid=False)) == 56
 
 
+def test_space_neighbors_move_one_knob_one_step():
+    space = COPY.space(copy_kernel(640), "cuda:sm_80")
+    near = space.neighbors({"tile": 64, "stage": False, "extra": True, "bytes": 4})
+    assert {"tile": 32, "stage": False, "extra": True, "bytes": 4} in near
+    assert {"tile": 128, "stage": False, "extra": True, "bytes": 4} in near
+    assert {"tile": 64, "stage": True, "extra": True, "bytes": 4} in near
+    assert {"tile": 64, "stage": False, "extra": False, "bytes": 4} in near
+    assert {"tile": 64, "stage": False, "extra": True, "bytes": 8} in near
+    assert len(near) == 5
+    # at the edge of the valid region: 256 does not divide 640, so only the smaller tile is a neighbour
+    edge = space.neighbors({"tile": 128})
+    assert [p["tile"] for p in edge if p["tile"] != 128] == [64]
+    assert len(space.neighbors({"tile": 128}, valid=False)) == len(edge) + 1
+
+
 def test_space_fixes_irrelevant_knobs():
     cpu = get_template("cpu.generic")
     ew = cpu.space(elementwise((64, 64)), "cpu")
