@@ -118,47 +118,58 @@ def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
-def check_knobs(p: GemmProblem, kn: GemmKnobs, arch: str = "sm_90a") -> None:
-    """Raise ScheduleError naming the knob and the limit when `kn` cannot run problem `p`."""
-    def bad(knob, msg):
-        raise ScheduleError(f"gemm knob {knob}={getattr(kn, knob)!r}: {msg}")
-
+def knob_problems(p: GemmProblem, kn: GemmKnobs, shared_limit: int = SHARED_LIMIT["sm_90a"]) -> list:
+    """[(knob, what is wrong)] for knob values that cannot run problem `p` (empty when they can)."""
+    out = []
     for knob in ("bm", "bn", "bk", "warps_m", "warps_n", "group_m"):
-        if not isinstance(getattr(kn, knob), int) or not _pow2(getattr(kn, knob)):
-            bad(knob, "must be a power of two")
+        v = getattr(kn, knob)
+        if not isinstance(v, int) or isinstance(v, bool) or not _pow2(v):
+            out.append((knob, "must be a power of two"))
+    if out:
+        return out
     if kn.bk < 16:
-        bad("bk", "must be at least 16 (one mma k-step)")
+        out.append(("bk", "must be at least 16 (one mma k-step)"))
     if kn.bm % (16 * kn.warps_m):
-        bad("bm", f"must be a multiple of 16 * warps_m = {16 * kn.warps_m} (16-row mma tiles per warp)")
+        out.append(("bm", f"must be a multiple of 16 * warps_m = {16 * kn.warps_m} (16-row mma tiles per warp)"))
     if kn.bn % (16 * kn.warps_n):
-        bad("bn", f"must be a multiple of 16 * warps_n = {16 * kn.warps_n} (pairs of 8-column mma tiles per warp)")
+        out.append(("bn", f"must be a multiple of 16 * warps_n = {16 * kn.warps_n} (pairs of 8-column mma tiles "
+                          f"per warp)"))
     threads = 32 * kn.warps_m * kn.warps_n
     if threads > 1024:
-        bad("warps_n", f"warps_m * warps_n = {threads // 32} warps: a block holds at most 32 (1024 threads)")
+        out.append(("warps_n", f"warps_m * warps_n = {threads // 32} warps: a block holds at most 32 (1024 threads)"))
     if not isinstance(kn.stages, int) or kn.stages < 2:
-        bad("stages", "needs at least 2 (double buffering)")
-    if kn.stages - 2 > MAX_WAIT:
-        bad("stages", f"cp.async.wait_group takes at most {MAX_WAIT}: stages <= {MAX_WAIT + 2}")
+        out.append(("stages", "needs at least 2 (double buffering)"))
+    elif kn.stages - 2 > MAX_WAIT:
+        out.append(("stages", f"cp.async.wait_group takes at most {MAX_WAIT}: stages <= {MAX_WAIT + 2}"))
     if kn.swizzle not in ("rotate", "none"):
-        bad("swizzle", "must be 'rotate' or 'none'")
+        out.append(("swizzle", "must be 'rotate' or 'none'"))
     if kn.split_k != 1:
-        bad("split_k", "split-K is not implemented yet: only 1")
+        out.append(("split_k", "split-K is not implemented yet: only 1"))
     for what, rows in (("bm", kn.bm), ("bn", kn.bn)):
         chunks = rows * kn.bk // 8
         if chunks % threads:
-            bad("bk", f"a {rows}x{kn.bk} tile has {chunks} 16-byte chunks, not a multiple of the block's "
-                      f"{threads} threads ({what}={rows})")
-    smem = kn.stages * (kn.bm + kn.bn) * kn.bk * 2
-    limit = SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"])
-    if smem > limit:
-        bad("stages", f"{kn.stages} stages of {kn.bm}x{kn.bk} + {kn.bn}x{kn.bk} tiles take {smem} bytes of shared "
-                      f"memory; {arch} allows {limit}")
+            out.append(("bk", f"a {rows}x{kn.bk} tile has {chunks} 16-byte chunks, not a multiple of the block's "
+                              f"{threads} threads ({what}={rows})"))
+    if isinstance(kn.stages, int):
+        smem = kn.stages * (kn.bm + kn.bn) * kn.bk * 2
+        if smem > shared_limit:
+            out.append(("stages", f"{kn.stages} stages of {kn.bm}x{kn.bk} + {kn.bn}x{kn.bk} tiles take {smem} bytes "
+                                  f"of shared memory; the target allows {shared_limit}"))
     regs = registers(kn)
     if regs > MAX_REGS:
-        bad("bm", f"a {kn.bm // kn.warps_m}x{kn.bn // kn.warps_n} warp tile needs about {regs} registers per "
-                  f"thread; at most {MAX_REGS} (raise warps_m / warps_n or lower bm / bn)")
-    if regs * threads > REG_FILE:
-        bad("warps_n", f"{threads} threads x about {regs} registers exceed the {REG_FILE}-register file")
+        out.append(("bm", f"a {kn.bm // kn.warps_m}x{kn.bn // kn.warps_n} warp tile needs about {regs} registers "
+                          f"per thread; at most {MAX_REGS} (raise warps_m / warps_n or lower bm / bn)"))
+    elif regs * threads > REG_FILE:
+        out.append(("warps_n", f"{threads} threads x about {regs} registers exceed the {REG_FILE}-register file"))
+    return out
+
+
+def check_knobs(p: GemmProblem, kn: GemmKnobs, arch: str = "sm_90a") -> None:
+    """Raise ScheduleError naming the knob and the limit when `kn` cannot run problem `p`."""
+    bad = knob_problems(p, kn, SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"]))
+    if bad:
+        knob, msg = bad[0]
+        raise ScheduleError(f"gemm knob {knob}={getattr(kn, knob)!r}: {msg}")
 
 
 def registers(kn: GemmKnobs) -> int:
@@ -169,20 +180,34 @@ def registers(kn: GemmKnobs) -> int:
     return acc + frags + 40
 
 
-def default_knobs(p: GemmProblem) -> GemmKnobs:
-    """Today's choice for a problem: 128x128x32 tiles, 4 warps, 4 stages for large shapes; smaller
-    tiles (fewer, smaller blocks) when M or N is small, so no block is mostly edge."""
+def default_knobs(p: GemmProblem, sms: int = 132) -> GemmKnobs:
+    """Today's choice for a problem: 256x128x64 tiles of 8 warps (64x64 warp tiles), 3 stages, when
+    that still gives every SM a block (the best variant measured on the H200 at 4096^3 and 8192^3);
+    else tiles of at most 128 x 128, halved along the longer side until the grid has `sms` blocks,
+    so small and skinny problems still fill the GPU and no block is mostly edge."""
+    nbatch = 1
+    for e in p.batch:
+        nbatch *= e
+    blocks = lambda bm, bn: nbatch * -(-p.m // bm) * -(-p.n // bn)  # noqa: E731
+    if p.k >= 256 and blocks(256, 128) >= sms:
+        return GemmKnobs(bm=256, bn=128, bk=64, warps_m=4, warps_n=2, stages=3)
+
     def tile(x):
         t = 16
         while t < 128 and t < x:
             t *= 2
         return t
     bm, bn = tile(p.m), tile(p.n)
+    while blocks(bm, bn) < sms and max(bm, bn) > 32:
+        if bm >= bn:
+            bm //= 2
+        else:
+            bn //= 2
     wm, wn = (2 if bm >= 64 else 1), (2 if bn >= 64 else 1)
-    bk = 32 if p.k > 16 else 16
+    bk = 64 if p.k >= 256 else 32 if p.k > 16 else 16
     while (bm * bk // 8) % (32 * wm * wn) or (bn * bk // 8) % (32 * wm * wn):
         bk *= 2
-    stages = 4 if p.k >= 4 * bk else 2
+    stages = 3 if p.k >= 3 * bk else 2
     return GemmKnobs(bm=bm, bn=bn, bk=bk, warps_m=wm, warps_n=wn, stages=stages)
 
 
@@ -203,6 +228,7 @@ class _Operand:
     bk: int
     stages: int
     swizzle: str
+    prefix: str
 
     @property
     def rows(self) -> int:
@@ -213,7 +239,7 @@ class _Operand:
         return self.bk if self.kcontig else self.tile_outer
 
     def shared(self) -> Buffer:
-        return Buffer(f"{self.name}_smem", (self.stages, self.rows, self.cols), self.buf.dtype, "shared")
+        return Buffer(f"{self.prefix}_{self.name}s", (self.stages, self.rows, self.cols), self.buf.dtype, "shared")
 
     @property
     def period(self) -> int:
@@ -306,7 +332,7 @@ def _ceil(a: int, b: int) -> int:
 
 
 def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buffer, a_index, b_index, c_index,
-                    prefix: str = "g"):
+                    prefix: str = "gemm"):
     """The GEMM's statement (a blockIdx.x loop) and its Launch, for buffers a, b, c indexed by
     a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n)."""
     check_knobs(p, kn)
@@ -322,8 +348,8 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
         nbatch *= e
     V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
     pid, bz, tx = V("pid"), V("bz"), V("tx")
-    A = _Operand("A", a, a_index, p.a_kcontig, p.m, p.k, bm, bk, st, kn.swizzle)
-    B = _Operand("B", b, b_index, p.b_kcontig, p.n, p.k, bn, bk, st, kn.swizzle)
+    A = _Operand("A", a, a_index, p.a_kcontig, p.m, p.k, bm, bk, st, kn.swizzle, prefix)
+    B = _Operand("B", b, b_index, p.b_kcontig, p.n, p.k, bn, bk, st, kn.swizzle, prefix)
     sa, sb = A.shared(), B.shared()
     acc = Buffer(f"{prefix}_acc", (mt_n, nt_n, 4), "float32", "local")
     fa = Buffer(f"{prefix}_fa", (2, mt_n, 8), p.dtype, "local")
@@ -444,5 +470,127 @@ def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm")
     return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
 
 
-__all__ = ["GemmKnobs", "GemmProblem", "SHARED_LIMIT", "build_gemm_body", "check_knobs", "default_knobs",
-           "gemm_kernel", "registers"]
+# -- the template: a DSL contraction stage of a kernel -----------------------------------------------
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """What the template found in a kernel: the stage, its loop nest, the problem and the index
+    maps of A, B and C (the DSL loads and store with the loop variables substituted)."""
+
+    stage: str
+    nest: For
+    problem: GemmProblem
+    a: object  # Load of A
+    b: object  # Load of B
+    update: Store
+    batch_vars: tuple
+    i: Var
+    j: Var
+    k: Var
+
+
+def gemm_plan(kernel: Kernel) -> GemmPlan:
+    """The GEMM in `kernel` (one DSL stage C[b.., i, j] += f32(A[..]) * f32(B[..]), fp16 / bf16
+    operands each indexed by one variable per dimension, float32 C), or ScheduleError saying why not."""
+    from tessel.schedules.generic import stages
+    from tessel.schedules.generic_gpu_matmul import contraction_parts
+    from tessel.schedules.schedule import Schedule
+
+    found = stages(kernel)
+    if len(found) != 1:
+        raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one")
+    name, nest = found[0]
+    parts = contraction_parts(Schedule(kernel), name)
+    if parts is None:
+        raise ScheduleError(f"stage '{name}' is not a contraction (a sum of products of two loads)")
+    chain, ndim, update, a, b = parts
+    prod = update.value.b
+    if update.buffer.dtype != "float32" or not all(isinstance(f, Cast) and f.dtype == "float32"
+                                                    for f in (prod.a, prod.b)):
+        raise ScheduleError(f"stage '{name}': the gemm template accumulates float32 products of casts into a "
+                            f"float32 output")
+    if a.buffer.dtype != b.buffer.dtype or a.buffer.dtype not in ("float16", "bfloat16"):
+        raise ScheduleError(f"stage '{name}': operands {a.buffer.dtype} and {b.buffer.dtype}; mma.sync takes two "
+                            f"float16 or two bfloat16 operands")
+    bvars = tuple(lp.var for lp in chain[:ndim - 2])
+    i, j, k = (lp.var for lp in chain[ndim - 2:ndim + 1])
+    if tuple(update.indices) != bvars + (i, j):
+        raise ScheduleError(f"stage '{name}': the output is not stored at its loop variables")
+    kc = []
+    for ld, outer, what in ((a, i, "A"), (b, j, "B")):
+        if not all(isinstance(x, Var) for x in ld.indices) or len(set(ld.indices)) != len(ld.indices):
+            raise ScheduleError(f"stage '{name}': operand {ld.buffer.name} is not indexed by one loop variable per "
+                                f"dimension")
+        last2 = tuple(ld.indices[-2:])
+        if last2 not in ((outer, k), (k, outer)) or not set(ld.indices[:-2]) <= set(bvars):
+            raise ScheduleError(f"stage '{name}': operand {ld.buffer.name} is not a {what} tile of the GEMM")
+        kc.append(last2 == (outer, k))
+    ext = {lp.var: int(lp.extent.value) for lp in chain}
+    p = GemmProblem(ext[i], ext[j], ext[k], a.buffer.dtype, tuple(ext[v] for v in bvars), kc[0], kc[1])
+    return GemmPlan(name, nest, p, a, b, update, bvars, i, j, k)
+
+
+def apply_gemm(kernel: Kernel, knobs: GemmKnobs, plan: GemmPlan | None = None,
+               shared_limit: int = SHARED_LIMIT["sm_90a"]) -> Kernel:
+    """`kernel` with its GEMM stage replaced by the template's loop nest for `knobs`."""
+    from tessel.ir.nodes import substitute
+    from tessel.schedules.nest import replace_loop
+
+    plan = plan or gemm_plan(kernel)
+    bad = knob_problems(plan.problem, knobs, shared_limit)
+    if bad:
+        raise ScheduleError(f"gemm knob {bad[0][0]}={getattr(knobs, bad[0][0])!r}: {bad[0][1]}")
+
+    def index_of(ld, outer_var):
+        def index(bv, outer, kk):
+            env = dict(zip(plan.batch_vars, bv))
+            env.update({outer_var: outer, plan.k: kk})
+            return tuple(substitute(x, env) for x in ld.indices)
+        return index
+
+    def c_index(bv, m, n):
+        return tuple(bv) + (m, n)
+
+    body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer,
+                                   index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index)
+    out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
+    return dataclasses.replace(out, target="cuda", launch=launch)
+
+
+def _register_template():
+    from tessel.schedules.template import Choice, Constraint, IntRange, Pow2, Template, register
+
+    def analyze(kernel, target):
+        if "mma.sync" not in target.features:
+            raise ScheduleError(f"target {target.target} has no mma.sync")
+        return gemm_plan(kernel)
+
+    def defaults(kernel, target, plan):
+        return default_knobs(plan.problem, target.sm_count or 132).as_dict()
+
+    def schedule(sch, knobs, ctx):
+        sch.kernel = apply_gemm(sch.kernel, GemmKnobs.from_dict(knobs), ctx.info, ctx.target.shared_bytes)
+
+    def knob_check(name):
+        def check(ctx):
+            for knob, msg in knob_problems(ctx.info.problem, GemmKnobs.from_dict(ctx.knobs), ctx.target.shared_bytes):
+                if knob == name:
+                    return msg
+            return None
+        return Constraint((name,), check, f"gemm {name}")
+
+    names = [f.name for f in dataclasses.fields(GemmKnobs)]
+    return register(Template(
+        "gemm.mma_sync",
+        [Pow2("bm", 16, 256, default=128), Pow2("bn", 16, 256, default=128), Pow2("bk", 16, 128, default=32),
+         Pow2("warps_m", 1, 8, default=2), Pow2("warps_n", 1, 8, default=2), IntRange("stages", 2, 6, default=4),
+         Choice("swizzle", ("rotate", "none")), Pow2("group_m", 1, 16, default=8), Choice("split_k", (1,))],
+        schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
+        targets=("cuda",),
+        doc="Tensor-core GEMM (mma.sync, sm_80+): built as IR by tessel.schedules.gemm from its knobs."))
+
+
+GEMM_TEMPLATE = _register_template()
+
+__all__ = ["GEMM_TEMPLATE", "GemmKnobs", "GemmPlan", "GemmProblem", "SHARED_LIMIT", "apply_gemm", "build_gemm_body",
+           "check_knobs", "default_knobs", "gemm_kernel", "gemm_plan", "knob_problems", "registers"]

@@ -2,16 +2,17 @@
 register-tiled SIMT kernel elsewhere.
 
 Tensor-core path (`schedule_mma`): C[b.., i, j] = sum_k float32(A[.., i, k]) * float32(B[.., k, j])
-with A and B float16 or bfloat16 (either operand may be stored transposed), C float32, and
-M, N, K multiples of 16, 8, 16. Each block computes a (warps_m * tiles_m * 16) x
-(warps_n * tiles_n * 8) tile; each warp a (tiles_m * 16) x (tiles_n * 8) tile in fragment
-registers (`fragment`); A and B tiles of `bk` columns are staged through padded shared memory
-by all threads (`cache_shared`), multi-buffered with cp.async when the reduction has several
-tiles (`pipeline`), and each 16x8x16 step is an ldmatrix + mma.sync (`tensorize`). A fully
-pipelined template with operand-fragment reuse and a tuned tile space comes later.
+with A and B float16 or bfloat16 (either operand may be stored transposed), C float32, any M, N,
+K: the GEMM template of tessel/schedules/gemm.py ("gemm.mma_sync": a multi-stage cp.async ring,
+ldmatrix fragments double-buffered in registers, predicated edges), recorded in the trace as a
+template step with its knobs. `schedule_mma_primitives` is the earlier schedule built from
+primitives (split, cache_shared, fragment, tensorize, pipeline), kept for comparison; it needs M,
+N, K multiples of 16, 8, 16.
 
 SIMT path (`schedule_simt`): any dtypes and shapes: 16 x 16 threads per block, each computing a
-2 x 2 register tile, A and B tiles of 16 along k through shared memory.
+2 x 2 register tile, A and B tiles of 16 along k through shared memory. `schedule_mma` returns
+False when the template does not apply (other dtypes, several stages): the caller then takes
+`schedule_simt` explicitly.
 
 Example:
     >>> import tessel as ts
@@ -23,8 +24,8 @@ Example:
     >>> sch = Schedule(ts.lower([A, B, C]))
     >>> schedule_mma(sch, "C")
     True
-    >>> sum(s.primitive == "tensorize" for s in sch.trace)
-    1
+    >>> sch.trace[0].primitive, sch.trace[0].args["name"]
+    ('template', 'gemm.mma_sync')
 """
 
 from __future__ import annotations
@@ -117,8 +118,23 @@ def _fit(extent: int, unit: int, want: int) -> int:
     return 1
 
 
-def schedule_mma(sch: Schedule, name: str, knobs: MmaKnobs | None = None) -> bool:
-    """Schedule contraction stage `name` on tensor cores; False (and nothing applied) when it does
+def schedule_mma(sch: Schedule, name: str, knobs=None, target: str = "cuda") -> bool:
+    """Schedule contraction stage `name` with the tensor-core GEMM template (`knobs`: a dict or
+    GemmKnobs, missing ones from `gemm.default_knobs`); False (and nothing applied) when the
+    template does not apply to the kernel. Impossible knobs raise ScheduleError."""
+    from tessel.schedules.gemm import GEMM_TEMPLATE, GemmKnobs
+
+    why = GEMM_TEMPLATE.applies(sch.kernel, target)
+    if why is not None or _stage(sch, name) is None:
+        return False
+    if isinstance(knobs, GemmKnobs):
+        knobs = knobs.as_dict()
+    GEMM_TEMPLATE.apply(sch, knobs, target)
+    return True
+
+
+def schedule_mma_primitives(sch: Schedule, name: str, knobs: MmaKnobs | None = None) -> bool:
+    """The earlier tensor-core schedule from primitives; False (and nothing applied) when it does
     not fit."""
     intrinsic = mma_fits(sch, name)
     if intrinsic is None:
@@ -209,4 +225,4 @@ def chain_of(loop: For) -> list[str]:
     return [lp.var.name for lp in perfect_chain(loop)]
 
 
-__all__ = ["MmaKnobs", "contraction_parts", "mma_fits", "schedule_mma", "schedule_simt"]
+__all__ = ["MmaKnobs", "contraction_parts", "mma_fits", "schedule_mma", "schedule_mma_primitives", "schedule_simt"]
