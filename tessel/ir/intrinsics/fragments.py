@@ -26,6 +26,10 @@ With g = lane // 4 (groupID) and t = lane % 4 (threadID_in_group), as the PTX IS
   i.e. lane (g, t) holds (16w+g, 8j+2t+{0,1}) and (16w+g+8, 8j+2t+{0,1}) for j in 0..N/8-1.
   The register A of wgmma (64x16, 8 elems) is m16n8k16's A with rows offset by 16w.
 
+The accumulators C0, C1 of two adjacent 16x8 products, converted to f16/bf16 and concatenated, ARE
+m16n8k16's A fragment of the 16x16 tile, lane by lane (m16n8k8's A is its accumulator's layout):
+`acc_to_a` emits that conversion as IR, so attention's P @ V reuses S = Q @ K^T in registers.
+
 Example:
     >>> M16N8K16_ACC.coords(5, 3)  # lane 5 (g=1, t=1), element c3
     (9, 3)
