@@ -108,6 +108,8 @@ class PrintedKernel:
     written: frozenset
     alignment: dict = field(default_factory=dict)
     vectorized: bool = True
+    tensor_maps: tuple = ()  # TensorMapSpec per trailing CUtensorMap parameter (tessel.ir.intrinsics.tma)
+    cluster: tuple = (1, 1, 1)  # blocks per cluster, printed as __cluster_dims__
 
     @property
     def threads(self) -> int:
@@ -142,6 +144,20 @@ def written_params(kernel: Kernel) -> frozenset:
     return frozenset(p.name for p in kernel.params if p.name in out)
 
 
+def _shared_alignment(kernel: Kernel) -> dict[str, int]:
+    """Byte alignment of shared buffers that intrinsics need beyond 16 (TMA boxes and wgmma tiles
+    with a swizzle: 1024, the swizzle atom, so that the pattern matches the interpreter's)."""
+    out: dict[str, int] = {}
+    table = intrinsic_table()
+    for n in walk(kernel.body):
+        if isinstance(n, Intrinsic) and table is not None and n.name in getattr(table, "TABLE", {}):
+            align = getattr(table.lookup(n.name), "shared_align", None)
+            for a in n.args:
+                if align and isinstance(a, BufferRef) and a.buffer.scope == "shared":
+                    out[a.buffer.name] = max(out.get(a.buffer.name, 16), align)
+    return out
+
+
 def _fits(rng, dtype: str) -> bool:
     lo, hi = INT_RANGE[dtype]
     return rng is not None and lo <= rng[0] and rng[1] <= hi
@@ -166,6 +182,8 @@ class _Printer:
         self.taken = {n.name for n in walk(kernel) if isinstance(n, (Var, Buffer))}
         self.alignment: dict[str, int] = {}
         self.intrinsics: list[str] = []
+        self.tensor_maps: list = []  # TensorMapSpecs, in parameter order (TMA intrinsics)
+        self.shared_align = _shared_alignment(kernel)
 
     def error(self, msg: str) -> CodegenError:
         return CodegenError(f"kernel '{self.kernel.name}': {msg}")
@@ -427,12 +445,13 @@ class _Printer:
         name, t = self.names.get(buf.name), ctype(buf.dtype)
         nbytes = buf.size * itemsize(buf.dtype)
         if buf.scope == "shared":
+            align = self.shared_align.get(buf.name, 16)
             if self.dynamic_shared:
-                off = self.shared_offset
-                self.shared_offset += -(-nbytes // 16) * 16
+                off = -(-self.shared_offset // align) * align
+                self.shared_offset = off + -(-nbytes // 16) * 16
                 self.emit(f"{t}* __restrict__ {name} = reinterpret_cast<{t}*>(tessel_smem + {off});")
             else:
-                self.emit(f"__shared__ __align__(16) {t} {name}[{max(buf.size, 1)}];")
+                self.emit(f"__shared__ __align__({align}) {t} {name}[{max(buf.size, 1)}];")
         elif buf.scope == "local":
             self.emit(f"__align__(16) {t} {name}[{max(buf.size, 1)}];")
         elif buf.scope == "global":
@@ -445,11 +464,22 @@ class _Printer:
         self.block(s.body)
         self.emit("}")
 
+    def tensor_map(self, spec) -> str:
+        """The name of the CUtensorMap parameter for `spec` (one per distinct spec)."""
+        if spec.buffer not in self.params:
+            raise self.error(f"a TMA copy of '{spec.buffer}': the tensor must be a kernel parameter")
+        if spec not in self.tensor_maps:
+            self.tensor_maps.append(spec)
+        return f"tessel_tmap_{self.tensor_maps.index(spec)}"
+
     def intrinsic(self, s: Intrinsic) -> None:
         entry = lookup_intrinsic(s.name, self.kernel.name)
         args = []
-        for a in s.args:
-            if isinstance(a, BufferRef):  # a pointer to the start element, as the table expects
+        tensor_op = getattr(entry, "tensor_operand", None)
+        for k, a in enumerate(s.args):
+            if k == tensor_op:  # TMA: the tensor map parameter and the box coordinates
+                args.append((self.tensor_map(entry.tensor_map_spec(s)), [self.expr(i) for i in a.indices]))
+            elif isinstance(a, BufferRef):  # a pointer to the start element, as the table expects
                 args.append(f"&{self.names.get(a.buffer.name)}[{self.flat_index(a.buffer, a.indices)}]")
             else:
                 args.append(self.expr(a))
@@ -483,15 +513,27 @@ def print_kernel(kernel: Kernel, vectorize: bool = True) -> PrintedKernel:
     written = written_params(kernel)
     sig = []
     for buf in kernel.params:
+        if isinstance(buf, Var):  # a scalar parameter (int32 / int64): passed by value
+            if not is_int(buf.dtype):
+                raise CodegenError(f"kernel '{kernel.name}': scalar parameter '{buf.name}' has dtype {buf.dtype}; "
+                                   f"scalar parameters are int32 or int64")
+            sig.append(f"const {ctype(buf.dtype)} {names.get(buf.name)}")
+            continue
         if not isinstance(buf, Buffer):
             raise CodegenError(f"kernel '{kernel.name}': parameter {buf!r} is not a Buffer")
         const = "" if buf.name in written else "const "
         sig.append(f"{const}{ctype(buf.dtype)}* __restrict__ {names.get(buf.name)}")
     if dynamic:
-        p.emit("extern __shared__ __align__(16) unsigned char tessel_smem[];")
+        p.emit(f"extern __shared__ __align__({max(p.shared_align.values(), default=16)}) unsigned char tessel_smem[];")
     p.stmt(kernel.body)
     if p.workspace_offset:
         sig.append("unsigned char* __restrict__ tessel_ws")
+    sig += [f"const __grid_constant__ tessel::TensorMap tessel_tmap_{i}" for i in range(len(p.tensor_maps))]
+    cluster = tuple(getattr(kernel.launch, "cluster", None) or (1, 1, 1)) if kernel.launch is not None else (1, 1, 1)
+    cluster = (cluster + (1, 1, 1))[:3]
+    if any(g % c for g, c in zip(grid, cluster)):
+        raise CodegenError(f"kernel '{kernel.name}': cluster {cluster} does not divide the grid {grid}")
+    dims = f"__cluster_dims__({cluster[0]}, {cluster[1]}, {cluster[2]}) " if cluster != (1, 1, 1) else ""
     head = [f"// Generated by tessel from kernel '{kernel.name}' (target {kernel.target}).",
             f"// Launch: grid {grid}, block {block}, dynamic shared memory {p.shared_offset if dynamic else 0} bytes"
             + (f", workspace {p.workspace_offset} bytes" if p.workspace_offset else "") + ".",
@@ -499,10 +541,10 @@ def print_kernel(kernel: Kernel, vectorize: bool = True) -> PrintedKernel:
     head += intrinsic_headers(p.intrinsics)
     launch_bytes = kernel.launch.shared_bytes if kernel.launch is not None else 0
     shared_bytes = max(p.shared_offset, launch_bytes)
-    source = "\n".join(head + ["", f'extern "C" __global__ void __launch_bounds__({threads}) {symbol}('
+    source = "\n".join(head + ["", f'extern "C" __global__ void {dims}__launch_bounds__({threads}) {symbol}('
                                + ", ".join(sig) + ") {"] + p.lines + ["}", ""])
     return PrintedKernel(source, symbol, grid, block, shared_bytes, p.workspace_offset, kernel.params, written,
-                         dict(p.alignment), vectorize)
+                         dict(p.alignment), vectorize, tuple(p.tensor_maps), cluster)
 
 
 __all__ = ["CTYPES", "PrintedKernel", "ctype", "float_literal", "int_literal", "intrinsic_headers", "launch_shape",

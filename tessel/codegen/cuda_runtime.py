@@ -352,10 +352,20 @@ def launch_config(grid: tuple, block: tuple, shared_bytes: int):
 
 
 def launch(code: bytes, key: str, symbol: str, kernel_name: str, grid: tuple, block: tuple, shared_bytes: int,
-           pointers: list[int], device: int, stream_handle: int, config=None) -> None:
-    """Launch a cubin's kernel `symbol` with pointer arguments on `stream_handle` of `device`."""
+           pointers: list, device: int, stream_handle: int, config=None, tensor_maps=()) -> None:
+    """Launch a cubin's kernel `symbol` on `stream_handle` of `device`.
+
+    `pointers`: the arguments in parameter order: Python ints are pointers, numpy int32 / int64
+    scalars are scalar parameters passed by value. `tensor_maps`: `(TensorMapSpec, pointer)` pairs
+    (PrintedKernel.tensor_maps with the pointer of the parameter each names), encoded here and
+    passed as the trailing `__grid_constant__` CUtensorMap parameters.
+    """
     core = _core()
     fn = _RUNTIME.kernel(code, key, symbol, device, shared_bytes, kernel_name)
+    if tensor_maps or any(isinstance(p, np.integer) for p in pointers):
+        maps = [tensor_map_bytes(spec, ptr, kernel_name) for spec, ptr in tensor_maps]
+        _launch_raw(fn, kernel_name, grid, block, shared_bytes, list(pointers), maps, device, stream_handle)
+        return
     stream = _RUNTIME.stream(stream_handle) if stream_handle else _RUNTIME.device(device).default_stream
     if config is None:
         config = launch_config(grid, block, shared_bytes)
@@ -364,6 +374,84 @@ def launch(code: bytes, key: str, symbol: str, kernel_name: str, grid: tuple, bl
     except Exception as e:  # noqa: BLE001 - report the driver's error with the kernel's name
         raise TesselError(f"kernel '{kernel_name}': launch with grid {tuple(grid)}, block {tuple(block)}, "
                           f"{shared_bytes} bytes of shared memory failed ({type(e).__name__}: {e})") from e
+
+
+_TMAP_DTYPES = {"bfloat16": "BFLOAT16", "float16": "FLOAT16", "float32": "FLOAT32", "float64": "FLOAT64",
+                "int32": "INT32", "int64": "INT64", "int8": "UINT8", "bool": "UINT8"}
+_TMAP_CACHE: dict = {}  # (spec, pointer) -> the encoded 128 bytes (explicit, bounded cache)
+
+
+def tensor_map_bytes(spec, ptr: int, kernel_name: str = "?") -> bytes:
+    """The 128-byte CUtensorMap of `spec` (tessel.ir.intrinsics.tma.TensorMapSpec) over the tensor
+    at device pointer `ptr`, by cuTensorMapEncodeTiled: dimensions innermost first, row-major
+    strides, the box, elementStrides 1, the swizzle, out-of-bounds elements read as zero."""
+    key = (spec, int(ptr))
+    out = _TMAP_CACHE.get(key)
+    if out is not None:
+        return out
+    import ctypes
+
+    from cuda.bindings import driver as drv
+
+    if int(ptr) % 16:
+        raise ArgumentError(f"kernel '{kernel_name}': tensor '{spec.buffer}' for a TMA copy must be 16-byte aligned "
+                            f"(its pointer is {int(ptr):#x})")
+    isz = _ITEMSIZE[spec.dtype]
+    dims = list(reversed(spec.shape))
+    strides, acc = [], isz
+    for n in dims[:-1]:
+        acc *= n
+        strides.append(acc)
+    if any(st % 16 for st in strides):
+        raise ArgumentError(f"kernel '{kernel_name}': tensor '{spec.buffer}' of shape {spec.shape}: TMA needs every "
+                            f"row stride to be a multiple of 16 bytes (strides {strides})")
+    t = drv.CUtensorMapDataType
+    sw = {0: "NONE", 32: "32B", 64: "64B", 128: "128B"}[spec.swizzle]
+    err, tmap = drv.cuTensorMapEncodeTiled(
+        getattr(t, f"CU_TENSOR_MAP_DATA_TYPE_{_TMAP_DTYPES[spec.dtype]}"), len(dims), int(ptr),
+        [drv.cuuint64_t(n) for n in dims], [drv.cuuint64_t(st) for st in strides],
+        [drv.cuuint32_t(b) for b in reversed(spec.box)], [drv.cuuint32_t(1)] * len(dims),
+        drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        getattr(drv.CUtensorMapSwizzle, f"CU_TENSOR_MAP_SWIZZLE_{sw}"),
+        drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    if int(err) != 0:
+        raise TesselError(f"kernel '{kernel_name}': cuTensorMapEncodeTiled for tensor '{spec.buffer}' (shape "
+                          f"{spec.shape}, box {spec.box}, swizzle {spec.swizzle}) failed ({err})")
+    out = ctypes.string_at(int(tmap.getPtr()), 128)
+    if len(_TMAP_CACHE) > 256:
+        _TMAP_CACHE.clear()
+    _TMAP_CACHE[key] = out
+    return out
+
+
+def _launch_raw(fn, kernel_name, grid, block, shared_bytes, args, maps, device, stream_handle) -> None:
+    """cuLaunchKernel with a hand-built parameter array: pointers, scalars by value, tensor maps."""
+    import ctypes
+
+    from cuda.bindings import driver as drv
+
+    _RUNTIME.device(device)
+    keep = []
+    for a in args:
+        if isinstance(a, np.int32):
+            keep.append(ctypes.c_int32(int(a)))
+        elif isinstance(a, np.integer):
+            keep.append(ctypes.c_int64(int(a)))
+        else:
+            keep.append(ctypes.c_uint64(int(a)))
+    for m in maps:
+        buf = (ctypes.c_uint64 * 16)()
+        ctypes.memmove(buf, m, 128)
+        keep.append(buf)
+    params = (ctypes.c_void_p * max(len(keep), 1))(*[ctypes.addressof(k) for k in keep])
+    handle = fn.handle
+    func = drv.CUfunction(int(handle)) if type(handle).__name__ == "CUkernel" else handle
+    err, = drv.cuLaunchKernel(func, *[int(g) for g in grid], *[int(b) for b in block], int(shared_bytes),
+                              drv.CUstream(int(stream_handle)), ctypes.addressof(params), 0)
+    if int(err) != 0:
+        raise TesselError(f"kernel '{kernel_name}': launch with grid {tuple(grid)}, block {tuple(block)}, "
+                          f"{shared_bytes} bytes of shared memory failed ({err})")
 
 
 def synchronize(device: int = 0) -> None:
@@ -445,4 +533,4 @@ def _check(result, what: str):
 
 
 __all__ = ["ArrayInfo", "CudaGraph", "Workspace", "arch_runs_on", "current_stream_handle", "describe",
-           "device_capability", "launch", "launch_config", "synchronize", "use_stream"]
+           "device_capability", "launch", "launch_config", "synchronize", "tensor_map_bytes", "use_stream"]

@@ -164,7 +164,7 @@ def intrinsic_headers(used: list[str]) -> list[str]:
     if table is None:
         return []
     if callable(getattr(table, "device_header", None)):
-        return [table.device_header()]
+        return [table.device_header(used)]  # the prelude and the wrappers of the intrinsics used
     entries = list(getattr(table, "TABLE", {}).values()) + [table.lookup(n) for n in used]
     out: list[str] = []
     for entry in entries:

@@ -31,7 +31,10 @@ Example:
 from __future__ import annotations
 
 from tessel.errors import TesselError
-from tessel.ir.intrinsics import cp_async, ldmatrix, mma, shuffle
+from tessel.ir.intrinsics import atomics, barriers, cp_async, ldmatrix, mbarrier, mma, shuffle, stmatrix, tma, wgmma
+from tessel.ir.intrinsics import fragments, mma_shapes, tiles  # noqa: F401 (fragments: layouts, no entries)
+from tessel.ir.intrinsics.mma_shapes import mma_shape_name
+from tessel.ir.intrinsics.tiles import tile_ldmatrix_name
 from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand
 from tessel.ir.intrinsics.header import assemble
 from tessel.ir.intrinsics.mma import ACC, A_LAYOUT, B_LAYOUT, FragmentLayout, mma_name
@@ -42,7 +45,8 @@ from tessel.ir.intrinsics.shuffle import shfl_name
 
 def _build_table() -> dict[str, IntrinsicDef]:
     table: dict[str, IntrinsicDef] = {}
-    for module in (mma, ldmatrix, cp_async, shuffle):
+    for module in (mma, ldmatrix, cp_async, shuffle, mbarrier, tma, wgmma, mma_shapes, tiles, atomics, barriers,
+                   stmatrix):
         for entry in module.entries():
             if entry.name in table:
                 raise TesselError(f"intrinsic '{entry.name}' is defined twice")
@@ -102,5 +106,5 @@ def _order(name: str) -> int:
 __all__ = [
     "ACC", "A_LAYOUT", "B_LAYOUT", "COMMIT", "TABLE", "WAIT_ALL", "WAIT_GROUP", "Cost", "FragmentLayout",
     "IntrinsicDef", "Operand", "all_intrinsics", "copy_name", "device_header", "interp_registry", "ldmatrix_name",
-    "lookup", "mma_name", "shfl_name",
+    "lookup", "mma_name", "mma_shape_name", "shfl_name", "tile_ldmatrix_name",
 ]

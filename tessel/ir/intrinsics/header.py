@@ -60,11 +60,24 @@ def assemble(parts: list[str]) -> str:
     """
     seen, body = set(), []
     for p in parts:
-        if p not in seen:
-            seen.add(p)
-            body.append(p.strip("\n"))
+        for block in _blocks(p):  # entries share blocks (a family's common helpers): each once
+            if block not in seen:
+                seen.add(block)
+                body.append(block)
     return "\n".join([f"#ifndef {GUARD}", f"#define {GUARD}", PRELUDE.rstrip("\n"), "", *body,
                       f"#endif  // {GUARD}", ""])
+
+
+_END = "}  // namespace tessel"
+
+
+def _blocks(part: str) -> list[str]:
+    """A wrapper text cut into its `namespace tessel { ... }  // namespace tessel` blocks."""
+    chunks = part.split(_END)
+    out = [c.strip("\n") + "\n" + _END for c in chunks[:-1] if c.strip()]  # each closed by the marker
+    if chunks[-1].strip():
+        out.append(chunks[-1].strip("\n"))
+    return out
 
 
 __all__ = ["GUARD", "PRELUDE", "assemble"]

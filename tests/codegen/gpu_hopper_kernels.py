@@ -1,0 +1,349 @@
+"""Hand-written Hopper hello-world kernels as tessel IR, shared by the interpreter tests and the
+H200 tests: each maker returns `(kernel, make_inputs, reference)`, where `make_inputs(rng)` gives
+one numpy array per parameter (outputs filled with a sentinel) and `reference(inputs)` the
+expected outputs computed with numpy, independently of the intrinsics' implementation.
+
+`drop` removes the synchronisation a test wants to see fail ("wait", "barrier", ...).
+
+(a) tma_swizzle: a TMA load of a 64x64 bf16 box into 128B-swizzled shared memory, completing on an
+    mbarrier; every thread copies its part of the raw shared bytes out (so the output is the
+    swizzled image).
+(b) wgmma_tile: TMA loads of A (64x16) and B^T (128x16), then one wgmma m64n128k16 from descriptors.
+(c) pipeline_ring: a producer warpgroup feeds a consumer warpgroup through a 2-stage mbarrier ring.
+(d) cluster_multicast: a cluster of 2 CTAs, one multicast TMA load seen by both.
+(e) atomic_splitk: split-K GEMV whose blocks reduce with red.global.add.f32.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from tessel.ir.intrinsics import mbarrier, tma, wgmma
+from tessel.ir.nodes import (
+    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Select, Store, Var, seq,
+)
+
+BF16 = ml_dtypes.bfloat16
+
+
+def c(v, dt="int32"):
+    return Const(v, dt)
+
+
+def _ref(buf, *idx):
+    return BufferRef(buf, tuple(idx))
+
+
+def swizzled_image(tile: np.ndarray, swizzle: int) -> np.ndarray:
+    """The shared-memory image of a row-major tile after the TMA swizzle, by the CUTLASS
+    definition Swizzle<B,4,3> on byte offsets written out here: the 16-byte chunk index
+    (bits 4..4+B) of each byte offset XORs with bits 7..7+B."""
+    flat = tile.reshape(-1)
+    isz = flat.dtype.itemsize
+    out = np.empty_like(flat)
+    bbits = {0: 0, 32: 1, 64: 2, 128: 3}[swizzle]
+    for e in range(flat.size):
+        off = e * isz
+        row128, chunk = off >> 7, (off >> 4) & 7
+        new_chunk = chunk ^ (row128 & ((1 << bbits) - 1)) if bbits else chunk
+        new = (off & ~0x70) | (new_chunk << 4)
+        out[new // isz] = flat[e]
+    return out
+
+
+def tma_swizzle(rows=64, cols=64, row0=8, col0=0, total_rows=100, drop=()):
+    """(a): one thread inits the barrier, expects the box's bytes and issues the TMA load of
+    rows row0.. of A (rows past `total_rows` are out of bounds: zero-filled); all wait on parity
+    0, then copy the raw shared image to O."""
+    A = Buffer("A", (total_rows, cols), "bfloat16")
+    O = Buffer("O", (rows * cols,), "bfloat16")
+    S = Buffer("S_tile", (rows * cols,), "bfloat16", "shared")
+    bar = Buffer("S_bar", (1,), "int64", "shared")
+    t = Var("t")
+    nt = 128
+    per = rows * cols // nt
+    e = Var("e")
+    nbytes = rows * cols * 2
+    issue = seq(Intrinsic(mbarrier.ARRIVE_TX, (_ref(bar, 0), c(nbytes))),
+                Intrinsic(tma.tma_load_name(2), (_ref(S, 0), _ref(bar, 0), _ref(A, c(row0), c(col0)),
+                                                  c(rows), c(cols), c(128))))
+    body = [IfThenElse(t.eq(0), Intrinsic(mbarrier.INIT, (_ref(bar, 0), c(1))))]
+    if "barrier" not in drop:
+        body.append(Barrier())
+    body.append(IfThenElse(t.eq(0), issue))
+    if "wait" not in drop:
+        body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
+    body.append(For(e, per, Store(O, (t * per + e,), S[t * per + e])))
+    k = Kernel("tma_swizzle", (A, O), Allocate(S, Allocate(bar, For(t, nt, seq(*body), "threadIdx.x"))),
+               target="cuda", launch=Launch((1, 1, 1), (nt, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((total_rows, cols)).astype(BF16), np.full(rows * cols, 7, BF16)]
+
+    def reference(arrays):
+        a = arrays[0].astype(np.float32)
+        box = np.zeros((rows, cols), np.float32)
+        valid = a[row0:row0 + rows, col0:col0 + cols]
+        box[:valid.shape[0], :valid.shape[1]] = valid
+        return [None, swizzled_image(box.astype(BF16), 128)]
+
+    return k, inputs, reference
+
+
+def _acc_store(O, acc, t, n, col0=0):
+    """Store a thread's m64nN accumulators to O (64 x n) by the wgmma accumulator layout, written
+    out here from the PTX ISA figure (not taken from tessel.ir.intrinsics.wgmma)."""
+    i = Var("acc_i")
+    w, g, tt = t // 32, (t % 32) // 4, t % 4
+    row = w * 16 + g + ((i // 2) % 2) * 8
+    col = (i // 4) * 8 + tt * 2 + i % 2
+    return For(i, n // 2, Store(O, (row, col + col0), acc[i]), "unrolled")
+
+
+def wgmma_tile(n=128, k=64, b_major="k", dtype="bfloat16", drop=(), raw=False):
+    """(b): TMA loads A (64 x k, K-major, 128B swizzle) and B (k x n as B^T [n][k] K-major, or as
+    [k][n] MN-major), then k/16 wgmma m64nNk16 from descriptors (start advanced by 32 bytes per
+    k-step inside the 128-byte swizzle atom), commit, wait, store D = A @ B (float32)."""
+    npd = BF16 if dtype == "bfloat16" else np.float16
+    A = Buffer("A", (64, k), dtype)
+    Bg = Buffer("B", (n, k) if b_major == "k" else (k, n), dtype)
+    O = Buffer("O", (64, n), "float32")
+    SA = Buffer("SA", (64 * k,), dtype, "shared")
+    SB = Buffer("SB", (n * k,), dtype, "shared")
+    bar = Buffer("bar", (1,), "int64", "shared")
+    acc = Buffer("acc", (n // 2,), "float32", "local")
+    da = Buffer("da", (1,), "int64", "local")
+    db = Buffer("db", (1,), "int64", "local")
+    t = Var("t")
+    atoms = k // 64  # 128-byte (64-element) swizzle atoms along K (K-major) or along N (MN-major)
+    loads = []
+    for j in range(k // 64):  # A: 64 rows x 64 k per atom, atom j at j * 8 KB
+        loads.append(Intrinsic(tma.tma_load_name(2), (_ref(SA, c(j * 64 * 64)), _ref(bar, 0), _ref(A, c(0), c(64 * j)),
+                                                       c(64), c(64), c(128))))
+    if b_major == "k":
+        for j in range(atoms):
+            loads.append(Intrinsic(tma.tma_load_name(2), (_ref(SB, c(j * n * 64)), _ref(bar, 0),
+                                                           _ref(Bg, c(0), c(64 * j)), c(n), c(64), c(128))))
+    else:
+        for j in range(n // 64):  # B [k][n]: atom j holds columns 64j.. for all k rows
+            loads.append(Intrinsic(tma.tma_load_name(2), (_ref(SB, c(j * k * 64)), _ref(bar, 0),
+                                                           _ref(Bg, c(0), c(64 * j)), c(k), c(64), c(128))))
+    nbytes = (64 * k + n * k) * 2
+    ks = Var("ks")
+    if b_major == "k":
+        # K-major, 128B swizzle: 8-row groups 1024 bytes apart; k-step = +32 bytes (+2 in the
+        # descriptor) inside an atom, + the atom size at each 64-element boundary.
+        a_step = (ks % 4) * 2 + (ks // 4) * (64 * 64 * 2 // 16)
+        b_step = (ks % 4) * 2 + (ks // 4) * (n * 64 * 2 // 16)
+        b_desc = Intrinsic(wgmma.DESC, (_ref(db, 0), _ref(SB, 0), c(16), c(1024), c(128)))
+        tnsp_b = 0
+    else:
+        # MN-major, 128B swizzle: 8-k-row groups 1024 bytes apart (SBO), 64-column atoms k*128
+        # bytes apart (LBO); a k-step of 16 rows = +2048 bytes.
+        a_step = (ks % 4) * 2 + (ks // 4) * (64 * 64 * 2 // 16)
+        b_step = ks * (16 * 128 // 16)
+        b_desc = Intrinsic(wgmma.DESC, (_ref(db, 0), _ref(SB, 0), c(k * 128), c(1024), c(128)))
+        tnsp_b = 1
+    mma = Intrinsic(wgmma.wgmma_name(n, dtype), (_ref(acc, 0), da[0] + a_step.astype("int64"),
+                                                 db[0] + b_step.astype("int64"), Select_(ks > 0), c(0), c(tnsp_b)))
+    body = [IfThenElse(t.eq(0), Intrinsic(mbarrier.INIT, (_ref(bar, 0), c(1)))), Barrier(),
+            IfThenElse(t.eq(0), seq(Intrinsic(mbarrier.ARRIVE_TX, (_ref(bar, 0), c(nbytes))), *loads))]
+    if "wait" not in drop:
+        body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
+    body += [Intrinsic(wgmma.DESC, (_ref(da, 0), _ref(SA, 0), c(16), c(1024), c(128))), b_desc,
+             Intrinsic(wgmma.FENCE, ()), For(ks, k // 16, mma, "unrolled"), Intrinsic(wgmma.COMMIT, ())]
+    if "wgmma_wait" not in drop:
+        body.append(Intrinsic(wgmma.WAIT, (c(0),)))
+    if raw:  # each thread's registers as they are: O[t, i] = acc[i] (the layout itself is compared)
+        i = Var("raw_i")
+        O = Buffer("O", (128, n // 2), "float32")
+        store = For(i, n // 2, Store(O, (t, i), acc[i]), "unrolled")
+    else:
+        store = _acc_store(O, acc, t, n)
+    body += [Intrinsic(wgmma.fence_acc_name(n), (_ref(acc, 0),)), store]
+    inner = For(t, 128, Allocate(acc, Allocate(da, Allocate(db, seq(*body)))), "threadIdx.x")
+    kern = Kernel(f"wgmma_m64n{n}k{k}_{b_major}{'_raw' if raw else ''}", (A, Bg, O),
+                  Allocate(SA, Allocate(SB, Allocate(bar, inner))), target="cuda",
+                  launch=Launch((1, 1, 1), (128, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((64, k)).astype(npd), rng.standard_normal(Bg.shape).astype(npd),
+                np.full(O.shape, 7, np.float32)]
+
+    def reference(arrays):
+        a = arrays[0].astype(np.float64)
+        b = arrays[1].astype(np.float64)
+        return [None, None, (a @ (b.T if b_major == "k" else b)).astype(np.float32)]
+
+    return kern, inputs, reference
+
+
+def Select_(cond):
+    return Select(cond, c(1), c(0))
+
+
+def pipeline_ring(tiles=4, n=64, stages=2, drop=()):
+    """(c): warpgroup 0 (its thread 0) produces, warpgroup 1 consumes, through a `stages`-deep ring
+    of shared (A, B^T) tiles guarded by full / empty mbarriers: C (64 x n) = A (64 x 64 tiles) @ B.
+    Producer, for tile kt in stage s = kt % stages: wait empty[s] (parity starts at 1, so the
+    first round passes), arrive.expect_tx(full[s]), two TMA loads. Consumer: wait full[s], four
+    wgmma k-steps, commit, wait, then its thread 0 arrives on empty[s]."""
+    k = 64 * tiles
+    A = Buffer("A", (64, k), "bfloat16")
+    Bt = Buffer("B", (n, k), "bfloat16")
+    O = Buffer("O", (64, n), "float32")
+    SA = Buffer("SA", (stages * 64 * 64,), "bfloat16", "shared")
+    SB = Buffer("SB", (stages * n * 64,), "bfloat16", "shared")
+    full = Buffer("full", (stages,), "int64", "shared")
+    empty = Buffer("empty", (stages,), "int64", "shared")
+    acc = Buffer("acc", (n // 2,), "float32", "local")
+    da = Buffer("da", (1,), "int64", "local")
+    db = Buffer("db", (1,), "int64", "local")
+    t, kt, ks, s_ = Var("t"), Var("kt"), Var("ks"), Var("st")
+    nbytes = (64 * 64 + n * 64) * 2
+    stage = kt % stages
+    parity = (kt // stages) % 2
+    init = For(s_, stages, seq(Intrinsic(mbarrier.INIT, (_ref(full, s_), c(1))),
+                               Intrinsic(mbarrier.INIT, (_ref(empty, s_), c(1)))))
+    produce = []
+    if "empty_wait" not in drop:
+        produce.append(Intrinsic(mbarrier.WAIT, (_ref(empty, stage), (parity + 1) % 2)))
+    produce += [Intrinsic(mbarrier.ARRIVE_TX, (_ref(full, stage), c(nbytes))),
+                Intrinsic(tma.tma_load_name(2), (_ref(SA, stage * 4096), _ref(full, stage), _ref(A, c(0), kt * 64),
+                                                  c(64), c(64), c(128))),
+                Intrinsic(tma.tma_load_name(2), (_ref(SB, stage * (n * 64)), _ref(full, stage),
+                                                  _ref(Bt, c(0), kt * 64), c(n), c(64), c(128)))]
+    producer = IfThenElse(t.eq(0), For(kt, tiles, seq(*produce)))
+    mma = Intrinsic(wgmma.wgmma_name(n, "bfloat16"), (_ref(acc, 0), da[0] + (ks * 2).astype("int64"),
+                                                      db[0] + (ks * 2).astype("int64"),
+                                                      Select((kt > 0) | (ks > 0), c(1), c(0)), c(0), c(0)))
+    consume = []
+    if "full_wait" not in drop:
+        consume.append(Intrinsic(mbarrier.WAIT, (_ref(full, stage), parity)))
+    consume += [Intrinsic(wgmma.DESC, (_ref(da, 0), _ref(SA, stage * 4096), c(16), c(1024), c(128))),
+                Intrinsic(wgmma.DESC, (_ref(db, 0), _ref(SB, stage * (n * 64)), c(16), c(1024), c(128))),
+                Intrinsic(wgmma.FENCE, ()), For(ks, 4, mma, "unrolled"), Intrinsic(wgmma.COMMIT, ()),
+                Intrinsic(wgmma.WAIT, (c(0),))]
+    if "empty_arrive" not in drop:
+        consume.append(IfThenElse((t - 128).eq(0), Intrinsic(mbarrier.ARRIVE, (_ref(empty, stage),))))
+    consumer = seq(For(kt, tiles, seq(*consume)), Intrinsic(wgmma.fence_acc_name(n), (_ref(acc, 0),)),
+                   _acc_store(O, acc, t - 128, n))
+    body = [IfThenElse(t.eq(0), init)]
+    if "barrier" not in drop:
+        body.append(Barrier())
+    body.append(IfThenElse(t < 128, producer, Allocate(acc, Allocate(da, Allocate(db, consumer)))))
+    kern = Kernel(f"ring{stages}_m64n{n}_t{tiles}", (A, Bt, O),
+                  Allocate(SA, Allocate(SB, Allocate(full, Allocate(empty, For(t, 256, seq(*body), "threadIdx.x"))))),
+                  target="cuda", launch=Launch((1, 1, 1), (256, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((64, k)).astype(BF16), rng.standard_normal((n, k)).astype(BF16),
+                np.full((64, n), 7, np.float32)]
+
+    def reference(arrays):
+        return [None, None, (arrays[0].astype(np.float64) @ arrays[1].astype(np.float64).T).astype(np.float32)]
+
+    return kern, inputs, reference
+
+
+def cluster_multicast(drop=()):
+    """(d): a cluster of 2 CTAs; CTA r TMA-loads rows 32r .. 32r+31 of A (64 x 64 bf16, 128B
+    swizzle) and multicasts them to both CTAs (mask 0b11), so each CTA's barrier completes on both
+    halves (8 KB). Each CTA then copies its shared image to O[r]."""
+    A = Buffer("A", (64, 64), "bfloat16")
+    O = Buffer("O", (2, 64 * 64), "bfloat16")
+    S = Buffer("S_tile", (64 * 64,), "bfloat16", "shared")
+    bar = Buffer("S_bar", (1,), "int64", "shared")
+    b, t, e = Var("b"), Var("t"), Var("e")
+    per = 64 * 64 // 128
+    body = [IfThenElse(t.eq(0), seq(Intrinsic(mbarrier.INIT, (_ref(bar, 0), c(1))),
+                                    Intrinsic(mbarrier.FENCE_INIT, ())))]
+    if "cluster_sync" not in drop:
+        body += [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
+    body.append(IfThenElse(t.eq(0), seq(
+        Intrinsic(mbarrier.ARRIVE_TX, (_ref(bar, 0), c(64 * 64 * 2))),
+        Intrinsic(tma.tma_load_name(2, multicast=True), (_ref(S, b * (32 * 64)), _ref(bar, 0), _ref(A, b * 32, c(0)),
+                                                          c(32), c(64), c(128), c(3))))))
+    if "wait" not in drop:
+        body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
+    body += [For(e, per, Store(O, (b, t * per + e), S[t * per + e])),
+             Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
+    k = Kernel("cluster_multicast", (A, O),
+               For(b, 2, Allocate(S, Allocate(bar, For(t, 128, seq(*body), "threadIdx.x"))), "blockIdx.x"),
+               target="cuda", launch=Launch((2, 1, 1), (128, 1, 1), cluster=(2, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((64, 64)).astype(BF16), np.full((2, 64 * 64), 7, BF16)]
+
+    def reference(arrays):
+        img = swizzled_image(arrays[0], 128)
+        return [None, np.stack([img, img])]
+
+    return k, inputs, reference
+
+
+def atomic_splitk(m=128, k=256, splits=4, drop=()):
+    """(e): y = y0 + A @ x with K split over `splits` blocks; thread t of block s sums its row's
+    slice s in a register and adds it to y[t] with red.add.f32 (drop "atomic": a plain
+    load-add-store, which races between blocks)."""
+    A = Buffer("A", (m, k), "float32")
+    x = Buffer("x", (k,), "float32")
+    y = Buffer("y", (m,), "float32")
+    acc = Buffer("acc", (1,), "float32", "local")
+    s, t, j = Var("s"), Var("t"), Var("j")
+    kk = k // splits
+    add = (Store(y, (t,), y[t] + acc[0]) if "atomic" in drop
+           else Intrinsic("red.add.f32", (_ref(y, t), acc[0])))
+    body = Allocate(acc, seq(Store(acc, (c(0),), Const(0.0, "float32")),
+                             For(j, kk, Store(acc, (c(0),), acc[0] + A[t, s * kk + j] * x[s * kk + j])), add))
+    kern = Kernel("atomic_splitk", (A, x, y), For(s, splits, For(t, m, body, "threadIdx.x"), "blockIdx.x"),
+                  target="cuda", launch=Launch((splits, 1, 1), (m, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal(k).astype(np.float32),
+                rng.standard_normal(m).astype(np.float32)]
+
+    def reference(arrays):
+        a, xv, y0 = (v.astype(np.float64) for v in arrays)
+        return [None, None, (y0 + a @ xv).astype(np.float32)]
+
+    return kern, inputs, reference
+
+
+def stmatrix_warp(num=4, trans=False):
+    """One warp: lane l loads its 2 * num values from In[l], stmatrix stores them (lane l addressing
+    row l % 8 of matrix l // 8 of a shared array of num 8x8 matrices), then lane l copies shared
+    row l out. Reference: the fragment rule written out in `reference`."""
+    from tessel.ir.intrinsics.stmatrix import stmatrix_name
+
+    In = Buffer("In", (32, 2 * num), "float16")
+    Out = Buffer("Out", (num * 8, 8), "float16")
+    S = Buffer("S_mat", (num * 64,), "float16", "shared")
+    frag = Buffer("frag", (2 * num,), "float16", "local")
+    ln, e = Var("ln"), Var("e")
+    rows = num * 8
+    body = seq(For(e, 2 * num, Store(frag, (e,), In[ln, e]), "unrolled"),
+               Intrinsic(stmatrix_name(num, trans), (_ref(S, ((ln // 8) % num) * 64 + (ln % 8) * 8), _ref(frag, 0))),
+               Barrier(),
+               IfThenElse(ln < rows, For(e, 8, Store(Out, (ln, e), S[ln * 8 + e]))))
+    kern = Kernel(f"stmatrix_x{num}{'_t' if trans else ''}", (In, Out),
+                  Allocate(S, For(ln, 32, Allocate(frag, body), "threadIdx.x")), target="cuda",
+                  launch=Launch((1, 1, 1), (32, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((32, 2 * num)).astype(np.float16), np.full((rows, 8), 7, np.float16)]
+
+    def reference(arrays):
+        src = arrays[0]
+        mats = np.zeros((num, 8, 8), np.float16)
+        for lane in range(32):  # PTX ISA: lane l holds row l/4, columns 2(l%4), 2(l%4)+1 of each matrix
+            for m in range(num):
+                r, col = lane // 4, 2 * (lane % 4)
+                if trans:
+                    mats[m, col, r], mats[m, col + 1, r] = src[lane, 2 * m], src[lane, 2 * m + 1]
+                else:
+                    mats[m, r, col], mats[m, r, col + 1] = src[lane, 2 * m], src[lane, 2 * m + 1]
+        return [None, mats.reshape(num * 8, 8)]
+
+    return kern, inputs, reference
