@@ -87,6 +87,7 @@ class TuneResult:
             dflt = f"{w.default_time * 1e3:.4f} ms" if w.default_time else "n/a"
             sp = f", speed-up {w.speedup:.2f}x" if w.speedup else ""
             lines.append(f"  {w.name}: template {w.template}, default {dflt}, best {best}{sp}")
+            lines.append(f"    space: {w.space}")
         return "\n".join(lines)
 
 

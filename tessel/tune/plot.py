@@ -4,8 +4,9 @@ matplotlib is imported when a plot is made; without it `plot_curves` raises a Te
 says so (matplotlib is the `plot` extra: `pip install matplotlib`).
 
 Example:
+    >>> import os, tempfile
     >>> try:
-    ...     plot_curves({"xgb": [3e-3, 2e-3, 2e-3]}, "/tmp/_tessel_doc_curve.png")
+    ...     _ = plot_curves({"xgb": [3e-3, 2e-3, 2e-3]}, os.path.join(tempfile.mkdtemp(), "curve.png"))
     ... except TesselError as e:
     ...     print("matplotlib" in str(e))
     ... else:
