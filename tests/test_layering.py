@@ -39,6 +39,12 @@ ALLOWED = {
 # top-level modules that are not folders: which floor each stands on.
 _TOP_MODULES = {"cli": "cli", "__main__": "cli", "demo": "cli", "demo_models": "cli"}
 BASE = {"errors", "tessel"}  # tessel.errors, and `tessel` itself (its eager names: errors, the DSL)
+# Modules that stand on another floor than their folder's. `ts.tune` is at once the tuner package
+# and the user's entry point (the package is callable), and that entry builds candidates as
+# `tessel.build` does: the package's __init__, api.py and commands.py are the tuner's glue to the
+# driver, on the driver's floor. The rest of tune/ stays below the driver, and nothing below the
+# driver may import the glue (the check treats importing it as importing compiler).
+MODULE_FLOORS = {"tessel.tune": "compiler", "tessel.tune.api": "compiler", "tessel.tune.commands": "compiler"}
 
 
 def floor_of_module(module: str) -> str:
@@ -47,6 +53,8 @@ def floor_of_module(module: str) -> str:
     >>> floor_of_module("tessel.codegen.cuda"), floor_of_module("tessel.errors"), floor_of_module("tessel")
     ('codegen', 'errors', 'tessel')
     """
+    if module in MODULE_FLOORS:
+        return MODULE_FLOORS[module]
     parts = module.split(".")
     if len(parts) == 1:
         return "tessel"
@@ -68,16 +76,17 @@ def _resolve_from(node: ast.ImportFrom, module: str, is_package: bool) -> list[s
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ""
-    if target != "tessel":
-        return [target] if target.startswith("tessel.") else []
+    if target != "tessel" and not target.startswith("tessel."):
+        return []
+    folder = ROOT.joinpath(*target.split("."))
     out = []
-    for alias in node.names:
-        if alias.name in tessel._LAZY:
+    for alias in node.names:  # `from pkg import sub` imports the submodule pkg.sub
+        if target == "tessel" and alias.name in tessel._LAZY:
             out.append(tessel._LAZY[alias.name][0])
-        elif (PKG / alias.name).is_dir() or (PKG / f"{alias.name}.py").exists():
-            out.append(f"tessel.{alias.name}")
+        elif (folder / alias.name).is_dir() or (folder / f"{alias.name}.py").exists():
+            out.append(f"{target}.{alias.name}")
         else:
-            out.append("tessel")
+            out.append(target)
     return out
 
 
@@ -152,7 +161,8 @@ def test_imports_point_down_the_floors():
     ("import tessel as ts\nk = ts.build", "codegen imports tessel.compiler.driver (compiler)"),
     ("from tessel import compile", "codegen imports tessel.compiler.compile_api (compiler)"),
     ("import importlib\nimportlib.import_module('tessel.tune.search')", "codegen imports tessel.tune.search (tune)"),
-    ("from ..schedules import loops", "codegen imports tessel.schedules (schedules)"),
+    ("from ..schedules import loops", "codegen imports tessel.schedules.loops (schedules)"),
+    ("from tessel.tune import api", "codegen imports tessel.tune.api (compiler)"),
 ])
 def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, source, expected):
     """The checker is not vacuous: a planted upward import in codegen is reported with file and line."""
@@ -163,6 +173,10 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, source, expec
     (fake / "codegen" / "__init__.py").write_text("")
     (fake / "codegen" / "bad.py").write_text(source + "\n")
     (fake / "errors.py").write_text("")
+    for folder, module in (("schedules", "loops"), ("tune", "api")):  # harmless neighbours to point at
+        (fake / folder).mkdir()
+        (fake / folder / "__init__.py").write_text("")
+        (fake / folder / f"{module}.py").write_text("")
     monkeypatch.setattr(me, "ROOT", tmp_path)
     monkeypatch.setattr(me, "PKG", fake)
     found = me.violations()
