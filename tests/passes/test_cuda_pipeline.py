@@ -41,8 +41,9 @@ def test_every_pass_of_the_pipeline_keeps_the_meaning(name):
 
 
 # Each pass alone, on the scheduled kernel as the schedule left it (not only where the pipeline puts it).
-PASSES_ALONE = [Pass("simplify"), Pass("remove_dead_code"), Pass("vector_access"), Pass("vector_access", {"enabled": False}),
-                Pass("unroll"), Pass("unroll", {"serial": True, "max_extent": 16, "max_stmts": 4096}),
+PASSES_ALONE = [Pass("simplify"), Pass("remove_dead_code"), Pass("vector_access"),
+                Pass("vector_access", {"enabled": False}), Pass("unroll"),
+                Pass("unroll", {"serial": True, "max_extent": 16, "max_stmts": 4096}),
                 Pass("storage_rewrite"), Pass("hoist"), Pass("hoist", {"min_ops": 1})]
 
 
