@@ -241,6 +241,8 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
     if cols % knobs["vector_lanes"] == 0 or cols <= knobs["vector_lanes"]:
         for loop in (ci, init[-1], f"{local}_out_ax{ndim - 1}"):
             _vectorize_innermost_of(sch, ctx, loop)
+    else:
+        ctx.fallback("serial", ci, f"vector_lanes={knobs['vector_lanes']} does not divide tile_cols={cols}")
     if rows > 1:
         for loop in (ri, init[-2], f"{local}_out_ax{ndim - 2}"):
             _unroll(sch, ctx, loop)
@@ -287,6 +289,7 @@ def _schedule_elementwise(sch: Schedule, ctx, spatial: list[str], extents: list[
         outer = spatial[:-1] + [outer_last]
     else:
         outer = spatial[:-1] if len(spatial) > 1 else spatial
+        ctx.fallback("serial", last, f"vector_lanes={lanes} does not divide the innermost extent {extents[-1]}")
     if total >= knobs["min_parallel_work"] and outer:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)

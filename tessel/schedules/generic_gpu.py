@@ -3,9 +3,9 @@
 `default_gpu_schedule(kernel, target)` recognises the kernel's shape and schedules it through
 the GPU primitives (so the result carries a replayable trace):
 
-- one contraction stage (GEMM, batched GEMM): tensor cores (ldmatrix + mma.sync, cp.async
-  pipelining) for float16/bfloat16 operands, float32 accumulation and M, N, K multiples of
-  16, 8, 16; otherwise a register-tiled SIMT kernel (generic_gpu_matmul.py);
+- one contraction stage (GEMM, batched GEMM): tensor cores (the GEMM template, gemm.py: ldmatrix
+  + mma.sync, cp.async pipelining) for float16/bfloat16 operands with float32 accumulation;
+  otherwise a register-tiled SIMT kernel (generic_gpu_matmul.py);
 - row-wise fused kernels (softmax, log-softmax, layer norm, RMS norm: reductions over trailing
   axes into keepdims statistics, then an elementwise stage reading them): everything computed
   inside one loop over rows, one warp per row (4 rows per block) for rows up to 512 elements,
@@ -25,8 +25,10 @@ would communicate across blocks, which needs one kernel per stage.
 Each strategy is a template (tessel/schedules/template.py) whose knobs default to the choices
 above: "gpu.elementwise" (threads, vector), "gpu.transpose" (tile, block_rows, pad),
 "gpu.reduce_inner" and "gpu.rowwise" (threads per row, rows per block), "gpu.reduce_outer"
-(threads), and "gpu.matmul_legacy" (no knobs yet). `default_gpu_template` picks one by the rules
-above; the tuner may search any template that applies (`template.applicable`).
+(threads); contractions go to the GEMM template "gemm.mma_sync" (tessel/schedules/gemm.py)
+where tensor cores take them, else to "gpu.matmul_simt" (no knobs yet). `default_gpu_template`
+picks one by the rules above; the tuner may search any template that applies
+(`template.applicable`).
 
 Example:
     >>> import tessel as ts
@@ -44,15 +46,16 @@ from tessel.errors import ScheduleError
 from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Cast, Const, For, Kernel, Load, Store, Var, walk
 from tessel.schedules.generic import stages
-from tessel.schedules.generic_gpu_matmul import contraction_parts, schedule_mma, schedule_simt
+from tessel.schedules.generic_gpu_matmul import contraction_parts, schedule_simt
 from tessel.schedules.nest import init_guards, perfect_chain, reduction_vars
 from tessel.schedules.schedule import Schedule
 from tessel.schedules.template import (
     IntRange, Pow2, Template, constraint, divides, get_template, max_shared_memory, max_threads, register,
 )
 
-# Templates tried, in order, for a contraction stage (the GEMM template joins here when it lands).
-CONTRACTION_TEMPLATES = ("gpu.matmul_legacy",)
+# Templates tried, in order, for a contraction stage: tensor cores (tessel/schedules/gemm.py) where
+# the dtypes fit, else the register-tiled SIMT kernel.
+CONTRACTION_TEMPLATES = ("gemm.mma_sync", "gpu.matmul_simt")
 
 
 def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None) -> Schedule:
@@ -481,7 +484,7 @@ ROWWISE = register(Template(
     doc="Softmax, log-softmax, layer and RMS norm: one fused kernel, statistics in registers."))
 
 
-# -- contractions (the GEMM schedules of generic_gpu_matmul.py, until the GEMM template lands) -------
+# -- contractions that tensor cores do not take (the GEMM template is tessel/schedules/gemm.py) ------
 
 
 def _matmul_analyze(kernel: Kernel, target) -> str:
@@ -491,15 +494,15 @@ def _matmul_analyze(kernel: Kernel, target) -> str:
     return name
 
 
-def _matmul_schedule(sch: Schedule, knobs: dict, ctx) -> None:
-    if not schedule_mma(sch, ctx.info):  # tensor cores when the dtypes and shape fit, else SIMT
-        schedule_simt(sch, ctx.info)
+def _simt_schedule(sch: Schedule, knobs: dict, ctx) -> None:
+    schedule_simt(sch, ctx.info)
 
 
 register(Template(
-    "gpu.matmul_legacy", [], _matmul_schedule, analyze=_matmul_analyze, targets=("cuda",),
-    doc="Today's GEMM: mma.sync tiles where they fit (generic_gpu_matmul.schedule_mma), a register-tiled "
-        "SIMT kernel elsewhere; its sizes are not knobs yet."))
+    "gpu.matmul_simt", [], _simt_schedule, analyze=_matmul_analyze, targets=("cuda",),
+    doc="A register-tiled SIMT contraction (generic_gpu_matmul.schedule_simt: 16 x 16 threads, 2 x 2 "
+        "outputs each, tiles of 16 along k through shared memory), for any dtypes and shapes; its sizes "
+        "are not knobs yet."))
 
 
 __all__ = ["CONTRACTION_TEMPLATES", "default_gpu_schedule", "default_gpu_template"]

@@ -16,7 +16,7 @@ from tessel.ir.nodes import Allocate, For, Intrinsic, walk
 from tessel.ir.verify import verify
 from tessel.schedules.generic_gpu import default_gpu_schedule
 from tessel.schedules.schedule import Schedule
-from tests.tolerances import elementwise_tol, matmul_tol, reduction_tol
+from tests.tolerances import elementwise_tol, matmul_tol
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32, "int32": np.int32}
 
@@ -196,6 +196,7 @@ def _matmul(M, N, K, dtype, a_t=False, b_t=False, batch=None):
     (32, 32, 32, "float16", True, False, None),
     (16, 8, 32, "float16", False, False, 2),
     (64, 64, 64, "bfloat16", False, False, None),
+    (24, 12, 20, "float16", False, False, None),  # not multiples of the mma tile: predicated edges
 ])
 def test_matmul_on_tensor_cores(M, N, K, dtype, a_t, b_t, batch):
     tensors, inputs, want = _matmul(M, N, K, dtype, a_t, b_t, batch)
@@ -209,16 +210,16 @@ def test_matmul_on_tensor_cores(M, N, K, dtype, a_t, b_t, batch):
         assert "cp.async.cg.shared.global.16" in calls and "cp.async.wait_group" in calls
 
 
-@pytest.mark.parametrize("M,N,K,dtype", [(20, 9, 12, "float32"), (33, 40, 17, "float32"), (24, 12, 20, "float16"),
-                                         (16, 16, 16, "int32")])
+# float16 operands with float32 accumulation take tensor cores at any M, N, K (the GEMM template,
+# gemm.py): only other dtypes reach the SIMT kernel
+@pytest.mark.parametrize("M,N,K,dtype", [(20, 9, 12, "float32"), (33, 40, 17, "float32"), (16, 16, 16, "int32")])
 def test_matmul_simt_fallback(M, N, K, dtype):
     tensors, inputs, want = _matmul(M, N, K, dtype)
     if dtype == "int32":
         inputs = [np.random.default_rng(6).integers(-9, 9, x.shape).astype(np.int32) for x in inputs]
         want = inputs[0].astype(np.int64) @ inputs[1].astype(np.int64)
     sch, (c,) = schedule_and_run(tensors, inputs)
-    tol = reduction_tol(dtype, k=K) if dtype == "float16" else dict(rtol=1e-4, atol=1e-4)  # products exact in f32
-    np.testing.assert_allclose(c.astype(np.float64), want, **tol)
+    np.testing.assert_allclose(c.astype(np.float64), want, rtol=1e-4, atol=1e-4)
     assert not any(n.startswith("mma") for n in intrinsics(sch))
     assert any(n.buffer.scope == "shared" for n in walk(sch.kernel.body) if isinstance(n, Allocate))
 

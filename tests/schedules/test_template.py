@@ -257,7 +257,7 @@ def test_undeclared_fallback_is_an_error():
 def test_registry_has_the_default_templates():
     names = set(templates())
     assert {"cpu.generic", "gpu.elementwise", "gpu.transpose", "gpu.reduce_inner", "gpu.reduce_outer",
-            "gpu.rowwise", "gpu.matmul_legacy"} <= names
+            "gpu.rowwise", "gpu.matmul_simt", "gemm.mma_sync"} <= names
     with pytest.raises(ScheduleError, match="unknown template 'nope'; known: .*cpu.generic"):
         get_template("nope")
     def names(kernel, target):
@@ -266,8 +266,9 @@ def test_registry_has_the_default_templates():
     assert names(transpose(40, 70), "cuda") == ["gpu.elementwise", "gpu.transpose"]
     assert names(row_reduce(6, 100), "cuda") == ["gpu.reduce_inner", "gpu.reduce_outer"]
     # a GEMM is also a reduction: the tuner may try the reduction templates on it
-    assert set(names(matmul(32, 16, 16, "float16"), "cuda")) >= {"gpu.matmul_legacy", "gpu.reduce_inner",
-                                                                "gpu.reduce_outer"}
+    assert set(names(matmul(32, 16, 16, "float16"), "cuda")) >= {"gemm.mma_sync", "gpu.matmul_simt",
+                                                                "gpu.reduce_inner", "gpu.reduce_outer"}
+    assert "gemm.mma_sync" not in names(matmul(32, 16, 16, "float32"), "cuda")
     assert names(elementwise((8, 8)), "cpu") == ["cpu.generic"]
 
 
