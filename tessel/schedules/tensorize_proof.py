@@ -1,9 +1,9 @@
 """The proof that a tensorized nest computes what the nest it replaces computed.
 
 `prove_same(kernel, path, old, new, lane, samples)` builds two one-warp kernels around the old
-and the new statement — the enclosing loop variables fixed by lets at sampled values, every
-buffer the statements read or write from outside them passed in (shared and global buffers as
-arrays, local ones per lane, copied in and out) — runs both in the reference interpreter on the
+and the new statement — the enclosing loop variables fixed by lets at sampled values (all zeros,
+all maxima, two random points), every buffer the statements read or write from outside them
+passed in (shared and global buffers as arrays, local ones per lane, copied in and out) — runs both in the reference interpreter on the
 same random inputs and raises ScheduleError when the outputs differ beyond float32 rounding of
 a reassociated sum.
 
@@ -159,6 +159,17 @@ def _cut_samples(samples: list[dict], cut: dict) -> list[dict]:
     return out
 
 
+def _distinct(samples: list[dict]) -> list[dict]:
+    """The sampled points (all zeros, all maxima, random ones), each once."""
+    out, seen = [], set()
+    for env in samples:
+        key = tuple(sorted((v.name, int(x)) for v, x in env.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(env)
+    return out
+
+
 def prove_same(kernel: Kernel, path: list, old, new, lane: Var, samples: list[dict]) -> None:
     """Raise ScheduleError unless `new` computes what `old` computes (see the module docstring)."""
     from tessel.ir.interp import run
@@ -172,7 +183,7 @@ def prove_same(kernel: Kernel, path: list, old, new, lane: Var, samples: list[di
         samples = _cut_samples(samples, cut)
     free = (free_vars(old) | free_vars(new)) - {lane}
     rng = np.random.default_rng(1234)
-    for env in samples[-2:]:
+    for env in _distinct(samples):
         env = {v: int(env.get(v, 0)) for v in free}
         missing = [v.name for v in free if not isinstance(v, Var) or v not in env]
         if missing:
