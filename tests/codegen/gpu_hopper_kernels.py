@@ -153,6 +153,8 @@ def wgmma_tile(n=128, k=64, b_major="k", dtype="bfloat16", drop=(), raw=False):
         body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
     body += [Intrinsic(wgmma.DESC, (_ref(da, 0), _ref(SA, 0), c(16), c(1024), c(128))), b_desc,
              Intrinsic(wgmma.FENCE, ()), For(ks, k // 16, mma, "unrolled"), Intrinsic(wgmma.COMMIT, ())]
+    if "clobber" in drop:  # (a broken variant: rewrites A's tile while the wgmma may still read it)
+        body.append(IfThenElse(t.eq(0), Store(SA, (c(0),), Const(1.0, dtype))))
     if "wgmma_wait" not in drop:
         body.append(Intrinsic(wgmma.WAIT, (c(0),)))
     if raw:  # each thread's registers as they are: O[t, i] = acc[i] (the layout itself is compared)
