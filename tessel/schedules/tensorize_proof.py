@@ -3,9 +3,9 @@
 `prove_same(kernel, path, old, new, lane, samples)` builds two one-warp kernels around the old
 and the new statement — the enclosing loop variables fixed by lets at sampled values (all zeros,
 all maxima, two random points), every buffer the statements read or write from outside them
-passed in (shared and global buffers as arrays, local ones per lane, copied in and out) — runs both in the reference interpreter on the
-same random inputs and raises ScheduleError when the outputs differ beyond float32 rounding of
-a reassociated sum.
+passed in (shared and global buffers as arrays, local ones per lane, copied in and out) — runs
+both in the reference interpreter on the same random inputs and raises ScheduleError when the
+outputs differ beyond float32 rounding of a reassociated sum.
 
 Large kernels are proved on a scaled-down copy, never skipped: when the global buffers hold more
 than MAX_PROOF_ELEMENTS elements, the enclosing loops' extents are cut (largest first, to 2) and
