@@ -112,8 +112,8 @@ def test_build_names_and_attributes():
 
 def test_build_refuses_bad_requests():
     tensors = unscheduled_gemm()
-    with pytest.raises(TesselError, match="tuning logs arrive with the autotuner"):
-        ts.build(tensors, tuning_log="tune.jsonl")
+    with pytest.raises(TesselError, match="schedule=... or tuning_log=..., not both"):
+        ts.build(tensors, tuning_log="tune.jsonl", schedule=lambda ir: ir)
     with pytest.raises(TesselError, match="unknown target 'tpu'.*cpu.*cuda"):
         ts.build(tensors, target="tpu")
     with pytest.raises(ScheduleError, match="expected a Schedule"):

@@ -219,8 +219,6 @@ def test_compile_entry_dispatches_and_refuses_unknown_models(tmp_path):
         ts_compile(b, target="tpu")
     with pytest.raises(TesselError, match="unknown option"):
         ts_compile(b, fusion_level=3)
-    with pytest.raises(TesselError, match="tuning logs"):
-        ts_compile(b, tuning_log="x.jsonl")
 
 
 def test_compile_torch_module_specialises_per_shape():
