@@ -7,6 +7,7 @@ one test per pattern runs in a fresh pytest, and each outcome is read back.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -93,3 +94,39 @@ def test_no_test_guards_our_own_modules_with_a_skip():
                 found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not found, "tests that skip when a tessel module does not import (import it unconditionally):\n" + \
         "\n".join(found)
+
+
+def _guarded_tessel_imports(path: Path) -> list[int]:
+    """Lines of `try:` blocks that import a tessel module and catch its ImportError."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = set()
+        for h in node.handlers:
+            types = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+            caught |= {t.id for t in types if isinstance(t, ast.Name)} if h.type is not None else {"*"}
+        if not caught & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException", "*"}:
+            continue
+        for stmt in node.body:
+            for m in ast.walk(stmt):
+                names = [a.name for a in m.names] if isinstance(m, ast.Import) else \
+                    [m.module or ""] if isinstance(m, ast.ImportFrom) and not m.level else []
+                if any(n == "tessel" or n.startswith("tessel.") for n in names):
+                    lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_no_test_catches_the_import_error_of_our_own_modules():
+    """`try: from tessel... except ImportError: <skip, return None, pass>` hides a broken module
+    whatever the handler does; import it unconditionally."""
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in sorted((ROOT / "tests").rglob("*.py"))
+             for n in _guarded_tessel_imports(p)]
+    assert not found, "tests that catch the ImportError of a tessel module: " + ", ".join(found)
+
+
+def test_the_guard_scan_finds_the_patterns(tmp_path):
+    src = tmp_path / "t.py"
+    src.write_text("def f():\n    try:\n        from tessel.ir import interp\n    except ImportError:\n"
+                   "        return None\n\ntry:\n    import torch\nexcept ImportError:\n    torch = None\n")
+    assert _guarded_tessel_imports(src) == [2]
