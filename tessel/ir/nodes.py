@@ -267,11 +267,24 @@ class Call(Expr):
         return self.args[0].dtype
 
 
+def _dim(s):
+    """A shape entry: an int, or an integer expression of scalar kernel parameters (a constant
+    expression becomes its int)."""
+    if isinstance(s, Const):
+        return int(s.value)
+    if isinstance(s, Expr):
+        if not is_int(s.dtype):
+            raise DTypeError(f"a shape entry must be an integer, got a {s.dtype} expression")
+        return s
+    return int(s)
+
+
 @dataclass(frozen=True, eq=False)
 class Buffer(Node):
-    """A multi-dimensional array with a static shape, a dtype and a memory scope:
-    "global" (device or host memory), "shared" (one copy per GPU block), "local" (registers,
-    one copy per thread)."""
+    """A multi-dimensional array with a shape, a dtype and a memory scope: "global" (device or
+    host memory), "shared" (one copy per GPU block), "local" (registers, one copy per thread).
+    Shape entries are ints, or integer expressions of the kernel's scalar parameters (symbolic
+    extents: `Buffer("K", (n, 128))` with `n = Var("n")` a parameter of the kernel)."""
 
     name: str
     shape: tuple
@@ -279,7 +292,7 @@ class Buffer(Node):
     scope: str = "global"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "shape", tuple(_dim(s) for s in self.shape))
         check_dtype(self.dtype, f"buffer {self.name}")
 
     @property
@@ -287,10 +300,16 @@ class Buffer(Node):
         return len(self.shape)
 
     @property
-    def size(self) -> int:
+    def symbolic(self) -> bool:
+        """Whether some shape entry is an expression (of scalar parameters), not an int."""
+        return any(isinstance(s, Expr) for s in self.shape)
+
+    @property
+    def size(self):
+        """The element count: an int, or an expression when the shape is symbolic."""
         n = 1
         for s in self.shape:
-            n *= s
+            n = s if isinstance(n, int) and n == 1 else n * s
         return n
 
     def __getitem__(self, idx) -> "Load":
@@ -424,7 +443,11 @@ class Intrinsic(Stmt):
 class Launch(Node):
     """GPU launch shape: grid and block dimensions (x, y, z), dynamic shared memory in bytes, and
     the thread-block cluster (x, y, z): blocks per cluster along each grid axis (each must divide
-    the grid's; (1, 1, 1) is no cluster)."""
+    the grid's; (1, 1, 1) is no cluster). Grid entries may be integer expressions of the kernel's
+    scalar parameters (evaluated at launch); block and cluster entries are ints."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", tuple(_dim(g) for g in self.grid))
 
     grid: tuple = (1, 1, 1)
     block: tuple = (1, 1, 1)
@@ -434,8 +457,10 @@ class Launch(Node):
 
 @dataclass(frozen=True, eq=False)
 class Kernel(Node):
-    """A kernel: parameter buffers (inputs and outputs, in call order), a body, the target it was
-    scheduled for ("cpu" or "cuda") and, for GPU kernels, its launch shape."""
+    """A kernel: parameters in call order, a body, the target it was scheduled for ("cpu" or
+    "cuda") and, for GPU kernels, its launch shape. Parameters are Buffers (inputs and outputs)
+    and scalar parameters: int32 / int64 `Var`s, which loop extents, buffer shapes and the launch
+    grid may use, so that one kernel serves every length."""
 
     name: str
     params: tuple
@@ -446,11 +471,22 @@ class Kernel(Node):
     def __post_init__(self):
         object.__setattr__(self, "params", tuple(self.params))
 
-    def param(self, name: str) -> Buffer:
+    def param(self, name: str):
+        """The parameter (Buffer or scalar Var) named `name`."""
         for p in self.params:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    @property
+    def scalar_params(self) -> tuple:
+        """The scalar (Var) parameters, in order."""
+        return tuple(p for p in self.params if isinstance(p, Var))
+
+    @property
+    def buffer_params(self) -> tuple:
+        """The Buffer parameters, in order."""
+        return tuple(p for p in self.params if isinstance(p, Buffer))
 
 
 # ---------------------------------------------------------------------------------------------

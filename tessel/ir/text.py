@@ -18,9 +18,10 @@ format, so it is exact: floats print with repr() and a dtype suffix (`2.0f32`, `
 
 Grammar, informally (`#` starts a comment; newlines are not significant):
 
-    kernel := 'kernel' NAME '(' [decl {',' decl}] ')' 'target' NAME [launch] block
-    launch := 'launch' 'grid' '(' INT, ... ')' 'block' '(' INT, ... ')' 'shared' INT ['cluster' '(' INT, ... ')']
-    decl   := NAME ':' DTYPE '[' [INT {',' INT}] ']' [global | shared | local]
+    kernel := 'kernel' NAME '(' [param {',' param}] ')' 'target' NAME [launch] block
+    param  := decl | NAME ':' DTYPE   (a scalar parameter: int32 or int64)
+    launch := 'launch' 'grid' '(' expr, ... ')' 'block' '(' INT, ... ')' 'shared' INT ['cluster' '(' INT, ... ')']
+    decl   := NAME ':' DTYPE '[' [dim {',' dim}] ']' [global | shared | local]   (dim := INT | expr)
     block  := '{' {stmt} '}'      -- no statement: Seq(()); one: itself; more: a Seq of them
     stmt   := 'for' NAME [':' DTYPE] 'in' expr [serial | parallel | vectorized | unrolled
                                                | 'bind' AXIS] block
@@ -118,13 +119,25 @@ def _const(c: Const) -> str:
     return repr(v) + suffix
 
 
-def _decl(b: Buffer) -> str:
-    return f"{_name(b.name)}: {b.dtype}[{', '.join(str(s) for s in b.shape)}] {b.scope}"
+def _decl(b: Buffer, printer: "_Printer | None" = None) -> str:
+    """`name: dtype[dims] scope`; symbolic dims print as expressions (in `printer`'s scope)."""
+    p = printer or _Printer(False)
+    dims = ", ".join(p.expr(s) if isinstance(s, Expr) else str(s) for s in b.shape)
+    return f"{_name(b.name)}: {b.dtype}[{dims}] {b.scope}"
 
 
-def _launch(launch: Launch) -> str:
+def _param(p, printer: "_Printer | None" = None) -> str:
+    """A kernel parameter: a buffer declaration, or `name: dtype` for a scalar parameter."""
+    if isinstance(p, Var):
+        return f"{_name(p.name)}: {p.dtype}"
+    return _decl(p, printer)
+
+
+def _launch(launch: Launch, printer: "_Printer | None" = None) -> str:
+    p = printer or _Printer(False)
+
     def dims(t):
-        return ", ".join(str(x) for x in t)
+        return ", ".join(p.expr(x) if isinstance(x, Expr) else str(x) for x in t)
 
     text = f"launch grid({dims(launch.grid)}) block({dims(launch.block)}) shared {launch.shared_bytes}"
     if tuple(launch.cluster) != (1, 1, 1):
@@ -187,7 +200,7 @@ class _Printer:
         bound = self.bufs.get(b.name)
         if bound == b or (bound is None and not self.strict):
             return _name(b.name)
-        return "{" + _decl(b) + "}"
+        return "{" + _decl(b, self) + "}"
 
     def generic(self, n) -> str:
         """Nodes the grammar does not cover (e.g. the DSL's Reduce) print readably, not parseably."""
@@ -225,7 +238,7 @@ class _Printer:
             out(f"{pad}{self.expr(Load(s.buffer, s.indices))} = {self.expr(s.value)}")
             return
         elif isinstance(s, Allocate):
-            out(f"{pad}alloc {_decl(s.buffer)} {{")
+            out(f"{pad}alloc {_decl(s.buffer, self)} {{")
             with self.bound(self.bufs, s.buffer.name, s.buffer):
                 self.block(s.body, ind + 1)
         elif isinstance(s, Seq):  # reached only for a Seq that a block cannot express implicitly
@@ -259,12 +272,18 @@ class _Printer:
         out(pad + "}")
 
     def kernel(self, k: Kernel) -> str:
-        head = f"kernel {_name(k.name)}({', '.join(_decl(p) for p in k.params)}) target {_name(k.target)}"
+        params = []
+        for p in k.params:  # scalar parameters are in scope for the declarations after them
+            params.append(_param(p, self))
+            if isinstance(p, Var):
+                self.vars[p.name] = p
+        head = f"kernel {_name(k.name)}({', '.join(params)}) target {_name(k.target)}"
         if k.launch is not None:
-            head += " " + _launch(k.launch)
+            head += " " + _launch(k.launch, self)
         self.lines.append(head + " {")
         for p in k.params:
-            self.bufs[p.name] = p  # a later parameter of the same name shadows, as in the parser
+            if isinstance(p, Buffer):
+                self.bufs[p.name] = p  # a later parameter of the same name shadows, as in the parser
         self.block(k.body, 1)
         self.lines.append("}")
         return "\n".join(self.lines)

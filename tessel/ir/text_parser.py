@@ -233,12 +233,16 @@ class Parser:
 
     # declarations
 
-    def decl(self) -> Buffer:
+    def decl(self, scalar_ok: bool = False):
+        """A buffer declaration; with `scalar_ok` (kernel parameters), `name: dtype` without a
+        shape declares a scalar parameter (a Var)."""
         tok = self.peek()
         name = self.name("a buffer name")
         self.expect(":")
         dtype = self.dtype()
-        shape = tuple(self.items("[", "]", self.int_lit))
+        if scalar_ok and not self.at("["):
+            return self.build(tok, Var, name, dtype)
+        shape = tuple(self.items("[", "]", self.dim))
         scope = "global"
         t = self.peek()
         if t.kind == "name":
@@ -246,6 +250,13 @@ class Parser:
                 raise self.expected(f"a memory scope ({', '.join(SCOPES)})")
             scope = self.advance().text
         return self.build(tok, Buffer, name, shape, dtype, scope)
+
+    def dim(self):
+        """A shape or grid entry: an integer literal, or an integer expression (symbolic)."""
+        t = self.peek()
+        if t.kind == "num" and t.text.isdigit() and self.peek(1).text in (",", "]", ")"):
+            return self.int_lit()
+        return self.expr()
 
     def ref(self) -> tuple[Buffer, tuple]:
         if self.accept("{"):
@@ -431,17 +442,24 @@ class Parser:
             return Store(buf, idx, self.expr())
         raise self.expected("a statement (for, if, let, alloc, seq, barrier, intrin or a store)")
 
+    def param(self):
+        """A kernel parameter; a scalar one is in scope for what follows it."""
+        p = self.decl(scalar_ok=True)
+        if isinstance(p, Var):
+            self.vars[p.name] = p
+        return p
+
     def kernel(self) -> Kernel:
         self.expect("kernel")
         tok = self.peek()
         name = self.name("a kernel name")
-        params = self.items("(", ")", self.decl)
+        params = self.items("(", ")", self.param)
         self.expect("target")
         target = self.name("a target name")
         launch = None
         if self.accept("launch"):
             self.expect("grid")
-            grid = tuple(self.items("(", ")", self.int_lit))
+            grid = tuple(self.items("(", ")", self.dim))
             self.expect("block")
             block = tuple(self.items("(", ")", self.int_lit))
             self.expect("shared")
@@ -449,6 +467,7 @@ class Parser:
             cluster = tuple(self.items("(", ")", self.int_lit)) if self.accept("cluster") else (1, 1, 1)
             launch = Launch(grid, block, shared, cluster)
         for p in params:
-            self.bufs[p.name] = p
+            if isinstance(p, Buffer):
+                self.bufs[p.name] = p
         body = self.block()
         return self.build(tok, Kernel, name, tuple(params), body, target, launch)

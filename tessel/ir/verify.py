@@ -13,7 +13,9 @@ scope, loop ranges, enclosing conditions), and collects every problem it finds b
 - constant out-of-bounds accesses (see `_Checker._check_bounds`);
 - GPU structure: barriers under thread-divergent conditions, loop kinds, parallel loops nested in
   parallel loops, shared buffers or GPU axes on a CPU kernel, a launch cluster that does not
-  divide the grid or holds more than MAX_CLUSTER blocks.
+  divide the grid or holds more than MAX_CLUSTER blocks;
+- scalar parameters: int32 / int64 Vars with unique names; symbolic buffer shapes and launch grid
+  entries use only them.
 
 Out-of-bounds reports must never be false alarms (the verifier runs on every kernel a pass
 makes), so an access is reported only when a concrete witness is found: an assignment of the
@@ -49,6 +51,7 @@ from tessel.ir.nodes import (
 )
 
 _MAX_WITNESS_TRIES = 4096  # assignments tried when looking for an out-of-bounds witness
+SCALAR_PARAM_DTYPES = ("int32", "int64")
 MAX_CLUSTER = 16  # blocks per thread-block cluster (8 portable, 16 with the non-portable opt-in on sm_90)
 
 
@@ -175,20 +178,57 @@ class _Checker:
         self.axis_size = _launch_shape(kernel)
         if kernel.launch is not None:
             self.check_cluster(kernel.launch)
+        names: set[str] = set()
         for p in kernel.params:
-            if not isinstance(p, Buffer):
-                self.report(f"parameter {p!r} is not a Buffer")
+            if isinstance(p, Var):
+                if p.name in names:
+                    self.report(f"two parameters are named '{p.name}'")
+                names.add(p.name)
+                if p.dtype not in SCALAR_PARAM_DTYPES:
+                    self.report(f"scalar parameter '{p.name}' has dtype {p.dtype}; scalar parameters are "
+                                f"{' or '.join(SCALAR_PARAM_DTYPES)}")
+                scope.vars[p.name] = p
                 continue
-            if p.name in scope.buffers:
+            if not isinstance(p, Buffer):
+                self.report(f"parameter {p!r} is neither a Buffer nor a scalar Var")
+                continue
+            if p.name in names:
                 self.report(f"two parameters are named '{p.name}'")
+            names.add(p.name)
             if p.scope != "global":
                 self.report(f"parameter buffer '{p.name}' has scope '{p.scope}'; parameters live in global memory")
             self.note_buffer(p)
             scope.buffers[p.name] = p
+        scalars = {p.name: p for p in kernel.params if isinstance(p, Var)}
+        for p in kernel.params:
+            if isinstance(p, Buffer):
+                self.check_dims(p, scalars, f"the shape of parameter '{p.name}'")
+        if kernel.launch is not None:
+            for g in kernel.launch.grid:
+                if isinstance(g, Expr):
+                    self.check_dim(g, scalars, "the launch grid")
+            if any(not isinstance(d, int) for d in kernel.launch.block):
+                self.report(f"launch block {kernel.launch.block} must hold integers")
+        self.scalars = scalars
         if not isinstance(kernel.body, Stmt):
             self.report(f"the body is a {type(kernel.body).__name__}, not a statement")
             return
         self.check_stmt(kernel.body, scope)
+
+    def check_dims(self, b: Buffer, scalars: dict, what: str) -> None:
+        for d in b.shape:
+            if isinstance(d, Expr):
+                self.check_dim(d, scalars, what)
+
+    def check_dim(self, d: Expr, scalars: dict, what: str) -> None:
+        """A symbolic extent: an integer expression of scalar parameters only (no loads)."""
+        if not is_int(d.dtype):
+            self.report(f"{what} has a {d.dtype} entry {_show(d)}, expected an integer")
+        for n in walk(d):
+            if isinstance(n, Load):
+                self.report(f"{what} has an entry {_show(d)} that loads from buffer '{n.buffer.name}'")
+            elif isinstance(n, Var) and scalars.get(n.name) != n:
+                self.report(f"{what} uses '{n.name}' ({n.dtype}), which is not a scalar parameter of the kernel")
 
     def check_cluster(self, launch: Launch) -> None:
         cluster = tuple(launch.cluster)
@@ -330,6 +370,7 @@ class _Checker:
         elif b.scope == "shared" and self.target == "cpu":
             self.report(f"buffer '{b.name}' is in shared memory in a CPU kernel")
         self.note_buffer(b)
+        self.check_dims(b, getattr(self, "scalars", {}), f"the shape of buffer '{b.name}'")
         self.check_stmt(s.body, replace(scope, buffers={**scope.buffers, b.name: b}))
 
     # -- buffers and accesses -------------------------------------------------------------------
@@ -364,8 +405,8 @@ class _Checker:
             known = None if isinstance(idx, Var) else scope.ranges.get(idx)  # from an enclosing guard
             if r is not None and known is not None:
                 r = max(r[0], known[0]), min(r[1], known[1])
-            if r is None or (r[0] >= 0 and r[1] < extent):
-                continue
+            if isinstance(extent, Expr) or r is None or (r[0] >= 0 and r[1] < extent):
+                continue  # a symbolic extent is checked at run time
             w = _witness(idx, extent, scope)
             if w is not None:
                 env, value = w
@@ -458,8 +499,9 @@ class _Checker:
 def _launch_shape(kernel: Kernel) -> dict[str, int]:
     """Threads (blocks) along each GPU axis: the Launch's, else the largest constant extent bound to
     the axis (as the interpreter launches it)."""
-    if kernel.launch is not None:
-        return dict(zip(THREAD_AXES, tuple(kernel.launch.grid) + tuple(kernel.launch.block)))
+    if kernel.launch is not None:  # symbolic grid entries are left out: unknown until launch
+        dims = zip(THREAD_AXES, tuple(kernel.launch.grid) + tuple(kernel.launch.block))
+        return {axis: d for axis, d in dims if isinstance(d, int)}
     size: dict[str, int] = {}
     for n in walk(kernel.body):
         if isinstance(n, For) and n.kind in THREAD_AXES and isinstance(n.extent, Const):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from tessel.ir.interp import Context, ExecutionError, Interpreter, IntrinsicImpl, RaceError, run
-from tessel.ir.intrinsics import copy_name, ldmatrix_name, mma_name
+from tessel.ir.intrinsics import copy_name, interp_registry, ldmatrix_name, mma_name
 from tessel.ir.nodes import (
-    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Store, Var, seq,
+    Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Store, Var, seq,
 )
 
 WAIT0 = Intrinsic("cp.async.wait_group", (Const(0, "int32"),))
@@ -281,25 +281,34 @@ def test_deadlock_names_each_wait():
         Interpreter(_flag_impls()).run(k, np.zeros(64, np.float32), seed=9)
 
 
-def test_collectives_sync_their_warp_only():
-    """A warp shuffle orders the lanes of its warp, not the other warp: warp 1 reading what warp 0
-    wrote before its shuffle races; lanes of warp 0 reading each other's writes do not."""
+def _syncwarp(ctx: Context, lanes):
+    pass  # declared syncs=True: the scheduler orders the warp's lanes
+
+
+def test_collectives_are_a_rendezvous_and_only_a_syncing_one_orders_memory():
+    """Lanes of a warp reading each other's shared-memory writes after a shuffle race (as on the
+    GPU: a shuffle is no memory barrier); after a __syncwarp-like collective (syncs=True) they do
+    not, but the other warp's writes are still unordered."""
     from tessel.ir.intrinsics import shfl_name
 
     O, S, L = Buffer("O", (64,)), Buffer("S", (64,), "float32", "shared"), Buffer("L", (1,), "float32", "local")
     t = Var("t")
+    impls = {"syncwarp": IntrinsicImpl(_syncwarp, "warp", with_context=True, syncs=True),
+             shfl_name("bfly"): interp_registry()[shfl_name("bfly")]}
 
-    def kernel(other: int) -> Kernel:
-        shfl = Allocate(L, seq(Intrinsic(shfl_name("bfly"), (BufferRef(L, (0,)), S[t] * 0.0, Const(1, "int32"))),
-                               Store(O, (t,), S[(t // 32) * 32 + ((t + 1) % 32) if other == 0 else (t + 32) % 64])))
-        return Kernel("sh", (O,), Allocate(S, For(t, 64, seq(Store(S, (t,), Const(1.0, "float32")), shfl),
-                                                   "threadIdx.x")), target="cuda")
+    def kernel(sync: str, other_warp: bool) -> Kernel:
+        shfl = Intrinsic(shfl_name("bfly"), (BufferRef(L, (0,)), Const(1.0, "float32"), Const(1, "int32")))
+        call = Intrinsic("syncwarp", ()) if sync == "syncwarp" else Allocate(L, shfl)
+        src = (t + 32) % 64 if other_warp else (t // 32) * 32 + (t + 1) % 32
+        body = seq(Store(S, (t,), Cast("float32", t)), call, Store(O, (t,), S[src]))
+        return Kernel("sh", (O,), Allocate(S, For(t, 64, body, "threadIdx.x")), target="cuda")
 
     o = np.zeros(64, np.float32)
-    run(kernel(0), o)
-    np.testing.assert_array_equal(o, np.ones(64, np.float32))
-    with pytest.raises(RaceError, match="'S' element"):
-        run(kernel(1), o)
+    Interpreter(impls).run(kernel("syncwarp", False), o)
+    np.testing.assert_array_equal(o, (np.arange(64) // 32) * 32 + (np.arange(64) + 1) % 32)
+    for sync, other in (("shfl", False), ("syncwarp", True)):
+        with pytest.raises(RaceError, match="'S' element"):
+            Interpreter(impls).run(kernel(sync, other), o)
 
 
 def test_blocks_run_in_a_seeded_order():
@@ -326,7 +335,7 @@ def _cluster_sync(ctx: Context, lanes):
 
 
 CLUSTER_IMPLS = {"peer_load": IntrinsicImpl(_peer_load, with_context=True),
-                 "cluster_sync": IntrinsicImpl(_cluster_sync, "cluster", with_context=True)}
+                 "cluster_sync": IntrinsicImpl(_cluster_sync, "cluster", with_context=True, syncs=True)}
 
 
 def _cluster_swap(sync: str | None) -> Kernel:

@@ -74,7 +74,7 @@ def _case(name):
                          "rms_norm": ([(4, 600), (600,)], "bfloat16")}[name]
         return _lowered(name, shapes, dtype), [_rand(s, dtype, 5 + k) for k, s in enumerate(shapes)], None
     if name == "matmul_mma_bf16_t":
-        return _matmul(64, 64, 64, "bfloat16", True, True)  # 4 warps: one warp is ordered by its collectives
+        return _matmul(64, 64, 64, "bfloat16", True, True)
     if name == "matmul_simt":
         return _matmul(33, 40, 17, "float32")
     raise KeyError(name)
@@ -144,7 +144,7 @@ def test_default_cuda_gemm_without_barriers_races():
     sch, inputs, _ = _default_gemm()
     assert collect(sch.body, Barrier)
     nob = _without(sch, lambda n: isinstance(n, Barrier))
-    with pytest.raises(RaceError, match=r"kernel 'C': data race on shared buffer '[AB]_shared'"):
+    with pytest.raises(RaceError, match=r"kernel 'C': data race on shared buffer '\w+' element"):
         interp.run(nob, *inputs, np.zeros((128, 128), np.float32))
 
 

@@ -144,10 +144,11 @@ class Interpreter:
         race = self.race_check if race_check is None else race_check
         if t.threaded and race:
             t = self.translate(kernel, True, _tracked_params(kernel, impls))
-        flat, copies = _flat_arguments(kernel, t, arrays)
+        flat, copies, env = _flat_arguments(kernel, t, arrays)
+        grid = _grid(t, env, kernel.name) if t.threaded else None
         with np.errstate(all="ignore"):
             if t.threaded:
-                run_grid(t, flat, impls, kernel.name, self.seed if seed is None else seed)
+                run_grid(t, flat, impls, kernel.name, self.seed if seed is None else seed, grid)
             else:
                 t.fn(flat, (0, 0, 0), (0, 0, 0), {}, {}, None)
         for original, copy in copies:
@@ -186,7 +187,7 @@ def _tracked_params(kernel: Kernel, impls: dict) -> frozenset:
             writes = _table_writes(name)
         if writes is None or k in writes:
             out.add(buf)
-    return frozenset(p.name for p in kernel.params if p.name in out)
+    return frozenset(p.name for p in kernel.params if isinstance(p, Buffer) and p.name in out)
 
 
 def _table_writes(name: str):
@@ -196,17 +197,27 @@ def _table_writes(name: str):
     return None if entry is None else tuple(entry.writes())
 
 
-def _flat_arguments(kernel: Kernel, t: Translation, arrays) -> tuple[list, list]:
-    """Check the arguments; return their flat views (contiguous copies where needed) and the
-    (original, copy) pairs to write back."""
+def _flat_arguments(kernel: Kernel, t: Translation, arrays) -> tuple[list, list, dict]:
+    """Check the arguments; return their flat views (contiguous copies where needed; a scalar
+    parameter's value as a Python int), the (original, copy) pairs to write back, and the values
+    of the scalar parameters (name -> int)."""
     params = kernel.params
     if len(arrays) != len(params):
         names = ", ".join(p.name for p in params)
-        raise ArgumentError(f"kernel '{kernel.name}' takes {len(params)} array(s) ({names}), got {len(arrays)}")
+        what = "array(s)" if not kernel.scalar_params else "argument(s)"
+        raise ArgumentError(f"kernel '{kernel.name}' takes {len(params)} {what} ({names}), got {len(arrays)}")
+    scalars = {}
+    for k, (p, a) in enumerate(zip(params, arrays)):
+        if isinstance(p, Var):
+            scalars[p.name] = _scalar_param(p, a, f"kernel '{kernel.name}' argument {k} ('{p.name}')")
+    env = {p: scalars[p.name] for p in params if isinstance(p, Var)}
     flat, copies = [], []
     for k, (p, a) in enumerate(zip(params, arrays)):
+        if isinstance(p, Var):
+            flat.append(scalars[p.name])
+            continue
         what = f"kernel '{kernel.name}' argument {k} ('{p.name}')"
-        a = _array_argument(p, a, what)
+        a = _array_argument(p, a, what, _shape(p, env, kernel.name) if p.symbolic else None)
         if p.name in t.written and not a.flags.writeable:
             raise ArgumentError(f"{what}: the kernel writes it but the array is read-only")
         if not a.flags.c_contiguous:
@@ -215,16 +226,48 @@ def _flat_arguments(kernel: Kernel, t: Translation, arrays) -> tuple[list, list]
                 copies.append((a, c))
             a = c
         flat.append(a.reshape(-1))
-    return flat, copies
+    return flat, copies, env
 
 
-def _array_argument(buf: Buffer, a, what: str | None = None) -> np.ndarray:
+def _scalar_param(p: Var, x, what: str) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise ArgumentError(f"{what}: a scalar {p.dtype} parameter takes a Python or numpy int, "
+                            f"got {type(x).__name__}")
+    lo, hi = int_range(p.dtype)
+    if not lo <= int(x) <= hi:
+        raise ArgumentError(f"{what}: {int(x)} does not fit in {p.dtype}")
+    return int(x)
+
+
+def _shape(buf: Buffer, env: dict, kernel: str) -> tuple:
+    """The int shape of a symbolic buffer for the scalar parameters' values `env`."""
+    out = []
+    for d in buf.shape:
+        v = d if isinstance(d, int) else int(interpret_expr(d, env))
+        if v < 0:
+            raise ArgumentError(f"kernel '{kernel}': buffer '{buf.name}' has a negative extent {v} for "
+                                f"{', '.join(f'{k.name}={x}' for k, x in env.items())}")
+        out.append(v)
+    return tuple(out)
+
+
+def _grid(t: Translation, env: dict, kernel: str) -> tuple:
+    grid = tuple(g if isinstance(g, int) else int(interpret_expr(g, env)) for g in t.grid)
+    if any(g < 1 for g in grid):
+        raise ArgumentError(f"kernel '{kernel}': the launch grid {grid} (from "
+                            f"{', '.join(f'{k.name}={x}' for k, x in env.items())}) must be positive")
+    return grid
+
+
+def _array_argument(buf: Buffer, a, what: str | None = None, shape: tuple | None = None) -> np.ndarray:
     what = what or f"buffer '{buf.name}'"
+    shape = buf.shape if shape is None else shape
     if not isinstance(a, np.ndarray):
-        raise ArgumentError(f"{what}: expected a numpy array of shape {buf.shape} and dtype {buf.dtype}, "
+        raise ArgumentError(f"{what}: expected a numpy array of shape {shape} and dtype {buf.dtype}, "
                             f"got {type(a).__name__}")
-    if a.shape != buf.shape:
-        raise ArgumentError(f"{what}: expected shape {buf.shape}, got {a.shape}")
+    if a.shape != shape:
+        sym = f" ({', '.join(str(d) for d in buf.shape)})" if buf.symbolic else ""
+        raise ArgumentError(f"{what}: expected shape {shape}{sym}, got {a.shape}")
     if a.dtype != numpy_dtype(buf.dtype):
         raise ArgumentError(f"{what}: expected dtype {buf.dtype}, got {a.dtype}")
     return a

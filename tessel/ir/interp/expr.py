@@ -89,6 +89,7 @@ class ExprTranslator:
         self.vars: dict[Var, tuple] = {}  # Var -> (python name, range)
         self.bufs: dict[str, tuple] = {}  # buffer name -> (Buffer, python name, .item name or None, hooks)
         self.sites: list[str] = []  # statement sites (race messages), numbered from 1 in the text
+        self.shapes: dict[str, tuple] = {}  # symbolic buffer name -> source of each dim (names or ints)
         self._helpers: dict = {}
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -132,9 +133,41 @@ class ExprTranslator:
             else:
                 self.vars[var] = old
 
-    def bind_buffer(self, buf: Buffer, source: str, track: bool = False) -> None:
+    def dims(self, buf: Buffer) -> tuple:
+        """The source of each dim of `buf`: ints, or names of temporaries holding a symbolic dim
+        (emitted here, once per binding)."""
+        out = []
+        for d in buf.shape:
+            if isinstance(d, Expr):
+                v = self.expr(d)
+                t = self.fresh(f"d_{buf.name}")
+                self.emit(f"{t} = {v.src}")
+                self.emit(f"if {t} < 0: _negative_dim({self.kernel!r}, {buf.name!r}, {t})")
+                out.append(t)
+            else:
+                out.append(str(d))
+        return tuple(out)
+
+    def size_src(self, dims: tuple) -> str:
+        return " * ".join(dims) or "1"
+
+    def node(self, buf: Buffer) -> str:
+        """Source of the Buffer node to hand to the runtime: the node itself, or for a symbolic
+        buffer a copy with the run's int shape (`_concrete`), so Refs and shadows see ints."""
+        node = self.helper(("node", buf.name, self.fresh("")), lambda b=buf: b)
+        dims = self.shapes.get(buf.name)
+        if dims is None:
+            return node
+        return f"_concrete({node}, ({''.join(d + ', ' for d in dims)}))"
+
+    def bind_buffer(self, buf: Buffer, source: str, track: bool = False, dims: tuple | None = None) -> None:
         """Emit `name = source` for a buffer's flat array and enter it into scope; with `track`,
-        also bind its race-checking hooks `(read, write) = _rc(array, buffer)` (race.py)."""
+        also bind its race-checking hooks `(read, write) = _rc(array, buffer)` (race.py).
+        `dims`: the dims' sources of a symbolic buffer (see `dims`)."""
+        if buf.symbolic:
+            self.shapes[buf.name] = dims if dims is not None else self.dims(buf)
+        else:
+            self.shapes.pop(buf.name, None)
         name = self.fresh("b_" + buf.name)
         self.emit(f"{name} = {source}")
         item = None
@@ -143,7 +176,7 @@ class ExprTranslator:
             self.emit(f"{item} = {name}.item")
         hooks = None
         if track:
-            node = self.helper(("node", buf.name, self.fresh("")), lambda b=buf: b)
+            node = self.node(buf)
             hooks = (name + "_rd", name + "_wr")
             self.emit(f"{hooks[0]}, {hooks[1]} = _rc({name}, {node})")
         self.bufs[buf.name] = (buf, name, item, hooks)
@@ -329,16 +362,30 @@ class ExprTranslator:
             if not is_int(i.dtype):
                 raise self.error(DTypeError, f"{what} of buffer '{buf.name}' with an index of dtype {i.dtype}")
         idx = [self.expr(i) for i in indices]
-        unsure = [d for d, x in enumerate(idx) if not (0 <= x.rng[0] and x.rng[1] < buf.shape[d])]
+        dims = self.shapes.get(buf.name)
+        if dims is None:  # a static shape: interval analysis may prove dims in range
+            shape = [str(d) for d in buf.shape]
+            unsure = [d for d, x in enumerate(idx) if not (0 <= x.rng[0] and x.rng[1] < buf.shape[d])]
+            shown = repr(buf.shape)
+        else:  # symbolic dims are checked at run time, except those that are ints
+            shape = list(dims)
+            unsure = [d for d, x in enumerate(idx) if isinstance(buf.shape[d], Expr)
+                      or not (0 <= x.rng[0] and x.rng[1] < buf.shape[d])]
+            shown = "(" + "".join(f"{d}, " for d in dims) + ")"
         if unsure:
             idx = [self.hoist(x) for x in idx]
-            cond = " and ".join(f"0 <= {idx[d].src} < {buf.shape[d]}" for d in unsure)
+            cond = " and ".join(f"0 <= {idx[d].src} < {shape[d]}" for d in unsure)
             tup = "(" + "".join(f"{x.src}, " for x in idx) + ")"
-            self.emit(f"if not ({cond}): _oob({self.kernel!r}, {what!r}, {buf.name!r}, {tup}, {buf.shape!r})")
-        terms, stride = [], 1
-        for x, n in reversed(list(zip(idx, buf.shape))):
-            terms.append(x.src if stride == 1 else f"{x.src} * {stride}")
-            stride *= n
+            self.emit(f"if not ({cond}): _oob({self.kernel!r}, {what!r}, {buf.name!r}, {tup}, {shown})")
+        terms, stride = [], []
+        for x, n in reversed(list(zip(idx, shape))):
+            terms.append(" * ".join([x.src] + stride))
+            stride = [n] + stride if n != "1" else stride
+        if dims is None:  # fold the static strides
+            terms, stride = [], 1
+            for x, n in reversed(list(zip(idx, buf.shape))):
+                terms.append(x.src if stride == 1 else f"{x.src} * {stride}")
+                stride *= n
         return " + ".join(reversed(terms)) or "0"
 
     def load(self, e: Load) -> Src:

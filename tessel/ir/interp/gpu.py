@@ -12,9 +12,11 @@ yield:
   barrier, ...) runs once `ready(ctx, *args)` is True, else the thread blocks there and is asked
   again when no thread is runnable;
 - a warp / warpgroup / block / cluster collective waits until every lane of its group waits at a
-  collective of that scope; if they all wait at the same call, the participants are synchronised
-  with each other only (happens-before) and the intrinsic runs once with every lane's arguments;
-  otherwise the lanes diverge: ExecutionError;
+  collective of that scope; if they all wait at the same call, the intrinsic runs once with every
+  lane's arguments (otherwise the lanes diverge: ExecutionError). It is a rendezvous, not a memory
+  barrier (mma.sync, ldmatrix, shuffles order nothing, as on the GPU) unless it orders memory
+  (`IntrinsicImpl.syncs`; by default block and cluster collectives do): then its participants,
+  and only they, are synchronised;
 - a Barrier (__syncthreads) releases the block once every thread of the block waits at it (all
   at the same barrier, none finished: otherwise ExecutionError); it synchronises the block's
   threads, not their async proxies and not other blocks of a cluster;
@@ -71,15 +73,17 @@ def _units(grid: tuple, cluster: tuple, kernel: str) -> list[list]:
     return out
 
 
-def run_grid(t: Translation, bufs: list, impls: dict[str, IntrinsicImpl], kernel: str, seed: int | None = None) -> None:
+def run_grid(t: Translation, bufs: list, impls: dict[str, IntrinsicImpl], kernel: str, seed: int | None = None,
+             grid: tuple | None = None) -> None:
     """Run every unit of the launch (one block or a cluster), in a seeded random order; race
-    checking is on when the translation carries its hooks."""
+    checking is on when the translation carries its hooks. `grid`: the launch grid evaluated for
+    this run's scalar parameters (default: the translation's, which must then be ints)."""
     if seed is None:
         seed = random.randrange(2**31)
     rng = random.Random(seed)
     bx, by, bz = t.block
     tids = [(x, y, z) for z in range(bz) for y in range(by) for x in range(bx)]
-    units = _units(t.grid, t.cluster, kernel)
+    units = _units(t.grid if grid is None else grid, t.cluster, kernel)
     rng.shuffle(units)
     tracker = Tracker(kernel, seed, t.sites) if t.race else None
     glob: dict = {}  # global-scope buffers the kernel allocates: one per launch
@@ -236,7 +240,7 @@ class _Unit:
         site = waits[members[0]][1]
         if any(waits[m][1] != site for m in members):
             raise self.diverged(members, "every lane of a group must reach the same collective intrinsic")
-        if self.race is not None:
+        if self.race is not None and impl.orders_memory():  # else a rendezvous only: no memory ordering
             self.race.sync(members)
         members = tuple(members)
         self.call(impl, members, site, ([waits[m][3] for m in members],), None)

@@ -143,13 +143,21 @@ class IntrinsicImpl:
     whether `fn` takes a Context first, and for a thread-scope intrinsic that may block, `ready`:
     `ready(ctx, *args)` is asked before `fn` runs; while it is False the thread waits there.
     `writes`: positions of the buffer operands it may write (None: any buffer operand), which
-    decides which global parameters the race checker tracks."""
+    decides which global parameters the race checker tracks. `syncs`: whether a collective also
+    orders memory between its participants (None: block and cluster scopes do, as barriers;
+    warp and warpgroup ones, mma.sync, ldmatrix, shuffles, are only a rendezvous, as on the GPU,
+    where lanes of one warp need a barrier or __syncwarp to see each other's shared-memory
+    writes; declare a __syncwarp `syncs=True`)."""
+
+    def orders_memory(self) -> bool:
+        return self.syncs if self.syncs is not None else self.scope in ("block", "cluster")
 
     fn: Callable
     scope: str = "thread"
     with_context: bool = False
     ready: Callable | None = None
     writes: tuple | None = None
+    syncs: bool | None = None
 
     def __post_init__(self):
         if self.scope not in SCOPE_LANES:
@@ -165,7 +173,8 @@ def as_impl(entry) -> IntrinsicImpl:
         return entry
     if hasattr(entry, "fn") and hasattr(entry, "scope"):
         return IntrinsicImpl(entry.fn, entry.scope, bool(getattr(entry, "with_context", False)),
-                             getattr(entry, "ready", None), getattr(entry, "writes", None))
+                             getattr(entry, "ready", None), getattr(entry, "writes", None),
+                             getattr(entry, "syncs", None))
     if callable(entry):
         return IntrinsicImpl(entry, "thread")
     raise TesselError(f"intrinsic registry entry {entry!r} is neither callable nor an IntrinsicImpl")

@@ -271,9 +271,27 @@ class Ref:
         return f"Ref({self.buffer.name}, {self.start})"
 
 
+_CONCRETE: dict = {}
+
+
+def concrete(buffer, shape: tuple):
+    """`buffer` (a symbolic-shape Buffer node) with the int `shape` of this run (cached)."""
+    key = (buffer, shape)
+    out = _CONCRETE.get(key)
+    if out is None:
+        if len(_CONCRETE) > 1024:
+            _CONCRETE.clear()
+        out = _CONCRETE[key] = type(buffer)(buffer.name, shape, buffer.dtype, buffer.scope)
+    return out
+
+
+def negative_dim(kernel: str, buffer: str, value: int):
+    raise ExecutionError(f"kernel '{kernel}': buffer '{buffer}' gets a negative extent {value} from its symbolic shape")
+
+
 # Names the generated code may use (the translator adds constants and per-dtype helpers).
 GLOBALS = {
     "__builtins__": {"range": range, "int": int, "float": float, "abs": abs, "bool": bool},
     "_alloc": alloc, "_shared": shared_alloc, "_oob": oob, "_floordiv": floordiv, "_floormod": floormod,
-    "_launch_error": launch_error, "_Ref": Ref,
+    "_launch_error": launch_error, "_Ref": Ref, "_concrete": concrete, "_negative_dim": negative_dim,
 }

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from tessel.errors import DTypeError, ShapeError, VerifyError
 from tessel.ir.dtypes import is_bool, is_int
 from tessel.ir.interp.expr import Src, ExprTranslator, compile_source
+from tessel.ir.interp.runtime import int_range
 from tessel.ir.nodes import (
-    LOOP_KINDS, SCOPES, THREAD_AXES, Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel,
-    LetStmt, Seq, Store, walk,
+    LOOP_KINDS, SCOPES, THREAD_AXES, Allocate, Barrier, Buffer, BufferRef, Const, Expr, For, IfThenElse, Intrinsic,
+    Kernel, LetStmt, Seq, Store, Var, walk,
 )
 
 BARRIER, INTRINSIC = "barrier", "intrinsic"  # the first item of what a thread yields
@@ -52,7 +53,7 @@ class Translation:
     params: tuple  # the kernel's parameter Buffers
     written: frozenset  # names of the parameters the kernel stores to or hands to an intrinsic
     intrinsics: frozenset  # names of the intrinsics it calls
-    grid: tuple  # launch shape (x, y, z); (1, 1, 1) for CPU kernels
+    grid: tuple  # launch shape (x, y, z); (1, 1, 1) for CPU kernels; entries may be Exprs of scalar params
     block: tuple
     threaded: bool  # runs as a grid of threads (thread-bound loops, a launch, barriers or intrinsics)
     generator: bool  # threads yield at barriers and intrinsics
@@ -66,7 +67,7 @@ class _Translator(ExprTranslator):
 
     def __init__(self, kernel: str, dims: dict, threaded: bool, race: bool = False):
         super().__init__(kernel)
-        self.dims = dims  # launch dimension of each thread axis
+        self.launch = dims  # launch dimension of each thread axis (None: symbolic, known at launch)
         self.threaded = threaded
         self.race = race  # emit race-checking hooks on shared and global accesses
         self.glob.update(_BARRIER=BARRIER, _INTRINSIC=INTRINSIC)
@@ -103,6 +104,7 @@ class _Translator(ExprTranslator):
         """Move `s` into a function of its own that receives every visible name."""
         names = [n for n, _ in self.vars.values()] + [x for _, b, i, h in self.bufs.values()
                                                       for x in (b, i) + (h or ()) if x]
+        names += [d for dims in self.shapes.values() for d in dims if not d.isdigit()]
         params = _RUNTIME_PARAMS + tuple(sorted(set(names)))
         saved = (self.cur, self.indent, self.loops)
         fn = self.open_fn(self.fresh("_part"), params)
@@ -135,8 +137,13 @@ class _Translator(ExprTranslator):
 
     def bound_loop(self, s: For, ext: Src, name: str) -> None:
         tup, pos = _AXES[s.kind]
-        dim = self.dims[s.kind]
+        dim = self.launch[s.kind]
         self.emit(f"{name} = {tup}[{pos}]")
+        if dim is None:  # a grid dimension known only at launch (symbolic): always guard
+            with self.bind(s.var, name, (0, max(ext.rng[1] - 1, 0))):
+                self.emit(f"if {name} < {ext.src}:")
+                self.body(s.body)
+            return
         if ext.rng[0] == ext.rng[1]:
             if ext.rng[0] > dim:
                 raise self.error(VerifyError, f"loop '{s.var.name}' bound to {s.kind} has extent {ext.rng[0]} but "
@@ -170,14 +177,16 @@ class _Translator(ExprTranslator):
         if buf.scope not in SCOPES:
             raise self.error(VerifyError, f"buffer '{buf.name}' has unknown scope {buf.scope!r}")
         key = f"{buf.name}#{self.fresh('')}"
+        old, old_dims = self.bufs.get(buf.name), self.shapes.get(buf.name)
+        dims = self.dims(buf) if buf.symbolic else None
+        size = self.size_src(dims) if dims else buf.size
         if buf.scope == "shared":  # one per block
-            src = f"_shared(_blk, {key!r}, {buf.size}, {buf.dtype!r})"
+            src = f"_shared(_blk, {key!r}, {size}, {buf.dtype!r})"
         elif buf.scope == "global" and self.threaded:  # one per launch
-            src = f"_shared(_glob, {key!r}, {buf.size}, {buf.dtype!r})"
+            src = f"_shared(_glob, {key!r}, {size}, {buf.dtype!r})"
         else:  # one per execution of the Allocate (per thread in GPU kernels)
-            src = f"_alloc({buf.size}, {buf.dtype!r})"
-        old = self.bufs.get(buf.name)
-        self.bind_buffer(buf, src, self.race and buf.scope != "local")
+            src = f"_alloc({size}, {buf.dtype!r})"
+        self.bind_buffer(buf, src, self.race and buf.scope != "local", dims)
         try:
             self.stmt(s.body)
         finally:
@@ -185,6 +194,10 @@ class _Translator(ExprTranslator):
                 del self.bufs[buf.name]
             else:
                 self.bufs[buf.name] = old
+            if old_dims is None:
+                self.shapes.pop(buf.name, None)
+            else:
+                self.shapes[buf.name] = old_dims
 
     def if_(self, s: IfThenElse) -> None:
         if not is_bool(s.cond.dtype):
@@ -219,8 +232,7 @@ class _Translator(ExprTranslator):
                     raise self.error(ShapeError, f"intrinsic '{s.name}': buffer '{buf.name}' given {len(a.indices)} "
                                                  f"indices; it has {buf.ndim} dimension(s)")
                 start = "".join(f"{self.expr(i).src}, " for i in a.indices)
-                node = self.helper(("buf", buf.name, self.fresh("")), lambda b=buf: b)
-                args.append(f"_Ref({node}, {name}, ({start}), {self.kernel!r})")
+                args.append(f"_Ref({self.node(buf)}, {name}, ({start}), {self.kernel!r})")
                 self.written.add(buf.name)
             else:
                 args.append(self.expr(a).src)
@@ -245,7 +257,7 @@ def _launch_dims(kernel: Kernel):
             sync = True
     if kernel.launch is not None:
         grid, block = (tuple(kernel.launch.grid) + (1, 1, 1))[:3], (tuple(kernel.launch.block) + (1, 1, 1))[:3]
-        for what, dims in (("grid", grid), ("block", block)):
+        for what, dims in (("grid", tuple(g for g in grid if not isinstance(g, Expr))), ("block", block)):
             if any(not isinstance(d, int) or d < 1 for d in dims):
                 raise VerifyError(f"kernel '{kernel.name}': launch {what} {dims} must hold positive integers")
     else:
@@ -266,17 +278,26 @@ def translate_kernel(kernel: Kernel, race: bool = False, tracked: frozenset = fr
     if not isinstance(kernel, Kernel):
         raise VerifyError(f"expected a Kernel, got {type(kernel).__name__}")
     grid, block, threaded = _launch_dims(kernel)
-    dims = {f"blockIdx.{a}": d for a, d in zip("xyz", grid)}
+    dims = {f"blockIdx.{a}": d if isinstance(d, int) else None for a, d in zip("xyz", grid)}
     dims.update({f"threadIdx.{a}": d for a, d in zip("xyz", block)})
     race = race and threaded
     t = _Translator(kernel.name, dims, threaded, race)
     main = t.open_fn("_kernel", _RUNTIME_PARAMS)
-    for k, p in enumerate(kernel.params):
-        if not isinstance(p, Buffer):
-            raise t.error(VerifyError, f"parameter {k} is a {type(p).__name__}, not a Buffer")
-        if p.name in t.bufs:
+    names = set()
+    for k, p in enumerate(kernel.params):  # scalar parameters first: buffer shapes may use them
+        if not isinstance(p, (Buffer, Var)):
+            raise t.error(VerifyError, f"parameter {k} is a {type(p).__name__}, neither a Buffer nor a scalar Var")
+        if p.name in names:
             raise t.error(VerifyError, f"two parameters are named '{p.name}'")
-        t.bind_buffer(p, f"_bufs[{k}]", race and p.name in tracked)
+        names.add(p.name)
+        if isinstance(p, Var):
+            if p.dtype not in ("int32", "int64"):
+                raise t.error(DTypeError, f"scalar parameter '{p.name}' has dtype {p.dtype}; expected int32 or int64")
+            t.vars[p] = (t.fresh("v_" + p.name), int_range(p.dtype))
+            t.emit(f"{t.vars[p][0]} = _bufs[{k}]")
+    for k, p in enumerate(kernel.params):
+        if isinstance(p, Buffer):
+            t.bind_buffer(p, f"_bufs[{k}]", race and p.name in tracked)
     t.stmt(kernel.body)
     source = t.source()
     fn = compile_source(source, kernel.name, t.glob, "_kernel")
