@@ -162,6 +162,17 @@ def test_every_wgmma_n_matches_the_ptx_table():
         assert len(set(zip(r.ravel().tolist(), c.ravel().tolist()))) == 64 * n
 
 
+def test_wgmma_py_layouts_agree_with_the_general_ones():
+    """wgmma.py's own accumulator and register-A layouts place every element where fragments.py does."""
+    from tessel.ir.intrinsics import wgmma
+
+    pairs = [(wgmma.acc_layout(n), fr.wgmma_acc(n)) for n in fr.WGMMA_N] + [(wgmma.A_FRAGMENT, fr.wgmma_a())]
+    for theirs, ours in pairs:
+        lane, i = np.meshgrid(np.arange(ours.lanes), np.arange(ours.elems), indexing="ij")
+        for a, b in zip(theirs.coords(lane, i), ours.coords(lane, i)):
+            np.testing.assert_array_equal(np.broadcast_to(a, lane.shape), b, err_msg=ours.name)
+
+
 def test_layouts_of_mma_py_agree_with_the_general_ones():
     pairs = (mma_mod.A_LAYOUT, fr.M16N8K16_A), (mma_mod.B_LAYOUT, fr.M16N8K16_B), (mma_mod.ACC, fr.M16N8K16_ACC)
     for old, new in pairs:
