@@ -119,6 +119,16 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
     start = _time.monotonic()
     tgt = str(parse_target(target))
     info = target_info(tgt)
+    if tgt.startswith("cuda"):
+        from tessel.tune.isolate import preload
+
+        preload("torch")  # the run children time on the GPU through torch
+    if strategy == "xgb" and not _has_xgboost():
+        import warnings
+
+        warnings.warn("tune: xgboost is not installed; searching at random instead (pip install xgboost-cpu)",
+                      stacklevel=2)
+        strategy = "random"
     workloads = _workloads(kernel_or_model, example_inputs, tgt)
     executor = executor or LocalExecutor()
     tlog = TuningLog(log) if log is not None else None
@@ -134,6 +144,12 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
         total += res.trials
         results.append(res)
     return TuneResult(total, results, None if log is None else str(log), _time.monotonic() - start)
+
+
+def _has_xgboost() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xgboost") is not None
 
 
 def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, strategy, batch, seed, executor,

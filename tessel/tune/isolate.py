@@ -70,6 +70,13 @@ def context():
     return _context
 
 
+def preload(*modules: str) -> None:
+    """Have the fork server import `modules` too (before it starts; later calls do nothing). The
+    GPU path preloads torch: importing it does not touch the GPU, so forking after it is safe."""
+    if _context is None:
+        PRELOAD.extend(m for m in modules if m not in PRELOAD)
+
+
 def _importable(name: str) -> bool:
     import importlib.util
 
@@ -97,8 +104,34 @@ def _main_not_rerun():
             main.__file__ = path
 
 
+def forget_hashes(obj, _seen=None):
+    """Drop the hash that IR nodes cache in their `__dict__` (`_hash`), through `obj` and
+    everything it holds. Python's string hash is salted per process, so a node pickled in one
+    process carries a hash that disagrees with the nodes another process builds, and node
+    equality (which compares hashes first) breaks. Everything crossing a process boundary here
+    goes through this. Returns `obj`."""
+    seen = set() if _seen is None else _seen
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (str, bytes, int, float, bool, type(None))) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, (tuple, list, set, frozenset)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        else:
+            d = getattr(x, "__dict__", None)
+            if isinstance(d, dict):
+                d.pop("_hash", None)
+                stack.extend(d.values())
+    return obj
+
+
 def _child(conn, fn, args) -> None:
     try:
+        forget_hashes(args)
         value = fn(*args)
     except BaseException as e:  # noqa: BLE001 - everything the candidate raises is its outcome
         tb = traceback.extract_tb(e.__traceback__)
@@ -120,9 +153,9 @@ class _Running:
         self.index, self.job = index, job
         self.recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_child, args=(send, job.fn, job.args), daemon=True)
-        self.start = time.monotonic()
         with _main_not_rerun():
-            self.proc.start()
+            self.proc.start()  # the first start also starts the fork server: not the job's time
+        self.start = time.monotonic()
         send.close()
         self._ps = None
 
@@ -153,6 +186,8 @@ class _Running:
         self.recv.close()
         if ok is None:
             return Outcome(False, error=_death(self.proc.exitcode), seconds=took)
+        if ok:
+            forget_hashes(value)
         return Outcome(True, value, seconds=took) if ok else Outcome(False, error=value, seconds=took)
 
 

@@ -63,3 +63,8 @@ class NoMeasure(Executor):
 
     def measure(self, inputs):
         raise AssertionError(f"{len(inputs)} candidate(s) measured, expected none")
+
+
+def equals_rebuilt(kernel, n):
+    """In a child: does the kernel received from the parent equal the same kernel built here?"""
+    return kernel == ts.lower(matmul(n))
