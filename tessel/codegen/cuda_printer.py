@@ -251,16 +251,31 @@ class _Printer:
     def flat_index(self, buf: Buffer, indices: tuple) -> str:
         if len(indices) != buf.ndim:
             raise self.error(f"buffer '{buf.name}' of shape {buf.shape} indexed with {len(indices)} indices")
+        if buf.symbolic:  # extents of scalar parameters: Horner form in 64 bits (no bound is known)
+            if buf.scope != "global":
+                raise self.error(f"{buf.scope} buffer '{buf.name}' has a symbolic shape {buf.shape}; only global "
+                                 f"buffers may")
+            out = f"(long long){self.expr(indices[0])}"
+            for idx, n in zip(indices[1:], buf.shape[1:]):
+                dim = self.expr(n) if isinstance(n, Expr) else str(n)
+                out = f"({out} * {dim} + {self.expr(idx)})"
+            return out
         wide = buf.size > INT_RANGE["int32"][1]
-        terms, stride = [], 1
+        terms, stride, offset = [], 1, 0
         for idx, n in reversed(list(zip(indices, buf.shape))):
+            if isinstance(idx, Const):  # constant indices (unrolled register arrays) add up to one offset
+                offset += int(idx.value) * stride
+                stride *= n
+                continue
             s = self.expr(idx)
             if wide and idx.dtype != "int64":
                 s = f"(long long){s}"
-            if not (isinstance(idx, Const) and idx.value == 0):
-                terms.append(s if stride == 1 else f"{s} * {stride}{'LL' if wide else ''}")
+            terms.append(s if stride == 1 else f"{s} * {stride}{'LL' if wide else ''}")
             stride *= n
-        return " + ".join(reversed(terms)) or "0"
+        terms = list(reversed(terms))
+        if offset:
+            terms.append(f"{offset}{'LL' if wide else ''}")
+        return " + ".join(terms) or "0"
 
     def binary(self, e: Binary) -> str:
         dt, op = e.a.dtype, e.op
