@@ -23,83 +23,17 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from tessel.errors import TesselError
 from tessel.ir.interp.intrinsics import IntrinsicImpl
 from tessel.ir.interp.runtime import ExecutionError
 from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand, ref_values
-from tessel.ir.nodes import Binary, Const, Expr
+from tessel.ir.intrinsics.fragments import M16N8K16_A, M16N8K16_ACC, M16N8K16_B, FragmentLayout
 
 
-def _c(v: int) -> Const:
-    return Const(v)
-
-
-@dataclass(frozen=True)
-class FragmentLayout:
-    """Which lane holds which element of a tile: element `i` of lane `lane` is tile element
-    `coords(lane, i)`; `owner(row, col)` is the inverse. `*_expr` build the same maps as IR."""
-
-    name: str
-    rows: int
-    cols: int
-    elems: int  # per lane
-    kind: str  # "a", "b" or "acc"
-
-    def coords(self, lane, i):
-        """(row, col) of element i of `lane` (ints or numpy arrays)."""
-        g, t = lane // 4, lane % 4
-        if self.kind == "a":
-            return g + 8 * ((i // 2) % 2), 2 * t + i % 2 + 8 * (i // 4)
-        if self.kind == "b":
-            return 2 * t + i % 2 + 8 * (i // 2), g
-        return g + 8 * (i // 2), 2 * t + i % 2
-
-    def owner(self, row, col):
-        """(lane, element) holding tile element (row, col)."""
-        if self.kind == "a":
-            return (row % 8) * 4 + (col % 8) // 2, (col // 8) * 4 + (row // 8) * 2 + col % 2
-        if self.kind == "b":
-            return col * 4 + (row % 8) // 2, (row // 8) * 2 + row % 2
-        return (row % 8) * 4 + col // 2, (row // 8) * 2 + col % 2
-
-    def coords_expr(self, lane: Expr, i: Expr) -> tuple[Expr, Expr]:
-        """`coords` as IR expressions of a lane expression and an element expression."""
-        fd, fm = (lambda a, b: Binary("floordiv", a, _c(b))), (lambda a, b: Binary("floormod", a, _c(b)))
-        add, mul = (lambda a, b: Binary("add", a, b)), (lambda a, b: Binary("mul", a, _c(b)))
-        g, t = fd(lane, 4), fm(lane, 4)
-        two_t = mul(t, 2)
-        if self.kind == "a":
-            return add(g, mul(fm(fd(i, 2), 2), 8)), add(add(two_t, fm(i, 2)), mul(fd(i, 4), 8))
-        if self.kind == "b":
-            return add(add(two_t, fm(i, 2)), mul(fd(i, 2), 8)), g
-        return add(g, mul(fd(i, 2), 8)), add(two_t, fm(i, 2))
-
-    def owner_expr(self, row: Expr, col: Expr) -> tuple[Expr, Expr]:
-        """`owner` as IR expressions."""
-        fd, fm = (lambda a, b: Binary("floordiv", a, _c(b))), (lambda a, b: Binary("floormod", a, _c(b)))
-        add, mul = (lambda a, b: Binary("add", a, b)), (lambda a, b: Binary("mul", a, _c(b)))
-        if self.kind == "a":
-            return (add(mul(fm(row, 8), 4), fd(fm(col, 8), 2)),
-                    add(add(mul(fd(col, 8), 4), mul(fd(row, 8), 2)), fm(col, 2)))
-        if self.kind == "b":
-            return add(mul(col, 4), fd(fm(row, 8), 2)), add(mul(fd(row, 8), 2), fm(row, 2))
-        return add(mul(fm(row, 8), 4), fd(col, 2)), add(mul(fd(row, 8), 2), fm(col, 2))
-
-    def table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cols) index arrays of shape (32, elems): where each lane's elements sit."""
-        lane = np.arange(32)[:, None]
-        i = np.arange(self.elems)[None, :]
-        r, c = self.coords(lane, i)
-        return np.broadcast_to(r, (32, self.elems)), np.broadcast_to(c, (32, self.elems))
-
-
-A_LAYOUT = FragmentLayout("m16n8k16.a", 16, 16, 8, "a")
-B_LAYOUT = FragmentLayout("m16n8k16.b", 16, 8, 4, "b")
-ACC = FragmentLayout("m16n8k16.acc", 16, 8, 4, "acc")
+# The layouts are the general ones of fragments.py (one definition for every shape).
+A_LAYOUT, B_LAYOUT, ACC = M16N8K16_A, M16N8K16_B, M16N8K16_ACC
 LAYOUTS = {lay.name: lay for lay in (A_LAYOUT, B_LAYOUT, ACC)}
 
 _CTYPE = {"float16": "__half", "bfloat16": "__nv_bfloat16"}
