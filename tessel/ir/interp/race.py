@@ -103,6 +103,7 @@ class Shadow:
         self.extra: dict[int, dict] = {}  # flat index -> {gid: (clock, site)}: reads past the slots
 
 
+SMALL = 32  # regions of at most this many elements by one actor are checked element by element
 READ_SLOTS = 4  # concurrent reads of one element kept in arrays (a read ordered before a later one is dropped)
 
 
@@ -118,6 +119,7 @@ class Tracker:
         self.by_array: dict[int, Shadow] = {}
         self.shadows: list[Shadow] = []
         self.stride = 0  # global actor id = unit index * stride + actor
+        self.hook_cache: dict = {}  # (unit, actor, shadow) -> (read, write)
 
     def site(self, text: str) -> int:
         i = self.site_ids.get(text)
@@ -136,6 +138,7 @@ class Tracker:
         """Forget the unit's shared-memory shadows (their arrays die with the blocks)."""
         for key in [k for k, s in self.by_array.items() if s.what == "shared" and s.unit is u]:
             del self.by_array[key]
+        self.hook_cache.clear()
         u.clock = None
 
     # -- shadows -------------------------------------------------------------------------------
@@ -186,7 +189,16 @@ class Tracker:
 
     def hooks(self, unit: Unit, actor: int, array: np.ndarray, buffer: Buffer):
         """(read, write) functions of flat index and site id for `actor` on `array`."""
-        s = self.shadow(array, buffer, unit)
+        return self.shadow_hooks(unit, actor, self.shadow(array, buffer, unit))
+
+    def shadow_hooks(self, unit: Unit, actor: int, s: Shadow):
+        key = (unit.index, actor, id(s))
+        out = self.hook_cache.get(key)
+        if out is None:
+            out = self.hook_cache[key] = self._make_hooks(unit, actor, s)
+        return out
+
+    def _make_hooks(self, unit: Unit, actor: int, s: Shadow):
         base = unit.index * self.stride
         me = base + actor
         ui = unit.index
@@ -250,6 +262,14 @@ class Tracker:
         bounds check."""
         flat = np.asarray(flat, np.int64).reshape(-1)
         if flat.size == 0 or flat.min() < 0 or flat.max() >= s.w_gid.size:
+            return
+        if flat.size <= SMALL and isinstance(actors, (int, np.integer)):  # a few elements: Python is faster
+            rd, wr = self.shadow_hooks(unit, int(actors), s)
+            for i in flat.tolist():
+                if write:
+                    wr(i, site, atomic)
+                else:
+                    rd(i, site)
             return
         actors = np.broadcast_to(np.asarray(actors, np.int64), flat.shape)
         if flat.size > 1 and np.unique(flat).size != flat.size:  # an element twice: one access at a time

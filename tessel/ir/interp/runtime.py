@@ -253,6 +253,12 @@ class Ref:
     def region(self, shape: tuple) -> np.ndarray:
         shape = tuple(shape)
         start, full_shape = self.start, self.buffer.shape
+        if len(shape) == 1 == len(start):  # the common case (fragments): no reshape
+            s, n = start[0], shape[0]
+            if s < 0 or s + n > full_shape[0]:
+                raise ExecutionError(f"kernel '{self.kernel}': region {shape} at {start} of buffer "
+                                     f"'{self.buffer.name}' leaves its shape {full_shape}")
+            return self.array[s:s + n]
         if len(shape) != len(start):
             raise ExecutionError(f"kernel '{self.kernel}': region of rank {len(shape)} asked of buffer "
                                  f"'{self.buffer.name}' indexed with {len(start)} indices")
@@ -262,7 +268,7 @@ class Ref:
                 raise ExecutionError(f"kernel '{self.kernel}': region {shape} at {start} of buffer "
                                      f"'{self.buffer.name}' leaves its shape {full_shape}")
             flat = flat * d + s
-        if all(n == 1 for n in shape[:-1]) and shape:
+        if shape and shape[:-1] == (1,) * (len(shape) - 1):
             return self.array[flat:flat + shape[-1]].reshape(shape)
         full = self.array.reshape(full_shape)
         return full[tuple(slice(s, s + n) for s, n in zip(start, shape))]
