@@ -5,18 +5,23 @@ to an `IntrinsicImpl` (or to a bare callable, which means a per-thread intrinsic
 who executes it together:
 
 - "thread": each thread on its own, as soon as it reaches the call: `fn(*args)`;
-- "warp" (32 lanes), "warpgroup" (128 lanes), "block" (all threads of the block): the threads
-  of the group wait until every one of them has reached the same call, then the interpreter
-  calls `fn(lanes)` once, `lanes` being the list of each participant's argument tuple in lane
-  order (as a warp-wide `mma.sync` or a block-wide collective behaves).
+- "warp" (32 lanes), "warpgroup" (128 lanes), "block" (all threads of the block), "cluster" (all
+  threads of the cluster): the threads of the group wait until every one of them has reached the
+  same call, then the interpreter calls `fn(lanes)` once, `lanes` being the list of each
+  participant's argument tuple in lane order (as a warp-wide `mma.sync` or a block-wide
+  collective behaves). Warp and warpgroup collectives order no memory; block and cluster ones
+  synchronise their participants (`IntrinsicImpl.syncs` overrides);
+- a thread-scope intrinsic with `ready` blocks its thread until `ready(ctx, *args)` is True.
 
 Arguments arrive evaluated: expressions as numpy scalars / Python ints, BufferRefs as `Ref`s
 (runtime.py) whose `region(shape)` is a writable, bounds-checked numpy view of the buffer.
 
 An intrinsic declared `with_context=True` receives a `Context` first: the block index, the
-participating threads' indices, and a dict private to the intrinsics of the block. That is where
-asynchronous copies (cp.async, TMA) keep what they owe until their wait intrinsic performs it,
-so a schedule that forgets the wait reads poison.
+participating threads' indices, a dict private to the intrinsics of the block (and one for the
+cluster). That is where asynchronous copies (cp.async, TMA) keep what they owe until their wait
+intrinsic performs it, so a schedule that forgets the wait reads poison. The Context is also how
+an intrinsic reports its shared / global accesses and synchronisation to the race checker
+(`read`, `write`, `read_lanes`, `release`, `acquire`, `sync`, `async_actor`; RACE_API.md).
 
 `INTRINSICS` is the default registry: the meaning of every entry of the intrinsic table
 (tessel.ir.intrinsics), where each intrinsic's meaning sits next to its CUDA text and cost

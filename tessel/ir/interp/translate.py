@@ -10,7 +10,11 @@ loop nests run without checks).
 Threads: a loop bound to `blockIdx.*` / `threadIdx.*` becomes `v = _bid[0]` (or `_tid[...]`)
 guarded by `if v < extent` when the extent is below the launch dimension; the function is then
 run once per thread of the grid (gpu.py). A Barrier or an Intrinsic becomes a `yield`, which
-makes the function a generator that the block scheduler steps thread by thread.
+makes the function a generator that the block scheduler steps thread by thread. With race
+checking, each load / store of a shared buffer, a global allocation or a written global
+parameter first calls that buffer's hook (`b_X_rd(flat, site)` / `b_X_wr(flat, site)`, race.py);
+CPU kernels and runs without race checking get no hooks. Scalar (Var) parameters arrive as ints;
+symbolic dims are computed once per binding and bounds-checked at run time.
 
 CPython limits nested `for` blocks to 20 and indentation to 100 levels; deeper nests are moved
 into separate functions that receive every visible name as a parameter.
