@@ -316,6 +316,18 @@ def test_acc_to_a_is_a_reindexing_of_the_layouts():
             assert ptx_m16n8k8_a(lane, i) == ptx_acc(lane, i)
 
 
+def test_wgmma_accumulator_columns_are_the_next_register_a():
+    """Columns 16kk..16kk+15 of a wgmma accumulator, elements 8kk..8kk+7 of each lane, sit where
+    wgmma's register A puts a_0..a_7 (what acc_to_a relies on for P @ V with wgmma .rs)."""
+    for n in (16, 64, 128):
+        acc, a = fr.wgmma_acc(n), fr.wgmma_a()
+        for kk in range(n // 16):
+            for lane in range(128):
+                for i in range(8):
+                    r, c = acc.coords(lane, 8 * kk + i)
+                    assert a.coords(lane, i) == (r, c - 16 * kk)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_p_times_v_from_the_accumulator(dtype):
     """S = Q @ K^T into two m16n8k16 accumulators, P = S converted by acc_to_a, O = P @ V: equals

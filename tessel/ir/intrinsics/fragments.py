@@ -312,6 +312,9 @@ def acc_to_a(accs, a) -> Stmt:
     2t + i % 2 + 8 (i // 4)). So for the accumulators C0 (columns 0-7) and C1 (columns 8-15) of a
     16x16 product, a_i = C_{i // 4}[i % 4] in the same lane. For m16n8k8 (f16/bf16) A's layout is
     the accumulator's own: a_i = C[i]. Each value is converted to A's dtype (round to nearest).
+    The same holds per warp for wgmma: columns 16kk..16kk+15 of an m64nNk16 accumulator d are the
+    register A (`wgmma_a`) of the next wgmma (its .rs form) with a_i = d[8kk + i], so
+    `acc_to_a([ref(d, 8kk), ref(d, 8kk + 4)], a)` converts them.
 
     accs: BufferRefs of the accumulators (2 for m16n8k16's A, 1 for m16n8k8's), each covering
     4 float32 elements along its buffer's last dimension; a: the BufferRef of the A fragment
