@@ -98,9 +98,11 @@ class GpuKernel(Kernel):
         if config is None:
             config = self._configs[printed.vectorized] = rt.launch_config(printed.grid, printed.block,
                                                                           printed.shared_bytes)
+        names = [p.name for p in self.ir.params]  # TMA tensor maps over the parameters they name
+        maps = [(spec, ptrs[names.index(spec.buffer)]) for spec in getattr(printed, "tensor_maps", ())]
         try:
             rt.launch(binary.code, binary.key, printed.symbol, self.name, printed.grid, printed.block,
-                      printed.shared_bytes, ptrs, device, stream, config)
+                      printed.shared_bytes, ptrs, device, stream, config, tensor_maps=maps)
         finally:
             if ws is not None:
                 ws.release()

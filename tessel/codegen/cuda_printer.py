@@ -251,6 +251,15 @@ class _Printer:
     def flat_index(self, buf: Buffer, indices: tuple) -> str:
         if len(indices) != buf.ndim:
             raise self.error(f"buffer '{buf.name}' of shape {buf.shape} indexed with {len(indices)} indices")
+        if buf.symbolic:  # extents of scalar parameters: Horner form in 64 bits (no bound is known)
+            if buf.scope != "global":
+                raise self.error(f"{buf.scope} buffer '{buf.name}' has a symbolic shape {buf.shape}; only global "
+                                 f"buffers may")
+            out = f"(long long){self.expr(indices[0])}"
+            for idx, n in zip(indices[1:], buf.shape[1:]):
+                dim = self.expr(n) if isinstance(n, Expr) else str(n)
+                out = f"({out} * {dim} + {self.expr(idx)})"
+            return out
         wide = buf.size > INT_RANGE["int32"][1]
         terms, stride, offset = [], 1, 0
         for idx, n in reversed(list(zip(indices, buf.shape))):

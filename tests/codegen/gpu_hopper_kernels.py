@@ -52,11 +52,13 @@ def swizzled_image(tile: np.ndarray, swizzle: int) -> np.ndarray:
     return out
 
 
-def tma_swizzle(rows=64, cols=64, row0=8, col0=0, total_rows=100, drop=()):
+def tma_swizzle(rows=64, cols=64, row0=8, col0=0, total_rows=100, drop=(), symbolic=False):
     """(a): one thread inits the barrier, expects the box's bytes and issues the TMA load of
     rows row0.. of A (rows past `total_rows` are out of bounds: zero-filled); all wait on parity
-    0, then copy the raw shared image to O."""
-    A = Buffer("A", (total_rows, cols), "bfloat16")
+    0, then copy the raw shared image to O. `symbolic`: A's row count is a scalar parameter `n`
+    (the first parameter; its value is `total_rows`), so one binary serves every n."""
+    n = Var("n")
+    A = Buffer("A", (n if symbolic else total_rows, cols), "bfloat16")
     O = Buffer("O", (rows * cols,), "bfloat16")
     S = Buffer("S_tile", (rows * cols,), "bfloat16", "shared")
     bar = Buffer("S_bar", (1,), "int64", "shared")
@@ -75,18 +77,21 @@ def tma_swizzle(rows=64, cols=64, row0=8, col0=0, total_rows=100, drop=()):
     if "wait" not in drop:
         body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
     body.append(For(e, per, Store(O, (t * per + e,), S[t * per + e])))
-    k = Kernel("tma_swizzle", (A, O), Allocate(S, Allocate(bar, For(t, nt, seq(*body), "threadIdx.x"))),
+    k = Kernel("tma_swizzle_n" if symbolic else "tma_swizzle", ((n,) if symbolic else ()) + (A, O),
+               Allocate(S, Allocate(bar, For(t, nt, seq(*body), "threadIdx.x"))),
                target="cuda", launch=Launch((1, 1, 1), (nt, 1, 1)))
 
     def inputs(rng):
-        return [rng.standard_normal((total_rows, cols)).astype(BF16), np.full(rows * cols, 7, BF16)]
+        head = [np.int32(total_rows)] if symbolic else []
+        return head + [rng.standard_normal((total_rows, cols)).astype(BF16), np.full(rows * cols, 7, BF16)]
 
     def reference(arrays):
+        arrays = arrays[1:] if symbolic else arrays
         a = arrays[0].astype(np.float32)
         box = np.zeros((rows, cols), np.float32)
         valid = a[row0:row0 + rows, col0:col0 + cols]
         box[:valid.shape[0], :valid.shape[1]] = valid
-        return [None, swizzled_image(box.astype(BF16), 128)]
+        return ([None] if symbolic else []) + [None, swizzled_image(box.astype(BF16), 128)]
 
     return k, inputs, reference
 

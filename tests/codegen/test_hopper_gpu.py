@@ -31,18 +31,26 @@ def _numpy(t, like):
 
 def run_on_gpu(kernel, arrays):
     """Print, compile (sm_90a) and launch `kernel` on copies of `arrays`; returns the outputs."""
-    import torch
 
-    from tessel.codegen import cuda_runtime as rt
     from tessel.codegen.cuda_build import compile_cuda
     from tessel.codegen.cuda_printer import print_kernel
 
     printed = print_kernel(kernel)
     binary = compile_cuda(printed.source, "sm_90a", name=kernel.name)
-    tens = [_torch(a) for a in arrays]
-    ptrs = [t.data_ptr() for t in tens]
+    return launch_printed(kernel, printed, binary, arrays)
+
+
+def launch_printed(kernel, printed, binary, arrays):
+    """Launch a compiled kernel: numpy integer scalars go to scalar parameters by value."""
+    import torch
+
+    from tessel.codegen import cuda_runtime as rt
+
+    tens = [a if isinstance(a, np.integer) else _torch(a) for a in arrays]
+    ptrs = [t if isinstance(t, np.integer) else t.data_ptr() for t in tens]
     names = [p.name for p in kernel.params]
-    maps = [(spec, ptrs[names.index(spec.buffer)]) for spec in printed.tensor_maps]
+    scalars = {n: int(a) for n, a in zip(names, arrays) if isinstance(a, np.integer)}
+    maps = [(spec.bind(scalars), ptrs[names.index(spec.buffer)]) for spec in printed.tensor_maps]
     if printed.workspace_bytes:
         ws = torch.empty(printed.workspace_bytes, dtype=torch.uint8, device="cuda")
         ptrs.append(ws.data_ptr())
@@ -50,7 +58,7 @@ def run_on_gpu(kernel, arrays):
     rt.launch(binary.code, binary.key, printed.symbol, kernel.name, printed.grid, printed.block, printed.shared_bytes,
               ptrs, 0, stream, tensor_maps=maps)
     torch.cuda.synchronize()
-    return [_numpy(t, a) for t, a in zip(tens, arrays)]
+    return [a if isinstance(a, np.integer) else _numpy(t, a) for t, a in zip(tens, arrays)]
 
 
 def _both(maker, seed=0, **kw):
@@ -117,3 +125,35 @@ def test_stmatrix_lanes_match_the_interpreter(num, trans):
     expect, interp, gpu = _both(H.stmatrix_warp, num=num, trans=trans)
     assert np.array_equal(gpu[1], interp[1])
     assert np.array_equal(gpu[1], expect[1])
+
+
+def test_one_binary_serves_every_length_of_a_symbolic_dimension():
+    """Scalar parameter n: the TMA tensor map is encoded per launch from n (rows past n read 0)."""
+    from tessel.codegen.cuda_build import compile_cuda
+    from tessel.codegen.cuda_printer import print_kernel
+
+    kernel = H.tma_swizzle(symbolic=True, row0=30)[0]
+    printed = print_kernel(kernel)
+    binary = compile_cuda(printed.source, "sm_90a", name=kernel.name)
+    for n in (40, 70, 130):
+        _, inputs, reference = H.tma_swizzle(symbolic=True, row0=30, total_rows=n)
+        arrays = inputs(np.random.default_rng(n))
+        expect = reference([a.copy() for a in arrays])
+        gpu = launch_printed(kernel, printed, binary, arrays)
+        assert np.array_equal(gpu[2].view(np.int16), expect[2].view(np.int16))
+
+
+def test_gpu_kernel_launches_tma_kernels():
+    """The compiled-kernel object (GpuKernel) passes the tensor maps too."""
+    from tessel.codegen.cuda import build_kernel
+
+    kernel, inputs, reference = H.tma_swizzle(row0=50)
+    kern = build_kernel(kernel, "cuda:sm_90a")
+    arrays = inputs(np.random.default_rng(9))
+    expect = reference([a.copy() for a in arrays])
+    tens = [_torch(a) for a in arrays]
+    kern(*tens)
+    import torch
+
+    torch.cuda.synchronize()
+    assert np.array_equal(_numpy(tens[1], arrays[1]).view(np.int16), expect[1].view(np.int16))

@@ -79,6 +79,21 @@ class TensorMapSpec:
     box: tuple
     swizzle: int
 
+    def bind(self, scalars: dict) -> "TensorMapSpec":
+        """The spec with symbolic extents (expressions of scalar parameters) evaluated, given
+        `scalars`: parameter name -> int.
+
+        >>> from tessel.ir.nodes import Var
+        >>> TensorMapSpec("A", "float16", (Var("n") * 2, 64), (8, 64), 128).bind({"n": 5}).shape
+        (10, 64)
+        """
+        if all(isinstance(d, int) for d in self.shape):
+            return self
+        from tessel.ir.interp import interpret_expr
+
+        shape = tuple(d if isinstance(d, int) else int(interpret_expr(d, scalars)) for d in self.shape)
+        return TensorMapSpec(self.buffer, self.dtype, shape, self.box, self.swizzle)
+
 
 def _check_box(what: str, box, swizzle: int, itemsize: int) -> None:
     if swizzle not in SWIZZLES:
