@@ -177,6 +177,14 @@ def output_names(kernel) -> list:
     return [p.name for p in kernel.params if p.name in written]
 
 
+def outputs_of(kernel, built, arrays) -> list:
+    """The output arrays among `arrays` (one per parameter of `built`), in the order of the outputs
+    of the unscheduled `kernel`. The outputs are read off the unscheduled kernel: a scheduled one
+    passes its inputs to intrinsics (cp.async reads A and B), which would count them as written."""
+    index = [p.name for p in built.params]
+    return [arrays[index.index(n)] for n in output_names(kernel)]
+
+
 def make_inputs(kernel, seed: int) -> list:
     """One numpy array per parameter, random (outputs too: a kernel that leaves part of an output
     unwritten leaves garbage there, which the check sees). Floats are standard normal; integers
@@ -255,9 +263,7 @@ def _run_cpu(built, task: MeasureTask) -> list:
     runner = backend.compile_kernel(built)
     arrays = make_inputs(task.kernel, task.seed)
     runner.call(runner.tensors(arrays))
-    outs = output_names(built)
-    index = [p.name for p in built.params]
-    check_outputs(built, [arrays[index.index(n)] for n in outs], task.expected, task.tolerance)
+    check_outputs(task.kernel, outputs_of(task.kernel, built, arrays), task.expected, task.tolerance)
     sets = [runner.tensors(arrays)] + [runner.tensors(a) for a in _rotation(task.kernel, task.seed,
                                                                           lambda s: make_inputs(task.kernel, s))]
     return time_calls(lambda ts: runner.call(ts), [(s,) for s in sets], repeats=task.repeats,
@@ -293,9 +299,8 @@ def _run_gpu(built, task: MeasureTask) -> list:
     dev = [torch.from_numpy(a).cuda() for a in arrays]
     kern(*dev)
     torch.cuda.synchronize()
-    outs = output_names(built)
-    index = [p.name for p in built.params]
-    check_outputs(built, [dev[index.index(n)].cpu().numpy() for n in outs], task.expected, task.tolerance)
+    got = [x.cpu().numpy() for x in outputs_of(task.kernel, built, dev)]
+    check_outputs(task.kernel, got, task.expected, task.tolerance)
     sets = [dev] + [[torch.from_numpy(a).cuda() for a in s]
                     for s in _rotation(task.kernel, task.seed, lambda s: make_inputs(task.kernel, s))]
     return gpu_time_calls(kern, sets, repeats=max(task.repeats, 50))

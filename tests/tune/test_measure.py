@@ -82,3 +82,23 @@ def test_ir_crossing_processes_compares_equal():
     hash(kernel)  # cache the parent's hashes in the nodes
     out = run_isolated([Job(helpers.equals_rebuilt, (kernel, 8))])[0]
     assert out.ok and out.value is True, out
+
+
+def test_outputs_are_those_of_the_unscheduled_kernel():
+    # the GPU GEMM template hands A and B to cp.async intrinsics: the scheduled kernel "writes" them
+    # as far as a syntactic scan goes; the check must compare C alone (found on the H200)
+    n = 64
+    A = ts.placeholder((n, n), "float16", name="A")
+    B = ts.placeholder((n, n), "float16", name="B")
+    k = ts.reduce_axis(n, name="k")
+    C = ts.compute((n, n), lambda i, j: ts.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                   name="C")
+    from tessel.schedules.template import get_template
+    from tessel.tune.measure import output_names, outputs_of
+
+    kernel = ts.lower([A, B, C])
+    built = get_template("gemm.mma_sync").apply(kernel, None, "cuda:sm_90a").kernel
+    arrays = make_inputs(built, 0)
+    assert set(output_names(built)) > {"C"}  # the syntactic scan over the scheduled kernel
+    got = outputs_of(kernel, built, arrays)
+    assert len(got) == 1 and got[0] is arrays[[p.name for p in built.params].index("C")]
