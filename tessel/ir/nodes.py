@@ -74,6 +74,16 @@ class Node:
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
+    def __getstate__(self) -> dict:
+        # the cached hash depends on the process's string-hash salt: never carry it to another process
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
     def children(self) -> list["Node"]:
         """The direct sub-nodes, in field order (tuples of nodes are flattened)."""
         out = []

@@ -93,3 +93,24 @@ def test_call_and_as_expr():
     assert Call("exp", (x,)).dtype == "float16"
     assert as_expr(3, like=x).dtype == "float16"
     assert as_expr(True).dtype == "bool"
+
+
+def test_pickled_nodes_compare_equal_in_another_process():
+    """The cached structural hash is salted per process: pickling drops it, so a node rebuilt in a
+    child process (another salt) still equals the one built there."""
+    import pickle
+    import subprocess
+    import sys
+
+    from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
+
+    i = Var("i")
+    k = Kernel("k", (Buffer("A", (4,)),), For(i, 4, Store(Buffer("A", (4,)), (i,), Var("i").astype("float32"))))
+    hash(k)
+    assert "_hash" not in pickle.loads(pickle.dumps(k)).__dict__
+    code = ("import pickle, sys; from tessel.ir.nodes import *; i = Var('i'); A = Buffer('A', (4,)); "
+            "k = Kernel('k', (A,), For(i, 4, Store(A, (i,), i.astype('float32')))); "
+            "print(pickle.loads(sys.stdin.buffer.read()) == k)")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(k), capture_output=True,
+                         env={"PYTHONHASHSEED": "12345", "PATH": ""}, check=True)
+    assert out.stdout.strip() == b"True"
