@@ -1,8 +1,8 @@
 """On an NVIDIA GPU: the CUDA wrapper of every new fragment intrinsic against the interpreter's
 meaning, register by register in every lane.
 
-Run: `python -m pytest -q -s -m gpu tests/codegen/gpu_fragments.py` (the file is not collected by
-the default suite: it needs a GPU and nvcc). Each kernel loads per-lane fragments from global
+Run: `python -m pytest -q -s -m gpu tests/codegen/test_fragments_gpu.py` (collected by the suite;
+without a GPU and nvcc the tests skip themselves). Each kernel loads per-lane fragments from global
 memory, runs one wrapper, and dumps each lane's result registers back; the interpreter runs the
 same fragments through the same intrinsic. Fragments are gathered with the PTX ISA tables of
 tests/ir/test_fragments.py. Covered: the seven mma.sync entries of mma_shapes.py, the six tile
