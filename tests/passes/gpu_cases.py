@@ -1,5 +1,6 @@
 """Small GPU kernels for the pass tests: one per default GPU schedule, each scheduled with
-`default_gpu_schedule`, with random inputs and an independent numpy reference.
+`default_gpu_schedule` (and the GEMM template with a 3-stage ring), with random inputs and an
+independent numpy reference.
 
 `case(name)` returns a `Case`: the scheduled kernel, one random array per input, the expected
 output (numpy, float64) and its tolerance. `run_case(kernel, case)` runs a kernel (before or after
@@ -112,20 +113,29 @@ def _unscheduled(name, rng):
     M, N, K, dtype, a_t, b_t = {"matmul_mma": (64, 64, 64, "float16", False, False),
                                 "matmul_mma_bf16_t": (32, 32, 32, "bfloat16", True, True),
                                 "matmul_simt": (33, 40, 17, "float32", False, False),
-                                "gemm_default": (128, 128, 64, "float16", False, False)}[name]
+                                "gemm_default": (128, 128, 64, "float16", False, False),
+                                "gemm_3stage": (128, 128, 96, "float16", False, False)}[name]
     kernel, inputs, want = _matmul(M, N, K, dtype, rng, a_t, b_t)
     return kernel, inputs, want, 1e-3
 
 
 CASES = ["elementwise", "elementwise_f16", "row_sum", "row_max_block", "column_sum", "transpose", "softmax",
-         "softmax_block", "layer_norm", "rms_norm", "matmul_mma", "matmul_mma_bf16_t", "matmul_simt", "gemm_default"]
-SMALL = [c for c in CASES if c != "gemm_default"]  # the 128x128x64 GEMM takes about 0.5 s per interpreter run
+         "softmax_block", "layer_norm", "rms_norm", "matmul_mma", "matmul_mma_bf16_t", "matmul_simt", "gemm_default",
+         "gemm_3stage"]
+
+# gemm_3stage: the gemm.mma_sync template with 4 warps of 64x64 and a 3-stage cp.async ring (K = 3 tiles)
+_TEMPLATE_KNOBS = {"gemm_3stage": {"bm": 128, "bn": 128, "bk": 32, "warps_m": 2, "warps_n": 2, "stages": 3}}
 
 
 def case(name: str, seed: int | None = None) -> Case:
     """The case `name`, scheduled by the default GPU schedule; fresh random inputs (seed None)."""
     rng = np.random.default_rng(seed)
     kernel, inputs, want, tol = _unscheduled(name, rng)
+    if name in _TEMPLATE_KNOBS:
+        from tessel.schedules.template import get_template
+
+        scheduled = get_template("gemm.mma_sync").apply(kernel, _TEMPLATE_KNOBS[name], "cuda:sm_80").kernel
+        return Case(name, scheduled, inputs, want, tol)
     return Case(name, default_gpu_schedule(kernel, "cuda:sm_80").kernel, inputs, want, tol)
 
 
