@@ -1,0 +1,290 @@
+"""The Hopper GEMM template 'gemm.wgmma' (sm_90a): TMA + mbarrier ring + wgmma, warp-specialised,
+built as IR from the pieces of tessel.schedules.hopper_pieces.
+
+C[i, j] = sum_k f32(A[i, k]) * f32(B[k, j]), A and B float16 or bfloat16 (each stored K-major or
+MN-major: `GemmProblem.a_kcontig` / `b_kcontig`), any M, N and K whose contiguous extents are
+multiples of 8 (TMA needs 16-byte row pitches), accumulated in float32 and stored as C's dtype.
+
+One block (non-persistent) computes a BM x BN tile of C with 128 * (1 + consumers) threads:
+- warpgroup 0, the producer: setmaxnreg.dec to 40 registers; its thread 0 loops over the k-tiles
+  (BK = 64: one 128-byte swizzle atom of 2-byte elements), acquiring ring stage kt % stages
+  (empty barrier), expecting the tile bytes on the full barrier and issuing the TMA loads of
+  A's BM x 64 and B's 64 x BN tiles (out-of-range rows / columns / k arrive as zeros: edges
+  cost nothing in the main loop);
+- warpgroups 1.. (`consumers`, 1 or 2), setmaxnreg.inc: consumer c owns rows
+  c * BM / consumers .. of the tile as BM / (64 consumers) stacked m64nBNk16 accumulators; per
+  k-tile it waits on the full barrier, issues 4 k-steps of wgmma from shared-memory descriptors,
+  commits, waits until at most one group is in flight and releases the previous stage;
+- epilogue: each consumer thread stores its accumulators (cast to C's dtype) directly to
+  global memory, guarded at the M / N edges.
+Blocks are ordered in groups of `group_m` tile rows (as gemm.mma_sync does) for L2 reuse.
+
+Knobs (`HopperKnobs`): bm (64..256, a multiple of 64 * consumers), bn (64..256 step 64), bk (64),
+stages, consumers (1, 2), cluster ("1x1" only so far), persistent (False only so far),
+group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, registers,
+divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
+
+Example:
+    >>> from tessel.schedules.gemm import GemmProblem
+    >>> p = GemmProblem(m=128, n=64, k=128, dtype="bfloat16", b_kcontig=False)
+    >>> k = hopper_gemm_kernel(p, HopperKnobs(bm=64, bn=64, stages=2, consumers=1))
+    >>> k.launch.grid, k.launch.block
+    ((2, 1, 1), (256, 1, 1))
+    >>> import ml_dtypes, numpy as np; from tessel.ir.interp import run
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.standard_normal((128, 128)).astype(ml_dtypes.bfloat16)
+    >>> b = rng.standard_normal((128, 64)).astype(ml_dtypes.bfloat16)
+    >>> c = np.zeros((128, 64), np.float32); run(k, a, b, c)
+    >>> bool(np.allclose(c, a.astype(np.float32) @ b.astype(np.float32), atol=1e-3))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from tessel.errors import ScheduleError
+from tessel.ir.nodes import Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Kernel, Launch, LetStmt, Var
+from tessel.ir.nodes import minimum, seq
+from tessel.schedules.gemm import GemmProblem
+from tessel.schedules.hopper_pieces import (
+    ATOM_COLS, CONSUMER_REGS, OperandTiles, Ring, consumer_mainloop, store_accumulators, tma_producer,
+    warp_specialized,
+)
+
+SHARED_LIMIT = 227 * 1024
+ACC_HEADROOM = 48  # registers a consumer needs besides its accumulators (descriptors, addresses, loop)
+
+
+@dataclass(frozen=True)
+class HopperKnobs:
+    """The knobs of 'gemm.wgmma' (module docstring); `as_dict` / `from_dict` for traces."""
+
+    bm: int = 128
+    bn: int = 128
+    bk: int = 64
+    stages: int = 4
+    consumers: int = 2
+    cluster: str = "1x1"
+    persistent: bool = False
+    group_m: int = 8
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "HopperKnobs":
+        names = {f.name for f in dataclasses.fields(HopperKnobs)}
+        unknown = set(d) - names
+        if unknown:
+            raise ScheduleError(f"gemm.wgmma: unknown knob(s) {sorted(unknown)}; knobs: {sorted(names)}")
+        return HopperKnobs(**d)
+
+
+def shared_bytes(kn: HopperKnobs) -> int:
+    """Dynamic shared memory of a block: the A and B rings plus the barriers."""
+    return kn.stages * (kn.bm + kn.bn) * ATOM_COLS * 2 + 16 * kn.stages
+
+
+def acc_registers(kn: HopperKnobs) -> int:
+    """float32 accumulators per consumer thread: (bm / consumers / 64) m64 tiles of bn / 2."""
+    return max(1, kn.bm // max(1, kn.consumers) // 64) * kn.bn // 2
+
+
+def problem_issues(p: GemmProblem, arch: str = "sm_90a") -> list:
+    """What keeps problem `p` off this template (not a knob's fault), as phrases."""
+    out = []
+    if arch != "sm_90a":
+        out.append(f"wgmma and setmaxnreg need sm_90a, not {arch}")
+    if p.dtype not in ("float16", "bfloat16"):
+        out.append(f"operands are {p.dtype}; wgmma here takes float16 or bfloat16")
+    if p.batch:
+        out.append("batched GEMM is not on the wgmma path yet")
+    for what, ext in (("K (A's contiguous extent)" if p.a_kcontig else "M (A's contiguous extent)",
+                       p.k if p.a_kcontig else p.m),
+                      ("K (B's contiguous extent)" if p.b_kcontig else "N (B's contiguous extent)",
+                       p.k if p.b_kcontig else p.n)):
+        if ext % 8:
+            out.append(f"{what} = {ext} is not a multiple of 8: TMA needs 16-byte row pitches")
+    if p.out_dtype not in ("float32", "float16", "bfloat16"):
+        out.append(f"output dtype {p.out_dtype}: float32, float16 or bfloat16")
+    return out
+
+
+def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LIMIT) -> list:
+    """[(knob, what is wrong)] for knob values that cannot run problem `p` (empty when they can)."""
+    out = []
+    if kn.bk != 64:
+        out.append(("bk", "must be 64: one 128-byte swizzle atom of 2-byte elements per k-tile"))
+    if kn.consumers not in (1, 2):
+        out.append(("consumers", "must be 1 or 2 consumer warpgroups"))
+        return out
+    if not isinstance(kn.bm, int) or kn.bm % (64 * kn.consumers) or not 64 <= kn.bm <= 256:
+        out.append(("bm", f"must be a multiple of 64 * consumers = {64 * kn.consumers} (m64 wgmma tiles per "
+                          f"consumer warpgroup), at most 256 (a TMA box)"))
+    if not isinstance(kn.bn, int) or kn.bn % 64 or not 64 <= kn.bn <= 256:
+        out.append(("bn", "must be 64, 128, 192 or 256 (wgmma N <= 256, 64-column TMA atoms)"))
+    if not isinstance(kn.stages, int) or kn.stages < 2:
+        out.append(("stages", "needs at least 2 (the producer loads one stage while the consumers read another)"))
+    if kn.cluster != "1x1":
+        out.append(("cluster", "only '1x1' so far (TMA multicast across a cluster is not built yet)"))
+    if kn.persistent is not False:
+        out.append(("persistent", "only False so far (no tile scheduler yet)"))
+    if not isinstance(kn.group_m, int) or kn.group_m < 1 or kn.group_m & (kn.group_m - 1):
+        out.append(("group_m", "must be a power of two"))
+    if out:
+        return out
+    smem = shared_bytes(kn)
+    if smem > shared_limit:
+        out.append(("stages", f"{kn.stages} stages of {kn.bm}x64 + {kn.bn}x64 tiles take {smem} bytes of shared "
+                              f"memory; the target allows {shared_limit}"))
+    regs = acc_registers(kn) + ACC_HEADROOM
+    cap = CONSUMER_REGS[kn.consumers]
+    if regs > cap:
+        out.append(("bn", f"{acc_registers(kn)} accumulators per consumer thread (+{ACC_HEADROOM}) exceed the "
+                          f"{cap} registers a consumer warpgroup gets (raise consumers or lower bm / bn)"))
+    return out
+
+
+def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_limit: int = SHARED_LIMIT) -> None:
+    """Raise ScheduleError naming the knob (or the problem) when `kn` cannot run `p` on `arch`."""
+    issues = problem_issues(p, arch)
+    if issues:
+        raise ScheduleError(f"gemm.wgmma: {issues[0]}")
+    bad = knob_problems(p, kn, shared_limit)
+    if bad:
+        knob, msg = bad[0]
+        raise ScheduleError(f"gemm.wgmma knob {knob}={getattr(kn, knob)!r}: {msg}")
+
+
+def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
+    """128 x 256 tiles, 2 consumers, 4 stages when the grid still fills the GPU; else 128 x 128
+    (5 stages), else 64 x 128 with one consumer."""
+    blocks = lambda bm, bn: -(-p.m // bm) * -(-p.n // bn)  # noqa: E731
+    if p.n >= 256 and blocks(128, 256) >= sms:
+        return HopperKnobs(bm=128, bn=256, stages=4, consumers=2)
+    if blocks(128, 128) >= sms or p.m >= 128:
+        return HopperKnobs(bm=128, bn=128, stages=5, consumers=2)
+    return HopperKnobs(bm=64, bn=128, stages=4, consumers=1)
+
+
+def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",
+                      drop: tuple = (), fn=None):
+    """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
+    `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
+    "wgmma_wait", "barrier"): broken variants for tests. `fn(value, row, col)`: an epilogue hook."""
+    check_knobs(p, kn)
+    V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
+    bm, bn, nc = kn.bm, kn.bn, kn.consumers
+    tiles_m, tiles_n = -(-p.m // bm), -(-p.n // bn)
+    k_tiles = -(-p.k // ATOM_COLS)
+    rows_wg = bm // nc
+    m_tiles = rows_wg // 64
+    ring = Ring.make(prefix, kn.stages, nc, drop)
+    at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
+    bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
+    pid, pm, pn, gsize, tid = V("pid"), V("pm"), V("pn"), V("gsize"), V("tid")
+    m0, n0 = pm * bm, pn * bn
+    producer = tma_producer(ring, V("pkt"), k_tiles, [(at, m0), (bt, n0)])
+    acc = Buffer(f"{prefix}_acc", (m_tiles * bn // 2,), "float32", "local")
+    da = Buffer(f"{prefix}_da", (1,), "int64", "local")
+    db = Buffer(f"{prefix}_db", (1,), "int64", "local")
+    wg, lane = V("wg"), V("lane")
+
+    def consumer(wg_expr, lane_expr):
+        row0 = wg * rows_wg if nc > 1 else Const(0)
+        body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
+                   consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0, m_tiles,
+                                     lane.eq(0), drop=drop),
+                   store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane,
+                                      p.m if p.m % bm else None, p.n if p.n % bn else None, fn, f"{prefix}_e"))
+        body = Allocate(acc, Allocate(da, Allocate(db, body)))
+        return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
+
+    roles = warp_specialized(tid, producer, consumer, nc)
+    body = [IfThenElse(tid.eq(0), ring.init(f"{prefix}_s"))]
+    if "barrier" not in drop:
+        body.append(Barrier())
+    body.append(roles)
+    threads = 128 * (1 + nc)
+    blk = For(tid, threads, seq(*body), "threadIdx.x")
+    blk = Allocate(at.smem, Allocate(bt.smem, ring.allocate(blk)))
+    # grouped block order (Triton's "grouped launch"), as in gemm.mma_sync
+    gm = min(kn.group_m, tiles_m)
+    per_group = gm * tiles_n
+    first_m = pid // per_group * gm
+    inner = pid % per_group
+    blk = LetStmt(gsize, minimum(Const(tiles_m) - first_m, Const(gm)),
+                  LetStmt(pm, first_m + inner % gsize, LetStmt(pn, inner // gsize, blk)))
+    body = For(pid, tiles_m * tiles_n, blk, "blockIdx.x")
+    return body, Launch((tiles_m * tiles_n, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024)
+
+
+def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
+                       drop: tuple = ()) -> Kernel:
+    """A whole kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out."""
+    kn = kn or default_knobs(p)
+    a, b, c = p.buffers()
+    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop)
+    return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
+
+
+def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None) -> Kernel:
+    """`kernel` with its GEMM stage (tessel.schedules.gemm.gemm_plan) replaced by this template's
+    loop nest for `knobs`."""
+    from tessel.schedules.gemm import gemm_plan
+    from tessel.schedules.nest import replace_loop
+
+    plan = plan or gemm_plan(kernel)
+    for ld in (plan.a, plan.b):
+        if len(ld.indices) != 2:
+            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name} is not 2-D")
+    body, launch = build_hopper_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer)
+    out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
+    return dataclasses.replace(out, target="cuda", launch=launch)
+
+
+def _register_template():
+    from tessel.schedules.gemm import gemm_plan
+    from tessel.schedules.template import Bool, Choice, Constraint, IntRange, Pow2, Template, register
+
+    def analyze(kernel, target):
+        if "wgmma" not in target.features:
+            raise ScheduleError(f"target {target.target} has no wgmma (sm_90a only)")
+        plan = gemm_plan(kernel)
+        issues = problem_issues(plan.problem)
+        if issues:
+            raise ScheduleError(f"gemm.wgmma: {issues[0]}")
+        return plan
+
+    def defaults(kernel, target, plan):
+        return default_knobs(plan.problem, target.sm_count or 132).as_dict()
+
+    def schedule(sch, knobs, ctx):
+        sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info)
+
+    def knob_check(name):
+        def check(ctx):
+            kn = HopperKnobs.from_dict(ctx.knobs)
+            for knob, msg in knob_problems(ctx.info.problem, kn, ctx.target.shared_bytes or SHARED_LIMIT):
+                if knob == name:
+                    return msg
+            return None
+        return Constraint((name,), check, f"gemm.wgmma {name}")
+
+    names = [f.name for f in dataclasses.fields(HopperKnobs)]
+    return register(Template(
+        "gemm.wgmma",
+        [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
+         Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
+         Choice("cluster", ("1x1",)), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8)],
+        schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
+        targets=("cuda",),
+        doc="Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups."))
+
+
+GEMM_WGMMA = _register_template()
+
+__all__ = ["GEMM_WGMMA", "HopperKnobs", "acc_registers", "apply_hopper_gemm", "build_hopper_body", "check_knobs",
+           "default_knobs", "hopper_gemm_kernel", "knob_problems", "problem_issues", "shared_bytes"]

@@ -1,0 +1,301 @@
+"""Reusable Hopper (sm_90a) building blocks that emit IR: an mbarrier ring, TMA operand tiles in
+128B-swizzled shared memory, a wgmma k-tile mainloop, an accumulator epilogue and the
+warp-specialised role split. The GEMM template (gemm_hopper.py) is assembled from them; fused
+attention and the FFT convolution are meant to reuse them.
+
+Each function returns statements (tessel.ir.nodes) and states its contract: who executes it
+(one thread, a warpgroup, every thread of the block) and what must hold before and after.
+The intrinsics' IR forms are those of tessel.ir.intrinsics.{mbarrier, tma, wgmma, barriers}.
+
+- `Ring`: S stages of full / empty mbarriers. Iteration i uses stage i % S with parity
+  (i // S) % 2. Producer (one thread): `acquire(i)` (wait empty, parity flipped, so the first
+  round passes on fresh barriers), then TMA loads completing on `full_ref(i)` after
+  `commit(i, nbytes)` (arrive.expect_tx). Consumer (a warpgroup): `wait(i)` (wait full), read
+  the stage, then one thread of each consumer warpgroup `release(i)` (arrive on empty, which
+  counts `consumers` arrivals per phase).
+- `OperandTiles`: a ring of `outer` x 64 (K) tiles of a 2-D global operand (K-major [outer][K]
+  or MN-major [K][outer]) in 128B-swizzled shared memory, with its TMA loads (`load`) and its
+  wgmma descriptor offsets (`desc_offset`, in 16-byte units from the ring's base descriptor).
+- `wgmma_ktile` / `consumer_mainloop`: the wgmma k-steps of one k-tile (fence, BK/16 k-steps of
+  m64nNk16 per 64-row sub-tile, commit), and the consumer loop over k-tiles keeping at most one
+  wgmma group in flight: wait full[kt], issue kt, wait_group(1) (kt - 1 retired), release kt - 1.
+- `store_accumulators`: each thread of a warpgroup stores its wgmma accumulators (f32, or cast),
+  guarded at the edges, through an optional elementwise hook `fn(value, row, col)`.
+- `warp_specialized`: warpgroup 0 lowers its registers (setmaxnreg.dec) and its thread 0 runs
+  the producer; warpgroups 1.. raise theirs (setmaxnreg.inc) and run the consumer.
+
+Example:
+    >>> r = Ring.make("g", stages=3, consumers=2)
+    >>> r.full.shape, r.empty.scope
+    ((3,), 'shared')
+    >>> from tessel.ir.nodes import Buffer
+    >>> a = OperandTiles.make("g_a", Buffer("A", (256, 512), "bfloat16"), outer=128, kmajor=True, stages=3)
+    >>> a.tile_bytes, a.lbo, a.sbo, a.tnsp
+    (16384, 16, 1024, 0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessel.errors import ScheduleError
+from tessel.ir.intrinsics import mbarrier, tma, wgmma
+from tessel.ir.nodes import (
+    Allocate, Buffer, BufferRef, Cast, Const, Expr, For, IfThenElse, Intrinsic, Select, Stmt, Store, Var, seq,
+)
+
+SWIZZLE = 128  # bytes: one swizzle atom row holds 64 bf16 / fp16 elements
+ATOM_COLS = 64  # elements of a 2-byte dtype per 128-byte atom row
+ATOM_BYTES = 8 * SWIZZLE  # 8 rows of 128 bytes: the unit the 128B swizzle repeats on
+PRODUCER_REGS = 40
+CONSUMER_REGS = {1: 240, 2: 232}  # per consumer-warpgroup count: 128 * (40 + n * r) <= 65536
+
+
+def _c(v) -> Expr:
+    return v if isinstance(v, Expr) else Const(int(v))
+
+
+# -- the mbarrier ring ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ring:
+    """S stages of full / empty mbarriers (see the module docstring). `drop` names waits to leave
+    out ("full_wait", "empty_wait", "release"): the broken variants tests use."""
+
+    full: Buffer
+    empty: Buffer
+    stages: int
+    consumers: int
+    drop: tuple = ()
+
+    @staticmethod
+    def make(prefix: str, stages: int, consumers: int, drop: tuple = ()) -> "Ring":
+        if stages < 1 or consumers < 1:
+            raise ScheduleError(f"ring '{prefix}': needs stages >= 1 and consumers >= 1, got {stages}, {consumers}")
+        return Ring(Buffer(f"{prefix}_full", (stages,), "int64", "shared"),
+                    Buffer(f"{prefix}_empty", (stages,), "int64", "shared"), stages, consumers, tuple(drop))
+
+    def allocate(self, body: Stmt) -> Stmt:
+        """`body` inside the allocations of the two barrier arrays."""
+        return Allocate(self.full, Allocate(self.empty, body))
+
+    def init(self, var_name: str = "ring_s") -> Stmt:
+        """One thread: init full[s] (1 arrival: the producer's expect_tx) and empty[s] (`consumers`
+        arrivals). A block barrier must follow before any other thread uses the ring."""
+        s = Var(var_name)
+        return seq(For(s, self.stages, seq(Intrinsic(mbarrier.INIT, (BufferRef(self.full, (s,)), Const(1))),
+                                           Intrinsic(mbarrier.INIT, (BufferRef(self.empty, (s,)),
+                                                                     Const(self.consumers))))),
+                   Intrinsic(mbarrier.FENCE_INIT, ()))
+
+    def stage(self, i) -> Expr:
+        return _c(i) % self.stages if self.stages > 1 else Const(0)
+
+    def parity(self, i) -> Expr:
+        return (_c(i) // self.stages) % 2
+
+    def full_ref(self, i) -> BufferRef:
+        return BufferRef(self.full, (self.stage(i),))
+
+    def empty_ref(self, i) -> BufferRef:
+        return BufferRef(self.empty, (self.stage(i),))
+
+    def acquire(self, i) -> Stmt:
+        """Producer thread: wait until the consumers released stage i % S of round i // S - 1
+        (passes at once in round 0)."""
+        if "empty_wait" in self.drop:
+            return seq()
+        return Intrinsic(mbarrier.WAIT, (self.empty_ref(i), (self.parity(i) + 1) % 2))
+
+    def commit(self, i, nbytes: int) -> Stmt:
+        """Producer thread: arrive on full[i % S] expecting `nbytes` of copies (issue the TMA loads
+        completing on `full_ref(i)` right after)."""
+        return Intrinsic(mbarrier.ARRIVE_TX, (self.full_ref(i), Const(int(nbytes))))
+
+    def wait(self, i) -> Stmt:
+        """Consumer threads: wait until stage i % S holds iteration i's data."""
+        if "full_wait" in self.drop:
+            return seq()
+        return Intrinsic(mbarrier.WAIT, (self.full_ref(i), self.parity(i)))
+
+    def release(self, i) -> Stmt:
+        """One thread per consumer warpgroup, after every read of stage i % S has retired."""
+        if "release" in self.drop:
+            return seq()
+        return Intrinsic(mbarrier.ARRIVE, (self.empty_ref(i),))
+
+
+# -- TMA operand tiles ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OperandTiles:
+    """A ring of `stages` tiles of `outer` rows (M or N) x 64 (K) elements of the 2-D global
+    `tensor` (2-byte dtype) in 128B-swizzled shared memory, laid out as wgmma expects.
+
+    K-major (`kmajor`: tensor [outer][K]): one TMA box (outer, 64) per tile; 8-row groups are
+    1024 bytes apart (SBO), a k-step of 16 is +32 bytes. MN-major (tensor [K][outer]): outer / 64
+    boxes (64 k-rows, 64 columns), atom j (columns 64j..) at +8 KB (LBO), 8 k-rows 1024 bytes
+    apart (SBO), a k-step of 16 rows +2048 bytes. Tile `stage` starts at stage * tile_bytes."""
+
+    smem: Buffer
+    tensor: Buffer
+    outer: int
+    kmajor: bool
+    stages: int
+
+    @staticmethod
+    def make(name: str, tensor: Buffer, outer: int, kmajor: bool, stages: int) -> "OperandTiles":
+        if tensor.dtype not in ("float16", "bfloat16") or len(tensor.shape) != 2:
+            raise ScheduleError(f"operand '{tensor.name}': TMA tiles take a 2-D float16 / bfloat16 tensor, "
+                                f"got {tensor.dtype} {tensor.shape}")
+        if outer % 64 or not 64 <= outer <= 256:
+            raise ScheduleError(f"operand '{tensor.name}': tile of {outer} rows; a multiple of 64 up to 256")
+        return OperandTiles(Buffer(f"{name}_s", (stages * outer * ATOM_COLS,), tensor.dtype, "shared"), tensor,
+                            outer, kmajor, stages)
+
+    @property
+    def tile_elems(self) -> int:
+        return self.outer * ATOM_COLS
+
+    @property
+    def tile_bytes(self) -> int:
+        return self.tile_elems * 2
+
+    @property
+    def lbo(self) -> int:
+        return 16 if self.kmajor else 64 * SWIZZLE  # MN-major: between 64-column atoms (64 k-rows each)
+
+    sbo = ATOM_BYTES
+
+    @property
+    def tnsp(self) -> int:
+        return 0 if self.kmajor else 1
+
+    def load(self, stage, bar: BufferRef, outer0, k0) -> list:
+        """The producer thread's TMA loads of the tile at (outer0, k0) of the tensor into ring slot
+        `stage`, completing on `bar` (`tile_bytes` in all; out-of-range elements arrive as zeros)."""
+        base = _c(stage) * self.tile_elems
+        name = tma.tma_load_name(2)
+        if self.kmajor:
+            return [Intrinsic(name, (BufferRef(self.smem, (base,)), bar, BufferRef(self.tensor, (_c(outer0), _c(k0))),
+                                     Const(self.outer), Const(ATOM_COLS), Const(SWIZZLE)))]
+        return [Intrinsic(name, (BufferRef(self.smem, (base + j * 64 * ATOM_COLS,)), bar,
+                                 BufferRef(self.tensor, (_c(k0), _c(outer0) + j * 64)),
+                                 Const(64), Const(ATOM_COLS), Const(SWIZZLE)))
+                for j in range(self.outer // 64)]
+
+    def base_desc(self, out: BufferRef, row0=0) -> Stmt:
+        """Write the descriptor of slot 0, k 0, rows row0.. (a multiple of 64; may be an Expr)
+        into the local int64 `out`. In both layouts rows row0.. start row0 * 64 elements in."""
+        return Intrinsic(wgmma.DESC, (out, BufferRef(self.smem, (_c(row0) * ATOM_COLS,)), Const(self.lbo),
+                                      Const(self.sbo), Const(SWIZZLE)))
+
+    def desc_offset(self, stage, row0: int, ks: int) -> Expr:
+        """Offset (16-byte units) from the base descriptor to the operand of rows row0.. (a
+        multiple of 64 for MN-major, of 8 for K-major) at k-step `ks` of slot `stage`."""
+        if self.kmajor:
+            const = (row0 * SWIZZLE + ks * 32) // 16
+        else:
+            const = ((row0 // 64) * 64 * SWIZZLE + ks * 16 * SWIZZLE) // 16
+        return _c(stage) * (self.tile_bytes // 16) + const
+
+
+# -- the wgmma mainloop -----------------------------------------------------------------------------
+
+def wgmma_ktile(acc: Buffer, n: int, dtype: str, a: OperandTiles, a_desc: Expr, b: OperandTiles, b_desc: Expr,
+                stage, row0: int, m_tiles: int, first: Expr | None = None) -> Stmt:
+    """One warpgroup: fence, then for each of the 4 k-steps of the k-tile in `stage` and each of
+    `m_tiles` 64-row sub-tiles (A rows row0 + 64 mi ..) one wgmma m64nNk16 into
+    acc[mi * n/2 ..], then commit the group. `first`: true on the first k-tile (the first k-step
+    then overwrites the accumulators: scale_d = 0); None: always accumulate."""
+    name = wgmma.wgmma_name(n, dtype)
+    out = [Intrinsic(wgmma.FENCE, ())]
+    for ks in range(ATOM_COLS // 16):
+        scale = Const(1) if (ks or first is None) else Select(first, Const(0), Const(1))
+        for mi in range(m_tiles):
+            da = a_desc + a.desc_offset(stage, row0 + 64 * mi, ks).astype("int64")
+            db = b_desc + b.desc_offset(stage, 0, ks).astype("int64")
+            out.append(Intrinsic(name, (BufferRef(acc, (Const(mi * n // 2),)), da, db, scale, Const(a.tnsp),
+                                        Const(b.tnsp))))
+    out.append(Intrinsic(wgmma.COMMIT, ()))
+    return seq(*out)
+
+
+def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: str, a: OperandTiles,
+                      a_desc: Expr, b: OperandTiles, b_desc: Expr, row0: int, m_tiles: int, leader: Expr,
+                      first_iter=0, drop: tuple = ()) -> Stmt:
+    """One consumer warpgroup's loop over `k_tiles` k-tiles (ring iterations first_iter + kt):
+    wait full, issue the k-tile's wgmmas, wait_group(1) (the previous k-tile's group retired, so
+    its stage is released by `leader`, one thread), and after the loop wait_group(0), release
+    the last stage and fence the accumulators: they hold the tile's sums afterwards.
+    `drop` ("wgmma_wait"): leave out the in-loop wait_group (a broken variant for tests)."""
+    it = _c(first_iter) + kt
+    body = [ring.wait(it), wgmma_ktile(acc, n, dtype, a, a_desc, b, b_desc, ring.stage(it), row0, m_tiles,
+                                       first=kt.eq(0))]
+    if "wgmma_wait" not in drop:
+        body.append(Intrinsic(wgmma.WAIT, (Const(1),)))
+    body.append(IfThenElse(leader & (kt > 0), ring.release(it - 1)))
+    tail = [Intrinsic(wgmma.WAIT, (Const(0),)), IfThenElse(leader, ring.release(_c(first_iter) + _c(k_tiles) - 1))]
+    tail += [Intrinsic(wgmma.fence_acc_name(n), (BufferRef(acc, (Const(mi * n // 2),)),)) for mi in range(m_tiles)]
+    return seq(For(kt, k_tiles, seq(*body)), *tail)
+
+
+def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0) -> Stmt:
+    """The producer thread's loop: for each k-tile, acquire its stage, expect the bytes of every
+    operand tile and issue their TMA loads. `operands`: [(OperandTiles, outer0)]; k-tile kt
+    covers K = 64 kt .. 64 kt + 63."""
+    it = _c(first_iter) + kt
+    nbytes = sum(op.tile_bytes for op, _ in operands)
+    body = [ring.acquire(it), ring.commit(it, nbytes)]
+    for op, outer0 in operands:
+        body += op.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS)
+    return For(kt, k_tiles, seq(*body))
+
+
+# -- the epilogue -----------------------------------------------------------------------------------
+
+def store_accumulators(acc: Buffer, n: int, m_tiles: int, out: Buffer, row0, col0, lane: Expr,
+                       m_limit: int | None = None, n_limit: int | None = None, fn=None, prefix: str = "epi",
+                       index=None) -> Stmt:
+    """Every thread of one warpgroup (`lane` 0..127): store its accumulators of `m_tiles` stacked
+    m64nN tiles to out[row0 + r, col0 + c] (wgmma accumulator layout), cast to out's dtype,
+    skipping rows >= m_limit and columns >= n_limit (None: no guard). `fn(value, row, col)`:
+    an elementwise hook on the float32 value (bias, activation). `index(row, col)`: out's
+    indices (default (row, col))."""
+    mi, i = Var(f"{prefix}_mi"), Var(f"{prefix}_i")
+    w, g, t = lane // 32, (lane % 32) // 4, lane % 4
+    row = _c(row0) + mi * 64 + w * 16 + g + ((i // 2) % 2) * 8
+    col = _c(col0) + (i // 4) * 8 + t * 2 + i % 2
+    val = acc[mi * (n // 2) + i]
+    if fn is not None:
+        val = fn(val, row, col)
+    if out.dtype != "float32":
+        val = Cast(out.dtype, val)
+    st: Stmt = Store(out, index(row, col) if index else (row, col), val)
+    conds = [x for x in ((row < m_limit) if m_limit is not None else None,
+                         (col < n_limit) if n_limit is not None else None) if x is not None]
+    if conds:
+        st = IfThenElse(conds[0] if len(conds) == 1 else conds[0] & conds[1], st)
+    return For(mi, m_tiles, For(i, n // 2, st, "unrolled"), "unrolled")
+
+
+# -- roles ------------------------------------------------------------------------------------------
+
+def warp_specialized(tid: Var, producer: Stmt, consumer, consumers: int,
+                     producer_regs: int = PRODUCER_REGS, consumer_regs: int | None = None) -> Stmt:
+    """Every thread of a block of 128 * (1 + consumers): warpgroup 0 runs setmaxnreg.dec then
+    `producer` on its thread 0 only; warpgroup 1 + c runs setmaxnreg.inc then
+    `consumer(c, lane)` (lane 0..127 within the warpgroup; Exprs)."""
+    regs = consumer_regs or CONSUMER_REGS.get(consumers, 232)
+    if 128 * (producer_regs + consumers * regs) > 65536:
+        raise ScheduleError(f"warp_specialized: 128 x ({producer_regs} + {consumers} x {regs}) registers exceed "
+                            f"the 65536-register file")
+    prod = seq(Intrinsic("setmaxnreg.dec.sync.aligned.u32", (Const(producer_regs),)),
+               IfThenElse(tid.eq(0), producer))
+    ct = tid - 128
+    cons = seq(Intrinsic("setmaxnreg.inc.sync.aligned.u32", (Const(regs),)), consumer(ct // 128, ct % 128))
+    return IfThenElse(tid < 128, prod, cons)
+
+
+__all__ = ["ATOM_BYTES", "ATOM_COLS", "CONSUMER_REGS", "OperandTiles", "PRODUCER_REGS", "Ring", "SWIZZLE",
+           "consumer_mainloop", "store_accumulators", "tma_producer", "warp_specialized", "wgmma_ktile"]
