@@ -366,3 +366,37 @@ def test_cluster_blocks_share_memory_through_peer_refs():
         with pytest.raises(RaceError, match=r"shared buffer 'S' element \(\d,\): .*block \((\d), 0, 0\).*block "
                                             r"\((?!\1)\d, 0, 0\).*no barrier orders them"):
             interp.run(_cluster_swap(sync), a, o)
+
+
+def _shared_atomic(ctx: Context, ref):
+    ctx.write(ctx.actor(0), ref, (1,), atomic=True)
+    ref.region((1,))[0] += 1
+
+
+def test_atomics_race_with_plain_accesses_but_not_with_each_other():
+    """Thread 0 initialises S[0] (a plain write) and then adds to it atomically; the other threads
+    add atomically too. Without a barrier after the init their atomics race with the init (even
+    though thread 0's own atomic came last); with it they do not race with each other, but a plain
+    read concurrent with them does."""
+    O, S, t = Buffer("O", (1,)), Buffer("S", (1,), "float32", "shared"), Var("t")
+    impls = {"atom": IntrinsicImpl(_shared_atomic, with_context=True)}
+
+    def kernel(barrier: bool, plain_read: bool) -> Kernel:
+        add = Intrinsic("atom", (BufferRef(S, (0,)),))
+        body = seq(IfThenElse(t.eq(0), seq(Store(S, (0,), Const(0.0, "float32")), add)),
+                   Barrier() if barrier else None, IfThenElse(t > 0, add),
+                   IfThenElse(t.eq(1), Store(O, (0,), S[0])) if plain_read else None,
+                   Barrier(), IfThenElse(t.eq(0), Store(O, (0,), S[0])))
+        return Kernel("atomics", (O,), Allocate(S, For(t, 8, body, "threadIdx.x")), target="cuda")
+
+    o = np.zeros(1, np.float32)
+    for seed in range(3):
+        Interpreter(impls).run(kernel(True, False), o, seed=seed)
+        assert o[0] == 8
+        with pytest.raises(RaceError, match=r"'S' element \(0,\): (atomic write by .* earlier write by \(block "
+                                            r"\(0, 0, 0\), thread \(0, 0, 0\)\) at 'store S\[0\]|write by \(block "
+                                            r"\(0, 0, 0\), thread \(0, 0, 0\)\) at 'store S\[0\].* earlier atomic)"):
+            Interpreter(impls).run(kernel(False, False), o, seed=seed)
+        with pytest.raises(RaceError, match=r"'S' element \(0,\): (read by .* earlier atomic write|atomic write by .*"
+                                            r"earlier read)"):
+            Interpreter(impls).run(kernel(True, True), o, seed=seed)

@@ -88,7 +88,9 @@ class Unit:
 
 class Shadow:
     """The access history of one buffer instance (see the module docstring): per element the last
-    write, and up to READ_SLOTS concurrent reads since it (more spill into `extra`)."""
+    plain write, and up to SLOTS accesses since it that may be concurrent with each other: plain
+    reads and atomic writes (`r_atom`), each slot one (actor, clock, site) epoch; more spill into
+    `extra` ({flat index: {(gid, atomic): (clock, site)}})."""
 
     def __init__(self, buffer: Buffer, array: np.ndarray, what: str):
         n = array.size
@@ -96,15 +98,15 @@ class Shadow:
         self.w_gid = np.full(n, -1, np.int64)
         self.w_clk = np.zeros(n, np.int64)
         self.w_site = np.zeros(n, np.int64)
-        self.w_atom = np.zeros(n, bool)
-        self.r_gid = np.full((n, READ_SLOTS), -1, np.int64)
-        self.r_clk = np.zeros((n, READ_SLOTS), np.int64)
-        self.r_site = np.zeros((n, READ_SLOTS), np.int64)
-        self.extra: dict[int, dict] = {}  # flat index -> {gid: (clock, site)}: reads past the slots
+        self.r_gid = np.full((n, SLOTS), -1, np.int64)
+        self.r_clk = np.zeros((n, SLOTS), np.int64)
+        self.r_site = np.zeros((n, SLOTS), np.int64)
+        self.r_atom = np.zeros((n, SLOTS), bool)
+        self.extra: dict[int, dict] = {}
 
 
 SMALL = 32  # regions of at most this many elements by one actor are checked element by element
-READ_SLOTS = 4  # concurrent reads of one element kept in arrays (a read ordered before a later one is dropped)
+SLOTS = 4  # reads / atomics of one element kept in arrays (one ordered before a later one of its kind is dropped)
 
 
 class Tracker:
@@ -204,52 +206,66 @@ class Tracker:
         ui = unit.index
         stride = self.stride
         row = unit.clock[actor]
-        w_gid, w_clk, w_site, w_atom = s.w_gid, s.w_clk, s.w_site, s.w_atom
-        r_gid, r_clk, r_site = s.r_gid, s.r_clk, s.r_site
+        w_gid, w_clk, w_site = s.w_gid, s.w_clk, s.w_site
+        r_gid, r_clk, r_site, r_atom = s.r_gid, s.r_clk, s.r_site, s.r_atom
         extra = s.extra
-        slots = range(READ_SLOTS)
+        slots = range(SLOTS)
 
         def ordered(g, c) -> bool:
             return g == me or (g // stride == ui and c <= row[g - base])
+
+        def record(i, site, atomic):
+            """Enter this access into a slot: an empty one, or one of its kind ordered before it."""
+            gs, kinds = r_gid[i].tolist(), r_atom[i].tolist()
+            free = -1
+            for k in slots:
+                g = gs[k]
+                if g < 0 or (kinds[k] == atomic and (g == me or (g // stride == ui and r_clk[i, k] <= row[g - base]))):
+                    if free < 0:
+                        free = k
+                    elif g >= 0:
+                        r_gid[i, k] = -1  # ordered before this access of its kind: this one covers it
+            now = row[actor]
+            if free >= 0:
+                r_gid[i, free], r_clk[i, free], r_site[i, free], r_atom[i, free] = me, now, site, atomic
+            else:
+                extra.setdefault(i, {})[(me, atomic)] = (int(now), site)
+
+        def conflicts(i, site, kind, only_atomic, any_kind):
+            """Raise on a slot / extra entry that conflicts with this access and is not ordered."""
+            gs, kinds = r_gid[i].tolist(), r_atom[i].tolist()
+            for k in slots:
+                g = gs[k]
+                if g >= 0 and (any_kind or kinds[k] == only_atomic) and not ordered(g, r_clk[i, k]):
+                    raise self.race(s, i, (kind, me, site), ("atomic write" if kinds[k] else "read", g,
+                                                             int(r_site[i, k])))
+            if extra and i in extra:
+                for (g, atom), (c, st) in extra[i].items():
+                    if (any_kind or atom == only_atomic) and not ordered(g, c):
+                        raise self.race(s, i, (kind, me, site), ("atomic write" if atom else "read", g, st))
 
         def rd(i, site):
             g = w_gid[i]
             if g >= 0 and g != me and not ordered(g, w_clk[i]):
                 raise self.race(s, i, ("read", me, site), ("write", int(g), int(w_site[i])))
-            gs = r_gid[i].tolist()
-            free = -1
-            for k in slots:
-                g = gs[k]
-                if g < 0 or g == me or (g // stride == ui and r_clk[i, k] <= row[g - base]):
-                    if free < 0:
-                        free = k
-                    elif g >= 0:
-                        r_gid[i, k] = -1  # ordered before this read: this one covers it
-            now = row[actor]
-            if free >= 0:
-                r_gid[i, free] = me
-                r_clk[i, free] = now
-                r_site[i, free] = site
-            else:
-                extra.setdefault(i, {})[me] = (int(now), site)
+            conflicts(i, site, "read", True, False)  # reads conflict with atomic writes
+            record(i, site, False)
 
         def wr(i, site, atomic=False):
             g = w_gid[i]
-            if g >= 0 and g != me and not ordered(g, w_clk[i]) and not (atomic and w_atom[i]):
-                raise self.race(s, i, ("write", me, site), ("write", int(g), int(w_site[i])))
-            gs = r_gid[i].tolist()
-            for k in slots:
-                g = gs[k]
-                if g >= 0 and g != me and not ordered(g, r_clk[i, k]):
-                    raise self.race(s, i, ("write", me, site), ("read", g, int(r_site[i, k])))
+            kind = "atomic write" if atomic else "write"
+            if g >= 0 and g != me and not ordered(g, w_clk[i]):
+                raise self.race(s, i, (kind, me, site), ("write", int(g), int(w_site[i])))
+            if atomic:  # conflicts with reads only; kept beside them
+                conflicts(i, site, kind, False, False)
+                record(i, site, True)
+                return
+            conflicts(i, site, kind, False, True)
             if extra:
-                for g, (c, st) in extra.pop(i, {}).items():
-                    if not ordered(g, c):
-                        raise self.race(s, i, ("write", me, site), ("read", g, st))
+                extra.pop(i, None)
             w_gid[i] = me
             w_clk[i] = row[actor]
             w_site[i] = site
-            w_atom[i] = atomic
             r_gid[i] = -1
 
         return rd, wr
@@ -263,6 +279,7 @@ class Tracker:
         flat = np.asarray(flat, np.int64).reshape(-1)
         if flat.size == 0 or flat.min() < 0 or flat.max() >= s.w_gid.size:
             return
+        atomic = bool(atomic and write)
         if flat.size <= SMALL and isinstance(actors, (int, np.integer)):  # a few elements: Python is faster
             rd, wr = self.shadow_hooks(unit, int(actors), s)
             for i in flat.tolist():
@@ -276,58 +293,63 @@ class Tracker:
             for a, i in zip(actors.tolist(), flat.tolist()):
                 self.access(unit, s, a, np.array([i]), site, write, atomic)
             return
+        kind = "atomic write" if atomic else "write" if write else "read"
         stride, ui = self.stride, unit.index
         base = ui * stride
         me = actors + base
         clock = unit.clock
         now = clock[actors, actors]
 
-        # the last write must be ordered before any access (unless both are atomic writes)
+        # the last plain write must be ordered before any access
         g = s.w_gid[flat]
         local = g // stride == ui
         bad = (g >= 0) & (g != me) & (~local | (s.w_clk[flat] > clock[actors, np.where(local, g - base, 0)]))
-        if write and atomic:
-            bad &= ~s.w_atom[flat]
         if bad.any():
             k = int(np.argmax(bad))
-            raise self.race(s, flat[k], ("write" if write else "read", int(me[k]), site),
-                            ("write", int(g[k]), int(s.w_site[flat[k]])))
-        # the reads since: ordered before this access (replaceable by a read, required by a write)
-        sg, sc = s.r_gid[flat], s.r_clk[flat]
+            raise self.race(s, flat[k], (kind, int(me[k]), site), ("write", int(g[k]), int(s.w_site[flat[k]])))
+        # the slots: ordered before this access?
+        sg, sc, sa = s.r_gid[flat], s.r_clk[flat], s.r_atom[flat]
         local = (sg // stride == ui) & (sg >= 0)
         known = clock[actors[:, None], np.where(local, sg - base, 0)]
         before = (sg < 0) | (sg == me[:, None]) | (local & (sc <= known))
-        if write:
-            if not before.all():
-                k, j = np.argwhere(~before)[0]
-                raise self.race(s, flat[k], ("write", int(me[k]), site), ("read", int(sg[k, j]),
-                                                                          int(s.r_site[flat[k], j])))
-            if s.extra:
-                for k in np.flatnonzero(np.fromiter((int(i) in s.extra for i in flat), bool, flat.size)).tolist():
-                    a, i = int(actors[k]), int(flat[k])
-                    for g0, (c, st) in s.extra.pop(i).items():
-                        if g0 != me[k] and not (g0 // stride == ui and c <= clock[a, g0 - base]):
-                            raise self.race(s, i, ("write", int(me[k]), site), ("read", g0, st))
+        relevant = np.ones_like(before) if write and not atomic else (sa != atomic)  # what conflicts
+        bad = ~before & relevant & (sg >= 0)
+        if bad.any():
+            k, j = np.argwhere(bad)[0]
+            raise self.race(s, flat[k], (kind, int(me[k]), site), ("atomic write" if sa[k, j] else "read",
+                                                                   int(sg[k, j]), int(s.r_site[flat[k], j])))
+        if s.extra:
+            for k in np.flatnonzero(np.fromiter((int(i) in s.extra for i in flat), bool, flat.size)).tolist():
+                a, i = int(actors[k]), int(flat[k])
+                for (g0, atom), (c, st) in s.extra[i].items():
+                    if (write and not atomic or atom != atomic) and g0 != me[k] and not (
+                            g0 // stride == ui and c <= clock[a, g0 - base]):
+                        raise self.race(s, i, (kind, int(me[k]), site), ("atomic write" if atom else "read", g0, st))
+                if write and not atomic:
+                    del s.extra[i]
+        if write and not atomic:
             s.w_gid[flat] = me
             s.w_clk[flat] = now
             s.w_site[flat] = site
-            s.w_atom[flat] = atomic
             s.r_gid[flat] = -1
             return
-        has = before.any(axis=1)
-        first = before.argmax(axis=1)
+        # record: into an empty slot or one of the same kind ordered before this access
+        repl = (sg < 0) | ((sa == atomic) & before)
+        has = repl.any(axis=1)
+        first = repl.argmax(axis=1)
         rows = np.arange(flat.size)
-        drop = before & (sg >= 0)
+        drop = repl & (sg >= 0)
         drop[rows, first] = False
-        sg[drop] = -1  # reads ordered before this one: it covers them
+        sg[drop] = -1  # accesses of its kind ordered before this one: it covers them
         ss = s.r_site[flat]
         rh, fh = rows[has], first[has]
         sg[rh, fh] = me[has]
         sc[rh, fh] = now[has]
         ss[rh, fh] = site
-        s.r_gid[flat], s.r_clk[flat], s.r_site[flat] = sg, sc, ss
+        sa[rh, fh] = atomic
+        s.r_gid[flat], s.r_clk[flat], s.r_site[flat], s.r_atom[flat] = sg, sc, ss, sa
         for k in np.flatnonzero(~has).tolist():
-            s.extra.setdefault(int(flat[k]), {})[int(me[k])] = (int(now[k]), site)
+            s.extra.setdefault(int(flat[k]), {})[(int(me[k]), atomic)] = (int(now[k]), site)
 
 
 __all__ = ["RaceError", "Shadow", "Tracker", "Unit"]
