@@ -190,7 +190,7 @@ def Select_(cond):
     return Select(cond, c(1), c(0))
 
 
-def pipeline_ring(tiles=4, n=64, stages=2, drop=()):
+def pipeline_ring(tiles=4, n=64, stages=2, drop=(), regs=None):
     """(c): warpgroup 0 (its thread 0) produces, warpgroup 1 consumes, through a `stages`-deep ring
     of shared (A, B^T) tiles guarded by full / empty mbarriers: C (64 x n) = A (64 x 64 tiles) @ B.
     Producer, for tile kt in stage s = kt % stages: wait empty[s] (parity starts at 1, so the
@@ -222,6 +222,8 @@ def pipeline_ring(tiles=4, n=64, stages=2, drop=()):
                 Intrinsic(tma.tma_load_name(2), (_ref(SB, stage * (n * 64)), _ref(full, stage),
                                                   _ref(Bt, c(0), kt * 64), c(n), c(64), c(128)))]
     producer = IfThenElse(t.eq(0), For(kt, tiles, seq(*produce)))
+    if regs is not None:  # warp specialisation's register split: the producer gives, the consumer takes
+        producer = seq(Intrinsic("setmaxnreg.dec.sync.aligned.u32", (c(regs[0]),)), producer)
     mma = Intrinsic(wgmma.wgmma_name(n, "bfloat16"), (_ref(acc, 0), da[0] + (ks * 2).astype("int64"),
                                                       db[0] + (ks * 2).astype("int64"),
                                                       Select((kt > 0) | (ks > 0), c(1), c(0)), c(0), c(0)))
@@ -236,11 +238,13 @@ def pipeline_ring(tiles=4, n=64, stages=2, drop=()):
         consume.append(IfThenElse((t - 128).eq(0), Intrinsic(mbarrier.ARRIVE, (_ref(empty, stage),))))
     consumer = seq(For(kt, tiles, seq(*consume)), Intrinsic(wgmma.fence_acc_name(n), (_ref(acc, 0),)),
                    _acc_store(O, acc, t - 128, n))
+    if regs is not None:
+        consumer = seq(Intrinsic("setmaxnreg.inc.sync.aligned.u32", (c(regs[1]),)), consumer)
     body = [IfThenElse(t.eq(0), init)]
     if "barrier" not in drop:
         body.append(Barrier())
     body.append(IfThenElse(t < 128, producer, Allocate(acc, Allocate(da, Allocate(db, consumer)))))
-    kern = Kernel(f"ring{stages}_m64n{n}_t{tiles}", (A, Bt, O),
+    kern = Kernel(f"ring{stages}_m64n{n}_t{tiles}{'_regs' if regs else ''}", (A, Bt, O),
                   Allocate(SA, Allocate(SB, Allocate(full, Allocate(empty, For(t, 256, seq(*body), "threadIdx.x"))))),
                   target="cuda", launch=Launch((1, 1, 1), (256, 1, 1)))
 
@@ -352,5 +356,77 @@ def stmatrix_warp(num=4, trans=False):
                 else:
                     mats[m, r, col], mats[m, r, col + 1] = src[lane, 2 * m], src[lane, 2 * m + 1]
         return [None, mats.reshape(num * 8, 8)]
+
+    return kern, inputs, reference
+
+
+def named_barrier_handoff(rounds=3):
+    """Warp-specialised handoff without mbarriers: warps 0-1 (64 threads) write a tile of S and
+    bar.arrive on barrier 1 (count 128); warps 2-3 bar.sync on it, read S, write O; then the roles
+    swap direction through barrier 2 so the producers can overwrite S in the next round."""
+    A = Buffer("A", (rounds, 64), "float32")
+    O = Buffer("O", (rounds, 64), "float32")
+    S = Buffer("S_nb", (64,), "float32", "shared")
+    t, r = Var("t"), Var("r")
+    prod = seq(Intrinsic("bar.sync", (c(2), c(128))), Store(S, (t,), A[r, t] * 3.0),
+               Intrinsic("bar.arrive", (c(1), c(128))))
+    cons = seq(Intrinsic("bar.sync", (c(1), c(128))), Store(O, (r, t - 64), S[t - 64]),
+               Intrinsic("bar.arrive", (c(2), c(128))))
+    first = IfThenElse(t >= 64, Intrinsic("bar.arrive", (c(2), c(128))))  # the slot starts empty
+    body = seq(first, For(r, rounds, IfThenElse(t < 64, prod, cons)))
+    kern = Kernel("named_barrier_handoff", (A, O), Allocate(S, For(t, 128, body, "threadIdx.x")), target="cuda",
+                  launch=Launch((1, 1, 1), (128, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal((rounds, 64)).astype(np.float32), np.full((rounds, 64), 7, np.float32)]
+
+    def reference(arrays):
+        return [None, (arrays[0].astype(np.float64) * 3).astype(np.float32)]
+
+    return kern, inputs, reference
+
+
+def builder_gemm_tile(n=128, b_major="mn", k=128):
+    """The GEMM tile of one warpgroup built with tessel.ir.intrinsics.hopper_ir: TMA loads of A
+    (64 x k, K-major) and B (K-major B^T or MN-major), k/16 wgmma steps with advanced
+    descriptors, the epilogue store guarded to C (60 x n-3)."""
+    from tessel.ir.intrinsics import hopper_ir as hi
+
+
+    A = Buffer("A", (64, k), "bfloat16")
+    B = Buffer("B", (n, k) if b_major == "k" else (k, n), "bfloat16")
+    m_out, n_out = 60, n - 3  # the epilogue's guard keeps the store inside C
+    C = Buffer("C", (m_out, n_out), "float32")
+    SA, SB = Buffer("SA", (64 * k,), "bfloat16", "shared"), Buffer("SB", (n * k,), "bfloat16", "shared")
+    bar = Buffer("bar", (1,), "int64", "shared")
+    acc = Buffer("acc", (n // 2,), "float32", "local")
+    da, db = Buffer("da", (1,), "int64", "local"), Buffer("db", (1,), "int64", "local")
+    t, ks = Var("t"), Var("ks")
+    loads = [hi.tma_load(SA, j * 64 * 64, bar, 0, A, (0, 64 * j), (64, 64)) for j in range(k // 64)]
+    if b_major == "k":
+        loads += [hi.tma_load(SB, j * n * 64, bar, 0, B, (0, 64 * j), (n, 64)) for j in range(k // 64)]
+        bdesc = hi.smem_desc(db, SB, 0, "k", 128)
+    else:
+        loads += [hi.tma_load(SB, j * k * 64, bar, 0, B, (0, 64 * j), (k, 64)) for j in range(n // 64)]
+        bdesc = hi.smem_desc(db, SB, 0, "mn", 128, k_rows=k)
+    mma = hi.wgmma_ss(acc, hi.desc_plus(da[0], hi.k_step_bytes("k", 128, ks, 64)),
+                      hi.desc_plus(db[0], hi.k_step_bytes(b_major, 128, ks, n)), n, "bfloat16", ks > 0,
+                      tnsp_b=int(b_major == "mn"))
+    body = seq(IfThenElse(t.eq(0), hi.mbar_init(bar, 0, 1)), Barrier(),
+               IfThenElse(t.eq(0), seq(hi.mbar_arrive_tx(bar, 0, (64 + n) * k * 2), *loads)),
+               hi.mbar_wait(bar, 0, 0), hi.smem_desc(da, SA, 0, "k", 128), bdesc, hi.wgmma_fence(),
+               For(ks, k // 16, mma, "unrolled"), hi.wgmma_commit(), hi.wgmma_wait(0), hi.fence_acc(acc, n),
+               hi.acc_store(C, acc, t, n, rows=m_out, cols=n_out))
+    kern = Kernel("hi_gemm", (A, B, C), Allocate(SA, Allocate(SB, Allocate(bar, For(t, 128, Allocate(
+        acc, Allocate(da, Allocate(db, body))), "threadIdx.x")))), target="cuda", launch=Launch((1, 1, 1), (128, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal(A.shape).astype(BF16), rng.standard_normal(B.shape).astype(BF16),
+                np.full(C.shape, 7, np.float32)]
+
+    def reference(arrays):
+        a, b = arrays[0].astype(np.float64), arrays[1].astype(np.float64)
+        full = a @ (b.T if b_major == "k" else b)
+        return [None, None, full[:m_out, :n_out].astype(np.float32)]
 
     return kern, inputs, reference

@@ -157,3 +157,21 @@ def test_gpu_kernel_launches_tma_kernels():
 
     torch.cuda.synchronize()
     assert np.array_equal(_numpy(tens[1], arrays[1]).view(np.int16), expect[1].view(np.int16))
+
+
+def test_named_barriers_hand_a_shared_tile_between_warp_pairs():
+    expect, interp, gpu = _both(H.named_barrier_handoff, rounds=4)
+    assert np.array_equal(gpu[1], expect[1]) and np.array_equal(gpu[1], interp[1])
+
+
+def test_ring_with_setmaxnreg_register_split():
+    expect, interp, gpu = _both(H.pipeline_ring, tiles=4, n=128, regs=(40, 232))
+    _close(gpu[2], expect[2], 2e-3)
+    _close(gpu[2], interp[2], 2e-3)
+
+
+@pytest.mark.parametrize("n,b_major", [(64, "k"), (192, "mn")])
+def test_hopper_ir_builder_gemm_tile(n, b_major):
+    expect, interp, gpu = _both(H.builder_gemm_tile, n=n, b_major=b_major)
+    _close(gpu[2], expect[2], 2e-3)
+    _close(gpu[2], interp[2], 2e-3)

@@ -467,3 +467,33 @@ def test_hello_world_without_its_barrier_races(maker):
     for seed in range(3):
         with pytest.raises((RaceError, ExecutionError)):
             _run_maker(maker, seed, drop=("barrier",))
+
+
+def test_named_barrier_handoff_over_rounds_and_without_its_syncs():
+    arrays, expect = _run_maker(H.named_barrier_handoff, 1, rounds=4)
+    assert np.array_equal(arrays[1], expect[1])
+    k, inputs, _ = H.named_barrier_handoff(rounds=2)
+    bad = _drop_intrinsics(k, "bar.sync")
+    with pytest.raises(RaceError, match="S_nb"):
+        run(bad, *inputs(np.random.default_rng(0)), seed=0)
+
+
+def _drop_intrinsics(k, name):
+    from tessel.ir.nodes import rewrite
+
+    return rewrite(k, lambda node: seq() if isinstance(node, Intrinsic) and node.name == name else None)
+
+
+def test_setmaxnreg_is_checked_and_otherwise_changes_nothing():
+    arrays, expect = _run_maker(H.pipeline_ring, 0, tiles=3, regs=(40, 232))
+    np.testing.assert_allclose(arrays[2], expect[2], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ExecutionError, match="multiple of 8"):
+        _run_maker(H.pipeline_ring, 0, tiles=1, regs=(41, 232))
+
+
+@pytest.mark.parametrize("n,b_major", [(64, "k"), (128, "mn"), (192, "mn")])
+def test_hopper_ir_builders_make_a_gemm_tile(n, b_major):
+    """tessel.ir.intrinsics.hopper_ir: TMA loads of A (64 x 128, K-major) and B (K-major B^T or
+    MN-major), 8 k-steps of wgmma with advanced descriptors, a guarded epilogue store."""
+    arrays, expect = _run_maker(H.builder_gemm_tile, n, n=n, b_major=b_major)
+    np.testing.assert_allclose(arrays[2], expect[2], rtol=1e-5, atol=1e-5)
