@@ -143,6 +143,36 @@ class LocalExecutor(Executor):
         return results
 
 
+def reference_outputs(builder, kernel, target: str, template: str, knobs: dict, seed: int,
+                      timeout: float = 600.0) -> tuple:
+    """The outputs of one candidate (normally the template's default point) on the inputs of
+    `seed`, built and run in a child process: the reference of last resort, for workloads too
+    large for the interpreter. Raises RuntimeError when that candidate fails."""
+    out = run_isolated([Job(_reference_child, (builder, kernel, target, template, dict(knobs), seed, _cache_dir()),
+                            timeout=timeout)])[0]
+    if not out.ok:
+        raise RuntimeError(f"the reference candidate failed: {out.error}")
+    return tuple(out.value)
+
+
+def _reference_child(builder, kernel, target, template, knobs, seed, cache_dir):
+    built = _build_child(builder, kernel, target, template, knobs, cache_dir)
+    arrays = make_inputs(kernel, seed)
+    if str(target).startswith("cuda"):
+        import torch
+
+        from tessel.codegen import cuda
+
+        dev = [torch.from_numpy(a).cuda() for a in arrays]
+        cuda.build_kernel(built, target)(*dev)
+        return [x.cpu().numpy() for x in outputs_of(kernel, built, dev)]
+    from tessel.codegen import tvm as backend
+
+    runner = backend.compile_kernel(built)
+    runner.call(runner.tensors(arrays))
+    return outputs_of(kernel, built, arrays)
+
+
 def _cache_dir() -> str:
     from tessel.codegen.cache import cache_dir
 

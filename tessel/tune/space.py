@@ -44,13 +44,24 @@ def point_key(point: dict) -> str:
 class TuneSpace:
     """The space of `template` for `kernel` (unscheduled IR) on `target` (see the module docstring)."""
 
-    def __init__(self, template, kernel, target):
+    def __init__(self, template, kernel, target, fixed: dict | None = None, values: dict | None = None):
+        """`fixed`: knob values not searched (a sub-space); `values`: {knob: values} narrowing a
+        searched knob's domain (each value must be in the declared one)."""
         self.template = template
         self.kernel = kernel
         self.target = str(target)
         self.space = template.space(kernel, target)
-        self.knobs = list(self.space.knobs)
-        self.default = dict(self.space.default)
+        fixed, values = dict(fixed or {}), dict(values or {})
+        self.default = {**self.space.default, **fixed}
+        self.knobs = [k for k in self.space.knobs if k.name not in fixed]
+        self._domains = {}
+        for k in self.knobs:
+            vals = tuple(values.get(k.name, k.values()))
+            bad = [v for v in vals if k.reason(v)]
+            if bad:
+                raise ScheduleError(f"template '{template.name}': knob '{k.name}' value {bad[0]!r} {k.reason(bad[0])}")
+            self._domains[k.name] = vals
+        self.restricted = bool(fixed or values)
         self._schedules: dict = {}  # point key -> scheduled kernel, or the reason it is pruned
         self.static_pruned = 0
 
@@ -59,7 +70,25 @@ class TuneSpace:
         return self.template.name
 
     def __len__(self) -> int:
-        return len(self.space)
+        return math.prod(len(v) for v in self._domains.values())
+
+    def domain(self, name: str) -> tuple:
+        """The values searched for knob `name`."""
+        return self._domains[name]
+
+    def point(self, index: int) -> dict:
+        """The point at `index` (mixed radix over the searched knobs, in order)."""
+        out = dict(self.default)
+        for k in reversed(self.knobs):
+            vals = self._domains[k.name]
+            index, r = divmod(index, len(vals))
+            out[k.name] = vals[r]
+        return out
+
+    def points(self):
+        """Every point of the (possibly narrowed) space, valid or not."""
+        for i in range(len(self)):
+            yield self.point(i)
 
     # -- validity ------------------------------------------------------------------------------
     def check(self, point: dict) -> str | None:
@@ -90,12 +119,15 @@ class TuneSpace:
     def random_points(self, n: int, rng: random.Random, exclude=frozenset()) -> list:
         """Up to `n` distinct valid points (constraints and static check) not in `exclude` (keys)."""
         out, seen = [], set(exclude)
-        for p in self.space.sample(max(4 * n, n + len(seen)), rng):
+        size = len(self)
+        order = rng.sample(range(size), size) if size <= 20000 else (rng.randrange(size) for _ in range(400 * n))
+        for i in order:
+            p = self.point(i)
             k = point_key(p)
             if k in seen:
                 continue
             seen.add(k)
-            if self.valid(p):
+            if self.check(p) is None and self.valid(p):
                 out.append(p)
                 if len(out) == n:
                     break
@@ -125,7 +157,7 @@ class TuneSpace:
         if not self.knobs:
             return out
         for k in rng.sample(self.knobs, min(n_knobs, len(self.knobs))):
-            vals = k.values()
+            vals = self._domains[k.name]
             cur = vals.index(out[k.name]) if out.get(k.name) in vals else 0
             if len(vals) == 1:
                 continue
@@ -144,12 +176,24 @@ class TuneSpace:
     def report(self) -> dict:
         """Size, valid and pruned counts of the declared space (by constraint), plus how many of
         the points scheduled so far the static IR check pruned."""
-        rep = self.space.report()
+        rep = self.space.report() if not self.restricted else self._report()
         scheduled = len(self._schedules)
         rep["static_pruned"] = self.static_pruned
         rep["scheduled"] = scheduled
         rep["pruned_share"] = rep["pruned"] / rep["size"] if rep["size"] else 0.0
         return rep
+
+    def _report(self) -> dict:
+        by: dict = {}
+        valid = 0
+        for p in self.points():
+            bad = self.space.violations(p)
+            if bad:
+                by[bad[0].what] = by.get(bad[0].what, 0) + 1
+            else:
+                valid += 1
+        return {"template": self.name, "target": self.target, "size": len(self), "valid": valid,
+                "pruned": len(self) - valid, "pruned_by": dict(sorted(by.items())), "exact": True}
 
     def describe(self) -> str:
         rep = self.report()

@@ -102,3 +102,16 @@ def test_outputs_are_those_of_the_unscheduled_kernel():
     assert set(output_names(built)) > {"C"}  # the syntactic scan over the scheduled kernel
     got = outputs_of(kernel, built, arrays)
     assert len(got) == 1 and got[0] is arrays[[p.name for p in built.params].index("C")]
+
+
+def test_reference_of_last_resort_is_the_default_candidate(monkeypatch):
+    # above the interpreter's limit the default point's own output is the reference (with a warning)
+    from tessel.tune import api
+
+    monkeypatch.setattr(api, "INTERP_LIMIT", 10)
+    kernel = ts.lower(helpers.matmul(16))
+    space = api._space_for(kernel, "cpu", None)
+    with pytest.warns(UserWarning, match="too large for the interpreter"):
+        (c,) = api._expected(kernel, "cpu", 3, None, space, None)
+    a, b, _ = make_inputs(kernel, 3)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)

@@ -120,3 +120,20 @@ def test_end_to_end_real_measurement(tmp_path):
     assert len(recs) == 3 and all(r.ok for r in recs), [r.error for r in recs]
     assert res.workloads[0].default_time is not None and res.workloads[0].best is not None
     _check(ts.build(matmul(32), target="cpu", tuning_log=log), 32)
+
+
+def test_two_tuners_into_one_log_lose_no_record(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "t.jsonl"
+    code = ("import sys, tessel as ts; from tests.tune.helpers import FakeExecutor, matmul;"
+            "ts.tune(matmul(int(sys.argv[2])), target='cpu', trials=12, log=sys.argv[1], executor=FakeExecutor(),"
+            " batch=3)")
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(log), str(n)], cwd=root) for n in (16, 24)]
+    assert [p.wait(240) for p in procs] == [0, 0]
+    got = TuningLog(log).read()
+    assert got.problems == [] and len(got.records) == 24
+    assert len({r.workload.key for r in got.records}) == 2
