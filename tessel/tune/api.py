@@ -116,6 +116,10 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
     """
     from tessel.ir.target import parse_target
 
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise TesselError(f"tune(trials={trials!r}): expected a positive number of trials")
+    if strategy not in ("xgb", "random"):
+        raise TesselError(f"tune(strategy={strategy!r}): expected 'xgb' (cost-model guided) or 'random'")
     start = _time.monotonic()
     tgt = str(parse_target(target))
     info = target_info(tgt)

@@ -41,6 +41,8 @@ def add_commands(sub, parent) -> None:
                    help="also run random search with the same trials (into LOG.random.jsonl) for the plot")
     p.add_argument("--plot", default=None, help="tuning-curve PNG (default: LOG with .png)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="shape of a dynamic input")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="K",
+                   help="stop a workload when K trials in a row did not improve its best time")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -100,7 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     obj, ref = _workload(args.model, _shapes(args.input_shape))
     common = dict(target=args.target, trials=args.trials, time_budget=args.time_budget, batch=args.batch,
-                  seed=args.seed, progress=not args.no_progress, reference=ref)
+                  seed=args.seed, progress=not args.no_progress, reference=ref, early_stopping=args.early_stopping)
     res = tune(obj, log=args.log, strategy=args.strategy, **common)
     print(res.summary())
     curves = {f"tuned ({args.strategy})": _total_curve(res)}

@@ -38,6 +38,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from tessel.errors import TesselError
 from tessel.tune.cost_model import CostModel
 from tessel.tune.space import point_key
 
@@ -78,7 +79,7 @@ class Search:
                  seed: int = 0, strategy: str = "xgb", early_stopping: int | None = None, known: dict | None = None,
                  featurize=None, population: int = 32, generations: int = 3, group: str = "workload"):
         if strategy not in ("xgb", "random"):
-            raise ValueError(f"search strategy {strategy!r}: expected 'xgb' or 'random'")
+            raise TesselError(f"search strategy {strategy!r}: expected 'xgb' or 'random'")
         self.space, self.measure = space, measure
         self.model = model if model is not None else CostModel(seed=seed)
         self.batch, self.explore, self.strategy = max(1, batch), explore, strategy

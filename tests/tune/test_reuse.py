@@ -137,3 +137,18 @@ def test_two_tuners_into_one_log_lose_no_record(tmp_path):
     got = TuningLog(log).read()
     assert got.problems == [] and len(got.records) == 24
     assert len({r.workload.key for r in got.records}) == 2
+
+
+def test_bad_requests_raise_tessel_errors(tmp_path):
+    from tessel.errors import TesselError
+
+    with pytest.raises(TesselError, match="trials=0"):
+        ts.tune(matmul(16), trials=0)
+    with pytest.raises(TesselError, match="strategy='annealing'"):
+        ts.tune(matmul(16), trials=2, strategy="annealing")
+    with pytest.raises(TesselError, match="unknown template 'nope'"):
+        ts.tune(matmul(16), trials=2, template="nope", executor=FakeExecutor())
+    with pytest.raises(TesselError, match="cannot tune a int"):
+        ts.tune(42, trials=2)
+    with pytest.raises(TesselError, match="not both"):
+        ts.build(matmul(16), tuning_log=tmp_path / "t.jsonl", schedule=lambda ir: ir)
