@@ -1,0 +1,366 @@
+"""Oracles: run one test case through tessel and judge it.
+
+`run_case(case)` compiles and runs a Case (tessel/fuzz/case.py) in this process and returns an
+Outcome: "ok", "rejected" (the input was invalid: counted, not a bug) or "fail" with a kind, the
+stage it happened at, and a signature that deduplicates failures. It is called inside worker
+processes (tessel/fuzz/worker.py), so a crash of TVM or of generated code kills a child, not the
+campaign, and a hang meets the parent's time limit.
+
+Stages, in order, and what each oracle checks:
+
+- program: the verifier accepts the unscheduled kernel (else rejected: "verify"), and the
+  interpreter runs it on seeded random inputs (else rejected: "exec"); its outputs are the reference.
+- schedule: each schedule command applies or raises ScheduleError (skipped, counted); any other
+  exception is a **crash**; the scheduled kernel must verify (**verify**), run without a data race
+  (**race**: the interpreter's race checker, on GPU schedules) or an out-of-bounds access (**exec**),
+  and give the reference's results (**diff**).
+- pass:NAME: each pass of the pipeline; a non-TesselError exception is a **crash**, an
+  ill-formed result a **verify** failure (the pass that broke it is named). After the last pass
+  the interpreter must agree with the reference; on a mismatch each pass prefix is re-run to name
+  the first pass after which results differ (**diff** at pass:NAME).
+- tvm: for CPU cases marked `tvm`, the kernel is compiled by the CPU backend (TVM -> LLVM) and
+  run; results must match the interpreter (**diff** at tvm), and any non-TesselError is a
+  **crash** at tvm. cuda: GPU cases are printed as CUDA C++ (no GPU needed); a non-TesselError
+  of the printer is a **crash** at cuda.
+- determinism: the same case compiled twice must give the same IR and code text
+  (**nondet**); the Outcome's digest lets the parent compare across processes too.
+
+A TesselError from a pass or a backend on a valid kernel is recorded as rejected ("refused"),
+not as a failure: tessel documents those refusals (e.g. unroll refuses bodies with allocations).
+
+Example:
+    >>> from tessel.ir.text import parse_kernel
+    >>> from tessel.fuzz.case import Case
+    >>> k = parse_kernel("kernel f(A: float32[4] global, B: float32[4] global) target cpu "
+    ...                  "{ for i in 4 { B[i] = (A[i] * 2.0f32) } }")
+    >>> run_case(Case(k, "cpu", [], [{"name": "simplify"}], seed=1)).status
+    'ok'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessel.errors import TesselError, VerifyError
+from tessel.fuzz.case import Case
+
+
+@dataclass
+class Outcome:
+    status: str  # "ok" | "rejected" | "fail"
+    kind: str = ""  # rejected: why; fail: crash / verify / race / exec / diff / nondet / hang / died
+    stage: str = ""  # program, schedule, pass:NAME, tvm, cuda, worker
+    message: str = ""
+    skipped: int = 0  # schedule commands the schedule refused
+    phases: list = field(default_factory=list)  # [(phase, features)]
+    digest: str = ""
+    kept_schedule: list = field(default_factory=list)  # the commands that applied
+
+    @property
+    def signature(self) -> str:
+        if self.status != "fail":
+            return ""
+        return ":".join(x for x in (self.kind, self.stage, _detail(self.kind, self.message)) if x)
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "kind": self.kind, "stage": self.stage, "message": self.message,
+                "signature": self.signature, "skipped": self.skipped}
+
+
+def _detail(kind: str, message: str) -> str:
+    # crashes carry "Type@file:function" as their first line; other kinds are named by kind + stage
+    return message.split("\n", 1)[0] if kind in ("crash", "died") else ""
+
+
+class _Stop(Exception):
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+
+
+def _crash(stage: str, e: BaseException) -> Outcome:
+    tb = traceback.extract_tb(e.__traceback__)
+    root = os.sep + "tessel" + os.sep
+    where = "?"
+    for fr in reversed(tb):
+        if root in fr.filename and os.sep + "fuzz" + os.sep not in fr.filename:
+            where = f"{fr.filename.rsplit(root, 1)[1]}:{fr.name}"
+            break
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
+    return Outcome("fail", "crash", stage, f"{type(e).__name__}@{where}\n{e}\n{text}")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def make_inputs(kernel, seed: int) -> list:
+    """Seeded random arrays for every buffer parameter (never zeros: values in about [-3, 3])."""
+    from tessel.ir.dtypes import numpy_dtype
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in kernel.params:
+        shape = tuple(p.shape)
+        dt = numpy_dtype(p.dtype)
+        if p.dtype == "bool":
+            a = rng.random(shape) < 0.5
+        elif p.dtype.startswith(("int", "uint")):
+            a = rng.integers(-8, 9, size=shape)
+        else:
+            a = rng.standard_normal(shape) * 1.5
+        out.append(np.asarray(a).astype(dt))
+    return out
+
+
+TOLERANCE = {"float64": 1e-9, "float32": 2e-5, "float16": 2e-2, "bfloat16": 4e-2}
+
+
+def compare(got: list, want: list, params, loose: float = 1.0) -> str | None:
+    """None when `got` matches `want` (NaN where NaN; floats within a dtype tolerance scaled by
+    the output's magnitude), else a message naming the first buffer that differs."""
+    for p, g, w in zip(params, got, want):
+        if p.dtype.startswith(("float", "bfloat")):
+            g64, w64 = g.astype(np.float64), w.astype(np.float64)
+            nan_g, nan_w = np.isnan(g64), np.isnan(w64)
+            if (nan_g != nan_w).any():
+                i = np.argwhere(nan_g != nan_w)[0]
+                return f"buffer '{p.name}' at {tuple(int(x) for x in i)}: got {g64[tuple(i)]}, want {w64[tuple(i)]}"
+            fin = np.isfinite(w64) & ~nan_w
+            inf_bad = ~fin & ~nan_w & (g64 != w64)
+            if inf_bad.any():
+                i = np.argwhere(inf_bad)[0]
+                return f"buffer '{p.name}' at {tuple(int(x) for x in i)}: got {g64[tuple(i)]}, want {w64[tuple(i)]}"
+            if fin.any():
+                tol = TOLERANCE.get(p.dtype, 1e-5) * loose
+                scale = max(1.0, float(np.abs(w64[fin]).max()))
+                err = np.where(fin, np.abs(g64 - w64), 0.0)
+                if (err > tol * scale).any():
+                    i = np.unravel_index(int(err.argmax()), err.shape)
+                    return (f"buffer '{p.name}' at {tuple(int(x) for x in i)}: got {g64[i]}, want {w64[i]} "
+                            f"(tolerance {tol * scale:.3g})")
+        elif not np.array_equal(g, w):
+            i = np.argwhere(g != w)[0]
+            return f"buffer '{p.name}' at {tuple(int(x) for x in i)}: got {g[tuple(i)]}, want {w[tuple(i)]}"
+    return None
+
+
+def _interp(kernel, inputs: list, seed: int) -> list:
+    from tessel.ir.interp import run
+
+    arrays = [a.copy() for a in inputs]
+    run(kernel, *arrays, seed=seed, race_check=True)
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------------
+
+
+def schedule_case(case: Case, on_skip=None):
+    """Apply the case's schedule commands; returns (Schedule, kept commands). A command raising a
+    TesselError is skipped (`on_skip(command, error)` is told)."""
+    from tessel.schedules.schedule import Schedule
+
+    sch = Schedule(case.kernel)
+    kept = []
+    for cmd in case.schedule:
+        try:
+            sch.apply(cmd["primitive"], **cmd.get("args", {}))
+            kept.append(cmd)
+        except TesselError as e:
+            if on_skip is not None:
+                on_skip(cmd, e)
+        except Exception as e:  # noqa: BLE001 - a crash of a primitive: the caller records it
+            raise _Stop(_crash(f"schedule:{cmd.get('primitive')}", e)) from e
+    return sch, kept
+
+
+def _passes(case: Case):
+    from tessel.compiler.pipeline import as_pipeline
+
+    return as_pipeline(case.pipeline)
+
+
+def _run_pass(p, kernel):
+    from tessel.ir.verify import verify
+
+    try:
+        out = p(kernel)
+    except TesselError as e:
+        raise _Stop(Outcome("rejected", "refused", f"pass:{p.name}", str(e)[:500])) from e
+    except Exception as e:  # noqa: BLE001
+        raise _Stop(_crash(f"pass:{p.name}", e)) from e
+    try:
+        verify(out)
+    except VerifyError as e:
+        raise _Stop(Outcome("fail", "verify", f"pass:{p.name}", str(e)[:2000])) from e
+    except Exception as e:  # noqa: BLE001 - the verifier itself crashed
+        raise _Stop(_crash("verify", e)) from e
+    return out
+
+
+def _run_checked(kernel, inputs, seed, stage):
+    from tessel.ir.interp import ExecutionError, RaceError
+
+    try:
+        return _interp(kernel, inputs, seed)
+    except RaceError as e:
+        raise _Stop(Outcome("fail", "race", stage, str(e)[:2000])) from e
+    except ExecutionError as e:
+        raise _Stop(Outcome("fail", "exec", stage, str(e)[:2000])) from e
+    except TesselError as e:
+        raise _Stop(Outcome("rejected", "refused", stage, str(e)[:500])) from e
+    except Exception as e:  # noqa: BLE001 - the interpreter crashed on a verified kernel
+        raise _Stop(_crash(f"interp:{stage}", e)) from e
+
+
+def compile_case(case: Case):
+    """Schedule + pipeline, no oracle: (final kernel, code text). For the determinism check."""
+    sch, _ = schedule_case(case)
+    k = sch.kernel
+    for p in _passes(case):
+        k = p(k)
+    return k, _code_text(case, k)
+
+
+def _code_text(case: Case, kernel) -> str:
+    if case.target == "cuda" and kernel.target == "cuda":
+        from tessel.codegen.cuda import cuda_source
+
+        return cuda_source(kernel)
+    if case.tvm and kernel.target == "cpu":
+        from tessel.codegen.tvm import tvm_script
+
+        return tvm_script(kernel)
+    return ""
+
+
+def run_case(case: Case, probe=None, determinism: bool = True) -> Outcome:
+    """Compile and run `case`; see the module docstring. `probe`: a coverage Probe (started) whose
+    features are harvested per phase into Outcome.phases."""
+    phases: list = []
+    skipped = [0]
+
+    def phase(name):
+        if probe is not None:
+            phases.append((name, probe.harvest()))
+
+    try:
+        out = _run(case, phase, skipped, determinism)
+    except _Stop as s:
+        out = s.outcome
+    phase("end")
+    out.phases = phases
+    out.skipped = skipped[0]
+    return out
+
+
+def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
+    from tessel.ir.interp import ExecutionError
+    from tessel.ir.text import to_text
+    from tessel.ir.verify import verify
+
+    kernel = case.kernel
+    try:
+        verify(kernel)
+    except VerifyError as e:
+        return Outcome("rejected", "verify", "program", str(e)[:500])
+    inputs = make_inputs(kernel, case.seed)
+    try:
+        ref = _interp(kernel, inputs, case.seed)
+    except (ExecutionError, TesselError) as e:
+        return Outcome("rejected", "exec", "program", str(e)[:500])
+    except Exception as e:  # noqa: BLE001
+        return _crash("interp:program", e)
+    phase("program")
+
+    sch, kept = schedule_case(case, on_skip=lambda c, e: skipped.__setitem__(0, skipped[0] + 1))
+    k = sch.kernel
+    try:
+        verify(k)
+    except VerifyError as e:
+        return Outcome("fail", "verify", "schedule", str(e)[:2000])
+    phase("schedule")
+    stages = [("schedule", k)]
+    for p in _passes(case):
+        k = _run_pass(p, k)
+        stages.append((f"pass:{p.name}", k))
+        phase(f"pass:{p.name}")
+
+    try:
+        got = _run_checked(k, inputs, case.seed, stages[-1][0])
+        bad = compare(got, ref, kernel.params)
+    except _Stop:
+        bad = "failed"
+    if bad is not None:  # name the first stage that fails or whose results differ
+        for stage, sk in stages:
+            r = _run_checked(sk, inputs, case.seed, stage)  # raises _Stop at the first failing stage
+            why = compare(r, ref, kernel.params)
+            if why is not None:
+                return Outcome("fail", "diff", stage, why)
+        return Outcome("fail", "flaky", stages[-1][0], f"the final kernel failed ({bad}) but no stage did on a re-run")
+    phase("interp")
+
+    code = ""
+    if case.target == "cpu" and case.tvm and k.target == "cpu":
+        code = _tvm_check(k, inputs, ref, kernel.params)
+        phase("tvm")
+    elif case.target == "cuda" and k.target == "cuda":
+        code = _cuda_text(k)
+        phase("cuda")
+    digest = hashlib.sha256((to_text(k) + "\n" + code).encode()).hexdigest()[:16]
+
+    if determinism:
+        try:
+            k2, code2 = compile_case(case)
+        except Exception as e:  # noqa: BLE001 - it compiled a moment ago
+            return Outcome("fail", "nondet", "compile", f"the second compilation raised {type(e).__name__}: {e}")
+        if k2 != k:
+            return Outcome("fail", "nondet", "ir", "compiling the case twice gave different IR:\n" + to_text(k2)[:1500])
+        if code and code2 != code:
+            return Outcome("fail", "nondet", "code", "compiling the case twice gave different code text")
+    return Outcome("ok", digest=digest, kept_schedule=kept)
+
+
+def _tvm_check(k, inputs, ref, params) -> str:
+    try:
+        from tessel.codegen import cache, tvm as backend
+
+        runner = backend.compile_kernel(k, cache=cache.ModuleCache())
+        text = backend.tvm_script(k)
+    except TesselError as e:
+        raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
+    except Exception as e:  # noqa: BLE001
+        raise _Stop(_crash("tvm", e)) from e
+    arrays = [a.copy() for a in inputs]
+    try:
+        runner(*arrays)
+    except TesselError as e:
+        raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
+    except Exception as e:  # noqa: BLE001
+        raise _Stop(_crash("tvm", e)) from e
+    bad = compare(arrays, ref, params, loose=4.0)
+    if bad is not None:
+        raise _Stop(Outcome("fail", "diff", "tvm", bad))
+    return text
+
+
+def _cuda_text(k) -> str:
+    try:
+        from tessel.codegen.cuda import cuda_source
+
+        return cuda_source(k)
+    except TesselError as e:
+        raise _Stop(Outcome("rejected", "refused", "cuda", str(e)[:500])) from e
+    except Exception as e:  # noqa: BLE001
+        raise _Stop(_crash("cuda", e)) from e
+
+
+__all__ = ["Outcome", "compare", "compile_case", "make_inputs", "run_case", "schedule_case"]
