@@ -254,6 +254,9 @@ def _register_template():
             raise ScheduleError(f"target {target.target} has no wgmma (sm_90a only)")
         plan = gemm_plan(kernel)
         issues = problem_issues(plan.problem)
+        q = plan.problem
+        if min(q.m, q.n, q.k) < 64:  # most of a 64 x 64 x 64 tile would be zero fill: mma.sync serves it
+            issues.append(f"{q.m}x{q.n}x{q.k} is smaller than one 64 x 64 x 64 wgmma tile in some dimension")
         if issues:
             raise ScheduleError(f"gemm.wgmma: {issues[0]}")
         return plan
