@@ -90,6 +90,13 @@ def build(m, n, k, dtype, knobs, out_f32, diag=None):
     from tessel.schedules.gemm import GemmKnobs, GemmProblem, default_knobs, gemm_kernel
 
     p = GemmProblem(m, n, k, dtype, out_dtype="float32" if out_f32 else dtype)
+    if knobs is not None and knobs.get("path") == "hopper":  # --knobs '{"path": "hopper", ...}': gemm.wgmma
+        from tessel.schedules.gemm_hopper import HopperKnobs, hopper_gemm_kernel
+        from tessel.schedules.gemm_hopper import default_knobs as hopper_defaults
+
+        rest = {key: v for key, v in knobs.items() if key != "path"}
+        kn = HopperKnobs(**rest) if rest else hopper_defaults(p)
+        return build_kernel(hopper_gemm_kernel(p, kn), "cuda:sm_90a"), kn
     kn = GemmKnobs(**knobs) if knobs is not None else default_knobs(p)
     ir = gemm_kernel(p, kn)
     return build_kernel(diagnostic(ir, diag) if diag else ir, "cuda"), kn
