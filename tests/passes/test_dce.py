@@ -124,7 +124,6 @@ def _run(k, tensors, inputs):
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_dsl_kernels_give_the_same_bits_after_cleanup(name):
-    pytest.importorskip("tessel.ir.interp", reason="the interpreter (tessel.ir.interp) is not there yet")
     tensors, reference = PROGRAMS[name]()
     k = lower(tensors)
     clean = remove_dead_code(simplify(k))

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tessel.ir import interp
 from tessel.ir.dsl import lower
 from tessel.ir.nodes import (
     Allocate, Barrier, Binary, Buffer, Call, Cast, Const, For, IfThenElse, Kernel, LetStmt, Not, Select, Seq, Store,
@@ -122,7 +123,6 @@ def test_wrapping_int8_expressions_keep_their_values(expr, data):
 @given(index_exprs([I, J], st.integers(-9, 9)), st.data())
 @settings(deadline=None, max_examples=20)
 def test_index_expressions_agree_with_the_interpreter(expr, data):
-    interp = pytest.importorskip("tessel.ir.interp")
     ranges = {I: (0, 5), J: (0, 7)}
     out = simplify(expr, ranges)
     for _ in range(4):
@@ -154,7 +154,6 @@ def float_exprs(dtype):
 @given(data=st.data())
 @settings(deadline=None, max_examples=40)
 def test_float_expressions_keep_every_bit(dtype, data):
-    interp = pytest.importorskip("tessel.ir.interp")
     strategy, (a, b) = float_exprs(dtype)
     expr = data.draw(strategy)
     out = simplify(expr)
@@ -477,7 +476,6 @@ def _run(kernel, tensors, inputs):
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_dsl_kernels_give_the_same_bits_after_simplification(name):
-    pytest.importorskip("tessel.ir.interp", reason="the interpreter (tessel.ir.interp) is not there yet")
     tensors, reference = PROGRAMS[name]()
     kernel = lower(tensors)
     simple = simplify(kernel)
@@ -523,7 +521,6 @@ def test_a_tiled_gemm_simplifies_fast_and_well():
 
 
 def test_the_tiled_gemm_gives_the_same_bits_after_simplification():
-    interp = pytest.importorskip("tessel.ir.interp", reason="the interpreter (tessel.ir.interp) is not there yet")
     k = tiled_gemm(32, 32, 16)
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((32, 16)).astype("float32"), rng.standard_normal((16, 32)).astype("float32")
