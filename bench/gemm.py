@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     for r in rows:
         kn = r["knobs"] or {}
         ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
-              f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}") if kn else "default"
+              f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
+              + (" spread" if kn.get("spread") else "")) if kn else "default"
         if r.get("diag"):
             ks += f"  [diag {r['diag']}: wrong results, timing only]"
         if "error" in r:

@@ -23,7 +23,9 @@ accumulator fragments. The kernel the template builds, per block:
   kt + stages - 1 into the slot freed by tile kt - 1 (committed as one group even when empty),
   and per k-step of 16 the A and B fragments of the next step loaded with ldmatrix.x4 (.trans
   when the operand is not k-contiguous) into the other half of a double buffer while the mmas of
-  this step run. Before the last step's mmas, cp.async.wait_group(stages - 2) and the k-tile's
+  this step run. With `spread`, the copies of the next tile are issued in pieces, one before
+  each k-step's mmas, and committed at the last step (CUTLASS's interleaving), instead of all at
+  the start of the k-tile. Before the last step's mmas, cp.async.wait_group(stages - 2) and the k-tile's
   one __syncthreads make tile kt + 1 visible, and the next tile's first fragments are loaded.
 - Everything inside a k-tile is unrolled (straight-line code: fragments stay in registers).
 - Epilogue: each lane stores its accumulator elements, guarded at the M / N edges.
@@ -57,7 +59,7 @@ from tessel.ir.intrinsics.cp_async import COMMIT, MAX_WAIT, WAIT_GROUP, copy_nam
 from tessel.ir.intrinsics.ldmatrix import ldmatrix_name
 from tessel.ir.nodes import (
     Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Store,
-    Var, minimum, seq,
+    Var, minimum, seq, substitute,
 )
 
 # Shared memory a block may use, by architecture (bytes; the opt-in maximum).
@@ -80,6 +82,7 @@ class GemmKnobs:
     swizzle: str = "rotate"  # "rotate" (conflict-free chunk rotation) or "none"
     group_m: int = 8  # tile rows per group of the block order (1: row-major order)
     split_k: int = 1  # only 1 for now
+    spread: bool = False  # issue the next tile's copies in pieces between the k-steps' mmas
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,6 +148,8 @@ def knob_problems(p: GemmProblem, kn: GemmKnobs, shared_limit: int = SHARED_LIMI
         out.append(("swizzle", "must be 'rotate' or 'none'"))
     if kn.split_k != 1:
         out.append(("split_k", "split-K is not implemented yet: only 1"))
+    if not isinstance(kn.spread, bool):
+        out.append(("spread", "must be True or False"))
     for what, rows in (("bm", kn.bm), ("bn", kn.bn)):
         chunks = rows * kn.bk // 8
         if chunks % threads:
@@ -262,9 +267,11 @@ class _Operand:
         return next(v for v in (8, 4, 2, 1) if ext % v == 0)
 
 
-def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, threads: int, uid: str):
+def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, threads: int, uid: str,
+               piece: tuple = (0, 1)):
     """All threads copy one (rows x cols) tile of `op` into ring slot `slot`: cp.async chunks of
-    `vec` elements, zeros where the chunk lies outside the operand."""
+    `vec` elements, zeros where the chunk lies outside the operand. piece = (i, n): only the i-th
+    of n consecutive parts of each thread's copies."""
     vec = op.vec()
     per_row = op.cols // vec
     total = op.rows * per_row
@@ -304,7 +311,12 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
     if conds:
         cond = conds[0] if len(conds) == 1 else conds[0] & conds[1]
         body = IfThenElse(cond, copy, zero)
-    return For(it, total // threads, body, "unrolled")
+    count = total // threads
+    lo, hi = piece[0] * count // piece[1], (piece[0] + 1) * count // piece[1]
+    if hi == lo:
+        return seq()
+    itp = Var(f"{uid}_ip")
+    return For(itp, hi - lo, substitute(body, {it: itp + lo}), "unrolled")
 
 
 def _ldmatrix(op: _Operand, smem: Buffer, slot, frag: Buffer, dst: tuple, outer0, k0, lane: Var,
@@ -371,9 +383,9 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     m0, n0 = pm * bm, pn * bn
     kt = V("kt")
 
-    def loads(slot, ktile, tag):
-        return seq(_load_tile(A, sa, slot, bvars, m0, ktile * bk, tx, threads, f"{prefix}_la{tag}"),
-                   _load_tile(B, sb, slot, bvars, n0, ktile * bk, tx, threads, f"{prefix}_lb{tag}"))
+    def loads(slot, ktile, tag, piece=(0, 1)):
+        return seq(_load_tile(A, sa, slot, bvars, m0, ktile * bk, tx, threads, f"{prefix}_la{tag}", piece),
+                   _load_tile(B, sb, slot, bvars, n0, ktile * bk, tx, threads, f"{prefix}_lb{tag}", piece))
 
     def frag_loads(slot, ks, buf, tag):
         mv, pv = Var(f"{prefix}_fm{tag}"), Var(f"{prefix}_fp{tag}")
@@ -399,12 +411,18 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     # main loop: one k-tile
     slot = kt % st
     nxt = kt + (st - 1)
-    step = [IfThenElse(nxt < kt_n, loads(nxt % st, nxt, "m")), Intrinsic(COMMIT, ())]
+    # the copies of tile kt + stages - 1 go to the slot tile kt - 1 used: free since the barrier
+    # that ended tile kt - 1. All at once, or (spread) one piece before each k-step's mmas.
+    pieces = ks_n if kn.spread else 1
+    step = [] if kn.spread else [IfThenElse(nxt < kt_n, loads(nxt % st, nxt, "m")), Intrinsic(COMMIT, ())]
     for ks in range(ks_n):
         buf, other = ks % 2, (ks + 1) % 2
+        copies = ([IfThenElse(nxt < kt_n, loads(nxt % st, nxt, f"m{ks}", (ks, pieces)))] if kn.spread else [])
         if ks + 1 < ks_n:
-            step += [frag_loads(slot, ks + 1, other, f"m{ks}"), mmas(buf, ks)]
+            step += [frag_loads(slot, ks + 1, other, f"m{ks}"), *copies, mmas(buf, ks)]
             continue
+        if kn.spread:
+            step += copies + [Intrinsic(COMMIT, ())]
         step += [Intrinsic(WAIT_GROUP, (Const(st - 2),)), Barrier()]
         # unconditional: after the last tile it reads a stale slot into unused registers (a
         # guarded load would merge old and new fragment halves with PRMTs)
@@ -533,7 +551,6 @@ def gemm_plan(kernel: Kernel) -> GemmPlan:
 def apply_gemm(kernel: Kernel, knobs: GemmKnobs, plan: GemmPlan | None = None,
                shared_limit: int = SHARED_LIMIT["sm_90a"]) -> Kernel:
     """`kernel` with its GEMM stage replaced by the template's loop nest for `knobs`."""
-    from tessel.ir.nodes import substitute
     from tessel.schedules.nest import replace_loop
 
     plan = plan or gemm_plan(kernel)
@@ -584,7 +601,8 @@ def _register_template():
         "gemm.mma_sync",
         [Pow2("bm", 16, 256, default=128), Pow2("bn", 16, 256, default=128), Pow2("bk", 16, 128, default=32),
          Pow2("warps_m", 1, 8, default=2), Pow2("warps_n", 1, 8, default=2), IntRange("stages", 2, 6, default=4),
-         Choice("swizzle", ("rotate", "none")), Pow2("group_m", 1, 16, default=8), Choice("split_k", (1,))],
+         Choice("swizzle", ("rotate", "none")), Pow2("group_m", 1, 16, default=8), Choice("split_k", (1,)),
+         Choice("spread", (False, True))],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),
         doc="Tensor-core GEMM (mma.sync, sm_80+): built as IR by tessel.schedules.gemm from its knobs."))

@@ -61,6 +61,10 @@ CASES = [
                                                                   stages=4, swizzle="none")),
     (GemmProblem(96, 32, 32, "float16"), GemmKnobs(bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2,
                                                    group_m=2)),
+    (GemmProblem(64, 64, 128, "float16"), GemmKnobs(bm=32, bn=32, bk=32, warps_m=1, warps_n=2, stages=3,
+                                                    spread=True)),
+    (GemmProblem(37, 50, 70, "bfloat16", a_kcontig=False, b_kcontig=True),
+     GemmKnobs(bm=32, bn=32, bk=64, warps_m=2, warps_n=1, stages=4, spread=True)),
 ]
 
 
@@ -99,7 +103,7 @@ def test_kernel_shape_and_instructions():
     (dict(split_k=2), "split_k"), (dict(warps_m=8, warps_n=8, bm=128, bn=128), "warps_n"),
     (dict(bm=256, bn=256, bk=128, stages=4, warps_m=4, warps_n=4), "stages"),
     (dict(bm=256, bn=256, warps_m=1, warps_n=1, bk=16, stages=2), "bm"), (dict(group_m=3), "group_m"),
-    (dict(bm=128, bn=128, bk=16, warps_m=4, warps_n=4), "bk"),
+    (dict(bm=128, bn=128, bk=16, warps_m=4, warps_n=4), "bk"), (dict(spread=1), "spread"),
 ])
 def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
     p = GemmProblem(256, 256, 256)
@@ -182,10 +186,11 @@ def _without(kernel, pred):
     return out
 
 
+@pytest.mark.parametrize("spread", [False, True])
 @pytest.mark.parametrize("what", ["barriers", "loop barrier", "waits"])
-def test_deleted_synchronisation_fails_in_the_interpreter(what):
+def test_deleted_synchronisation_fails_in_the_interpreter(what, spread):
     p = GemmProblem(64, 64, 128, "float16")
-    kernel = gemm_kernel(p, GemmKnobs(bm=32, bn=32, bk=32, warps_m=1, warps_n=2, stages=3))
+    kernel = gemm_kernel(p, GemmKnobs(bm=32, bn=32, bk=32, warps_m=1, warps_n=2, stages=3, spread=spread))
     if what == "barriers":
         broken = _without(kernel, lambda n: isinstance(n, Barrier))
     elif what == "loop barrier":  # only the one __syncthreads per k-tile
