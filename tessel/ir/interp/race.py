@@ -95,12 +95,13 @@ class Shadow:
     def __init__(self, buffer: Buffer, array: np.ndarray, what: str):
         n = array.size
         self.buffer, self.array, self.what, self.unit = buffer, array, what, None
-        self.w_gid = np.full(n, -1, np.int64)
-        self.w_clk = np.zeros(n, np.int64)
-        self.w_site = np.zeros(n, np.int64)
-        self.r_gid = np.full((n, SLOTS), -1, np.int64)
-        self.r_clk = np.zeros((n, SLOTS), np.int64)
-        self.r_site = np.zeros((n, SLOTS), np.int64)
+        # int32 keeps a shadow at 64 bytes per element (global ids, clocks and sites stay far below 2**31)
+        self.w_gid = np.full(n, -1, np.int32)
+        self.w_clk = np.zeros(n, np.int32)
+        self.w_site = np.zeros(n, np.int32)
+        self.r_gid = np.full((n, SLOTS), -1, np.int32)
+        self.r_clk = np.zeros((n, SLOTS), np.int32)
+        self.r_site = np.zeros((n, SLOTS), np.int32)
         self.r_atom = np.zeros((n, SLOTS), bool)
         self.extra: dict[int, dict] = {}
 
