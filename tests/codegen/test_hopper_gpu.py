@@ -175,3 +175,49 @@ def test_hopper_ir_builder_gemm_tile(n, b_major):
     expect, interp, gpu = _both(H.builder_gemm_tile, n=n, b_major=b_major)
     _close(gpu[2], expect[2], 2e-3)
     _close(gpu[2], interp[2], 2e-3)
+
+
+def _gpu_vs_interp(kernel, arrays, exact=True, tol=0.0):
+    interp = [a.copy() for a in arrays]
+    run(kernel, *interp, seed=0)
+    gpu = run_on_gpu(kernel, arrays)
+    for g, i in zip(gpu, interp):
+        if exact:
+            assert np.array_equal(g.view(np.uint8), i.view(np.uint8))
+        else:
+            np.testing.assert_allclose(g.astype(np.float64), i.astype(np.float64), rtol=tol, atol=tol)
+
+
+_NP = {"bfloat16": H.BF16, "float16": np.float16, "float32": np.float32, "int32": np.int32}
+
+
+@pytest.mark.parametrize("shape,dtype,start,box,swizzle", [
+    ((9, 70), "float32", (5, 40), (8, 32), 128),
+    ((3, 20, 16), "float16", (1, 15, 0), (2, 8, 16), 32),
+    ((2, 3, 4, 5, 32), "float16", (1, 2, 1, 3, 0), (1, 2, 4, 2, 32), 64),
+    ((100,), "float32", (90,), (32,), 0),
+])
+def test_tma_load_boxes_of_every_rank_match_the_interpreter(shape, dtype, start, box, swizzle):
+    rng = np.random.default_rng(len(shape))
+    a = (rng.standard_normal(shape) + 3).astype(_NP[dtype])
+    o = np.full(int(np.prod(box)), 7, _NP[dtype])
+    _gpu_vs_interp(H.tma_box_kernel(shape, dtype, start, box, swizzle), [a, o])
+
+
+@pytest.mark.parametrize("swizzle", [0, 128])
+def test_tma_store_clips_the_box_like_the_interpreter(swizzle):
+    rng = np.random.default_rng(swizzle)
+    a = rng.standard_normal((20, 64)).astype(H.BF16)
+    _gpu_vs_interp(H.tma_box_kernel((20, 64), "bfloat16", (4, 0), (8, 64), swizzle, store_at=(15, 0)),
+                   [a, np.full((20, 64), 7, H.BF16)])
+
+
+@pytest.mark.parametrize("name,dtype,pair,tol", [("red.add.s32", "int32", False, 0), ("red.max.s32", "int32", False, 0),
+                                                 ("red.add.noftz.f16x2", "float16", True, 2e-2),
+                                                 ("red.add.noftz.bf16x2", "bfloat16", True, 1e-1)])
+def test_atomics_match_the_interpreter(name, dtype, pair, tol):
+    rng = np.random.default_rng(1)
+    shape = (96, 2) if pair else (96,)
+    a = (rng.integers(-50, 50, shape) if dtype == "int32" else rng.standard_normal(shape)).astype(_NP[dtype])
+    y = (rng.integers(-50, 50, 10 if pair else 5) if dtype == "int32" else rng.standard_normal(10)).astype(_NP[dtype])
+    _gpu_vs_interp(H.atomic_kernel(name, dtype, 5, pair=pair), [a, y], exact=(tol == 0), tol=tol)

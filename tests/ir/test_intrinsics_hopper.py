@@ -45,35 +45,7 @@ def test_swizzle_is_cutlass_swizzle_b_4_3(swizzle, bbits):
 # -- TMA ---------------------------------------------------------------------------------------------
 
 
-def _tma_kernel(shape, dtype, start, box, swizzle, store_at=None, wait=True):
-    """Thread 0 loads the box at `start` into shared memory; everyone waits; then either all
-    threads copy the raw shared image to O, or (store_at) thread 0 stores the box to O at
-    `store_at` with a TMA store."""
-    d = len(shape)
-    A = Buffer("A", shape, dtype)
-    n = int(np.prod(box))
-    O = Buffer("O", shape if store_at is not None else (n,), dtype)
-    S = Buffer("S", (max(n, 1024 // np.dtype(np.float32).itemsize),), dtype, "shared")
-    bar = Buffer("bar", (1,), "int64", "shared")
-    t, e = Var("t"), Var("e")
-    isz = 2 if dtype in ("bfloat16", "float16") else 4
-    load = seq(Intrinsic(mbarrier.ARRIVE_TX, (_rf(bar, 0), c(n * isz))),
-               Intrinsic(tma.tma_load_name(d), (_rf(S, 0), _rf(bar, 0), _rf(A, *[c(s) for s in start]),
-                                                *[c(b) for b in box], c(swizzle))))
-    body = [IfThenElse(t.eq(0), Intrinsic(mbarrier.INIT, (_rf(bar, 0), c(1)))), Barrier(), IfThenElse(t.eq(0), load),
-            Intrinsic(mbarrier.WAIT, (_rf(bar, 0), c(0)))]
-    if store_at is None:
-        body.append(For(e, n // 32, Store(O, (t * (n // 32) + e,), S[t * (n // 32) + e])))
-    else:
-        st = [Intrinsic(tma.FENCE, ()),
-              Intrinsic(tma.tma_store_name(d), (_rf(O, *[c(s) for s in store_at]), _rf(S, 0), *[c(b) for b in box],
-                                                c(swizzle))),
-              Intrinsic(tma.COMMIT, ())]
-        if wait:
-            st.append(Intrinsic(tma.WAIT, (c(0),)))
-        body.append(IfThenElse(t.eq(0), seq(*st)))
-    return Kernel("tma", (A, O), Allocate(S, Allocate(bar, For(t, 32, seq(*body), "threadIdx.x"))), target="cuda",
-                  launch=Launch((1, 1, 1), (32, 1, 1)))
+_tma_kernel = H.tma_box_kernel
 
 
 def _np_box(a, start, box):
@@ -363,18 +335,7 @@ def test_named_barrier_orders_producer_and_consumer_warps():
         run(_named_barrier_kernel(arrive=False), a, np.zeros(32, np.float32), seed=1)
 
 
-def _atomic_kernel(name, dtype, cells, n=96, pair=False):
-    A = Buffer("A", (n, 2) if pair else (n,), dtype)
-    Y = Buffer("Y", (cells * 2,) if pair else (cells,), dtype)
-    v = Buffer("v", (2,), dtype, "local")
-    b, t = Var("b"), Var("t")
-    i = b * 32 + t
-    if pair:
-        body = Allocate(v, seq(Store(v, (c(0),), A[i, 0]), Store(v, (c(1),), A[i, 1]),
-                               Intrinsic(name, (_rf(Y, (i % cells) * 2), _rf(v, 0)))))
-    else:
-        body = Intrinsic(name, (_rf(Y, i % cells), A[i]))
-    return Kernel("atom", (A, Y), For(b, n // 32, For(t, 32, body, "threadIdx.x"), "blockIdx.x"), target="cuda")
+_atomic_kernel = H.atomic_kernel
 
 
 @pytest.mark.parametrize("name,dtype,pair", [("red.add.f32", "float32", False), ("red.add.s32", "int32", False),
