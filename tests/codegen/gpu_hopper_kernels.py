@@ -258,7 +258,7 @@ def pipeline_ring(tiles=4, n=64, stages=2, drop=(), regs=None):
     return kern, inputs, reference
 
 
-def cluster_multicast(drop=()):
+def cluster_multicast(drop=(), remote_arrive=False):
     """(d): a cluster of 2 CTAs; CTA r TMA-loads rows 32r .. 32r+31 of A (64 x 64 bf16, 128B
     swizzle) and multicasts them to both CTAs (mask 0b11), so each CTA's barrier completes on both
     halves (8 KB). Each CTA then copies its shared image to O[r]."""
@@ -268,7 +268,9 @@ def cluster_multicast(drop=()):
     bar = Buffer("S_bar", (1,), "int64", "shared")
     b, t, e = Var("b"), Var("t"), Var("e")
     per = 64 * 64 // 128
+    done = Buffer("S_done", (1,), "int64", "shared")
     body = [IfThenElse(t.eq(0), seq(Intrinsic(mbarrier.INIT, (_ref(bar, 0), c(1))),
+                                    Intrinsic(mbarrier.INIT, (_ref(done, 0), c(1))),
                                     Intrinsic(mbarrier.FENCE_INIT, ())))]
     if "cluster_sync" not in drop:
         body += [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
@@ -278,10 +280,16 @@ def cluster_multicast(drop=()):
                                                           c(32), c(64), c(128), c(3))))))
     if "wait" not in drop:
         body.append(Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))))
-    body += [For(e, per, Store(O, (b, t * per + e), S[t * per + e])),
-             Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
-    k = Kernel("cluster_multicast", (A, O),
-               For(b, 2, Allocate(S, Allocate(bar, For(t, 128, seq(*body), "threadIdx.x"))), "blockIdx.x"),
+    body.append(For(e, per, Store(O, (b, t * per + e), S[t * per + e])))
+    if remote_arrive:  # leave together: each CTA tells the other (mapa + remote arrive) that it is done
+        body.append(IfThenElse(t.eq(0), seq(*([] if "remote_arrive" in drop else
+                                               [Intrinsic(mbarrier.ARRIVE_CLUSTER, (_ref(done, 0), 1 - b))]),
+                                            Intrinsic(mbarrier.WAIT, (_ref(done, 0), c(0))))))
+    else:
+        body += [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
+    k = Kernel("cluster_multicast" + ("_remote" if remote_arrive else ""), (A, O),
+               For(b, 2, Allocate(S, Allocate(bar, Allocate(done, For(t, 128, seq(*body), "threadIdx.x")))),
+                   "blockIdx.x"),
                target="cuda", launch=Launch((2, 1, 1), (128, 1, 1), cluster=(2, 1, 1)))
 
     def inputs(rng):

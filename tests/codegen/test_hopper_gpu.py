@@ -221,3 +221,8 @@ def test_atomics_match_the_interpreter(name, dtype, pair, tol):
     a = (rng.integers(-50, 50, shape) if dtype == "int32" else rng.standard_normal(shape)).astype(_NP[dtype])
     y = (rng.integers(-50, 50, 10 if pair else 5) if dtype == "int32" else rng.standard_normal(10)).astype(_NP[dtype])
     _gpu_vs_interp(H.atomic_kernel(name, dtype, 5, pair=pair), [a, y], exact=(tol == 0), tol=tol)
+
+
+def test_d_cluster_with_remote_mbarrier_arrives():
+    expect, interp, gpu = _both(H.cluster_multicast, remote_arrive=True)
+    assert np.array_equal(gpu[1].view(np.int16), expect[1].view(np.int16))

@@ -458,3 +458,10 @@ def test_hopper_ir_builders_make_a_gemm_tile(n, b_major):
     MN-major), 8 k-steps of wgmma with advanced descriptors, a guarded epilogue store."""
     arrays, expect = _run_maker(H.builder_gemm_tile, n, n=n, b_major=b_major)
     np.testing.assert_allclose(arrays[2], expect[2], rtol=1e-5, atol=1e-5)
+
+
+def test_remote_arrive_on_the_peer_ctas_barrier():
+    arrays, expect = _run_maker(H.cluster_multicast, 0, remote_arrive=True)
+    assert np.array_equal(arrays[1].view(np.int16), expect[1].view(np.int16))
+    with pytest.raises(ExecutionError, match="deadlock"):
+        _run_maker(H.cluster_multicast, 0, remote_arrive=True, drop=("remote_arrive",))
