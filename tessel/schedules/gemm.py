@@ -435,11 +435,13 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     zero = For(mt, mt_n, For(nt, nt_n, For(e, 4, Store(acc, (mt, nt, e), Const(0.0, "float32")), "unrolled"),
                              "unrolled"), "unrolled")
     # epilogue
-    mt, nt, e = V("em"), V("en"), V("ee")
+    # each lane holds pairs of neighbouring columns (c0 c1, c2 c3): one 2-wide vector store per
+    # pair when the row length keeps pairs aligned
+    mt, nt, eh, ev = V("em"), V("en"), V("eh"), V("ev")
     g, t4 = lane // 4, lane % 4
-    row = m0 + wi * wm_ + mt * 16 + g + e // 2 * 8
-    col = n0 + wj * wn_ + nt * 8 + t4 * 2 + e % 2
-    val = acc[mt, nt, e]
+    row = m0 + wi * wm_ + mt * 16 + g + eh * 8
+    col = n0 + wj * wn_ + nt * 8 + t4 * 2 + ev
+    val = acc[mt, nt, eh * 2 + ev]
     if c.dtype != "float32":
         val = Cast(c.dtype, val)
     store = Store(c, c_index(bvars, row, col), val)
@@ -450,7 +452,8 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
         conds.append(col < p.n)
     if conds:
         store = IfThenElse(conds[0] if len(conds) == 1 else conds[0] & conds[1], store)
-    epi = For(mt, mt_n, For(nt, nt_n, For(e, 4, store, "unrolled"), "unrolled"), "unrolled")
+    pair = For(ev, 2, store, "vectorized" if p.n % 2 == 0 else "unrolled")
+    epi = For(mt, mt_n, For(nt, nt_n, For(eh, 2, pair, "unrolled"), "unrolled"), "unrolled")
     body = seq(zero, *prologue, main, epi)
     for buf in (fb, fa, acc):
         body = Allocate(buf, body)
