@@ -5,7 +5,9 @@ C[i, j] = sum_k f32(A[i, k]) * f32(B[k, j]), A and B float16 or bfloat16 (each s
 MN-major: `GemmProblem.a_kcontig` / `b_kcontig`), any M, N and K whose contiguous extents are
 multiples of 8 (TMA needs 16-byte row pitches), accumulated in float32 and stored as C's dtype.
 
-One block (non-persistent) computes a BM x BN tile of C with 128 * (1 + consumers) threads:
+A block computes a BM x BN tile of C (`persistent`: a grid of min(tiles, SMs) blocks, block b
+taking tiles b, b + grid, ...; its ring runs on across them, so the producer fetches the next
+tile's k-tiles while the consumers store the last one) with 128 * (1 + consumers) threads:
 - warpgroup 0, the producer: setmaxnreg.dec to 40 registers; its thread 0 loops over the k-tiles
   (BK = 64: one 128-byte swizzle atom of 2-byte elements), acquiring ring stage kt % stages
   (empty barrier), expecting the tile bytes on the full barrier and issuing the TMA loads of
@@ -20,7 +22,7 @@ One block (non-persistent) computes a BM x BN tile of C with 128 * (1 + consumer
 Blocks are ordered in groups of `group_m` tile rows (as gemm.mma_sync does) for L2 reuse.
 
 Knobs (`HopperKnobs`): bm (64..256, a multiple of 64 * consumers), bn (64..256 step 64), bk (64),
-stages, consumers (1, 2), cluster ("1x1" only so far), persistent (False only so far),
+stages, consumers (1, 2), cluster ("1x1" only so far), persistent,
 group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, registers,
 divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
 
@@ -129,8 +131,8 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("stages", "needs at least 2 (the producer loads one stage while the consumers read another)"))
     if kn.cluster != "1x1":
         out.append(("cluster", "only '1x1' so far (TMA multicast across a cluster is not built yet)"))
-    if kn.persistent is not False:
-        out.append(("persistent", "only False so far (no tile scheduler yet)"))
+    if not isinstance(kn.persistent, bool):
+        out.append(("persistent", "must be True or False"))
     if not isinstance(kn.group_m, int) or kn.group_m < 1 or kn.group_m & (kn.group_m - 1):
         out.append(("group_m", "must be a power of two"))
     if out:
@@ -170,23 +172,47 @@ def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
 
 
 def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",
-                      drop: tuple = (), fn=None):
+                      drop: tuple = (), fn=None, sms: int = 132):
     """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
     `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
-    "wgmma_wait", "barrier"): broken variants for tests. `fn(value, row, col)`: an epilogue hook."""
+    "wgmma_wait", "barrier"): broken variants for tests. `fn(value, row, col)`: an epilogue hook.
+    `sms`: the grid of a persistent kernel (min(tiles, sms) blocks)."""
     check_knobs(p, kn)
     V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
     bm, bn, nc = kn.bm, kn.bn, kn.consumers
     tiles_m, tiles_n = -(-p.m // bm), -(-p.n // bn)
+    tiles = tiles_m * tiles_n
+    grid = min(tiles, max(1, sms)) if kn.persistent else tiles
+    per_cta = -(-tiles // grid)
     k_tiles = -(-p.k // ATOM_COLS)
     rows_wg = bm // nc
     m_tiles = rows_wg // 64
     ring = Ring.make(prefix, kn.stages, nc, drop)
     at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
-    pid, pm, pn, gsize, tid = V("pid"), V("pm"), V("pn"), V("gsize"), V("tid")
-    m0, n0 = pm * bm, pn * bn
-    producer = tma_producer(ring, V("pkt"), k_tiles, [(at, m0), (bt, n0)])
+    pid, tid = V("pid"), V("tid")
+    gm = min(kn.group_m, tiles_m)
+    per_group = gm * tiles_n
+
+    def over_tiles(tag, body_of):
+        """body_of(lt, m0, n0) for each output tile of this block: the block's tile lt (0 .. per_cta - 1)
+        is tile pid + lt * grid, mapped to (tile row, column) in groups of gm tile rows (Triton's
+        grouped order, as gemm.mma_sync), so blocks running together share A rows and B columns in L2."""
+        lt = V(f"{tag}lt") if kn.persistent else Const(0)
+        tile = pid + lt * grid if kn.persistent else pid
+        pm, pn, gs = V(f"{tag}pm"), V(f"{tag}pn"), V(f"{tag}gs")
+        first_m = tile // per_group * gm
+        inner = tile % per_group
+        out = LetStmt(gs, minimum(Const(tiles_m) - first_m, Const(gm)),
+                      LetStmt(pm, first_m + inner % gs, LetStmt(pn, inner // gs, body_of(lt, pm * bm, pn * bn))))
+        if not kn.persistent:
+            return out
+        if tiles % grid:
+            out = IfThenElse(tile < tiles, out)
+        return For(lt, per_cta, out)
+
+    producer = over_tiles("p", lambda lt, m0, n0: tma_producer(ring, V("pkt"), k_tiles, [(at, m0), (bt, n0)],
+                                                               first_iter=lt * k_tiles))
     acc = Buffer(f"{prefix}_acc", (m_tiles * bn // 2,), "float32", "local")
     da = Buffer(f"{prefix}_da", (1,), "int64", "local")
     db = Buffer(f"{prefix}_db", (1,), "int64", "local")
@@ -194,11 +220,15 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
 
     def consumer(wg_expr, lane_expr):
         row0 = wg * rows_wg if nc > 1 else Const(0)
+
+        def tile_body(lt, m0, n0):
+            return seq(consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
+                                         m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop),
+                       store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, p.m if p.m % bm else None,
+                                          p.n if p.n % bn else None, fn, f"{prefix}_e"))
+
         body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
-                   consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0, m_tiles,
-                                     lane.eq(0), drop=drop),
-                   store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane,
-                                      p.m if p.m % bm else None, p.n if p.n % bn else None, fn, f"{prefix}_e"))
+                   over_tiles("c", tile_body))
         body = Allocate(acc, Allocate(da, Allocate(db, body)))
         return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
 
@@ -210,27 +240,20 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     threads = 128 * (1 + nc)
     blk = For(tid, threads, seq(*body), "threadIdx.x")
     blk = Allocate(at.smem, Allocate(bt.smem, ring.allocate(blk)))
-    # grouped block order (Triton's "grouped launch"), as in gemm.mma_sync
-    gm = min(kn.group_m, tiles_m)
-    per_group = gm * tiles_n
-    first_m = pid // per_group * gm
-    inner = pid % per_group
-    blk = LetStmt(gsize, minimum(Const(tiles_m) - first_m, Const(gm)),
-                  LetStmt(pm, first_m + inner % gsize, LetStmt(pn, inner // gsize, blk)))
-    body = For(pid, tiles_m * tiles_n, blk, "blockIdx.x")
-    return body, Launch((tiles_m * tiles_n, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024)
+    body = For(pid, grid, blk, "blockIdx.x")
+    return body, Launch((grid, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024)
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
-                       drop: tuple = ()) -> Kernel:
+                       drop: tuple = (), sms: int = 132) -> Kernel:
     """A whole kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out."""
-    kn = kn or default_knobs(p)
+    kn = kn or default_knobs(p, sms)
     a, b, c = p.buffers()
-    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop)
+    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop, sms=sms)
     return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
 
 
-def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None) -> Kernel:
+def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 132) -> Kernel:
     """`kernel` with its GEMM stage (tessel.schedules.gemm.gemm_plan) replaced by this template's
     loop nest for `knobs`."""
     from tessel.schedules.gemm import gemm_plan
@@ -240,7 +263,8 @@ def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None) -> Kernel:
     for ld in (plan.a, plan.b):
         if len(ld.indices) != 2:
             raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name} is not 2-D")
-    body, launch = build_hopper_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer)
+    body, launch = build_hopper_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer,
+                                     sms=sms)
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
     return dataclasses.replace(out, target="cuda", launch=launch)
 
@@ -265,7 +289,7 @@ def _register_template():
         return default_knobs(plan.problem, target.sm_count or 132).as_dict()
 
     def schedule(sch, knobs, ctx):
-        sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info)
+        sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info, ctx.target.sm_count or 132)
 
     def knob_check(name):
         def check(ctx):

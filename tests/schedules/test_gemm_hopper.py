@@ -45,9 +45,9 @@ def _reference(p: GemmProblem, a, b):
     return am @ bm
 
 
-def _check(p, kn, seed=None):
+def _check(p, kn, seed=None, sms=132):
     seed, a, b, c = _inputs(p, seed)
-    interp.run(hopper_gemm_kernel(p, kn), a, b, c, seed=seed)
+    interp.run(hopper_gemm_kernel(p, kn, sms=sms), a, b, c, seed=seed)
     np.testing.assert_allclose(c.astype(np.float64), _reference(p, a, b),
                                **matmul_tol(p.dtype, p.k, out_dtype=p.out_dtype), err_msg=f"input seed {seed}")
 
@@ -67,6 +67,19 @@ def _check(p, kn, seed=None):
 ])
 def test_interpreter_matches_numpy(p, kn):
     _check(p, kn)
+
+
+@pytest.mark.parametrize("p,kn,sms", [
+    # 6 tiles on 4 blocks: blocks 0, 1 take two tiles (the ring runs on across tiles), 2, 3 one (guarded)
+    (GemmProblem(192, 128, 128, "bfloat16"), HopperKnobs(bm=64, bn=64, stages=3, consumers=1, persistent=True), 4),
+    # two consumers sharing each tile, 3 tiles per block, k-tiles not a multiple of the stages
+    (GemmProblem(256, 192, 192, "float16", b_kcontig=True),
+     HopperKnobs(bm=128, bn=64, stages=2, consumers=2, persistent=True, group_m=2), 4),
+])
+def test_persistent_blocks_run_several_tiles(p, kn, sms):
+    k = hopper_gemm_kernel(p, kn, sms=sms)
+    assert k.launch.grid == (sms, 1, 1)
+    _check(p, kn, sms=sms)
 
 
 def test_default_knobs_are_valid_for_the_benchmark_shapes():
@@ -146,7 +159,7 @@ def test_without_the_full_wait_consumers_read_poison():
 @pytest.mark.parametrize("knobs,culprit", [
     (dict(bk=32), "bk"), (dict(bm=64, consumers=2), "bm"), (dict(bn=96), "bn"), (dict(stages=1), "stages"),
     (dict(bm=256, bn=256, stages=4), "stages"), (dict(bm=128, bn=256, consumers=1, stages=2), "bn"),
-    (dict(consumers=3), "consumers"), (dict(cluster="2x1"), "cluster"), (dict(persistent=True), "persistent"),
+    (dict(consumers=3), "consumers"), (dict(cluster="2x1"), "cluster"), (dict(persistent=1), "persistent"),
     (dict(group_m=3), "group_m"),
 ])
 def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
