@@ -226,3 +226,36 @@ def test_atomics_match_the_interpreter(name, dtype, pair, tol):
 def test_d_cluster_with_remote_mbarrier_arrives():
     expect, interp, gpu = _both(H.cluster_multicast, remote_arrive=True)
     assert np.array_equal(gpu[1].view(np.int16), expect[1].view(np.int16))
+
+
+@pytest.mark.parametrize("n,dtype,a,b", [
+    (64, "bfloat16", "k128", "k128"), (128, "float16", "k64", "mn128"), (8, "bfloat16", "k32", "k_none"),
+    (256, "float16", "k_none", "mn64"), (136, "bfloat16", "mn128", "k32"), (64, "float16", "mn64", "k64"),
+])
+def test_wgmma_descriptor_layouts_match_the_interpreter(n, dtype, a, b):
+    """Shared images built by the canonical layouts (written in gpu_hopper_kernels from CUTLASS's
+    definitions), read through descriptors of every swizzle mode and both majors."""
+    rng = np.random.default_rng(n)
+    npd = _NP[dtype]
+    am, bm = rng.standard_normal((64, 16)).astype(npd), rng.standard_normal((16, n)).astype(npd)
+    a_mode, b_mode = H.MODES[a](64), H.MODES[b](n)
+    ia = H.place(am, (H.mn_major_offsets if a_mode[3] else H.k_major_offsets)(64, *a_mode[:3]), 4096)
+    ib = H.place(bm.T, (H.mn_major_offsets if b_mode[3] else H.k_major_offsets)(n, *b_mode[:3]), 8192)
+    arrays = [ia, ib, np.zeros((128, 8), npd), np.full((64, n), 7, np.float32)]
+    gpu = run_on_gpu(H.wgmma_image_kernel(n, dtype, a_mode, b_mode), arrays)
+    _close(gpu[3], am.astype(np.float64) @ bm.astype(np.float64), 2e-3)
+
+
+def test_wgmma_with_a_from_registers_on_the_gpu():
+    rng = np.random.default_rng(3)
+    am, bm = rng.standard_normal((64, 16)).astype(H.BF16), rng.standard_normal((16, 64)).astype(H.BF16)
+    fa = np.zeros((128, 8), H.BF16)
+    for lane in range(128):  # PTX ISA: warp w rows 16w.., the m16n8k16 A layout per warp
+        w, g, t = lane // 32, (lane % 32) // 4, lane % 4
+        for i in range(8):
+            fa[lane, i] = am[16 * w + g + 8 * ((i // 2) % 2), 2 * t + i % 2 + 8 * (i // 4)]
+    b_mode = H.MODES["k128"](64)
+    ib = H.place(bm.T, H.k_major_offsets(64, *b_mode[:3]), 8192)
+    arrays = [np.zeros(4096, H.BF16), ib, fa, np.full((64, 64), 7, np.float32)]
+    gpu = run_on_gpu(H.wgmma_image_kernel(64, "bfloat16", H.MODES["k128"](64), b_mode, a_regs=True), arrays)
+    _close(gpu[3], am.astype(np.float64) @ bm.astype(np.float64), 2e-3)
