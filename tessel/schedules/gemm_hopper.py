@@ -245,12 +245,15 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
-                       drop: tuple = (), sms: int = 132) -> Kernel:
-    """A whole kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out."""
+                       drop: tuple = (), sms: int = 132, epilogue=None) -> Kernel:
+    """A whole kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out.
+    `epilogue`: (fn(value, row, col) -> value, extra parameter buffers) applied to every float32
+    result before the cast and store, e.g. a bias and an activation; the extra buffers follow C."""
     kn = kn or default_knobs(p, sms)
     a, b, c = p.buffers()
-    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop, sms=sms)
-    return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
+    fn, extra = epilogue if epilogue is not None else (None, ())
+    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop, sms=sms, fn=fn)
+    return Kernel(name, (a, b, c) + tuple(extra), body, target="cuda", launch=launch)
 
 
 def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 132) -> Kernel:

@@ -82,6 +82,26 @@ def test_persistent_blocks_run_several_tiles(p, kn, sms):
     _check(p, kn, sms=sms)
 
 
+def test_epilogue_hook_adds_bias_and_relu():
+    from tessel.ir.nodes import Buffer, Const, Select
+
+    p = GemmProblem(128, 120, 128, "bfloat16", out_dtype="bfloat16")
+    bias = Buffer("bias", (120,), "float32")
+
+    def hook(v, row, col):
+        x = v + bias[col]
+        return Select(x > Const(0.0, "float32"), x, Const(0.0, "float32"))
+
+    k = hopper_gemm_kernel(p, HopperKnobs(bm=64, bn=64, stages=2, consumers=1), epilogue=(hook, [bias]))
+    seed, a, b, c = _inputs(p)
+    bv = np.random.default_rng(seed + 1).standard_normal(120).astype(np.float32)
+    interp.run(k, a, b, c, bv, seed=seed)
+    ref = np.maximum(_reference(p, a, b) + bv, 0.0)
+    np.testing.assert_allclose(c.astype(np.float64), ref, **matmul_tol(p.dtype, p.k, out_dtype="bfloat16"),
+                               err_msg=f"input seed {seed}")
+    assert (c.astype(np.float32) == 0).mean() > 0.3  # the relu took effect
+
+
 def test_default_knobs_are_valid_for_the_benchmark_shapes():
     for m, n, k in [(2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (16384, 4096, 4096),
                     (4096, 4096, 16384), (128, 8192, 8192), (8192, 128, 8192), (1000, 520, 336)]:
