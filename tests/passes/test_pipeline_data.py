@@ -79,6 +79,22 @@ def test_cpu_build_takes_a_pipeline():
         np.testing.assert_allclose(b, a * 3.0 + 1.0, rtol=1e-6, atol=1e-6)  # TVM may fuse the multiply-add
 
 
+@pytest.mark.parametrize("name", ["softmax", "conv2d", "gemm_fp16_fp32"])
+def test_cpu_builds_through_every_pass_kind(name):
+    """Every pass of the registry (unroll of serial loops too) on a CPU kernel, compiled by TVM."""
+    from tests.ir.dsl_programs import PROGRAMS, random_inputs
+
+    tensors, reference = PROGRAMS[name]()
+    pipe = ["simplify", {"name": "unroll", "params": {"serial": True, "max_extent": 4}}, "simplify", "storage_rewrite",
+            {"name": "hoist", "params": {"min_ops": 1}}, "vector_access", "remove_dead_code"]
+    kern = ts.build(tensors, target="cpu", pipeline=pipe)
+    inputs = random_inputs(tensors, np.random.default_rng())
+    outs = [np.full(t.shape, 7.0, np.float32) for t in tensors if not t.is_placeholder]
+    kern(*inputs, *outs)
+    for got, want in zip(outs, reference(*inputs)):
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=2e-2, atol=1e-3)
+
+
 # -- mutations -----------------------------------------------------------------------------------
 
 def _random_params(name: str, rng: random.Random) -> dict:
