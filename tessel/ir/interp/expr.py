@@ -162,7 +162,8 @@ class ExprTranslator:
 
     def bind_buffer(self, buf: Buffer, source: str, track: bool = False, dims: tuple | None = None) -> None:
         """Emit `name = source` for a buffer's flat array and enter it into scope; with `track`,
-        also bind its race-checking hooks `(read, write) = _rc(array, buffer)` (race.py).
+        also bind its race-checking hooks `(read, write) = _rc[0](array, buffer)` (race.py), which
+        take the thread's actor `_act` (`_rc[1]`).
         `dims`: the dims' sources of a symbolic buffer (see `dims`)."""
         if buf.symbolic:
             self.shapes[buf.name] = dims if dims is not None else self.dims(buf)
@@ -178,7 +179,7 @@ class ExprTranslator:
         if track:
             node = self.node(buf)
             hooks = (name + "_rd", name + "_wr")
-            self.emit(f"{hooks[0]}, {hooks[1]} = _rc({name}, {node})")
+            self.emit(f"{hooks[0]}, {hooks[1]} = _rc[0]({name}, {node})")
         self.bufs[buf.name] = (buf, name, item, hooks)
 
     def site(self, text: str) -> int:
@@ -393,7 +394,7 @@ class ExprTranslator:
         flat = self.index(buf, e.indices, "load")
         if hooks is not None:
             flat = self.hoist(Src(flat, None, 0)).src
-            self.emit(f"{hooks[0]}({flat}, {self.access_site('load', buf, e.indices)})")
+            self.emit(f"{hooks[0]}({flat}, {self.access_site('load', buf, e.indices)}, _act)")
         if item is None:
             return Src(f"{name}[{flat}]", None, 1)
         return Src(f"{item}({flat})", int_range(buf.dtype), 1)

@@ -103,14 +103,17 @@ class _Unit:
         self.states = [{} for _ in bids]  # intrinsics' private state, per block
         self.cluster_state: dict = {}
         self.race = tracker.unit(bids, tids) if tracker is not None else None
+        if tracker is not None:
+            unit = self.race
+            self.hook_factory = lambda array, buffer: tracker.hooks(unit, array, buffer)
         self.bufs, self.glob = bufs, glob
         self.group_cache: dict = {}
 
     def hooks(self, i: int):
+        """What the generated code of thread `i` gets as `_rc`: (hook factory, its actor id)."""
         if self.race is None:
             return None
-        tracker, unit = self.tracker, self.race
-        return lambda array, buffer: tracker.hooks(unit, i, array, buffer)
+        return self.hook_factory, i
 
     def run(self) -> None:
         t, nt = self.t, self.nt

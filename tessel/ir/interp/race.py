@@ -19,11 +19,10 @@ Example:
     >>> import numpy as np
     >>> tr = Tracker("k", seed=1, sites=["store S[t] #1", "load S[0] #2"])
     >>> u = tr.unit([(0, 0, 0)], [(0, 0, 0), (1, 0, 0)])
-    >>> rd1, _ = tr.hooks(u, 1, np.zeros(2, "float32"), SHARED_BUF)
-    >>> _, wr0 = tr.hooks(u, 0, tr.shadows[-1].array, SHARED_BUF)
-    >>> wr0(0, 0)
+    >>> rd, wr = tr.hooks(u, np.zeros(2, "float32"), SHARED_BUF)
+    >>> wr(0, 0, 0)  # element 0, site 0, thread 0
     >>> try:
-    ...     rd1(0, 1)
+    ...     rd(0, 1, 1)  # thread 1 reads it: nothing orders the two
     ... except RaceError as e:
     ...     print(str(e).split(":")[1].strip())
     data race on shared buffer 'S' element (0,)
@@ -54,7 +53,7 @@ class Unit:
         self.nt = len(tids)
         self.nthreads = len(bids) * len(tids)
         self.nactors = 2 * self.nthreads
-        self.clock = np.zeros((self.nactors, self.nactors), np.int64)
+        self.clock = np.zeros((self.nactors, self.nactors), np.int32)
         np.fill_diagonal(self.clock, 1)
         self.keys: dict = {}  # sync object -> released vector clock
 
@@ -103,6 +102,7 @@ class Shadow:
         self.r_clk = np.zeros((n, SLOTS), np.int32)
         self.r_site = np.zeros((n, SLOTS), np.int32)
         self.r_atom = np.zeros((n, SLOTS), bool)
+        self.r_any = np.zeros(n, bool)  # some slot is in use (the common no-read case skips them)
         self.extra: dict[int, dict] = {}
 
 
@@ -190,84 +190,93 @@ class Tracker:
 
     # -- scalar accesses (the generated code's hooks) ------------------------------------------
 
-    def hooks(self, unit: Unit, actor: int, array: np.ndarray, buffer: Buffer):
-        """(read, write) functions of flat index and site id for `actor` on `array`."""
-        return self.shadow_hooks(unit, actor, self.shadow(array, buffer, unit))
+    def hooks(self, unit: Unit, array: np.ndarray, buffer: Buffer):
+        """(read, write) functions `read(flat, site, actor)`, `write(flat, site, actor, atomic=False)`
+        of the unit's accesses to `array` (one pair per unit and buffer, shared by its threads)."""
+        return self.shadow_hooks(unit, self.shadow(array, buffer, unit))
 
-    def shadow_hooks(self, unit: Unit, actor: int, s: Shadow):
-        key = (unit.index, actor, id(s))
+    def shadow_hooks(self, unit: Unit, s: Shadow):
+        key = (unit.index, id(s))
         out = self.hook_cache.get(key)
         if out is None:
-            out = self.hook_cache[key] = self._make_hooks(unit, actor, s)
+            out = self.hook_cache[key] = self._make_hooks(unit, s)
         return out
 
-    def _make_hooks(self, unit: Unit, actor: int, s: Shadow):
+    def _make_hooks(self, unit: Unit, s: Shadow):
         base = unit.index * self.stride
-        me = base + actor
         ui = unit.index
         stride = self.stride
-        row = unit.clock[actor]
+        clock = unit.clock
         w_gid, w_clk, w_site = s.w_gid, s.w_clk, s.w_site
-        r_gid, r_clk, r_site, r_atom = s.r_gid, s.r_clk, s.r_site, s.r_atom
+        r_gid, r_clk, r_site, r_atom, r_any = s.r_gid, s.r_clk, s.r_site, s.r_atom, s.r_any
         extra = s.extra
         slots = range(SLOTS)
 
-        def ordered(g, c) -> bool:
-            return g == me or (g // stride == ui and c <= row[g - base])
+        def ordered(g, c, a) -> bool:
+            return g == a + base or (g // stride == ui and c <= clock[a, g - base])
 
-        def record(i, site, atomic):
+        def record(i, site, atomic, a):
             """Enter this access into a slot: an empty one, or one of its kind ordered before it."""
+            me = a + base
             gs, kinds = r_gid[i].tolist(), r_atom[i].tolist()
             free = -1
             for k in slots:
                 g = gs[k]
-                if g < 0 or (kinds[k] == atomic and (g == me or (g // stride == ui and r_clk[i, k] <= row[g - base]))):
+                if g < 0 or (kinds[k] == atomic and (g == me or (g // stride == ui and
+                                                                 r_clk[i, k] <= clock[a, g - base]))):
                     if free < 0:
                         free = k
                     elif g >= 0:
                         r_gid[i, k] = -1  # ordered before this access of its kind: this one covers it
-            now = row[actor]
+            now = clock[a, a]
             if free >= 0:
                 r_gid[i, free], r_clk[i, free], r_site[i, free], r_atom[i, free] = me, now, site, atomic
             else:
                 extra.setdefault(i, {})[(me, atomic)] = (int(now), site)
 
-        def conflicts(i, site, kind, only_atomic, any_kind):
+        def conflicts(i, site, kind, only_atomic, any_kind, a):
             """Raise on a slot / extra entry that conflicts with this access and is not ordered."""
             gs, kinds = r_gid[i].tolist(), r_atom[i].tolist()
             for k in slots:
                 g = gs[k]
-                if g >= 0 and (any_kind or kinds[k] == only_atomic) and not ordered(g, r_clk[i, k]):
-                    raise self.race(s, i, (kind, me, site), ("atomic write" if kinds[k] else "read", g,
-                                                             int(r_site[i, k])))
+                if g >= 0 and (any_kind or kinds[k] == only_atomic) and not ordered(g, r_clk[i, k], a):
+                    raise self.race(s, i, (kind, a + base, site), ("atomic write" if kinds[k] else "read", g,
+                                                                   int(r_site[i, k])))
             if extra and i in extra:
                 for (g, atom), (c, st) in extra[i].items():
-                    if (any_kind or atom == only_atomic) and not ordered(g, c):
-                        raise self.race(s, i, (kind, me, site), ("atomic write" if atom else "read", g, st))
+                    if (any_kind or atom == only_atomic) and not ordered(g, c, a):
+                        raise self.race(s, i, (kind, a + base, site), ("atomic write" if atom else "read", g, st))
 
-        def rd(i, site):
+        def rd(i, site, a):
             g = w_gid[i]
-            if g >= 0 and g != me and not ordered(g, w_clk[i]):
-                raise self.race(s, i, ("read", me, site), ("write", int(g), int(w_site[i])))
-            conflicts(i, site, "read", True, False)  # reads conflict with atomic writes
-            record(i, site, False)
+            if g >= 0 and g != a + base and not (g // stride == ui and w_clk[i] <= clock[a, g - base]):
+                raise self.race(s, i, ("read", a + base, site), ("write", int(g), int(w_site[i])))
+            if r_any[i]:
+                conflicts(i, site, "read", True, False, a)  # reads conflict with atomic writes
+                record(i, site, False, a)
+            else:  # the first access since the last write: slot 0
+                r_gid[i, 0], r_clk[i, 0], r_site[i, 0], r_atom[i, 0] = a + base, clock[a, a], site, False
+                r_any[i] = True
 
-        def wr(i, site, atomic=False):
+        def wr(i, site, a, atomic=False):
             g = w_gid[i]
-            kind = "atomic write" if atomic else "write"
-            if g >= 0 and g != me and not ordered(g, w_clk[i]):
-                raise self.race(s, i, (kind, me, site), ("write", int(g), int(w_site[i])))
+            if g >= 0 and g != a + base and not (g // stride == ui and w_clk[i] <= clock[a, g - base]):
+                raise self.race(s, i, ("atomic write" if atomic else "write", a + base, site),
+                                ("write", int(g), int(w_site[i])))
             if atomic:  # conflicts with reads only; kept beside them
-                conflicts(i, site, kind, False, False)
-                record(i, site, True)
+                conflicts(i, site, "atomic write", False, False, a)
+                record(i, site, True, a)
+                r_any[i] = True
                 return
-            conflicts(i, site, kind, False, True)
-            if extra:
-                extra.pop(i, None)
-            w_gid[i] = me
-            w_clk[i] = row[actor]
+            if r_any[i]:
+                conflicts(i, site, "write", False, True, a)
+                if extra:
+                    extra.pop(i, None)
+                r_gid[i] = -1
+                r_any[i] = False
+            w_gid[i] = a + base
+            w_clk[i] = clock[a, a]
             w_site[i] = site
-            r_gid[i] = -1
 
         return rd, wr
 
@@ -282,12 +291,13 @@ class Tracker:
             return
         atomic = bool(atomic and write)
         if flat.size <= SMALL and isinstance(actors, (int, np.integer)):  # a few elements: Python is faster
-            rd, wr = self.shadow_hooks(unit, int(actors), s)
+            rd, wr = self.shadow_hooks(unit, s)
+            a = int(actors)
             for i in flat.tolist():
                 if write:
-                    wr(i, site, atomic)
+                    wr(i, site, a, atomic)
                 else:
-                    rd(i, site)
+                    rd(i, site, a)
             return
         actors = np.broadcast_to(np.asarray(actors, np.int64), flat.shape)
         if flat.size > 1 and np.unique(flat).size != flat.size:  # an element twice: one access at a time
@@ -333,6 +343,7 @@ class Tracker:
             s.w_clk[flat] = now
             s.w_site[flat] = site
             s.r_gid[flat] = -1
+            s.r_any[flat] = False
             return
         # record: into an empty slot or one of the same kind ordered before this access
         repl = (sg < 0) | ((sa == atomic) & before)
@@ -349,6 +360,7 @@ class Tracker:
         ss[rh, fh] = site
         sa[rh, fh] = atomic
         s.r_gid[flat], s.r_clk[flat], s.r_site[flat], s.r_atom[flat] = sg, sc, ss, sa
+        s.r_any[flat] = True
         for k in np.flatnonzero(~has).tolist():
             s.extra.setdefault(int(flat[k]), {})[(int(me[k]), atomic)] = (int(now[k]), site)
 

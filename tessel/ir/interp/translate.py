@@ -12,7 +12,7 @@ guarded by `if v < extent` when the extent is below the launch dimension; the fu
 run once per thread of the grid (gpu.py). A Barrier or an Intrinsic becomes a `yield`, which
 makes the function a generator that the block scheduler steps thread by thread. With race
 checking, each load / store of a shared buffer, a global allocation or a written global
-parameter first calls that buffer's hook (`b_X_rd(flat, site)` / `b_X_wr(flat, site)`, race.py);
+parameter first calls that buffer's hook (`b_X_rd(flat, site, _act)` / `b_X_wr(...)`, race.py);
 CPU kernels and runs without race checking get no hooks. Scalar (Var) parameters arrive as ints;
 symbolic dims are computed once per binding and bounds-checked at run time.
 
@@ -79,6 +79,14 @@ class _Translator(ExprTranslator):
         self.nsites = 0  # barriers and intrinsic calls, numbered in order of appearance
         self.written: set[str] = set()
         self.intrinsics: set[str] = set()
+
+    def open_fn(self, name: str, params: tuple):
+        fn = super().open_fn(name, params)
+        if self.race:  # every function of a race-checked kernel knows its thread's actor
+            saved, self.indent = self.indent, 1
+            self.emit("_act = _rc[1]")
+            self.indent = saved
+        return fn
 
     def stmt(self, s) -> None:
         if isinstance(s, Seq):
@@ -172,7 +180,7 @@ class _Translator(ExprTranslator):
         flat = self.index(buf, s.indices, "store")
         if hooks is not None:
             flat = self.hoist(Src(flat, None, 0)).src
-            self.emit(f"{hooks[1]}({flat}, {self.access_site('store', buf, s.indices)})")
+            self.emit(f"{hooks[1]}({flat}, {self.access_site('store', buf, s.indices)}, _act)")
         self.emit(f"{name}[{flat}] = {value.src}")
         self.written.add(buf.name)
 
