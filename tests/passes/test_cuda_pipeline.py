@@ -163,3 +163,37 @@ def test_pipeline_output_compiles_with_nvcc(name, arch):
     out = run_pipeline(c.kernel, cuda_pipeline())
     binary = compile_cuda(print_kernel(out).source, arch, name=f"passes_{name}", compiler="nvcc")
     assert binary.code
+
+
+# -- a kernel with a scalar parameter and symbolic extents: one kernel for every length ----------
+
+def _symbolic_add(dtype):
+    """O[i] = A[i] + S[t] for i < n, blocks of 32 threads, S a shared staging copy; n a scalar parameter."""
+    from tessel.ir.nodes import Buffer, Const, IfThenElse, Kernel, Launch, Store, Var, seq
+
+    n = Var("n", dtype)
+    A, O, S = Buffer("A", (n,)), Buffer("O", (n,)), Buffer("S", (32,), "float32", "shared")
+    b, t, i = Var("b"), Var("t"), Var("i", dtype)
+    nb = (n + 31) // 32
+    body = LetStmt(i, Const(32, dtype) * b.astype(dtype) + t.astype(dtype) + Const(0, dtype) * n,
+                   seq(IfThenElse(i < n, Store(S, (t,), A[i])), Barrier(),
+                       IfThenElse(i < n, Store(O, (i,), A[i] + S[t]))))
+    grid = nb if dtype == "int32" else nb.astype("int32")
+    return Kernel("add", (A, n, O), For(b, grid, Allocate(S, For(t, 32, body, "threadIdx.x")), "blockIdx.x"),
+                  target="cuda", launch=Launch((nb, 1, 1), (32, 1, 1)))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_symbolic_extents_keep_their_bits_for_every_length(dtype):
+    from tessel.ir.interp import run
+
+    k = _symbolic_add(dtype)
+    out = run_pipeline(k, cuda_pipeline(), debug=True)
+    assert out != k  # `0 * n` folded at least
+    for length in (70, 5, 32):
+        a = np.random.default_rng().standard_normal(length).astype(np.float32)
+        o1, o2 = np.full(length, 7e3, np.float32), np.full(length, 7e3, np.float32)
+        run(k, a, length, o1)
+        run(out, a, length, o2)
+        assert o1.tobytes() == o2.tobytes()
+        np.testing.assert_array_equal(o2, 2 * a)
