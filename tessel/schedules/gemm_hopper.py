@@ -51,8 +51,8 @@ from tessel.ir.nodes import Allocate, Barrier, Buffer, BufferRef, Const, For, If
 from tessel.ir.nodes import minimum, seq
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.hopper_pieces import (
-    ATOM_COLS, CONSUMER_REGS, OperandTiles, Ring, consumer_mainloop, store_accumulators, tma_producer,
-    warp_specialized,
+    ATOM_COLS, CONSUMER_REGS, OperandTiles, Ring, consumer_mainloop, store_accumulators, store_accumulators_tma,
+    tma_producer, warp_specialized,
 )
 
 SHARED_LIMIT = 227 * 1024
@@ -71,6 +71,7 @@ class HopperKnobs:
     cluster: str = "1x1"
     persistent: bool = False
     group_m: int = 8
+    epilogue: str = "direct"  # "direct" (guarded global stores) or "tma" (stmatrix + TMA store, 16-bit C)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,7 +87,8 @@ class HopperKnobs:
 
 def shared_bytes(kn: HopperKnobs) -> int:
     """Dynamic shared memory of a block: the A and B rings plus the barriers."""
-    return kn.stages * (kn.bm + kn.bn) * ATOM_COLS * 2 + 16 * kn.stages
+    staging = kn.consumers * 64 * ATOM_COLS * 2 if kn.epilogue == "tma" else 0
+    return kn.stages * (kn.bm + kn.bn) * ATOM_COLS * 2 + staging + 16 * kn.stages
 
 
 def acc_registers(kn: HopperKnobs) -> int:
@@ -135,6 +137,12 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("persistent", "must be True or False"))
     if not isinstance(kn.group_m, int) or kn.group_m < 1 or kn.group_m & (kn.group_m - 1):
         out.append(("group_m", "must be a power of two"))
+    if kn.epilogue not in ("direct", "tma"):
+        out.append(("epilogue", "must be 'direct' or 'tma'"))
+    elif kn.epilogue == "tma" and p.out_dtype not in ("float16", "bfloat16"):
+        out.append(("epilogue", f"'tma' stages C through stmatrix (16-bit values); C is {p.out_dtype}"))
+    elif kn.epilogue == "tma" and p.n % 8:
+        out.append(("epilogue", f"'tma' needs C's rows (N = {p.n}) a multiple of 16 bytes"))
     if out:
         return out
     smem = shared_bytes(kn)
@@ -175,7 +183,8 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
                       drop: tuple = (), fn=None, sms: int = 132):
     """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
     `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
-    "wgmma_wait", "barrier"): broken variants for tests. `fn(value, row, col)`: an epilogue hook.
+    "wgmma_wait", "barrier", "store_wait", "store_barrier"): broken variants for tests.
+    `fn(value, row, col)`: an epilogue hook.
     `sms`: the grid of a persistent kernel (min(tiles, sms) blocks)."""
     check_knobs(p, kn)
     V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
@@ -217,19 +226,25 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     da = Buffer(f"{prefix}_da", (1,), "int64", "local")
     db = Buffer(f"{prefix}_db", (1,), "int64", "local")
     wg, lane = V("wg"), V("lane")
+    cstage = Buffer(f"{prefix}_cs", (nc * 64 * ATOM_COLS,), c.dtype, "shared")  # epilogue "tma": a 64x64 tile each
+    frag = Buffer(f"{prefix}_frag", (8,), c.dtype, "local")
 
     def consumer(wg_expr, lane_expr):
         row0 = wg * rows_wg if nc > 1 else Const(0)
 
         def tile_body(lt, m0, n0):
-            return seq(consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
-                                         m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop),
-                       store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, p.m if p.m % bm else None,
-                                          p.n if p.n % bn else None, fn, f"{prefix}_e"))
+            main = consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
+                                     m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop)
+            if kn.epilogue == "tma":
+                return seq(main, *store_accumulators_tma(acc, bn, m_tiles, c, cstage, wg * (64 * ATOM_COLS),
+                                                         m0 + row0, n0, lane, wg + 1, fn, f"{prefix}_e", frag,
+                                                         drop))
+            return seq(main, store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, p.m if p.m % bm else None,
+                                                p.n if p.n % bn else None, fn, f"{prefix}_e"))
 
         body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
                    over_tiles("c", tile_body))
-        body = Allocate(acc, Allocate(da, Allocate(db, body)))
+        body = Allocate(acc, Allocate(da, Allocate(db, Allocate(frag, body) if kn.epilogue == "tma" else body)))
         return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
 
     roles = warp_specialized(tid, producer, consumer, nc)
@@ -240,6 +255,8 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     threads = 128 * (1 + nc)
     blk = For(tid, threads, seq(*body), "threadIdx.x")
     blk = Allocate(at.smem, Allocate(bt.smem, ring.allocate(blk)))
+    if kn.epilogue == "tma":
+        blk = Allocate(cstage, blk)
     body = For(pid, grid, blk, "blockIdx.x")
     return body, Launch((grid, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024)
 
@@ -308,7 +325,8 @@ def _register_template():
         "gemm.wgmma",
         [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
          Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
-         Choice("cluster", ("1x1",)), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8)],
+         Choice("cluster", ("1x1",)), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
+         Choice("epilogue", ("direct", "tma"))],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),
         doc="Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups."))

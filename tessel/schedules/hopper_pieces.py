@@ -282,6 +282,65 @@ def store_accumulators(acc: Buffer, n: int, m_tiles: int, out: Buffer, row0, col
     return For(mi, m_tiles, For(j, n // 8, For(h, 2, st, "unrolled"), "unrolled"), "unrolled")
 
 
+def xor3(a: Expr, b: Expr) -> Expr:
+    """a XOR b for 0 <= a, b < 8, in the IR's arithmetic (it has no bitwise operators): bit k of
+    the result is (bit k of a + bit k of b) mod 2."""
+    return sum((((a // (1 << k)) + (b // (1 << k))) % 2) * (1 << k) for k in range(3))
+
+
+def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage: Buffer, base: Expr, row0, col0,
+                           lane: Expr, bar_id: Expr, fn=None, prefix: str = "epi", frag: Buffer | None = None,
+                           drop: tuple = ()) -> list:
+    """Every thread of one warpgroup (`lane` 0..127): its m_tiles stacked m64nN accumulator tiles
+    go to out[row0 + r, col0 + c] through shared memory, 64 x 64 at a time: wait until the last
+    TMA store has read the staging tile (thread 0: cp.async.bulk.wait_group.read 0, then named
+    barrier `bar_id` of the 128 threads), cast (after `fn(value, row, col)`) and write the
+    fragments with stmatrix.x4 into the 128B-swizzled staging tile stage[base .. base + 4096)
+    (1024-byte aligned), fence.proxy.async, barrier, and thread 0 issues the TMA store (rows /
+    columns outside `out` are not written: no guards) and commits it. `out` is 2-D of a 16-bit
+    dtype with rows a multiple of 16 bytes. Returns the statements and, last, thread 0's final
+    wait_group 0 (put it where the stores must be complete: before the block exits).
+    `frag`: the local buffer of 8 values (default: made here; allocate it around the result).
+    `drop` ("store_wait", "store_barrier"): leave out the wait_group.read / the barrier between
+    the stmatrix writes and the TMA store (broken variants for tests)."""
+    from tessel.ir.intrinsics.stmatrix import stmatrix_name
+
+    frag = frag or Buffer(f"{prefix}_frag", (8,), out.dtype, "local")
+    lw = lane % 32
+    w, g, t = lane // 32, lw // 4, lw % 4
+    leader = lane.eq(0)
+    sync = Intrinsic("bar.sync", (bar_id, Const(128)))
+    e = Var(f"{prefix}_e")
+    body = []
+    for mi in range(m_tiles):
+        for jc in range(n // 64):
+            if "store_wait" not in drop:
+                body.append(IfThenElse(leader, Intrinsic(tma.WAIT_READ, (Const(0),))))
+            body.append(sync)
+            for j2 in range(4):
+                # frag[2 m + v] = element (row 16 w + g + 8 (m % 2), column 8 (8 jc + 2 j2 + m // 2) + 2 t + v)
+                m, v = e // 2, e % 2
+                jj = jc * 8 + j2 * 2 + m // 2
+                h = m % 2
+                val = acc[Const(mi * (n // 2)) + jj * 4 + h * 2 + v]
+                if fn is not None:
+                    val = fn(val, _c(row0) + mi * 64 + w * 16 + g + h * 8, _c(col0) + jj * 8 + t * 2 + v)
+                fill = For(e, 8, Store(frag, (e,), Cast(out.dtype, val)), "unrolled")
+                # this lane addresses row lw % 8 of matrix lw // 8: tile row 16 w + 8 ((lw // 8) % 2) + lw % 8,
+                # 16-byte chunk 2 j2 + lw // 16 of the 128-byte row, swizzled by the row (mod 8)
+                row = w * 16 + ((lw // 8) % 2) * 8 + lw % 8
+                chunk = xor3(Const(2 * j2) + lw // 16, lw % 8)
+                dst = BufferRef(stage, (_c(base) + row * ATOM_COLS + chunk * 8,))
+                body += [fill, Intrinsic(stmatrix_name(4, False), (dst, BufferRef(frag, (Const(0),))))]
+            body += [Intrinsic(tma.FENCE, ())] + ([] if "store_barrier" in drop else [sync]) + [
+                     IfThenElse(leader, seq(
+                         Intrinsic(tma.tma_store_name(2), (BufferRef(out, (_c(row0) + mi * 64, _c(col0) + jc * 64)),
+                                                           BufferRef(stage, (_c(base),)), Const(64), Const(ATOM_COLS),
+                                                           Const(SWIZZLE))),
+                         Intrinsic(tma.COMMIT, ())))]
+    return body + [IfThenElse(leader, Intrinsic(tma.WAIT, (Const(0),)))]
+
+
 # -- roles ------------------------------------------------------------------------------------------
 
 def warp_specialized(tid: Var, producer: Stmt, consumer, consumers: int,
@@ -301,4 +360,5 @@ def warp_specialized(tid: Var, producer: Stmt, consumer, consumers: int,
 
 
 __all__ = ["ATOM_BYTES", "ATOM_COLS", "CONSUMER_REGS", "OperandTiles", "PRODUCER_REGS", "Ring", "SWIZZLE",
-           "consumer_mainloop", "store_accumulators", "tma_producer", "warp_specialized", "wgmma_ktile"]
+           "consumer_mainloop", "store_accumulators", "store_accumulators_tma", "tma_producer", "warp_specialized",
+           "wgmma_ktile", "xor3"]

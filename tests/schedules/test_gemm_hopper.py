@@ -61,6 +61,11 @@ def _check(p, kn, seed=None, sms=132):
     (GemmProblem(128, 128, 192, "float16", a_kcontig=False), HopperKnobs(bm=128, bn=128, stages=3, consumers=1)),
     # edges everywhere: TMA zero fill of M, N, K and guarded stores; bf16 output
     (GemmProblem(100, 72, 136, "bfloat16", out_dtype="bfloat16"), HopperKnobs(bm=64, bn=64, stages=2, consumers=1)),
+    # the stmatrix + TMA-store epilogue (edges clipped by the TMA store), one and two consumers, persistent
+    (GemmProblem(128, 128, 128, "bfloat16", out_dtype="bfloat16"),
+     HopperKnobs(bm=64, bn=64, stages=2, consumers=1, epilogue="tma")),
+    (GemmProblem(200, 136, 128, "float16", out_dtype="float16"),
+     HopperKnobs(bm=128, bn=128, stages=2, consumers=2, epilogue="tma", persistent=True)),
     # wide N, block order groups
     (GemmProblem(192, 192, 64, "float16", b_kcontig=True), HopperKnobs(bm=64, bn=192, stages=2, consumers=1,
                                                                         group_m=2)),
@@ -156,6 +161,22 @@ def test_deleted_synchronisation_fails_in_the_interpreter(drop, allowed):
         assert got in allowed, f"drop {drop}: {got} (input seed {seed}, schedule seed {seed + s})"
 
 
+@pytest.mark.parametrize("drop", ["store_wait", "store_barrier"])
+def test_tma_store_epilogue_without_its_waits_races(drop):
+    # persistent, 2 tiles per block and 2 column chunks per tile: the staging tile is rewritten
+    # while (store_wait) or before (store_barrier) a TMA store reads it
+    p = GemmProblem(128, 128, 64, "bfloat16", out_dtype="bfloat16")
+    kn = HopperKnobs(bm=64, bn=128, stages=2, consumers=1, epilogue="tma", persistent=True)
+    seed, a, b, c = _inputs(p)
+    ok = c.copy()
+    interp.run(hopper_gemm_kernel(p, kn, sms=1), a, b, ok, seed=seed)
+    np.testing.assert_allclose(ok.astype(np.float64), _reference(p, a, b),
+                               **matmul_tol(p.dtype, p.k, out_dtype=p.out_dtype))
+    for s in range(3):
+        with pytest.raises(interp.RaceError):
+            interp.run(hopper_gemm_kernel(p, kn, sms=1, drop=(drop,)), a, b, c.copy(), seed=seed + s)
+
+
 def test_without_the_full_wait_consumers_read_poison():
     # 2 k-tiles in 2 stages, releases left out: the producer never waits, so the only thing
     # between the TMA loads and the wgmma reads is the consumers' full-barrier wait
@@ -180,7 +201,7 @@ def test_without_the_full_wait_consumers_read_poison():
     (dict(bk=32), "bk"), (dict(bm=64, consumers=2), "bm"), (dict(bn=96), "bn"), (dict(stages=1), "stages"),
     (dict(bm=256, bn=256, stages=4), "stages"), (dict(bm=128, bn=256, consumers=1, stages=2), "bn"),
     (dict(consumers=3), "consumers"), (dict(cluster="2x1"), "cluster"), (dict(persistent=1), "persistent"),
-    (dict(group_m=3), "group_m"),
+    (dict(group_m=3), "group_m"), (dict(epilogue="tma"), "epilogue"),
 ])
 def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
     p = GemmProblem(512, 512, 512, "bfloat16")
