@@ -126,9 +126,9 @@ def test_default_schedules_are_race_free_and_fail_without_their_barriers(name):
     assert _fails(_without(sch, lambda n: isinstance(n, Barrier)), inputs, outs[0])
 
 
-def _default_gemm():
+def _default_gemm(target="cuda:sm_80"):
     kernel, inputs, want = _matmul(128, 128, 64)
-    return default_gpu_schedule(kernel, "cuda").kernel, inputs, want
+    return default_gpu_schedule(kernel, target).kernel, inputs, want
 
 
 def test_default_cuda_gemm_is_race_free_and_matches_numpy():
@@ -140,8 +140,9 @@ def test_default_cuda_gemm_is_race_free_and_matches_numpy():
         np.testing.assert_allclose(c, want, rtol=1e-3, atol=1e-3)
 
 
-def test_default_cuda_gemm_without_barriers_races():
-    sch, inputs, _ = _default_gemm()
+@pytest.mark.parametrize("target", ["cuda:sm_80", "cuda:sm_90a"])
+def test_default_cuda_gemm_without_barriers_races(target):
+    sch, inputs, _ = _default_gemm(target)
     assert collect(sch.body, Barrier)
     nob = _without(sch, lambda n: isinstance(n, Barrier))
     with pytest.raises(RaceError, match=r"kernel 'C': data race on shared buffer '\w+' element"):
