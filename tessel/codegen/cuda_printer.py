@@ -139,9 +139,19 @@ def launch_shape(kernel: Kernel) -> tuple[tuple, tuple]:
 def written_params(kernel: Kernel) -> frozenset:
     """Names of the parameters the kernel stores to or hands to an intrinsic."""
     out = {n.buffer.name for n in walk(kernel.body) if isinstance(n, Store)}
-    out |= {a.buffer.name for n in walk(kernel.body) if isinstance(n, Intrinsic) for a in n.args
-            if isinstance(a, BufferRef)}
+    out |= {a.buffer.name for n in walk(kernel.body) if isinstance(n, Intrinsic) for k, a in enumerate(n.args)
+            if isinstance(a, BufferRef) and _may_write(n.name, k)}
     return frozenset(p.name for p in kernel.params if p.name in out)
+
+
+def _may_write(name: str, position: int) -> bool:
+    """Whether intrinsic `name` may write its buffer operand at `position` (the table's operand
+    roles; an intrinsic the table does not know may write any)."""
+    table = intrinsic_table()
+    entry = getattr(table, "TABLE", {}).get(name) if table is not None else None
+    if entry is None or not callable(getattr(entry, "writes", None)):
+        return True
+    return position in entry.writes()
 
 
 def _shared_alignment(kernel: Kernel) -> dict[str, int]:

@@ -379,7 +379,7 @@ def named_barrier_handoff(rounds=3):
     prod = seq(Intrinsic("bar.sync", (c(2), c(128))), Store(S, (t,), A[r, t] * 3.0),
                Intrinsic("bar.arrive", (c(1), c(128))))
     cons = seq(Intrinsic("bar.sync", (c(1), c(128))), Store(O, (r, t - 64), S[t - 64]),
-               Intrinsic("bar.arrive", (c(2), c(128))))
+               IfThenElse(r < rounds - 1, Intrinsic("bar.arrive", (c(2), c(128)))))  # none left pending at exit
     first = IfThenElse(t >= 64, Intrinsic("bar.arrive", (c(2), c(128))))  # the slot starts empty
     body = seq(first, For(r, rounds, IfThenElse(t < 64, prod, cons)))
     kern = Kernel("named_barrier_handoff", (A, O), Allocate(S, For(t, 128, body, "threadIdx.x")), target="cuda",

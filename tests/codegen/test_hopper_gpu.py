@@ -192,7 +192,7 @@ _NP = {"bfloat16": H.BF16, "float16": np.float16, "float32": np.float32, "int32"
 
 
 @pytest.mark.parametrize("shape,dtype,start,box,swizzle", [
-    ((9, 70), "float32", (5, 40), (8, 32), 128),
+    ((9, 72), "float32", (5, 40), (8, 32), 128),
     ((3, 20, 16), "float16", (1, 15, 0), (2, 8, 16), 32),
     ((2, 3, 4, 5, 32), "float16", (1, 2, 1, 3, 0), (1, 2, 4, 2, 32), 64),
     ((100,), "float32", (90,), (32,), 0),

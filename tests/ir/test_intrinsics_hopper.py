@@ -68,7 +68,7 @@ def _image(box_values, swizzle):
 
 @pytest.mark.parametrize("shape,dtype,start,box,swizzle", [
     ((40, 64), "bfloat16", (-3, 0), (16, 64), 128),
-    ((9, 70), "float32", (5, 40), (8, 32), 128),
+    ((9, 72), "float32", (5, 40), (8, 32), 128),
     ((3, 20, 16), "float16", (1, 15, 0), (2, 8, 16), 32),
     ((2, 3, 4, 5, 32), "float16", (1, 2, 1, 3, 0), (1, 2, 4, 2, 32), 64),
     ((100,), "float32", (90,), (32,), 0),
@@ -100,6 +100,9 @@ def test_tma_store_writes_the_box_clipped_and_only_after_its_wait(swizzle):
 def test_tma_box_rules_are_checked():
     with pytest.raises(ExecutionError, match="exactly 128 bytes"):
         run(_tma_kernel((8, 64), "bfloat16", (0, 0), (8, 32), 128), np.ones((8, 64), BF16), np.ones(256, BF16))
+    with pytest.raises(ExecutionError, match="multiples of 16 bytes"):  # 70 floats a row: 280 bytes
+        run(_tma_kernel((9, 70), "float32", (0, 0), (8, 32), 128), np.ones((9, 70), np.float32),
+            np.ones(256, np.float32))
 
 
 # -- mbarrier ----------------------------------------------------------------------------------------

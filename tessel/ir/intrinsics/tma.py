@@ -108,6 +108,16 @@ def _check_box(what: str, box, swizzle: int, itemsize: int) -> None:
                           f"exactly {swizzle} bytes (it spans {inner})")
 
 
+def _check_strides(what: str, buf, itemsize: int) -> None:
+    """The tensor map's rule: every row stride of the global tensor is a multiple of 16 bytes."""
+    stride = itemsize
+    for n in reversed(buf.shape[1:]):
+        stride *= int(n)
+        if stride % 16:
+            raise ExecutionError(f"{what}: tensor '{buf.name}' of shape {tuple(buf.shape)}: a TMA tensor's row "
+                                 f"strides must be multiples of 16 bytes (one is {stride})")
+
+
 def box_offsets(box, itemsize: int, swizzle: int) -> np.ndarray:
     """Element offsets (from the 1024-aligned buffer start) where each box element lands, row-major."""
     n = int(np.prod(box))
@@ -163,6 +173,7 @@ def _load_semantics(d: int, multicast: bool):
             _check_box(name, box, swizzle, isz)
         except TesselError as e:
             raise ExecutionError(str(e)) from None
+        _check_strides(name, src.buffer, isz)
         t = hb.track(ctx)
         engine = t.async_actor(0)
         flat, mask = _box_coords(src.start, box, src.buffer.shape)
@@ -204,6 +215,7 @@ def _store_semantics(d: int):
             _check_box(name, box, swizzle, hb.itemsize(src))
         except TesselError as e:
             raise ExecutionError(str(e)) from None
+        _check_strides(name, dst.buffer, hb.itemsize(src))
         t = hb.track(ctx)
         engine = t.async_actor(0)
         idx = _dest_indices(name, src, box, swizzle)
