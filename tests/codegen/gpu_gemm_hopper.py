@@ -4,7 +4,7 @@ compiled for sm_90a against torch.matmul in float32 on fresh random inputs.
 Run: `python -m pytest -q -s -m gpu tests/codegen/gpu_gemm_hopper.py` (not collected by the
 default suite: it needs a Hopper GPU and nvcc). Shapes cover both B layouts, A MN-major, edges
 in every dimension (TMA zero fill + guarded stores), fp16 and bf16, f32 and cast outputs, and
-both consumer counts."""
+both consumer counts, persistent blocks and the TMA-store epilogue."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ CASES = [
     (4104, 8, 1000, "bfloat16", False, False, "float32", HopperKnobs(bm=256, bn=64, stages=4, consumers=2)),
     (512, 512, 512, "bfloat16", False, True, "bfloat16", HopperKnobs(bm=128, bn=192, stages=3, consumers=2)),
     (1, 64, 64, "float16", True, False, "float32", HopperKnobs(bm=64, bn=64, stages=2, consumers=1)),
+    # persistent blocks, the stmatrix + TMA-store epilogue
+    (4096, 4096, 4096, "bfloat16", True, False, "bfloat16",
+     HopperKnobs(bm=128, bn=256, stages=4, consumers=2, persistent=True, epilogue="tma")),
+    (1000, 520, 336, "float16", True, True, "float16",
+     HopperKnobs(bm=128, bn=128, stages=3, consumers=2, persistent=True, epilogue="tma")),
+    (2048, 1024, 2048, "bfloat16", False, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, persistent=True)),
 ]
 
 
