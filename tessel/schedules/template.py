@@ -380,7 +380,8 @@ class Space:
 
 _REGISTRY: dict[str, Template] = {}
 # modules whose import registers templates; looked up lazily (they import this module)
-BUILTIN_MODULES = ("tessel.schedules.generic", "tessel.schedules.generic_gpu", "tessel.schedules.gemm")
+BUILTIN_MODULES = ("tessel.schedules.generic", "tessel.schedules.generic_gpu", "tessel.schedules.gemm",
+                   "tessel.schedules.gemm_hopper")
 
 
 def register(template: Template) -> Template:
