@@ -257,7 +257,7 @@ def random_command(case: Case, rng: random.Random) -> dict | None:
         f = rng.choice(divs + [rng.randint(2, 8)])
         return {"primitive": "split", "args": {"loop": name, "factors": rng.choice(([None, f], [f, None]))}}
     if p == "reorder":
-        inner = [n.var.name for n in _loops(lp.body)]
+        inner = [n.var.name for n in preorder(lp.body) if isinstance(n, For)]
         if not inner:
             return None
         return {"primitive": "reorder", "args": {"loops": [rng.choice(inner), name]}}
@@ -391,6 +391,8 @@ def mutate(case: Case, rng: random.Random, general: float = 0.5) -> tuple[Case |
         return table[name](case, rng), name
     except TesselError:
         return None, name  # e.g. a constant of a dtype the new value does not fit
+    except Exception:  # noqa: BLE001 - tessel code the mutator calls (a template's space) crashed:
+        return None, name + ".error"  # the campaign counts it; the same crash reappears when cases run
 
 
 def default_schedule_cmds(kernel, target: str) -> list:

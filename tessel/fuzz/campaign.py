@@ -1,0 +1,368 @@
+"""Campaigns: generate, mutate, run in workers, keep what reaches new coverage, record failures.
+
+`Campaign(out_dir, target, seed, jobs).run(minutes)` is what `tessel fuzz` runs. Each test case is
+a seed from the corpus mutated (program / schedule with tessel/fuzz/mutate_ir.py, pipeline with
+mutate_passes.py; seeds are (program, pipeline) pairs that evolve together) or, now and then, a
+freshly generated program with the target's default schedule and real pipeline. A mutant the
+verifier rejects is counted and not run. The others run in worker processes under coverage; a
+case that reaches new coverage joins the corpus, minus the passes of its pipeline that reached
+nothing new. Failures are deduplicated by signature; the first case of each is kept, and at the end
+each new one is reduced (tessel/fuzz/reduce.py) and saved with its replay command.
+
+The directory (never lost: every file is written atomically; a corrupt corpus file is reported and
+skipped, never deleted; a second run on the same directory resumes from it):
+
+    corpus/<key>.txt              cases (IR text form + JSON headers)
+    failures/<sig>/case.txt       first case of a failure; reduced.txt: the reduced one;
+    failures/<sig>/failure.json   signature, message, count, replay command
+    state.json                    counters and the coverage-over-time history
+    report.md, coverage.png       the report (written at the end and every minute)
+
+Example (a two-second campaign):
+    >>> import tempfile
+    >>> c = Campaign(tempfile.mkdtemp(), seed=1, jobs=1, quiet=True)
+    >>> stats = c.run(seconds=2)   # doctest: +SKIP (spawns a worker: tested in tests/fuzz)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+
+from tessel.errors import TesselError
+from tessel.fuzz.case import TARGETS, Case, FuzzError
+from tessel.fuzz.coverage import feature_lines
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never half."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sig_key(signature: str) -> str:
+    return hashlib.sha256(signature.encode()).hexdigest()[:12]
+
+
+class Campaign:
+    """One fuzzing campaign writing into `out_dir` (see the module docstring).
+
+    Options: `target` "cpu" | "cuda" (cuda: GPU schedules checked by the race-checking interpreter
+    and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where CUDA runs would go),
+    `feedback` (False: coverage is measured but does not steer: the ablation baseline),
+    `mutate_passes` (False: pipelines stay the target's), `coverage` (False: no tracing at all),
+    `tvm_rate` (share of CPU cases also built and run through TVM), `timeout` (per case, s).
+    """
+
+    def __init__(self, out_dir: str, target: str = "cpu", seed: int = 0, jobs: int = 1, *, feedback: bool = True,
+                 mutate_passes: bool = True, coverage: bool = True, tvm_rate: float = 0.1, timeout: float = 20.0,
+                 quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None):
+        if target not in TARGETS:
+            raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(TARGETS)}")
+        if not isinstance(jobs, int) or jobs < 1:
+            raise FuzzError(f"tessel fuzz: --jobs must be a positive integer, got {jobs!r}")
+        self.dir, self.target, self.seed, self.jobs = out_dir, target, seed, jobs
+        self.feedback, self.mutate_passes, self.coverage = feedback, mutate_passes, coverage
+        self.tvm_rate = tvm_rate if target == "cpu" else 0.0
+        self.timeout, self.quiet, self.reduce, self.reduce_budget_s = timeout, quiet, reduce, reduce_budget_s
+        self.log = log or sys.stderr
+        self.rng = random.Random(seed)
+        self.corpus: list[Case] = []
+        self.corpus_keys: set = set()
+        self.features: set = set()
+        self.failures: dict = {}  # signature -> record
+        self.new_failures: list = []
+        self.stats = {"cases": 0, "ok": 0, "rejected": 0, "rejected_before_run": 0, "fail": 0, "skipped_commands": 0,
+                      "generated": 0, "mutated": 0, "corpus_added": 0, "passes_dropped": 0, "elapsed_s": 0.0,
+                      "rejected_by": {}, "mutations": {}, "corrupt_files": []}
+        self.history: list = []  # (seconds, cases, arcs, lines, corpus, failures)
+        self._elapsed_before = 0.0
+        self._digests: dict = {}
+        self._pending: list = []
+        self._t0 = time.monotonic()
+        self._cases0 = 0
+        self._load()
+
+    # -- the directory ------------------------------------------------------------------------
+    def _path(self, *parts) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def _load(self) -> None:
+        os.makedirs(self._path("corpus"), exist_ok=True)
+        os.makedirs(self._path("failures"), exist_ok=True)
+        for name in sorted(os.listdir(self._path("corpus"))):
+            if not name.endswith(".txt"):
+                continue
+            path = self._path("corpus", name)
+            try:
+                with open(path) as f:
+                    case = Case.from_text(f.read(), where=path)
+            except (OSError, UnicodeDecodeError, TesselError) as e:
+                self.stats["corrupt_files"].append(path)
+                self._say(f"tessel fuzz: skipping corrupt corpus file {path}: {e}")
+                continue
+            if case.target == self.target:
+                self.corpus.append(case)
+                self.corpus_keys.add(name[:-4])
+        for name in sorted(os.listdir(self._path("failures"))):
+            meta = self._path("failures", name, "failure.json")
+            try:
+                with open(meta) as f:
+                    rec = json.load(f)
+                self.failures[rec["signature"]] = rec
+            except (OSError, ValueError, KeyError) as e:
+                self._say(f"tessel fuzz: skipping unreadable failure record {meta}: {e}")
+        try:
+            with open(self._path("state.json")) as f:
+                state = json.load(f)
+            self._elapsed_before = float(state.get("stats", {}).get("elapsed_s", 0.0))
+            for k in ("cases", "ok", "rejected", "rejected_before_run", "fail", "generated", "mutated"):
+                self.stats[k] = int(state.get("stats", {}).get(k, 0))
+            self.history = [tuple(h) for h in state.get("history", [])]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            self._say(f"tessel fuzz: state.json unreadable ({e}); counters start again (corpus kept)")
+
+    def _save_state(self) -> None:
+        atomic_write(self._path("state.json"), json.dumps({
+            "target": self.target, "seed": self.seed, "stats": self.stats, "history": self.history,
+            "coverage": {"arcs": len(self.features), "lines": feature_lines(self.features)},
+            "failures": sorted(self.failures)}, indent=1))
+
+    def _add_corpus(self, case: Case) -> None:
+        key = case.key()
+        if key in self.corpus_keys:
+            return
+        self.corpus_keys.add(key)
+        self.corpus.append(case)
+        atomic_write(self._path("corpus", f"{key}.txt"), case.to_text())
+
+    def _record_failure(self, case: Case, res: dict) -> None:
+        sig = res["signature"]
+        rec = self.failures.get(sig)
+        if rec is None:
+            d = self._path("failures", sig_key(sig))
+            path = os.path.join(d, "case.txt")
+            atomic_write(path, case.to_text())
+            rec = {"signature": sig, "kind": res["kind"], "stage": res["stage"], "message": res["message"][:4000],
+                   "count": 0, "case": path, "replay": f"tessel fuzz --replay {path}",
+                   "found_after_s": round(self._elapsed(), 1), "found_after_cases": self.stats["cases"]}
+            self.failures[sig] = rec
+            self.new_failures.append(sig)
+        rec["count"] += 1
+        atomic_write(self._path("failures", sig_key(sig), "failure.json"), json.dumps(rec, indent=1))
+
+    # -- producing cases -------------------------------------------------------------------
+    def fresh(self) -> Case | None:
+        from tessel.fuzz.gen import dsl_kernel, program
+        from tessel.fuzz.mutate_ir import default_schedule_cmds
+        from tessel.fuzz.mutate_passes import base_pipeline
+
+        rng = self.rng
+        for _ in range(10):
+            try:
+                k = program(rng) if self.target == "cpu" else dsl_kernel(rng, stages=1)
+                sched = default_schedule_cmds(k, self.target)
+            except TesselError:
+                continue
+            self.stats["generated"] += 1
+            return Case(k, self.target, sched, base_pipeline(self.target), rng.randrange(1 << 30),
+                        tvm=rng.random() < self.tvm_rate)
+        return None
+
+    def mutant(self) -> Case | None:
+        from tessel.fuzz.mutate_ir import mutate
+        from tessel.fuzz.mutate_passes import mutate_pipeline
+
+        rng = self.rng
+        # newer seeds first, but every seed keeps a chance
+        parent = self.corpus[-1 - min(int(rng.expovariate(1 / 8)), len(self.corpus) - 1)] \
+            if rng.random() < 0.5 else rng.choice(self.corpus)
+        case = parent
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            if self.mutate_passes and rng.random() < 0.35:
+                p, how = mutate_pipeline(case.pipeline, rng)
+                case, how = case.replace(pipeline=p), f"pass.{how}"
+            else:
+                m, how = mutate(case, rng)
+                if m is None:
+                    continue
+                case = m
+            self.stats["mutations"][how] = self.stats["mutations"].get(how, 0) + 1
+        if case is parent:
+            return None
+        self.stats["mutated"] += 1
+        return case.replace(seed=rng.randrange(1 << 30), tvm=rng.random() < self.tvm_rate)
+
+    def next_case(self) -> Case | None:
+        from tessel.ir.verify import verify
+
+        for _ in range(20):
+            case = self.fresh() if len(self.corpus) < 4 or self.rng.random() < 0.15 else self.mutant()
+            if case is None:
+                continue
+            try:
+                verify(case.kernel)
+            except TesselError:
+                self.stats["rejected_before_run"] += 1  # counted, not run
+                self.stats["rejected_by"]["verify"] = self.stats["rejected_by"].get("verify", 0) + 1
+                continue
+            except Exception:  # noqa: BLE001 - the verifier crashed: let the worker record it
+                pass
+            return case
+        return self.fresh()
+
+    # -- results ----------------------------------------------------------------------------
+    def _handle(self, case: Case, res: dict, purpose: str) -> None:
+        st = self.stats
+        st["cases"] += 1
+        st["skipped_commands"] += res.get("skipped", 0)
+        new_by_phase = [(name, feats - self.features) for name, feats in res.get("phases", [])]
+        new = set().union(*(f for _, f in new_by_phase)) if new_by_phase else set()
+        self.features |= new
+        status = res["status"]
+        st[status] = st.get(status, 0) + 1
+        if status == "rejected":
+            st["rejected_by"][res["kind"]] = st["rejected_by"].get(res["kind"], 0) + 1
+        if status == "fail":
+            self._record_failure(case, res)
+            return
+        if purpose == "confirm":  # the same case again, maybe in another process: same code?
+            old = self._digests.pop(case.key(), None)
+            if old and res.get("digest") and old != res["digest"]:
+                self._record_failure(case, {"signature": "nondet:process", "kind": "nondet", "stage": "process",
+                                            "message": "the same case compiled to different code in two processes"})
+            return
+        if status == "ok" and (new or not self.feedback and self.rng.random() < 0.05):
+            useless = {i for i, (name, feats) in enumerate(
+                [x for x in new_by_phase if x[0].startswith("pass:")]) if not feats}
+            kept = case.replace(schedule=res.get("kept_schedule", case.schedule))
+            if useless and self.feedback:
+                from tessel.fuzz.mutate_passes import drop_passes
+
+                kept = kept.replace(pipeline=drop_passes(case.pipeline, useless))
+                st["passes_dropped"] += len(useless)
+            st["corpus_added"] += 1
+            self._add_corpus(kept)
+            if res.get("digest"):
+                self._digests[kept.key()] = res["digest"] if kept == case else ""
+                self._pending.append(("confirm", kept))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._t0
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.log, flush=True)
+
+    def line(self) -> str:
+        el = max(1e-9, time.monotonic() - self._t0)
+        st = self.stats
+        run = st["cases"] - self._cases0
+        return (f"[{int(self._elapsed()) // 60:02d}:{int(self._elapsed()) % 60:02d}] {st['cases']} cases "
+                f"({run / el:.1f}/s) | coverage {len(self.features)} arcs, {feature_lines(self.features)} lines | "
+                f"corpus {len(self.corpus)} | failures {len(self.failures)} unique ({st['fail']}) | "
+                f"rejected {st['rejected'] + st['rejected_before_run']}")
+
+    def run(self, minutes: float | None = None, seconds: float | None = None, max_cases: int | None = None) -> dict:
+        from tessel.fuzz.worker import Worker, wait_any
+
+        budget = seconds if seconds is not None else 60.0 * (minutes if minutes is not None else 1.0)
+        self._t0 = time.monotonic()
+        self._cases0 = self.stats["cases"]
+        self._pending = [("seed", c) for c in self.corpus]  # a resumed corpus re-runs to rebuild coverage
+        workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0) for _ in range(self.jobs)]
+        jobs: dict = {}
+        last_line = last_save = time.monotonic()
+        try:
+            for w in workers:
+                w._wait_ready()
+            self._t0 = time.monotonic()  # worker start-up is not fuzzing time
+            stop = self._t0 + budget
+            while time.monotonic() < stop and (max_cases is None or self.stats["cases"] - self._cases0 < max_cases):
+                for w in workers:
+                    if w.idle:
+                        purpose, case = self._pending.pop(0) if self._pending else ("new", self.next_case())
+                        if case is None:
+                            continue
+                        jobs[id(w)] = (case, purpose)
+                        w.submit(id(w), case.to_text(), self.timeout, determinism=True)
+                wait_any(workers, 0.05)
+                for w in workers:
+                    got = w.poll()
+                    if got is not None:
+                        case, purpose = jobs.pop(id(w))
+                        self._handle(case, got[1], purpose)
+                now = time.monotonic()
+                if now - last_line >= 1.0:
+                    last_line = now
+                    self.history.append((round(self._elapsed(), 1), self.stats["cases"], len(self.features),
+                                         feature_lines(self.features), len(self.corpus), len(self.failures)))
+                    if not self.quiet:
+                        print("\r" + self.line(), end="", file=self.log, flush=True)
+                if now - last_save >= 30.0:
+                    last_save = now
+                    self.stats["elapsed_s"] = round(self._elapsed(), 1)
+                    self._save_state()
+            # let running cases finish (bounded by their time limit)
+            while any(not w.idle for w in workers):
+                wait_any(workers, 0.1)
+                for w in workers:
+                    got = w.poll()
+                    if got is not None:
+                        case, purpose = jobs.pop(id(w))
+                        self._handle(case, got[1], purpose)
+            self.stats["elapsed_s"] = round(self._elapsed(), 1)
+            self.history.append((self.stats["elapsed_s"], self.stats["cases"], len(self.features),
+                                 feature_lines(self.features), len(self.corpus), len(self.failures)))
+            if not self.quiet:
+                print("\r" + self.line(), file=self.log, flush=True)
+            self._save_state()
+            if self.reduce and self.new_failures:
+                self._reduce_new(workers[0])
+        finally:
+            for w in workers:
+                w.close()
+        from tessel.fuzz.report import write_report
+
+        write_report(self)
+        return self.summary()
+
+    def _reduce_new(self, worker) -> None:
+        from tessel.fuzz.reduce import reduce_case, size
+        from tessel.fuzz.worker import run_one
+
+        for sig in list(self.new_failures):
+            rec = self.failures[sig]
+            if rec["kind"] in ("hang", "nondet"):
+                continue  # reducing these costs a time limit per try
+            with open(rec["case"]) as f:
+                case = Case.from_text(f.read(), where=rec["case"])
+            small = reduce_case(case, lambda c: run_one(worker, c, self.timeout)["signature"],
+                                budget_s=self.reduce_budget_s)
+            path = os.path.join(os.path.dirname(rec["case"]), "reduced.txt")
+            atomic_write(path, small.to_text())
+            rec.update(reduced=path, replay=f"tessel fuzz --replay {path}", size_before=size(case),
+                       size_after=size(small))
+            atomic_write(self._path("failures", sig_key(sig), "failure.json"), json.dumps(rec, indent=1))
+            self._say(f"reduced {sig}: size {size(case)} -> {size(small)}; reproduce: tessel fuzz --replay {path}")
+
+    def summary(self) -> dict:
+        el = max(1e-9, self.stats["elapsed_s"] - self._elapsed_before)
+        return {"cases": self.stats["cases"], "cases_per_s": round((self.stats["cases"] - self._cases0) / el, 2),
+                "arcs": len(self.features), "lines": feature_lines(self.features), "corpus": len(self.corpus),
+                "failures": {s: r["count"] for s, r in self.failures.items()}, "dir": self.dir}
+
+
+__all__ = ["Campaign", "atomic_write"]
