@@ -113,9 +113,9 @@ class _Loop:
 
     def hoist(self):
         body = self.float_lets(self.loop.body)
-        body = self.stmt(body)
-        if self.alias:
+        if self.alias:  # before `stmt`: the lets it makes must name the kept variables
             body = substitute(body, self.alias)
+        body = self.stmt(body)
         if not self.lets:
             return None
         out = dataclasses.replace(self.loop, body=body)

@@ -112,3 +112,16 @@ def test_scheduled_cpu_kernels_same_bits_after_hoisting(name):
     run(out, *inputs, *outs[1])
     for a, b in zip(*outs):
         assert a.tobytes() == b.tobytes()
+
+
+def test_equal_lets_from_two_loops_become_one_and_every_use_follows():
+    m = Var("m")
+    M = Buffer("M", (1,), "int32")
+    for order in (1, -1):  # whichever of the two lets is kept, every use follows it
+        loops = (For(j, 4, LetStmt(Var("x1"), m * 8 + m * 2, Store(A, (Var("x1") + j,), j))),
+                 For(k, 4, LetStmt(Var("x2"), m * 8 + m * 2, Store(A, (Var("x2") + m * 4 + i * 16 + k,), k))))
+        k0 = Kernel("k", (A, M), LetStmt(m, Load(M, (0,)), For(i, 4, Seq(loops[::order]))))
+        out = hoist_invariants(k0)
+        verify(out)  # no let refers to a variable whose let was merged away
+        assert [x.value for x in lets(out)].count(m * 8 + m * 2) == 1
+        assert same_bits(k0, out, np.zeros(256, np.int32), np.array([3], np.int32))
