@@ -400,3 +400,97 @@ def test_atomics_race_with_plain_accesses_but_not_with_each_other():
         with pytest.raises(RaceError, match=r"'S' element \(0,\): (read by .* earlier atomic write|atomic write by .*"
                                             r"earlier read)"):
             Interpreter(impls).run(kernel(True, True), o, seed=seed)
+
+
+def _replay(ops, vectorised: bool, threads: int = 4):
+    """Run a list of accesses / syncs against a fresh tracker; the index of the op that raised
+    (or None). `vectorised`: regions go through Tracker.access with per-element actor arrays (the
+    numpy path), else element by element through the scalar hooks."""
+    from tessel.ir.interp.race import Tracker
+
+    tr = Tracker("k", 0, ["site"])
+    unit = tr.unit([(0, 0, 0)], [(t, 0, 0) for t in range(threads)])
+    buf = Buffer("S", (6,), "float32", "shared")
+    s = tr.shadow(np.zeros(6, np.float32), buf, unit)
+    rd, wr = tr.shadow_hooks(unit, s)
+    for n, (op, actor, elems) in enumerate(ops):
+        try:
+            if op == "sync":
+                unit.sync(list(elems))
+            elif op == "release":
+                unit.release(actor, "key")
+            elif op == "acquire":
+                unit.acquire(actor, "key")
+            elif vectorised:
+                flat = np.array(elems)
+                tr.access(unit, s, np.full(flat.size, actor), flat, 0, op != "read", op == "atomic")
+            else:
+                for i in elems:
+                    rd(i, 0, actor) if op == "read" else wr(i, 0, actor, op == "atomic")
+        except RaceError:
+            return n
+    return None
+
+
+def test_vectorised_and_scalar_checks_agree_on_random_histories():
+    rng = np.random.default_rng(9)
+    outcomes = set()
+    for _ in range(300):
+        ops = []
+        for _ in range(int(rng.integers(2, 14))):
+            kind = rng.choice(["read", "read", "write", "atomic", "sync", "release", "acquire"])
+            actor = int(rng.integers(0, 4))
+            if kind == "sync":
+                elems = tuple(sorted(set(rng.integers(0, 4, 3).tolist())))
+            else:
+                elems = tuple(sorted(set(rng.integers(0, 6, int(rng.integers(1, 4))).tolist())))
+            ops.append((str(kind), actor, elems))
+        got = _replay(ops, True), _replay(ops, False)
+        assert got[0] == got[1], ops
+        outcomes.add(got[0] is None)
+    assert outcomes == {True, False}  # both racy and race-free histories were drawn
+
+
+def _oracle(ops, threads: int):
+    """The first op that races with any earlier access (brute force over the whole history, with
+    the same vector clocks), or None: what FastTrack's epochs and slots must reproduce."""
+    from tessel.ir.interp.race import Unit
+
+    unit = Unit(0, [(0, 0, 0)], [(t, 0, 0) for t in range(threads)])
+    history = []  # (element, actor, epoch clock, kind)
+    for n, (op, actor, elems) in enumerate(ops):
+        if op == "sync":
+            unit.sync(list(elems))
+            continue
+        if op in ("release", "acquire"):
+            getattr(unit, op)(actor, "key")
+            continue
+        for i in elems:
+            for j, a, c, kind in history:
+                conflict = "write" in (kind, op) or {kind, op} == {"read", "atomic"}
+                if j == i and a != actor and conflict and unit.clock[actor, a] < c:
+                    return n
+        history.extend((i, actor, int(unit.clock[actor, actor]), op) for i in elems)
+    return None
+
+
+@pytest.mark.parametrize("threads", [4, 8])  # 8 threads overflow the read slots into the spill dict
+def test_the_checker_reports_exactly_the_first_racing_access(threads):
+    rng = np.random.default_rng(10 + threads)
+    found = set()
+    for _ in range(400):
+        ops = []
+        for _ in range(int(rng.integers(2, 20))):
+            kind = str(rng.choice(["read", "read", "read", "read", "write", "atomic", "atomic", "sync", "release",
+                                   "acquire"]))
+            actor = int(rng.integers(0, threads))
+            if kind == "sync":
+                elems = tuple(sorted(set(rng.integers(0, threads, threads // 2 + 1).tolist())))
+            else:
+                elems = tuple(sorted(set(rng.integers(0, 3, int(rng.integers(1, 3))).tolist())))
+            ops.append((kind, actor, elems))
+        want = _oracle(ops, threads)
+        assert _replay(ops, False, threads) == want, ops
+        assert _replay(ops, True, threads) == want, ops
+        found.add(want is None)
+    assert found == {True, False}
