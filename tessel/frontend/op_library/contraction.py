@@ -3,7 +3,8 @@ stride / per-side padding / dilation / groups).
 
 Each lowers to one sum-reduction compute (the anchor that fusion later gives epilogues), plus a
 second compute for the bias or for rounding a float32 accumulator back to float16/bfloat16.
-Convolution padding is a where() guard on the input read, not a padded copy of the input.
+Convolution padding is a zero-padded copy of the input (a data-movement stage the lowering keeps,
+since the contraction re-reads it), so the contraction itself has no guards and vectorizes.
 
 Example:
     >>> from tessel.frontend.graph import Value
@@ -233,20 +234,27 @@ class Conv:
         cg, fg = w.shape[1], w.shape[0] // groups
         rc = dsl.reduce_axis(cg, name="rc")
         rk = [dsl.reduce_axis(w.shape[2 + d], name=f"rk{d}") for d in range(nsp)]
-        hi = [(shape[2 + d] - 1) * stride[d] - pb[d] + (w.shape[2 + d] - 1) * dil[d] >= x.shape[2 + d]
-              for d in range(nsp)]
+        padded = any(pb) or any(pe)
+        if padded:  # a zero-padded copy: the contraction then reads it without guards (so it vectorizes)
+            xs = x.shape
+            pshape = tuple(xs[:2]) + tuple(xs[2 + d] + pb[d] + pe[d] for d in range(nsp))
+
+            def pad(*idx):
+                pos = [idx[2 + d] - pb[d] for d in range(nsp)]
+                guard = None
+                for d in range(nsp):
+                    for cond in ([pos[d] >= 0] if pb[d] > 0 else []) + ([pos[d] < xs[2 + d]] if pe[d] > 0 else []):
+                        guard = cond if guard is None else guard & cond
+                v = x[tuple(idx[:2]) + tuple(pos)]
+                return dsl.where(guard, v, dsl.const(0, x.dtype)) if guard is not None else v
+
+            x = dsl.compute(pshape, pad, name=f"{names[0]}_pad")
 
         def body(*idx):
             n, f, o = idx[0], idx[1], idx[2:]
-            pos = [o[d] * stride[d] + rk[d] * dil[d] - pb[d] for d in range(nsp)]
+            pos = [o[d] * stride[d] + rk[d] * dil[d] for d in range(nsp)]
             ch = rc if groups == 1 else (f // fg) * cg + rc
             v = x[(n, ch) + tuple(pos)].astype(c)
-            guard = None
-            for d in range(nsp):
-                for cond in ([pos[d] >= 0] if pb[d] > 0 else []) + ([pos[d] < x.shape[2 + d]] if hi[d] else []):
-                    guard = cond if guard is None else guard & cond
-            if guard is not None:
-                v = dsl.where(guard, v, 0.0)
             return dsl.sum(v * w[(f, rc) + tuple(rk)].astype(c), axis=[rc, *rk])
 
         acc = dsl.compute(shape, body, name=_acc_name(names, c != dt or b is not None))
