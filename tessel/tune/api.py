@@ -176,8 +176,6 @@ def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, 
     bar = _progress(name, trials) if progress else None
 
     def measure(points):
-        if budget is not None and _time.monotonic() - start > budget:
-            return [(None, "time budget spent")] * len(points)
         fresh = [p for p in points if point_key(p) not in done]
         results = executor.measure([MeasureInput(task, space.name, p) for p in fresh])
         by = {point_key(p): r for p, r in zip(fresh, results)}
@@ -206,7 +204,8 @@ def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, 
     search = Search(space, measure, model=model, batch=batch, seed=seed, strategy=strategy,
                     early_stopping=early_stopping, known=known, group=key)
     try:
-        history = search.run(trials, trial_cb)
+        history = search.run(trials, trial_cb,
+                             stop=None if budget is None else lambda: _time.monotonic() - start > budget)
     finally:
         if bar is not None:
             bar.close()

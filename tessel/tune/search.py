@@ -168,11 +168,14 @@ class Search:
         return [p for _, p in sorted(scored.values(), key=lambda sp: -sp[0]) if point_key(p) not in self.known]
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, trials: int, on_trial=None) -> History:
-        """Measure up to `trials` new points; `on_trial(trial, history)` after each one."""
+    def run(self, trials: int, on_trial=None, stop=None) -> History:
+        """Measure up to `trials` new points; `on_trial(trial, history)` after each one; `stop()`,
+        asked before each batch, ends the run when true (a time budget)."""
         since = 0
         best_before = self.history.best_time
         while len(self.history.trials) < trials:
+            if stop is not None and stop():
+                break
             points = self.propose(min(self.batch, trials - len(self.history.trials)))
             if not points:
                 break  # the space is exhausted

@@ -61,3 +61,25 @@ def test_ir_features_see_the_schedule():
     assert small["tile.local_elems"] < big["tile.local_elems"]
     assert (small["loop.vector"], big["loop.vector"]) == (8, 16)  # the tile columns are the vector loop
     assert big["loop.parallel"] > 0
+
+
+def test_gpu_features_count_launch_and_occupancy():
+    n = 1024
+    A = ts.placeholder((n, n), "float16", name="A")
+    B = ts.placeholder((n, n), "float16", name="B")
+    k = ts.reduce_axis(n, name="k")
+    C = ts.compute((n, n), lambda i, j: ts.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                   name="C")
+    from tessel.schedules.template import get_template
+
+    tpl = get_template("gemm.mma_sync")
+    kernel = ts.lower([A, B, C])
+    f = {}
+    for bm in (64, 128):
+        sch = tpl.apply(kernel, {"bm": bm, "bn": 128, "warps_m": 2, "warps_n": 2}, "cuda:sm_90a")
+        f[bm] = ir_features(sch.kernel, "cuda:sm_90a")
+        launch = sch.kernel.launch
+        assert f[bm]["gpu.threads"] == np.prod(launch.block) and f[bm]["gpu.blocks"] == np.prod(launch.grid)
+        assert 0 < f[bm]["gpu.occupancy"] <= 1 and f[bm]["tile.shared_bytes"] > 0
+    assert f[64]["gpu.blocks"] == 2 * f[128]["gpu.blocks"] and f[64]["gpu.waves"] > f[128]["gpu.waves"]
+    assert f[64]["intrin.flops"] > 0  # the mma intrinsics' cost from the table

@@ -152,3 +152,17 @@ def test_bad_requests_raise_tessel_errors(tmp_path):
         ts.tune(42, trials=2)
     with pytest.raises(TesselError, match="not both"):
         ts.build(matmul(16), tuning_log=tmp_path / "t.jsonl", schedule=lambda ir: ir)
+
+
+def test_time_budget_stops_between_batches():
+    from tessel.tune.search import Search
+    from tessel.tune.space import TuneSpace
+
+    space = TuneSpace(get_template("cpu.generic"), ts.lower(matmul(16)), "cpu")
+    asked = []
+    search = Search(space, lambda ps: [(1e-3, None) for _ in ps], batch=4)
+    h = search.run(64, stop=lambda: asked.append(1) or len(asked) > 3)  # "over budget" before the 4th batch
+    assert len(h.trials) == 12
+    ex = FakeExecutor()
+    res = ts.tune(matmul(16), target="cpu", trials=64, time_budget=1e-9, executor=ex)
+    assert ex.count == 0 and res.trials == 0
