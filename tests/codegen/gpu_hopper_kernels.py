@@ -559,3 +559,61 @@ MODES = {  # (swizzle, LBO, SBO, MN-major) for a 64-row A and an n-row B
     "mn128": lambda rows: (128, 2048, 1024, 1),
     "mn64": lambda rows: (64, 2048, 512, 1),
 }
+
+
+def ws_gemm_tile(n=128, k_tiles=4, stages=3, m_out=60, drop=()):
+    """A warp-specialised GEMM tile from tessel.ir.intrinsics.hopper_ir's ring and epilogue
+    builders: warpgroup 0's thread 0 produces TMA loads of A (64 x 64) and B^T (n x 64) tiles into a
+    `stages`-deep ring, warpgroup 1 consumes them with 4 wgmma k-steps per tile, then converts
+    its accumulators to bf16, stmatrix-es them into a 128B-swizzled shared tile, fences, syncs
+    its warpgroup (named barrier 1) and TMA-stores C (rows past `m_out` clipped by the TMA)."""
+    from tessel.ir.intrinsics import hopper_ir as hi
+
+    k = 64 * k_tiles
+    A = Buffer("A", (64, k), "bfloat16")
+    B = Buffer("B", (n, k), "bfloat16")
+    C = Buffer("C", (m_out, n), "bfloat16")
+    SA = Buffer("SA", (stages * 4096,), "bfloat16", "shared")
+    SB = Buffer("SB", (stages * n * 64,), "bfloat16", "shared")
+    CS = Buffer("CS", (64 * n,), "bfloat16", "shared")
+    full = Buffer("full", (stages,), "int64", "shared")
+    empty = Buffer("empty", (stages,), "int64", "shared")
+    acc = Buffer("acc", (n // 2,), "float32", "local")
+    frag = Buffer("frag", (8,), "bfloat16", "local")
+    da, db = Buffer("da", (1,), "int64", "local"), Buffer("db", (1,), "int64", "local")
+    t, ks, s_ = Var("t"), Var("ks"), Var("s_init")
+    lane = t - 128
+
+    def loads(kt, s):
+        return [hi.tma_load(SA, s * 4096, full, s, A, (0, kt * 64), (64, 64)),
+                hi.tma_load(SB, s * (n * 64), full, s, B, (0, kt * 64), (n, 64))]
+
+    def compute(kt, s):
+        mma = hi.wgmma_ss(acc, hi.desc_plus(da[0], ks * 32), hi.desc_plus(db[0], ks * 32), n, "bfloat16",
+                          (kt > 0) | (ks > 0))
+        return [hi.smem_desc(da, SA, s * 4096), hi.smem_desc(db, SB, s * (n * 64)), hi.wgmma_fence(),
+                For(ks, 4, mma, "unrolled"), hi.wgmma_commit(), hi.wgmma_wait(0)]
+
+    init = For(s_, stages, seq(hi.mbar_init(full, s_, 1), hi.mbar_init(empty, s_, 1)))
+    producer = IfThenElse(t.eq(0), hi.ring_producer(k_tiles, stages, full, empty, (64 + n) * 64 * 2, loads))
+    epilogue = [hi.fence_acc(acc, n), hi.epilogue_stmatrix(acc, frag, CS, lane, n), Intrinsic(tma.FENCE, ())]
+    if "epilogue_sync" not in drop:
+        epilogue.append(Intrinsic("bar.sync", (c(1), c(128))))
+    epilogue.append(IfThenElse(lane.eq(0), seq(*hi.tma_store_tile(C, 0, 0, CS, n))))
+    consumer = seq(hi.ring_consumer(k_tiles, stages, full, empty, compute, lane.eq(0)), *epilogue)
+    body = seq(IfThenElse(t.eq(0), init), Barrier(),
+               IfThenElse(t < 128, producer, Allocate(acc, Allocate(frag, Allocate(da, Allocate(db, consumer))))))
+    kern = Kernel(f"ws_gemm_n{n}_s{stages}", (A, B, C),
+                  Allocate(SA, Allocate(SB, Allocate(CS, Allocate(full, Allocate(empty, For(t, 256, body,
+                                                                                          "threadIdx.x")))))),
+                  target="cuda", launch=Launch((1, 1, 1), (256, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal(A.shape).astype(BF16), rng.standard_normal(B.shape).astype(BF16),
+                np.full(C.shape, 7, BF16)]
+
+    def reference(arrays):
+        full_c = arrays[0].astype(np.float64) @ arrays[1].astype(np.float64).T
+        return [None, None, full_c[:m_out].astype(np.float32).astype(BF16)]
+
+    return kern, inputs, reference

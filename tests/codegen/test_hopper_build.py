@@ -98,6 +98,10 @@ KERNELS = [
     (H.cluster_multicast, {}, ["UTMALDG.2D.MULTICAST", "UCGABAR_ARV", "UCGABAR_WAIT"]),
     (H.atomic_splitk, {}, ["REDG.E.ADD.F32"]),
     (H.stmatrix_warp, {"num": 4, "trans": True}, ["STSM.16.MT88.4"]),
+    (H.ws_gemm_tile, {}, ["HGMMA.64x128x16.F32.BF16", "STSM.16.M88.4", "UTMASTG.2D", "UTMALDG.2D", "FENCE.VIEW.ASYNC"]),
+    (H.pipeline_ring, {"regs": (40, 232)}, ["USETMAXREG", "HGMMA.64x64x16.F32.BF16"]),
+    (lambda **kw: (H.tma_box_kernel(**kw),), {"shape": (2, 3, 4, 5, 32), "dtype": "float16", "start": (1, 2, 1, 3, 0),
+                        "box": (1, 2, 4, 2, 32), "swizzle": 64}, ["UTMALDG.5D"]),
 ]
 
 

@@ -259,3 +259,10 @@ def test_wgmma_with_a_from_registers_on_the_gpu():
     arrays = [np.zeros(4096, H.BF16), ib, fa, np.full((64, 64), 7, np.float32)]
     gpu = run_on_gpu(H.wgmma_image_kernel(64, "bfloat16", H.MODES["k128"](64), b_mode, a_regs=True), arrays)
     _close(gpu[3], am.astype(np.float64) @ bm.astype(np.float64), 2e-3)
+
+
+@pytest.mark.parametrize("kw", [{}, {"n": 64, "stages": 2, "k_tiles": 5}])
+def test_warp_specialised_gemm_tile_on_the_gpu(kw):
+    expect, interp, gpu = _both(H.ws_gemm_tile, **kw)
+    _close(gpu[2].astype(np.float32), expect[2].astype(np.float32), 1e-2)
+    _close(gpu[2].astype(np.float32), interp[2].astype(np.float32), 1e-2)

@@ -401,3 +401,15 @@ def test_remote_arrive_on_the_peer_ctas_barrier():
     assert np.array_equal(arrays[1].view(np.int16), expect[1].view(np.int16))
     with pytest.raises(ExecutionError, match="deadlock"):
         _run_maker(H.cluster_multicast, 0, remote_arrive=True, drop=("remote_arrive",))
+
+
+@pytest.mark.parametrize("kw", [{}, {"n": 64, "stages": 2, "k_tiles": 5}])
+def test_warp_specialised_gemm_tile_with_stmatrix_tma_store_epilogue(kw):
+    arrays, expect = _run_maker(H.ws_gemm_tile, 0, **kw)
+    np.testing.assert_allclose(arrays[2].astype(np.float64), expect[2].astype(np.float64), rtol=1e-2, atol=1e-2)
+    assert (arrays[2][-1] != 7).all()  # the clipped TMA store reached the last row
+
+
+def test_warp_specialised_gemm_tile_without_its_epilogue_barrier_races():
+    with pytest.raises(RaceError, match="'CS'"):
+        _run_maker(H.ws_gemm_tile, 0, drop=("epilogue_sync",))

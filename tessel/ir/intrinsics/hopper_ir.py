@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from tessel.errors import TesselError
 from tessel.ir.intrinsics import mbarrier, tma, wgmma
-from tessel.ir.nodes import Buffer, BufferRef, Const, Expr, For, IfThenElse, Intrinsic, Select, Store, Var, as_expr
+from tessel.ir.nodes import Buffer, BufferRef, Const, Expr, For, IfThenElse, Intrinsic, Select, Store, Var, as_expr, seq
 
 _ISZ = {"float16": 2, "bfloat16": 2, "float32": 4}
 
@@ -172,6 +172,71 @@ def acc_store(out: Buffer, acc: Buffer, lane: Expr, n: int, row0=0, col0=0, rows
     return For(i, n // 2, body if cond is None else IfThenElse(cond, body), "unrolled")
 
 
-__all__ = ["acc_store", "desc_plus", "desc_strides", "fence_acc", "k_step_bytes", "mbar_arrive", "mbar_arrive_cluster",
-           "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref", "ring_slot", "smem_desc", "tma_load", "tma_store",
-           "wgmma_commit", "wgmma_fence", "wgmma_rs", "wgmma_ss", "wgmma_wait"]
+
+
+def ring_producer(k_tiles, stages: int, full: Buffer, empty: Buffer, tx_bytes: int, loads, name: str = "kt") -> For:
+    """The producer's loop of a `stages`-deep TMA ring (run it in one thread): for tile kt in
+    stage s, wait empty[s], expect `tx_bytes` on full[s], issue `loads(kt, s)` (TMA loads that
+    complete on full[s])."""
+    kt = Var(name)
+    s, parity = ring_slot(kt, stages)
+    return For(kt, as_expr(k_tiles), seq(mbar_wait(empty, s, 1 - parity), mbar_arrive_tx(full, s, tx_bytes),
+                                         *loads(kt, s)))
+
+
+def ring_consumer(k_tiles, stages: int, full: Buffer, empty: Buffer, compute, release_if: Expr,
+                  name: str = "kt") -> For:
+    """The consumer's loop: wait full[s], `compute(kt, s)` (wgmmas, their commit and wait), then
+    the thread for which `release_if` holds arrives on empty[s] (after the wait, so the
+    tensor cores are done reading the stage)."""
+    kt = Var(name)
+    s, parity = ring_slot(kt, stages)
+    return For(kt, as_expr(k_tiles), seq(mbar_wait(full, s, parity), *compute(kt, s),
+                                         IfThenElse(release_if, mbar_arrive(empty, s))))
+
+
+def epilogue_stmatrix(acc: Buffer, frag: Buffer, tile: Buffer, lane: Expr, n: int, dtype: str = "bfloat16",
+                      name: str = "ep_j") -> For:
+    """Convert a thread's m64nN accumulators to `dtype` and stmatrix.x4 them into `tile`, a
+    shared 64 x n tile laid out as TMA's 128B-swizzled boxes of 64 x 64 (atom a = columns
+    64a.. at element 64 * 64 * a; row r's 16-byte chunk q at chunk q ^ (r % 8)). Then a
+    fence.proxy.async, a barrier of the warpgroup and one TMA store per atom write it out.
+    `frag` is a local buffer of 8 `dtype` values. Lane l of warp w gives the row of matrix
+    m = (l % 32) // 8: row 16w + 8 (m % 2) + l % 8, columns 8 (2 jj + m // 2)."""
+    from tessel.ir.intrinsics.stmatrix import stmatrix_name
+    if n % 16:
+        raise TesselError(f"epilogue_stmatrix: N = {n} must be a multiple of 16")
+    jj, e = Var(name), Var(name + "_e")
+    w, ln = lane // 32, lane % 32
+    m = ln // 8
+    r = w * 16 + (m % 2) * 8 + ln % 8
+    col = (jj * 2 + m // 2) * 8
+    offset = (col // 64) * 4096 + r * 64 + _xor((col % 64) // 8, r % 8) * 8
+    cvt = For(e, 8, Store(frag, (e,), acc[jj * 8 + e].astype(dtype)), "unrolled")
+    return For(jj, n // 16, seq(cvt, Intrinsic(stmatrix_name(4, False), (ref(tile, offset), ref(frag, 0)))),
+               "unrolled")
+
+
+def _xor(a: Expr, b: Expr) -> Expr:
+    """a ^ b for 3-bit values (the IR has no xor): sum over bits of |bit_a - bit_b| * 2^i."""
+    out = None
+    for i in range(3):
+        ba, bb = (a // (1 << i)) % 2, (b // (1 << i)) % 2
+        term = (ba + bb - ba * bb * 2) * (1 << i)
+        out = term if out is None else out + term
+    return out
+
+
+def tma_store_tile(tensor: Buffer, row0, col0, tile: Buffer, n: int) -> list:
+    """TMA stores of a 64 x n shared tile (atoms of 64 x 64, 128B swizzle) to `tensor` at
+    (row0, col0), committed and waited for (rows / columns past the tensor are not written)."""
+    from tessel.ir.intrinsics import tma as _tma
+
+    out = [tma_store(tensor, (row0, as_expr(col0) + 64 * a), tile, 4096 * a, (64, 64), 128) for a in range(n // 64)]
+    return out + [Intrinsic(_tma.COMMIT, ()), Intrinsic(_tma.WAIT, (Const(0),))]
+
+
+__all__ = ["acc_store", "desc_plus", "desc_strides", "epilogue_stmatrix", "fence_acc", "k_step_bytes", "mbar_arrive",
+           "mbar_arrive_cluster", "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref", "ring_consumer", "ring_producer",
+           "ring_slot", "smem_desc", "tma_load", "tma_store", "tma_store_tile", "wgmma_commit", "wgmma_fence",
+           "wgmma_rs", "wgmma_ss", "wgmma_wait"]
