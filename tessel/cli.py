@@ -20,7 +20,6 @@ from tessel.errors import TesselError
 # Planned subcommands: what each will do, and the tracking issue once there is one (the lead fills
 # in numbers). They print "not implemented yet" and exit 2 until they land.
 PLANNED = {
-    "fuzz": ("run a fuzzing campaign against the compiler", None),
     "bench": ("benchmark tessel against its peers", None),
 }
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 1, 2, 2
@@ -220,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tessel.tune.commands import add_commands  # tune, log (light: the tuner loads when they run)
 
     add_commands(sub, debug)
+    from tessel.fuzz.commands import add_commands as add_fuzz  # fuzz (light: campaigns load when they run)
+
+    add_fuzz(sub, debug)
     for name, (what, _) in PLANNED.items():
         p = sub.add_parser(name, parents=[debug], help=f"(not implemented yet) {what}", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the `tessel` command with `argv` (default: sys.argv[1:]); returns the exit status.
 
-    >>> main(["fuzz"])
+    >>> main(["bench"])
     2
     """
     parser = build_parser()

@@ -1,0 +1,83 @@
+"""`tessel fuzz`: run a campaign, or replay one saved case.
+
+    tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda] [--jobs J]
+    tessel fuzz --replay DIR/failures/<sig>/reduced.txt
+
+Example:
+    >>> import argparse
+    >>> sub = argparse.ArgumentParser().add_subparsers()
+    >>> add_commands(sub, argparse.ArgumentParser(add_help=False))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tessel.fuzz.case import FuzzError
+
+
+def add_commands(sub, debug) -> None:
+    p = sub.add_parser("fuzz", parents=[debug], help="run a fuzzing campaign against the compiler",
+                       description="Fuzz tessel's compiler: random programs and mutants, schedules and pass "
+                                   "pipelines, judged by the interpreter, the verifier, the race checker and TVM; "
+                                   "failures are deduplicated, reduced and saved with a replay command.")
+    p.add_argument("--minutes", type=float, default=None, help="how long to fuzz (default: 1)")
+    p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, metavar="DIR", help="campaign directory (resumed when it exists)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the campaign (default: 0)")
+    p.add_argument("--target", default="cpu", help="cpu (TVM) or cuda (GPU schedules; default: cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--no-feedback", action="store_true", help="coverage does not steer (ablation)")
+    p.add_argument("--no-pass-mutation", action="store_true", help="pipelines stay the target's (ablation)")
+    p.add_argument("--no-coverage", action="store_true", help="no coverage tracing at all (faster, blind)")
+    p.add_argument("--tvm-rate", type=float, default=0.1, help="share of CPU cases also run through TVM")
+    p.add_argument("--timeout", type=float, default=20.0, help="time limit per test case, seconds")
+    p.add_argument("--no-reduce", action="store_true", help="do not reduce new failures at the end")
+    p.add_argument("--replay", default=None, metavar="CASE", help="run one saved case and print the verdict")
+    p.set_defaults(func=_cmd_fuzz)
+
+
+def _cmd_fuzz(args) -> int:
+    if args.replay:
+        return replay(args.replay, args.timeout)
+    if not args.out:
+        raise FuzzError("tessel fuzz: --out DIR is required (the corpus, failures and report go there)")
+    from tessel.fuzz.campaign import Campaign
+
+    c = Campaign(args.out, target=args.target, seed=args.seed, jobs=args.jobs, feedback=not args.no_feedback,
+                 mutate_passes=not args.no_pass_mutation, coverage=not args.no_coverage, tvm_rate=args.tvm_rate,
+                 timeout=args.timeout, reduce=not args.no_reduce)
+    s = c.run(minutes=args.minutes, seconds=args.seconds)
+    print(f"{s['cases']} test cases ({s['cases_per_s']}/s), coverage {s['arcs']} arcs / {s['lines']} lines, "
+          f"corpus {s['corpus']}, unique failures {len(s['failures'])}; report: {args.out}/report.md")
+    for sig, rec in c.failures.items():
+        print(f"  {sig}  x{rec['count']}  reproduce: {rec['replay']}")
+    return 0
+
+
+def replay(path: str, timeout: float = 60.0) -> int:
+    """Run the case in `path` in a worker; print the verdict; 1 when it fails, else 0."""
+    from tessel.fuzz.case import Case
+    from tessel.fuzz.worker import Worker, run_one
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise FuzzError(f"tessel fuzz --replay: cannot read {path}: {e}") from None
+    case = Case.from_text(text, where=path)
+    w = Worker(coverage=False, preload_tvm=case.tvm)
+    try:
+        res = run_one(w, case, timeout)
+    finally:
+        w.close()
+    verdict = {k: res[k] for k in ("status", "kind", "stage", "signature")}
+    print(json.dumps(verdict))
+    if res["status"] != "ok":
+        print(res["message"], file=sys.stderr)
+    return 1 if res["status"] == "fail" else 0
+
+
+__all__ = ["add_commands", "replay"]
