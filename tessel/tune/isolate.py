@@ -104,34 +104,8 @@ def _main_not_rerun():
             main.__file__ = path
 
 
-def forget_hashes(obj, _seen=None):
-    """Drop the hash that IR nodes cache in their `__dict__` (`_hash`), through `obj` and
-    everything it holds. Python's string hash is salted per process, so a node pickled in one
-    process carries a hash that disagrees with the nodes another process builds, and node
-    equality (which compares hashes first) breaks. Everything crossing a process boundary here
-    goes through this. Returns `obj`."""
-    seen = set() if _seen is None else _seen
-    stack = [obj]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, (str, bytes, int, float, bool, type(None))) or id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, (tuple, list, set, frozenset)):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.values())
-        else:
-            d = getattr(x, "__dict__", None)
-            if isinstance(d, dict):
-                d.pop("_hash", None)
-                stack.extend(d.values())
-    return obj
-
-
 def _child(conn, fn, args) -> None:
     try:
-        forget_hashes(args)
         value = fn(*args)
     except BaseException as e:  # noqa: BLE001 - everything the candidate raises is its outcome
         tb = traceback.extract_tb(e.__traceback__)
@@ -186,8 +160,6 @@ class _Running:
         self.recv.close()
         if ok is None:
             return Outcome(False, error=_death(self.proc.exitcode), seconds=took)
-        if ok:
-            forget_hashes(value)
         return Outcome(True, value, seconds=took) if ok else Outcome(False, error=value, seconds=took)
 
 
