@@ -28,7 +28,7 @@ import numpy as np
 from tessel.errors import TesselError
 from tessel.ir.interp.intrinsics import IntrinsicImpl
 from tessel.ir.interp.runtime import ExecutionError
-from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand, ref_values
+from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand
 from tessel.ir.intrinsics.fragments import M16N8K16_A, M16N8K16_ACC, M16N8K16_B, FragmentLayout
 
 
@@ -55,19 +55,23 @@ def _semantics(name: str):
     def mma(ctx, lanes):
         if len(lanes) != 32:
             raise ExecutionError(f"{name} needs a full warp of 32 lanes, got {len(lanes)}")
-        for k, op in ((1, a_op), (2, b_op), (3, c_op)):  # fragments outside registers are race-checked
-            ctx.read_lanes([lr[k] for lr in lanes], op.region(lanes[0][k].buffer))
-        ctx.write_lanes([lr[0] for lr in lanes], d_op.region(lanes[0][0].buffer))
+        # each operand's region shape, once per call (every lane's fragment lives in the same buffer)
+        shapes = [op.region(lanes[0][k].buffer) for k, op in enumerate((d_op, a_op, b_op, c_op))]
+        for k in (1, 2, 3):  # fragments outside registers are race-checked
+            if lanes[0][k].buffer.scope != "local":
+                ctx.read_lanes([lr[k] for lr in lanes], shapes[k])
+        if lanes[0][0].buffer.scope != "local":
+            ctx.write_lanes([lr[0] for lr in lanes], shapes[0])
         a = np.empty((16, 16))
         b = np.empty((16, 8))
         c = np.empty((16, 8))
-        frags = [(ref_values(lr[1], a_op), ref_values(lr[2], b_op), ref_values(lr[3], c_op)) for lr in lanes]
-        a[ar, ac] = np.stack([f[0] for f in frags]).astype(np.float64)
-        b[br, bc] = np.stack([f[1] for f in frags]).astype(np.float64)
-        c[cr, cc] = np.stack([f[2] for f in frags]).astype(np.float64)
+        a[ar, ac] = np.stack([lr[1].region(shapes[1]).reshape(-1) for lr in lanes]).astype(np.float64)
+        b[br, bc] = np.stack([lr[2].region(shapes[2]).reshape(-1) for lr in lanes]).astype(np.float64)
+        c[cr, cc] = np.stack([lr[3].region(shapes[3]).reshape(-1) for lr in lanes]).astype(np.float64)
         d = (a @ b + c).astype(np.float32)
+        out = d[cr, cc]  # (32, 4): lane by lane
         for lane, lr in enumerate(lanes):
-            ref_values(lr[0], d_op)[:] = d[cr[lane], cc[lane]]
+            lr[0].region(shapes[0]).reshape(-1)[:] = out[lane]
 
     return IntrinsicImpl(mma, "warp", with_context=True)
 
