@@ -78,6 +78,10 @@ def rewrite_storage(kernel: Kernel, shared: bool = True, local: bool = True) -> 
                 if isinstance(a, BufferRef):
                     intrinsic_refs[a.buffer.name] = intrinsic_refs.get(a.buffer.name, True) and sync
     params = {p.name for p in kernel.params}
+    seen: set = set()
+    for n in walk(kernel.body):  # a name allocated twice (in disjoint scopes) is left alone: renames go by name
+        if isinstance(n, Allocate):
+            (params if n.buffer.name in seen else seen).add(n.buffer.name)
     body = _sink(kernel.body, scopes, params)
     body = _Merger(scopes, intrinsic_refs, params).stmt(body, False)
     body = rewrite(body, [Rule(Pat(Seq), flatten_seq)])  # unwrapped allocations leave nested Seqs

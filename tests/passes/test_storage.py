@@ -126,3 +126,14 @@ def test_ifs_and_parameters():
     assert isinstance(out.body.body, IfThenElse) and isinstance(out.body.body.then, Allocate)  # sunk into the branch
     assert run_out(k).tobytes() == run_out(out).tobytes()
     assert rewrite_storage(Kernel("k", (OUT,), Store(OUT, (0,), f(1.0)), "cuda")).body == Store(OUT, (0,), f(1.0))
+
+
+def test_a_name_allocated_twice_is_left_alone():
+    T = Buffer("T", (2,), "float32", "local")
+    U = Buffer("U", (3,), "float32", "local")
+    k = gpu(Seq((Allocate(T, uses(T, (1,), 1.0, t)), Allocate(U, uses(U, (2,), 2.0, t + 32)),
+                 Allocate(T, uses(T, (0,), 3.0, t + 32)))))
+    out = rewrite_storage(k)
+    verify(out)
+    assert sorted(b.name for b in allocs(out)) == ["T", "T", "U"]
+    assert run_out(k).tobytes() == run_out(out).tobytes()
