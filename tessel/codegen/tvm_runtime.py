@@ -54,10 +54,31 @@ from tessel.errors import CodegenError
 
 PIPELINE_NAME = "tessel_cpu"
 
+
+
+def num_threads() -> int:
+    """Threads of the CPU kernels' pool: `TESSEL_NUM_THREADS`, else `TVM_NUM_THREADS`, else every
+    CPU (`os.cpu_count()`). A value that is not a positive integer is ignored (with a warning).
+
+    >>> num_threads() >= 1
+    True
+    """
+    for name in ("TESSEL_NUM_THREADS", "TVM_NUM_THREADS"):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            continue
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        import warnings
+
+        warnings.warn(f"{name}={text!r} is not a positive integer; ignored", stacklevel=2)
+    return os.cpu_count() or 1
+
+
 # TVM sizes its thread pool to half the CPUs on x86 (it assumes hyper-threads), so on a 2-vCPU
 # machine `parallel` loops ran on one core (512^3 GEMM 3.7 ms instead of 2.0 ms). The pool reads
-# this variable when it starts, at the first kernel call; a value the user set wins.
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+# TVM_NUM_THREADS when it starts, at the first parallel kernel call: set it before that.
+os.environ["TVM_NUM_THREADS"] = str(num_threads())
 
 
 @functools.cache  # the host does not change while we run
@@ -181,6 +202,56 @@ def _short(e: Exception) -> str:
     return lines[-1][:500] if lines else ""
 
 
+class BoundSteps:
+    """A sequence of kernel calls whose arguments are mostly the same arrays every time (a compiled
+    model's constants and arena views): their TVM views are made once, here; a call makes views
+    only of the arrays that change (the model's inputs and fresh outputs), once each, however many
+    kernels read them, and then runs the packed functions back to back.
+
+    `steps`: (runner, args) per call, each arg a fixed numpy array or an int, the index of a
+    changing array. Only for arrays already checked (by a first checked call of each kernel).
+
+    >>> import numpy as np
+    >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
+    >>> from tessel.codegen.tvm_tir import to_tvm, symbol_name
+    >>> A, B = Buffer("A", (4,)), Buffer("B", (4,)); i = Var("i")
+    >>> k = Kernel("inc", (A, B), For(i, 4, Store(B, (i,), A[i] + 1.0)))
+    >>> run = Runner(compile_module(to_tvm(k)), symbol_name(k), k.params)
+    >>> mid = np.zeros(4, "float32")
+    >>> bound = BoundSteps([(run, [0, mid]), (run, [mid, 1])])
+    >>> a, b = np.arange(4, dtype="float32"), np.zeros(4, "float32")
+    >>> bound(a, b); b.tolist()
+    [2.0, 3.0, 4.0, 5.0]
+    """
+
+    def __init__(self, steps):
+        self._calls = []
+        self._makers: dict = {}  # changing-array index -> (runner, parameter index) that views it
+        for runner, args in steps:
+            fixed, changing = [], []
+            for pos, a in enumerate(args):
+                if isinstance(a, int):
+                    self._makers.setdefault(a, (runner, pos))
+                    changing.append((pos, a))
+                    fixed.append(None)
+                else:
+                    fixed.append(runner.view(pos, a))
+            self._calls.append((runner.function, fixed, tuple(changing)))
+        self._order = sorted(self._makers)
+
+    def __call__(self, *arrays) -> None:
+        views = {}
+        for k in self._order:
+            runner, pos = self._makers[k]
+            views[k] = runner.view(pos, arrays[k])
+        for function, args, changing in self._calls:
+            if changing:
+                args = list(args)
+                for pos, k in changing:
+                    args[pos] = views[k]
+            function(*args)
+
+
 class Runner:
     """Calls one compiled kernel on numpy arrays, without copies.
 
@@ -211,6 +282,14 @@ class Runner:
                 out.append(fd(a.__dlpack__(max_version=(1, 1))))  # only versioned DLPack marks read-only
 
         return out
+
+    def view(self, index: int, a):
+        """The zero-copy TVM view of `a` as parameter `index` (what `tensors` makes for it)."""
+        if self._bf16[index]:
+            return self._bf16_view(a, self._shapes[index])
+        if a.flags.writeable:
+            return self._from_dlpack(a.__dlpack__())
+        return self._from_dlpack(a.__dlpack__(max_version=(1, 1)))
 
     def _bf16_view(self, a, shape):
         import numpy as np
