@@ -22,7 +22,8 @@ tile's k-tiles while the consumers store the last one) with 128 * (1 + consumers
 Blocks are ordered in groups of `group_m` tile rows (as gemm.mma_sync does) for L2 reuse.
 
 Knobs (`HopperKnobs`): bm (64..256, a multiple of 64 * consumers), bn (64..256 step 64), bk (64),
-stages, consumers (1, 2), cluster ("1x1" only so far), persistent,
+stages, consumers (1, 2), cluster ("1x1", or "2x1": CTA pairs along M, each loading half of the
+shared B tile and multicasting it; every consumer releases a stage in both CTAs), persistent,
 group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, registers,
 divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
 
@@ -47,7 +48,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError
-from tessel.ir.nodes import Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Kernel, Launch, LetStmt, Var
+from tessel.ir.nodes import (
+    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Var,
+)
 from tessel.ir.nodes import minimum, seq
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.hopper_pieces import (
@@ -131,8 +134,17 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("bn", "must be 64, 128, 192 or 256 (wgmma N <= 256, 64-column TMA atoms)"))
     if not isinstance(kn.stages, int) or kn.stages < 2:
         out.append(("stages", "needs at least 2 (the producer loads one stage while the consumers read another)"))
-    if kn.cluster != "1x1":
-        out.append(("cluster", "only '1x1' so far (TMA multicast across a cluster is not built yet)"))
+    if kn.cluster not in ("1x1", "2x1"):
+        out.append(("cluster", "must be '1x1' or '2x1' (two CTAs along M sharing B's tile by TMA multicast)"))
+    elif kn.cluster == "2x1" and isinstance(kn.bm, int) and kn.bm > 0:
+        tiles_m = -(-p.m // kn.bm)
+        if tiles_m % 2:
+            out.append(("cluster", f"'2x1' pairs tile rows: M / bm = {tiles_m} tile rows is odd"))
+        elif isinstance(kn.group_m, int) and kn.group_m < 2:
+            out.append(("cluster", "'2x1' needs group_m >= 2 (the pair's tiles must be one column's rows)"))
+        elif not p.b_kcontig and isinstance(kn.bn, int) and kn.bn % 128:
+            out.append(("cluster", f"'2x1' splits B's {kn.bn // 64} 64-column atoms between the two CTAs: bn must "
+                                   f"be 128 or 256"))
     if not isinstance(kn.persistent, bool):
         out.append(("persistent", "must be True or False"))
     if not isinstance(kn.group_m, int) or kn.group_m < 1 or kn.group_m & (kn.group_m - 1):
@@ -191,12 +203,13 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     bm, bn, nc = kn.bm, kn.bn, kn.consumers
     tiles_m, tiles_n = -(-p.m // bm), -(-p.n // bn)
     tiles = tiles_m * tiles_n
-    grid = min(tiles, max(1, sms)) if kn.persistent else tiles
+    cl = 2 if kn.cluster == "2x1" else 1
+    grid = max(cl, min(tiles, max(1, sms)) // cl * cl) if kn.persistent else tiles
     per_cta = -(-tiles // grid)
     k_tiles = -(-p.k // ATOM_COLS)
     rows_wg = bm // nc
     m_tiles = rows_wg // 64
-    ring = Ring.make(prefix, kn.stages, nc, drop)
+    ring = Ring.make(prefix, kn.stages, nc, drop, cluster=cl)
     at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
     pid, tid = V("pid"), V("tid")
@@ -220,8 +233,11 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
             out = IfThenElse(tile < tiles, out)
         return For(lt, per_cta, out)
 
-    producer = over_tiles("p", lambda lt, m0, n0: tma_producer(ring, V("pkt"), k_tiles, [(at, m0), (bt, n0)],
-                                                               first_iter=lt * k_tiles))
+    # cluster 2x1: the pair's tiles are rows pm, pm + 1 of one column; each CTA loads half of B's
+    # tile and multicasts it to both
+    b_load = (bt, None, (pid % cl, cl)) if cl > 1 else (bt, None)
+    producer = over_tiles("p", lambda lt, m0, n0: tma_producer(
+        ring, V("pkt"), k_tiles, [(at, m0), (b_load[0], n0) + b_load[2:]], first_iter=lt * k_tiles))
     acc = Buffer(f"{prefix}_acc", (m_tiles * bn // 2,), "float32", "local")
     da = Buffer(f"{prefix}_da", (1,), "int64", "local")
     db = Buffer(f"{prefix}_db", (1,), "int64", "local")
@@ -249,16 +265,19 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
 
     roles = warp_specialized(tid, producer, consumer, nc)
     body = [IfThenElse(tid.eq(0), ring.init(f"{prefix}_s"))]
-    if "barrier" not in drop:
-        body.append(Barrier())
+    cluster_sync = [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
+    if "barrier" not in drop:  # the inits before any use (in a cluster: the peer's multicasts and arrivals too)
+        body += cluster_sync if cl > 1 else [Barrier()]
     body.append(roles)
+    if cl > 1:  # no CTA exits while its peer may still write its stages / arrive on its barriers
+        body += cluster_sync
     threads = 128 * (1 + nc)
     blk = For(tid, threads, seq(*body), "threadIdx.x")
     blk = Allocate(at.smem, Allocate(bt.smem, ring.allocate(blk)))
     if kn.epilogue == "tma":
         blk = Allocate(cstage, blk)
     body = For(pid, grid, blk, "blockIdx.x")
-    return body, Launch((grid, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024)
+    return body, Launch((grid, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024, (cl, 1, 1))
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
@@ -325,7 +344,7 @@ def _register_template():
         "gemm.wgmma",
         [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
          Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
-         Choice("cluster", ("1x1",)), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
+         Choice("cluster", ("1x1", "2x1")), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
          Choice("epilogue", ("direct", "tma"))],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),

@@ -60,20 +60,23 @@ def _c(v) -> Expr:
 @dataclass(frozen=True)
 class Ring:
     """S stages of full / empty mbarriers (see the module docstring). `drop` names waits to leave
-    out ("full_wait", "empty_wait", "release"): the broken variants tests use."""
+    out ("full_wait", "empty_wait", "release"; "peer_release": in a cluster, release only this
+    CTA's stage): the broken variants tests use."""
 
     full: Buffer
     empty: Buffer
     stages: int
     consumers: int
     drop: tuple = ()
+    cluster: int = 1  # CTAs whose producers write this CTA's stages (TMA multicast): all must release
 
     @staticmethod
-    def make(prefix: str, stages: int, consumers: int, drop: tuple = ()) -> "Ring":
-        if stages < 1 or consumers < 1:
-            raise ScheduleError(f"ring '{prefix}': needs stages >= 1 and consumers >= 1, got {stages}, {consumers}")
+    def make(prefix: str, stages: int, consumers: int, drop: tuple = (), cluster: int = 1) -> "Ring":
+        if stages < 1 or consumers < 1 or cluster < 1:
+            raise ScheduleError(f"ring '{prefix}': needs stages, consumers and cluster >= 1, got {stages}, "
+                                f"{consumers}, {cluster}")
         return Ring(Buffer(f"{prefix}_full", (stages,), "int64", "shared"),
-                    Buffer(f"{prefix}_empty", (stages,), "int64", "shared"), stages, consumers, tuple(drop))
+                    Buffer(f"{prefix}_empty", (stages,), "int64", "shared"), stages, consumers, tuple(drop), cluster)
 
     def allocate(self, body: Stmt) -> Stmt:
         """`body` inside the allocations of the two barrier arrays."""
@@ -81,12 +84,16 @@ class Ring:
 
     def init(self, var_name: str = "ring_s") -> Stmt:
         """One thread: init full[s] (1 arrival: the producer's expect_tx) and empty[s] (`consumers`
-        arrivals). A block barrier must follow before any other thread uses the ring."""
+        x `cluster` arrivals). A block barrier (a cluster barrier when cluster > 1) must follow
+        before any other thread (or CTA) uses the ring."""
         s = Var(var_name)
         return seq(For(s, self.stages, seq(Intrinsic(mbarrier.INIT, (BufferRef(self.full, (s,)), Const(1))),
                                            Intrinsic(mbarrier.INIT, (BufferRef(self.empty, (s,)),
-                                                                     Const(self.consumers))))),
+                                                                     Const(self._empty_count()))))),
                    Intrinsic(mbarrier.FENCE_INIT, ()))
+
+    def _empty_count(self) -> int:
+        return self.consumers * (1 if "peer_release" in self.drop else self.cluster)
 
     def stage(self, i) -> Expr:
         return _c(i) % self.stages if self.stages > 1 else Const(0)
@@ -119,10 +126,13 @@ class Ring:
         return Intrinsic(mbarrier.WAIT, (self.full_ref(i), self.parity(i)))
 
     def release(self, i) -> Stmt:
-        """One thread per consumer warpgroup, after every read of stage i % S has retired."""
+        """One thread per consumer warpgroup, after every read of stage i % S has retired. In a
+        cluster it arrives on empty[i % S] of every CTA: each CTA's producer multicasts into all."""
         if "release" in self.drop:
             return seq()
-        return Intrinsic(mbarrier.ARRIVE, (self.empty_ref(i),))
+        if self.cluster == 1 or "peer_release" in self.drop:  # (the broken variant: only this CTA's producer waits)
+            return Intrinsic(mbarrier.ARRIVE, (self.empty_ref(i),))
+        return seq(*[Intrinsic(mbarrier.ARRIVE_CLUSTER, (self.empty_ref(i), Const(r))) for r in range(self.cluster)])
 
 
 # -- TMA operand tiles ------------------------------------------------------------------------------
@@ -171,18 +181,31 @@ class OperandTiles:
     def tnsp(self) -> int:
         return 0 if self.kmajor else 1
 
-    def load(self, stage, bar: BufferRef, outer0, k0) -> list:
+    def load(self, stage, bar: BufferRef, outer0, k0, part=None) -> list:
         """The producer thread's TMA loads of the tile at (outer0, k0) of the tensor into ring slot
-        `stage`, completing on `bar` (`tile_bytes` in all; out-of-range elements arrive as zeros)."""
+        `stage`, completing on `bar` (`tile_bytes` in all; out-of-range elements arrive as zeros).
+        `part=(rank, n)`: only part `rank` (an Expr) of n of the tile (rows for K-major, 64-column
+        atoms for MN-major), multicast to the same slot and barrier of all n CTAs of the cluster."""
         base = _c(stage) * self.tile_elems
-        name = tma.tma_load_name(2)
+        if part is None:
+            name, extra, rank, n = tma.tma_load_name(2), (), Const(0), 1
+        else:
+            rank, n = part
+            name, extra = tma.tma_load_name(2, multicast=True), (Const((1 << n) - 1),)
         if self.kmajor:
-            return [Intrinsic(name, (BufferRef(self.smem, (base,)), bar, BufferRef(self.tensor, (_c(outer0), _c(k0))),
-                                     Const(self.outer), Const(ATOM_COLS), Const(SWIZZLE)))]
-        return [Intrinsic(name, (BufferRef(self.smem, (base + j * 64 * ATOM_COLS,)), bar,
-                                 BufferRef(self.tensor, (_c(k0), _c(outer0) + j * 64)),
-                                 Const(64), Const(ATOM_COLS), Const(SWIZZLE)))
-                for j in range(self.outer // 64)]
+            rows = self.outer // n
+            r0 = _c(rank) * rows
+            return [Intrinsic(name, (BufferRef(self.smem, (base + r0 * ATOM_COLS,)), bar,
+                                     BufferRef(self.tensor, (_c(outer0) + r0, _c(k0))),
+                                     Const(rows), Const(ATOM_COLS), Const(SWIZZLE)) + extra)]
+        per = self.outer // 64 // n
+        out = []
+        for jj in range(per):
+            j = _c(rank) * per + jj
+            out.append(Intrinsic(name, (BufferRef(self.smem, (base + j * (64 * ATOM_COLS),)), bar,
+                                        BufferRef(self.tensor, (_c(k0), _c(outer0) + j * 64)),
+                                        Const(64), Const(ATOM_COLS), Const(SWIZZLE)) + extra))
+        return out
 
     def base_desc(self, out: BufferRef, row0=0) -> Stmt:
         """Write the descriptor of slot 0, k 0, rows row0.. (a multiple of 64; may be an Expr)
@@ -242,13 +265,16 @@ def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: 
 
 def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0) -> Stmt:
     """The producer thread's loop: for each k-tile, acquire its stage, expect the bytes of every
-    operand tile and issue their TMA loads. `operands`: [(OperandTiles, outer0)]; k-tile kt
-    covers K = 64 kt .. 64 kt + 63."""
+    operand tile and issue their TMA loads. `operands`: [(OperandTiles, outer0)] or
+    [(OperandTiles, outer0, part)] (`part` as in OperandTiles.load: this CTA loads its share and
+    multicasts it; the stage's full barrier still expects the whole tile, the rest arriving from
+    the other CTAs). k-tile kt covers K = 64 kt .. 64 kt + 63."""
     it = _c(first_iter) + kt
-    nbytes = sum(op.tile_bytes for op, _ in operands)
+    nbytes = sum(op[0].tile_bytes for op in operands)
     body = [ring.acquire(it), ring.commit(it, nbytes)]
-    for op, outer0 in operands:
-        body += op.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS)
+    for op in operands:
+        tiles, outer0, part = (tuple(op) + (None,))[:3]
+        body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS, part)
     return For(kt, k_tiles, seq(*body))
 
 

@@ -4,7 +4,7 @@ compiled for sm_90a against torch.matmul in float32 on fresh random inputs.
 Run: `python -m pytest -q -s -m gpu tests/codegen/gpu_gemm_hopper.py` (not collected by the
 default suite: it needs a Hopper GPU and nvcc). Shapes cover both B layouts, A MN-major, edges
 in every dimension (TMA zero fill + guarded stores), fp16 and bf16, f32 and cast outputs, and
-both consumer counts, persistent blocks and the TMA-store epilogue."""
+both consumer counts, persistent blocks, the TMA-store epilogue and 2-CTA clusters with TMA multicast."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ CASES = [
     (1000, 520, 336, "float16", True, True, "float16",
      HopperKnobs(bm=128, bn=128, stages=3, consumers=2, persistent=True, epilogue="tma")),
     (2048, 1024, 2048, "bfloat16", False, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, persistent=True)),
+    # clusters of two CTAs sharing B by TMA multicast
+    (4096, 4096, 4096, "bfloat16", True, False, "bfloat16",
+     HopperKnobs(bm=128, bn=256, stages=4, persistent=True, epilogue="tma", cluster="2x1")),
+    (1000, 520, 336, "float16", True, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, cluster="2x1")),
 ]
 
 

@@ -66,6 +66,11 @@ def _check(p, kn, seed=None, sms=132):
      HopperKnobs(bm=64, bn=64, stages=2, consumers=1, epilogue="tma")),
     (GemmProblem(200, 136, 128, "float16", out_dtype="float16"),
      HopperKnobs(bm=128, bn=128, stages=2, consumers=2, epilogue="tma", persistent=True)),
+    # clusters of 2 CTAs along M sharing B by TMA multicast (B MN-major: 64-column atoms split; K-major:
+    # rows split), with persistent blocks and the TMA-store epilogue too
+    (GemmProblem(128, 128, 256, "bfloat16"), HopperKnobs(bm=64, bn=128, stages=2, consumers=1, cluster="2x1")),
+    (GemmProblem(128, 128, 256, "bfloat16", b_kcontig=True),
+     HopperKnobs(bm=64, bn=64, stages=2, consumers=1, cluster="2x1")),
     # wide N, block order groups
     (GemmProblem(192, 192, 64, "float16", b_kcontig=True), HopperKnobs(bm=64, bn=192, stages=2, consumers=1,
                                                                         group_m=2)),
@@ -75,6 +80,9 @@ def test_interpreter_matches_numpy(p, kn):
 
 
 @pytest.mark.parametrize("p,kn,sms", [
+    # a persistent cluster pair (2 tiles each) with the TMA-store epilogue, two consumers
+    (GemmProblem(256, 136, 192, "float16", out_dtype="float16"),
+     HopperKnobs(bm=128, bn=128, stages=2, consumers=2, epilogue="tma", persistent=True, cluster="2x1"), 2),
     # 6 tiles on 4 blocks: blocks 0, 1 take two tiles (the ring runs on across tiles), 2, 3 one (guarded)
     (GemmProblem(192, 128, 128, "bfloat16"), HopperKnobs(bm=64, bn=64, stages=3, consumers=1, persistent=True), 4),
     # two consumers sharing each tile, 3 tiles per block, k-tiles not a multiple of the stages
@@ -177,6 +185,18 @@ def test_tma_store_epilogue_without_its_waits_races(drop):
             interp.run(hopper_gemm_kernel(p, kn, sms=1, drop=(drop,)), a, b, c.copy(), seed=seed + s)
 
 
+@pytest.mark.parametrize("drop", ["peer_release", "wgmma_wait"])
+def test_cluster_without_its_releases_races(drop):
+    # peer_release: each consumer releases only its own CTA's stage, so the peer's producer multicasts
+    # its half of B into a stage this CTA's wgmma may still read
+    p = GemmProblem(128, 128, 256, "bfloat16")
+    kn = HopperKnobs(bm=64, bn=128, stages=2, consumers=1, cluster="2x1")
+    seed, a, b, c = _inputs(p)
+    for s in range(3):
+        with pytest.raises(interp.RaceError):
+            interp.run(hopper_gemm_kernel(p, kn, drop=(drop,)), a, b, c.copy(), seed=seed + s)
+
+
 def test_without_the_full_wait_consumers_read_poison():
     # 2 k-tiles in 2 stages, releases left out: the producer never waits, so the only thing
     # between the TMA loads and the wgmma reads is the consumers' full-barrier wait
@@ -200,7 +220,9 @@ def test_without_the_full_wait_consumers_read_poison():
 @pytest.mark.parametrize("knobs,culprit", [
     (dict(bk=32), "bk"), (dict(bm=64, consumers=2), "bm"), (dict(bn=96), "bn"), (dict(stages=1), "stages"),
     (dict(bm=256, bn=256, stages=4), "stages"), (dict(bm=128, bn=256, consumers=1, stages=2), "bn"),
-    (dict(consumers=3), "consumers"), (dict(cluster="2x1"), "cluster"), (dict(persistent=1), "persistent"),
+    (dict(consumers=3), "consumers"), (dict(cluster="2x2"), "cluster"),
+    (dict(bm=192, consumers=1, cluster="2x1"), "cluster"), (dict(bn=64, consumers=1, bm=64, cluster="2x1"), "cluster"),
+    (dict(persistent=1), "persistent"),
     (dict(group_m=3), "group_m"), (dict(epilogue="tma"), "epilogue"),
 ])
 def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
@@ -274,6 +296,8 @@ def _cuobjdump():
 @pytest.mark.parametrize("p,kn,hgmma", [
     (GemmProblem(4096, 4096, 4096, "bfloat16", out_dtype="bfloat16"), HopperKnobs(bm=128, bn=256, stages=4), 4),
     (GemmProblem(1000, 520, 336, "float16", b_kcontig=True), HopperKnobs(bm=128, bn=128, stages=5, consumers=1), 8),
+    (GemmProblem(4096, 4096, 4096, "bfloat16", out_dtype="bfloat16"),
+     HopperKnobs(bm=128, bn=256, stages=4, persistent=True, epilogue="tma", cluster="2x1"), 4),
 ])
 def test_nvcc_compiles_for_sm90a_without_spills(p, kn, hgmma, tmp_path):
     from tessel.codegen.cuda_printer import print_kernel
@@ -290,3 +314,5 @@ def test_nvcc_compiles_for_sm90a_without_spills(p, kn, hgmma, tmp_path):
         sass = subprocess.run([dump, "-sass", str(tmp_path / "k.cubin")], capture_output=True, text=True).stdout
         assert len(re.findall(r"HGMMA\.64x\d+x16", sass)) == hgmma
         assert "UTMALDG.2D" in sass and "SYNCS.PHASECHK" in sass and "USETMAXREG" in sass
+        assert ("UTMALDG.2D.MULTICAST" in sass) == (kn.cluster == "2x1")
+        assert ("UTMASTG.2D" in sass and "STSM" in sass) == (kn.epilogue == "tma")
