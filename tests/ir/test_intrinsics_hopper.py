@@ -413,3 +413,15 @@ def test_warp_specialised_gemm_tile_with_stmatrix_tma_store_epilogue(kw):
 def test_warp_specialised_gemm_tile_without_its_epilogue_barrier_races():
     with pytest.raises(RaceError, match="'CS'"):
         _run_maker(H.ws_gemm_tile, 0, drop=("epilogue_sync",))
+
+
+def test_wgmma_layouts_agree_with_the_general_fragment_layouts():
+    from tessel.ir.intrinsics import fragments
+
+    for n in wgmma.NS:
+        general, mine = fragments.wgmma_acc(n), wgmma.acc_layout(n)
+        assert all(tuple(int(v) for v in general.coords(lane, i)) == mine.coords(lane, i)
+                   for lane in range(0, 128, 5) for i in range(n // 2))
+    general = fragments.wgmma_a()
+    assert all(tuple(int(v) for v in general.coords(lane, i)) == wgmma.A_FRAGMENT.coords(lane, i)
+               for lane in range(128) for i in range(8))
