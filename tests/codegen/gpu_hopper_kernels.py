@@ -464,3 +464,47 @@ def ws_gemm_tile(n=128, k_tiles=4, stages=3, m_out=60, drop=()):
 from tests.codegen.gpu_hopper_parts import (  # noqa: E402, F401
     MODES, atomic_kernel, k_major_offsets, mn_major_offsets, place, stmatrix_warp, tma_box_kernel, wgmma_image_kernel,
 )
+
+
+def attention_tile(n_kv=64, d=64):
+    """Attention's two chained products in one warpgroup, without softmax: S = Q K^T (SS wgmma,
+    m64n{n_kv}k16 over d), P = bf16(S) kept in registers as the A operand (hopper_ir.acc_to_a_fragment),
+    O = P V (RS wgmma m64n{d}k16 over n_kv, V MN-major as stored [kv][d])."""
+    from tessel.ir.intrinsics import hopper_ir as hi
+
+    Q, K, V = Buffer("Q", (64, d), "bfloat16"), Buffer("K", (n_kv, d), "bfloat16"), Buffer("V", (n_kv, d), "bfloat16")
+    O = Buffer("O", (64, d), "float32")
+    SQ, SK = Buffer("SQ", (64 * d,), "bfloat16", "shared"), Buffer("SK", (n_kv * d,), "bfloat16", "shared")
+    SV = Buffer("SV", (n_kv * d,), "bfloat16", "shared")
+    bar = Buffer("bar", (1,), "int64", "shared")
+    s_acc, o_acc = Buffer("s_acc", (n_kv // 2,), "float32", "local"), Buffer("o_acc", (d // 2,), "float32", "local")
+    frag = Buffer("pfrag", (8,), "bfloat16", "local")
+    dq, dk, dv = (Buffer(f"d{x}", (1,), "int64", "local") for x in "qkv")
+    t, ks, kk = Var("t"), Var("ks"), Var("kk")
+    loads = [hi.tma_load(SQ, 0, bar, 0, Q, (0, 0), (64, 64)), hi.tma_load(SK, 0, bar, 0, K, (0, 0), (n_kv, 64)),
+             hi.tma_load(SV, 0, bar, 0, V, (0, 0), (n_kv, 64))]
+    qk = hi.wgmma_ss(s_acc, hi.desc_plus(dq[0], ks * 32), hi.desc_plus(dk[0], ks * 32), n_kv, "bfloat16", ks > 0)
+    pv = hi.wgmma_rs(o_acc, frag, hi.desc_plus(dv[0], kk * 16 * 128), d, "bfloat16", kk > 0, tnsp_b=1)
+    body = seq(IfThenElse(t.eq(0), hi.mbar_init(bar, 0, 1)), Barrier(),
+               IfThenElse(t.eq(0), seq(hi.mbar_arrive_tx(bar, 0, (64 + 2 * n_kv) * d * 2), *loads)),
+               hi.mbar_wait(bar, 0, 0), hi.smem_desc(dq, SQ, 0), hi.smem_desc(dk, SK, 0),
+               hi.smem_desc(dv, SV, 0, "mn", 128, k_rows=n_kv), hi.wgmma_fence(), For(ks, d // 16, qk, "unrolled"),
+               hi.wgmma_commit(), hi.wgmma_wait(0), hi.fence_acc(s_acc, n_kv),
+               For(kk, n_kv // 16, seq(hi.acc_to_a_fragment(s_acc, frag, kk), hi.wgmma_fence(), pv,
+                                       hi.wgmma_commit(), hi.wgmma_wait(0)), "unrolled"),
+               hi.fence_acc(o_acc, d), hi.acc_store(O, o_acc, t, d))
+    regs = Allocate(s_acc, Allocate(o_acc, Allocate(frag, Allocate(dq, Allocate(dk, Allocate(dv, body))))))
+    kern = Kernel(f"attn_tile_kv{n_kv}", (Q, K, V, O),
+                  Allocate(SQ, Allocate(SK, Allocate(SV, Allocate(bar, For(t, 128, regs, "threadIdx.x"))))),
+                  target="cuda", launch=Launch((1, 1, 1), (128, 1, 1)))
+
+    def inputs(rng):
+        return [rng.standard_normal(Q.shape).astype(BF16), rng.standard_normal(K.shape).astype(BF16),
+                rng.standard_normal(V.shape).astype(BF16), np.full(O.shape, 7, np.float32)]
+
+    def reference(arrays):
+        q, k, v = (a.astype(np.float64) for a in arrays[:3])
+        p = (q @ k.T).astype(np.float32).astype(BF16).astype(np.float64)  # P rounded to bf16, as in registers
+        return [None, None, None, (p @ v).astype(np.float32)]
+
+    return kern, inputs, reference

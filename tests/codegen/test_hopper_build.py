@@ -100,6 +100,7 @@ KERNELS = [
     (H.stmatrix_warp, {"num": 4, "trans": True}, ["STSM.16.MT88.4"]),
     (H.ws_gemm_tile, {}, ["HGMMA.64x128x16.F32.BF16", "STSM.16.M88.4", "UTMASTG.2D", "UTMALDG.2D", "FENCE.VIEW.ASYNC"]),
     (H.pipeline_ring, {"regs": (40, 232)}, ["USETMAXREG", "HGMMA.64x64x16.F32.BF16"]),
+    (H.attention_tile, {"n_kv": 128}, ["HGMMA.64x128x16.F32.BF16", "HGMMA.64x64x16.F32.BF16 R88, R24, gdesc"]),
     (lambda **kw: (H.tma_box_kernel(**kw),), {"shape": (2, 3, 4, 5, 32), "dtype": "float16", "start": (1, 2, 1, 3, 0),
                         "box": (1, 2, 4, 2, 32), "swizzle": 64}, ["UTMALDG.5D"]),
 ]

@@ -266,3 +266,9 @@ def test_warp_specialised_gemm_tile_on_the_gpu(kw):
     expect, interp, gpu = _both(H.ws_gemm_tile, **kw)
     _close(gpu[2].astype(np.float32), expect[2].astype(np.float32), 1e-2)
     _close(gpu[2].astype(np.float32), interp[2].astype(np.float32), 1e-2)
+
+
+def test_attention_tile_on_the_gpu():
+    expect, interp, gpu = _both(H.attention_tile, n_kv=128)
+    _close(gpu[3], expect[3], 2e-2)
+    _close(gpu[3], interp[3], 2e-2)

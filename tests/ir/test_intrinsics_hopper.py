@@ -425,3 +425,9 @@ def test_wgmma_layouts_agree_with_the_general_fragment_layouts():
     general = fragments.wgmma_a()
     assert all(tuple(int(v) for v in general.coords(lane, i)) == wgmma.A_FRAGMENT.coords(lane, i)
                for lane in range(128) for i in range(8))
+
+
+@pytest.mark.parametrize("n_kv", [64, 128])
+def test_attention_tile_chains_an_accumulator_into_the_next_a_operand(n_kv):
+    arrays, expect = _run_maker(H.attention_tile, 0, n_kv=n_kv)
+    np.testing.assert_allclose(arrays[3], expect[3], rtol=1e-5, atol=1e-3)

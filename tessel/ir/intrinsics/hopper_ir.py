@@ -236,7 +236,18 @@ def tma_store_tile(tensor: Buffer, row0, col0, tile: Buffer, n: int) -> list:
     return out + [Intrinsic(_tma.COMMIT, ()), Intrinsic(_tma.WAIT, (Const(0),))]
 
 
-__all__ = ["acc_store", "desc_plus", "desc_strides", "epilogue_stmatrix", "fence_acc", "k_step_bytes", "mbar_arrive",
-           "mbar_arrive_cluster", "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref", "ring_consumer", "ring_producer",
+def acc_to_a_fragment(acc: Buffer, frag: Buffer, kk, dtype: str = "bfloat16", value=None, name: str = "af_e") -> For:
+    """The A operand (registers) of an RS wgmma for K step `kk` from an m64nN accumulator: columns
+    16 kk .. 16 kk + 15 of the accumulator are exactly elements 8 kk .. 8 kk + 7 of each thread, in
+    the A fragment's order (attention's P . V reuses the scores this way). `value(v)` maps each
+    value before the cast (softmax's exp)."""
+    e = Var(name)
+    v = acc[as_expr(kk) * 8 + e]
+    v = v if value is None else value(v)
+    return For(e, 8, Store(frag, (e,), v.astype(dtype)), "unrolled")
+
+
+__all__ = ["acc_store", "acc_to_a_fragment", "desc_plus", "desc_strides", "epilogue_stmatrix", "fence_acc",
+           "k_step_bytes", "mbar_arrive", "mbar_arrive_cluster", "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref", "ring_consumer", "ring_producer",
            "ring_slot", "smem_desc", "tma_load", "tma_store", "tma_store_tile", "wgmma_commit", "wgmma_fence",
            "wgmma_rs", "wgmma_ss", "wgmma_wait"]
