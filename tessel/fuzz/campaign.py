@@ -65,7 +65,8 @@ class Campaign:
 
     def __init__(self, out_dir: str, target: str = "cpu", seed: int = 0, jobs: int = 1, *, feedback: bool = True,
                  mutate_passes: bool = True, coverage: bool = True, tvm_rate: float = 0.1, timeout: float = 20.0,
-                 quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None):
+                 quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None, plugins=(),
+                 determinism_rate: float = 0.25):
         if target not in TARGETS:
             raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(TARGETS)}")
         if not isinstance(jobs, int) or jobs < 1:
@@ -75,6 +76,11 @@ class Campaign:
         self.tvm_rate = tvm_rate if target == "cpu" else 0.0
         self.timeout, self.quiet, self.reduce, self.reduce_budget_s = timeout, quiet, reduce, reduce_budget_s
         self.log = log or sys.stderr
+        from tessel.fuzz.worker import import_plugins
+
+        self.plugins = list(plugins)
+        import_plugins(self.plugins)  # (they register passes the pass mutator may insert)
+        self.determinism_rate = determinism_rate
         self.rng = random.Random(seed)
         self.corpus: list[Case] = []
         self.corpus_keys: set = set()
@@ -282,7 +288,8 @@ class Campaign:
         self._t0 = time.monotonic()
         self._cases0 = self.stats["cases"]
         self._pending = [("seed", c) for c in self.corpus]  # a resumed corpus re-runs to rebuild coverage
-        workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0) for _ in range(self.jobs)]
+        workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0, plugins=self.plugins)
+                   for _ in range(self.jobs)]
         jobs: dict = {}
         last_line = last_save = time.monotonic()
         try:
@@ -297,7 +304,8 @@ class Campaign:
                         if case is None:
                             continue
                         jobs[id(w)] = (case, purpose)
-                        w.submit(id(w), case.to_text(), self.timeout, determinism=True)
+                        det = purpose != "new" or self.rng.random() < self.determinism_rate
+                        w.submit(id(w), case.to_text(), self.timeout, determinism=det)
                 wait_any(workers, 0.05)
                 for w in workers:
                     got = w.poll()

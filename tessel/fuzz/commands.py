@@ -36,19 +36,21 @@ def add_commands(sub, debug) -> None:
     p.add_argument("--timeout", type=float, default=20.0, help="time limit per test case, seconds")
     p.add_argument("--no-reduce", action="store_true", help="do not reduce new failures at the end")
     p.add_argument("--replay", default=None, metavar="CASE", help="run one saved case and print the verdict")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE in the campaign and its workers (e.g. to register extra passes)")
     p.set_defaults(func=_cmd_fuzz)
 
 
 def _cmd_fuzz(args) -> int:
     if args.replay:
-        return replay(args.replay, args.timeout)
+        return replay(args.replay, args.timeout, args.plugin)
     if not args.out:
         raise FuzzError("tessel fuzz: --out DIR is required (the corpus, failures and report go there)")
     from tessel.fuzz.campaign import Campaign
 
     c = Campaign(args.out, target=args.target, seed=args.seed, jobs=args.jobs, feedback=not args.no_feedback,
                  mutate_passes=not args.no_pass_mutation, coverage=not args.no_coverage, tvm_rate=args.tvm_rate,
-                 timeout=args.timeout, reduce=not args.no_reduce)
+                 timeout=args.timeout, reduce=not args.no_reduce, plugins=args.plugin)
     s = c.run(minutes=args.minutes, seconds=args.seconds)
     print(f"{s['cases']} test cases ({s['cases_per_s']}/s), coverage {s['arcs']} arcs / {s['lines']} lines, "
           f"corpus {s['corpus']}, unique failures {len(s['failures'])}; report: {args.out}/report.md")
@@ -57,7 +59,7 @@ def _cmd_fuzz(args) -> int:
     return 0
 
 
-def replay(path: str, timeout: float = 60.0) -> int:
+def replay(path: str, timeout: float = 60.0, plugins=()) -> int:
     """Run the case in `path` in a worker; print the verdict; 1 when it fails, else 0."""
     from tessel.fuzz.case import Case
     from tessel.fuzz.worker import Worker, run_one
@@ -67,8 +69,11 @@ def replay(path: str, timeout: float = 60.0) -> int:
             text = f.read()
     except OSError as e:
         raise FuzzError(f"tessel fuzz --replay: cannot read {path}: {e}") from None
+    from tessel.fuzz.worker import import_plugins
+
+    import_plugins(plugins)
     case = Case.from_text(text, where=path)
-    w = Worker(coverage=False, preload_tvm=case.tvm)
+    w = Worker(coverage=False, preload_tvm=case.tvm, plugins=plugins)
     try:
         res = run_one(w, case, timeout)
     finally:

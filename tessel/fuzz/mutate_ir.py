@@ -103,10 +103,11 @@ def mutate_const(case: Case, rng: random.Random) -> Case | None:
         if c.dtype == "bool":
             return Const(not v, "bool")
         if _is_float(c.dtype):
-            new = rng.choice((0.0, -0.0, 1.0, -1.0, v * 2, -v, v + 1, 0.5, rng.uniform(-4, 4), math.inf))
+            pool = (0.0, -0.0, 1.0, -1.0, v * 2, -v, v + 1, 0.5, rng.uniform(-4, 4), math.inf)
         else:
-            new = rng.choice((0, 1, -1, v + 1, v - 1, v * 2, rng.randint(-8, 8), 1 << rng.randint(1, 5)))
-        return Const(new, c.dtype)
+            pool = (0, 1, -1, v + 1, v - 1, v * 2, rng.randint(-8, 8), 1 << rng.randint(1, 5))
+        options = [x for x in pool if Const(x, c.dtype) != c]
+        return Const(rng.choice(options), c.dtype) if options else None
     return _edit(case, rng, lambda n: isinstance(n, Const), fn)
 
 
@@ -357,11 +358,13 @@ def mutate_knobs(case: Case, rng: random.Random) -> Case | None:
 
 
 def switch_template(case: Case, rng: random.Random) -> Case | None:
-    """Replace the schedule by another template that applies to the program (default knobs)."""
+    """Replace the schedule by another template that applies to the program (default knobs);
+    None when no other applies."""
     from tessel.schedules.template import applicable
 
+    current = {c["args"].get("name") for c in case.schedule if c.get("primitive") == "template"}
     try:
-        names = [t.name for t in applicable(case.kernel, case.target)]
+        names = [t.name for t in applicable(case.kernel, case.target) if t.name not in current]
     except Exception:  # noqa: BLE001
         return None
     if not names:

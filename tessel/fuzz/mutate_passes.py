@@ -69,8 +69,13 @@ def mutate_pipeline(pipeline: list, rng: random.Random, passes=None) -> tuple[li
     elif how == "delete":
         del p[rng.randrange(len(p))]
     elif how == "swap":
-        i, j = rng.sample(range(len(p)), 2) if len(p) > 1 else (0, 0)
-        p[i], p[j] = p[j], p[i]
+        pairs = [(i, j) for i in range(len(p)) for j in range(i + 1, len(p)) if p[i] != p[j]]
+        if pairs:
+            i, j = rng.choice(pairs)
+            p[i], p[j] = p[j], p[i]
+        else:  # nothing to reorder: repeat instead
+            p.insert(0, dict(p[0]))
+            how = "repeat"
     elif how == "repeat":
         i = rng.randrange(len(p))
         p.insert(i + 1, dict(p[i]))

@@ -256,6 +256,8 @@ def run_case(case: Case, probe=None, determinism: bool = True) -> Outcome:
         out = _run(case, phase, skipped, determinism)
     except _Stop as s:
         out = s.outcome
+    except TesselError as e:  # e.g. a pipeline naming a pass this process does not know
+        out = Outcome("rejected", "invalid", "case", str(e)[:500])
     phase("end")
     out.phases = phases
     out.skipped = skipped[0]

@@ -68,6 +68,7 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
+    import_plugins(os.environ.get("TESSEL_FUZZ_PLUGINS", ""))
     from tessel.fuzz.case import Case
     from tessel.fuzz.oracles import run_case
 
@@ -112,11 +113,21 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
                               "phases": phases}))
 
 
+def import_plugins(names) -> list:
+    """Import plugin modules (comma-separated names or a list): modules that register passes (e.g.
+    planted bugs for measuring the fuzzer), imported in the parent and in every child alike."""
+    import importlib
+
+    names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    return [importlib.import_module(n) for n in names]
+
+
 class Worker:
     """One child process running cases (see the module docstring)."""
 
-    def __init__(self, coverage: bool = True, preload_tvm: bool = False, recycle: int = 2000):
+    def __init__(self, coverage: bool = True, preload_tvm: bool = False, recycle: int = 2000, plugins=()):
         self.coverage, self.preload_tvm, self.recycle = coverage, preload_tvm, recycle
+        self.plugins = ",".join(plugins) if not isinstance(plugins, str) else plugins
         self.proc = None
         self.job = None  # (tag, case text, deadline)
         self.done = 0
@@ -126,6 +137,7 @@ class Worker:
         args = [sys.executable, "-m", "tessel.fuzz.worker", str(int(self.coverage)), str(int(self.preload_tvm))]
         env = dict(os.environ)
         env.pop("PYTHONHASHSEED", None)  # each child its own string-hash salt
+        env["TESSEL_FUZZ_PLUGINS"] = self.plugins
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.conn = _Conn(self.proc.stdout, self.proc.stdin)
         self.ready = False
@@ -163,8 +175,11 @@ class Worker:
                 if self.done >= self.recycle:
                     self.restart()
                 return tag, result
-        except (EOFError, OSError):
-            pass
+        except (EOFError, OSError):  # the child is gone (or going): reap it
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         else:
             if self.proc.poll() is None and time.monotonic() < deadline:
                 return None
