@@ -1,9 +1,11 @@
 """The Hopper GEMM template 'gemm.wgmma' (sm_90a): TMA + mbarrier ring + wgmma, warp-specialised,
 built as IR from the pieces of tessel.schedules.hopper_pieces.
 
-C[i, j] = sum_k f32(A[i, k]) * f32(B[k, j]), A and B float16 or bfloat16 (each stored K-major or
-MN-major: `GemmProblem.a_kcontig` / `b_kcontig`), any M, N and K whose contiguous extents are
-multiples of 8 (TMA needs 16-byte row pitches), accumulated in float32 and stored as C's dtype.
+C[b.., i, j] = sum_k f32(A[b.., i, k]) * f32(B[b.., k, j]), A and B float16 or bfloat16 (each
+stored K-major or MN-major: `GemmProblem.a_kcontig` / `b_kcontig`), up to 3 batch dimensions
+(3-D to 5-D TMA boxes; each batch's tiles are tiles of the grid), any M, N and K whose
+contiguous extents are multiples of 8 (TMA needs 16-byte row pitches), accumulated in float32
+and stored as C's dtype.
 
 A block computes a BM x BN tile of C (`persistent`: a grid of min(tiles, SMs) blocks, block b
 taking tiles b, b + grid, ...; its ring runs on across them, so the producer fetches the next
@@ -106,8 +108,8 @@ def problem_issues(p: GemmProblem, arch: str = "sm_90a") -> list:
         out.append(f"wgmma and setmaxnreg need sm_90a, not {arch}")
     if p.dtype not in ("float16", "bfloat16"):
         out.append(f"operands are {p.dtype}; wgmma here takes float16 or bfloat16")
-    if p.batch:
-        out.append("batched GEMM is not on the wgmma path yet")
+    if len(p.batch) > 3:
+        out.append(f"{len(p.batch)} batch dimensions: TMA boxes have at most 5 dimensions (3 batch)")
     for what, ext in (("K (A's contiguous extent)" if p.a_kcontig else "M (A's contiguous extent)",
                        p.k if p.a_kcontig else p.m),
                       ("K (B's contiguous extent)" if p.b_kcontig else "N (B's contiguous extent)",
@@ -203,9 +205,13 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     bm, bn, nc = kn.bm, kn.bn, kn.consumers
     tiles_m, tiles_n = -(-p.m // bm), -(-p.n // bn)
     tiles = tiles_m * tiles_n
+    nbatch = 1
+    for e in p.batch:
+        nbatch *= e
+    tiles_all = tiles * nbatch  # batches are tiles too: tile t of batch z is number z * tiles + t
     cl = 2 if kn.cluster == "2x1" else 1
-    grid = max(cl, min(tiles, max(1, sms)) // cl * cl) if kn.persistent else tiles
-    per_cta = -(-tiles // grid)
+    grid = max(cl, min(tiles_all, max(1, sms)) // cl * cl) if kn.persistent else tiles_all
+    per_cta = -(-tiles_all // grid)
     k_tiles = -(-p.k // ATOM_COLS)
     rows_wg = bm // nc
     m_tiles = rows_wg // 64
@@ -217,27 +223,38 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     per_group = gm * tiles_n
 
     def over_tiles(tag, body_of):
-        """body_of(lt, m0, n0) for each output tile of this block: the block's tile lt (0 .. per_cta - 1)
-        is tile pid + lt * grid, mapped to (tile row, column) in groups of gm tile rows (Triton's
-        grouped order, as gemm.mma_sync), so blocks running together share A rows and B columns in L2."""
+        """body_of(lt, m0, n0, batch indices) for each output tile of this block: the block's tile lt
+        (0 .. per_cta - 1) is tile pid + lt * grid, mapped to (batch, tile row, column), the rows
+        and columns in groups of gm tile rows (Triton's grouped order, as gemm.mma_sync), so
+        blocks running together share A rows and B columns in L2."""
         lt = V(f"{tag}lt") if kn.persistent else Const(0)
-        tile = pid + lt * grid if kn.persistent else pid
+        tile_all = pid + lt * grid if kn.persistent else pid
+        tile = tile_all % tiles if nbatch > 1 else tile_all
+        bz = tile_all // tiles
+        bvars, rest = [], bz
+        for i in range(len(p.batch)):
+            inner_n = 1
+            for x in p.batch[i + 1:]:
+                inner_n *= x
+            bvars.append(rest // inner_n if i + 1 < len(p.batch) else rest)
+            rest = rest % inner_n
         pm, pn, gs = V(f"{tag}pm"), V(f"{tag}pn"), V(f"{tag}gs")
         first_m = tile // per_group * gm
         inner = tile % per_group
         out = LetStmt(gs, minimum(Const(tiles_m) - first_m, Const(gm)),
-                      LetStmt(pm, first_m + inner % gs, LetStmt(pn, inner // gs, body_of(lt, pm * bm, pn * bn))))
+                      LetStmt(pm, first_m + inner % gs,
+                              LetStmt(pn, inner // gs, body_of(lt, pm * bm, pn * bn, tuple(bvars)))))
         if not kn.persistent:
             return out
-        if tiles % grid:
-            out = IfThenElse(tile < tiles, out)
+        if tiles_all % grid:
+            out = IfThenElse(tile_all < tiles_all, out)
         return For(lt, per_cta, out)
 
     # cluster 2x1: the pair's tiles are rows pm, pm + 1 of one column; each CTA loads half of B's
     # tile and multicasts it to both
     b_load = (bt, None, (pid % cl, cl)) if cl > 1 else (bt, None)
-    producer = over_tiles("p", lambda lt, m0, n0: tma_producer(
-        ring, V("pkt"), k_tiles, [(at, m0), (b_load[0], n0) + b_load[2:]], first_iter=lt * k_tiles))
+    producer = over_tiles("p", lambda lt, m0, n0, bv: tma_producer(
+        ring, V("pkt"), k_tiles, [(at, m0), (b_load[0], n0) + b_load[2:]], first_iter=lt * k_tiles, batch=bv))
     acc = Buffer(f"{prefix}_acc", (m_tiles * bn // 2,), "float32", "local")
     da = Buffer(f"{prefix}_da", (1,), "int64", "local")
     db = Buffer(f"{prefix}_db", (1,), "int64", "local")
@@ -248,15 +265,16 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     def consumer(wg_expr, lane_expr):
         row0 = wg * rows_wg if nc > 1 else Const(0)
 
-        def tile_body(lt, m0, n0):
+        def tile_body(lt, m0, n0, bv):
             main = consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
                                      m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop)
             if kn.epilogue == "tma":
                 return seq(main, *store_accumulators_tma(acc, bn, m_tiles, c, cstage, wg * (64 * ATOM_COLS),
                                                          m0 + row0, n0, lane, wg + 1, fn, f"{prefix}_e", frag,
-                                                         drop))
+                                                         drop, bv))
             return seq(main, store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, p.m if p.m % bm else None,
-                                                p.n if p.n % bn else None, fn, f"{prefix}_e"))
+                                                p.n if p.n % bn else None, fn, f"{prefix}_e",
+                                                index=lambda r, col: bv + (r, col)))
 
         body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
                    over_tiles("c", tile_body))
@@ -300,8 +318,9 @@ def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 
 
     plan = plan or gemm_plan(kernel)
     for ld in (plan.a, plan.b):
-        if len(ld.indices) != 2:
-            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name} is not 2-D")
+        if tuple(ld.indices[:-2]) != tuple(plan.batch_vars):
+            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name}'s leading indices are not the batch loops "
+                                f"in order (TMA boxes take them as they are)")
     body, launch = build_hopper_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer,
                                      sms=sms)
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)

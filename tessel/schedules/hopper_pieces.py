@@ -155,9 +155,9 @@ class OperandTiles:
 
     @staticmethod
     def make(name: str, tensor: Buffer, outer: int, kmajor: bool, stages: int) -> "OperandTiles":
-        if tensor.dtype not in ("float16", "bfloat16") or len(tensor.shape) != 2:
-            raise ScheduleError(f"operand '{tensor.name}': TMA tiles take a 2-D float16 / bfloat16 tensor, "
-                                f"got {tensor.dtype} {tensor.shape}")
+        if tensor.dtype not in ("float16", "bfloat16") or not 2 <= len(tensor.shape) <= 5:
+            raise ScheduleError(f"operand '{tensor.name}': TMA tiles take a 2-D to 5-D float16 / bfloat16 tensor "
+                                f"(leading dimensions: batch), got {tensor.dtype} {tensor.shape}")
         if outer % 64 or not 64 <= outer <= 256:
             raise ScheduleError(f"operand '{tensor.name}': tile of {outer} rows; a multiple of 64 up to 256")
         return OperandTiles(Buffer(f"{name}_s", (stages * outer * ATOM_COLS,), tensor.dtype, "shared"), tensor,
@@ -181,30 +181,35 @@ class OperandTiles:
     def tnsp(self) -> int:
         return 0 if self.kmajor else 1
 
-    def load(self, stage, bar: BufferRef, outer0, k0, part=None) -> list:
+    def load(self, stage, bar: BufferRef, outer0, k0, part=None, batch=()) -> list:
         """The producer thread's TMA loads of the tile at (outer0, k0) of the tensor into ring slot
         `stage`, completing on `bar` (`tile_bytes` in all; out-of-range elements arrive as zeros).
         `part=(rank, n)`: only part `rank` (an Expr) of n of the tile (rows for K-major, 64-column
-        atoms for MN-major), multicast to the same slot and barrier of all n CTAs of the cluster."""
+        atoms for MN-major), multicast to the same slot and barrier of all n CTAs of the cluster.
+        `batch`: the indices of the tensor's leading (batch) dimensions (boxes of extent 1 there)."""
         base = _c(stage) * self.tile_elems
+        nd = len(self.tensor.shape)
+        if len(batch) != nd - 2:
+            raise ScheduleError(f"operand '{self.tensor.name}': {nd - 2} batch indices needed, got {len(batch)}")
+        bidx, ones = tuple(_c(x) for x in batch), (Const(1),) * (nd - 2)
         if part is None:
-            name, extra, rank, n = tma.tma_load_name(2), (), Const(0), 1
+            name, extra, rank, n = tma.tma_load_name(nd), (), Const(0), 1
         else:
             rank, n = part
-            name, extra = tma.tma_load_name(2, multicast=True), (Const((1 << n) - 1),)
+            name, extra = tma.tma_load_name(nd, multicast=True), (Const((1 << n) - 1),)
         if self.kmajor:
             rows = self.outer // n
             r0 = _c(rank) * rows
             return [Intrinsic(name, (BufferRef(self.smem, (base + r0 * ATOM_COLS,)), bar,
-                                     BufferRef(self.tensor, (_c(outer0) + r0, _c(k0))),
-                                     Const(rows), Const(ATOM_COLS), Const(SWIZZLE)) + extra)]
+                                     BufferRef(self.tensor, bidx + (_c(outer0) + r0, _c(k0)))) + ones
+                              + (Const(rows), Const(ATOM_COLS), Const(SWIZZLE)) + extra)]
         per = self.outer // 64 // n
         out = []
         for jj in range(per):
             j = _c(rank) * per + jj
             out.append(Intrinsic(name, (BufferRef(self.smem, (base + j * (64 * ATOM_COLS),)), bar,
-                                        BufferRef(self.tensor, (_c(k0), _c(outer0) + j * 64)),
-                                        Const(64), Const(ATOM_COLS), Const(SWIZZLE)) + extra))
+                                        BufferRef(self.tensor, bidx + (_c(k0), _c(outer0) + j * 64))) + ones
+                                 + (Const(64), Const(ATOM_COLS), Const(SWIZZLE)) + extra))
         return out
 
     def base_desc(self, out: BufferRef, row0=0) -> Stmt:
@@ -263,18 +268,18 @@ def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: 
     return seq(For(kt, k_tiles, seq(*body)), *tail)
 
 
-def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0) -> Stmt:
+def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, batch=()) -> Stmt:
     """The producer thread's loop: for each k-tile, acquire its stage, expect the bytes of every
     operand tile and issue their TMA loads. `operands`: [(OperandTiles, outer0)] or
     [(OperandTiles, outer0, part)] (`part` as in OperandTiles.load: this CTA loads its share and
     multicasts it; the stage's full barrier still expects the whole tile, the rest arriving from
-    the other CTAs). k-tile kt covers K = 64 kt .. 64 kt + 63."""
+    the other CTAs). k-tile kt covers K = 64 kt .. 64 kt + 63. `batch`: the operands' batch indices."""
     it = _c(first_iter) + kt
     nbytes = sum(op[0].tile_bytes for op in operands)
     body = [ring.acquire(it), ring.commit(it, nbytes)]
     for op in operands:
         tiles, outer0, part = (tuple(op) + (None,))[:3]
-        body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS, part)
+        body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS, part, batch)
     return For(kt, k_tiles, seq(*body))
 
 
@@ -316,22 +321,24 @@ def xor3(a: Expr, b: Expr) -> Expr:
 
 def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage: Buffer, base: Expr, row0, col0,
                            lane: Expr, bar_id: Expr, fn=None, prefix: str = "epi", frag: Buffer | None = None,
-                           drop: tuple = ()) -> list:
+                           drop: tuple = (), batch=()) -> list:
     """Every thread of one warpgroup (`lane` 0..127): its m_tiles stacked m64nN accumulator tiles
     go to out[row0 + r, col0 + c] through shared memory, 64 x 64 at a time: wait until the last
     TMA store has read the staging tile (thread 0: cp.async.bulk.wait_group.read 0, then named
     barrier `bar_id` of the 128 threads), cast (after `fn(value, row, col)`) and write the
     fragments with stmatrix.x4 into the 128B-swizzled staging tile stage[base .. base + 4096)
     (1024-byte aligned), fence.proxy.async, barrier, and thread 0 issues the TMA store (rows /
-    columns outside `out` are not written: no guards) and commits it. `out` is 2-D of a 16-bit
-    dtype with rows a multiple of 16 bytes. Returns the statements and, last, thread 0's final
+    columns outside `out` are not written: no guards) and commits it. `out` has a 16-bit dtype
+    and rows a multiple of 16 bytes. Returns the statements and, last, thread 0's final
     wait_group 0 (put it where the stores must be complete: before the block exits).
     `frag`: the local buffer of 8 values (default: made here; allocate it around the result).
     `drop` ("store_wait", "store_barrier"): leave out the wait_group.read / the barrier between
-    the stmatrix writes and the TMA store (broken variants for tests)."""
+    the stmatrix writes and the TMA store (broken variants for tests). `batch`: indices of out's
+    leading (batch) dimensions."""
     from tessel.ir.intrinsics.stmatrix import stmatrix_name
 
     frag = frag or Buffer(f"{prefix}_frag", (8,), out.dtype, "local")
+    bidx, ones = tuple(_c(x) for x in batch), (Const(1),) * len(batch)
     lw = lane % 32
     w, g, t = lane // 32, lw // 4, lw % 4
     leader = lane.eq(0)
@@ -360,9 +367,10 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
                 body += [fill, Intrinsic(stmatrix_name(4, False), (dst, BufferRef(frag, (Const(0),))))]
             body += [Intrinsic(tma.FENCE, ())] + ([] if "store_barrier" in drop else [sync]) + [
                      IfThenElse(leader, seq(
-                         Intrinsic(tma.tma_store_name(2), (BufferRef(out, (_c(row0) + mi * 64, _c(col0) + jc * 64)),
-                                                           BufferRef(stage, (_c(base),)), Const(64), Const(ATOM_COLS),
-                                                           Const(SWIZZLE))),
+                         Intrinsic(tma.tma_store_name(2 + len(batch)),
+                                   (BufferRef(out, bidx + (_c(row0) + mi * 64, _c(col0) + jc * 64)),
+                                    BufferRef(stage, (_c(base),))) + ones + (Const(64), Const(ATOM_COLS),
+                                                                              Const(SWIZZLE))),
                          Intrinsic(tma.COMMIT, ())))]
     return body + [IfThenElse(leader, Intrinsic(tma.WAIT, (Const(0),)))]
 

@@ -35,6 +35,12 @@ CASES = [
      HopperKnobs(bm=128, bn=256, stages=4, persistent=True, epilogue="tma", cluster="2x1")),
     (1000, 520, 336, "float16", True, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, cluster="2x1")),
 ]
+# batched (3-D TMA boxes): (batch, m, n, k, dtype, out_dtype, knobs)
+BATCHED = [
+    ((3,), 1000, 520, 336, "bfloat16", "bfloat16",
+     HopperKnobs(bm=128, bn=128, stages=4, persistent=True, epilogue="tma", cluster="2x1")),
+    ((2, 2), 256, 384, 512, "float16", "float32", HopperKnobs(bm=128, bn=128, stages=3, consumers=1)),
+]
 
 
 def _gpu_ok():
@@ -46,12 +52,13 @@ def _gpu_ok():
     return torch
 
 
-@pytest.mark.parametrize("m,n,k,dtype,a_kc,b_kc,out,kn", CASES)
-def test_gpu_matches_torch(m, n, k, dtype, a_kc, b_kc, out, kn):
+@pytest.mark.parametrize("m,n,k,dtype,a_kc,b_kc,out,kn,batch", [c + ((),) for c in CASES] + [
+    (m, n, k, d, True, False, o, kn, b) for b, m, n, k, d, o, kn in BATCHED])
+def test_gpu_matches_torch(m, n, k, dtype, a_kc, b_kc, out, kn, batch):
     torch = _gpu_ok()
     from tessel.codegen.cuda import build_kernel
 
-    p = GemmProblem(m, n, k, dtype, a_kcontig=a_kc, b_kcontig=b_kc, out_dtype=out)
+    p = GemmProblem(m, n, k, dtype, batch=batch, a_kcontig=a_kc, b_kcontig=b_kc, out_dtype=out)
     kern = build_kernel(hopper_gemm_kernel(p, kn or default_knobs(p)), "cuda:sm_90a")
     tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     a_buf, b_buf, c_buf = p.buffers()
@@ -60,8 +67,8 @@ def test_gpu_matches_torch(m, n, k, dtype, a_kc, b_kc, out, kn):
     c = torch.full(c_buf.shape, float("nan"), device="cuda", dtype=tdt[out])
     kern(a, b, c)
     torch.cuda.synchronize()
-    am = a.float() if a_kc else a.float().T
-    bm = b.float().T if b_kc else b.float()
+    am = a.float() if a_kc else a.float().transpose(-1, -2)
+    bm = b.float().transpose(-1, -2) if b_kc else b.float()
     ref = am @ bm
     assert not torch.isnan(c).any()
     err = float((c.float() - ref).norm() / ref.norm())

@@ -40,8 +40,8 @@ def _inputs(p: GemmProblem, seed=None):
 
 def _reference(p: GemmProblem, a, b):
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    am = a64 if p.a_kcontig else a64.T
-    bm = b64.T if p.b_kcontig else b64
+    am = a64 if p.a_kcontig else a64.swapaxes(-1, -2)
+    bm = b64.swapaxes(-1, -2) if p.b_kcontig else b64
     return am @ bm
 
 
@@ -71,6 +71,10 @@ def _check(p, kn, seed=None, sms=132):
     (GemmProblem(128, 128, 256, "bfloat16"), HopperKnobs(bm=64, bn=128, stages=2, consumers=1, cluster="2x1")),
     (GemmProblem(128, 128, 256, "bfloat16", b_kcontig=True),
      HopperKnobs(bm=64, bn=64, stages=2, consumers=1, cluster="2x1")),
+    # batched: 3-D / 4-D TMA boxes, batches along the grid
+    (GemmProblem(64, 128, 128, "bfloat16", batch=(3,)), HopperKnobs(bm=64, bn=64, stages=2, consumers=1)),
+    (GemmProblem(72, 64, 64, "float16", batch=(2, 2), a_kcontig=False, b_kcontig=True, out_dtype="float16"),
+     HopperKnobs(bm=64, bn=64, stages=2, consumers=1, epilogue="tma")),
     # wide N, block order groups
     (GemmProblem(192, 192, 64, "float16", b_kcontig=True), HopperKnobs(bm=64, bn=192, stages=2, consumers=1,
                                                                         group_m=2)),
@@ -83,6 +87,11 @@ def test_interpreter_matches_numpy(p, kn):
     # a persistent cluster pair (2 tiles each) with the TMA-store epilogue, two consumers
     (GemmProblem(256, 136, 192, "float16", out_dtype="float16"),
      HopperKnobs(bm=128, bn=128, stages=2, consumers=2, epilogue="tma", persistent=True, cluster="2x1"), 2),
+    # batched and persistent: 2 batches x 2 tiles on 3 blocks (tiles cross batch boundaries), a cluster pair
+    (GemmProblem(128, 64, 128, "bfloat16", batch=(2,)),
+     HopperKnobs(bm=64, bn=64, stages=2, consumers=1, persistent=True), 3),
+    (GemmProblem(128, 128, 128, "bfloat16", batch=(2,)),
+     HopperKnobs(bm=64, bn=128, stages=2, consumers=1, persistent=True, cluster="2x1"), 2),
     # 6 tiles on 4 blocks: blocks 0, 1 take two tiles (the ring runs on across tiles), 2, 3 one (guarded)
     (GemmProblem(192, 128, 128, "bfloat16"), HopperKnobs(bm=64, bn=64, stages=3, consumers=1, persistent=True), 4),
     # two consumers sharing each tile, 3 tiles per block, k-tiles not a multiple of the stages
@@ -237,31 +246,36 @@ def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
     (GemmProblem(128, 128, 100, "bfloat16"), "sm_90a", "K .* not a multiple of 8"),
     (GemmProblem(128, 100, 128, "bfloat16"), "sm_90a", "N .* not a multiple of 8"),
     (GemmProblem(128, 128, 128, "bfloat16"), "sm_80", "need sm_90a"),
-    (GemmProblem(128, 128, 128, "bfloat16", batch=(2,)), "sm_90a", "batched"),
+    (GemmProblem(128, 128, 128, "bfloat16", batch=(2, 1, 1, 2)), "sm_90a", "at most 5 dimensions"),
 ])
 def test_problems_off_the_template_say_why(p, arch, what):
     with pytest.raises(ScheduleError, match=what):
         check_knobs(p, HopperKnobs(bm=64, bn=64, consumers=1), arch)
 
 
-def _dsl_matmul(M, N, K, dtype, b_t=False):
-    A = ts.placeholder((M, K), dtype, name="A")
-    B = ts.placeholder((N, K) if b_t else (K, N), dtype, name="B")
+def _dsl_matmul(M, N, K, dtype, b_t=False, batch=None):
+    pre = (batch,) if batch else ()
+    A = ts.placeholder(pre + (M, K), dtype, name="A")
+    B = ts.placeholder(pre + ((N, K) if b_t else (K, N)), dtype, name="B")
     k = ts.reduce_axis(K, name="k")
-    return ts.lower([A, B, ts.compute((M, N), lambda i, j: ts.sum(
-        A[i, k].astype("float32") * (B[j, k] if b_t else B[k, j]).astype("float32"), axis=k), name="C")])
+
+    def body(*idx):
+        b, (i, j) = idx[:-2], idx[-2:]
+        return ts.sum(A[b + (i, k)].astype("float32") * B[b + ((j, k) if b_t else (k, j))].astype("float32"), axis=k)
+
+    return ts.lower([A, B, ts.compute(pre + (M, N), body, name="C")])
 
 
-@pytest.mark.parametrize("b_t", [False, True])
-def test_template_on_a_dsl_contraction(b_t):
-    kernel = _dsl_matmul(64, 128, 128, "bfloat16", b_t)
+@pytest.mark.parametrize("b_t,batch", [(False, None), (True, None), (False, 2)])
+def test_template_on_a_dsl_contraction(b_t, batch):
+    kernel = _dsl_matmul(64, 128, 128, "bfloat16", b_t, batch)
     knobs = {"bm": 64, "bn": 64, "stages": 2, "consumers": 1}
     sch = GEMM_WGMMA.apply(kernel, knobs, "cuda:sm_90a")
     step = sch.trace[0]
     assert step.primitive == "template" and step.args["name"] == "gemm.wgmma"
     assert set(step.args["knobs"]) == set(HopperKnobs().as_dict())
     assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
-    p = GemmProblem(64, 128, 128, "bfloat16", b_kcontig=b_t)
+    p = GemmProblem(64, 128, 128, "bfloat16", b_kcontig=b_t, batch=(batch,) if batch else ())
     seed, a, b, c = _inputs(p)
     interp.run(sch.kernel, a, b, c, seed=seed)
     np.testing.assert_allclose(c, _reference(p, a, b), **matmul_tol("bfloat16", 128), err_msg=f"seed {seed}")
