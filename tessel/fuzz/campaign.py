@@ -38,6 +38,12 @@ from tessel.fuzz.case import TARGETS, Case, FuzzError
 from tessel.fuzz.coverage import feature_lines
 
 
+def _as_pipeline(p):
+    from tessel.compiler.pipeline import as_pipeline
+
+    return as_pipeline(p)
+
+
 def atomic_write(path: str, text: str) -> None:
     """Write `text` to `path` so that a reader sees the old file or the new one, never half."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -60,13 +66,15 @@ class Campaign:
     and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where CUDA runs would go),
     `feedback` (False: coverage is measured but does not steer: the ablation baseline),
     `mutate_passes` (False: pipelines stay the target's), `coverage` (False: no tracing at all),
-    `tvm_rate` (share of CPU cases also built and run through TVM), `timeout` (per case, s).
+    `tvm_rate` (share of CPU cases also built and run through TVM), `timeout` (per case, s),
+    `pipeline` (the pipeline fresh cases start from; default: the target's), `plugins` (modules
+    imported here and in every worker, e.g. to register passes).
     """
 
     def __init__(self, out_dir: str, target: str = "cpu", seed: int = 0, jobs: int = 1, *, feedback: bool = True,
                  mutate_passes: bool = True, coverage: bool = True, tvm_rate: float = 0.1, timeout: float = 20.0,
                  quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None, plugins=(),
-                 determinism_rate: float = 0.25):
+                 determinism_rate: float = 0.25, pipeline=None):
         if target not in TARGETS:
             raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(TARGETS)}")
         if not isinstance(jobs, int) or jobs < 1:
@@ -81,6 +89,7 @@ class Campaign:
         self.plugins = list(plugins)
         import_plugins(self.plugins)  # (they register passes the pass mutator may insert)
         self.determinism_rate = determinism_rate
+        self.pipeline = None if pipeline is None else [p.to_json() for p in _as_pipeline(pipeline)]
         self.rng = random.Random(seed)
         self.corpus: list[Case] = []
         self.corpus_keys: set = set()
@@ -182,7 +191,8 @@ class Campaign:
             except TesselError:
                 continue
             self.stats["generated"] += 1
-            return Case(k, self.target, sched, base_pipeline(self.target), rng.randrange(1 << 30),
+            pipe = self.pipeline if self.pipeline is not None else base_pipeline(self.target)
+            return Case(k, self.target, sched, pipe, rng.randrange(1 << 30),
                         tvm=rng.random() < self.tvm_rate)
         return None
 

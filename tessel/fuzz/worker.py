@@ -87,6 +87,7 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
 
         probe = Probe()
     seen: set = set()
+    _warm_up(probe)
     conn.send(("ready", None))
     while True:
         try:
@@ -111,6 +112,33 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
             phases.append((name, new))
         conn.send(("result", {**out.to_dict(), "digest": out.digest, "kept_schedule": out.kept_schedule,
                               "phases": phases}))
+
+
+def _warm_up(probe) -> None:
+    """Compile and run two small cases before answering "ready": the first case of a process pays
+    for imports and first-time traces (seconds under coverage), which is not that case's time."""
+    import random
+
+    from tessel.fuzz.case import Case
+    from tessel.fuzz.gen import dsl_kernel
+    from tessel.fuzz.mutate_ir import default_schedule_cmds
+    from tessel.fuzz.mutate_passes import base_pipeline
+    from tessel.fuzz.oracles import run_case
+
+    for target in ("cpu", "cuda"):
+        try:
+            k = dsl_kernel(random.Random(1), stages=1)
+            case = Case(k, target, default_schedule_cmds(k, target), base_pipeline(target), 1)
+            if probe is not None:
+                probe.start()
+            try:
+                run_case(case, probe)
+            finally:
+                if probe is not None:
+                    probe.stop()
+                    probe.harvest()  # (forgotten: the first real case reports them)
+        except Exception:  # noqa: BLE001 - a warm-up problem shows up again in real cases
+            pass
 
 
 def import_plugins(names) -> list:

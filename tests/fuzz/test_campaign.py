@@ -1,0 +1,86 @@
+"""A short campaign runs end to end and writes its directory; it resumes from it; bad input is a
+clear TesselError; a corrupt corpus file is reported and kept."""
+
+import json
+import os
+
+import pytest
+
+from tessel.cli import main
+from tessel.errors import TesselError
+from tessel.fuzz.campaign import Campaign
+from tessel.fuzz.case import FuzzError
+
+
+def test_short_campaign_end_to_end_and_resume(tmp_path):
+    d = str(tmp_path / "camp")
+    pipeline = [{"name": "simplify"}, {"name": "planted_flip"}, {"name": "remove_dead_code"}]
+    c = Campaign(d, seed=3, jobs=1, tvm_rate=0.0, quiet=True, plugins=["tessel.fuzz.planted"], timeout=5.0,
+                 reduce_budget_s=4.0, pipeline=pipeline)
+    s = c.run(seconds=6)
+    assert s["cases"] > 10 and s["arcs"] > 1000 and s["corpus"] > 0
+    files = os.listdir(os.path.join(d, "corpus"))
+    assert len(files) == s["corpus"]
+    for f in ("state.json", "report.md"):
+        assert os.path.exists(os.path.join(d, f))
+    state = json.load(open(os.path.join(d, "state.json")))
+    assert state["stats"]["cases"] == s["cases"]
+    # the planted pass in the starting pipeline was found, deduplicated, reduced, saved with a replay line
+    rec = c.failures["diff:pass:planted_flip"]
+    assert rec["count"] >= 1
+    assert os.path.exists(rec["reduced"]) and rec["replay"] == f"tessel fuzz --replay {rec['reduced']}"
+    assert rec["size_after"] < rec["size_before"]
+    assert main(["fuzz", "--replay", rec["reduced"], "--plugin", "tessel.fuzz.planted"]) == 1
+    report = open(os.path.join(d, "report.md")).read()
+    assert "Unique failures" in report and "diff:pass:planted_flip" in report
+
+    again = Campaign(d, seed=4, jobs=1, tvm_rate=0.0, quiet=True, plugins=["tessel.fuzz.planted"])
+    assert len(again.corpus) == s["corpus"] and set(again.failures) == set(c.failures)
+    assert again.stats["cases"] == s["cases"]  # counters resume
+
+
+def test_corrupt_corpus_file_is_reported_and_kept(tmp_path, capsys):
+    d = tmp_path / "camp"
+    (d / "corpus").mkdir(parents=True)
+    bad = d / "corpus" / "broken.txt"
+    bad.write_text("# tessel fuzz case v1\n# target: \"cpu\"\nkernel f( {{{\n")
+    c = Campaign(str(d), quiet=False)
+    assert c.stats["corrupt_files"] == [str(bad)]
+    assert "skipping corrupt corpus file" in capsys.readouterr().err
+    assert bad.exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"target": "gpu"}, "unknown target 'gpu'"),
+                                           ({"jobs": 0}, "--jobs must be a positive integer")])
+def test_bad_options(tmp_path, kwargs, match):
+    with pytest.raises(FuzzError, match=match):
+        Campaign(str(tmp_path), **kwargs)
+    assert issubclass(FuzzError, TesselError)
+
+
+def test_cli_errors_and_replay(tmp_path, capsys):
+    assert main(["fuzz", "--out", str(tmp_path), "--target", "gpu"]) == 1
+    assert "unknown target 'gpu'" in capsys.readouterr().err
+    assert main(["fuzz", "--replay", str(tmp_path / "missing.txt")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    case = tmp_path / "case.txt"
+    case.write_text("# tessel fuzz case v1\n# target: \"cpu\"\n# pipeline: [{\"name\": \"planted_flip\"}]\n"
+                    "kernel f(A: float32[4] global, B: float32[4] global) target cpu "
+                    "{ for i in 4 { B[i] = (A[i] + 1.0f32) } }\n")
+    assert main(["fuzz", "--replay", str(case), "--plugin", "tessel.fuzz.planted"]) == 1
+    assert '"signature": "diff:pass:planted_flip"' in capsys.readouterr().out
+
+
+def test_mutants_the_verifier_rejects_are_counted_not_run(tmp_path):
+    from tessel.fuzz.case import Case
+    from tessel.ir.text import parse_kernel
+
+    good = Case(parse_kernel("kernel f(A: float32[4] global) target cpu { for i in 4 { A[i] = 1.0f32 } }"))
+    bad = Case(parse_kernel("kernel f(A: float32[4] global) target cpu { for i in 4 { A[j] = 1.0f32 } }"))
+    c = Campaign(str(tmp_path), quiet=True)
+    c.corpus = [good] * 4
+    c.rng.random = lambda: 0.5  # always mutate, never generate
+    c.mutant = lambda: bad
+    c.fresh = lambda: good
+    assert c.next_case() is good
+    assert c.stats["rejected_before_run"] == 20 and c.stats["rejected_by"]["verify"] == 20
