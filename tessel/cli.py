@@ -62,6 +62,31 @@ def _parse_input_shapes(specs: list) -> dict:
     return shapes
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of a count of runs: a positive integer, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
+    return value
+
+
+def _require_gpu(target: str, what: str) -> None:
+    """A one-line TesselError when `target` runs on CUDA and this machine has no GPU torch can use."""
+    if not str(target).startswith("cuda"):
+        return
+    try:
+        import torch
+    except ImportError:
+        raise TesselError(f"{what}: target {target!r} runs on a GPU through torch, which is not installed") from None
+    if not torch.cuda.is_available():
+        raise TesselError(f"{what}: target {target!r} needs an NVIDIA GPU to run on, and this machine has none that "
+                          f"torch can use (torch.cuda.is_available() is False); drop --check to only compile, "
+                          f"or use --target cpu")
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     # the ONNX importer, numpy, onnxruntime and the back end load only when this command runs
     import time
@@ -71,6 +96,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from tessel.frontend.onnx import import_onnx
 
     shapes = _parse_input_shapes(args.input_shape)
+    if args.check:  # before compiling: a missing GPU should not cost a compile first
+        _require_gpu(args.target, "compile --check")
     try:
         graph = import_onnx(args.model, shapes)
     except ShapeError as e:
@@ -101,14 +128,14 @@ def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
     got = [got] if len(graph.outputs) == 1 else list(got)
     got = [g.cpu().numpy() if hasattr(g, "cpu") else g for g in got]
     feeds = dict(zip(graph.inputs, inputs))
-    sess = _ort_session(args.model)
+    sess, why_not = _ort_session(args.model)
     if sess is not None:
         import onnxruntime
 
         oracle = f"onnxruntime {onnxruntime.__version__}"
         want = sess.run(None, feeds)
     else:
-        oracle = "tessel's op references (onnxruntime is not installed)"
+        oracle = f"tessel's op references ({why_not})"
         want = cm.run_reference(*inputs)
         want = [want] if len(graph.outputs) == 1 else list(want)
     print(f"check against {oracle} on random inputs (seed {args.seed}):")
@@ -145,18 +172,19 @@ def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
 
 
 def _ort_session(model):
+    """(an onnxruntime session of `model`, None) or (None, why there is none)."""
     try:
         import onnxruntime
     except ImportError:
-        return None
+        return None, "onnxruntime is not installed"
     opts = onnxruntime.SessionOptions()
     opts.log_severity_level = 3
     try:
-        return onnxruntime.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"]), ""
     except Exception as e:  # noqa: BLE001 - e.g. a model IR version newer than this onnxruntime reads
         print(f"onnxruntime cannot run this model ({str(e).splitlines()[0][:160]}); "
               f"checking against tessel's op references instead", file=sys.stderr)
-        return None
+        return None, f"onnxruntime {onnxruntime.__version__} cannot load this model"
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -194,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build four DSL kernels, check them against numpy, and time them next to numpy.")
     p.add_argument("--target", default="cpu", help="target to build for (default: cpu)")
     p.add_argument("--sizes", default="small", choices=("tiny", "small"), help="problem sizes (default: small)")
-    p.add_argument("--runs", type=int, default=None, help="timed runs per kernel, after one warm-up")
+    p.add_argument("--runs", type=_positive_int, default=None, help="timed runs per kernel, after one warm-up")
     p.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default: fresh)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     p.set_defaults(func=_cmd_demo)
@@ -209,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="run on random inputs, compare with onnxruntime, time both")
     p.add_argument("--rtol", type=float, default=1e-4,
                    help="largest max-error / max-|value| that --check accepts per output (default: 1e-4)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs for --check, after one warm-up (default: 10)")
+    p.add_argument("--runs", type=_positive_int, default=10,
+                   help="timed runs for --check, after one warm-up (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     p.set_defaults(func=_cmd_compile)
 

@@ -252,12 +252,32 @@ def format_table(rows: list[Row]) -> str:
     """The demo's table as text, one row per kernel, followed by any build/run errors."""
     head = ("kernel", "shape", "max rel err", "check", "build s", "tessel ms", "numpy ms", "numpy/tessel")
     lines = [[r.kernel, r.shape, f"{r.max_error:.2e}", r.status, f"{r.build_s:.2f}", f"{r.tessel_ms:.3f}",
-              f"{r.numpy_ms:.3f}", f"{r.ratio:.2f}"] for r in rows]
+              f"{r.numpy_ms:.3f}", format_ratio(r.ratio)] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines]
     out += [f"{r.kernel}: {r.error}" for r in rows if r.error]
     return "\n".join(out)
+
+
+def format_ratio(ratio: float) -> str:
+    """A speed ratio with three significant digits, so a large slowdown does not read "0.00".
+
+    >>> format_ratio(2.5), format_ratio(1 / 300), format_ratio(float("nan"))
+    ('2.50', '0.00333', 'nan')
+    """
+    return f"{ratio:.2f}" if not ratio < 1 else f"{ratio:.3g}"
+
+
+def check_runs(runs: int | None) -> int | None:
+    """`runs` if it is None (the preset's default) or a positive count; else a TesselError.
+
+    >>> check_runs(3)
+    3
+    """
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
+        raise TesselError(f"demo: runs must be a positive number of timed runs, got {runs!r}")
+    return runs
 
 
 def _builder(target: str) -> Callable:
@@ -281,6 +301,7 @@ def run_demo(target: str = "cpu", sizes: str = "small", runs: int | None = None,
         rows = run_demo(sizes="tiny", out=io.StringIO(), progress=False)
         assert all(r.passed for r in rows)
     """
+    check_runs(runs)
     build = build or _builder(target)
     out = sys.stdout if out is None else out  # looked up now, so redirections of sys.stdout apply
     cases = demo_cases(sizes)

@@ -144,11 +144,11 @@ def _compile_torch(module, example_inputs, target, options):
     if example_inputs is None:
         raise TesselError(f"compile(): a torch module ({type(module).__name__}) needs example_inputs to trace "
                           f"with torch.export, e.g. compile(model, (torch.randn(1, 16),))")
-    from tessel.frontend.torch import rebuild_outputs
+    from tessel.frontend.torch import rebuild_outputs, reimport_for_call
 
     ex = _as_tuple(example_inputs)
     graph = import_torch(module, ex)  # CUDA modules and inputs are fine: constants are read with .cpu()
-    return compile_graph(graph, ex, target, specialize=lambda inputs: import_torch(module, _as_torch(inputs)),
+    return compile_graph(graph, ex, target, specialize=lambda inputs: reimport_for_call(module, _as_torch(inputs), ex),
                          restructure=rebuild_outputs, **options)
 
 

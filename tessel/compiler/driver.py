@@ -47,7 +47,7 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
     >>> build([A, B], name="inc").name
     'inc'
     """
-    tgt = parse_target(target)
+    tgt = parse_target("cpu" if target == "llvm" else target)  # "llvm": TVM's name of the CPU, as compile() takes
     if tuning_log is not None and schedule is not None:
         raise TesselError("build(): pass schedule=... or tuning_log=..., not both")
     passes = pipeline_for(tgt) if pipeline is None else as_pipeline(pipeline)  # bad pipeline data fails first

@@ -317,10 +317,11 @@ class CompiledModel:
             return self._restructure(program.source, results)
         return results[0] if len(results) == 1 else tuple(results)
 
-    def summary(self, *inputs, number: int = 5, show: bool = True) -> str:
+    def summary(self, *inputs, number: int = 5, show: bool = False) -> str:
         """A table of the kernels run in order, the ops fused into each, and each one's time
-        (median of a profiling run on `inputs`, or random inputs when none are given); printed when
-        `show`, and returned."""
+        (median of a profiling run on `inputs`, or random inputs when none are given), returned as
+        text that also displays as the table at a prompt; `show=True` prints it too. So
+        `print(cm.summary(x))` prints it once."""
         prof: dict = {}
         if self.on_gpu:
             from tessel.compiler.model_cuda import gpu_available
@@ -338,7 +339,7 @@ class CompiledModel:
                 inputs = tuple(random_inputs(self.inputs))
             program, arrays, _ = self._prepare(inputs)
             program.run(arrays, profile=prof, number=number)
-        text = _table(program, prof)
+        text = _Table(_table(program, prof))
         if show:
             print(text)
         return text
@@ -634,6 +635,13 @@ def random_inputs(specs, seed: int = 0) -> list:
         else:
             out.append(rng.standard_normal(s.shape).astype(dt))
     return out
+
+
+class _Table(str):
+    """Text whose repr is itself, so a prompt shows `cm.summary()` as the table (not a quoted string)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _table(program: Program, prof: dict) -> str:

@@ -30,8 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import operator
+import os
 
 from tessel.errors import ArgumentError, DTypeError, TesselError
 from tessel.frontend.graph import Graph
@@ -125,7 +128,8 @@ def import_torch(module, example_inputs, *, decompose: bool | None = None, name:
             raise ArgumentError(f"example input {k} of {type(module).__name__} is a {type(x).__name__}, "
                                 "expected a torch.Tensor")
     try:
-        ep = torch.export.export(module, example_inputs)
+        with quiet_torch_logs():
+            ep = torch.export.export(module, example_inputs)
     except Exception as e:  # torch raises many types; all mean the same to the user
         raise TorchImportError(f"torch.export.export failed on {type(module).__name__}: "
                                f"{type(e).__name__}: {e}") from e
@@ -134,6 +138,74 @@ def import_torch(module, example_inputs, *, decompose: bool | None = None, name:
     if decompose:
         ep = ep.run_decompositions(decomposition_table())
     return _Importer(ep, name or type(module).__name__).run()
+
+
+# torch's loggers that print tracebacks while export tries shapes (the fake-tensor log of a failing
+# meta kernel, symbolic-shape guards): silenced around export unless TESSEL_TORCH_LOGS is set.
+NOISY_TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes", "torch.export",
+                       "torch._export", "torch._dynamo", "torch._functorch")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Silence torch's export-time loggers for the duration (TESSEL_TORCH_LOGS=1 keeps them).
+
+    >>> import logging
+    >>> with quiet_torch_logs():
+    ...     logging.getLogger("torch._subclasses.fake_tensor").error("not shown")
+    """
+    if os.environ.get("TESSEL_TORCH_LOGS"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in NOISY_TORCH_LOGGERS]
+    saved = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, saved):
+            lg.disabled = was
+
+
+def reimport_for_call(module, inputs: tuple, example_inputs: tuple) -> Graph:
+    """`import_torch(module, inputs)` for a call whose shapes differ from the example inputs'; an
+    export that fails becomes an ArgumentError naming the inputs whose shapes changed.
+
+    >>> import torch
+    >>> m = torch.nn.Linear(8, 4)
+    >>> reimport_for_call(m, (torch.randn(3, 8),), (torch.randn(2, 8),)).inputs
+    ['input']
+    >>> try:
+    ...     reimport_for_call(m, (torch.randn(2, 5),), (torch.randn(2, 8),))
+    ... except ArgumentError as e:
+    ...     print(str(e)[:80])
+    Linear: input 0 ('input') has shape (2, 5), which the model cannot take (compiled
+    """
+    try:
+        return import_torch(module, inputs)
+    except TorchImportError as e:
+        cause = e.__cause__ if e.__cause__ is not None else e
+        names = _forward_names(module, len(inputs))
+        changed = [(k, tuple(x.shape), tuple(w.shape)) for k, (x, w) in enumerate(zip(inputs, example_inputs))
+                   if tuple(x.shape) != tuple(w.shape)]
+        what = "; ".join(f"input {k} ('{names[k]}') has shape {got}" for k, got, _ in changed) or "the inputs"
+        was = ", ".join(str(want) for _, _, want in changed)
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ArgumentError(f"{type(module).__name__}: {what}, which the model cannot take "
+                            f"(compiled for {was}): {reason}") from None
+
+
+def _forward_names(module, count: int) -> list:
+    """The names of `module.forward`'s first `count` positional parameters (input0, ... if unknown)."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return [params[k] if k < len(params) else f"input{k}" for k in range(count)]
 
 
 def needs_decomposition(ep) -> list:
