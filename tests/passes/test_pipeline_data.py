@@ -163,3 +163,24 @@ def test_edited_pipelines_build_and_match(edit):
     y = np.full(c.want.shape, 7e3, np.float16)
     kern.run_reference(*c.inputs, y)
     np.testing.assert_allclose(y.astype(np.float64), c.want, rtol=c.tol, atol=c.tol)
+
+
+def test_the_pipeline_is_deterministic_across_processes():
+    """The same kernel gives the same IR text whatever the string-hash seed (the fuzzer's
+    non-determinism oracle, and cache keys, rely on it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from tests.passes.gpu_cases import case; "
+            "from tessel.compiler.pipeline import cuda_pipeline, run_pipeline; "
+            "print(hashlib.sha256(''.join(str(run_pipeline(case(n, seed=0).kernel, cuda_pipeline())) "
+            "for n in ('softmax_block', 'gemm_3stage', 'matmul_simt')).encode()).hexdigest())")
+    outs = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.add(r.stdout.strip())
+    assert len(outs) == 1
