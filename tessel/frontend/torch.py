@@ -179,7 +179,7 @@ def reimport_for_call(module, inputs: tuple, example_inputs: tuple) -> Graph:
     >>> try:
     ...     reimport_for_call(m, (torch.randn(2, 5),), (torch.randn(2, 8),))
     ... except ArgumentError as e:
-    ...     print(str(e)[:80])
+    ...     print(str(e)[:81])
     Linear: input 0 ('input') has shape (2, 5), which the model cannot take (compiled
     """
     try:
