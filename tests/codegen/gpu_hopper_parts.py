@@ -136,7 +136,7 @@ def mn_major_offsets(rows, swizzle, lbo, sbo):
     return out
 
 
-def wgmma_image_kernel(n, dtype, a_mode, b_mode, a_regs=False):
+def wgmma_image_kernel(n, dtype, a_mode, b_mode, a_regs=False, barrier=True):
     """A / B images given as global arrays are copied into shared memory, descriptors built,
     one wgmma, the accumulators stored by the PTX ISA layout (written out here)."""
     (a_sw, a_lbo, a_sbo, a_mn), (b_sw, b_lbo, b_sbo, b_mn) = a_mode, b_mode
@@ -154,7 +154,7 @@ def wgmma_image_kernel(n, dtype, a_mode, b_mode, a_regs=False):
         mma = Intrinsic(wgmma.wgmma_name(n, dtype, True), (_ref(acc, 0), _ref(af, 0), db[0], c(0), c(b_mn)))
     else:
         mma = Intrinsic(wgmma.wgmma_name(n, dtype), (_ref(acc, 0), da[0], db[0], c(0), c(a_mn), c(b_mn)))
-    body = seq(fill, For(e, 8, Store(af, (e,), FA[t, e])), Intrinsic(tma.FENCE, ()), Barrier(),
+    body = seq(fill, For(e, 8, Store(af, (e,), FA[t, e])), Intrinsic(tma.FENCE, ()), *([Barrier()] if barrier else []),
                Intrinsic(wgmma.DESC, (_ref(da, 0), _ref(SA, 0), c(a_lbo), c(a_sbo), c(a_sw))),
                Intrinsic(wgmma.DESC, (_ref(db, 0), _ref(SB, 0), c(b_lbo), c(b_sbo), c(b_sw))),
                Intrinsic(wgmma.FENCE, ()), mma, Intrinsic(wgmma.COMMIT, ()), Intrinsic(wgmma.WAIT, (c(0),)),

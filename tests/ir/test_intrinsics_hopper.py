@@ -431,3 +431,17 @@ def test_wgmma_layouts_agree_with_the_general_fragment_layouts():
 def test_attention_tile_chains_an_accumulator_into_the_next_a_operand(n_kv):
     arrays, expect = _run_maker(H.attention_tile, 0, n_kv=n_kv)
     np.testing.assert_allclose(arrays[3], expect[3], rtol=1e-5, atol=1e-3)
+
+
+def test_wgmma_reads_after_every_issuing_thread_not_only_the_first():
+    """Each thread writes its own part of the operands, fences, and takes part in the wgmma: the
+    tensor cores' reads come after every issuer's writes (no block barrier needed for that)."""
+    rng = np.random.default_rng(11)
+    am, bm = rng.standard_normal((64, 16)).astype(BF16), rng.standard_normal((16, 64)).astype(BF16)
+    a_mode, b_mode = MODES["k128"](64), MODES["k128"](64)
+    ia, ib = _place(am, k_major_offsets(64, *a_mode[:3]), 4096), _place(bm.T, k_major_offsets(64, *b_mode[:3]), 8192)
+    o = np.full((64, 64), 7, np.float32)
+    for seed in range(3):
+        kernel = _wgmma_kernel(64, "bfloat16", a_mode, b_mode, barrier=False)
+        run(kernel, ia, ib, np.zeros((128, 8), BF16), o, seed=seed)
+        np.testing.assert_allclose(o, am.astype(np.float64) @ bm.astype(np.float64), rtol=1e-5, atol=1e-5)

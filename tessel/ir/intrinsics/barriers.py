@@ -46,7 +46,7 @@ def _arrive_at(ctx, bid, count) -> int:
     st["count"] = count
     gen = st["gen"]
     t = hb.track(ctx)
-    t.release(t.actor(0), ("named-barrier", bid, gen))
+    t.release(t.actor(0), ("named-barrier", ctx.block, bid, gen))  # per block (keys are per cluster)
     st["arrived"] += 1
     if st["arrived"] == count:
         st["gen"], st["arrived"], st["count"] = gen + 1, 0, None
@@ -69,7 +69,7 @@ def _sync(ctx, bid, count):
     bid, count = _check(bid, count)
     gen = ctx.state.pop(_mine(ctx, int(bid)))
     t = hb.track(ctx)
-    t.acquire(t.actor(0), ("named-barrier", bid, gen))
+    t.acquire(t.actor(0), ("named-barrier", ctx.block, bid, gen))
 
 
 def _arrive(ctx, bid, count):

@@ -248,6 +248,6 @@ def acc_to_a_fragment(acc: Buffer, frag: Buffer, kk, dtype: str = "bfloat16", va
 
 
 __all__ = ["acc_store", "acc_to_a_fragment", "desc_plus", "desc_strides", "epilogue_stmatrix", "fence_acc",
-           "k_step_bytes", "mbar_arrive", "mbar_arrive_cluster", "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref", "ring_consumer", "ring_producer",
-           "ring_slot", "smem_desc", "tma_load", "tma_store", "tma_store_tile", "wgmma_commit", "wgmma_fence",
-           "wgmma_rs", "wgmma_ss", "wgmma_wait"]
+           "k_step_bytes", "mbar_arrive", "mbar_arrive_cluster", "mbar_arrive_tx", "mbar_init", "mbar_wait", "ref",
+           "ring_consumer", "ring_producer", "ring_slot", "smem_desc", "tma_load", "tma_store", "tma_store_tile",
+           "wgmma_commit", "wgmma_fence", "wgmma_rs", "wgmma_ss", "wgmma_wait"]

@@ -187,7 +187,7 @@ def _semantics(n: int, dtype: str, a_regs: bool):
         if len(lanes) != 128:
             raise ExecutionError(f"{name} needs a warpgroup of 128 threads, got {len(lanes)}")
         t = hb.track(ctx)
-        engine = t.async_actor(0)
+        engine = _engine(t, len(lanes))
         d_refs = [la[0] for la in lanes]
         if a_regs:
             a = np.empty((64, 16))
@@ -219,6 +219,18 @@ def _semantics(n: int, dtype: str, a_regs: bool):
         st["open"].append((key, entry))
 
     return hb.impl(mma, "warpgroup")
+
+
+def _engine(t, lanes: int):
+    """The tensor-core actor of a warpgroup's wgmma: it happens-after what every one of the
+    issuing threads did (each releases to it), without ordering the threads among themselves
+    (a warpgroup collective is no memory barrier)."""
+    engine = t.async_actor(0)
+    key = ("wgmma.issue", engine, object())
+    for lane in range(1, lanes):
+        t.release(t.actor(lane), key)
+    t.acquire(engine, key)
+    return engine
 
 
 def _elem(dtype):
