@@ -179,7 +179,8 @@ def _compile_onnx(model, example_inputs, target, options):
 
     ex = None if example_inputs is None else _as_tuple(example_inputs)
     graph = import_onnx(proto, shapes(ex) if ex is not None else None)
-    dynamic = any(not d.HasField("dim_value") for i in proto.graph.input if i.name not in init
-                  for d in i.type.tensor_type.shape.dim)
+    from tessel.frontend.onnx_load import has_dynamic_dims
+
+    dynamic = has_dynamic_dims(proto)  # dims without a value, with a name, or a negative value
     specialize = (lambda inputs: import_onnx(proto, shapes(inputs))) if dynamic else None
     return compile_graph(graph, ex, target, specialize=specialize, **options)

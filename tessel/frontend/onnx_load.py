@@ -147,11 +147,25 @@ def _load_external_data(model, base_dir, what: str) -> None:
 
 def declared_shape(value_info) -> tuple | None:
     """The declared shape of a graph input: ints for fixed dims, strings (dim_param) or None for
-    dynamic ones; None when no shape is declared at all."""
+    dynamic ones; None when no shape is declared at all. A negative dim_value (some exporters, e.g.
+    Paddle's, write -1 for "any") is dynamic, like a dim with neither value nor name.
+
+    >>> from onnx import TensorProto, helper
+    >>> declared_shape(helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "H", None]))
+    (None, 3, 'H', None)
+    """
     tt = value_info.type.tensor_type
     if not tt.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
+                 for d in tt.shape.dim)
+
+
+def has_dynamic_dims(model) -> bool:
+    """Whether some model input has a dim without a fixed value (so the model recompiles per shape)."""
+    inputs = set(model_inputs(model))
+    return any(d is None or not isinstance(d, int) for i in model.graph.input if i.name in inputs
+               for d in (declared_shape(i) or (None,)))
 
 
 def resolve_input_shape(name: str, declared, given) -> tuple:
