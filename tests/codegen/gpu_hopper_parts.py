@@ -178,3 +178,18 @@ MODES = {  # (swizzle, LBO, SBO, MN-major) for a 64-row A and an n-row B
     "mn128": lambda rows: (128, 2048, 1024, 1),
     "mn64": lambda rows: (64, 2048, 512, 1),
 }
+
+
+def zfill_kernel(sizes=None):
+    """Thread t copies 16 bytes of row t of G into S with a source size of sizes[t] bytes (threads
+    past G's rows pass 0 and an out-of-range source), waits, and copies S out."""
+    from tessel.ir.intrinsics.cp_async_zfill import NAME
+
+    G, O = Buffer("G", (6, 8), "float16"), Buffer("O", (8, 8), "float16")
+    Z = Buffer("Z", (8,), "int32")
+    S = Buffer("S", (8, 8), "float16", "shared")
+    t, e = Var("t"), Var("e")
+    body = seq(Intrinsic(NAME, (_ref(S, t, c(0)), _ref(G, t, c(0)), Z[t])), Intrinsic("cp.async.wait_all", ()),
+               Barrier(),
+               For(e, 8, Store(O, (t, e), S[t, e])))
+    return Kernel("zfill", (G, Z, O), Allocate(S, For(t, 8, body, "threadIdx.x")), target="cuda")

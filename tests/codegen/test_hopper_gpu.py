@@ -272,3 +272,10 @@ def test_attention_tile_on_the_gpu():
     expect, interp, gpu = _both(H.attention_tile, n_kv=128)
     _close(gpu[3], expect[3], 2e-2)
     _close(gpu[3], interp[3], 2e-2)
+
+
+def test_cp_async_zfill_matches_the_interpreter():
+    rng = np.random.default_rng(2)
+    g = (rng.standard_normal((6, 8)) + 5).astype(np.float16)
+    sizes = np.array([16, 8, 0, 2, 16, 4, 0, 0], np.int32)
+    _gpu_vs_interp(H.zfill_kernel(), [g, sizes, np.full((8, 8), 7, np.float16)])

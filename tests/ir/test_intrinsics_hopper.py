@@ -445,3 +445,21 @@ def test_wgmma_reads_after_every_issuing_thread_not_only_the_first():
         kernel = _wgmma_kernel(64, "bfloat16", a_mode, b_mode, barrier=False)
         run(kernel, ia, ib, np.zeros((128, 8), BF16), o, seed=seed)
         np.testing.assert_allclose(o, am.astype(np.float64) @ bm.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+_zfill_kernel = H.zfill_kernel
+
+
+def test_cp_async_zfill_reads_src_bytes_and_zero_fills():
+    rng = np.random.default_rng(2)
+    g = (rng.standard_normal((6, 8)) + 5).astype(np.float16)
+    sizes = np.array([16, 8, 0, 2, 16, 4, 0, 0], np.int32)  # rows 6, 7 lie past G: size 0, never read
+    o = np.full((8, 8), 7, np.float16)
+    run(_zfill_kernel(sizes), g, sizes, o)
+    expect = np.zeros((8, 8), np.float16)
+    for r, n in enumerate(sizes):
+        if n:
+            expect[r, :n // 2] = g[r, :n // 2]
+    assert np.array_equal(o, expect)
+    with pytest.raises(ExecutionError, match="out of bounds|leaves its shape"):
+        run(_zfill_kernel(sizes), g, np.full(8, 16, np.int32), o)  # row 6 of G does not exist

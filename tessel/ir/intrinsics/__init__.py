@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from tessel.errors import TesselError
 from tessel.ir.intrinsics import atomics, barriers, cp_async, ldmatrix, mbarrier, mma, shuffle, stmatrix, tma, wgmma
+from tessel.ir.intrinsics import cp_async_zfill
 from tessel.ir.intrinsics import fragments, mma_shapes, tiles  # noqa: F401 (fragments: layouts, no entries)
 from tessel.ir.intrinsics.mma_shapes import mma_shape_name
 from tessel.ir.intrinsics.tiles import tile_ldmatrix_name
@@ -46,7 +47,7 @@ from tessel.ir.intrinsics.shuffle import shfl_name
 def _build_table() -> dict[str, IntrinsicDef]:
     table: dict[str, IntrinsicDef] = {}
     for module in (mma, ldmatrix, cp_async, shuffle, mbarrier, tma, wgmma, mma_shapes, tiles, atomics, barriers,
-                   stmatrix):
+                   stmatrix, cp_async_zfill):
         for entry in module.entries():
             if entry.name in table:
                 raise TesselError(f"intrinsic '{entry.name}' is defined twice")
