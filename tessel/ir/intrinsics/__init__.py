@@ -13,12 +13,22 @@ The entries:
 - cp.async.{ca.shared.global.{4,8,16}, cg.shared.global.16}, cp.async.commit_group,
   cp.async.wait_group, cp.async.wait_all (cp_async.py)
 - shfl.sync.{bfly,down,up,idx}.b32 (shuffle.py)
+- more mma shapes and strided-tile ldmatrix (mma_shapes.py, tiles.py; layouts in fragments.py)
+- Hopper (sm_90a): mbarrier init / arrive / arrive.expect_tx / try_wait.parity (blocking) / remote arrive
+  (mbarrier.py); TMA cp.async.bulk.tensor 1-5D loads (+ multicast), stores, bulk groups, fence.proxy.async
+  (tma.py; tensor maps derived by the printer, encoded by the runtime); wgmma.mma_async m64nNk16 f16/bf16
+  from descriptors or registers, fence / commit / wait, smem descriptors (wgmma.py); stmatrix (stmatrix.py);
+  bar.sync / bar.arrive, barrier.cluster, setmaxnreg (barriers.py); red / atom add, max, CAS (atomics.py);
+  cp.async with a zero-filling source size (cp_async_zfill.py). hb.py is their interpreter plumbing and
+  hopper_ir.py builds their IR for templates (rings, TMA tiles, wgmma k-steps, epilogues).
 
 For the CUDA printer: print each BufferRef argument as a pointer to its start element of the
 buffer's element type (`&buf[flat index]`; half is `__half`, bfloat16 `__nv_bfloat16`) and each
 expression as C, call `lookup(name).cuda_text(printed)` for the statement, and prepend
 `device_header(names)` (the prelude and the wrappers of the intrinsics the kernel calls). Shared
-buffers must be at least 16-byte aligned (ldmatrix rows and 16-byte cp.async need it).
+buffers must be at least 16-byte aligned (ldmatrix rows and 16-byte cp.async need it); an entry with
+a `shared_align` attribute (TMA, wgmma descriptors) needs its shared buffers aligned to that (1024).
+An entry with `tensor_operand` (TMA) gets that operand printed as (tensor-map name, coordinates).
 
 Example:
     >>> e = lookup("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
