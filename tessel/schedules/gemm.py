@@ -61,6 +61,7 @@ from tessel.ir.nodes import (
     Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Store,
     Var, minimum, seq, substitute,
 )
+from tessel.schedules.epilogue import Epilogue, store_value
 
 # Shared memory a block may use, by architecture (bytes; the opt-in maximum).
 SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024,
@@ -344,9 +345,11 @@ def _ceil(a: int, b: int) -> int:
 
 
 def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buffer, a_index, b_index, c_index,
-                    prefix: str = "gemm"):
+                    prefix: str = "gemm", epilogue: Epilogue | None = None, raw: Buffer | None = None):
     """The GEMM's statement (a blockIdx.x loop) and its Launch, for buffers a, b, c indexed by
-    a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n)."""
+    a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n). `epilogue`
+    (tessel.schedules.epilogue) maps each float32 result, at C's index, before the store to C;
+    `raw`: a buffer indexed as C that gets the result before the epilogue too."""
     check_knobs(p, kn)
     bm, bn, bk, st = kn.bm, kn.bn, kn.bk, kn.stages
     wm_, wn_ = kn.bm // kn.warps_m, kn.bn // kn.warps_n
@@ -441,10 +444,11 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     g, t4 = lane // 4, lane % 4
     row = m0 + wi * wm_ + mt * 16 + g + eh * 8
     col = n0 + wj * wn_ + nt * 8 + t4 * 2 + ev
-    val = acc[mt, nt, eh * 2 + ev]
-    if c.dtype != "float32":
-        val = Cast(c.dtype, val)
-    store = Store(c, c_index(bvars, row, col), val)
+    # the fused epilogue (bias, activation, residual, scaling, cast) on the float32 value in registers
+    cidx = c_index(bvars, row, col)
+    store = Store(c, cidx, store_value(epilogue, acc[mt, nt, eh * 2 + ev], cidx, c.dtype))
+    if raw is not None:  # the contraction's own result is an output too
+        store = seq(Store(raw, cidx, store_value(None, acc[mt, nt, eh * 2 + ev], cidx, raw.dtype)), store)
     conds = []
     if p.m % bm:
         conds.append(row < p.m)
@@ -471,8 +475,10 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     return body, Launch((tiles_m * tiles_n, nbatch, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0)
 
 
-def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm") -> Kernel:
-    """A whole GEMM kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out."""
+def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm",
+                epilogue: Epilogue | None = None) -> Kernel:
+    """A whole GEMM kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out, then
+    the buffers `epilogue` reads (its bias, residual...), applied before C's store."""
     kn = kn or default_knobs(p)
     a, b, c = p.buffers()
     nb = len(p.batch)
@@ -487,8 +493,9 @@ def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm")
         return tuple(bv) + (m, n)
 
     assert len(a.shape) == nb + 2
-    body, launch = build_gemm_body(p, kn, a, b, c, a_index, b_index, c_index)
-    return Kernel(name, (a, b, c), body, target="cuda", launch=launch)
+    body, launch = build_gemm_body(p, kn, a, b, c, a_index, b_index, c_index, epilogue=epilogue)
+    extra = epilogue.buffers if epilogue is not None else ()
+    return Kernel(name, (a, b, c) + tuple(extra), body, target="cuda", launch=launch)
 
 
 # -- the template: a DSL contraction stage of a kernel -----------------------------------------------
@@ -508,19 +515,56 @@ class GemmPlan:
     i: Var
     j: Var
     k: Var
+    epilogue: Epilogue | None = None  # a fused elementwise stage reading the result pointwise
+    out: Buffer | None = None  # that stage's output (what the kernel stores)
+    epilogue_nest: For | None = None
 
 
-def gemm_plan(kernel: Kernel) -> GemmPlan:
+def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
     """The GEMM in `kernel` (one DSL stage C[b.., i, j] += f32(A[..]) * f32(B[..]), fp16 / bf16
-    operands each indexed by one variable per dimension, float32 C), or ScheduleError saying why not."""
+    operands each indexed by one variable per dimension, float32 C), optionally followed by one
+    elementwise stage reading C only at its own element (the graph's GEMM + bias + GELU, or the
+    cast to the output's dtype: fused as the epilogue; only with `allow_epilogue`: a template that
+    takes the plan must apply `plan.epilogue` and store `plan.out`), or ScheduleError saying why not."""
     from tessel.schedules.generic import stages
+
+    found = stages(kernel)
+    if len(found) == 2 and allow_epilogue:
+        return _plan_with_epilogue(kernel, found)
+    if len(found) != 1:
+        raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one "
+                            f"(and an elementwise epilogue)")
+    return _contraction_plan(kernel, *found[0])
+
+
+def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
+    from tessel.ir.nodes import Load, walk
+    from tessel.schedules.epilogue import from_stage
+    from tessel.schedules.nest import init_guards, perfect_chain
+
+    (name, nest), (ename, enest) = found
+    if init_guards(enest):
+        raise ScheduleError(f"kernel '{kernel.name}': its second stage '{ename}' is a reduction, not an epilogue")
+    stores = [n for n in walk(enest) if isinstance(n, Store)]
+    if len(stores) != 1 or stores[0].buffer not in kernel.params:
+        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' must store one kernel output")
+    bufs = []
+    for n in walk(nest):
+        if isinstance(n, (Load, Store)) and n.buffer not in bufs:
+            bufs.append(n.buffer)
+    plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest)
+    chain = perfect_chain(enest)
+    ndim = stores[0].buffer.ndim
+    epi = from_stage(stores[0], tuple(lp.var for lp in chain[:ndim]), plan.update.buffer)
+    if len(chain) != ndim or chain[-1].body != stores[0]:
+        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' is not one store in its loops")
+    return dataclasses.replace(plan, epilogue=epi, out=stores[0].buffer, epilogue_nest=enest)
+
+
+def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
     from tessel.schedules.generic_gpu_matmul import contraction_parts
     from tessel.schedules.schedule import Schedule
 
-    found = stages(kernel)
-    if len(found) != 1:
-        raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one")
-    name, nest = found[0]
     parts = contraction_parts(Schedule(kernel), name)
     if parts is None:
         raise ScheduleError(f"stage '{name}' is not a contraction (a sum of products of two loads)")
@@ -556,7 +600,7 @@ def apply_gemm(kernel: Kernel, knobs: GemmKnobs, plan: GemmPlan | None = None,
     """`kernel` with its GEMM stage replaced by the template's loop nest for `knobs`."""
     from tessel.schedules.nest import replace_loop
 
-    plan = plan or gemm_plan(kernel)
+    plan = plan or gemm_plan(kernel, allow_epilogue=True)
     bad = knob_problems(plan.problem, knobs, shared_limit)
     if bad:
         raise ScheduleError(f"gemm knob {bad[0][0]}={getattr(knobs, bad[0][0])!r}: {bad[0][1]}")
@@ -571,10 +615,29 @@ def apply_gemm(kernel: Kernel, knobs: GemmKnobs, plan: GemmPlan | None = None,
     def c_index(bv, m, n):
         return tuple(bv) + (m, n)
 
-    body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer,
-                                   index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index)
+    acc = plan.update.buffer
+    c, raw = (acc, None) if plan.epilogue is None else (plan.out, acc if acc in kernel.params else None)
+    body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, c,
+                                   index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
+                                   epilogue=plan.epilogue, raw=raw)
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
+    if plan.epilogue is not None:  # the epilogue stage and the result's temporary go
+        out = _drop_stage(out, plan.epilogue_nest.var.name, acc)
     return dataclasses.replace(out, target="cuda", launch=launch)
+
+
+def _drop_stage(kernel: Kernel, loop: str, temp: Buffer) -> Kernel:
+    from tessel.ir.nodes import Seq, rewrite
+
+    def fn(n):
+        if isinstance(n, For) and n.var.name == loop:
+            return Seq(())
+        if isinstance(n, Allocate) and n.buffer == temp:
+            return n.body
+        if isinstance(n, Seq) and any(isinstance(x, Seq) and not x.stmts for x in n.stmts):
+            return seq(*n.stmts)
+        return None
+    return rewrite(kernel, fn, fixpoint=False)
 
 
 def _register_template():
@@ -583,7 +646,7 @@ def _register_template():
     def analyze(kernel, target):
         if "mma.sync" not in target.features:
             raise ScheduleError(f"target {target.target} has no mma.sync")
-        return gemm_plan(kernel)
+        return gemm_plan(kernel, allow_epilogue=True)
 
     def defaults(kernel, target, plan):
         return default_knobs(plan.problem, target.sm_count or 132).as_dict()

@@ -56,6 +56,9 @@ from tessel.schedules.template import (
 # Templates tried, in order, for a contraction stage: tensor cores (tessel/schedules/gemm.py) where
 # the dtypes fit, else the register-tiled SIMT kernel.
 CONTRACTION_TEMPLATES = ("gemm.mma_sync", "gpu.matmul_simt")
+# Templates tried for a contraction followed by an elementwise stage reading its result pointwise
+# (tessel/schedules/epilogue.py): they fuse it into their epilogue.
+EPILOGUE_TEMPLATES = ("gemm.mma_sync",)
 
 
 def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None) -> Schedule:
@@ -95,6 +98,12 @@ def default_gpu_template(kernel: Kernel, target=None) -> Template:
             return REDUCE_INNER if REDUCE_INNER.applies(kernel, target) is None else REDUCE_OUTER
         chain = perfect_chain(nest)
         return TRANSPOSE if _is_transpose(chain, _ndim(kernel, name)) else ELEMENTWISE
+    if len(found) == 2 and init_guards(found[0][1]) and not init_guards(found[1][1]):
+        # a contraction and its elementwise epilogue (bias, activation, the output cast): one
+        # kernel where a contraction template fuses the epilogue
+        for t in EPILOGUE_TEMPLATES:
+            if get_template(t).applies(kernel, target) is None:
+                return get_template(t)
     why = ROWWISE.applies(kernel, target)
     if why is not None:
         raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages ({', '.join(n for n, _ in found)}) that "
