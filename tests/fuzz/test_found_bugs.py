@@ -1,0 +1,45 @@
+"""Regression tests made from the reduced cases of real bugs the fuzzer found (tests/fuzz/cases/).
+
+Each case replays in this process through the same oracles as a campaign. The bugs live in files
+other helpers own; each is reported in /work/notes/REQUESTS.md. Until fixed, the test is a strict
+xfail that checks the failure still has its signature (so it cannot pass by accident); once the
+owner fixes the bug the test xpasses, strict mode turns that into a failure, and the marker goes.
+Reproduce one from the shell: `tessel fuzz --replay tests/fuzz/cases/<name>.txt`.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from tessel.fuzz.case import Case
+from tessel.fuzz.oracles import run_case
+
+CASES = Path(__file__).parent / "cases"
+
+FOUND = {
+    # name: (signature while the bug lives, owner file)
+    "cache_write_conditional_store": ("diff:schedule", "tessel/schedules/caching.py"),
+    "tvm_floormod_by_zero_in_dead_code": ("crash:tvm:InternalError@codegen/tvm_tir.py:binary",
+                                          "tessel/codegen/tvm_tir.py"),
+    "generic_negative_extent": ("crash:schedule:template:ValueError@schedules/generic.py:_tile",
+                                "tessel/schedules/generic.py (or the verifier: negative loop extent)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOUND))
+def test_found_bug_still_has_its_signature(name):
+    """While the bug lives the case fails exactly this way (the reducer kept the signature)."""
+    case = Case.from_text((CASES / f"{name}.txt").read_text())
+    out = run_case(case)
+    want, _ = FOUND[name]
+    if out.status == "ok":
+        pytest.fail(f"{name} passes now: the bug in {FOUND[name][1]} looks fixed; move it to the fixed list")
+    assert out.signature == want
+
+
+@pytest.mark.parametrize("name", sorted(FOUND))
+@pytest.mark.xfail(strict=True, reason="a bug found by the fuzzer, not fixed yet (see REQUESTS.md)")
+def test_found_bug_is_fixed(name):
+    case = Case.from_text((CASES / f"{name}.txt").read_text())
+    out = run_case(case)
+    assert out.status != "fail", out.message
