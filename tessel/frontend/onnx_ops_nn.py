@@ -147,8 +147,8 @@ def _pool(ctx, node):
         raise ctx.unsupported("the Indices output")
     xs = ctx.shape(x)
     nd = len(xs) - 2
-    if nd not in (1, 2):
-        raise ctx.unsupported(f"{nd} spatial dims (tessel's pools take 1 or 2)")
+    if nd not in (1, 2, 3):
+        raise ctx.unsupported(f"{nd} spatial dims (tessel's pools take 1 to 3)")
     kernel = ctx.attr(node, "kernel_shape")
     strides = ctx.attr(node, "strides") or [1] * nd
     dilations = ctx.attr(node, "dilations") or [1] * nd
@@ -156,8 +156,29 @@ def _pool(ctx, node):
     attrs = dict(kernel=tuple(kernel), stride=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
                  ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)))
     if node.op_type == "MaxPool":
-        return [ctx.op("max_pool", [x], count_include_pad=False, **attrs)]
-    return [ctx.op("avg_pool", [x], count_include_pad=bool(ctx.attr(node, "count_include_pad", 0)), **attrs)]
+        return [_pool_op(ctx, "max_pool", x, count_include_pad=False, **attrs)]
+    return [_pool_op(ctx, "avg_pool", x, count_include_pad=bool(ctx.attr(node, "count_include_pad", 0)), **attrs)]
+
+
+def _pool_op(ctx, op: str, x: str, **attrs) -> str:
+    """A 1-D or 2-D pool op; a 3-D one as a 2-D pool over (H, W) then a 1-D pool over D. Box windows
+    separate: the max over a (d, h, w) box is the max over d of the max over (h, w), and the number
+    of cells an average counts is the product of the per-axis counts (padding and ceil_mode act per
+    axis), so the mean is the mean over d of the means over (h, w)."""
+    xs = ctx.shape(x)
+    if len(xs) - 2 < 3:
+        return ctx.op(op, [x], **attrs)
+    n, c, d, h, w = xs
+    k, st, dl, p = attrs["kernel"], attrs["stride"], attrs["dilation"], attrs["padding"]
+    rest = dict(ceil_mode=attrs["ceil_mode"], count_include_pad=attrs["count_include_pad"])
+    hw = ctx.op(op, [reshape(ctx, x, (n, c * d, h, w))], kernel=k[1:], stride=st[1:], dilation=dl[1:],
+                padding=(p[1], p[2], p[4], p[5]), **rest)
+    ho, wo = ctx.shape(hw)[2:]
+    t = ctx.op("transpose", [reshape(ctx, hw, (n, c, d, ho * wo))], perm=(0, 1, 3, 2))
+    dd = ctx.op(op, [reshape(ctx, t, (n, c * ho * wo, d))], kernel=k[:1], stride=st[:1], dilation=dl[:1],
+                padding=(p[0], p[3]), **rest)
+    do = ctx.shape(dd)[2]
+    return ctx.op("transpose", [reshape(ctx, dd, (n, c, ho, wo, do))], perm=(0, 1, 4, 2, 3))
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")
@@ -342,7 +363,9 @@ def _reduce(ctx, node):
     def red(op, v, keepdims=keep):
         return ctx.op(op, [v], axes=axes, keepdims=keepdims)
 
-    if kind in ("Sum", "Mean", "Max", "Min", "Prod"):
+    if kind == "Prod":
+        return [log_domain_product(ctx, x, lambda v: red("reduce_sum", v))]
+    if kind in ("Sum", "Mean", "Max", "Min"):
         return [red("reduce_" + kind.lower(), x)]
     if kind == "L1":
         return [red("reduce_sum", ctx.op("abs", [x]))]
@@ -357,6 +380,24 @@ def _reduce(ctx, node):
     m = ctx.op("where", [ctx.op("eq", [ctx.op("abs", [m]), scalar(ctx, np.inf, dt)]), scalar(ctx, 0, dt), m])
     s = ctx.op("log", [red("reduce_sum", ctx.op("exp", [ctx.op("sub", [x, m])]))])
     return [ctx.op("add", [s, m if keep else reshape(ctx, m, ctx.shape(s))])]
+
+
+def log_domain_product(ctx, x: str, summed) -> str:
+    """A product as exp(sum log|x|) with the sign from the count of negative factors, in float64 (the
+    op set has no product reduction). `summed(v)` sums `v` the way the product multiplies (over axes,
+    or cumulatively). A zero factor gives log 0 = -inf, so exp gives 0 exactly; integer results are
+    rounded to the nearest integer (exact while |product| < 2**53)."""
+    dt = ctx.dtype(x)
+    x64 = cast(ctx, x, "float64")
+    mag = ctx.op("exp", [summed(ctx.op("log", [ctx.op("abs", [x64])]))])
+    negs = summed(cast(ctx, ctx.op("lt", [x64, scalar(ctx, 0, "float64")]), "float64"))
+    half = ctx.op("mul", [negs, scalar(ctx, 0.5, "float64")])
+    odd = ctx.op("ne", [ctx.op("floor", [half]), half])
+    prod = ctx.op("where", [odd, ctx.op("neg", [mag]), mag])
+    if dt.startswith("float"):
+        return cast(ctx, prod, dt)
+    nudge = ctx.op("where", [odd, scalar(ctx, -0.5, "float64"), scalar(ctx, 0.5, "float64")])
+    return cast(ctx, ctx.op("add", [prod, nudge]), dt)  # cast truncates toward zero: round half away
 
 
 def _reduce_empty(ctx, kind, c, axes, keep) -> str:
@@ -454,8 +495,8 @@ def _lp_pool(ctx, node):
     (x,) = ins(ctx, node)
     xs = ctx.shape(x)
     nd = len(xs) - 2
-    if nd not in (1, 2):
-        raise ctx.unsupported(f"{nd} spatial dims (tessel's pools take 1 or 2)")
+    if nd not in (1, 2, 3):
+        raise ctx.unsupported(f"{nd} spatial dims (tessel's pools take 1 to 3)")
     p = float(ctx.attr(node, "p", 2))
     kernel = ctx.attr(node, "kernel_shape")
     strides = ctx.attr(node, "strides") or [1] * nd
@@ -463,8 +504,8 @@ def _lp_pool(ctx, node):
     pads = _spatial_pads(ctx, node, xs[2:], kernel, strides, dilations)
     dt = ctx.dtype(x)
     xp = ctx.op("pow", [ctx.op("abs", [x]), scalar(ctx, p, dt)])
-    avg = ctx.op("avg_pool", [xp], kernel=tuple(kernel), stride=tuple(strides), padding=tuple(pads),
-                 dilation=tuple(dilations), ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)), count_include_pad=True)
+    avg = _pool_op(ctx, "avg_pool", xp, kernel=tuple(kernel), stride=tuple(strides), padding=tuple(pads),
+                   dilation=tuple(dilations), ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)), count_include_pad=True)
     total = ctx.op("mul", [avg, scalar(ctx, float(np.prod(kernel)), dt)])
     return [ctx.op("pow", [total, scalar(ctx, 1.0 / p, dt)])]
 

@@ -499,9 +499,12 @@ def _pad(ctx, node):
     return [y]
 
 
-@converter("CumSum")
+@converter("CumSum", "CumProd")
 def _cumsum(ctx, node):
-    """out[..., j] = sum over i of where(mask[i, j], x[..., i], 0) along the axis (moved last)."""
+    """out[..., j] = sum over i of where(mask[i, j], x[..., i], 0) along the axis (moved last);
+    CumProd is that sum in the log domain (onnx_ops_nn.log_domain_product)."""
+    from tessel.frontend.onnx_ops_nn import log_domain_product
+
     x, ax = ins(ctx, node)
     shape = ctx.shape(x)
     axis = norm_axis(ctx, const_ints(ctx, ax, "axis")[0], len(shape))
@@ -509,8 +512,14 @@ def _cumsum(ctx, node):
     i, j = np.indices((n, n))
     exclusive, rev = int(ctx.attr(node, "exclusive", 0)), int(ctx.attr(node, "reverse", 0))
     mask = (i >= j if rev else i <= j) if not exclusive else (i > j if rev else i < j)
-    # x: (..., n_i, 1, ...) against mask (n_i, n_j) laid out on axes (axis, axis + 1)
-    xe = reshape(ctx, x, shape[:axis + 1] + (1,) + shape[axis + 1:])
-    m = mask.reshape((n, n) + (1,) * (len(shape) - axis - 1))
-    terms = ctx.op("where", [ctx.const(m, "mask"), xe, scalar(ctx, 0, ctx.dtype(x))])
-    return [ctx.op("reduce_sum", [terms], axes=(axis,), keepdims=False)]
+    m = ctx.const(mask.reshape((n, n) + (1,) * (len(shape) - axis - 1)), "mask")
+
+    def cumulative(v):
+        # v: (..., n_i, 1, ...) against mask (n_i, n_j) laid out on axes (axis, axis + 1)
+        ve = reshape(ctx, v, shape[:axis + 1] + (1,) + shape[axis + 1:])
+        terms = ctx.op("where", [m, ve, scalar(ctx, 0, ctx.dtype(v))])
+        return ctx.op("reduce_sum", [terms], axes=(axis,), keepdims=False)
+
+    if node.op_type == "CumProd":
+        return [log_domain_product(ctx, x, cumulative)]
+    return [cumulative(x)]
