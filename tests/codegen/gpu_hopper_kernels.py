@@ -463,7 +463,7 @@ def ws_gemm_tile(n=128, k_tiles=4, stages=3, m_out=60, drop=()):
 # per-intrinsic kernels live in gpu_hopper_parts (re-exported here for the tests)
 from tests.codegen.gpu_hopper_parts import (  # noqa: E402, F401
     MODES, atomic_kernel, k_major_offsets, mn_major_offsets, place, stmatrix_warp, tma_box_kernel, wgmma_image_kernel,
-    zfill_kernel,
+    bulk_load_kernel, zfill_kernel,
 )
 
 

@@ -193,3 +193,20 @@ def zfill_kernel(sizes=None):
                Barrier(),
                For(e, 8, Store(O, (t, e), S[t, e])))
     return Kernel("zfill", (G, Z, O), Allocate(S, For(t, 8, body, "threadIdx.x")), target="cuda")
+
+
+def bulk_load_kernel(n=256, off=64, dtype="float32"):
+    """Thread 0 bulk-copies G[off:off+n] (no tensor map) into S completing on an mbarrier; all wait,
+    then copy S out."""
+    G, O = Buffer("G", (off + n + 32,), dtype), Buffer("O", (n,), dtype)
+    S = Buffer("S_bulk", (n,), dtype, "shared")
+    bar = Buffer("bar", (1,), "int64", "shared")
+    t, e = Var("t"), Var("e")
+    isz = 2 if dtype in ("float16", "bfloat16") else 4
+    issue = seq(Intrinsic(mbarrier.ARRIVE_TX, (_ref(bar, 0), c(n * isz))),
+                Intrinsic(tma.BULK_LOAD, (_ref(S, 0), _ref(bar, 0), _ref(G, c(off)), c(n * isz))))
+    body = seq(IfThenElse(t.eq(0), Intrinsic(mbarrier.INIT, (_ref(bar, 0), c(1)))), Barrier(),
+               IfThenElse(t.eq(0), issue), Intrinsic(mbarrier.WAIT, (_ref(bar, 0), c(0))),
+               For(e, n // 32, Store(O, (t * (n // 32) + e,), S[t * (n // 32) + e])))
+    return Kernel("bulk_load", (G, O), Allocate(S, Allocate(bar, For(t, 32, body, "threadIdx.x"))), target="cuda",
+                  launch=Launch((1, 1, 1), (32, 1, 1)))

@@ -279,3 +279,8 @@ def test_cp_async_zfill_matches_the_interpreter():
     g = (rng.standard_normal((6, 8)) + 5).astype(np.float16)
     sizes = np.array([16, 8, 0, 2, 16, 4, 0, 0], np.int32)
     _gpu_vs_interp(H.zfill_kernel(), [g, sizes, np.full((8, 8), 7, np.float16)])
+
+
+def test_bulk_copy_matches_the_interpreter():
+    g = np.random.default_rng(4).standard_normal(352).astype(np.float32)
+    _gpu_vs_interp(H.bulk_load_kernel(), [g, np.full(256, 7, np.float32)])

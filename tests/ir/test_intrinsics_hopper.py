@@ -463,3 +463,10 @@ def test_cp_async_zfill_reads_src_bytes_and_zero_fills():
     assert np.array_equal(o, expect)
     with pytest.raises(ExecutionError, match="out of bounds|leaves its shape"):
         run(_zfill_kernel(sizes), g, np.full(8, 16, np.int32), o)  # row 6 of G does not exist
+
+
+def test_bulk_copy_lands_at_the_mbarrier_wait():
+    g = np.random.default_rng(4).standard_normal(352).astype(np.float32)
+    o = np.full(256, 7, np.float32)
+    run(H.bulk_load_kernel(), g, o)
+    assert np.array_equal(o, g[64:320])

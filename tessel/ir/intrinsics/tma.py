@@ -197,6 +197,37 @@ def _load_semantics(d: int, multicast: bool):
     return hb.impl(load, writes=(0,))
 
 
+BULK_LOAD = "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+
+
+def _bulk_load(ctx, dst, bar, src, nbytes):
+    """A 1-D bulk copy (no tensor map): `nbytes` contiguous bytes from `src` to `dst`."""
+    nbytes = int(nbytes)
+    isz = hb.itemsize(dst)
+    if nbytes <= 0 or nbytes % 16:
+        raise ExecutionError(f"{BULK_LOAD}: size {nbytes} must be a positive multiple of 16 bytes")
+    if dst.buffer.dtype != src.buffer.dtype:
+        raise ExecutionError(f"{BULK_LOAD}: '{src.buffer.name}' and '{dst.buffer.name}' differ in dtype")
+    for ref in (dst, src):
+        if (hb.flat_start(ref) * isz) % 16:
+            raise ExecutionError(f"{BULK_LOAD}: '{ref.buffer.name}' at {list(ref.start)} is not 16-byte aligned")
+    n = nbytes // isz
+    s0, d0 = hb.flat_start(src), hb.flat_start(dst)
+    if s0 + n > src.array.size or d0 + n > dst.array.size:
+        raise ExecutionError(f"{BULK_LOAD}: {nbytes} bytes run past '{src.buffer.name}' or '{dst.buffer.name}'")
+    t = hb.track(ctx)
+    engine = t.async_actor(0)
+    t.read_at(engine, _whole(src), np.arange(s0, s0 + n))
+    values = hb.flat_view(src)[s0:s0 + n].copy()
+
+    def deliver(ctx2):
+        hb.flat_view(dst)[d0:d0 + n] = values
+        hb.track(ctx2).write_at(engine, _whole(dst), np.arange(d0, d0 + n))
+        return engine
+
+    mbarrier.add_transfer(ctx, bar, nbytes, deliver, engine)
+
+
 def _groups(ctx) -> dict:
     return ctx.state.setdefault(("bulk", ctx.threads[0]), {"open": [], "groups": []})
 
@@ -315,6 +346,16 @@ __device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bul
 }}""" for suffix, ptx in (("", ""), ("_read", ".read"))) + "\n}  // namespace tessel\n"
 
 
+_BULK_HEADER = r"""namespace tessel {
+__device__ __forceinline__ void bulk_load(void* dst, long long* bar, const void* src, int nbytes) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               :: "r"(smem_addr(dst)), "l"(__cvta_generic_to_global(src)), "r"(nbytes), "r"(smem_addr(bar))
+               : "memory");
+}
+}  // namespace tessel
+"""
+
+
 class TmaDef(IntrinsicDef):
     """A TMA entry: also says which operand is the global tensor (`tensor_operand`) and derives
     the tensor map a call needs (`tensor_map_spec`). The printer passes that operand to `cuda`
@@ -385,6 +426,14 @@ def entries() -> list[IntrinsicDef]:
         out.append(TmaDef(tma_store_name(d), "thread", ops, _store_semantics(d), store_cuda,
                           MAP_HEADER + _store_header(d), Cost(cycles=2.0), doc, tensor_operand=0, dims=d))
     n_op = (Operand("n", "value", dtypes=("int32",), const=True),)
+    out.append(IntrinsicDef(
+        BULK_LOAD, "thread", (Operand("dst", "write", elems=1, scopes=("shared",)), mbarrier.BAR,
+                              Operand("src", "read", elems=1, scopes=("global",)),
+                              Operand("nbytes", "value", dtypes=("int32",))),
+        hb.impl(_bulk_load, writes=(0,)), lambda d, b, s, n: f"tessel::bulk_load({d}, {b}, {s}, {n});",
+        MAP_HEADER + _BULK_HEADER, Cost(cycles=2.0),
+        "1-D bulk copy global -> shared of nbytes (a multiple of 16, both ends 16-byte aligned), completing on "
+        "the mbarrier like a TMA load (complete_tx of nbytes); no tensor map."))
     out += [
         IntrinsicDef(COMMIT, "thread", (), hb.impl(_commit), lambda: "tessel::bulk_commit_group();", MAP_HEADER,
                      Cost(cycles=1.0), doc),
@@ -398,5 +447,5 @@ def entries() -> list[IntrinsicDef]:
     return out
 
 
-__all__ = ["COMMIT", "FENCE", "SWIZZLES", "WAIT", "WAIT_READ", "TensorMapSpec", "TmaDef", "box_offsets", "entries",
-           "swizzle_offset", "tma_load_name", "tma_store_name"]
+__all__ = ["BULK_LOAD", "COMMIT", "FENCE", "SWIZZLES", "WAIT", "WAIT_READ", "TensorMapSpec", "TmaDef", "box_offsets",
+           "entries", "swizzle_offset", "tma_load_name", "tma_store_name"]
