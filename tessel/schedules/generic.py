@@ -126,7 +126,9 @@ def _tile_cols(s: _Stage) -> int:
     for vecs in (2, 1):  # (a 3-vector tile measured slower than 1 vector on the 3x3 convolution)
         if extent % (vecs * lanes) == 0:
             return vecs * lanes
-    return _tile(extent, 2 * lanes)
+    # one partial vector (a divisor, so no guard keeps it scalar), or a guarded tile when that is tiny
+    best = max(d for d in range(1, min(extent, lanes) + 1) if extent % d == 0)
+    return best if best * 4 >= min(extent, lanes) else min(extent, lanes)
 
 
 def _tile_rows(s: _Stage) -> int:

@@ -193,6 +193,32 @@ def window_out(op: str, size: int, k: int, s: int, pb: int, pe: int, d: int, cei
     return out
 
 
+def _channels_last(groups: int, filters: int, stride, shape) -> bool:
+    """Whether a convolution accumulates channels-last (output channels innermost). Its inner loop
+    then runs along the output channels (contiguous in a transposed weight copy), whatever the
+    stride and however narrow the output rows; the NCHW result is a transposed read that the
+    epilogue absorbs. Measured (2-core AVX-512 VM): a stride-2 3x3 conv 16->32 at 32x32 took 750 us
+    in the NCHW form (strided vector loads). Wide stride-1 rows keep the NCHW form, which
+    vectorizes along them when they are whole vectors (3x3 32->64 at 48x48: 121 GFLOP/s on one core)."""
+    return groups == 1 and filters % 8 == 0 and len(shape) > 2 and (any(s > 1 for s in stride) or shape[-1] % 16 != 0
+                                                                     or shape[-1] < 32)
+
+
+def _conv_channels_last(x, w, shape, c, stride, dil, rc, rk, names, name):
+    nsp = len(shape) - 2
+    ksz = tuple(w.shape[2:])
+    wt = dsl.compute((w.shape[1],) + ksz + (w.shape[0],), lambda *i: w[(i[-1], i[0]) + tuple(i[1:-1])],
+                     name=f"{names[0]}_wt")
+
+    def body(*idx):
+        n, o, f = idx[0], idx[1:-1], idx[-1]
+        pos = [o[d] * stride[d] + rk[d] * dil[d] for d in range(nsp)]
+        return dsl.sum(x[(n, rc) + tuple(pos)].astype(c) * wt[(rc,) + tuple(rk) + (f,)].astype(c), axis=[rc, *rk])
+
+    acl = dsl.compute((shape[0],) + tuple(shape[2:]) + (shape[1],), body, name=f"{names[0]}_cl")
+    return dsl.compute(shape, lambda *i: acl[(i[0],) + tuple(i[2:]) + (i[1],)], name=name)
+
+
 @register("conv", "contraction")
 class Conv:
     """Convolution (cross-correlation, as torch and ONNX) of x (N, C, *spatial) with
@@ -257,7 +283,11 @@ class Conv:
             v = x[(n, ch) + tuple(pos)].astype(c)
             return dsl.sum(v * w[(f, rc) + tuple(rk)].astype(c), axis=[rc, *rk])
 
-        acc = dsl.compute(shape, body, name=_acc_name(names, c != dt or b is not None))
+        if _channels_last(groups, fg, stride, shape):
+            acc = _conv_channels_last(x, w, shape, c, stride, dil, rc, rk, names,
+                                      _acc_name(names, c != dt or b is not None))
+        else:
+            acc = dsl.compute(shape, body, name=_acc_name(names, c != dt or b is not None))
         return [_finish(acc, dt, names[0], b, lambda i: (i[1],))]
 
     @staticmethod
