@@ -129,6 +129,66 @@ def _unary(ctx, node):
     return [ctx.op(_UNARY[node.op_type], [x])]
 
 
+# -- inverse trigonometric and hyperbolic functions, composed in float64 (the op set has none) ---------
+
+def _f64_unary(ctx, node, f):
+    (x,) = ins(ctx, node)
+    dt = ctx.dtype(x)
+    return [cast(ctx, f(ctx, cast(ctx, x, "float64")), dt)]
+
+
+def _k(ctx, value):
+    return scalar(ctx, value, "float64")
+
+
+def _atan(ctx, x):
+    """atan for any x: |x| > 1 through pi/2 - atan(1/x); then three argument halvings
+    (atan t = 2 atan(t / (1 + sqrt(1 + t^2)))) bring |t| below tan(pi/16) ~ 0.2, where ten terms of the
+    Taylor series leave an error below 1e-16."""
+    big = ctx.op("gt", [ctx.op("abs", [x]), _k(ctx, 1.0)])
+    t = ctx.op("where", [big, ctx.op("reciprocal", [x]), x])
+    for _ in range(3):
+        root = ctx.op("sqrt", [ctx.op("add", [_k(ctx, 1.0), ctx.op("mul", [t, t])])])
+        t = ctx.op("div", [t, ctx.op("add", [_k(ctx, 1.0), root])])
+    t2 = ctx.op("mul", [t, t])
+    acc = _k(ctx, (-1) ** 10 / 21)
+    for k in range(9, -1, -1):  # sum_k (-1)^k t^(2k+1) / (2k+1), by Horner in t^2
+        acc = ctx.op("add", [ctx.op("mul", [acc, t2]), _k(ctx, (-1) ** k / (2 * k + 1))])
+    a = ctx.op("mul", [ctx.op("mul", [acc, t]), _k(ctx, 8.0)])
+    half_pi = ctx.op("where", [ctx.op("lt", [x, _k(ctx, 0.0)]), _k(ctx, -np.pi / 2), _k(ctx, np.pi / 2)])
+    return ctx.op("where", [big, ctx.op("sub", [half_pi, a]), a])
+
+
+def _asin(ctx, x):
+    """asin x = 2 atan(x / (1 + sqrt(1 - x^2))): finite at |x| = 1, NaN outside [-1, 1] (sqrt)."""
+    root = ctx.op("sqrt", [ctx.op("sub", [_k(ctx, 1.0), ctx.op("mul", [x, x])])])
+    return ctx.op("mul", [_atan(ctx, ctx.op("div", [x, ctx.op("add", [_k(ctx, 1.0), root])])), _k(ctx, 2.0)])
+
+
+def _asinh(ctx, x):
+    """asinh x = sign(x) log(|x| + sqrt(x^2 + 1)) (odd, so no cancellation for negative x)."""
+    ax = ctx.op("abs", [x])
+    y = ctx.op("log", [ctx.op("add", [ax, ctx.op("sqrt", [ctx.op("add", [ctx.op("mul", [x, x]), _k(ctx, 1.0)])])])])
+    return ctx.op("where", [ctx.op("lt", [x, _k(ctx, 0.0)]), ctx.op("neg", [y]), y])
+
+
+_INVERSE = {
+    "Atan": _atan,
+    "Asin": _asin,
+    "Acos": lambda ctx, x: ctx.op("sub", [_k(ctx, np.pi / 2), _asin(ctx, x)]),
+    "Asinh": _asinh,
+    "Acosh": lambda ctx, x: ctx.op("log", [ctx.op("add", [x, ctx.op("sqrt", [
+        ctx.op("sub", [ctx.op("mul", [x, x]), _k(ctx, 1.0)])])])]),
+    "Atanh": lambda ctx, x: ctx.op("mul", [ctx.op("log", [ctx.op("div", [
+        ctx.op("add", [_k(ctx, 1.0), x]), ctx.op("sub", [_k(ctx, 1.0), x])])]), _k(ctx, 0.5)]),
+}
+
+
+@converter(*_INVERSE)
+def _inverse_trig(ctx, node):
+    return _f64_unary(ctx, node, _INVERSE[node.op_type])
+
+
 @converter("Pow")
 def _pow(ctx, node):
     a, b = ins(ctx, node)

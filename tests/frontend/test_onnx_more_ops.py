@@ -1,0 +1,83 @@
+"""ONNX ops composed from the op set (inverse trigonometry, products, 3-D pools, LRN), each checked
+against onnxruntime on fresh random inputs wider than onnx's own node cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel as ts
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+oh = onnx.helper
+
+
+def _run_both(node, inputs: dict, opset=18, out_dtype=onnx.TensorProto.FLOAT, initializers=()):
+    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in inputs.items()]
+    out = oh.make_tensor_value_info(node.output[0], out_dtype, None)
+    model = oh.make_model(oh.make_graph([node], "g", vis, [out], initializer=list(initializers)),
+                          opset_imports=[oh.make_opsetid("", opset)])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    got = ts.compile(model, example_inputs=tuple(inputs.values()), target="cpu")(*inputs.values())
+    return np.asarray(got), want
+
+
+def _wide(rng, shape, lo, hi):
+    return rng.uniform(lo, hi, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("op, lo, hi", [("Atan", -1e3, 1e3), ("Atan", -2, 2), ("Asin", -1, 1), ("Acos", -1, 1),
+                                         ("Asinh", -50, 50), ("Acosh", 1, 80), ("Atanh", -0.99, 0.99)])
+def test_inverse_trigonometry(op, lo, hi):
+    rng = np.random.default_rng()
+    x = _wide(rng, (5, 37), lo, hi)
+    if op in ("Asin", "Acos"):
+        x[0, :3] = [-1.0, 1.0, 0.0]
+    if op == "Atan":
+        x[0, :2] = [np.inf, -np.inf]
+    got, want = _run_both(oh.make_node(op, ["x"], ["y"]), {"x": x})
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
+def test_reduce_prod_and_cumprod_with_zeros_and_negatives(dtype):
+    rng = np.random.default_rng()
+    if dtype == np.float32:
+        x = rng.uniform(-1.6, 1.6, (3, 6, 4)).astype(dtype)
+    else:
+        x = rng.integers(-4, 5, (3, 6, 4)).astype(dtype)
+    x[1, 2, 3] = 0
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    tp = oh.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    got, want = _run_both(oh.make_node("ReduceProd", ["x", "axes"], ["y"], keepdims=0), {"x": x},
+                          out_dtype=tp, initializers=[axes])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for exclusive in (0, 1):  # onnxruntime has no CumProd: numpy's cumprod is the reference
+        for reverse in (0, 1):
+            node = oh.make_node("CumProd", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)
+            axis = onnx.numpy_helper.from_array(np.array(1, np.int64), "axis")
+            vi = oh.make_tensor_value_info("x", tp, x.shape)
+            model = oh.make_model(oh.make_graph([node], "g", [vi], [oh.make_tensor_value_info("y", tp, None)],
+                                                initializer=[axis]), opset_imports=[oh.make_opsetid("", 24)])
+            got = ts.compile(model, example_inputs=(x,), target="cpu")(x)
+            v = x[:, ::-1] if reverse else x
+            if exclusive:
+                v = np.concatenate([np.ones_like(v[:, :1]), v[:, :-1]], axis=1)
+            want = np.cumprod(v.astype(np.float64), axis=1)
+            want = want[:, ::-1] if reverse else want
+            np.testing.assert_allclose(got, want.astype(dtype), rtol=1e-5)
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[2, 3, 2], strides=[2, 1, 2], pads=[1, 0, 1, 0, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[3, 2, 2], dilations=[2, 1, 2], ceil_mode=1, strides=[2, 2, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3, 2], pads=[1, 1, 0, 1, 1, 1], count_include_pad=0)),
+    ("AveragePool", dict(kernel_shape=[3, 3, 2], pads=[1, 1, 0, 1, 1, 1], count_include_pad=1, strides=[2, 2, 2])),
+    ("AveragePool", dict(kernel_shape=[2, 2, 3], ceil_mode=1, strides=[2, 2, 2])),
+    ("LpPool", dict(kernel_shape=[2, 2, 2], p=3, strides=[1, 2, 1])),
+])
+def test_3d_pools(op, attrs):
+    x = np.random.default_rng().standard_normal((2, 3, 7, 6, 5)).astype(np.float32)
+    got, want = _run_both(oh.make_node(op, ["x"], ["y"], **attrs), {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
