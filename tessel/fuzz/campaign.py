@@ -308,32 +308,42 @@ class Campaign:
                 w._wait_ready()
             self._t0 = time.monotonic()  # worker start-up is not fuzzing time
             stop = self._t0 + budget
-            while time.monotonic() < stop and (max_cases is None or self.stats["cases"] - self._cases0 < max_cases):
+            interrupted = False
+            try:
+                while time.monotonic() < stop and (max_cases is None or self.stats["cases"] - self._cases0 < max_cases):
+                    for w in workers:
+                        if w.idle:
+                            purpose, case = self._pending.pop(0) if self._pending else ("new", self.next_case())
+                            if case is None:
+                                continue
+                            jobs[id(w)] = (case, purpose)
+                            det = purpose != "new" or self.rng.random() < self.determinism_rate
+                            w.submit(id(w), case.to_text(), self.timeout, determinism=det)
+                    wait_any(workers, 0.05)
+                    for w in workers:
+                        got = w.poll()
+                        if got is not None:
+                            case, purpose = jobs.pop(id(w))
+                            self._handle(case, got[1], purpose)
+                    now = time.monotonic()
+                    if now - last_line >= 1.0:
+                        last_line = now
+                        self.history.append((round(self._elapsed(), 1), self.stats["cases"], len(self.features),
+                                             feature_lines(self.features), len(self.corpus), len(self.failures)))
+                        if not self.quiet:
+                            print("\r" + self.line(), end="", file=self.log, flush=True)
+                    if now - last_save >= 30.0:
+                        last_save = now
+                        self.stats["elapsed_s"] = round(self._elapsed(), 1)
+                        self._save_state()
+            except KeyboardInterrupt:  # stopped by the user: keep everything, resume later from the directory
+                interrupted = True
+                self._say("\ntessel fuzz: interrupted; saving the campaign (resume with the same --out)")
                 for w in workers:
-                    if w.idle:
-                        purpose, case = self._pending.pop(0) if self._pending else ("new", self.next_case())
-                        if case is None:
-                            continue
-                        jobs[id(w)] = (case, purpose)
-                        det = purpose != "new" or self.rng.random() < self.determinism_rate
-                        w.submit(id(w), case.to_text(), self.timeout, determinism=det)
-                wait_any(workers, 0.05)
-                for w in workers:
-                    got = w.poll()
-                    if got is not None:
-                        case, purpose = jobs.pop(id(w))
-                        self._handle(case, got[1], purpose)
-                now = time.monotonic()
-                if now - last_line >= 1.0:
-                    last_line = now
-                    self.history.append((round(self._elapsed(), 1), self.stats["cases"], len(self.features),
-                                         feature_lines(self.features), len(self.corpus), len(self.failures)))
-                    if not self.quiet:
-                        print("\r" + self.line(), end="", file=self.log, flush=True)
-                if now - last_save >= 30.0:
-                    last_save = now
-                    self.stats["elapsed_s"] = round(self._elapsed(), 1)
-                    self._save_state()
+                    if not w.idle:
+                        w.restart()  # its case is dropped, not recorded
+                        w.job = None
+                jobs.clear()
             # let running cases finish (bounded by their time limit)
             while any(not w.idle for w in workers):
                 wait_any(workers, 0.1)
@@ -348,7 +358,7 @@ class Campaign:
             if not self.quiet:
                 print("\r" + self.line(), file=self.log, flush=True)
             self._save_state()
-            if self.reduce and self.new_failures:
+            if self.reduce and self.new_failures and not interrupted:
                 self._reduce_new(workers[0])
         finally:
             for w in workers:

@@ -279,6 +279,7 @@ def run_one(worker: Worker, case, timeout: float = 60.0, determinism: bool = Tru
 def main(argv=None) -> None:
     """The child's entry: `python -m tessel.fuzz.worker COVERAGE PRELOAD_TVM` (0/1 each)."""
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the campaign, which stops its children
     rfile = sys.stdin.buffer
     wfile = os.fdopen(os.dup(1), "wb")  # messages go to the original stdout ...
     null = os.open(os.devnull, os.O_WRONLY)
