@@ -394,7 +394,7 @@ def entries() -> list[IntrinsicDef]:
                         return f"{fn}<{ta}, {tb}>({d}, {a}, {b}, {s});"
                 entry = IntrinsicDef(wgmma_name(n, dtype, a_regs), "warpgroup", _operand_list(n, dtype, a_regs),
                                      _semantics(n, dtype, a_regs), cuda, GROUP_HEADER + _header(n, dtype, a_regs),
-                                     Cost(flops=2 * 64 * n * 16, cycles=n / 8.0), doc)
+                                     Cost(flops=2 * 64 * n * 16, cycles=n / 2.0), doc)  # ~1024 FLOP/clk/sub-partition
                 out.append(entry)
     return out
 
