@@ -52,8 +52,11 @@ def campaign(seconds, jobs, seed=0, env=None, **kw) -> dict:
     code = ("import json,sys; from tessel.fuzz.campaign import Campaign; "
             f"c=Campaign({d!r}, seed={seed}, jobs={jobs}, quiet=True, reduce=False, **{kw!r}); "
             f"s=c.run(seconds={seconds}); print(json.dumps(s))")
-    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                       timeout=seconds * 3 + 240)
+    try:
+        r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=seconds * 3 + 240)
+    except subprocess.TimeoutExpired:
+        return {"error": "campaign timed out"}
     if r.returncode != 0:
         return {"error": r.stderr[-2000:]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -148,9 +151,12 @@ print(json.dumps(result))
 """
 
 
-def judge(env: dict, timeout=300) -> dict:
-    r = subprocess.run([sys.executable, "-c", JUDGE], env={**os.environ, **env}, capture_output=True, text=True,
-                       timeout=timeout)
+def judge(env: dict, timeout=90) -> dict:
+    try:
+        r = subprocess.run([sys.executable, "-c", JUDGE], env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": timeout}  # a mutant that hangs the compiler: not a miscompilation
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -176,12 +182,12 @@ def bugs(args) -> dict:
 
     kept = []
     with ThreadPoolExecutor(args.parallel) as ex:  # each judge is its own process
-        verdicts = list(ex.map(lambda s: judge({"TESSEL_FUZZ_MUTANT": s.name, "JUDGE_N": str(args.judge_n)}), chosen))
-    for s, r in zip(chosen, verdicts):
-        if r.get("miscompiled", 0) > 0:
-            kept.append(s)
-        print(f"  {s.name:34s} {s.kind:8s} {r.get('miscompiled', '-')}/{r.get('programs', '-')} wrong "
-              f"{'KEPT' if r.get('miscompiled', 0) else ''}  {s.text[:60]}", flush=True)
+        verdicts = ex.map(lambda s: judge({"TESSEL_FUZZ_MUTANT": s.name, "JUDGE_N": str(args.judge_n)}), chosen)
+        for s, r in zip(chosen, verdicts):
+            if r.get("miscompiled", 0) > 0:
+                kept.append(s)
+            print(f"  {s.name:34s} {s.kind:8s} {r.get('miscompiled', '-')}/{r.get('programs', '-')} wrong "
+                  f"{'KEPT' if r.get('miscompiled', 0) else ''}  {s.text[:60]}", flush=True)
     print(f"{len(kept)} mutants miscompile; baseline campaign ...", flush=True)
     kw = {"tvm_rate": args.tvm_rate, "plugins": ["tessel.fuzz.mutant"]}
     baseline = campaign(args.seconds, args.jobs, args.seed, env={"TESSEL_FUZZ_MUTANT": ""}, **kw)
