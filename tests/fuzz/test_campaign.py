@@ -84,3 +84,19 @@ def test_mutants_the_verifier_rejects_are_counted_not_run(tmp_path):
     c.fresh = lambda: good
     assert c.next_case() is good
     assert c.stats["rejected_before_run"] == 20 and c.stats["rejected_by"]["verify"] == 20
+
+
+def test_cuda_campaign_cases_run_through_gpu_schedules(tmp_path):
+    """--target cuda: GPU templates, the CUDA pipeline, the race-checking interpreter, the CUDA printer."""
+    from tessel.fuzz.oracles import run_case
+
+    c = Campaign(str(tmp_path), target="cuda", seed=2, quiet=True)
+    statuses = []
+    for _ in range(6):
+        case = c.next_case()
+        assert case.target == "cuda" and case.schedule[0]["args"]["target"] == "cuda"
+        assert [p["name"] for p in case.pipeline][:2] == ["simplify", "remove_dead_code"]
+        out = run_case(case)
+        statuses.append(out.status)
+        assert out.status != "fail", out.message
+    assert "ok" in statuses
