@@ -169,3 +169,117 @@ def test_gpu_gemm_bias_gelu_matches_torch(m, n, k):
     ref = torch.nn.functional.gelu(a.float() @ b.float() + bias.float())
     err = float((c.float() - ref).norm() / ref.norm())
     assert err <= 5e-3 and not torch.isnan(c).any()
+
+
+# -- the graph: GEMM + elementwise groups become one template kernel on cuda ------------------------
+
+def _one_gemm_kernel(cm, n_kernels=1):
+    from tessel.ir.nodes import Intrinsic, walk
+
+    assert len(cm.kernels) == n_kernels, [k.name for k in cm.kernels]
+    assert not cm.report.get("gpu_splits"), cm.report.get("gpu_splits")
+    k = cm.kernels[0]
+    assert any(isinstance(n, Intrinsic) and n.name.startswith("mma") for n in walk(k.ir)), k.name
+    return k
+
+
+def _h(rng, *shape, scale=None):
+    scale = 1 / math.sqrt(shape[-1]) if scale is None else scale
+    return (rng.standard_normal(shape) * scale).astype(np.float16)
+
+
+def _graph_case(name, rng):
+    """(builder, inputs, numpy reference in float64 of the graph's float16 semantics)."""
+    from tessel.frontend.builder import GraphBuilder
+
+    b = GraphBuilder(name)
+    f = lambda a: a.astype(np.float64)  # noqa: E731
+    r16 = lambda a: f(np.asarray(a).astype(np.float16))  # noqa: E731
+    x = _h(rng, 40, 24, scale=1.0)
+    if name == "matmul_bias_gelu":
+        w, bias = _h(rng, 24, 48), _h(rng, 48)
+        b.output(b.gelu(b.add(b.matmul(b.input("x", x.shape, "float16"), w), bias)))
+        h = r16(r16(f(x) @ f(w)) + f(bias))
+        return b, [x], 0.5 * h * (1 + erf(h / math.sqrt(2)))
+    if name == "linear":
+        w, bias = _h(rng, 48, 24), _h(rng, 48)
+        b.output(b.linear(b.input("x", x.shape, "float16"), w, bias))
+        return b, [x], f(x) @ f(w).T + f(bias)
+    if name == "matmul":
+        w = _h(rng, 24, 48)
+        b.output(b.matmul(b.input("x", x.shape, "float16"), w))
+        return b, [x], f(x) @ f(w)
+    if name == "bmm":
+        y = _h(rng, 2, 24, 16, scale=1.0)
+        xs = _h(rng, 2, 40, 24, scale=1.0)
+        b.output(b.matmul(b.input("x", xs.shape, "float16"), b.input("y", y.shape, "float16")))
+        return b, [xs, y], np.matmul(f(xs), f(y))
+    if name == "matmul_silu_residual":
+        w, res = _h(rng, 24, 24), _h(rng, 40, 24, scale=1.0)
+        xi = b.input("x", x.shape, "float16")
+        b.output(b.add(b.silu(b.matmul(xi, w)), b.input("r", res.shape, "float16")))
+        h = r16(f(x) @ f(w))
+        return b, [x, res], r16(h / (1 + np.exp(-h))) + f(res)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["matmul_bias_gelu", "linear", "matmul", "bmm", "matmul_silu_residual"])
+def test_graph_gemm_groups_are_one_template_kernel_on_cuda(name):
+    from tessel.compiler.model import compile_graph
+
+    seed, rng = _rng()
+    b, inputs, want = _graph_case(name, rng)
+    cm = compile_graph(b.graph, target="cuda:sm_90a")
+    _one_gemm_kernel(cm)
+    got = np.asarray(cm.run_interpreted(*inputs), np.float64)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= 2e-3, f"seed {seed}: {name} relative error {err}"
+    ref = np.asarray(cm.run_reference(*inputs), np.float64) if hasattr(cm, "run_reference") else want
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= 2e-3
+
+
+def test_dsl_gemm_whose_result_is_also_an_output():
+    """C = A @ B is a kernel output and D = relu(C) another: the template stores both, one nest."""
+    import tessel as ts
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+    from tessel.schedules.generic import stages
+
+    A = ts.placeholder((40, 24), "bfloat16", name="A")
+    B = ts.placeholder((24, 32), "bfloat16", name="B")
+    k = ts.reduce_axis(24, name="k")
+    C = ts.compute((40, 32), lambda i, j: ts.sum(A[i, k].astype("float32") * B[k, j].astype("float32"), axis=k),
+                   name="C")
+    D = ts.compute((40, 32), lambda i, j: ts.maximum(C[i, j], 0.0).astype("bfloat16"), name="D")
+    sch = default_gpu_schedule(ts.lower([A, B, C, D]), "cuda:sm_90a")
+    assert sch.trace[0].args["name"] == "gemm.mma_sync" and len(stages(sch.kernel)) <= 1
+    seed, rng = _rng()
+    a, b = (rng.standard_normal(s).astype(ml_dtypes.bfloat16) for s in ((40, 24), (24, 32)))
+    c, d = np.full((40, 32), 7e3, np.float32), np.full((40, 32), 7e3, ml_dtypes.bfloat16)
+    interp.run(sch.kernel, a, b, c, d)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(c - want).max() <= 1e-3 * np.abs(want).max(), f"seed {seed}"
+    assert np.array_equal(d, np.maximum(c, 0).astype(ml_dtypes.bfloat16)), f"seed {seed}"
+
+
+@pytest.mark.parametrize("op", ["addmm", "baddbmm"])
+def test_torch_addmm_and_baddbmm_are_one_template_kernel_on_cuda(op):
+    torch = pytest.importorskip("torch")
+    from tessel.compiler.compile_api import compile as ts_compile
+
+    seed, _ = _rng()
+    g = torch.Generator().manual_seed(seed)
+    batch = (2,) if op == "baddbmm" else ()
+    bias = torch.randn(*batch, 40, 16, generator=g).half()
+    w = (torch.randn(*batch, 24, 16, generator=g) / 5).half()
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            f = torch.addmm if op == "addmm" else torch.baddbmm
+            return f(bias, x, w, beta=0.5, alpha=2.0)
+
+    x = torch.randn(*batch, 40, 24, generator=g).half()
+    cm = ts_compile(M(), (x,), target="cuda:sm_90a")
+    _one_gemm_kernel(cm)
+    want = 0.5 * bias.double() + 2.0 * (x.double() @ w.double())
+    got = torch.as_tensor(np.asarray(cm.run_interpreted(x.numpy()), np.float64))
+    assert float((got - want).abs().max() / want.abs().max()) <= 3e-3, f"seed {seed}"
