@@ -141,8 +141,9 @@ class Campaign:
             with open(self._path("state.json")) as f:
                 state = json.load(f)
             self._elapsed_before = float(state.get("stats", {}).get("elapsed_s", 0.0))
-            for k in ("cases", "ok", "rejected", "rejected_before_run", "fail", "generated", "mutated"):
-                self.stats[k] = int(state.get("stats", {}).get(k, 0))
+            for k, v in state.get("stats", {}).items():  # counters and their breakdowns carry on
+                if k in self.stats and k not in ("elapsed_s", "corrupt_files") and type(v) is type(self.stats[k]):
+                    self.stats[k] = v
             self.history = [tuple(h) for h in state.get("history", [])]
         except FileNotFoundError:
             pass
