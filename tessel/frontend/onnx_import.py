@@ -298,6 +298,9 @@ class _Importer:
         names.update({formal: actual for formal, actual in zip(fn.output, node.output) if actual})
         attrs = {a.name: a for a in fn.attribute_proto}
         attrs.update({a.name: a for a in node.attribute})
+        from tessel.frontend.onnx_subgraph import renamed_graph
+
+        scope = {x: names.get(x, prefix + x) for x in list(fn.input) + [o for m in fn.node for o in m.output] if x}
         body = []
         for inner in fn.node:
             n = onnx.NodeProto()
@@ -318,10 +321,40 @@ class _Importer:
                     kept.append(a)
             del n.attribute[:]
             n.attribute.extend(kept)
+            for a in n.attribute:  # a subgraph (Scan's body, say) sees the body's names renamed
+                if a.HasField("g"):
+                    a.g.CopyFrom(renamed_graph(a.g, prefix, scope))
             body.append(n)
         self._check_ops_supported(body, opsets)
         for k, n in enumerate(body):
             self.convert_node(n, k, opsets)
+
+    # -- subgraphs (If branches, Loop and Scan bodies) ---------------------------------------------
+    def graph_attr(self, node, name: str):
+        """The GraphProto of attribute `name` of `node` (None when absent)."""
+        for a in node.attribute:
+            if a.name == name and a.HasField("g"):
+                return a.g
+        return None
+
+    def inline_graph(self, graph, inputs: list, prefix: str) -> list:
+        """Convert the nodes of subgraph `graph` in place, its inputs bound to the Graph values
+        `inputs`; returns the Graph values of its outputs. Every name the subgraph defines gets
+        `prefix` (so a loop body can be inlined once per iteration); names from outer scopes stay."""
+        from tessel.frontend.onnx_subgraph import renamed_graph
+
+        g = renamed_graph(graph, prefix)
+        if len(inputs) != len(g.input):
+            raise OnnxImportError(f"{self.where()}: the subgraph takes {len(g.input)} input(s), got {len(inputs)}")
+        for vi, v in zip(g.input, inputs):
+            self.env[vi.name] = v
+        for t in g.initializer:
+            self.lazy[t.name] = t
+        _, _, opsets = self.stack[-1]
+        self._check_ops_supported(g.node, opsets)
+        for k, n in enumerate(g.node):
+            self.convert_node(n, k, opsets)
+        return [self.value(o.name) for o in g.output]
 
     # -- values ------------------------------------------------------------------------------------
     def value(self, onnx_name: str) -> str | None:

@@ -1,0 +1,107 @@
+"""ONNX control flow, folded at import time: `If` whose condition is known then, and `Loop` and
+`Scan` unrolled when their trip counts are known then (the body subgraph is inlined once per
+iteration, its names prefixed by `onnx_subgraph.renamed_graph`). A condition or trip count that
+only the run time knows is unsupported (named in the error): the op set has no control flow yet.
+
+Example:
+    >>> all(op in CONVERTERS for op in ("If", "Loop", "Scan"))
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tessel.frontend.onnx_ops import CONVERTERS, converter, ins, norm_axis, reshape  # noqa: F401
+from tessel.frontend.onnx_ops_tensor import take
+
+# Unrolling is per iteration: a larger trip count would make a graph too big to be worth compiling.
+MAX_UNROLL = 4096
+
+
+def _base(ctx) -> str:
+    return ctx.stack[-1][1]
+
+
+def _bool_const(ctx, v, what: str) -> bool:
+    return bool(np.asarray(ctx.need_const(v, what)).reshape(-1)[0])
+
+
+@converter("If")
+def _if(ctx, node):
+    (cond,) = ins(ctx, node)[:1]
+    branch = "then_branch" if _bool_const(ctx, cond, "If's condition") else "else_branch"
+    return ctx.inline_graph(ctx.graph_attr(node, branch), [], f"{_base(ctx)}::{branch}::")
+
+
+def _squeeze(ctx, x, axis):
+    shape = ctx.shape(x)
+    return reshape(ctx, x, shape[:axis] + shape[axis + 1:])
+
+
+def _stack(ctx, values: list, axis: int) -> str:
+    shape = ctx.shape(values[0])
+    axis = norm_axis(ctx, axis, len(shape) + 1)
+    parts = [reshape(ctx, v, shape[:axis] + (1,) + shape[axis:]) for v in values]
+    return parts[0] if len(parts) == 1 else ctx.op("concat", parts, axis=axis)
+
+
+@converter("Loop")
+def _loop(ctx, node):
+    vals = ins(ctx, node)
+    trip, cond, carried = vals[0], vals[1], list(vals[2:])
+    body = ctx.graph_attr(node, "body")
+    n_scan = len(body.output) - 1 - len(carried)
+    limit = int(np.asarray(ctx.need_const(trip, "Loop's trip count")).reshape(-1)[0]) if trip is not None else None
+    if limit is None and cond is None:
+        raise ctx.unsupported("a loop with neither trip count nor condition never ends")
+    if (limit if limit is not None else 0) > MAX_UNROLL:
+        raise ctx.unsupported(f"trip count {limit}: unrolled up to {MAX_UNROLL} iterations")
+    scans: list = [[] for _ in range(n_scan)]
+    i = 0
+    while limit is None or i < limit:
+        if cond is not None and not _bool_const(ctx, cond, "Loop's condition"):
+            break
+        if i >= MAX_UNROLL:
+            raise ctx.unsupported(f"the condition still holds after {MAX_UNROLL} unrolled iterations")
+        keep_going = cond if cond is not None else ctx.const(np.array(True), "cond")
+        outs = ctx.inline_graph(body, [ctx.const(np.array(i, np.int64), "iter"), keep_going] + carried,
+                                f"{_base(ctx)}::iter{i}::")
+        cond, carried = outs[0], outs[1:1 + len(carried)]
+        for k, v in enumerate(outs[1 + len(carried):]):
+            scans[k].append(v)
+        i += 1
+    if n_scan and i == 0:
+        raise ctx.unsupported("zero iterations: its scan outputs would be empty tensors")
+    return carried + [_stack(ctx, s, 0) for s in scans]
+
+
+@converter("Scan")
+def _scan(ctx, node):
+    if ctx.version(node) < 9:
+        raise ctx.unsupported("opset-8 Scan (batch axis and sequence_lens)")
+    vals = ins(ctx, node)
+    n_in = int(ctx.attr(node, "num_scan_inputs"))
+    states, xs = list(vals[:len(vals) - n_in]), vals[len(vals) - n_in:]
+    body = ctx.graph_attr(node, "body")
+    n_out = len(body.output) - len(states)
+    in_axes = [norm_axis(ctx, a, len(ctx.shape(x))) for a, x in
+               zip(ctx.attr(node, "scan_input_axes") or [0] * n_in, xs)]
+    in_dirs = ctx.attr(node, "scan_input_directions") or [0] * n_in
+    out_axes = ctx.attr(node, "scan_output_axes") or [0] * n_out
+    out_dirs = ctx.attr(node, "scan_output_directions") or [0] * n_out
+    steps = {ctx.shape(x)[a] for x, a in zip(xs, in_axes)}
+    if len(steps) != 1:
+        raise ctx.unsupported(f"scan inputs of different lengths {sorted(steps)}")
+    (length,) = steps
+    if length == 0 or length > MAX_UNROLL:
+        raise ctx.unsupported(f"sequence length {length} (unrolled: 1 to {MAX_UNROLL})")
+    scans: list = [[] for _ in range(n_out)]
+    for t in range(length):
+        slices = [_squeeze(ctx, take(ctx, x, [length - 1 - t if d else t], a), a)
+                  for x, a, d in zip(xs, in_axes, in_dirs)]
+        outs = ctx.inline_graph(body, states + slices, f"{_base(ctx)}::step{t}::")
+        states = outs[:len(states)]
+        for k, v in enumerate(outs[len(states):]):
+            scans[k].append(v)
+    return states + [_stack(ctx, s[::-1] if d else s, a) for s, a, d in zip(scans, out_axes, out_dirs)]
