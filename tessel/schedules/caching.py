@@ -21,7 +21,8 @@ from __future__ import annotations
 from tessel.errors import ScheduleError
 from tessel.ir.bounds import interval
 from tessel.ir.nodes import (
-    SCOPES, Allocate, Binary, Buffer, Const, For, IfThenElse, Kernel, LetStmt, Load, Store, Var, rewrite, seq, walk,
+    SCOPES, Allocate, Binary, Buffer, Const, Expr, For, IfThenElse, Kernel, LetStmt, Load, Store, Var, rewrite, seq,
+    walk,
 )
 from tessel.schedules.nest import (
     allocated_in, and_all, find_buffer, find_loop, fresh_name, loads_of, loop_path, replace_loop, stores_to,
@@ -143,7 +144,10 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
     copy_out = copy_nest(taken, new.name + "_out", box, buf.shape, ranges,
                          lambda g, loc: Store(buf, g, Load(new, loc)))
     copy_in = None
-    if _reads_before_init(loop, buffer, set(extents)):
+    # The copy-out writes the whole box back, so the cache must start as a copy of the buffer unless
+    # the body writes every element before reading it: a read first, or only guarded stores (a guard
+    # that is false for some element would write the cache's poison back), need the copy-in.
+    if _reads_before_init(loop, buffer, set(extents)) or not _stored_unconditionally(loop.body, buffer):
         copy_in = copy_nest(taken, new.name + "_in", box, buf.shape, ranges,
                             lambda g, loc: Store(new, loc, Load(buf, g)))
 
@@ -152,6 +156,16 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
         return For(old.var, old.extent, Allocate(new, seq(copy_in, inner, copy_out)), old.kind)
 
     return replace_loop(kernel, at, rebuild), [new.name]
+
+
+def _stored_unconditionally(body, buffer: str) -> bool:
+    """Whether some store to `buffer` in `body` sits under no IfThenElse (with the dense-write check,
+    it then writes every element of the cached box)."""
+    if isinstance(body, Store):
+        return body.buffer.name == buffer
+    if isinstance(body, IfThenElse):
+        return False
+    return any(_stored_unconditionally(c, buffer) for c in body.children() if not isinstance(c, Expr))
 
 
 def _reads_before_init(loop: For, buffer: str, inner: set) -> bool:
