@@ -17,8 +17,14 @@ drops the main loop's global-to-shared copies (what is left: ldmatrix, mma, barr
 ceiling), "l1" makes every main-loop copy read one fixed k-tile through L1 (cp.async.ca: operand
 traffic from L1 instead of L2), "nobar" drops the k-loop's __syncthreads.
 
-Later rows of the GEMM issue (GEMM + bias + GELU against torch's three ops, a 3x3 convolution
-against cuDNN) are not here yet.
+`--epilogue` times GEMM + bias + GELU (exact, erf) fused in one kernel (C = gelu(A @ B + bias), bias
+per column, C in the input dtype) against torch's three ops `gelu(matmul(a, b) + bias)` (ratio: torch
+time / tessel time), checked against torch in float32 first; `--knobs '{"path": "hopper"}'` also
+times the Hopper template with the same epilogue (its `epilogue=(fn, buffers)` hook).
+
+`--conv` times the implicit-GEMM convolution (tessel/schedules/conv_gemm.py) on ResNet-style 3x3
+layers (stride 1, padding 1) in NHWC and NCHW against torch.nn.functional.conv2d (cuDNN, channels_last
+memory format for NHWC), FLOPs 2 N K C R S P Q.
 """
 
 from __future__ import annotations
@@ -135,6 +141,108 @@ def run_case(shape: str, dt: str, knobs, out_f32: bool, diag=None) -> dict:
     return row
 
 
+def build_epilogue(m, n, k, dtype, knobs):
+    """The fused GEMM + bias + GELU kernel (parameters A, B, C, bias) and its knobs."""
+    from tessel.codegen.cuda import build_kernel
+    from tessel.ir.nodes import Buffer
+    from tessel.schedules.epilogue import Epilogue
+    from tessel.schedules.gemm import GemmKnobs, GemmProblem, default_knobs, gemm_kernel
+
+    p = GemmProblem(m, n, k, dtype, out_dtype=dtype)
+    epi = Epilogue.of(("bias", Buffer("bias", (n,), dtype)), "gelu")
+    if knobs is not None and knobs.get("path") == "hopper":
+        from tessel.schedules.gemm_hopper import HopperKnobs, hopper_gemm_kernel
+        from tessel.schedules.gemm_hopper import default_knobs as hopper_defaults
+
+        rest = {key: v for key, v in knobs.items() if key != "path"}
+        kn = HopperKnobs(**rest) if rest else hopper_defaults(p)
+        return build_kernel(hopper_gemm_kernel(p, kn, epilogue=(epi.hook(), epi.buffers)), "cuda:sm_90a"), kn
+    kn = GemmKnobs(**knobs) if knobs is not None else default_knobs(p)
+    return build_kernel(gemm_kernel(p, kn, epilogue=epi), "cuda"), kn
+
+
+def run_epilogue_case(shape: str, dt: str, knobs) -> dict:
+    import torch
+
+    m, n, k = (int(x) for x in shape.split("x"))
+    dtype = DTYPES[dt]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    row = {"shape": shape, "dtype": dt, "knobs": knobs, "diag": None, "case": "gemm+bias+gelu"}
+    try:
+        kern, kn = build_epilogue(m, n, k, dtype, knobs)
+    except Exception as e:  # noqa: BLE001 - a knob variant that cannot build is reported, not fatal
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        return row
+    row["knobs"] = kn.as_dict()
+    g = torch.Generator(device="cuda").manual_seed(hash((shape, dt, "epi")) % 2**31)
+    a = torch.randn(m, k, device="cuda", dtype=tdt, generator=g)
+    b = torch.randn(k, n, device="cuda", dtype=tdt, generator=g)
+    bias = torch.randn(n, device="cuda", dtype=tdt, generator=g)
+    c = torch.full((m, n), float("nan"), device="cuda", dtype=tdt)
+    kern(a, b, c, bias)
+    torch.cuda.synchronize()
+    ref = torch.nn.functional.gelu(a.float() @ b.float() + bias.float())
+    row["rel_err"] = float((c.float() - ref).norm() / ref.norm())
+    if not row["rel_err"] <= 5e-3:
+        row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
+        return row
+    flops = 2.0 * m * n * k
+    row["tessel_ms"] = bench_ms(lambda: kern(a, b, c, bias))
+    row["torch_ms"] = bench_ms(lambda: torch.nn.functional.gelu(torch.matmul(a, b) + bias))
+    row["torch_matmul_ms"] = bench_ms(lambda: torch.matmul(a, b))
+    row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
+    row["torch_tflops"] = flops / row["torch_ms"] / 1e9
+    row["ratio"] = row["torch_ms"] / row["tessel_ms"]
+    return row
+
+
+def run_conv_case(spec: str, dt: str, knobs) -> dict:
+    """spec "N,C,K,H,W,layout" (3x3, stride 1, padding 1)."""
+    import torch
+
+    from tessel.codegen.cuda import build_kernel
+    from tessel.schedules.conv_gemm import ConvKnobs, ConvProblem, conv_kernel, default_conv_knobs
+
+    nb, c_in, k_out, h, w, layout = spec.split(",")
+    nb, c_in, k_out, h, w = (int(x) for x in (nb, c_in, k_out, h, w))
+    dtype = DTYPES[dt]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    row = {"shape": f"conv3x3 {spec}", "dtype": dt, "knobs": knobs, "diag": None, "case": "conv"}
+    p = ConvProblem(nb, c_in, k_out, h, w, 3, 3, pad=1, layout=layout, dtype=dtype, out_dtype=dtype)
+    try:
+        kn = ConvKnobs(**knobs) if knobs is not None and knobs.get("path") != "hopper" else default_conv_knobs(p)
+        kern = build_kernel(conv_kernel(p, kn), "cuda")
+    except Exception as e:  # noqa: BLE001
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        return row
+    row["knobs"] = kn.as_dict()
+    g = torch.Generator(device="cuda").manual_seed(hash((spec, dt)) % 2**31)
+    x = torch.randn(nb, c_in, h, w, device="cuda", dtype=tdt, generator=g)
+    wt = torch.randn(k_out, c_in, 3, 3, device="cuda", dtype=tdt, generator=g) / (3 * c_in) ** 0.5
+    if layout == "NHWC":
+        x, wt = x.to(memory_format=torch.channels_last), wt.to(memory_format=torch.channels_last)
+        xs, ws = x.permute(0, 2, 3, 1).contiguous(), wt.permute(0, 2, 3, 1).reshape(k_out, -1).contiguous()
+        out = torch.full((nb, h, w, k_out), float("nan"), device="cuda", dtype=tdt)
+    else:
+        xs, ws = x.contiguous().reshape(p.buffers()[0].shape), wt.reshape(k_out, -1).contiguous()
+        out = torch.full((nb, k_out, h, w), float("nan"), device="cuda", dtype=tdt)
+    kern(xs, ws, out)
+    torch.cuda.synchronize()
+    ref = torch.nn.functional.conv2d(x.float(), wt.float(), padding=1)
+    got = out.permute(0, 3, 1, 2).float() if layout == "NHWC" else out.float()
+    row["rel_err"] = float((got - ref).norm() / ref.norm())
+    if not row["rel_err"] <= 5e-3:
+        row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
+        return row
+    flops = 2.0 * nb * k_out * c_in * 9 * h * w
+    row["tessel_ms"] = bench_ms(lambda: kern(xs, ws, out))
+    row["torch_ms"] = bench_ms(lambda: torch.nn.functional.conv2d(x, wt, padding=1))
+    row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
+    row["torch_tflops"] = flops / row["torch_ms"] / 1e9
+    row["ratio"] = row["torch_ms"] / row["tessel_ms"]
+    return row
+
+
 def machine() -> str:
     import torch
 
@@ -152,14 +260,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out-f32", action="store_true", help="store C in float32 instead of the input dtype")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--diag", action="append", default=[], help="also time diagnostic variants: nocopy, l1, nobar")
+    ap.add_argument("--epilogue", action="store_true", help="GEMM + bias + GELU fused vs torch's three ops")
+    ap.add_argument("--conv", nargs="?", const="32,256,256,56,56,NHWC;32,256,256,56,56,NCHW",
+                    help="3x3 convolutions 'N,C,K,H,W,layout;...' vs cuDNN (default: ResNet 256-channel layers)")
     args = ap.parse_args(argv)
     variants = ([] if args.no_default else [None]) + [json.loads(k) for k in args.knobs]
     rows = []
-    for shape in args.shapes.split(","):
+    cases = args.conv.split(";") if args.conv else args.shapes.split(",")
+    for shape in cases:
         for dt in args.dtypes.split(","):
             for kn in variants:
-                for diag in [None] + args.diag:
-                    row = run_case(shape, dt, kn, args.out_f32, diag)
+                for diag in [None] + ([] if args.epilogue or args.conv else args.diag):
+                    if args.conv:
+                        row = run_conv_case(shape, dt, kn)
+                    elif args.epilogue:
+                        row = run_epilogue_case(shape, dt, kn)
+                    else:
+                        row = run_case(shape, dt, kn, args.out_f32, diag)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     print()
@@ -170,6 +287,9 @@ def main(argv=None) -> int:
         ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
               f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
               + (" spread" if kn.get("spread") else "")) if kn else "default"
+        if r.get("case"):
+            ks = f"[{r['case']}] " + ks + (f"  (torch matmul alone {r['torch_matmul_ms']:.3f} ms)"
+                                           if "torch_matmul_ms" in r else "")
         if r.get("diag"):
             ks += f"  [diag {r['diag']}: wrong results, timing only]"
         if "error" in r:

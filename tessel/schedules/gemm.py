@@ -235,6 +235,8 @@ class _Operand:
     stages: int
     swizzle: str
     prefix: str
+    valid: object = None  # (batch_vars, outer, k) -> bool Expr: where the operand is not an implicit zero
+    max_vec: int = 8  # cap on the elements per copy (1: element loads, e.g. a shifted conv window)
 
     @property
     def rows(self) -> int:
@@ -265,7 +267,7 @@ class _Operand:
     def vec(self) -> int:
         """Elements per copy: the largest of 8, 4, 2, 1 dividing the contiguous extent."""
         ext = self.k_extent if self.kcontig else self.outer_extent
-        return next(v for v in (8, 4, 2, 1) if ext % v == 0)
+        return next(v for v in (8, 4, 2, 1) if ext % v == 0 and v <= self.max_vec)
 
 
 def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, threads: int, uid: str,
@@ -298,6 +300,8 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
         conds.append(g_outer < op.outer_extent)
     if op.k_extent % op.bk:
         conds.append(g_k < op.k_extent)
+    if op.valid is not None:  # e.g. a convolution window inside the padding (for all `vec` elements)
+        conds.append(op.valid(bvars, g_outer, g_k))
     gidx = op.index(bvars, g_outer, g_k)
     pcol = op.phys(row, col, rot_row)
     if vec >= 2:
@@ -310,7 +314,9 @@ def _load_tile(op: _Operand, smem: Buffer, slot, bvars, outer0, k0, tx: Var, thr
         zero = Store(smem, (slot, row, pcol), Const(0.0, smem.dtype))
     body = copy
     if conds:
-        cond = conds[0] if len(conds) == 1 else conds[0] & conds[1]
+        cond = conds[0]
+        for x in conds[1:]:
+            cond = cond & x
         body = IfThenElse(cond, copy, zero)
     count = total // threads
     lo, hi = piece[0] * count // piece[1], (piece[0] + 1) * count // piece[1]
@@ -345,11 +351,14 @@ def _ceil(a: int, b: int) -> int:
 
 
 def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buffer, a_index, b_index, c_index,
-                    prefix: str = "gemm", epilogue: Epilogue | None = None, raw: Buffer | None = None):
+                    prefix: str = "gemm", epilogue: Epilogue | None = None, raw: Buffer | None = None,
+                    a_load: tuple = (None, 8), b_load: tuple = (None, 8)):
     """The GEMM's statement (a blockIdx.x loop) and its Launch, for buffers a, b, c indexed by
     a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n). `epilogue`
     (tessel.schedules.epilogue) maps each float32 result, at C's index, before the store to C;
-    `raw`: a buffer indexed as C that gets the result before the epilogue too."""
+    `raw`: a buffer indexed as C that gets the result before the epilogue too. `a_load` / `b_load`:
+    (valid(bvars, outer, k) -> bool Expr or None, max elements per copy) of an operand that is
+    an implicit zero outside `valid` (the padding of an implicit-GEMM convolution)."""
     check_knobs(p, kn)
     bm, bn, bk, st = kn.bm, kn.bn, kn.bk, kn.stages
     wm_, wn_ = kn.bm // kn.warps_m, kn.bn // kn.warps_n
@@ -363,8 +372,8 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
         nbatch *= e
     V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
     pid, bz, tx = V("pid"), V("bz"), V("tx")
-    A = _Operand("A", a, a_index, p.a_kcontig, p.m, p.k, bm, bk, st, kn.swizzle, prefix)
-    B = _Operand("B", b, b_index, p.b_kcontig, p.n, p.k, bn, bk, st, kn.swizzle, prefix)
+    A = _Operand("A", a, a_index, p.a_kcontig, p.m, p.k, bm, bk, st, kn.swizzle, prefix, *a_load)
+    B = _Operand("B", b, b_index, p.b_kcontig, p.n, p.k, bn, bk, st, kn.swizzle, prefix, *b_load)
     sa, sb = A.shared(), B.shared()
     acc = Buffer(f"{prefix}_acc", (mt_n, nt_n, 4), "float32", "local")
     fa = Buffer(f"{prefix}_fa", (2, mt_n, 8), p.dtype, "local")

@@ -1,0 +1,200 @@
+"""2-D convolution as an implicit GEMM on tensor cores: the mma.sync GEMM template
+(tessel/schedules/gemm.py) with operand index maps that gather the convolution windows.
+
+Y[n, k, p, q] = sum_{c, r, s} X[n, c, p * stride + r * dilation - pad, q * stride + s * dilation - pad]
+* W[k, c, r, s] (zero outside X), fp16 / bf16 in, float32 accumulation, Y cast to `out_dtype`
+(after an optional fused epilogue, tessel/schedules/epilogue.py, whose index is Y's own).
+
+- NHWC (X [N, H, W, C], W [K, R, S, C] passed as [K, R S C], Y [N, P, Q, K]): GEMM rows = output pixels (M = N P Q),
+  columns = output channels (K), reduction (r, s, c) with c innermost: every 16-byte copy of A
+  is 8 channels of one input pixel (cp.async, zero-filled where the window lies in the padding),
+  B is W as a [K, R S C] k-contiguous matrix. This is the fast layout.
+- NCHW (X [N, C, H, W], W [K, C, R, S] passed as [K, C R S], Y [N, K, P, Q]): one GEMM per image (batch N), rows =
+  output channels (A = W as [K, C R S]), columns = output pixels; B's window is shifted by
+  s - pad along the contiguous axis, so it is loaded element by element (cp.async needs aligned
+  16-byte chunks), except for 1x1 convolutions without padding or stride (then plain GEMM loads).
+
+The knobs are the GEMM template's (`GemmKnobs`); `default_conv_knobs` picks them for the implicit
+GEMM's shape.
+
+Example:
+    >>> import numpy as np; from tessel.ir.interp import run
+    >>> p = ConvProblem(n=1, c=8, k=16, h=4, w=4, r=3, s=3, pad=1, layout="NHWC")
+    >>> kern = conv_kernel(p, GemmKnobs(bm=16, bn=16, bk=16, warps_m=1, warps_n=1, stages=2))
+    >>> [b.name for b in kern.params], p.gemm().m, p.gemm().k
+    (['X', 'W', 'Y'], 16, 72)
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 4, 4, 8)).astype(np.float16)
+    >>> w = rng.standard_normal((16, 3, 3, 8)).astype(np.float16)
+    >>> y = np.zeros((1, 4, 4, 16), np.float32); run(kern, x, w.reshape(16, 72), y)
+    >>> xp = np.pad(x.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    >>> want = sum(np.einsum("npqc,kc->npqk", xp[:, r:r + 4, s:s + 4], w[:, r, s].astype(np.float32))
+    ...            for r in range(3) for s in range(3))
+    >>> bool(np.allclose(y, want, atol=1e-2))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessel.errors import ScheduleError
+from tessel.ir.nodes import Buffer, Kernel
+from tessel.schedules.epilogue import Epilogue
+from tessel.schedules.gemm import GemmKnobs, GemmProblem, build_gemm_body, default_knobs
+
+ConvKnobs = GemmKnobs  # the implicit GEMM's knobs are the GEMM template's
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One 2-D convolution (groups 1): batch n, channels c -> k, input h x w, filter r x s."""
+
+    n: int
+    c: int
+    k: int
+    h: int
+    w: int
+    r: int
+    s: int
+    stride: int = 1
+    pad: int = 0
+    dilation: int = 1
+    layout: str = "NHWC"
+    dtype: str = "float16"
+    out_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.layout not in ("NHWC", "NCHW"):
+            raise ScheduleError(f"conv layout {self.layout!r}: 'NHWC' or 'NCHW'")
+        if self.dtype not in ("float16", "bfloat16"):
+            raise ScheduleError(f"conv dtype {self.dtype}: the tensor-core convolution takes float16 or bfloat16")
+        if min(self.n, self.c, self.k, self.h, self.w, self.r, self.s, self.stride, self.dilation) < 1 or self.pad < 0:
+            raise ScheduleError(f"conv problem {self}: sizes must be positive (padding >= 0)")
+        if self.p < 1 or self.q < 1:
+            raise ScheduleError(f"conv problem {self}: the filter does not fit the padded input")
+
+    @property
+    def p(self) -> int:
+        return (self.h + 2 * self.pad - self.dilation * (self.r - 1) - 1) // self.stride + 1
+
+    @property
+    def q(self) -> int:
+        return (self.w + 2 * self.pad - self.dilation * (self.s - 1) - 1) // self.stride + 1
+
+    @property
+    def plain(self) -> bool:
+        """NCHW 1x1 without padding or stride: X[n] is a [C, H W] matrix."""
+        return self.layout == "NCHW" and self.r == self.s == 1 and self.pad == 0 and self.stride == 1
+
+    def buffers(self) -> tuple[Buffer, Buffer, Buffer]:
+        """X, W, Y. W is passed as the [K, R S C] (NHWC) or [K, C R S] (NCHW) matrix its 4-D
+        tensor is in memory (a 16-byte copy may span filter taps); X of a `plain` NCHW
+        convolution as [N, C, H W]."""
+        red = self.r * self.s * self.c
+        if self.layout == "NHWC":
+            shapes = (self.n, self.h, self.w, self.c), (self.k, red), (self.n, self.p, self.q, self.k)
+        else:
+            xs = (self.n, self.c, self.h * self.w) if self.plain else (self.n, self.c, self.h, self.w)
+            shapes = xs, (self.k, red), (self.n, self.k, self.p, self.q)
+        return (Buffer("X", shapes[0], self.dtype), Buffer("W", shapes[1], self.dtype),
+                Buffer("Y", shapes[2], self.out_dtype))
+
+    def gemm(self) -> GemmProblem:
+        """The implicit GEMM's problem (see the module docstring)."""
+        red = self.r * self.s * self.c
+        if self.layout == "NHWC":
+            return GemmProblem(self.n * self.p * self.q, self.k, red, self.dtype, (), True, True, self.out_dtype)
+        return GemmProblem(self.k, self.p * self.q, red, self.dtype, (self.n,), True, False, self.out_dtype)
+
+
+def default_conv_knobs(p: ConvProblem, sms: int = 132) -> GemmKnobs:
+    """The GEMM template's default knobs for the implicit GEMM's shape."""
+    return default_knobs(p.gemm(), sms)
+
+
+def _pow2_divisor(x: int, cap: int = 8) -> int:
+    v = 1
+    while v < cap and x % (2 * v) == 0:
+        v *= 2
+    return v
+
+
+def conv_body(p: ConvProblem, kn: GemmKnobs, x: Buffer, w: Buffer, y: Buffer, epilogue: Epilogue | None = None,
+              prefix: str = "conv"):
+    """(statement, Launch) of the implicit-GEMM convolution on buffers laid out as `p.buffers()`."""
+    g = p.gemm()
+    P, Q, S, C, R = p.p, p.q, p.s, p.c, p.r
+
+    def window(pix_p, pix_q, r, s):
+        hh = pix_p * p.stride + r * p.dilation - p.pad
+        ww = pix_q * p.stride + s * p.dilation - p.pad
+        return hh, ww
+
+    def inside(hh, ww):
+        return (hh >= 0) & (hh < p.h) & (ww >= 0) & (ww < p.w)
+
+    if p.layout == "NHWC":
+        def split_m(m):  # output pixel -> (n, p, q)
+            return m // (P * Q), m // Q % P, m % Q
+
+        def split_k(kk):  # reduction -> (r, s, c), c innermost
+            return kk // (S * C), kk // C % S, kk % C
+
+        def a_index(bv, m, kk):
+            n_, pp, qq = split_m(m)
+            r, s, c = split_k(kk)
+            return (n_, *window(pp, qq, r, s), c)
+
+        def a_valid(bv, m, kk):
+            _, pp, qq = split_m(m)
+            r, s, _ = split_k(kk)
+            return inside(*window(pp, qq, r, s))
+
+        def b_index(bv, col, kk):
+            return (col, kk)
+
+        def c_index(bv, m, col):
+            return (*split_m(m), col)
+
+        a_load = (a_valid if p.pad else None, _pow2_divisor(C))
+        b_load = (None, _pow2_divisor(C))
+    else:
+        def split_k(kk):  # reduction -> (c, r, s), W's own order
+            return kk // (R * S), kk // S % R, kk % S
+
+        def a_index(bv, row, kk):
+            return (row, kk)
+
+        def b_index(bv, pix, kk):
+            if p.plain:
+                return (bv[0], kk, pix)
+            c, r, s = split_k(kk)
+            return (bv[0], c, *window(pix // Q, pix % Q, r, s))
+
+        def b_valid(bv, pix, kk):
+            _, r, s = split_k(kk)
+            return inside(*window(pix // Q, pix % Q, r, s))
+
+        def c_index(bv, row, pix):
+            return (bv[0], row, pix // Q, pix % Q)
+
+        a_load = (None, 8)
+        b_load = (b_valid if p.pad else None, 8 if p.plain else 1)
+    a, b = (x, w) if p.layout == "NHWC" else (w, x)
+    return build_gemm_body(g, kn, a, b, y, a_index, b_index, c_index, prefix=prefix, epilogue=epilogue,
+                           a_load=a_load, b_load=b_load)
+
+
+def conv_kernel(p: ConvProblem, kn: GemmKnobs | None = None, name: str = "conv_gemm",
+                epilogue: Epilogue | None = None) -> Kernel:
+    """A whole kernel with parameters (X, W, Y) as `p.buffers()` lays them out, then the buffers
+    `epilogue` reads (a per-channel bias: axis -1 for NHWC, 1 for NCHW)."""
+    kn = kn or default_conv_knobs(p)
+    x, w, y = p.buffers()
+    body, launch = conv_body(p, kn, x, w, y, epilogue)
+    extra = epilogue.buffers if epilogue is not None else ()
+    return Kernel(name, (x, w, y) + tuple(extra), body, target="cuda", launch=launch)
+
+
+__all__ = ["ConvKnobs", "ConvProblem", "conv_body", "conv_kernel", "default_conv_knobs"]

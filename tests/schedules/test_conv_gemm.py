@@ -1,0 +1,137 @@
+"""Implicit-GEMM convolution on tensor cores (tessel/schedules/conv_gemm.py): the race-checked
+interpreter against a numpy convolution on fresh random inputs, NHWC and NCHW, padding, stride,
+dilation, 1x1, edges of every GEMM dimension, a fused bias + ReLU epilogue; a deleted barrier caught;
+nvcc compiles the ResNet layer for sm_80 and sm_90a; bad problems raise naming the culprit; (`gpu`)
+against torch.nn.functional.conv2d."""
+
+from __future__ import annotations
+
+import shutil
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from tessel.errors import ScheduleError
+from tessel.ir import interp
+from tessel.ir.interp.race import RaceError
+from tessel.ir.nodes import Barrier, Buffer, Seq, rewrite
+from tessel.schedules.conv_gemm import ConvProblem, conv_kernel, default_conv_knobs
+from tessel.schedules.epilogue import Epilogue
+from tessel.schedules.gemm import GemmKnobs
+
+NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
+SMALL = GemmKnobs(bm=32, bn=16, bk=32, warps_m=2, warps_n=1, stages=3, group_m=2)
+
+
+def _reference_nchw(p: ConvProblem, x, w):
+    """x [N, C, H, W], w [K, C, R, S] (float64) -> [N, K, P, Q]."""
+    xp = np.pad(x, ((0, 0), (0, 0), (p.pad, p.pad), (p.pad, p.pad)))
+    y = np.zeros((p.n, p.k, p.p, p.q))
+    for r in range(p.r):
+        for s in range(p.s):
+            h0, w0 = r * p.dilation, s * p.dilation
+            win = xp[:, :, h0:h0 + p.stride * (p.p - 1) + 1:p.stride, w0:w0 + p.stride * (p.q - 1) + 1:p.stride]
+            y += np.einsum("ncpq,kc->nkpq", win, w[:, :, r, s])
+    return y
+
+
+def _run(p: ConvProblem, kn=SMALL, epilogue=None, kernel=None):
+    seed = int(np.random.SeedSequence().entropy % 2**32)  # fresh inputs every run; the seed is in messages
+    rng = np.random.default_rng(seed)
+    xb, wb, yb = p.buffers()
+    x4 = (p.n, p.h, p.w, p.c) if p.layout == "NHWC" else (p.n, p.c, p.h, p.w)
+    w4 = (p.k, p.r, p.s, p.c) if p.layout == "NHWC" else (p.k, p.c, p.r, p.s)
+    x = rng.standard_normal(x4).astype(NP[p.dtype])
+    w = rng.standard_normal(w4).astype(NP[p.dtype])
+    extra = [rng.standard_normal(b.shape).astype(NP[b.dtype]) for b in (epilogue.buffers if epilogue else ())]
+    y = np.full(yb.shape, 7e3, NP[p.out_dtype])  # garbage: every element must be written
+    interp.run(kernel or conv_kernel(p, kn, epilogue=epilogue), x.reshape(xb.shape), w.reshape(wb.shape), y, *extra)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    if p.layout == "NHWC":
+        x64, w64 = x64.transpose(0, 3, 1, 2), w64.transpose(0, 3, 1, 2)
+    want = _reference_nchw(p, x64, w64)
+    if epilogue is not None:
+        want = np.maximum(want + extra[0].astype(np.float64)[None, :, None, None], 0)
+    got = y.astype(np.float64)
+    if p.layout == "NHWC":
+        got = got.transpose(0, 3, 1, 2)
+    err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-9)
+    return seed, err
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("shape", [
+    dict(n=2, c=16, k=24, h=5, w=6, r=3, s=3, pad=1),  # ResNet-like 3x3, edges in M and N
+    dict(n=1, c=8, k=16, h=7, w=7, r=3, s=3, pad=1, stride=2),
+    dict(n=1, c=8, k=8, h=6, w=6, r=3, s=3, pad=2, dilation=2, dtype="bfloat16"),
+    dict(n=2, c=24, k=16, h=4, w=4, r=1, s=1),  # pointwise
+    dict(n=1, c=4, k=8, h=5, w=5, r=3, s=3, pad=0, dtype="bfloat16", out_dtype="bfloat16"),  # C=4: 8-byte copies
+])
+def test_interpreter_matches_numpy(layout, shape):
+    p = ConvProblem(layout=layout, **{"dtype": "float16", **shape})
+    seed, err = _run(p)
+    assert err <= 1e-2, f"seed {seed}: {p} relative error {err}"
+
+
+@pytest.mark.parametrize("layout,axis", [("NHWC", -1), ("NCHW", 1)])
+def test_fused_bias_relu(layout, axis):
+    p = ConvProblem(1, 8, 16, 5, 5, 3, 3, pad=1, layout=layout, out_dtype="float16")
+    epi = Epilogue.of(("bias", Buffer("bias", (16,), "float16"), axis), "relu")
+    seed, err = _run(p, epilogue=epi)
+    assert err <= 1e-2, f"seed {seed}: relative error {err}"
+
+
+def test_deleted_barrier_fails():
+    p = ConvProblem(1, 16, 16, 6, 6, 3, 3, pad=1)
+    kern = conv_kernel(p, GemmKnobs(bm=32, bn=16, bk=32, warps_m=2, warps_n=1, stages=2))
+    broken = rewrite(kern, lambda n: Seq(()) if isinstance(n, Barrier) else None, fixpoint=False)
+    with pytest.raises(RaceError):
+        _run(p, kernel=broken)
+
+
+def test_bad_problems_raise_naming_the_culprit():
+    with pytest.raises(ScheduleError, match="layout"):
+        ConvProblem(1, 8, 8, 4, 4, 3, 3, layout="NCWH")
+    with pytest.raises(ScheduleError, match="float32"):
+        ConvProblem(1, 8, 8, 4, 4, 3, 3, dtype="float32")
+    with pytest.raises(ScheduleError, match="does not fit"):
+        ConvProblem(1, 8, 8, 2, 2, 3, 3)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_nvcc_compiles_the_resnet_layer(arch, layout):
+    from tessel.codegen.cuda import cuda_source
+    from tessel.codegen.cuda_build import compile_cuda
+
+    p = ConvProblem(32, 256, 256, 56, 56, 3, 3, pad=1, layout=layout, dtype="bfloat16", out_dtype="bfloat16")
+    assert compile_cuda(cuda_source(conv_kernel(p, default_conv_knobs(p))), arch, name="conv_gemm",
+                        compiler="nvcc").code
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("n,c,k,h,r,pad,stride", [(2, 64, 64, 14, 3, 1, 1), (1, 32, 48, 15, 3, 1, 2),
+                                                    (2, 64, 128, 7, 1, 0, 1)])
+def test_gpu_matches_torch(layout, n, c, k, h, r, pad, stride):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from tessel.codegen.cuda import build_kernel
+
+    p = ConvProblem(n, c, k, h, h, r, r, stride=stride, pad=pad, layout=layout, dtype="bfloat16")
+    kern = build_kernel(conv_kernel(p), "cuda")
+    x = torch.randn(n, c, h, h, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(k, c, r, r, device="cuda", dtype=torch.bfloat16)
+    ref = torch.nn.functional.conv2d(x.float(), w.float(), stride=stride, padding=pad)
+    if layout == "NHWC":
+        y = torch.full((n, p.p, p.q, k), float("nan"), device="cuda")
+        kern(x.permute(0, 2, 3, 1).contiguous(), w.permute(0, 2, 3, 1).reshape(k, -1).contiguous(), y)
+        y = y.permute(0, 3, 1, 2)
+    else:
+        y = torch.full((n, k, p.p, p.q), float("nan"), device="cuda")
+        kern(x.reshape(p.buffers()[0].shape), w.reshape(k, -1), y)
+    err = float((y - ref).norm() / ref.norm())
+    assert err <= 5e-3 and not torch.isnan(y).any()
