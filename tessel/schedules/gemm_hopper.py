@@ -77,6 +77,7 @@ class HopperKnobs:
     persistent: bool = False
     group_m: int = 8
     epilogue: str = "direct"  # "direct" (guarded global stores) or "tma" (stmatrix + TMA store, 16-bit C)
+    pingpong: bool = False  # persistent, 2 consumers: each takes whole tiles in turn (else both share each tile)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,8 +98,9 @@ def shared_bytes(kn: HopperKnobs) -> int:
 
 
 def acc_registers(kn: HopperKnobs) -> int:
-    """float32 accumulators per consumer thread: (bm / consumers / 64) m64 tiles of bn / 2."""
-    return max(1, kn.bm // max(1, kn.consumers) // 64) * kn.bn // 2
+    """float32 accumulators per consumer thread: (bm / consumers / 64) m64 tiles of bn / 2 (with
+    pingpong, bm / 64: each consumer holds a whole tile)."""
+    return max(1, kn.bm // (1 if kn.pingpong else max(1, kn.consumers)) // 64) * kn.bn // 2
 
 
 def problem_issues(p: GemmProblem, arch: str = "sm_90a") -> list:
@@ -129,9 +131,10 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
     if kn.consumers not in (1, 2):
         out.append(("consumers", "must be 1 or 2 consumer warpgroups"))
         return out
-    if not isinstance(kn.bm, int) or kn.bm % (64 * kn.consumers) or not 64 <= kn.bm <= 256:
-        out.append(("bm", f"must be a multiple of 64 * consumers = {64 * kn.consumers} (m64 wgmma tiles per "
-                          f"consumer warpgroup), at most 256 (a TMA box)"))
+    per = 1 if kn.pingpong is True else kn.consumers  # warpgroups sharing a tile's rows
+    if not isinstance(kn.bm, int) or kn.bm % (64 * per) or not 64 <= kn.bm <= 256:
+        out.append(("bm", f"must be a multiple of {64 * per} (m64 wgmma tiles for each of the {per} consumer "
+                          f"warpgroup(s) sharing a tile), at most 256 (a TMA box)"))
     if not isinstance(kn.bn, int) or kn.bn % 64 or not 64 <= kn.bn <= 256:
         out.append(("bn", "must be 64, 128, 192 or 256 (wgmma N <= 256, 64-column TMA atoms)"))
     if not isinstance(kn.stages, int) or kn.stages < 2:
@@ -151,6 +154,10 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("persistent", "must be True or False"))
     if not isinstance(kn.group_m, int) or kn.group_m < 1 or kn.group_m & (kn.group_m - 1):
         out.append(("group_m", "must be a power of two"))
+    if not isinstance(kn.pingpong, bool):
+        out.append(("pingpong", "must be True or False"))
+    elif kn.pingpong and not (kn.persistent is True and kn.consumers == 2):
+        out.append(("pingpong", "needs persistent=True and consumers=2 (the two take a block's tiles in turn)"))
     if kn.epilogue not in ("direct", "tma"):
         out.append(("epilogue", "must be 'direct' or 'tma'"))
     elif kn.epilogue == "tma" and p.out_dtype not in ("float16", "bfloat16"):
@@ -197,7 +204,7 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
                       drop: tuple = (), fn=None, sms: int = 132):
     """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
     `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
-    "wgmma_wait", "barrier", "store_wait", "store_barrier"): broken variants for tests.
+    "wgmma_wait", "barrier", "store_wait", "store_barrier", "turn"): broken variants for tests.
     `fn(value, row, col)`: an epilogue hook.
     `sms`: the grid of a persistent kernel (min(tiles, sms) blocks)."""
     check_knobs(p, kn)
@@ -213,21 +220,23 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     grid = max(cl, min(tiles_all, max(1, sms)) // cl * cl) if kn.persistent else tiles_all
     per_cta = -(-tiles_all // grid)
     k_tiles = -(-p.k // ATOM_COLS)
-    rows_wg = bm // nc
+    pp = kn.pingpong  # consumer c takes the block's tiles lt = c, c + 2, ...: its own whole tiles
+    rows_wg = bm if pp else bm // nc
     m_tiles = rows_wg // 64
-    ring = Ring.make(prefix, kn.stages, nc, drop, cluster=cl)
+    ring = Ring.make(prefix, kn.stages, 1 if pp else nc, drop, cluster=cl)
     at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
     pid, tid = V("pid"), V("tid")
     gm = min(kn.group_m, tiles_m)
     per_group = gm * tiles_n
 
-    def over_tiles(tag, body_of):
+    def over_tiles(tag, body_of, consumer=None):
         """body_of(lt, m0, n0, batch indices) for each output tile of this block: the block's tile lt
         (0 .. per_cta - 1) is tile pid + lt * grid, mapped to (batch, tile row, column), the rows
         and columns in groups of gm tile rows (Triton's grouped order, as gemm.mma_sync), so
         blocks running together share A rows and B columns in L2."""
-        lt = V(f"{tag}lt") if kn.persistent else Const(0)
+        ltv = V(f"{tag}lt")
+        lt = (ltv * 2 + consumer if consumer is not None else ltv) if kn.persistent else Const(0)
         tile_all = pid + lt * grid if kn.persistent else pid
         tile = tile_all % tiles if nbatch > 1 else tile_all
         bz = tile_all // tiles
@@ -246,9 +255,9 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
                               LetStmt(pn, inner // gs, body_of(lt, pm * bm, pn * bn, tuple(bvars)))))
         if not kn.persistent:
             return out
-        if tiles_all % grid:
+        if tiles_all % grid or (consumer is not None and per_cta % 2):
             out = IfThenElse(tile_all < tiles_all, out)
-        return For(lt, per_cta, out)
+        return For(ltv, -(-per_cta // 2) if consumer is not None else per_cta, out)
 
     # cluster 2x1: the pair's tiles are rows pm, pm + 1 of one column; each CTA loads half of B's
     # tile and multicasts it to both
@@ -263,11 +272,17 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     frag = Buffer(f"{prefix}_frag", (8,), c.dtype, "local")
 
     def consumer(wg_expr, lane_expr):
-        row0 = wg * rows_wg if nc > 1 else Const(0)
+        row0 = wg * rows_wg if nc > 1 and not pp else Const(0)
 
         def tile_body(lt, m0, n0, bv):
+            turn = None
+            if pp:  # take turns: wait for the other consumer's loop over tile lt - 1, pass the turn after ours
+                turn = IfThenElse(pid + (lt + 1) * grid < tiles_all,  # the other has a tile lt + 1
+                                  Intrinsic("bar.arrive", (4 - wg, Const(256))))
             main = consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
-                                     m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop)
+                                     m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop, after_loop=turn)
+            if pp and "turn" not in drop:
+                main = seq(IfThenElse(lt > 0, Intrinsic("bar.sync", (3 + wg, Const(256)))), main)
             if kn.epilogue == "tma":
                 return seq(main, *store_accumulators_tma(acc, bn, m_tiles, c, cstage, wg * (64 * ATOM_COLS),
                                                          m0 + row0, n0, lane, wg + 1, fn, f"{prefix}_e", frag,
@@ -277,7 +292,7 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
                                                 index=lambda r, col: bv + (r, col)))
 
         body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
-                   over_tiles("c", tile_body))
+                   over_tiles("c", tile_body, wg if pp else None))
         body = Allocate(acc, Allocate(da, Allocate(db, Allocate(frag, body) if kn.epilogue == "tma" else body)))
         return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
 
@@ -364,7 +379,7 @@ def _register_template():
         [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
          Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
          Choice("cluster", ("1x1", "2x1")), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
-         Choice("epilogue", ("direct", "tma"))],
+         Choice("epilogue", ("direct", "tma")), Bool("pingpong", default=False)],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),
         doc="Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups."))

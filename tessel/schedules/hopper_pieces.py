@@ -251,11 +251,14 @@ def wgmma_ktile(acc: Buffer, n: int, dtype: str, a: OperandTiles, a_desc: Expr, 
 
 def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: str, a: OperandTiles,
                       a_desc: Expr, b: OperandTiles, b_desc: Expr, row0: int, m_tiles: int, leader: Expr,
-                      first_iter=0, drop: tuple = ()) -> Stmt:
+                      first_iter=0, drop: tuple = (), after_loop: Stmt | None = None) -> Stmt:
     """One consumer warpgroup's loop over `k_tiles` k-tiles (ring iterations first_iter + kt):
     wait full, issue the k-tile's wgmmas, wait_group(1) (the previous k-tile's group retired, so
-    its stage is released by `leader`, one thread), and after the loop wait_group(0), release
-    the last stage and fence the accumulators: they hold the tile's sums afterwards.
+    its stage is released by `leader`, one thread), and after the loop (`after_loop`, then)
+    wait_group(0), release the last stage and fence the accumulators: they hold the tile's sums.
+    The full-barrier waits are only exact when no other consumer of the ring is more than one
+    round behind (parity aliases phases two apart): consumers that take turns on one ring must
+    order their loops (gemm_hopper's pingpong passes the turn in `after_loop`).
     `drop` ("wgmma_wait"): leave out the in-loop wait_group (a broken variant for tests)."""
     it = _c(first_iter) + kt
     body = [ring.wait(it), wgmma_ktile(acc, n, dtype, a, a_desc, b, b_desc, ring.stage(it), row0, m_tiles,
@@ -265,7 +268,7 @@ def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: 
     body.append(IfThenElse(leader & (kt > 0), ring.release(it - 1)))
     tail = [Intrinsic(wgmma.WAIT, (Const(0),)), IfThenElse(leader, ring.release(_c(first_iter) + _c(k_tiles) - 1))]
     tail += [Intrinsic(wgmma.fence_acc_name(n), (BufferRef(acc, (Const(mi * n // 2),)),)) for mi in range(m_tiles)]
-    return seq(For(kt, k_tiles, seq(*body)), *tail)
+    return seq(For(kt, k_tiles, seq(*body)), *([after_loop] if after_loop is not None else []), *tail)
 
 
 def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, batch=()) -> Stmt:

@@ -92,6 +92,12 @@ def test_interpreter_matches_numpy(p, kn):
      HopperKnobs(bm=64, bn=64, stages=2, consumers=1, persistent=True), 3),
     (GemmProblem(128, 128, 128, "bfloat16", batch=(2,)),
      HopperKnobs(bm=64, bn=128, stages=2, consumers=1, persistent=True, cluster="2x1"), 2),
+    # pingpong: the two consumers take a block's tiles in turn (3 tiles per block: 2 + 1), with clusters, TMA store
+    (GemmProblem(192, 128, 192, "bfloat16"),
+     HopperKnobs(bm=64, bn=64, stages=2, consumers=2, persistent=True, pingpong=True), 2),
+    (GemmProblem(256, 136, 192, "float16", out_dtype="float16"),
+     HopperKnobs(bm=128, bn=128, stages=3, consumers=2, epilogue="tma", persistent=True, pingpong=True, cluster="2x1"),
+     2),
     # 6 tiles on 4 blocks: blocks 0, 1 take two tiles (the ring runs on across tiles), 2, 3 one (guarded)
     (GemmProblem(192, 128, 128, "bfloat16"), HopperKnobs(bm=64, bn=64, stages=3, consumers=1, persistent=True), 4),
     # two consumers sharing each tile, 3 tiles per block, k-tiles not a multiple of the stages
@@ -206,6 +212,17 @@ def test_cluster_without_its_releases_races(drop):
             interp.run(hopper_gemm_kernel(p, kn, drop=(drop,)), a, b, c.copy(), seed=seed + s)
 
 
+def test_pingpong_without_its_turns_races():
+    # consumer 1 starts on tile 1 while consumer 0 is still on tile 0: its full-barrier waits are two
+    # phases ahead of the ring, where the parity cannot tell them apart, so it reads a stage too early
+    p = GemmProblem(192, 128, 192, "bfloat16")
+    kn = HopperKnobs(bm=64, bn=64, stages=2, consumers=2, persistent=True, pingpong=True)
+    seed, a, b, c = _inputs(p)
+    for s in range(3):
+        with pytest.raises(interp.RaceError):
+            interp.run(hopper_gemm_kernel(p, kn, sms=2, drop=("turn",)), a, b, c.copy(), seed=seed + s)
+
+
 def test_without_the_full_wait_consumers_read_poison():
     # 2 k-tiles in 2 stages, releases left out: the producer never waits, so the only thing
     # between the TMA loads and the wgmma reads is the consumers' full-barrier wait
@@ -231,7 +248,8 @@ def test_without_the_full_wait_consumers_read_poison():
     (dict(bm=256, bn=256, stages=4), "stages"), (dict(bm=128, bn=256, consumers=1, stages=2), "bn"),
     (dict(consumers=3), "consumers"), (dict(cluster="2x2"), "cluster"),
     (dict(bm=192, consumers=1, cluster="2x1"), "cluster"), (dict(bn=64, consumers=1, bm=64, cluster="2x1"), "cluster"),
-    (dict(persistent=1), "persistent"),
+    (dict(persistent=1), "persistent"), (dict(pingpong=True), "pingpong"),
+    (dict(pingpong=True, persistent=True, bm=128, bn=256), "bn"),
     (dict(group_m=3), "group_m"), (dict(epilogue="tma"), "epilogue"),
 ])
 def test_impossible_knobs_raise_naming_the_knob(knobs, culprit):
