@@ -34,6 +34,11 @@ CASES = [
     (4096, 4096, 4096, "bfloat16", True, False, "bfloat16",
      HopperKnobs(bm=128, bn=256, stages=4, persistent=True, epilogue="tma", cluster="2x1")),
     (1000, 520, 336, "float16", True, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, cluster="2x1")),
+    # pingpong consumers (whole tiles in turn)
+    (2048, 2048, 2048, "bfloat16", True, False, "bfloat16",
+     HopperKnobs(bm=128, bn=128, stages=5, persistent=True, epilogue="tma", pingpong=True)),
+    (1000, 520, 336, "float16", True, True, "float32", HopperKnobs(bm=128, bn=128, stages=4, persistent=True,
+                                                                    pingpong=True)),
 ]
 # batched (3-D TMA boxes): (batch, m, n, k, dtype, out_dtype, knobs)
 BATCHED = [
