@@ -472,4 +472,6 @@ def _round(ctx, node):
     return [ctx.op("where", [ctx.op("eq", [d, half]), at_half, up])]
 
 
-from tessel.frontend import onnx_ops_control, onnx_ops_nn, onnx_ops_resize, onnx_ops_tensor  # noqa: E402,F401,E501
+from tessel.frontend import (  # noqa: E402,F401  (their converters)
+    onnx_ops_control, onnx_ops_nn, onnx_ops_resize, onnx_ops_rnn, onnx_ops_tensor,
+)
