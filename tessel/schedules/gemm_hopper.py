@@ -310,7 +310,11 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     if kn.epilogue == "tma":
         blk = Allocate(cstage, blk)
     body = For(pid, grid, blk, "blockIdx.x")
-    return body, Launch((grid, 1, 1), (threads, 1, 1), shared_bytes(kn) + 1024, (cl, 1, 1))
+    # dynamic shared memory (1024 bytes of slack for the swizzle atoms' alignment) only past the 48 KB a
+    # block has without opting in: below it the printer declares the buffers statically, and a dynamic size
+    # on top of them would double the request (the launch failed with CUDA_ERROR_INVALID_VALUE on the H200)
+    smem = shared_bytes(kn) + 1024
+    return body, Launch((grid, 1, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0, (cl, 1, 1))
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
