@@ -17,7 +17,9 @@ Set TESSEL_NUM_THREADS to change tessel's threads (onnxruntime and torch use eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import logging
 import os
 import statistics
 import sys
@@ -175,11 +177,25 @@ def _first(out):
     return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
 
 
+@contextlib.contextmanager
+def _quiet_fd(fd: int):
+    """Silence a C-level file descriptor (torch's exporter prints whole graphs from C++ on failure)."""
+    saved = os.dup(fd)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
 def onnxruntime_session(module, inputs):
     """An onnxruntime session of the module exported with torch's TorchScript exporter, or the
     reason there is none."""
     import torch
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -189,7 +205,9 @@ def onnxruntime_session(module, inputs):
     why = ""
     for dynamo in (False, True):  # the TorchScript exporter, else torch.export's (needs onnxscript)
         try:
-            with warnings.catch_warnings():
+            sink = io.StringIO()  # the exporters print graphs and warnings: keep the table readable
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+                    _quiet_fd(2):
                 warnings.simplefilter("ignore")
                 if dynamo:
                     data = torch.onnx.export(module, inputs, dynamo=True, verbose=False).model_proto
