@@ -11,6 +11,10 @@ TesselError says so (building never needs either). Kernels run on torch's curren
 given torch tensors (tessel.codegen.cuda_runtime says how streams are chosen) and write their
 outputs in place; they return None, as CPU kernels do.
 
+Scalar parameters (int32 / int64 Vars of the IR) take Python or numpy ints and are passed by
+value; the shapes, byte sizes (overlap checks), launch grid and TMA tensor maps that depend on
+them are evaluated per call (and cached per set of values), so one binary serves every length.
+
 Vector accesses need aligned base pointers: a call whose arrays are not aligned (say a tensor
 slice starting at an odd element) runs a variant printed without vector accesses, compiled on
 first need.
@@ -31,26 +35,32 @@ import statistics
 
 import numpy as np
 
-from tessel.codegen.kernel import Kernel
+from tessel.codegen.kernel import Kernel, _Bound, _values
 from tessel.errors import ArgumentError, TesselError
 from tessel.ir.nodes import Launch
+
+_GRID_LIMIT = (2**31 - 1, 65535, 65535)
 
 
 class GpuKernel(Kernel):
     """A kernel compiled for an NVIDIA GPU (see the module docstring)."""
 
     def __init__(self, ir, printed, binary, target):
-        super().__init__(ir, None, target, source=printed.source, inspect=self._inspect_code)
-        self.printed = printed
+        self.printed = printed  # before Kernel.__init__, whose shape evaluation (_bound) reads the grid
+        super().__init__(ir, None, target, source=printed.source, inspect=self._inspect_code,
+                         written=printed.written)  # the intrinsic table's operand roles
         self.binary = binary
         self.arch = binary.arch
         self._variants = {True: (printed, binary)}  # vectorized or not -> (PrintedKernel, Binary)
-        self._configs: dict = {}  # vectorized or not -> cuda.core LaunchConfig
         self._devices_ok: set[int] = set()
+        self._buffer_names = tuple(p.name for p in ir.buffer_params)
+        self._names = tuple(p.name for p in ir.params)
+        self._scalar_np = {i: np.dtype(self._specs[i].dtype).type for i in self._scalar_index}
 
     @property
     def launch(self) -> Launch:
-        """Grid, block and dynamic shared memory (bytes) of every launch."""
+        """Grid, block and dynamic shared memory (bytes) of every launch; grid entries may be
+        expressions of the scalar parameters, evaluated per call."""
         p = self.printed
         return Launch(p.grid, p.block, p.shared_bytes)
 
@@ -68,17 +78,39 @@ class GpuKernel(Kernel):
 
     # -- calling ---------------------------------------------------------------------------------
 
-    def __call__(self, *arrays) -> None:
-        """Run the kernel on GPU arrays (torch CUDA tensors, cupy, DLPack), one per parameter in
-        order; outputs are written in place."""
+    def __call__(self, *args) -> None:
+        """Run the kernel on GPU arrays (torch CUDA tensors, cupy, DLPack) and ints (scalar
+        parameters), one per parameter in order; outputs are written in place."""
         from tessel.codegen import cuda_runtime as rt
 
-        infos = self._describe(arrays)
+        infos, bound, launch_args = self._describe(args)
         device = infos[0].device if infos else 0
         stream = rt.current_stream_handle(infos, device)
-        self._launch(infos, device, stream)
+        self._launch(infos, bound, launch_args, device, stream)
 
-    def _launch(self, infos, device: int, stream: int) -> None:
+    def _bound(self, env: dict) -> _Bound:
+        bound = super()._bound(env)
+        grid = self.printed.grid
+        if any(not isinstance(g, int) for g in grid):
+            from tessel.ir.interp import interpret_expr
+
+            grid = tuple(g if isinstance(g, int) else int(interpret_expr(g, env)) for g in grid)
+            for axis, g, top, c in zip("xyz", grid, _GRID_LIMIT, self.printed.cluster):
+                if not 1 <= g <= top:
+                    raise ArgumentError(f"kernel '{self.name}': its launch grid {self._grid_text()} is {grid} for "
+                                        f"{_values(env)}; gridDim.{axis} must be in 1..{top}")
+                if g % c:
+                    raise ArgumentError(f"kernel '{self.name}': its launch grid {self._grid_text()} is {grid} for "
+                                        f"{_values(env)}, which the cluster {self.printed.cluster} does not divide")
+        bound.extra["grid"] = grid
+        return bound
+
+    def _grid_text(self) -> str:
+        from tessel.codegen.cuda_printer import _grid_text
+
+        return _grid_text(self.printed.grid)
+
+    def _launch(self, infos, bound: _Bound, args: list, device: int, stream: int) -> None:
         from tessel.codegen import cuda_runtime as rt
 
         if device not in self._devices_ok:
@@ -89,19 +121,25 @@ class GpuKernel(Kernel):
                                   f"(the visible GPU's architecture) or 'cuda:sm_{cc[0]}{cc[1]}'")
             self._devices_ok.add(device)
         printed, binary = self._variant(infos)
-        ptrs = [i.ptr for i in infos]
+        grid = bound.extra["grid"]
+        ptrs = list(args)
         ws = None
         if printed.workspace_bytes:
             ws = rt.Workspace(printed.workspace_bytes, infos, device, stream)
             ptrs.append(ws.ptr)
-        config = self._configs.get(printed.vectorized)
+        configs = bound.extra.setdefault("configs", {})  # vectorized or not -> cuda.core LaunchConfig
+        config = configs.get(printed.vectorized)
         if config is None:
-            config = self._configs[printed.vectorized] = rt.launch_config(printed.grid, printed.block,
-                                                                          printed.shared_bytes)
-        names = [p.name for p in self.ir.params]  # TMA tensor maps over the parameters they name
-        maps = [(spec, ptrs[names.index(spec.buffer)]) for spec in getattr(printed, "tensor_maps", ())]
+            config = configs[printed.vectorized] = rt.launch_config(grid, printed.block, printed.shared_bytes)
+        # TMA tensor maps over the parameters they name, their symbolic extents bound to this call's scalars
+        maps = bound.extra.get(("maps", printed.vectorized))
+        if maps is None:
+            maps = bound.extra[("maps", printed.vectorized)] = [
+                spec.bind(bound.scalars) for spec in getattr(printed, "tensor_maps", ())]
+        names = self._names
+        maps = [(spec, args[names.index(spec.buffer)]) for spec in maps]
         try:
-            rt.launch(binary.code, binary.key, printed.symbol, self.name, printed.grid, printed.block,
+            rt.launch(binary.code, binary.key, printed.symbol, self.name, grid, printed.block,
                       printed.shared_bytes, ptrs, device, stream, config, tensor_maps=maps)
         finally:
             if ws is not None:
@@ -111,8 +149,8 @@ class GpuKernel(Kernel):
         """The vectorized code when every pointer is aligned as it needs, else the scalar variant."""
         printed, binary = self._variants[True]
         if printed.alignment:
-            for p, info in zip(self.params, infos):
-                need = printed.alignment.get(p.name)
+            for name, info in zip(self._buffer_names, infos):
+                need = printed.alignment.get(name)
                 if need and info.ptr % need:
                     return self._scalar_variant()
         return printed, binary
@@ -127,70 +165,81 @@ class GpuKernel(Kernel):
             got = self._variants[False] = (printed, compile_cuda(printed.source, self.arch, name=self.name))
         return got
 
-    def _describe(self, arrays) -> list:
+    def _describe(self, args) -> tuple[list, _Bound, list]:
+        """Check a call's arguments; return the ArrayInfo of each array (in order), the call's
+        _Bound, and the launch arguments (pointers, and numpy int32 / int64 scalars by value)."""
         from tessel.codegen.cuda_runtime import describe
 
+        self._count(args)
         specs = self._specs
-        if len(arrays) != len(specs):
-            names = ", ".join(s.name for s in specs)
-            raise ArgumentError(f"kernel '{self.name}' takes {len(specs)} array(s) ({names}), got {len(arrays)}")
-        infos = []
-        for a, s in zip(arrays, specs):
+        bound = self._bind(args)
+        infos, launch_args, where = [], [], []
+        for k, (a, s, shape) in enumerate(zip(args, specs, bound.shapes)):
+            if s.scalar:
+                launch_args.append(self._scalar_np[k](a))
+                continue
             what = f"kernel '{self.name}' argument '{s.name}'"
             info = describe(a, what)
             if info.dtype != s.dtype:
                 raise ArgumentError(f"{what}: expected dtype {s.dtype}, got {info.dtype}")
-            if info.shape != s.shape:
-                raise ArgumentError(f"{what}: expected shape {s.shape}, got {info.shape}")
+            if info.shape != shape:
+                if not self._scalar_index:
+                    raise ArgumentError(f"{what}: expected shape {shape}, got {info.shape}")
+                raise self._shape_error(s, shape, tuple(info.shape), bound.scalars)
             if not info.contiguous:
                 raise ArgumentError(f"{what}: expected a C-contiguous array; pass .contiguous() / a copy")
             if s.output and info.readonly:
                 raise ArgumentError(f"{what} is an output but the array given is read-only")
             infos.append(info)
-        for info, s in zip(infos[1:], specs[1:]):
+            launch_args.append(info.ptr)
+            where.append(k)
+        for info, k in zip(infos[1:], where[1:]):
             if info.device != infos[0].device:
-                raise ArgumentError(f"kernel '{self.name}' argument '{s.name}' is on GPU {info.device} but argument "
-                                    f"'{specs[0].name}' is on GPU {infos[0].device}; all arrays must be on one GPU")
+                raise ArgumentError(f"kernel '{self.name}' argument '{specs[k].name}' is on GPU {info.device} but "
+                                    f"argument '{specs[where[0]].name}' is on GPU {infos[0].device}; all arrays must "
+                                    f"be on one GPU")
+        nbytes = bound.nbytes
         for i in self._outputs:
-            lo, hi = infos[i].ptr, infos[i].ptr + self._nbytes[i]
-            for j, info in enumerate(infos):
-                if j != i and info.ptr < hi and lo < info.ptr + self._nbytes[j]:
+            lo, hi = launch_args[i], launch_args[i] + nbytes[i]
+            for j in where:
+                p = launch_args[j]
+                if j != i and p < hi and lo < p + nbytes[j]:
                     raise ArgumentError(f"kernel '{self.name}' arguments '{specs[i].name}' and '{specs[j].name}' "
                                         f"overlap in memory; an output must not share memory with another argument")
-        return infos
+        return infos, bound, launch_args
 
-    def run_reference(self, *arrays) -> None:
+    def run_reference(self, *args) -> None:
         """Run `.ir` with the reference interpreter on numpy copies of the arrays (numpy arrays, torch
-        tensors on any device, cupy arrays), writing the outputs back into the arrays given."""
+        tensors on any device, cupy arrays; ints for scalar parameters), writing the outputs back
+        into the arrays given."""
         from tessel.ir.interp import run
 
-        if len(arrays) != len(self._specs):
-            names = ", ".join(s.name for s in self._specs)
-            raise ArgumentError(f"kernel '{self.name}' takes {len(self._specs)} array(s) ({names}), got {len(arrays)}")
-        host = [_to_numpy(a, f"kernel '{self.name}' argument '{s.name}'") for a, s in zip(arrays, self._specs)]
+        self._count(args)
+        host = [a if s.scalar else _to_numpy(a, f"kernel '{self.name}' argument '{s.name}'")
+                for a, s in zip(args, self._specs)]
         self._check(host)
         run(self.ir, *host)
-        for a, h, s in zip(arrays, host, self._specs):
+        for a, h, s in zip(args, host, self._specs):
             if s.output and h is not a:
                 _copy_back(a, h)
 
-    def time(self, *arrays, number: int = 10, repeat: int = 5) -> float:
+    def time(self, *args, number: int = 10, repeat: int = 5) -> float:
         """Median seconds per call over `repeat` rounds of `number` calls (after a warm-up), timed
-        with CUDA events on the launch stream. Outputs are overwritten."""
+        with CUDA events on the launch stream. Arguments as in a call; outputs are overwritten."""
         from tessel.codegen import cuda_runtime as rt
 
         if number < 1 or repeat < 1:
             raise ArgumentError(f"kernel '{self.name}': time() needs number >= 1 and repeat >= 1")
-        infos = self._describe(arrays)
+        infos, bound, launch_args = self._describe(args)
         device = infos[0].device if infos else 0
         stream = rt.current_stream_handle(infos, device)
-        self._launch(infos, device, stream)
+        self._launch(infos, bound, launch_args, device, stream)
         times = []
         for _ in range(repeat):
             start, stop = _events(infos, device, stream)
             start.record()
             for _ in range(number):
-                self._launch(infos, device, stream)
+                self._launch(infos, bound, launch_args, device, stream)
             stop.record()
             times.append(stop.elapsed_since(start) / 1e3 / number)
         return statistics.median(times)

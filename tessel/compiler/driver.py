@@ -52,6 +52,8 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
         raise TesselError("build(): pass schedule=... or tuning_log=..., not both")
     passes = pipeline_for(tgt) if pipeline is None else as_pipeline(pipeline)  # bad pipeline data fails first
     ir = _to_ir(tensors_or_kernel, name)
+    if tgt.kind == "cpu":
+        _no_cpu_scalars(ir)  # before the CPU schedule and passes see them
     if tuning_log is not None:  # the log's best record for this workload, or the default schedule
         from tessel.tune.reuse import LogSchedules
 
@@ -123,8 +125,16 @@ def _retarget(ir: IRKernel, target: Target) -> IRKernel:
     return ir
 
 
+def _no_cpu_scalars(ir: IRKernel) -> None:
+    if ir.scalar_params:  # the TVM lowering has no scalar parameters yet
+        raise CodegenError(f"kernel '{ir.name}' has scalar parameters "
+                           f"({', '.join(p.name for p in ir.scalar_params)}): scalar kernel parameters are "
+                           f"supported on cuda targets only for now")
+
+
 def _codegen(ir: IRKernel, target: Target) -> Kernel:
     if target.kind == "cpu":
+        _no_cpu_scalars(ir)
         from tessel.codegen import tvm as backend
 
         runner = backend.compile_kernel(ir)
