@@ -405,6 +405,8 @@ def tensor_map_bytes(spec, ptr: int, kernel_name: str = "?") -> bytes:
     if any(st % 16 for st in strides):
         raise ArgumentError(f"kernel '{kernel_name}': tensor '{spec.buffer}' of shape {spec.shape}: TMA needs every "
                             f"row stride to be a multiple of 16 bytes (strides {strides})")
+    if not strides:  # rank 1: the driver reads none, but an empty list reaches it as a NULL array (suspected cause
+        strides = [-(-isz * dims[0] // 16) * 16]  # of CUDA_ERROR_INVALID_VALUE for a (100,) float32 map on the H200)
     t = drv.CUtensorMapDataType
     sw = {0: "NONE", 32: "32B", 64: "64B", 128: "128B"}[spec.swizzle]
     err, tmap = drv.cuTensorMapEncodeTiled(
