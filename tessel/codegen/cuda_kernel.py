@@ -27,6 +27,19 @@ Example (skipped in the doctest run: building needs nvcc or NVRTC, though not a 
     >>> kern = build_kernel(ir, "cuda:sm_80")               # doctest: +SKIP
     >>> kern.launch.block, "__global__" in kern.source      # doctest: +SKIP
     ((64, 1, 1), True)
+
+With a scalar length n (one binary for every n; the reference run needs no GPU):
+    >>> import numpy as np
+    >>> from tessel.ir.nodes import IfThenElse, Launch
+    >>> n, b = Var("n"), Var("b")
+    >>> A, B, i = Buffer("A", (n,)), Buffer("B", (n,)), b * 64 + t
+    >>> body = For(b, (n + 63) // 64, For(t, 64, IfThenElse(i < n, Store(B, (i,), A[i] + 1.0)), "threadIdx.x"),
+    ...            "blockIdx.x")
+    >>> ir = IR("inc_n", (A, n, B), body, target="cuda", launch=Launch(((n + 63) // 64, 1, 1), (64, 1, 1)))
+    >>> kern = build_kernel(ir, "cuda:sm_80")               # doctest: +SKIP
+    >>> a, out = np.arange(100, dtype="float32"), np.zeros(100, "float32")
+    >>> kern.run_reference(a, 100, out); out[-1]            # doctest: +SKIP
+    np.float32(100.0)
 """
 
 from __future__ import annotations
