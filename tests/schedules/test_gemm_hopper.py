@@ -130,6 +130,16 @@ def test_epilogue_hook_adds_bias_and_relu():
     assert (c.astype(np.float32) == 0).mean() > 0.3  # the relu took effect
 
 
+def test_xor3_is_xor_for_3_bit_values():
+    from tessel.ir.interp import interpret_expr
+    from tessel.ir.nodes import Var
+    from tessel.schedules.hopper_pieces import xor3
+
+    x, y = Var("x"), Var("y")
+    e = xor3(x, y)
+    assert all(int(interpret_expr(e, {"x": a, "y": b})) == a ^ b for a in range(8) for b in range(8))
+
+
 def test_default_knobs_are_valid_for_the_benchmark_shapes():
     for m, n, k in [(2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (16384, 4096, 4096),
                     (4096, 4096, 16384), (128, 8192, 8192), (8192, 128, 8192), (1000, 520, 336)]:
