@@ -5,9 +5,10 @@ measured peaks, so a profile can say how far each kernel is from what the machin
   iterations of the loops around the store; a multiply-add counts 2) and compulsory bytes (every
   parameter buffer read or written once).
 * `host_peaks()`: FLOP/s of a float32 512^3 GEMM through numpy's BLAS (the best this machine's
-  library reaches: the "measured GEMM peak") and bytes/s of a 32 MiB copy (read + write), each the
-  best of a few runs, measured once per process (about 0.1 s).
-* `floor_seconds(cost, peaks)`: the larger of flops / peak and bytes / bandwidth.
+  library reaches: the "measured GEMM peak"), bytes/s of a 32 MiB copy (read + write: memory) and
+  of a 256 KiB copy (cache), each the best of a few runs, measured once per process (about 0.1 s).
+* `floor_seconds(cost, peaks)`: the larger of flops / peak and bytes / bandwidth, the cache's
+  bandwidth for kernels whose arrays fit in `CACHE_BYTES` (they stay cached between calls).
 
 Example:
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Load, Store, Var
@@ -52,9 +53,12 @@ def _flops(s, trips: int) -> int:
     return 0
 
 
+CACHE_BYTES = 1 << 20
+
+
 @functools.cache  # the machine's peaks do not change while we run
-def host_peaks() -> tuple[float, float]:
-    """(FLOP/s of numpy's float32 512^3 GEMM, bytes/s of a 32 MiB copy), best of a few runs."""
+def host_peaks() -> tuple[float, float, float]:
+    """(FLOP/s of numpy's float32 512^3 GEMM, bytes/s of a 32 MiB copy, of a 256 KiB copy)."""
     import numpy as np
 
     n = 512
@@ -63,7 +67,9 @@ def host_peaks() -> tuple[float, float]:
     src = np.ones(8 << 20, np.float32)
     dst = np.empty_like(src)
     copy = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
-    return 2.0 * n ** 3 / best, 2.0 * src.nbytes / copy
+    small, small_dst = src[: 32 << 10], dst[: 32 << 10]
+    cached = min(_timed(lambda: [np.copyto(small_dst, small) for _ in range(16)]) for _ in range(5)) / 16
+    return 2.0 * n ** 3 / best, 2.0 * src.nbytes / copy, 2.0 * small.nbytes / cached
 
 
 def _timed(fn) -> float:
@@ -72,11 +78,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def floor_seconds(cost: tuple[int, int], peaks: tuple[float, float]) -> float:
-    """The time a kernel of `cost` cannot beat on a machine of `peaks`.
+def floor_seconds(cost: tuple[int, int], peaks: tuple) -> tuple[float, str]:
+    """The time a kernel of `cost` cannot beat on a machine of `peaks`, and what bounds it.
 
-    >>> floor_seconds((2e9, 1e6), (1e11, 1e10))
-    0.02
+    >>> floor_seconds((2e9, 1e6), (1e11, 1e10, 1e11))
+    (0.02, 'compute')
+    >>> floor_seconds((1e3, 1e9), (1e11, 1e10, 1e11))
+    (0.1, 'memory')
     """
     flops, nbytes = cost
-    return max(flops / peaks[0], nbytes / peaks[1])
+    compute = flops / peaks[0]
+    memory = nbytes / (peaks[2] if nbytes <= CACHE_BYTES and len(peaks) > 2 else peaks[1])
+    return (compute, "compute") if compute >= memory else (memory, "memory" if nbytes > CACHE_BYTES else "cache")

@@ -647,36 +647,38 @@ class _Table(str):
 def _table(program: Program, prof: dict) -> str:
     where = getattr(program, "target", "cpu")
     floors = _cpu_floors(program) if prof and where == "cpu" else None
-    rows = [("#", "kernel", "ops fused", "time (us)") + (("floor (us)", "% of floor", "bound by") if floors else ())]
+    # the time stays the last column (scripts read it there); the floor columns go before it
+    floor_cols = ("bound by", "floor (us)", "% of floor") if floors else ()
+    rows = [("#", "kernel", "ops fused") + floor_cols + ("time (us)",)]
     total = total_floor = 0.0
     for k, step in enumerate(program.steps):
         t = prof.get(k, 0.0)
         total += t
-        row = (str(k), step.kernel.name, step.group.describe(), f"{t * 1e6:.2f}" if prof else "-")
+        row = (str(k), step.kernel.name, step.group.describe())
         if floors:
             f, bound = floors[k]
             total_floor += f
-            row += (f"{f * 1e6:.2f}", f"{100 * f / t:.0f}%" if t > 0 else "-", bound)
-        rows.append(row)
-    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels",
-                 f"{total * 1e6:.2f}" if prof else "-")
-                + ((f"{total_floor * 1e6:.2f}", f"{100 * total_floor / total:.0f}%" if total > 0 else "-", "")
-                   if floors else ()))
+            row += (bound, f"{f * 1e6:.2f}", f"{100 * f / t:.0f}%" if t > 0 else "-")
+        rows.append(row + (f"{t * 1e6:.2f}" if prof else "-",))
+    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels")
+                + (("", f"{total_floor * 1e6:.2f}", f"{100 * total_floor / total:.0f}%" if total > 0 else "-")
+                   if floors else ()) + (f"{total * 1e6:.2f}" if prof else "-",))
     ncol = len(rows[0])
     widths = [max(len(r[i]) for r in rows) for i in range(ncol)]
     lines = [f"model '{program.source.name}' on {where}, compiled in {program.compile_seconds:.2f} s"
              + ("" if prof or where == "cpu" else " (no GPU here: not timed)")]
     for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if j < 3 or j == 6 else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if j < 3 or (floors and j == 3) else c.rjust(w)
                                for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0 or i == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
     if floors:
         from tessel.codegen.tvm_profile import host_peaks
 
-        peak, bw = host_peaks()
+        peak, bw, cached = host_peaks()
         lines.append(f"floor: FLOPs / {peak / 1e9:.0f} GFLOP/s (numpy float32 512^3 GEMM here) or bytes of the "
-                     f"kernel's arrays / {bw / 1e9:.1f} GB/s (a 32 MiB copy), the larger")
+                     f"kernel's arrays / {bw / 1e9:.1f} GB/s (a 32 MiB copy; {cached / 1e9:.0f} GB/s, a cached "
+                     f"copy, when they fit in 1 MiB), the larger")
     p = program.plan
     lines.append(f"intermediates: {len(p.offsets)} values in a {_bytes(p.arena_bytes)} arena "
                  f"(one buffer each: {_bytes(p.naive_bytes)})")
@@ -686,16 +688,11 @@ def _table(program: Program, prof: dict) -> str:
 
 
 def _cpu_floors(program: Program) -> list:
-    """Per step: (floor seconds, "compute" or "memory") from `tessel.codegen.tvm_profile`."""
-    from tessel.codegen.tvm_profile import host_peaks, kernel_cost
+    """Per step: (floor seconds, "compute" / "memory" / "cache") from `tessel.codegen.tvm_profile`."""
+    from tessel.codegen.tvm_profile import floor_seconds, host_peaks, kernel_cost
 
     peaks = host_peaks()
-    out = []
-    for step in program.steps:
-        flops, nbytes = kernel_cost(step.kernel.ir)
-        tc, tm = flops / peaks[0], nbytes / peaks[1]
-        out.append((max(tc, tm), "compute" if tc >= tm else "memory"))
-    return out
+    return [floor_seconds(kernel_cost(step.kernel.ir), peaks) for step in program.steps]
 
 
 def _bytes(n: int) -> str:
