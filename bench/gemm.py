@@ -224,7 +224,7 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
         xs, ws = x.permute(0, 2, 3, 1).contiguous(), wt.permute(0, 2, 3, 1).reshape(k_out, -1).contiguous()
         out = torch.full((nb, h, w, k_out), float("nan"), device="cuda", dtype=tdt)
     else:
-        xs, ws = x.contiguous().reshape(p.buffers()[0].shape), wt.reshape(k_out, -1).contiguous()
+        xs, ws = x.contiguous(), wt.reshape(k_out, -1).contiguous()
         out = torch.full((nb, k_out, h, w), float("nan"), device="cuda", dtype=tdt)
     kern(xs, ws, out)
     torch.cuda.synchronize()

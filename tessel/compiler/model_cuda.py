@@ -78,6 +78,9 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
     from tessel.compiler.lowering import lower_group
 
     low = lower_group(graph, group)
+    conv = _conv_pieces(graph, group, low, target, temps)
+    if conv is not None:
+        return conv
     try:
         return [Piece(low.ir, _default(low.ir, target), list(low.args), group, "default")]
     except ScheduleError as e:
@@ -93,6 +96,38 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
     splits.append({"group": group.describe(), "reason": reason,
                    "into": [f"{p.scheduled.name} ({p.how})" for p in pieces]})
     return pieces
+
+
+def _conv_pieces(graph, group: Group, low, target, temps: dict):
+    """A float16 / bfloat16 2-D convolution (groups 1, equal strides, paddings and dilations) and its
+    pointwise epilogue as two kernels: its weights as a [K, C R S] matrix, then the implicit GEMM on
+    tensor cores with the epilogue fused (tessel.schedules.conv_gemm); None when it does not apply."""
+    from tessel.frontend.op_library.contraction import conv_params
+    from tessel.schedules.conv_gemm import lower_conv_group
+
+    node = group.anchor
+    if node is None or node.op != "conv" or group.nodes[0] is not node or len(group.outputs) != 1:
+        return None
+    if len(graph.values[node.inputs[0]].shape) != 4 or graph.values[node.inputs[0]].dtype not in ("float16",
+                                                                                                  "bfloat16"):
+        return None
+    stride, (pb, pe), dil, groups = conv_params("conv", node.attrs, 2)
+    if groups != 1 or len(set(stride)) != 1 or len(set(dil)) != 1 or len(set(pb + pe)) != 1:
+        return None
+    try:
+        weights, conv = lower_conv_group(low.ir, stride[0], pb[0], dil[0], target)
+    except ScheduleError:
+        return None
+    value_of = {b.name: a for b, a in zip(low.ir.params, low.args)}
+    wname, wmat = weights.params[0].name, weights.params[1]
+    tmp = f"{group.outputs[0]}.{wmat.name}"
+    temps[tmp] = (wmat.shape, wmat.dtype)
+    value_of[wmat.name] = tmp
+    args = [value_of[b.name] for b in conv.params]
+    return [Piece(weights, weights, [value_of[wname], tmp], Group(group.id, [node], None, [value_of[wname]], [tmp]),
+                  "default"),
+            Piece(conv, conv, args, Group(group.id, list(group.nodes), node, args[:-1], list(group.outputs)),
+                  "default")]
 
 
 def split_group(graph, group: Group) -> list:

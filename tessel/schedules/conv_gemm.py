@@ -84,19 +84,18 @@ class ConvProblem:
 
     @property
     def plain(self) -> bool:
-        """NCHW 1x1 without padding or stride: X[n] is a [C, H W] matrix."""
+        """NCHW 1x1 without padding or stride: X[n] is a [C, H W] matrix (whole-chunk copies
+        along W when W allows)."""
         return self.layout == "NCHW" and self.r == self.s == 1 and self.pad == 0 and self.stride == 1
 
     def buffers(self) -> tuple[Buffer, Buffer, Buffer]:
         """X, W, Y. W is passed as the [K, R S C] (NHWC) or [K, C R S] (NCHW) matrix its 4-D
-        tensor is in memory (a 16-byte copy may span filter taps); X of a `plain` NCHW
-        convolution as [N, C, H W]."""
+        tensor is in memory (a 16-byte copy may span filter taps)."""
         red = self.r * self.s * self.c
         if self.layout == "NHWC":
             shapes = (self.n, self.h, self.w, self.c), (self.k, red), (self.n, self.p, self.q, self.k)
         else:
-            xs = (self.n, self.c, self.h * self.w) if self.plain else (self.n, self.c, self.h, self.w)
-            shapes = xs, (self.k, red), (self.n, self.k, self.p, self.q)
+            shapes = (self.n, self.c, self.h, self.w), (self.k, red), (self.n, self.k, self.p, self.q)
         return (Buffer("X", shapes[0], self.dtype), Buffer("W", shapes[1], self.dtype),
                 Buffer("Y", shapes[2], self.out_dtype))
 
@@ -168,7 +167,7 @@ def conv_body(p: ConvProblem, kn: GemmKnobs, x: Buffer, w: Buffer, y: Buffer, ep
 
         def b_index(bv, pix, kk):
             if p.plain:
-                return (bv[0], kk, pix)
+                return (bv[0], kk, pix // Q, pix % Q)
             c, r, s = split_k(kk)
             return (bv[0], c, *window(pix // Q, pix % Q, r, s))
 
@@ -180,7 +179,7 @@ def conv_body(p: ConvProblem, kn: GemmKnobs, x: Buffer, w: Buffer, y: Buffer, ep
             return (bv[0], row, pix // Q, pix % Q)
 
         a_load = (None, 8)
-        b_load = (b_valid if p.pad else None, 8 if p.plain else 1)
+        b_load = (b_valid if p.pad else None, _pow2_divisor(Q) if p.plain else 1)
     a, b = (x, w) if p.layout == "NHWC" else (w, x)
     return build_gemm_body(g, kn, a, b, y, a_index, b_index, c_index, prefix=prefix, epilogue=epilogue,
                            a_load=a_load, b_load=b_load)
@@ -197,4 +196,71 @@ def conv_kernel(p: ConvProblem, kn: GemmKnobs | None = None, name: str = "conv_g
     return Kernel(name, (x, w, y) + tuple(extra), body, target="cuda", launch=launch)
 
 
-__all__ = ["ConvKnobs", "ConvProblem", "conv_body", "conv_kernel", "default_conv_knobs"]
+def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="cuda",
+                     knobs: GemmKnobs | None = None):
+    """A lowered graph group [2-D NCHW conv (groups 1) + pointwise epilogue] (params X, W, the
+    epilogue's inputs.., Y, as tessel.compiler.lowering makes it) as two scheduled GPU kernels:
+    (weights, conv). `weights` copies W [K, C, R, S] into the matrix W' [K, C R S] (its params:
+    W, W'); `conv` is the implicit GEMM with the group's epilogue fused (params X, W', the
+    epilogue's buffers, Y). ScheduleError when the group is not of that form.
+
+    >>> import tessel as ts
+    >>> X = ts.placeholder((1, 8, 4, 4), "float16", name="in0"); W = ts.placeholder((8, 8, 1, 1), "float16", name="in1")
+    >>> c = ts.reduce_axis(8, name="c")
+    >>> A = ts.compute((1, 8, 4, 4), lambda n, k, h, w: ts.sum(X[n, c, h, w].astype("float32") *
+    ...                W[k, c, 0, 0].astype("float32"), axis=c), name="acc")
+    >>> Y = ts.compute((1, 8, 4, 4), lambda *i: A[i].astype("float16"), name="out0")
+    >>> wk, ck = lower_conv_group(ts.lower([X, W, Y]), 1, 0, 1, "cuda:sm_80")
+    >>> [b.name for b in wk.params], [b.name for b in ck.params]
+    (['in1', 'in1_mat'], ['in0', 'in1_mat', 'out0'])
+    """
+    from tessel.ir import dsl
+    from tessel.ir.nodes import Load, Store, Var, walk
+    from tessel.ir.target import parse_target
+    from tessel.schedules.epilogue import from_stage
+    from tessel.schedules.generic import stages
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+    from tessel.schedules.nest import init_guards, perfect_chain
+
+    arch = parse_target(target).arch or "sm_90a"
+    if int(arch[3:].rstrip("a")) < 80:
+        raise ScheduleError(f"conv: target {target} has no mma.sync (sm_80 and later)")
+    x, w, out = ir.params[0], ir.params[1], ir.params[-1]
+    if x.ndim != 4 or w.ndim != 4 or out.ndim != 4 or x.dtype != w.dtype:
+        raise ScheduleError(f"kernel '{ir.name}': not a 2-D convolution of 4-D tensors of one dtype")
+    found = stages(ir)
+    reductions = [(n, nest) for n, nest in found if init_guards(nest)]
+    if len(reductions) != 1:
+        raise ScheduleError(f"kernel '{ir.name}': {len(reductions)} contraction stages; a convolution has one")
+    acc = next(st.buffer for st in walk(reductions[0][1]) if isinstance(st, Store))
+    last_name, last = found[-1]
+    stores = [n for n in walk(last) if isinstance(n, Store)]
+    if last_name != out.name or len(stores) != 1:
+        raise ScheduleError(f"kernel '{ir.name}': the last stage does not store the output once")
+    chain = perfect_chain(last)[:4]
+    loop_vars = tuple(lp.var for lp in chain)
+    reads = [n for n in walk(stores[0].value) if isinstance(n, Load)]
+    at = next((tuple(r.indices) for r in reads if r.buffer == acc), None)
+    if at is None or not all(isinstance(v, Var) for v in at) or set(at) != set(loop_vars):
+        raise ScheduleError(f"kernel '{ir.name}': the output stage does not read the convolution pointwise")
+    if any(r.buffer != acc and r.buffer not in ir.params for r in reads):
+        raise ScheduleError(f"kernel '{ir.name}': the output stage reads a temporary other than the convolution's")
+    epi = from_stage(stores[0], loop_vars, acc, at)
+    (n, c, h, wd), (k, _, r, s_) = x.shape, w.shape
+    p = ConvProblem(n, c, k, h, wd, r, s_, stride, pad, dilation, "NCHW", x.dtype, out.dtype)
+    if tuple(out.shape) != (n, k, p.p, p.q) or w.shape[1] != c:
+        raise ScheduleError(f"kernel '{ir.name}': shapes {x.shape} * {w.shape} -> {out.shape} are not this "
+                            f"convolution's")
+    Wt = dsl.placeholder(w.shape, w.dtype, name=w.name)
+    rs = r * s_
+    Wm = dsl.compute((k, c * rs), lambda i, j: Wt[i, j // rs, j // s_ % r, j % s_], name=f"{w.name}_mat")
+    weights = default_gpu_schedule(dsl.lower([Wt, Wm], name=f"{ir.name}_weights"), target).kernel
+    wmat = weights.params[1]
+    kn = knobs or default_conv_knobs(p)
+    body, launch = conv_body(p, kn, x, wmat, out, epi)
+    conv = Kernel(ir.name, (x, wmat) + tuple(b for b in epi.buffers if b not in (x, wmat)) + (out,), body,
+                  target="cuda", launch=launch)
+    return weights, conv
+
+
+__all__ = ["ConvKnobs", "ConvProblem", "conv_body", "conv_kernel", "default_conv_knobs", "lower_conv_group"]

@@ -160,20 +160,22 @@ def store_value(epilogue: Epilogue | None, value: Expr, idx: tuple, out_dtype: s
     return value if value.dtype == out_dtype else Cast(out_dtype, value)
 
 
-def from_stage(store, loop_vars: tuple, acc: Buffer) -> Epilogue:
+def from_stage(store, loop_vars: tuple, acc: Buffer, acc_index: tuple | None = None) -> Epilogue:
     """The "expr" epilogue of a DSL elementwise stage: `store` (Store of the stage's output) at
     indices `loop_vars` (its loops, one per output dimension), reading `acc` (the contraction's
-    float32 result, of the output's shape) only at `loop_vars`. ScheduleError otherwise."""
+    float32 result) only at `acc_index` (default `loop_vars`: acc has the output's shape; a
+    permutation of them for an accumulator in another layout). ScheduleError otherwise."""
+    at = tuple(loop_vars) if acc_index is None else tuple(acc_index)
     if tuple(store.indices) != tuple(loop_vars):
         raise ScheduleError(f"epilogue stage '{store.buffer.name}' is not stored at its loop variables")
-    if tuple(store.buffer.shape) != tuple(acc.shape):
+    if acc_index is None and tuple(store.buffer.shape) != tuple(acc.shape):
         raise ScheduleError(f"epilogue stage '{store.buffer.name}' has shape {store.buffer.shape}, the contraction "
                             f"{acc.shape}")
     for n in walk(store.value):
-        if isinstance(n, Load) and n.buffer == acc and tuple(n.indices) != tuple(loop_vars):
+        if isinstance(n, Load) and n.buffer == acc and tuple(n.indices) != at:
             raise ScheduleError(f"epilogue stage '{store.buffer.name}' reads '{acc.name}' at other elements than its "
                                 f"own (not a pointwise epilogue)")
-    expr = substitute(store.value, {Load(acc, tuple(loop_vars)): ACC})
+    expr = substitute(store.value, {Load(acc, at): ACC})
     if any(isinstance(n, Load) and n.buffer == acc for n in walk(expr)):
         raise ScheduleError(f"epilogue stage '{store.buffer.name}': a read of '{acc.name}' is left")
     expr = substitute(expr, {v: idx_var(k) for k, v in enumerate(loop_vars)})

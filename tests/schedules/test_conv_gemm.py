@@ -132,6 +132,54 @@ def test_gpu_matches_torch(layout, n, c, k, h, r, pad, stride):
         y = y.permute(0, 3, 1, 2)
     else:
         y = torch.full((n, k, p.p, p.q), float("nan"), device="cuda")
-        kern(x.reshape(p.buffers()[0].shape), w.reshape(k, -1), y)
+        kern(x, w.reshape(k, -1), y)
     err = float((y - ref).norm() / ref.norm())
     assert err <= 5e-3 and not torch.isnan(y).any()
+
+
+# -- compiled models: float16 / bfloat16 convolutions map to the implicit GEMM on cuda --------------
+
+def _mma_in(kernel) -> bool:
+    from tessel.ir.nodes import Intrinsic, walk
+
+    return any(isinstance(n, Intrinsic) and n.name.startswith("mma") for n in walk(kernel.ir))
+
+
+@pytest.mark.parametrize("c,k,r,pad,stride,dtype", [(16, 24, 3, 1, 1, "float16"), (16, 16, 1, 0, 1, "float16"),
+                                                    (8, 16, 3, 1, 2, "bfloat16")])
+def test_graph_conv_bias_relu_is_the_implicit_gemm_on_cuda(c, k, r, pad, stride, dtype):
+    torch = pytest.importorskip("torch")
+    from tessel.compiler.model import compile_graph
+    from tessel.frontend.builder import GraphBuilder
+
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, c, r, r)) / (c * r * r) ** 0.5).astype(NP[dtype])
+    bias = rng.standard_normal(k).astype(NP[dtype])
+    x = rng.standard_normal((2, c, 9, 9)).astype(NP[dtype])
+    b = GraphBuilder("conv")
+    b.output(b.relu(b.conv2d(b.input("x", x.shape, dtype), w, bias, padding=pad, stride=stride)))
+    cm = compile_graph(b.graph, target="cuda:sm_90a")
+    # the weights as a [K, C R S] matrix, then ONE conv + bias + ReLU kernel on tensor cores
+    assert [kk.name for kk in cm.kernels] == ["conv_relu_weights", "conv_relu"] and _mma_in(cm.kernels[1])
+    assert not cm.report.get("gpu_splits")
+    got = np.asarray(cm.run_interpreted(x), np.float64)
+    t = lambda a: torch.tensor(np.asarray(a, np.float64))  # noqa: E731
+    want = torch.relu(torch.nn.functional.conv2d(t(x), t(w), t(bias), padding=pad, stride=stride)).numpy()
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= 1e-2, f"seed {seed}: relative error {err}"
+
+
+def test_torch_half_pointwise_conv_maps_to_the_implicit_gemm():
+    torch = pytest.importorskip("torch")
+    from tessel.compiler.compile_api import compile as ts_compile
+
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence().entropy % 2**31))
+    module = torch.nn.Conv2d(16, 32, 1).half()
+    x = torch.randn(2, 16, 8, 8, generator=g).half()
+    cm = ts_compile(module, (x,), target="cuda:sm_90a")
+    assert any(_mma_in(kk) for kk in cm.kernels) and len(cm.kernels) == 2
+    with torch.no_grad():
+        want = torch.nn.functional.conv2d(x.double(), module.weight.double(), module.bias.double())
+    got = torch.as_tensor(np.asarray(cm.run_interpreted(x.numpy()), np.float64))
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-2
