@@ -191,17 +191,20 @@ def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_li
 
 def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
     """128 x 256 tiles, 2 consumers, 4 stages when the grid still fills the GPU; else 128 x 128
-    (5 stages), else 64 x 128 with one consumer. Persistent blocks, and the stmatrix + TMA-store
+    (5 stages), else 64 x 128, else 64 x 64 with one consumer. Persistent blocks, and the stmatrix + TMA-store
     epilogue where C allows it (16-bit, rows of 16-byte multiples): on the H200 (13:30 run,
     bf16, against torch.matmul in the same run) 128x256 went from 0.90x / 0.95x (non-persistent,
     direct stores) to 1.01x / 1.01x at 4096^3 / 8192^3."""
-    blocks = lambda bm, bn: -(-p.m // bm) * -(-p.n // bn)  # noqa: E731
+    nbatch = 1
+    for e in p.batch:
+        nbatch *= e
     epi = "tma" if p.out_dtype in ("float16", "bfloat16") and p.n % 8 == 0 else "direct"
-    if p.n >= 256 and blocks(128, 256) >= sms:
-        return HopperKnobs(bm=128, bn=256, stages=4, consumers=2, persistent=True, epilogue=epi)
-    if blocks(128, 128) >= sms or p.m >= 128:
-        return HopperKnobs(bm=128, bn=128, stages=5, consumers=2, persistent=True, epilogue=epi)
-    return HopperKnobs(bm=64, bn=128, stages=4, consumers=1, persistent=True, epilogue=epi)
+    # the first tile whose grid (nearly) fills the GPU (skinny and small problems take smaller tiles, so that
+    # e.g. 128 x 8192 x 8192 runs 128 blocks of 64 x 128 rather than 64 of 128 x 128; not measured yet)
+    candidates = [(128, 256, 2, 4), (128, 128, 2, 5), (64, 128, 1, 6), (64, 64, 1, 6)]
+    bm, bn, nc, st = next((c for c in candidates if (c[1] <= 128 or p.n >= 256)
+                           and nbatch * -(-p.m // c[0]) * -(-p.n // c[1]) >= 0.9 * sms), candidates[-1])
+    return HopperKnobs(bm=bm, bn=bn, stages=st, consumers=nc, persistent=True, epilogue=epi)
 
 
 def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",

@@ -317,7 +317,7 @@ def test_template_space_and_refusals():
     assert pts and all(HopperKnobs.from_dict(q) for q in pts)
     assert space.check(dict(space.default, bm=64, consumers=2)) is not None
     with pytest.raises(ScheduleError, match="'stages'=8"):
-        GEMM_WGMMA.apply(kernel, {"bm": 128, "bn": 256, "stages": 8}, "cuda:sm_90a")
+        GEMM_WGMMA.apply(kernel, {"bm": 128, "bn": 256, "stages": 8, "consumers": 2}, "cuda:sm_90a")
 
 
 # -- the printed source compiles for sm_90a --------------------------------------------------------
