@@ -58,7 +58,7 @@ from tessel.ir.intrinsics import mma_name
 from tessel.ir.intrinsics.cp_async import COMMIT, MAX_WAIT, WAIT_GROUP, copy_name
 from tessel.ir.intrinsics.ldmatrix import ldmatrix_name
 from tessel.ir.nodes import (
-    Allocate, Barrier, Buffer, BufferRef, Cast, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Store,
+    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Store,
     Var, minimum, seq, substitute,
 )
 from tessel.schedules.epilogue import Epilogue, store_value
@@ -507,150 +507,12 @@ def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm",
     return Kernel(name, (a, b, c) + tuple(extra), body, target="cuda", launch=launch)
 
 
-# -- the template: a DSL contraction stage of a kernel -----------------------------------------------
-
-@dataclass(frozen=True)
-class GemmPlan:
-    """What the template found in a kernel: the stage, its loop nest, the problem and the index
-    maps of A, B and C (the DSL loads and store with the loop variables substituted)."""
-
-    stage: str
-    nest: For
-    problem: GemmProblem
-    a: object  # Load of A
-    b: object  # Load of B
-    update: Store
-    batch_vars: tuple
-    i: Var
-    j: Var
-    k: Var
-    epilogue: Epilogue | None = None  # a fused elementwise stage reading the result pointwise
-    out: Buffer | None = None  # that stage's output (what the kernel stores)
-    epilogue_nest: For | None = None
-
-
-def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
-    """The GEMM in `kernel` (one DSL stage C[b.., i, j] += f32(A[..]) * f32(B[..]), fp16 / bf16
-    operands each indexed by one variable per dimension, float32 C), optionally followed by one
-    elementwise stage reading C only at its own element (the graph's GEMM + bias + GELU, or the
-    cast to the output's dtype: fused as the epilogue; only with `allow_epilogue`: a template that
-    takes the plan must apply `plan.epilogue` and store `plan.out`), or ScheduleError saying why not."""
-    from tessel.schedules.generic import stages
-
-    found = stages(kernel)
-    if len(found) == 2 and allow_epilogue:
-        return _plan_with_epilogue(kernel, found)
-    if len(found) != 1:
-        raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one "
-                            f"(and an elementwise epilogue)")
-    return _contraction_plan(kernel, *found[0])
-
-
-def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
-    from tessel.ir.nodes import Load, walk
-    from tessel.schedules.epilogue import from_stage
-    from tessel.schedules.nest import init_guards, perfect_chain
-
-    (name, nest), (ename, enest) = found
-    if init_guards(enest):
-        raise ScheduleError(f"kernel '{kernel.name}': its second stage '{ename}' is a reduction, not an epilogue")
-    stores = [n for n in walk(enest) if isinstance(n, Store)]
-    if len(stores) != 1 or stores[0].buffer not in kernel.params:
-        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' must store one kernel output")
-    bufs = []
-    for n in walk(nest):
-        if isinstance(n, (Load, Store)) and n.buffer not in bufs:
-            bufs.append(n.buffer)
-    plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest)
-    chain = perfect_chain(enest)
-    ndim = stores[0].buffer.ndim
-    epi = from_stage(stores[0], tuple(lp.var for lp in chain[:ndim]), plan.update.buffer)
-    if len(chain) != ndim or chain[-1].body != stores[0]:
-        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' is not one store in its loops")
-    return dataclasses.replace(plan, epilogue=epi, out=stores[0].buffer, epilogue_nest=enest)
-
-
-def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
-    from tessel.schedules.generic_gpu_matmul import contraction_parts
-    from tessel.schedules.schedule import Schedule
-
-    parts = contraction_parts(Schedule(kernel), name)
-    if parts is None:
-        raise ScheduleError(f"stage '{name}' is not a contraction (a sum of products of two loads)")
-    chain, ndim, update, a, b = parts
-    prod = update.value.b
-    if update.buffer.dtype != "float32" or not all(isinstance(f, Cast) and f.dtype == "float32"
-                                                    for f in (prod.a, prod.b)):
-        raise ScheduleError(f"stage '{name}': the gemm template accumulates float32 products of casts into a "
-                            f"float32 output")
-    if a.buffer.dtype != b.buffer.dtype or a.buffer.dtype not in ("float16", "bfloat16"):
-        raise ScheduleError(f"stage '{name}': operands {a.buffer.dtype} and {b.buffer.dtype}; mma.sync takes two "
-                            f"float16 or two bfloat16 operands")
-    bvars = tuple(lp.var for lp in chain[:ndim - 2])
-    i, j, k = (lp.var for lp in chain[ndim - 2:ndim + 1])
-    if tuple(update.indices) != bvars + (i, j):
-        raise ScheduleError(f"stage '{name}': the output is not stored at its loop variables")
-    kc = []
-    for ld, outer, what in ((a, i, "A"), (b, j, "B")):
-        if not all(isinstance(x, Var) for x in ld.indices) or len(set(ld.indices)) != len(ld.indices):
-            raise ScheduleError(f"stage '{name}': operand {ld.buffer.name} is not indexed by one loop variable per "
-                                f"dimension")
-        last2 = tuple(ld.indices[-2:])
-        if last2 not in ((outer, k), (k, outer)) or not set(ld.indices[:-2]) <= set(bvars):
-            raise ScheduleError(f"stage '{name}': operand {ld.buffer.name} is not a {what} tile of the GEMM")
-        kc.append(last2 == (outer, k))
-    ext = {lp.var: int(lp.extent.value) for lp in chain}
-    p = GemmProblem(ext[i], ext[j], ext[k], a.buffer.dtype, tuple(ext[v] for v in bvars), kc[0], kc[1])
-    return GemmPlan(name, nest, p, a, b, update, bvars, i, j, k)
-
-
-def apply_gemm(kernel: Kernel, knobs: GemmKnobs, plan: GemmPlan | None = None,
-               shared_limit: int = SHARED_LIMIT["sm_90a"]) -> Kernel:
-    """`kernel` with its GEMM stage replaced by the template's loop nest for `knobs`."""
-    from tessel.schedules.nest import replace_loop
-
-    plan = plan or gemm_plan(kernel, allow_epilogue=True)
-    bad = knob_problems(plan.problem, knobs, shared_limit)
-    if bad:
-        raise ScheduleError(f"gemm knob {bad[0][0]}={getattr(knobs, bad[0][0])!r}: {bad[0][1]}")
-
-    def index_of(ld, outer_var):
-        def index(bv, outer, kk):
-            env = dict(zip(plan.batch_vars, bv))
-            env.update({outer_var: outer, plan.k: kk})
-            return tuple(substitute(x, env) for x in ld.indices)
-        return index
-
-    def c_index(bv, m, n):
-        return tuple(bv) + (m, n)
-
-    acc = plan.update.buffer
-    c, raw = (acc, None) if plan.epilogue is None else (plan.out, acc if acc in kernel.params else None)
-    body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, c,
-                                   index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
-                                   epilogue=plan.epilogue, raw=raw)
-    out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
-    if plan.epilogue is not None:  # the epilogue stage and the result's temporary go
-        out = _drop_stage(out, plan.epilogue_nest.var.name, acc)
-    return dataclasses.replace(out, target="cuda", launch=launch)
-
-
-def _drop_stage(kernel: Kernel, loop: str, temp: Buffer) -> Kernel:
-    from tessel.ir.nodes import Seq, rewrite
-
-    def fn(n):
-        if isinstance(n, For) and n.var.name == loop:
-            return Seq(())
-        if isinstance(n, Allocate) and n.buffer == temp:
-            return n.body
-        if isinstance(n, Seq) and any(isinstance(x, Seq) and not x.stmts for x in n.stmts):
-            return seq(*n.stmts)
-        return None
-    return rewrite(kernel, fn, fixpoint=False)
-
+# -- the template (GemmPlan, gemm_plan, apply_gemm: tessel/schedules/gemm_plan.py) ---------------------
 
 def _register_template():
     from tessel.schedules.template import Choice, Constraint, IntRange, Pow2, Template, register
+
+    from tessel.schedules.gemm_plan import apply_gemm, gemm_plan
 
     def analyze(kernel, target):
         if "mma.sync" not in target.features:
@@ -684,6 +546,8 @@ def _register_template():
 
 
 GEMM_TEMPLATE = _register_template()
+
+from tessel.schedules.gemm_plan import GemmPlan, apply_gemm, gemm_plan  # noqa: E402  (re-exported)
 
 __all__ = ["GEMM_TEMPLATE", "GemmKnobs", "GemmPlan", "GemmProblem", "SHARED_LIMIT", "apply_gemm", "build_gemm_body",
            "check_knobs", "default_knobs", "gemm_kernel", "gemm_plan", "knob_problems", "registers"]
