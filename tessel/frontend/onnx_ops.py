@@ -473,5 +473,5 @@ def _round(ctx, node):
 
 
 from tessel.frontend import (  # noqa: E402,F401  (their converters)
-    onnx_ops_control, onnx_ops_nn, onnx_ops_resize, onnx_ops_rnn, onnx_ops_tensor,
+    onnx_ops_control, onnx_ops_nn, onnx_ops_resize, onnx_ops_rnn, onnx_ops_scatter, onnx_ops_tensor,
 )

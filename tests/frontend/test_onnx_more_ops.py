@@ -81,3 +81,26 @@ def test_3d_pools(op, attrs):
     x = np.random.default_rng().standard_normal((2, 3, 7, 6, 5)).astype(np.float32)
     got, want = _run_both(oh.make_node(op, ["x"], ["y"], **attrs), {"x": x})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_elements_and_nd_with_reductions(reduction):
+    rng = np.random.default_rng()
+    data = rng.standard_normal((5, 4)).astype(np.float32)
+    # axis 1: per row, distinct target columns (negative ones too), so reduction "none" is defined
+    idx = np.stack([rng.permutation(4)[:3] for _ in range(5)]).astype(np.int64)
+    idx[0, 0] -= 4
+    upd = rng.standard_normal((5, 3)).astype(np.float32)
+    i_init = onnx.numpy_helper.from_array(idx, "i")
+    node = oh.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1, reduction=reduction)
+    got, want = _run_both(node, {"x": data, "u": upd}, initializers=[i_init])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # ScatterND: whole rows of a (6, 3, 2) tensor, indices given at run time
+    data = rng.standard_normal((6, 3, 2)).astype(np.float32)
+    rows = rng.permutation(6)[:4].reshape(4, 1).astype(np.int64)
+    if reduction != "none":
+        rows[3] = rows[0]  # a repeated target combines both updates
+    upd = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    node = oh.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)
+    got, want = _run_both(node, {"x": data, "i": rows, "u": upd})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
