@@ -23,6 +23,9 @@ FOUND = {
                                           "tessel/codegen/tvm_tir.py"),
     "generic_negative_extent": ("crash:schedule:template:ValueError@schedules/generic.py:_tile",
                                 "tessel/schedules/generic.py (or the verifier: negative loop extent)"),
+    "generic_parallel_outer_scalar_output": (
+        "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
+    "compute_at_scalar_temporary": ("verify:schedule", "tessel/schedules/location.py"),
 }
 
 
