@@ -24,7 +24,8 @@ times the Hopper template with the same epilogue (its `epilogue=(fn, buffers)` h
 
 `--conv` times the implicit-GEMM convolution (tessel/schedules/conv_gemm.py) on ResNet-style 3x3
 layers (stride 1, padding 1) in NHWC and NCHW against torch.nn.functional.conv2d (cuDNN, channels_last
-memory format for NHWC), FLOPs 2 N K C R S P Q.
+memory format for NHWC), FLOPs 2 N K C R S P Q. NCHW is timed as compiled models run it (X copied
+to NHWC, then the "NHWC:NCHW" kernel); "NCHW-direct" times the NCHW kernel (element window loads).
 """
 
 from __future__ import annotations
@@ -201,17 +202,23 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
     import torch
 
     from tessel.codegen.cuda import build_kernel
-    from tessel.schedules.conv_gemm import ConvKnobs, ConvProblem, conv_kernel, default_conv_knobs
+    from tessel.ir.nodes import Buffer
+    from tessel.schedules.conv_gemm import ConvKnobs, ConvProblem, conv_kernel, default_conv_knobs, nchw_to_nhwc
 
     nb, c_in, k_out, h, w, layout = spec.split(",")
     nb, c_in, k_out, h, w = (int(x) for x in (nb, c_in, k_out, h, w))
     dtype = DTYPES[dt]
     tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     row = {"shape": f"conv3x3 {spec}", "dtype": dt, "knobs": knobs, "diag": None, "case": "conv"}
-    p = ConvProblem(nb, c_in, k_out, h, w, 3, 3, pad=1, layout=layout, dtype=dtype, out_dtype=dtype)
+    # NCHW as compiled models run it: X copied to NHWC, then the "NHWC:NCHW" implicit GEMM ("NCHW-direct":
+    # the NCHW kernel with element loads of the shifted windows)
+    klayout = {"NHWC": "NHWC", "NCHW": "NHWC:NCHW", "NCHW-direct": "NCHW"}[layout]
+    p = ConvProblem(nb, c_in, k_out, h, w, 3, 3, pad=1, layout=klayout, dtype=dtype, out_dtype=dtype)
     try:
         kn = ConvKnobs(**knobs) if knobs is not None and knobs.get("path") != "hopper" else default_conv_knobs(p)
         kern = build_kernel(conv_kernel(p, kn), "cuda")
+        if layout == "NCHW":
+            to_nhwc = build_kernel(nchw_to_nhwc(Buffer("X", (nb, c_in, h, w), dtype)), "cuda")
     except Exception as e:  # noqa: BLE001
         row["error"] = f"{type(e).__name__}: {e}"[:300]
         return row
@@ -221,12 +228,24 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
     wt = torch.randn(k_out, c_in, 3, 3, device="cuda", dtype=tdt, generator=g) / (3 * c_in) ** 0.5
     if layout == "NHWC":
         x, wt = x.to(memory_format=torch.channels_last), wt.to(memory_format=torch.channels_last)
-        xs, ws = x.permute(0, 2, 3, 1).contiguous(), wt.permute(0, 2, 3, 1).reshape(k_out, -1).contiguous()
+    rsc = wt.permute(0, 2, 3, 1).reshape(k_out, -1).contiguous()
+    if layout == "NHWC":
+        xs, ws = x.permute(0, 2, 3, 1).contiguous(), rsc
         out = torch.full((nb, h, w, k_out), float("nan"), device="cuda", dtype=tdt)
+        step = lambda: kern(xs, ws, out)  # noqa: E731
+    elif layout == "NCHW":
+        xs, ws = x.contiguous(), rsc
+        xt = torch.empty(nb, h, w, c_in, device="cuda", dtype=tdt)
+        out = torch.full((nb, k_out, h, w), float("nan"), device="cuda", dtype=tdt)
+
+        def step():
+            to_nhwc(xs, xt)
+            kern(xt, ws, out)
     else:
         xs, ws = x.contiguous(), wt.reshape(k_out, -1).contiguous()
         out = torch.full((nb, k_out, h, w), float("nan"), device="cuda", dtype=tdt)
-    kern(xs, ws, out)
+        step = lambda: kern(xs, ws, out)  # noqa: E731
+    step()
     torch.cuda.synchronize()
     ref = torch.nn.functional.conv2d(x.float(), wt.float(), padding=1)
     got = out.permute(0, 3, 1, 2).float() if layout == "NHWC" else out.float()
@@ -235,7 +254,7 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
         row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
         return row
     flops = 2.0 * nb * k_out * c_in * 9 * h * w
-    row["tessel_ms"] = bench_ms(lambda: kern(xs, ws, out))
+    row["tessel_ms"] = bench_ms(step)
     row["torch_ms"] = bench_ms(lambda: torch.nn.functional.conv2d(x, wt, padding=1))
     row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
     row["torch_tflops"] = flops / row["torch_ms"] / 1e9

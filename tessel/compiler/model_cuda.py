@@ -100,8 +100,9 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
 
 def _conv_pieces(graph, group: Group, low, target, temps: dict):
     """A float16 / bfloat16 2-D convolution (groups 1, equal strides, paddings and dilations) and its
-    pointwise epilogue as two kernels: its weights as a [K, C R S] matrix, then the implicit GEMM on
-    tensor cores with the epilogue fused (tessel.schedules.conv_gemm); None when it does not apply."""
+    pointwise epilogue as: copies of its weights (a matrix) and input (NHWC, unless 1x1), then the
+    implicit GEMM on tensor cores with the epilogue fused (tessel.schedules.conv_gemm); None when
+    it does not apply."""
     from tessel.frontend.op_library.contraction import conv_params
     from tessel.schedules.conv_gemm import lower_conv_group
 
@@ -115,19 +116,20 @@ def _conv_pieces(graph, group: Group, low, target, temps: dict):
     if groups != 1 or len(set(stride)) != 1 or len(set(dil)) != 1 or len(set(pb + pe)) != 1:
         return None
     try:
-        weights, conv = lower_conv_group(low.ir, stride[0], pb[0], dil[0], target)
+        prep, conv = lower_conv_group(low.ir, stride[0], pb[0], dil[0], target)
     except ScheduleError:
         return None
     value_of = {b.name: a for b, a in zip(low.ir.params, low.args)}
-    wname, wmat = weights.params[0].name, weights.params[1]
-    tmp = f"{group.outputs[0]}.{wmat.name}"
-    temps[tmp] = (wmat.shape, wmat.dtype)
-    value_of[wmat.name] = tmp
+    pieces = []
+    for kern in prep:  # copies of X (NHWC) and W (a matrix): params (original, copy)
+        src, dst = kern.params
+        tmp = value_of[dst.name] = f"{group.outputs[0]}.{dst.name}"
+        temps[tmp] = (dst.shape, dst.dtype)
+        pieces.append(Piece(kern, kern, [value_of[src.name], tmp],
+                            Group(group.id, [node], None, [value_of[src.name]], [tmp]), "default"))
     args = [value_of[b.name] for b in conv.params]
-    return [Piece(weights, weights, [value_of[wname], tmp], Group(group.id, [node], None, [value_of[wname]], [tmp]),
-                  "default"),
-            Piece(conv, conv, args, Group(group.id, list(group.nodes), node, args[:-1], list(group.outputs)),
-                  "default")]
+    return pieces + [Piece(conv, conv, args, Group(group.id, list(group.nodes), node, args[:-1],
+                                                   list(group.outputs)), "default")]
 
 
 def split_group(graph, group: Group) -> list:

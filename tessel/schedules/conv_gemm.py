@@ -9,6 +9,10 @@ Y[n, k, p, q] = sum_{c, r, s} X[n, c, p * stride + r * dilation - pad, q * strid
   columns = output channels (K), reduction (r, s, c) with c innermost: every 16-byte copy of A
   is 8 channels of one input pixel (cp.async, zero-filled where the window lies in the padding),
   B is W as a [K, R S C] k-contiguous matrix. This is the fast layout.
+- NHWC:NCHW (X [N, H, W, C], W as [K, R S C], Y [N, K, P, Q]): one GEMM per image, rows = output
+  channels, columns = output pixels, B gathered as in NHWC (8 channels of one pixel per copy),
+  C stored along pixels. What compiled NCHW models use, after an NCHW -> NHWC copy of X
+  (`nchw_to_nhwc`) and W's reordering into that matrix (`lower_conv_group`).
 - NCHW (X [N, C, H, W], W [K, C, R, S] passed as [K, C R S], Y [N, K, P, Q]): one GEMM per image (batch N), rows =
   output channels (A = W as [K, C R S]), columns = output pixels; B's window is shifted by
   s - pad along the contiguous axis, so it is loaded element by element (cp.async needs aligned
@@ -36,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError
@@ -44,6 +49,7 @@ from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm import GemmKnobs, GemmProblem, build_gemm_body, default_knobs
 
 ConvKnobs = GemmKnobs  # the implicit GEMM's knobs are the GEMM template's
+LAYOUTS = ("NHWC", "NCHW", "NHWC:NCHW")
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,8 @@ class ConvProblem:
     out_dtype: str = "float32"
 
     def __post_init__(self):
-        if self.layout not in ("NHWC", "NCHW"):
-            raise ScheduleError(f"conv layout {self.layout!r}: 'NHWC' or 'NCHW'")
+        if self.layout not in LAYOUTS:
+            raise ScheduleError(f"conv layout {self.layout!r}: one of {', '.join(LAYOUTS)}")
         if self.dtype not in ("float16", "bfloat16"):
             raise ScheduleError(f"conv dtype {self.dtype}: the tensor-core convolution takes float16 or bfloat16")
         if min(self.n, self.c, self.k, self.h, self.w, self.r, self.s, self.stride, self.dilation) < 1 or self.pad < 0:
@@ -94,6 +100,8 @@ class ConvProblem:
         red = self.r * self.s * self.c
         if self.layout == "NHWC":
             shapes = (self.n, self.h, self.w, self.c), (self.k, red), (self.n, self.p, self.q, self.k)
+        elif self.layout == "NHWC:NCHW":
+            shapes = (self.n, self.h, self.w, self.c), (self.k, red), (self.n, self.k, self.p, self.q)
         else:
             shapes = (self.n, self.c, self.h, self.w), (self.k, red), (self.n, self.k, self.p, self.q)
         return (Buffer("X", shapes[0], self.dtype), Buffer("W", shapes[1], self.dtype),
@@ -104,6 +112,8 @@ class ConvProblem:
         red = self.r * self.s * self.c
         if self.layout == "NHWC":
             return GemmProblem(self.n * self.p * self.q, self.k, red, self.dtype, (), True, True, self.out_dtype)
+        if self.layout == "NHWC:NCHW":
+            return GemmProblem(self.k, self.p * self.q, red, self.dtype, (self.n,), True, True, self.out_dtype)
         return GemmProblem(self.k, self.p * self.q, red, self.dtype, (self.n,), True, False, self.out_dtype)
 
 
@@ -158,6 +168,26 @@ def conv_body(p: ConvProblem, kn: GemmKnobs, x: Buffer, w: Buffer, y: Buffer, ep
 
         a_load = (a_valid if p.pad else None, _pow2_divisor(C))
         b_load = (None, _pow2_divisor(C))
+    elif p.layout == "NHWC:NCHW":
+        def split_k(kk):  # reduction -> (r, s, c), c innermost
+            return kk // (S * C), kk // C % S, kk % C
+
+        def a_index(bv, row, kk):
+            return (row, kk)
+
+        def b_index(bv, pix, kk):
+            r, s, c = split_k(kk)
+            return (bv[0], *window(pix // Q, pix % Q, r, s), c)
+
+        def b_valid(bv, pix, kk):
+            r, s, _ = split_k(kk)
+            return inside(*window(pix // Q, pix % Q, r, s))
+
+        def c_index(bv, row, pix):
+            return (bv[0], row, pix // Q, pix % Q)
+
+        a_load = (None, _pow2_divisor(C))
+        b_load = (b_valid if p.pad else None, _pow2_divisor(C))
     else:
         def split_k(kk):  # reduction -> (c, r, s), W's own order
             return kk // (R * S), kk // S % R, kk % S
@@ -196,30 +226,58 @@ def conv_kernel(p: ConvProblem, kn: GemmKnobs | None = None, name: str = "conv_g
     return Kernel(name, (x, w, y) + tuple(extra), body, target="cuda", launch=launch)
 
 
+def nchw_to_nhwc(x: Buffer, target="cuda") -> Kernel:
+    """A scheduled GPU kernel copying x [N, C, H, W] into `{x.name}_nhwc` [N, H, W, C] (params x, copy)."""
+    from tessel.ir import dsl
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+
+    X = dsl.placeholder(x.shape, x.dtype, name=x.name)
+    n, c, h, w = x.shape
+    Y = dsl.compute((n, h, w, c), lambda a, b, d, e: X[a, e, b, d], name=f"{x.name}_nhwc")
+    return default_gpu_schedule(dsl.lower([X, Y], name=f"{x.name}_to_nhwc"), target).kernel
+
+
+def weight_matrix(w: Buffer, order: str, target="cuda") -> Kernel:
+    """A scheduled GPU kernel copying w [K, C, R, S] into the matrix `{w.name}_mat` [K, C R S]
+    (order "crs": W's own) or [K, R S C] ("rsc": channels innermost); params w, matrix."""
+    from tessel.ir import dsl
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+
+    k, c, r, s = w.shape
+    W = dsl.placeholder(w.shape, w.dtype, name=w.name)
+    if order == "crs":
+        fn = lambda i, j: W[i, j // (r * s), j // s % r, j % s]  # noqa: E731
+    else:
+        fn = lambda i, j: W[i, j % c, j // (s * c), j // c % s]  # noqa: E731
+    Wm = dsl.compute((k, c * r * s), fn, name=f"{w.name}_mat")
+    return default_gpu_schedule(dsl.lower([W, Wm], name=f"{w.name}_weights"), target).kernel
+
+
 def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="cuda",
                      knobs: GemmKnobs | None = None):
     """A lowered graph group [2-D NCHW conv (groups 1) + pointwise epilogue] (params X, W, the
-    epilogue's inputs.., Y, as tessel.compiler.lowering makes it) as two scheduled GPU kernels:
-    (weights, conv). `weights` copies W [K, C, R, S] into the matrix W' [K, C R S] (its params:
-    W, W'); `conv` is the implicit GEMM with the group's epilogue fused (params X, W', the
-    epilogue's buffers, Y). ScheduleError when the group is not of that form.
+    epilogue's inputs.., Y, as tessel.compiler.lowering makes it) as scheduled GPU kernels
+    (preparations, conv). Each preparation copies a parameter into a new buffer (its params:
+    (the parameter, the copy)): W into a matrix (`weight_matrix`) and, unless the convolution
+    is 1x1 without padding or stride, X into NHWC (`nchw_to_nhwc`). `conv` is the implicit GEMM
+    ("NHWC:NCHW", or "NCHW" for the 1x1 case) with the group's epilogue fused; its params are
+    X or X's copy, W's matrix, the epilogue's buffers, Y. ScheduleError when the group is not of
+    that form.
 
     >>> import tessel as ts
-    >>> X = ts.placeholder((1, 8, 4, 4), "float16", name="in0"); W = ts.placeholder((8, 8, 1, 1), "float16", name="in1")
-    >>> c = ts.reduce_axis(8, name="c")
-    >>> A = ts.compute((1, 8, 4, 4), lambda n, k, h, w: ts.sum(X[n, c, h, w].astype("float32") *
-    ...                W[k, c, 0, 0].astype("float32"), axis=c), name="acc")
-    >>> Y = ts.compute((1, 8, 4, 4), lambda *i: A[i].astype("float16"), name="out0")
-    >>> wk, ck = lower_conv_group(ts.lower([X, W, Y]), 1, 0, 1, "cuda:sm_80")
-    >>> [b.name for b in wk.params], [b.name for b in ck.params]
-    (['in1', 'in1_mat'], ['in0', 'in1_mat', 'out0'])
+    >>> X = ts.placeholder((1, 8, 4, 4), "float16", name="in0"); W = ts.placeholder((8, 8, 3, 3), "float16", name="in1")
+    >>> c, r, s = (ts.reduce_axis(e, name=v) for e, v in ((8, "c"), (3, "r"), (3, "s")))
+    >>> A = ts.compute((1, 8, 2, 2), lambda n, k, h, w: ts.sum(X[n, c, h + r, w + s].astype("float32") *
+    ...                W[k, c, r, s].astype("float32"), axis=(c, r, s)), name="acc")
+    >>> Y = ts.compute((1, 8, 2, 2), lambda *i: A[i].astype("float16"), name="out0")
+    >>> prep, ck = lower_conv_group(ts.lower([X, W, Y]), 1, 0, 1, "cuda:sm_80")
+    >>> [[b.name for b in k.params] for k in prep], [b.name for b in ck.params]
+    ([['in1', 'in1_mat'], ['in0', 'in0_nhwc']], ['in0_nhwc', 'in1_mat', 'out0'])
     """
-    from tessel.ir import dsl
     from tessel.ir.nodes import Load, Store, Var, walk
     from tessel.ir.target import parse_target
     from tessel.schedules.epilogue import from_stage
     from tessel.schedules.generic import stages
-    from tessel.schedules.generic_gpu import default_gpu_schedule
     from tessel.schedules.nest import init_guards, perfect_chain
 
     arch = parse_target(target).arch or "sm_90a"
@@ -251,16 +309,20 @@ def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="c
     if tuple(out.shape) != (n, k, p.p, p.q) or w.shape[1] != c:
         raise ScheduleError(f"kernel '{ir.name}': shapes {x.shape} * {w.shape} -> {out.shape} are not this "
                             f"convolution's")
-    Wt = dsl.placeholder(w.shape, w.dtype, name=w.name)
-    rs = r * s_
-    Wm = dsl.compute((k, c * rs), lambda i, j: Wt[i, j // rs, j // s_ % r, j % s_], name=f"{w.name}_mat")
-    weights = default_gpu_schedule(dsl.lower([Wt, Wm], name=f"{ir.name}_weights"), target).kernel
-    wmat = weights.params[1]
+    if p.plain:
+        prep = [weight_matrix(w, "crs", target)]
+        xin = x
+    else:
+        p = dataclasses.replace(p, layout="NHWC:NCHW")
+        prep = [weight_matrix(w, "rsc", target), nchw_to_nhwc(x, target)]
+        xin = prep[1].params[1]
+    wmat = prep[0].params[1]
     kn = knobs or default_conv_knobs(p)
-    body, launch = conv_body(p, kn, x, wmat, out, epi)
-    conv = Kernel(ir.name, (x, wmat) + tuple(b for b in epi.buffers if b not in (x, wmat)) + (out,), body,
-                  target="cuda", launch=launch)
-    return weights, conv
+    body, launch = conv_body(p, kn, xin, wmat, out, epi)
+    extra = tuple(b for b in epi.buffers if b not in (xin, wmat))
+    conv = Kernel(ir.name, (xin, wmat) + extra + (out,), body, target="cuda", launch=launch)
+    return prep, conv
 
 
-__all__ = ["ConvKnobs", "ConvProblem", "conv_body", "conv_kernel", "default_conv_knobs", "lower_conv_group"]
+__all__ = ["ConvKnobs", "ConvProblem", "LAYOUTS", "conv_body", "conv_kernel", "default_conv_knobs", "lower_conv_group",
+           "nchw_to_nhwc", "weight_matrix"]

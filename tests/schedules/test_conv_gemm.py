@@ -40,15 +40,15 @@ def _run(p: ConvProblem, kn=SMALL, epilogue=None, kernel=None):
     seed = int(np.random.SeedSequence().entropy % 2**32)  # fresh inputs every run; the seed is in messages
     rng = np.random.default_rng(seed)
     xb, wb, yb = p.buffers()
-    x4 = (p.n, p.h, p.w, p.c) if p.layout == "NHWC" else (p.n, p.c, p.h, p.w)
-    w4 = (p.k, p.r, p.s, p.c) if p.layout == "NHWC" else (p.k, p.c, p.r, p.s)
+    x4 = (p.n, p.c, p.h, p.w) if p.layout == "NCHW" else (p.n, p.h, p.w, p.c)
+    w4 = (p.k, p.c, p.r, p.s) if p.layout == "NCHW" else (p.k, p.r, p.s, p.c)
     x = rng.standard_normal(x4).astype(NP[p.dtype])
     w = rng.standard_normal(w4).astype(NP[p.dtype])
     extra = [rng.standard_normal(b.shape).astype(NP[b.dtype]) for b in (epilogue.buffers if epilogue else ())]
     y = np.full(yb.shape, 7e3, NP[p.out_dtype])  # garbage: every element must be written
     interp.run(kernel or conv_kernel(p, kn, epilogue=epilogue), x.reshape(xb.shape), w.reshape(wb.shape), y, *extra)
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    if p.layout == "NHWC":
+    if p.layout != "NCHW":
         x64, w64 = x64.transpose(0, 3, 1, 2), w64.transpose(0, 3, 1, 2)
     want = _reference_nchw(p, x64, w64)
     if epilogue is not None:
@@ -60,7 +60,7 @@ def _run(p: ConvProblem, kn=SMALL, epilogue=None, kernel=None):
     return seed, err
 
 
-@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NHWC:NCHW"])
 @pytest.mark.parametrize("shape", [
     dict(n=2, c=16, k=24, h=5, w=6, r=3, s=3, pad=1),  # ResNet-like 3x3, edges in M and N
     dict(n=1, c=8, k=16, h=7, w=7, r=3, s=3, pad=1, stride=2),
@@ -101,7 +101,7 @@ def test_bad_problems_raise_naming_the_culprit():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
-@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NHWC:NCHW"])
 def test_nvcc_compiles_the_resnet_layer(arch, layout):
     from tessel.codegen.cuda import cuda_source
     from tessel.codegen.cuda_build import compile_cuda
@@ -112,7 +112,7 @@ def test_nvcc_compiles_the_resnet_layer(arch, layout):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NHWC:NCHW"])
 @pytest.mark.parametrize("n,c,k,h,r,pad,stride", [(2, 64, 64, 14, 3, 1, 1), (1, 32, 48, 15, 3, 1, 2),
                                                     (2, 64, 128, 7, 1, 0, 1)])
 def test_gpu_matches_torch(layout, n, c, k, h, r, pad, stride):
@@ -130,6 +130,9 @@ def test_gpu_matches_torch(layout, n, c, k, h, r, pad, stride):
         y = torch.full((n, p.p, p.q, k), float("nan"), device="cuda")
         kern(x.permute(0, 2, 3, 1).contiguous(), w.permute(0, 2, 3, 1).reshape(k, -1).contiguous(), y)
         y = y.permute(0, 3, 1, 2)
+    elif layout == "NHWC:NCHW":
+        y = torch.full((n, k, p.p, p.q), float("nan"), device="cuda")
+        kern(x.permute(0, 2, 3, 1).contiguous(), w.permute(0, 2, 3, 1).reshape(k, -1).contiguous(), y)
     else:
         y = torch.full((n, k, p.p, p.q), float("nan"), device="cuda")
         kern(x, w.reshape(k, -1), y)
@@ -160,8 +163,9 @@ def test_graph_conv_bias_relu_is_the_implicit_gemm_on_cuda(c, k, r, pad, stride,
     b = GraphBuilder("conv")
     b.output(b.relu(b.conv2d(b.input("x", x.shape, dtype), w, bias, padding=pad, stride=stride)))
     cm = compile_graph(b.graph, target="cuda:sm_90a")
-    # the weights as a [K, C R S] matrix, then ONE conv + bias + ReLU kernel on tensor cores
-    assert [kk.name for kk in cm.kernels] == ["conv_relu_weights", "conv_relu"] and _mma_in(cm.kernels[1])
+    # the weights as a matrix (and X as NHWC unless 1x1), then ONE conv + bias + ReLU kernel on tensor cores
+    names = ["in1_weights", "conv_relu"] if r == 1 else ["in1_weights", "in0_to_nhwc", "conv_relu"]
+    assert [kk.name for kk in cm.kernels] == names and _mma_in(cm.kernels[-1])
     assert not cm.report.get("gpu_splits")
     got = np.asarray(cm.run_interpreted(x), np.float64)
     t = lambda a: torch.tensor(np.asarray(a, np.float64))  # noqa: E731
