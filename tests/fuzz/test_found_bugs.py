@@ -18,7 +18,6 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
-    "cache_write_conditional_store": ("diff:schedule", "tessel/schedules/caching.py"),
     "tvm_floormod_by_zero_in_dead_code": ("crash:tvm:InternalError@codegen/tvm_tir.py:binary",
                                           "tessel/codegen/tvm_tir.py"),
     "generic_negative_extent": ("crash:schedule:template:ValueError@schedules/generic.py:_tile",
@@ -27,6 +26,19 @@ FOUND = {
         "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
     "compute_at_scalar_temporary": ("verify:schedule", "tessel/schedules/location.py"),
 }
+
+
+# Found and fixed: name -> the fixing commit. The case must now pass every oracle.
+FIXED = {
+    "cache_write_conditional_store": "b9774ec (cache_write copies the buffer in when its stores are all guarded)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_bug_stays_fixed(name):
+    case = Case.from_text((CASES / f"{name}.txt").read_text())
+    out = run_case(case)
+    assert out.status == "ok", f"{name} (fixed in {FIXED[name]}) fails again: {out.signature}\n{out.message}"
 
 
 @pytest.mark.parametrize("name", sorted(FOUND))
