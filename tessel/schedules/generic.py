@@ -164,12 +164,31 @@ def _fits_registers(ctx):
 
 def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
     nests = dict(stages(ctx.kernel))
-    for stage in ctx.info:
-        if stage.kind == "other":
+    fused: set = set()
+    for k, stage in enumerate(ctx.info):
+        if stage.kind == "other" or stage.name in fused:
             continue
         nest = nests[stage.name]
         # a strategy that does not fit this stage must not fail the build: it stays naive (declared)
-        ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
+        done = ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
+        if done and stage.kind == "contraction":
+            fused |= _fuse_epilogue(sch, stage, ctx.info[k + 1:])
+
+
+def _fuse_epilogue(sch: Schedule, stage: _Stage, later: list) -> set:
+    """Compute the elementwise stage right after a scheduled contraction in its write-back
+    (tessel/schedules/cpu_epilogue.py); returns the names of the stages absorbed."""
+    from tessel.schedules.cpu_epilogue import fuse_epilogue
+
+    nxt = next((s for s in later if s.kind != "other"), None)
+    if nxt is None or nxt.kind != "elementwise":
+        return set()
+    nest = dict(stages(sch.kernel)).get(nxt.name)
+    new = fuse_epilogue(sch.kernel, stage.name, nxt.name, nest, len(nxt.extents)) if nest is not None else None
+    if new is None:
+        return set()
+    sch.kernel = new
+    return {nxt.name}
 
 
 CPU_GENERIC = register(Template(
