@@ -25,6 +25,8 @@ FOUND = {
     "generic_parallel_outer_scalar_output": (
         "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
     "compute_at_scalar_temporary": ("verify:schedule", "tessel/schedules/location.py"),
+    "split_of_thread_bound_loop_races": ("race:schedule", "tessel/schedules/loops.py (split of a bound loop)"),
+    "annotate_block_axis_without_launch": ("verify:schedule", "tessel/schedules/loops.py (annotate to blockIdx.y)"),
 }
 
 
