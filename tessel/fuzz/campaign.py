@@ -141,6 +141,7 @@ class Campaign:
             with open(self._path("state.json")) as f:
                 state = json.load(f)
             self._elapsed_before = float(state.get("stats", {}).get("elapsed_s", 0.0))
+            self.stats["elapsed_s"] = self._elapsed_before
             for k, v in state.get("stats", {}).items():  # counters and their breakdowns carry on
                 if k in self.stats and k not in ("elapsed_s", "corrupt_files") and type(v) is type(self.stats[k]):
                     self.stats[k] = v

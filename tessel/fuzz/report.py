@@ -48,6 +48,15 @@ def plot(history, path: str) -> bool:
     return True
 
 
+def _total():
+    try:
+        from tessel.fuzz.coverage import total_statements
+
+        return total_statements()
+    except Exception:  # noqa: BLE001 - the denominator is a nicety
+        return "?"
+
+
 def write_report(c) -> str:
     """Write `report.md` (and coverage.png) for Campaign `c`; returns the report's path."""
     from tessel.fuzz.campaign import atomic_write
@@ -61,7 +70,8 @@ def write_report(c) -> str:
              f"- test cases run: {st['cases']} ({st['cases'] / el:.1f}/s overall); ok {st['ok']}, rejected when run "
              f"{st['rejected']}, rejected by the verifier before running {st['rejected_before_run']}, "
              f"failing {st['fail']}",
-             f"- coverage of tessel's compiler code: {len(c.features)} arcs, {feature_lines(c.features)} lines",
+             f"- coverage of tessel's compiler code (compiler, passes, schedules, codegen): {len(c.features)} arcs, "
+             f"{feature_lines(c.features)} lines of {_total()} statements",
              f"- corpus: {len(c.corpus)} seeds; passes dropped from seeds for adding no coverage: "
              f"{st['passes_dropped']}",
              f"- schedule commands refused (skipped): {st['skipped_commands']}",
