@@ -50,7 +50,8 @@ class GemmPlan:
     k: Var
     epilogue: Epilogue | None = None  # a fused elementwise stage reading the result pointwise
     out: Buffer | None = None  # that stage's output (what the kernel stores)
-    epilogue_nest: For | None = None
+    epilogue_nest: For | None = None  # the stage storing `out`
+    folded: tuple = ()  # (loop name, temporary) of elementwise stages folded into the epilogue
 
 
 def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
@@ -62,7 +63,7 @@ def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
     from tessel.schedules.generic import stages
 
     found = stages(kernel)
-    if len(found) == 2 and allow_epilogue:
+    if len(found) >= 2 and allow_epilogue:
         return _plan_with_epilogue(kernel, found)
     if len(found) != 1:
         raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one "
@@ -75,23 +76,50 @@ def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
     from tessel.schedules.epilogue import from_stage
     from tessel.schedules.nest import init_guards, perfect_chain
 
-    (name, nest), (ename, enest) = found
-    if init_guards(enest):
-        raise ScheduleError(f"kernel '{kernel.name}': its second stage '{ename}' is a reduction, not an epilogue")
-    stores = [n for n in walk(enest) if isinstance(n, Store)]
-    if len(stores) != 1 or stores[0].buffer not in kernel.params:
-        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' must store one kernel output")
+    (name, nest), *rest = found
+    # elementwise stages between the contraction and the output (temporaries the lowering kept, e.g.
+    # a value a tanh-GELU reads three times) are folded into the last one's expression: in
+    # registers, recomputing them costs a few instructions and no memory
+    env, folded = {}, []
+    for ename, enest in rest:
+        if init_guards(enest):
+            raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' after the contraction is a reduction, "
+                                f"not an epilogue")
+        stores = [n for n in walk(enest) if isinstance(n, Store)]
+        ndim = stores[0].buffer.ndim if stores else 0
+        chain = perfect_chain(enest)
+        if len(stores) != 1 or len(chain) != ndim or chain[-1].body != stores[0]:
+            raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' is not one store in its loops")
+        value = _fold(stores[0].value, env)
+        if stores[0].buffer in kernel.params:
+            if (ename, enest) != rest[-1]:
+                raise ScheduleError(f"kernel '{kernel.name}': epilogue stage '{ename}' is an output before the last")
+            store = Store(stores[0].buffer, stores[0].indices, value)
+            break
+        env[stores[0].buffer] = (tuple(lp.var for lp in chain), value)
+        folded.append((enest.var.name, stores[0].buffer))
+    else:
+        raise ScheduleError(f"kernel '{kernel.name}': no epilogue stage stores a kernel output")
     bufs = []
     for n in walk(nest):
         if isinstance(n, (Load, Store)) and n.buffer not in bufs:
             bufs.append(n.buffer)
     plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest)
-    chain = perfect_chain(enest)
-    ndim = stores[0].buffer.ndim
-    epi = from_stage(stores[0], tuple(lp.var for lp in chain[:ndim]), plan.update.buffer)
-    if len(chain) != ndim or chain[-1].body != stores[0]:
-        raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' is not one store in its loops")
-    return dataclasses.replace(plan, epilogue=epi, out=stores[0].buffer, epilogue_nest=enest)
+    epi = from_stage(store, tuple(lp.var for lp in chain), plan.update.buffer)
+    return dataclasses.replace(plan, epilogue=epi, out=store.buffer, epilogue_nest=enest, folded=tuple(folded))
+
+
+def _fold(value, env: dict):
+    """`value` with every load of a folded temporary replaced by that temporary's expression at
+    the load's indices."""
+    from tessel.ir.nodes import Load, rewrite
+
+    def fn(n):
+        if isinstance(n, Load) and n.buffer in env:
+            loop_vars, expr = env[n.buffer]
+            return substitute(expr, dict(zip(loop_vars, n.indices)))
+        return None
+    return rewrite(value, fn, fixpoint=False) if env else value
 
 
 def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
@@ -158,8 +186,9 @@ def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit
                                    index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
                                    epilogue=plan.epilogue, raw=raw)
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
-    if plan.epilogue is not None:  # the epilogue stage and the result's temporary go
-        out = _drop_stage(out, plan.epilogue_nest.var.name, acc)
+    if plan.epilogue is not None:  # the epilogue stages and their temporaries go
+        for loop, temp in ((plan.epilogue_nest.var.name, acc),) + tuple(plan.folded):
+            out = _drop_stage(out, loop, temp)
     return dataclasses.replace(out, target="cuda", launch=launch)
 
 

@@ -98,7 +98,7 @@ def default_gpu_template(kernel: Kernel, target=None) -> Template:
             return REDUCE_INNER if REDUCE_INNER.applies(kernel, target) is None else REDUCE_OUTER
         chain = perfect_chain(nest)
         return TRANSPOSE if _is_transpose(chain, _ndim(kernel, name)) else ELEMENTWISE
-    if len(found) == 2 and init_guards(found[0][1]) and not init_guards(found[1][1]):
+    if len(found) >= 2 and init_guards(found[0][1]) and not any(init_guards(nest) for _, nest in found[1:]):
         # a contraction and its elementwise epilogue (bias, activation, the output cast): one
         # kernel where a contraction template fuses the epilogue
         for t in EPILOGUE_TEMPLATES:
