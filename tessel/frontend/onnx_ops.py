@@ -462,6 +462,11 @@ def _mod(ctx, node):
 def _round(ctx, node):
     """Round half to even: floor(x), plus 1 above a half, plus (floor(x) mod 2) at exactly a half."""
     (x,) = ins(ctx, node)
+    return [round_half_even(ctx, x)]
+
+
+def round_half_even(ctx, x: str) -> str:
+    """x rounded to the nearest integer, ties to even (numpy's rint), in x's float dtype."""
     dt = ctx.dtype(x)
     f = ctx.op("floor", [x])
     d = ctx.op("sub", [x, f])
@@ -469,9 +474,10 @@ def _round(ctx, node):
     odd = ctx.op("sub", [f, ctx.op("mul", [ctx.op("floor", [ctx.op("div", [f, two])]), two])])
     at_half = ctx.op("add", [f, odd])
     up = ctx.op("where", [ctx.op("gt", [d, half]), ctx.op("add", [f, one]), f])
-    return [ctx.op("where", [ctx.op("eq", [d, half]), at_half, up])]
+    return ctx.op("where", [ctx.op("eq", [d, half]), at_half, up])
 
 
 from tessel.frontend import (  # noqa: E402,F401  (their converters)
-    onnx_ops_control, onnx_ops_nn, onnx_ops_resize, onnx_ops_rnn, onnx_ops_scatter, onnx_ops_tensor,
+    onnx_ops_control, onnx_ops_gridsample, onnx_ops_nn, onnx_ops_resize, onnx_ops_rnn, onnx_ops_scatter,
+    onnx_ops_tensor,
 )

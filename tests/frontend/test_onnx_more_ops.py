@@ -104,3 +104,24 @@ def test_scatter_elements_and_nd_with_reductions(reduction):
     node = oh.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)
     got, want = _run_both(node, {"x": data, "i": rows, "u": upd})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_grid_sample_2d(mode, padding):
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    grid = rng.uniform(-1.7, 1.7, (2, 4, 7, 2)).astype(np.float32)  # beyond [-1, 1]: the padding matters
+    for align in (0, 1):
+        node = oh.make_node("GridSample", ["x", "g"], ["y"], mode=mode, padding_mode=padding, align_corners=align)
+        got, want = _run_both(node, {"x": x, "g": grid}, opset=16)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"align_corners={align}")
+
+
+def test_grid_sample_3d_linear():
+    rng = np.random.default_rng()
+    x = rng.standard_normal((1, 2, 4, 5, 3)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (1, 3, 2, 4, 3)).astype(np.float32)
+    node = oh.make_node("GridSample", ["x", "g"], ["y"], mode="linear", padding_mode="border")
+    got, want = _run_both(node, {"x": x, "g": grid}, opset=20)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
