@@ -34,6 +34,10 @@ oh, nh = onnx.helper, onnx.numpy_helper
 EXCLUDED = {
     r"^test_attention_4d_causal_fp16": "float16 rounding: onnx's reference rounds every op to float16, tessel's "
                                        "softmax computes in float32 (2 ulp apart at rtol 1e-3)",
+    r"^test_dft_inverse(_opset19)?_": "float32 rounding of the expected data: imaginary parts that are exactly 0 "
+                                      "are stored as 1.9e-7 (numpy's complex64 round-off; the float64 inverse DFT "
+                                      "differs from them by up to 1.5e-6), above the case's atol of 1e-7; tessel "
+                                      "gives 6e-15",
 }
 
 with warnings.catch_warnings():  # building the cases, onnx's generators overflow on purpose

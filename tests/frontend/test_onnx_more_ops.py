@@ -125,3 +125,30 @@ def test_grid_sample_3d_linear():
     node = oh.make_node("GridSample", ["x", "g"], ["y"], mode="linear", padding_mode="border")
     got, want = _run_both(node, {"x": x, "g": grid}, opset=20)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("inverse, onesided, length", [(0, 0, None), (1, 0, None), (0, 1, None), (0, 0, 9),
+                                                        (1, 0, 5), (1, 1, None), (0, 1, 6)])
+def test_dft_against_numpy(inverse, onesided, length):
+    rng = np.random.default_rng()
+    n = 7
+    real_input = bool(onesided and not inverse)
+    x = rng.standard_normal((2, n, 3, 1 if real_input else 2)).astype(np.float32)
+    names = ["x", "len" if length else "", "axis"]
+    inits = [onnx.numpy_helper.from_array(np.array(1, np.int64), "axis")]
+    if length:
+        inits.append(onnx.numpy_helper.from_array(np.array(length, np.int64), "len"))
+    node = oh.make_node("DFT", names, ["y"], inverse=inverse, onesided=onesided)
+    vi = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)
+    out = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    model = oh.make_model(oh.make_graph([node], "g", [vi], [out], initializer=inits),
+                          opset_imports=[oh.make_opsetid("", 20)])
+    got = np.asarray(ts.compile(model, example_inputs=(x,), target="cpu")(x))
+    z = x[..., 0].astype(np.float64) + (1j * x[..., 1] if x.shape[-1] == 2 else 0)
+    if inverse and onesided:
+        want = np.fft.irfft(z, n=length, axis=1)[..., None]
+    else:
+        want = (np.fft.ifft if inverse else np.fft.fft)(z, n=length, axis=1)
+        want = want[:, :(length or n) // 2 + 1] if onesided else want
+        want = np.stack([want.real, want.imag], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
