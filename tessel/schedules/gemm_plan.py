@@ -64,7 +64,7 @@ def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
 
     found = stages(kernel)
     if len(found) >= 2 and allow_epilogue:
-        return _plan_with_epilogue(kernel, found)
+        return _plan_with_epilogue(kernel, found)  # with epilogue stages or materialised operand copies
     if len(found) != 1:
         raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one "
                             f"(and an elementwise epilogue)")
@@ -76,36 +76,54 @@ def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
     from tessel.schedules.epilogue import from_stage
     from tessel.schedules.nest import init_guards, perfect_chain
 
-    (name, nest), *rest = found
+    red = [k for k, (_, nst) in enumerate(found) if init_guards(nst)]
+    if len(red) != 1:
+        raise ScheduleError(f"kernel '{kernel.name}': {len(red)} reduction stages; the gemm template takes one "
+                            f"contraction")
+    (name, nest), before, rest = found[red[0]], found[:red[0]], found[red[0] + 1:]
+    env, folded = {}, []
+
+    def one_store(ename, enest):
+        stores = [n for n in walk(enest) if isinstance(n, Store)]
+        chain = perfect_chain(enest)
+        if len(stores) != 1 or len(chain) != stores[0].buffer.ndim or chain[-1].body != stores[0]:
+            raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' is not one store in its loops")
+        return stores[0], tuple(lp.var for lp in chain)
+
+    # operands the lowering materialised (a transposed copy): read in place by the template's loads
+    for ename, enest in before:
+        st, lv = one_store(ename, enest)
+        v = st.value.value if isinstance(st.value, Cast) and st.value.dtype == st.buffer.dtype else st.value
+        if st.buffer in kernel.params or not isinstance(v, Load) or v.buffer in env:
+            raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' before the contraction is not a copy of "
+                                f"an operand")
+        env[st.buffer] = (lv, st.value)
+        folded.append((enest.var.name, st.buffer))
+    nest = _fold(nest, env)
     # elementwise stages between the contraction and the output (temporaries the lowering kept, e.g.
     # a value a tanh-GELU reads three times) are folded into the last one's expression: in
     # registers, recomputing them costs a few instructions and no memory
-    env, folded = {}, []
+    store = enest = None
     for ename, enest in rest:
-        if init_guards(enest):
-            raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' after the contraction is a reduction, "
-                                f"not an epilogue")
-        stores = [n for n in walk(enest) if isinstance(n, Store)]
-        ndim = stores[0].buffer.ndim if stores else 0
-        chain = perfect_chain(enest)
-        if len(stores) != 1 or len(chain) != ndim or chain[-1].body != stores[0]:
-            raise ScheduleError(f"kernel '{kernel.name}': the epilogue stage '{ename}' is not one store in its loops")
-        value = _fold(stores[0].value, env)
-        if stores[0].buffer in kernel.params:
+        st, lv = one_store(ename, enest)
+        value = _fold(st.value, env)
+        if st.buffer in kernel.params:
             if (ename, enest) != rest[-1]:
                 raise ScheduleError(f"kernel '{kernel.name}': epilogue stage '{ename}' is an output before the last")
-            store = Store(stores[0].buffer, stores[0].indices, value)
+            store, chain = Store(st.buffer, st.indices, value), lv
             break
-        env[stores[0].buffer] = (tuple(lp.var for lp in chain), value)
-        folded.append((enest.var.name, stores[0].buffer))
-    else:
+        env[st.buffer] = (lv, value)
+        folded.append((enest.var.name, st.buffer))
+    if rest and store is None:
         raise ScheduleError(f"kernel '{kernel.name}': no epilogue stage stores a kernel output")
     bufs = []
     for n in walk(nest):
         if isinstance(n, (Load, Store)) and n.buffer not in bufs:
             bufs.append(n.buffer)
     plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest)
-    epi = from_stage(store, tuple(lp.var for lp in chain), plan.update.buffer)
+    if store is None:
+        return dataclasses.replace(plan, folded=tuple(folded))
+    epi = from_stage(store, chain, plan.update.buffer)
     return dataclasses.replace(plan, epilogue=epi, out=store.buffer, epilogue_nest=enest, folded=tuple(folded))
 
 
@@ -186,9 +204,10 @@ def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit
                                    index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
                                    epilogue=plan.epilogue, raw=raw)
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
-    if plan.epilogue is not None:  # the epilogue stages and their temporaries go
-        for loop, temp in ((plan.epilogue_nest.var.name, acc),) + tuple(plan.folded):
-            out = _drop_stage(out, loop, temp)
+    # the epilogue stages, the folded operand copies and their temporaries go
+    drops = ((plan.epilogue_nest.var.name, acc),) if plan.epilogue is not None else ()
+    for loop, temp in drops + tuple(plan.folded):
+        out = _drop_stage(out, loop, temp)
     return dataclasses.replace(out, target="cuda", launch=launch)
 
 

@@ -98,9 +98,9 @@ def default_gpu_template(kernel: Kernel, target=None) -> Template:
             return REDUCE_INNER if REDUCE_INNER.applies(kernel, target) is None else REDUCE_OUTER
         chain = perfect_chain(nest)
         return TRANSPOSE if _is_transpose(chain, _ndim(kernel, name)) else ELEMENTWISE
-    if len(found) >= 2 and init_guards(found[0][1]) and not any(init_guards(nest) for _, nest in found[1:]):
-        # a contraction and its elementwise epilogue (bias, activation, the output cast): one
-        # kernel where a contraction template fuses the epilogue
+    if len(found) >= 2 and sum(1 for _, nest in found if init_guards(nest)) == 1:
+        # a contraction with its elementwise epilogue (bias, activation, the output cast) and
+        # copies of its operands (a transpose): one kernel where a contraction template fuses them
         for t in EPILOGUE_TEMPLATES:
             if get_template(t).applies(kernel, target) is None:
                 return get_template(t)

@@ -3,8 +3,9 @@ every epilogue op (bias per column and per row, ReLU, GELU exact and tanh, SiLU,
 beta scaling, the output cast) in the race-checked interpreter against numpy on fresh random inputs,
 edges and batches included; a deleted barrier still caught with an epilogue; nvcc compiles an epilogue
 kernel for sm_80 and sm_90a; the graph's GEMM + elementwise groups lower to ONE template kernel
-on cuda (matmul, linear, batched matmul, addmm / baddbmm through torch, matmul + bias + GELU, a GEMM
-whose raw result is also an output) and match the graph reference through `run_interpreted`; and
+on cuda (matmul, linear, batched matmul, addmm / baddbmm through torch, matmul + bias + GELU, 3-D linear +
+tanh-GELU, q @ k^T * scale with the transposed copy folded into the loads, a GEMM whose raw result is also
+an output) and match the graph reference through `run_interpreted`; and
 (`gpu`) GEMM + bias + GELU on the GPU against torch."""
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ def _graph_case(name, rng):
         b.output(b.gelu(b.linear(b.input("x", x3.shape, "float16"), w, bias), approximate="tanh"))
         h = r16(r16(f(x3) @ f(w).T) + f(bias))
         return b, [x3], 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    if name == "scores":  # q @ k^T * scale: the transposed operand copy is read in place (B k-contiguous)
+        q, k = _h(rng, 2, 40, 24, scale=1.0), _h(rng, 2, 32, 24, scale=1.0)
+        qi, ki = b.input("q", q.shape, "float16"), b.input("k", k.shape, "float16")
+        b.output(b.mul(b.matmul(qi, b.transpose(ki, (0, 2, 1))), 0.125))
+        return b, [q, k], r16(np.matmul(f(q), np.swapaxes(f(k), 1, 2))) * 0.125
     if name == "matmul":
         w = _h(rng, 24, 48)
         b.output(b.matmul(b.input("x", x.shape, "float16"), w))
@@ -229,7 +235,7 @@ def _graph_case(name, rng):
 
 
 @pytest.mark.parametrize("name", ["matmul_bias_gelu", "linear", "linear3d_gelu_tanh", "matmul", "bmm",
-                                  "matmul_silu_residual"])
+                                  "matmul_silu_residual", "scores"])
 def test_graph_gemm_groups_are_one_template_kernel_on_cuda(name):
     from tessel.compiler.model import compile_graph
 
