@@ -199,7 +199,11 @@ def _per_channel(ctx, v, rank: int) -> str:
 def _batch_norm(ctx, node):
     x, scale, bias, mean, var = ins(ctx, node)[:5]
     if int(ctx.attr(node, "training_mode", 0)) or any(o for o in node.output[1:]):
-        raise ctx.unsupported("training mode (running statistics outputs)")
+        if ctx.version(node) < 14:
+            raise ctx.unsupported("the statistics outputs of opset < 14 (saved mean and variance)")
+        from tessel.frontend.onnx_ops_misc import batch_norm_training
+
+        return batch_norm_training(ctx, node, x, scale, bias, mean, var)
     return [ctx.op("batch_norm", [x, scale, bias, mean, var], eps=float(ctx.attr(node, "epsilon", 1e-5)))]
 
 

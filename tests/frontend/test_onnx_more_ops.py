@@ -152,3 +152,49 @@ def test_dft_against_numpy(inverse, onesided, length):
         want = want[:, :(length or n) // 2 + 1] if onesided else want
         want = np.stack([want.real, want.imag], axis=-1)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("largest, axis", [(1, -1), (0, 1), (1, 0)])
+def test_top_k_with_ties(largest, axis):
+    rng = np.random.default_rng()
+    x = rng.integers(-3, 4, (4, 7, 5)).astype(np.float32)  # many ties: lower indices come first
+    k = onnx.numpy_helper.from_array(np.array([3], np.int64), "k")
+    node = oh.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=largest)
+    vis = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)]
+    outs = [oh.make_tensor_value_info("v", onnx.TensorProto.FLOAT, None),
+            oh.make_tensor_value_info("i", onnx.TensorProto.INT64, None)]
+    model = oh.make_model(oh.make_graph([node], "g", vis, outs, initializer=[k]),
+                          opset_imports=[oh.make_opsetid("", 17)])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = ts.compile(model, example_inputs=(x,), target="cpu")(x)
+    np.testing.assert_array_equal(np.asarray(got[0]), want[0])
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
+@pytest.mark.parametrize("size", [3, 5])  # onnxruntime takes odd sizes only
+def test_lrn(size):
+    x = np.random.default_rng().standard_normal((2, 6, 4, 3)).astype(np.float32)
+    node = oh.make_node("LRN", ["x"], ["y"], size=size, alpha=0.02, beta=0.6, bias=1.5)
+    got, want = _run_both(node, {"x": x}, opset=13)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_training_mode_outputs_running_statistics():
+    rng = np.random.default_rng()
+    x = rng.standard_normal((3, 4, 5, 2)).astype(np.float32) * 2 + 1
+    stats = [rng.standard_normal(4).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2, 4).astype(np.float32)]
+    inits = [onnx.numpy_helper.from_array(a, n) for a, n in zip(stats, ["s", "b", "m", "v"])]
+    node = oh.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1,
+                        momentum=0.8)
+    vis = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)]
+    outs = [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("y", "rm", "rv")]
+    model = oh.make_model(oh.make_graph([node], "g", vis, outs, initializer=inits),
+                          opset_imports=[oh.make_opsetid("", 15)])
+    got = ts.compile(model, example_inputs=(x,), target="cpu")(x)
+    axes = (0, 2, 3)  # numpy reference (onnx's definition): population variance, running = old * m + batch * (1 - m)
+    mu, var = x.mean(axis=axes, dtype=np.float64), x.var(axis=axes, dtype=np.float64)
+    shp = (1, 4, 1, 1)
+    y = (x - mu.reshape(shp)) / np.sqrt(var.reshape(shp) + 1e-5) * stats[0].reshape(shp) + stats[1].reshape(shp)
+    np.testing.assert_allclose(got[0], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1], stats[2] * 0.8 + mu * 0.2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[2], stats[3] * 0.8 + var * 0.2, rtol=1e-5, atol=1e-6)
