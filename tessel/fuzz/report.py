@@ -39,7 +39,9 @@ def plot(history, path: str) -> bool:
     ax2 = ax.twinx()
     ax2.step(t, [h[5] for h in history], color="red", where="post", label="unique failures")
     ax2.set_ylabel("unique failures")
-    fig.legend(loc="lower right")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize="small")
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
