@@ -296,7 +296,23 @@ def compute(shape, fcompute: Callable, name: str = "compute", dtype: str | None 
     _check_reductions(body, name)
     inputs = _input_tensors(body)
     _check_bounds(body, axes, shape, inputs, name)
+    _check_elementwise_shapes(body, axes, name)
     return Tensor(name, shape, body.dtype, ComputeOp(axes, body, tuple(inputs)))
+
+
+def _check_elementwise_shapes(body: Expr, axes, name: str) -> None:
+    """Tensors read elementwise (indexed by exactly the compute's axes, in order) must agree in
+    shape: `A[i, j] + B[i, j]` with A (4, 5) and B (6, 7) is a shape mistake even where every
+    access stays in bounds (reading part of one tensor on purpose indexes it explicitly)."""
+    seen: dict[str, tuple] = {}
+    for n in walk(body):
+        if isinstance(n, Load) and n.indices == tuple(axes):
+            seen.setdefault(n.buffer.name, tuple(n.buffer.shape))
+    if len(set(seen.values())) > 1:
+        (a, sa), (b, sb) = next(((x, sx), (y, sy)) for x, sx in seen.items() for y, sy in seen.items() if sx != sy)
+        idx = ", ".join(v.name for v in axes)
+        raise ShapeError(f"compute '{name}': '{a}' {sa} and '{b}' {sb} are both read elementwise as "
+                         f"[{idx}] but their shapes disagree")
 
 
 def _check_reductions(body: Expr, name: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import tessel as ts
 from tessel.cli import main
-from tessel.errors import ArgumentError, TesselError
+from tessel.errors import ArgumentError, ShapeError, TesselError
 
 onnx = pytest.importorskip("onnx")  # the onnx extra; tessel's own modules are imported above and must load
 
@@ -122,3 +122,18 @@ def test_summary_prints_once(capsys):
     assert out.count("time (us)") == 1
     text = cm.summary(x)
     assert repr(text) == str(text) and capsys.readouterr().out == ""
+
+
+def test_dsl_refuses_elementwise_operands_whose_shapes_disagree():
+    A = ts.placeholder((4, 5), name="A")
+    B = ts.placeholder((6, 7), name="B")
+    with pytest.raises(ShapeError, match=r"'A' \(4, 5\) and 'B' \(6, 7\) are both read elementwise as \[i, j\]"):
+        ts.compute((4, 5), lambda i, j: A[i, j] + B[i, j], name="C")
+    # reading part of a larger tensor on purpose still works, and computes the right values
+    C = ts.compute((4, 5), lambda i, j: B[i, j] * 2.0 + B[i + 1, j + 2], name="C2")
+    kern = ts.build([B, C], target="cpu")
+    rng = np.random.default_rng()
+    b = rng.standard_normal((6, 7)).astype(np.float32)
+    c = np.full((4, 5), np.nan, np.float32)
+    kern(b, c)
+    np.testing.assert_allclose(c, b[:4, :5] * 2.0 + b[1:5, 2:7], rtol=1e-6)
