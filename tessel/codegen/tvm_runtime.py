@@ -23,6 +23,14 @@ The second half of the CPU backend (`tessel.codegen.tvm` builds the PrimFunc):
   arrays costs 6-10 us through `Kernel.__call__`, of which the packed call is 0.5-0.8 us, the three
   DLPack views 2-4 us, tessel's argument checks 1.5-4 us and the overlap check 1-3 us
   (`np.add(a, b, out=c)`: about 1 us).
+* A compiled model calls its kernels through `BoundSteps`: constants and arena views are viewed
+  once, so a 10-kernel model costs 1.3 us per kernel per call (4.5 us through `Kernel.__call__`).
+* Threads: `TESSEL_NUM_THREADS` (else `TVM_NUM_THREADS`, else every CPU) sizes TVM's pool, read
+  when it starts (the first parallel call). On a machine whose cores are busy with other jobs, a
+  parallel loop waits for its slowest thread, and a descheduled thread costs whole 4 ms scheduler
+  slices: 2-thread timings then come in multiples of 4 ms (measured at load 5-8 on 2 cores: a
+  512^3 GEMM 4-16 ms, numpy's 1.1-56 ms), while one thread stays steady. Unpinning the workers
+  (`TVM_BIND_THREADS=0`) or not spinning (`TVM_THREAD_POOL_SPIN_COUNT=0`) made it worse there.
 * Measured per kernel (same VM): `tvm.compile` (TIR passes, LLVM IR and optimisation) 55-130 ms;
   then either the in-process JIT (60-150 ms) or, with the disk cache on, `export_library` (LLVM
   object 60 ms + gcc link 20 ms) and a reload (1 ms): we run the reloaded library, so the machine
