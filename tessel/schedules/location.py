@@ -70,7 +70,9 @@ def compute_at(kernel: Kernel, producer: str, at: str) -> tuple[Kernel, list[str
     if not _comes_before(kernel, nest, loop):
         raise ScheduleError(f"compute_at: the nest of '{producer}' does not come before loop '{at}'")
     box = touched_box(inside, buf.shape, inner_extents(loop))
-    inner_body = perfect_chain(nest)[len(spatial) - 1].body
+    # Under the spatial loops sits what computes one element; a 0-d producer has none, so its whole
+    # nest moves (indexing the chain with -1 took the innermost body and left its loops' variables free).
+    inner_body = perfect_chain(nest)[len(spatial) - 1].body if spatial else nest
     taken = used_names(kernel)
     ranges = outer_ranges(kernel, at)
 

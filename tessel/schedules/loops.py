@@ -29,6 +29,9 @@ def split(kernel: Kernel, loop: str, factors: list) -> tuple[Kernel, list[str]]:
     """Split `loop` into len(factors) nested loops; one factor may be None (inferred). When the
     product exceeds the extent, the innermost body is guarded so no extra iteration runs."""
     target = find_loop(kernel.body, loop)
+    if target.kind in THREAD_AXES:
+        # The pieces would all keep the axis and run on the same threads: split before bind.
+        raise ScheduleError(f"split '{loop}': the loop is bound to {target.kind}; split it before binding")
     extent = const_extent(target)
     factors = list(factors)
     if len(factors) < 2:
@@ -135,8 +138,12 @@ def fuse(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
 
 
 def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
-    """Set how `loop` runs: "parallel", "vectorized", "unrolled", "serial" or a GPU axis."""
+    """Set how `loop` runs: "parallel", "vectorized", "unrolled" or "serial". GPU axes go through
+    `bind`, which also sizes the launch and checks thread counts and redundant stores."""
     target = find_loop(kernel.body, loop)
+    if kind in THREAD_AXES:
+        raise ScheduleError(f"annotate '{loop}': kind {kind!r} is a GPU axis; use bind('{loop}', {kind!r}), which "
+                            f"also sizes the launch")
     if kind in ("parallel", "vectorized") or kind in THREAD_AXES:
         const_extent(target)
         ok, why = is_data_parallel(target)

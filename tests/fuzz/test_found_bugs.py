@@ -24,15 +24,15 @@ FOUND = {
                                 "tessel/schedules/generic.py (or the verifier: negative loop extent)"),
     "generic_parallel_outer_scalar_output": (
         "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
-    "compute_at_scalar_temporary": ("verify:schedule", "tessel/schedules/location.py"),
-    "split_of_thread_bound_loop_races": ("race:schedule", "tessel/schedules/loops.py (split of a bound loop)"),
-    "annotate_block_axis_without_launch": ("verify:schedule", "tessel/schedules/loops.py (annotate to blockIdx.y)"),
 }
 
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
     "cache_write_conditional_store": "b9774ec (cache_write copies the buffer in when its stores are all guarded)",
+    "compute_at_scalar_temporary": "compute_at moves a 0-d producer's whole nest",
+    "split_of_thread_bound_loop_races": "split refuses a thread-bound loop (split before bind)",
+    "annotate_block_axis_without_launch": "annotate refuses GPU axes (bind sizes the launch)",
 }
 
 
