@@ -6,6 +6,9 @@ the GPU primitives (so the result carries a replayable trace):
 - one contraction stage (GEMM, batched GEMM): tensor cores (the GEMM template, gemm.py: ldmatrix
   + mma.sync, cp.async pipelining) for float16/bfloat16 operands with float32 accumulation;
   otherwise a register-tiled SIMT kernel (generic_gpu_matmul.py);
+- one contraction with elementwise stages after it (bias, activation, residual, the output cast)
+  and copies of its operands before it (a transpose): ONE kernel of a template in
+  EPILOGUE_TEMPLATES that fuses them (gemm_plan.py, epilogue.py), when one applies;
 - row-wise fused kernels (softmax, log-softmax, layer norm, RMS norm: reductions over trailing
   axes into keepdims statistics, then an elementwise stage reading them): everything computed
   inside one loop over rows, one warp per row (4 rows per block) for rows up to 512 elements,
