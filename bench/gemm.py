@@ -191,6 +191,7 @@ def run_epilogue_case(shape: str, dt: str, knobs) -> dict:
     row["tessel_ms"] = bench_ms(lambda: kern(a, b, c, bias))
     row["torch_ms"] = bench_ms(lambda: torch.nn.functional.gelu(torch.matmul(a, b) + bias))
     row["torch_matmul_ms"] = bench_ms(lambda: torch.matmul(a, b))
+    row["torch_addmm_gelu_ms"] = bench_ms(lambda: torch.nn.functional.gelu(torch.addmm(bias, a, b)))  # 2 ops
     row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
     row["torch_tflops"] = flops / row["torch_ms"] / 1e9
     row["ratio"] = row["torch_ms"] / row["tessel_ms"]
@@ -307,7 +308,8 @@ def main(argv=None) -> int:
               f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
               + (" spread" if kn.get("spread") else "")) if kn else "default"
         if r.get("case"):
-            ks = f"[{r['case']}] " + ks + (f"  (torch matmul alone {r['torch_matmul_ms']:.3f} ms)"
+            ks = f"[{r['case']}] " + ks + (f"  (torch matmul alone {r['torch_matmul_ms']:.3f} ms, "
+                                           f"gelu(addmm) {r['torch_addmm_gelu_ms']:.3f} ms)"
                                            if "torch_matmul_ms" in r else "")
         if r.get("diag"):
             ks += f"  [diag {r['diag']}: wrong results, timing only]"
