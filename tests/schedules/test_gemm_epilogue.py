@@ -295,3 +295,26 @@ def test_torch_addmm_and_baddbmm_are_one_template_kernel_on_cuda(op):
     want = 0.5 * bias.double() + 2.0 * (x.double() @ w.double())
     got = torch.as_tensor(np.asarray(cm.run_interpreted(x.numpy()), np.float64))
     assert float((got - want).abs().max() / want.abs().max()) <= 3e-3, f"seed {seed}"
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_model_gemm_bias_gelu_matches_its_interpretation():
+    """The compiled model's ONE fused kernel on the GPU against the interpreter and torch."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from tessel.compiler.model import compile_graph
+    from tessel.frontend.builder import GraphBuilder
+
+    rng = np.random.default_rng(int(np.random.SeedSequence().entropy % 2**32))
+    x, w, bias = _h(rng, 200, 96, scale=1.0), _h(rng, 96, 136), _h(rng, 136)
+    b = GraphBuilder("mbg")
+    b.output(b.gelu(b.add(b.matmul(b.input("x", x.shape, "float16"), w), bias)))
+    cm = compile_graph(b.graph, target="cuda")
+    _one_gemm_kernel(cm)
+    got = cm(torch.from_numpy(x).cuda()).float().cpu().numpy()
+    want = np.asarray(cm.run_interpreted(x), np.float32)
+    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
+    ref = torch.nn.functional.gelu(torch.from_numpy(x).float() @ torch.from_numpy(w).float()
+                                   + torch.from_numpy(bias).float()).numpy()
+    assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
