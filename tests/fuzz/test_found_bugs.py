@@ -24,6 +24,8 @@ FOUND = {
                                 "tessel/schedules/generic.py (or the verifier: negative loop extent)"),
     "generic_parallel_outer_scalar_output": (
         "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
+    "generic_consumer_extent_shorter_than_producer": (
+        "diff:schedule", "tessel/schedules/generic.py (contraction epilogue fused over the producer's domain)"),
 }
 
 
@@ -31,8 +33,6 @@ FOUND = {
 FIXED = {
     "cache_write_conditional_store": "b9774ec (cache_write copies the buffer in when its stores are all guarded)",
     "compute_at_scalar_temporary": "compute_at moves a 0-d producer's whole nest",
-    "generic_consumer_extent_shorter_than_producer": (
-        "diff:schedule", "tessel/schedules/generic.py (contraction epilogue fused over the producer's domain)"),
     "split_of_thread_bound_loop_races": "split refuses a thread-bound loop (split before bind)",
     "annotate_block_axis_without_launch": "annotate refuses GPU axes (bind sizes the launch)",
 }
