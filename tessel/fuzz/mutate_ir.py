@@ -187,10 +187,16 @@ def mutate_buffer(case: Case, rng: random.Random) -> Case | None:
     return _retype_buffer(case, b.name, dtype=rng.choice([d for d in DTYPES[:5] if d != b.dtype]))
 
 
+# parallel / vectorized are promises about dependences that no verifier checks (the interpreter runs
+# them serially); written straight into a program they make invalid input, not a compiler bug, so
+# they come only through the schedule primitive `annotate`, whose legality checks are under test.
+IR_LOOP_KINDS = tuple(k for k in LOOP_KINDS if k not in ("parallel", "vectorized"))
+
+
 def mutate_loop_kind(case: Case, rng: random.Random) -> Case | None:
-    """Change how a loop runs: serial, parallel, vectorized, unrolled, or bound to a GPU axis."""
+    """Change how a loop runs: serial, unrolled, or bound to a GPU axis (see IR_LOOP_KINDS)."""
     return _edit(case, rng, lambda n: isinstance(n, For),
-                 lambda f: dataclasses.replace(f, kind=rng.choice([k for k in LOOP_KINDS if k != f.kind])))
+                 lambda f: dataclasses.replace(f, kind=rng.choice([k for k in IR_LOOP_KINDS if k != f.kind])))
 
 
 def mutate_wrap(case: Case, rng: random.Random) -> Case | None:

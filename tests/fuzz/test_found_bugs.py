@@ -26,6 +26,8 @@ FOUND = {
         "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
     "generic_consumer_extent_shorter_than_producer": (
         "diff:schedule", "tessel/schedules/generic.py (contraction epilogue fused over the producer's domain)"),
+    "cache_write_guarded_init_read_before_write": (
+        "diff:schedule", "tessel/schedules/caching.py (init guard never true, update reads the old value)"),
 }
 
 
