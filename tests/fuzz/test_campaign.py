@@ -100,3 +100,19 @@ def test_cuda_campaign_cases_run_through_gpu_schedules(tmp_path):
         statuses.append(out.status)
         assert out.status != "fail", out.message
     assert "ok" in statuses
+
+
+def test_a_corpus_seed_compiling_differently_in_another_process_is_nondeterminism(tmp_path):
+    """Seeds joining the corpus are re-run (maybe in another worker: another hash salt); a different
+    code digest the second time is a failure."""
+    from tessel.fuzz.case import Case
+    from tessel.ir.text import parse_kernel
+
+    case = Case(parse_kernel("kernel f(A: float32[4] global) target cpu { for i in 4 { A[i] = 1.0f32 } }"))
+    c = Campaign(str(tmp_path), quiet=True)
+    ok = {"status": "ok", "kind": "", "stage": "", "message": "", "signature": "", "skipped": 0,
+          "kept_schedule": [], "phases": [("pass:simplify", {1, 2, 3})]}
+    c._handle(case, {**ok, "digest": "aaaa"}, "new")  # new coverage: joins the corpus, queued to confirm
+    assert len(c.corpus) == 1 and c._pending and c._pending[0][0] == "confirm"
+    c._handle(c._pending.pop(0)[1], {**ok, "digest": "bbbb", "phases": []}, "confirm")
+    assert "nondet:process" in c.failures
