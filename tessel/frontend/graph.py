@@ -59,6 +59,28 @@ class OpNode:
         return f"node '{self.name}' ({self.op}){where}"
 
 
+def _empty_result(opdef, in_vals: list, attrs: dict, out_types: list):
+    """The outputs of an op as arrays when empty tensors decide them without a kernel: every output
+    is empty, or every input is empty or constant (e.g. a sum over an empty axis is zeros, a matmul
+    of (n, 0) by (0, m) is zeros); None otherwise. Zero-size tensors never reach the kernels, whose
+    extents are positive."""
+    import numpy as np
+
+    from tessel.ir.dtypes import numpy_dtype
+
+    if all(0 in tuple(shape) for shape, _ in out_types):
+        return [np.zeros(tuple(shape), numpy_dtype(dt)) for shape, dt in out_types]
+    present = [v for v in in_vals if v is not None]
+    if not any(0 in v.shape for v in present) or not all(v.is_const or 0 in v.shape for v in present):
+        return None
+    arrays = [None if v is None else (v.data if v.is_const else np.zeros(v.shape, numpy_dtype(v.dtype)))
+              for v in in_vals]
+    with np.errstate(all="ignore"):  # e.g. a mean over no elements is NaN, as in torch and numpy
+        outs = opdef.reference(arrays, attrs)
+    return [np.asarray(o).astype(numpy_dtype(dt), copy=False).reshape(tuple(shape))
+            for o, (shape, dt) in zip(outs, out_types)]
+
+
 class Graph:
     """A dataflow graph of ops. Build it with add_input/add_const/add_node, then mark_outputs."""
 
@@ -123,6 +145,14 @@ class Graph:
             out_types = opdef.infer(in_vals, attrs)
         except TesselError as e:
             raise type(e)(f"{node.describe()}: {e}") from None
+        empty = _empty_result(opdef, in_vals, attrs, out_types)
+        if empty is not None:  # no kernel: the values are known from the shapes alone
+            return [self.add_const(output_names[k] if output_names and k < len(output_names)
+                                   else f"{node_name}_out{k}", arr) for k, arr in enumerate(empty)]
+        if op == "concat" and any(v is not None and 0 in v.shape for v in in_vals):
+            kept = [v for v in inputs if v is not None and 0 not in self.values[v].shape]
+            if kept:  # empty parts add nothing to a concatenation
+                return self.add_node(op, kept, attrs, name, origin, output_names)
         outs = []
         for k, (shape, dtype) in enumerate(out_types):
             base = output_names[k] if output_names and k < len(output_names) else f"{node_name}_out{k}"

@@ -365,6 +365,8 @@ def _var(cx, a):
     d = cx.emit("sub", [x, mean])
     ss = cx.emit("reduce_sum", [cx.emit("mul", [d, d])], axes=axes, keepdims=bool(a["keepdim"]))
     n = math.prod(shape[k] for k in axes) - (1 if a["correction"] is None else a["correction"])
+    if math.prod(shape[k] for k in axes) == 0:
+        n = 0  # torch: the variance over no elements is NaN (0 / 0), whatever the correction
     var = cx.emit("div", [ss, cx.scalar(n, dt)])
     name = cx.node.target._schema.name
     if name.endswith("std"):

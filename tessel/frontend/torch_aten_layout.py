@@ -228,7 +228,11 @@ def _pad(cx, a):
 def _flip(cx, a):
     x = cx.v(a["self"])
     shape = cx.g.values[x].shape
-    axes = _dims(a["dims"], len(shape))
+    if not list(a["dims"]):  # torch.flip(x, dims=()) flips nothing (the slice op would read () as every axis)
+        return x
+    axes = tuple(d for d in _dims(a["dims"], len(shape)) if shape[d] > 0)  # an empty axis has nothing to flip
+    if 0 in shape:
+        return x  # flipping an empty tensor changes nothing
     return cx.emit("slice", [x], starts=tuple(shape[d] - 1 for d in axes), ends=tuple(-(2 ** 62) for _ in axes),
                    axes=axes, steps=tuple(-1 for _ in axes))
 
@@ -248,6 +252,8 @@ def _roll(cx, a):
 
 def _roll_axis(cx, x: str, d: int, shift: int) -> str:
     n = cx.g.values[x].shape[d]
+    if n == 0:  # an empty axis: nothing to roll
+        return x
     shift %= n
     if shift == 0:
         return x

@@ -31,8 +31,10 @@ def _np():
 
 
 def _positive(op: str, shape: tuple) -> tuple:
-    if any(s <= 0 for s in shape):
-        raise ShapeError(f"{op}: the result would have shape {shape}; empty tensors are not supported")
+    """`shape` if no extent is negative. Zero extents are fine: the graph turns an op with an empty
+    result into a constant (graph._empty_result), so no kernel ever has a zero extent."""
+    if any(s < 0 for s in shape):
+        raise ShapeError(f"{op}: the result would have shape {shape}, with a negative extent")
     return shape
 
 
@@ -267,10 +269,7 @@ def slice_plan(x_shape: tuple, attrs: dict) -> list:
             st, en = min(max(st, 0), n), min(max(en, 0), n)
         else:
             st, en = min(max(st, 0), n - 1), min(max(en, -1), n - 1)
-        count = max(0, -(-(en - st) // sp))
-        if count == 0:
-            raise ShapeError(f"slice: axis {ax} (extent {n}) with start {st}, end {en}, step {sp} selects nothing; "
-                             f"empty tensors are not supported")
+        count = max(0, -(-(en - st) // sp))  # 0: an empty result, which the graph makes a constant
         plan[ax] = (st, sp, count)
     return plan
 

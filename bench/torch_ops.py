@@ -1,0 +1,168 @@
+"""PyTorch's operator database (`op_db`) through torch.export and `tessel.compile(target="cpu")`,
+against eager PyTorch, per op: pass / wrong / unsupported (the aten op named) / export failed / error.
+
+Each op's float32 CPU samples (the first --samples of them; 0 = all) are wrapped in a module whose
+forward takes the sample's tensors (its other arguments are fixed), exported, compiled and run on
+those same tensors; outputs are compared with eager at rtol 1e-4 / atol 1e-5 (NaN equal to NaN).
+An op passes when every sample passes. Needs `expecttest` (torch's testing module imports it).
+
+Run:  python bench/torch_ops.py --samples 2 --out /tmp/torch_ops.json      (about 1-2 s per sample)
+      python bench/torch_ops.py --ops roll,cat,sum --samples 0 -v           (some ops, every sample)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+import warnings
+
+
+def _tensors_of(sample):
+    """(flat list of the sample's tensors, rebuild(tensors) -> (input, args, kwargs))."""
+    import torch
+
+    slots = []
+
+    def take(v):
+        if isinstance(v, torch.Tensor):
+            slots.append(v)
+            return ("T", len(slots) - 1)
+        if isinstance(v, (list, tuple)) and v and all(isinstance(t, torch.Tensor) for t in v):
+            return ("L", type(v), [take(t) for t in v])
+        return ("V", v)
+
+    spec = (take(sample.input), [take(a) for a in sample.args], {k: take(v) for k, v in sample.kwargs.items()})
+
+    def put(s, ts):
+        if s[0] == "T":
+            return ts[s[1]]
+        if s[0] == "L":
+            return s[1](put(x, ts) for x in s[2])
+        return s[1]
+
+    def rebuild(ts):
+        inp, args, kwargs = spec
+        return put(inp, ts), [put(a, ts) for a in args], {k: put(v, ts) for k, v in kwargs.items()}
+
+    return slots, rebuild
+
+
+def _module(op, rebuild):
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def forward(self, *ts):
+            inp, args, kwargs = rebuild(ts)
+            return op.op(inp, *args, **kwargs)
+
+    return Wrapped()
+
+
+def _flat(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)) and all(isinstance(o, torch.Tensor) for o in out):
+        return list(out)
+    return None
+
+
+def run_sample(op, sample) -> tuple[str, str]:
+    """(status, detail) of one sample."""
+    import numpy as np
+    import torch
+
+    import tessel as ts
+    from tessel.errors import TesselError
+    from tessel.frontend.ops import UnsupportedOpError
+    from tessel.frontend.torch import TorchImportError
+
+    tensors, rebuild = _tensors_of(sample)
+    if not tensors:
+        return "skip", "no tensor inputs"
+    module = _module(op, rebuild)
+    try:
+        want = _flat(module(*tensors))
+    except Exception as e:  # noqa: BLE001 - eager itself refuses this sample
+        return "skip", f"eager fails: {type(e).__name__}"
+    if want is None:
+        return "skip", "non-tensor outputs"
+    try:
+        cm = ts.compile(module, tuple(tensors), target="cpu")
+        got = cm(*tensors)
+    except UnsupportedOpError as e:
+        return "unsupported", str(e).split(" (")[0][:120]
+    except TorchImportError as e:
+        return "export", str(e).splitlines()[0][:120]
+    except TesselError as e:
+        return "error", f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    except Exception as e:  # noqa: BLE001 - a crash is a tessel bug: reported as such
+        return "crash", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    got = [got] if len(want) == 1 and not isinstance(got, (list, tuple)) else list(got)
+    for g, w in zip(got, want):
+        g = g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else np.asarray(g)
+        w = w.detach().cpu().numpy()
+        if g.shape != w.shape:
+            return "wrong", f"shape {g.shape}, eager {w.shape}"
+        if w.dtype.kind in "fc":
+            ok = np.allclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True)
+        else:
+            ok = np.array_equal(g, w)
+        if not ok:
+            return "wrong", f"max abs diff {np.nanmax(np.abs(g.astype(np.float64) - w.astype(np.float64))):.3g}"
+    return "pass", ""
+
+
+ORDER = ("wrong", "crash", "error", "unsupported", "export", "skip", "pass")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=2, help="samples per op (0: all)")
+    ap.add_argument("--ops", default="", help="comma-separated op names (default: every op)")
+    ap.add_argument("--out", default="", help="write per-op results as JSON here")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every op's result")
+    args = ap.parse_args(argv)
+    import torch
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    from tessel.frontend.torch import quiet_torch_logs
+
+    warnings.simplefilter("ignore")
+    names = set(filter(None, args.ops.split(",")))
+    ops = [op for op in op_db if (not names or op.name in names) and torch.float32 in op.supported_dtypes("cpu")]
+    results, start = {}, time.perf_counter()
+    for op in ops:
+        statuses = []
+        try:
+            samples = list(op.sample_inputs("cpu", torch.float32, requires_grad=False))
+        except Exception as e:  # noqa: BLE001
+            samples, statuses = [], [("skip", f"samples fail: {type(e).__name__}")]
+        for sample in samples[:args.samples or None]:
+            with quiet_torch_logs():
+                statuses.append(run_sample(op, sample))
+        status = min((s for s, _ in statuses), key=ORDER.index, default="skip")
+        detail = next((d for s, d in statuses if s == status), "")
+        results[f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name] = [status, detail]
+        if args.verbose or status in ("wrong", "crash"):
+            print(f"{op.name:<32} {status:<11} {detail}", flush=True)
+    counts = collections.Counter(s for s, _ in results.values())
+    exportable = sum(v for k, v in counts.items() if k not in ("export", "skip"))
+    print(f"{len(results)} ops ({args.samples or 'all'} samples each) in {time.perf_counter() - start:.0f} s: "
+          + ", ".join(f"{k} {counts[k]}" for k in ORDER if counts[k])
+          + (f"; pass {counts['pass'] / exportable:.0%} of the {exportable} that export" if exportable else ""))
+    reasons = collections.Counter(d for s, d in results.values() if s == "unsupported")
+    for reason, n in reasons.most_common(15):
+        print(f"  {n:4d}  {reason}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if counts["wrong"] or counts["crash"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
