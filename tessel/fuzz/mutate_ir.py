@@ -238,11 +238,12 @@ def _loops(kernel) -> list:
     return [n for n in preorder(kernel.body) if isinstance(n, For)]
 
 
-def random_command(case: Case, rng: random.Random) -> dict | None:
-    """A random schedule primitive with arguments from the scheduled kernel's loops and buffers."""
+def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | None:
+    """A random schedule primitive with arguments from the scheduled kernel's loops and buffers
+    (`scheduled`: that kernel, when the caller has it already)."""
     from tessel.ir.interp.intrinsics import INTRINSICS
 
-    k = _scheduled(case)
+    k = scheduled if scheduled is not None else _scheduled(case)
     loops = _loops(k)
     if not loops:
         return None
@@ -317,7 +318,7 @@ def add_primitive(case: Case, rng: random.Random) -> Case | None:
 
     base = _scheduled(case)
     for _ in range(4):
-        cmd = random_command(case, rng)
+        cmd = random_command(case, rng, base)
         if cmd is None:
             continue
         try:
