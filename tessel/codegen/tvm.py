@@ -81,6 +81,6 @@ def backend_version() -> str:
     import tvm
 
     h = hashlib.sha256()
-    for name in ("tvm_tir.py", "tvm_runtime.py"):
+    for name in ("tvm_tir.py", "tvm_runtime.py", "tvm_fastmath.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     return f"tvm-{tvm.__version__}-{h.hexdigest()[:12]}"

@@ -1,0 +1,70 @@
+"""float32 exp, sigmoid and tanh as TIR expressions that vectorize.
+
+LLVM turns a vector `llvm.exp` into one scalar `expf` call per lane (no vector math library is
+linked), so a vectorized softmax, GELU (tanh form), SiLU or sigmoid ran at libm's scalar speed:
+measured on one AVX-512 core, exp 2.65 ns, tanh 6.9 ns and sigmoid 3.4 ns per element (numpy's
+exp: 1.5 ns). These are the Cephes single-precision algorithms, written as branch-free selects:
+
+* exp(x): n = round(x / ln 2), r = x - n ln 2 (in two parts, so r is exact), exp(r) by a degree-6
+  polynomial, times 2^n built from its exponent bits. Within 2 ulp of libm over the normal range;
+  overflow gives +inf, results below the smallest normal number flush to 0, NaN stays NaN.
+* sigmoid(x) = 1 / (1 + exp(-x)).
+* tanh(x): x + x^3 P(x^2) for |x| < 0.625 (no cancellation near 0), else sign(x) (1 - 2 / (exp(2|x|) + 1)).
+
+Example:
+    >>> import tvm.tirx as T
+    >>> type(exp(T, T.Var("x", "float32"))).__name__  # branch-free: a select, no call
+    'Select'
+"""
+
+from __future__ import annotations
+
+_LOG2E = 1.44269504088896341
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
+_MAX, _MIN = 88.72283935546875, -87.33654022216797  # exp overflows above, is subnormal below
+
+
+def _c(T, v):
+    return T.const(v, "float32")
+
+
+def _poly(T, z, coeffs):
+    acc = _c(T, coeffs[0])
+    for c in coeffs[1:]:
+        acc = acc * z + _c(T, c)
+    return acc
+
+
+def exp(T, x):
+    """exp(x) for a float32 TIR expression `x` (see the module docstring)."""
+    xc = T.max(T.min(x, _c(T, _MAX)), _c(T, _MIN))
+    n = T.floor(xc * _c(T, _LOG2E) + _c(T, 0.5))
+    r = xc - n * _c(T, _LN2_HI) - n * _c(T, _LN2_LO)
+    p = _poly(T, r, _EXP_P) * r * r + r + _c(T, 1.0)
+    # 2^n from its exponent bits; n reaches 128 just below the overflow threshold, where 2^n
+    # itself is not a float32: take 2^127 and double the product instead
+    ni = T.Cast("int32", n)
+    top = ni > T.const(127, "int32")
+    ni = T.Select(top, T.const(127, "int32"), ni)
+    scale = T.reinterpret("float32", T.shift_left(ni + T.const(127, "int32"), T.const(23, "int32")))
+    y = T.Select(top, p * _c(T, 2.0), p) * scale
+    y = T.Select(x > _c(T, _MAX), T.infinity("float32"), y)
+    y = T.Select(x < _c(T, _MIN), _c(T, 0.0), y)
+    return T.Select(T.isnan(x), x, y)
+
+
+def sigmoid(T, x):
+    """1 / (1 + exp(-x)) for a float32 TIR expression."""
+    return _c(T, 1.0) / (_c(T, 1.0) + exp(T, _c(T, 0.0) - x))
+
+
+def tanh(T, x):
+    """tanh(x) for a float32 TIR expression (see the module docstring)."""
+    ax = T.abs(x)
+    z = x * x
+    small = x + x * z * _poly(T, z, _TANH_P)
+    big = _c(T, 1.0) - _c(T, 2.0) / (exp(T, ax + ax) + _c(T, 1.0))
+    big = T.Select(x < _c(T, 0.0), _c(T, 0.0) - big, big)
+    return T.Select(ax < _c(T, 0.625), small, big)
