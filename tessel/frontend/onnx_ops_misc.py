@@ -1,10 +1,12 @@
 """ONNX ops composed from the op set that fit nowhere else: `TopK` (by ranking: every element's
 rank is the number of elements before it in the order, ties by index, and output j gathers the
 element of rank j), `LRN` (a channel-window sum of squares by padded slices), and
-`BatchNormalization` in training mode (batch statistics and the running-statistics outputs).
+`BatchNormalization` in training mode (batch statistics and the running-statistics outputs),
+`Col2Im` (a product with the constant 0/1 matrix that sends each column entry to its pixel) and
+`MaxUnpool` (a scatter of the values to their recorded flat positions).
 
 Example:
-    >>> all(op in CONVERTERS for op in ("TopK", "LRN"))
+    >>> all(op in CONVERTERS for op in ("TopK", "LRN", "Col2Im", "MaxUnpool"))
     True
 """
 
@@ -101,3 +103,57 @@ def batch_norm_training(ctx, node, x, scale, bias, mean, var) -> list:
         outs.append(ctx.op("add", [ctx.op("mul", [running, scalar(ctx, momentum, dt)]),
                                    ctx.op("mul", [b, scalar(ctx, 1.0 - momentum, dt)])]))
     return outs[:len(node.output)]
+
+
+@converter("Col2Im")
+def _col2im(ctx, node):
+    x, image, block = ins(ctx, node)
+    image, block = const_ints(ctx, image, "image_shape"), const_ints(ctx, block, "block_shape")
+    nd = len(image)
+    dil = ctx.attr(node, "dilations") or [1] * nd
+    pads = ctx.attr(node, "pads") or [0] * (2 * nd)
+    strides = ctx.attr(node, "strides") or [1] * nd
+    n, ck, length = ctx.shape(x)
+    k = int(np.prod(block))
+    c = ck // k
+    counts = [(image[d] + pads[d] + pads[nd + d] - (dil[d] * (block[d] - 1) + 1)) // strides[d] + 1 for d in range(nd)]
+    pixels = int(np.prod(image))
+    if int(np.prod(counts)) != length or k * length * pixels > MAX_PAIRS:
+        raise ctx.unsupported(f"{length} columns for {counts} blocks (or a map above {MAX_PAIRS} cells)")
+    m = np.zeros((k, length, pixels), np.dtype(ctx.dtype(x)))
+    for kk, off in enumerate(np.ndindex(*block)):
+        for ll, pos in enumerate(np.ndindex(*counts)):
+            at = [pos[d] * strides[d] + off[d] * dil[d] - pads[d] for d in range(nd)]
+            if all(0 <= at[d] < image[d] for d in range(nd)):
+                m[kk, ll, np.ravel_multi_index(at, image)] = 1.0
+    cols = reshape(ctx, x, (n, c, k * length))
+    out = ctx.op("matmul", [cols, ctx.const(m.reshape(k * length, pixels), "col2im")])
+    return [reshape(ctx, out, (n, c) + tuple(image))]
+
+
+@converter("MaxUnpool")
+def _max_unpool(ctx, node):
+    """Zeros of the inferred shape with X's values at the flat positions I records (MaxPool's
+    indices count over the whole tensor), zero-padded at the end to output_shape when given."""
+    from tessel.frontend.onnx_ops_scatter import _scatter_rows
+
+    vals = ins(ctx, node)
+    x, idx = vals[0], vals[1]
+    xs = ctx.shape(x)
+    nd = len(xs) - 2
+    kernel = ctx.attr(node, "kernel_shape")
+    strides = ctx.attr(node, "strides") or [1] * nd
+    pads = ctx.attr(node, "pads") or [0] * (2 * nd)
+    inferred = xs[:2] + tuple((xs[2 + d] - 1) * strides[d] + kernel[d] - pads[d] - pads[nd + d] for d in range(nd))
+    m, total = int(np.prod(xs)), int(np.prod(inferred))
+    zeros = ctx.const(np.zeros((total, 1), np.dtype(ctx.dtype(x))), "unpooled")
+    y = reshape(ctx, _scatter_rows(ctx, zeros, reshape(ctx, cast(ctx, idx, "int64"), (m,)), reshape(ctx, x, (m, 1)),
+                                   "none"), inferred)
+    if len(vals) > 2 and vals[2] is not None:
+        out = const_ints(ctx, vals[2], "output_shape")
+        extra = [o - i for o, i in zip(out, inferred)]
+        if any(e < 0 for e in extra):
+            raise ctx.unsupported(f"output_shape {tuple(out)} smaller than the inferred {inferred}")
+        if any(extra):
+            y = ctx.op("pad", [y], pads=tuple([0] * len(out) + extra), value=0.0)
+    return [y]

@@ -198,3 +198,42 @@ def test_batch_norm_training_mode_outputs_running_statistics():
     np.testing.assert_allclose(got[0], y, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[1], stats[2] * 0.8 + mu * 0.2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[2], stats[3] * 0.8 + var * 0.2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"strides": [2, 1], "pads": [1, 0, 1, 1], "dilations": [1, 2]}])
+def test_col2im(attrs):
+    rng = np.random.default_rng()
+    image, block = (5, 6), (2, 3)
+    st, pd, dl = attrs.get("strides", [1, 1]), attrs.get("pads", [0] * 4), attrs.get("dilations", [1, 1])
+    counts = [(image[d] + pd[d] + pd[2 + d] - (dl[d] * (block[d] - 1) + 1)) // st[d] + 1 for d in range(2)]
+    x = rng.standard_normal((2, 3 * 6, counts[0] * counts[1])).astype(np.float32)
+    inits = [onnx.numpy_helper.from_array(np.array(image, np.int64), "im"),
+             onnx.numpy_helper.from_array(np.array(block, np.int64), "bl")]
+    got, want = _run_both(oh.make_node("Col2Im", ["x", "im", "bl"], ["y"], **attrs), {"x": x}, initializers=inits)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_max_unpool_places_values_at_maxpool_indices():
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 3, 6, 8)).astype(np.float32)
+    pool = oh.make_node("MaxPool", ["x"], ["v", "i"], kernel_shape=[2, 2], strides=[2, 2])
+    vi = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)]
+    outs = [oh.make_tensor_value_info("v", onnx.TensorProto.FLOAT, None),
+            oh.make_tensor_value_info("i", onnx.TensorProto.INT64, None)]
+    m = oh.make_model(oh.make_graph([pool], "p", vi, outs), opset_imports=[oh.make_opsetid("", 12)])
+    v, i = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    node = oh.make_node("MaxUnpool", ["v", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    got, want = _run_both(node, {"v": v, "i": i}, opset=11)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0)
+    # with a larger output_shape, onnx's reference (which tessel follows) keeps the inferred layout and
+    # pads at the end; onnxruntime re-reads the indices in the larger shape, so the two differ there
+    shape = onnx.numpy_helper.from_array(np.array([2, 3, 7, 9], np.int64), "shape")
+    node = oh.make_node("MaxUnpool", ["v", "i", "shape"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in (("v", v), ("i", i))]
+    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    model = oh.make_model(oh.make_graph([node], "g", vis, [y], initializer=[shape]),
+                          opset_imports=[oh.make_opsetid("", 11)])
+    from onnx.reference import ReferenceEvaluator
+
+    np.testing.assert_array_equal(ts.compile(model, example_inputs=(v, i), target="cpu")(v, i),
+                                  ReferenceEvaluator(model).run(None, {"v": v, "i": i})[0])
