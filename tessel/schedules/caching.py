@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from tessel.errors import ScheduleError
+from tessel.errors import ScheduleError, TesselError
 from tessel.ir.bounds import interval
 from tessel.ir.nodes import (
     SCOPES, Allocate, Binary, Buffer, Const, Expr, For, IfThenElse, Kernel, LetStmt, Load, Store, Var, rewrite, seq,
@@ -168,6 +168,16 @@ def _stored_unconditionally(body, buffer: str) -> bool:
     return any(_stored_unconditionally(c, buffer) for c in body.children() if not isinstance(c, Expr))
 
 
+def _holds_at_zero(cond, names: set) -> bool:
+    """Whether `cond` is true when every variable in `names` is 0 (False when it cannot be evaluated)."""
+    from tessel.ir.interp import interpret_expr
+
+    try:
+        return bool(interpret_expr(cond, {v: 0 for v in names}))
+    except TesselError:
+        return False
+
+
 def _reads_before_init(loop: For, buffer: str, inner: set) -> bool:
     """Whether the loop body may read `buffer` values it did not write itself (then the cache
     must start as a copy). It does not when the first access in program order is a store that
@@ -182,7 +192,10 @@ def _reads_before_init(loop: For, buffer: str, inner: set) -> bool:
         if isinstance(node, Load) and node.buffer.name == buffer:
             return "read"
         if isinstance(node, IfThenElse):
-            guarded = outer_guarded or not {v for v in walk(node.cond) if isinstance(v, Var)} <= inner
+            names = {v for v in walk(node.cond) if isinstance(v, Var)}
+            # An init guard on inner variables (`k == 0`) counts as unconditional only if it holds at the first
+            # iteration (every inner variable 0): `k == -4` never holds, and the update would read poison.
+            guarded = outer_guarded or not names <= inner or not _holds_at_zero(node.cond, names)
             return first_access(node.cond, outer_guarded) or first_access(node.then, guarded) or (
                 first_access(node.else_, guarded) if node.else_ is not None else None)
         for child in node.children():

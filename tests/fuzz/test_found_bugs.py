@@ -18,16 +18,6 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
-    "tvm_floormod_by_zero_in_dead_code": ("crash:tvm:InternalError@codegen/tvm_tir.py:binary",
-                                          "tessel/codegen/tvm_tir.py"),
-    "generic_negative_extent": ("crash:schedule:template:ValueError@schedules/generic.py:_tile",
-                                "tessel/schedules/generic.py (or the verifier: negative loop extent)"),
-    "generic_parallel_outer_scalar_output": (
-        "crash:schedule:template:IndexError@schedules/generic.py:_parallel_outer", "tessel/schedules/generic.py"),
-    "generic_consumer_extent_shorter_than_producer": (
-        "diff:schedule", "tessel/schedules/generic.py (contraction epilogue fused over the producer's domain)"),
-    "cache_write_guarded_init_read_before_write": (
-        "diff:schedule", "tessel/schedules/caching.py (init guard never true, update reads the old value)"),
 }
 
 
@@ -37,6 +27,11 @@ FIXED = {
     "compute_at_scalar_temporary": "compute_at moves a 0-d producer's whole nest",
     "split_of_thread_bound_loop_races": "split refuses a thread-bound loop (split before bind)",
     "annotate_block_axis_without_launch": "annotate refuses GPU axes (bind sizes the launch)",
+    "cache_write_guarded_init_read_before_write": "cache_write counts an init guard only if it holds at iteration 0",
+    "tvm_floormod_by_zero_in_dead_code": "tvm_tir: an integer division by a constant zero becomes 0 (undefined anyway)",
+    "generic_negative_extent": "cpu.generic leaves stages with empty loops unscheduled",
+    "generic_parallel_outer_scalar_output": "cpu.generic: a reduction to a 0-d output is not parallelized",
+    "generic_consumer_extent_shorter_than_producer": "cpu_epilogue fuses only a consumer covering the whole producer",
 }
 
 
