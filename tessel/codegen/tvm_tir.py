@@ -278,10 +278,16 @@ class _Translator:
             return a * b
         if op == "div":
             # True division on floats; on ints the IR's only division is floordiv (see nodes.py).
+            if not is_float(e.a.dtype) and isinstance(e.b, Const) and e.b.value == 0:
+                return T.const(0, e.dtype)  # as floordiv by a constant zero below
             return T.Div(a, b) if is_float(e.a.dtype) else T.floordiv(a, b)
         if op in ("floordiv", "floormod"):
             if is_float(e.dtype):
                 return self.float_divmod(op, a, b, e.dtype)
+            if isinstance(e.b, Const) and e.b.value == 0:
+                # TVM refuses to fold a constant zero divisor (compile error, even in dead code);
+                # running it is undefined in compiled code anyway (see the module docstring): 0
+                return T.const(0, e.dtype)
             if not isinstance(e.b, Const):
                 # MIN // -1 traps on x86 (SIGFPE); divide by 1 instead and negate (wrapping, as the
                 # interpreter does): branch-free, so it still vectorizes.

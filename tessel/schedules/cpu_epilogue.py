@@ -8,8 +8,8 @@ temporary never touches memory (measured on the MobileNet-like model of bench/cp
 kernels are memory-bound: see the commit message).
 
 Applies when (else the stages stay as they are):
-  * the consumer is one perfect loop nest with a single store `out[v0..vn] = f(...)`, of the same
-    shape as `t0`, every load of `t0` in `f` at exactly `[v0..vn]`;
+  * the consumer is one perfect loop nest with a single store `out[v0..vn] = f(...)` whose loops
+    cover exactly `t0`'s shape (and `out` has that shape), every load of `t0` in `f` at `[v0..vn]`;
   * `t0` is a kernel-local buffer read by no other stage;
   * the contraction's nest stores `t0` only in its write-back (a store of a local tile's load).
 
@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from tessel.ir.nodes import Allocate, For, Kernel, Load, Seq, Store, rewrite, substitute, walk
+from tessel.ir.nodes import Allocate, Const, For, Kernel, Load, Seq, Store, rewrite, substitute, walk
 from tessel.schedules.nest import perfect_chain
 
 
@@ -47,8 +47,10 @@ def fuse_epilogue(kernel: Kernel, producer: str, consumer: str, consumer_nest: F
     reads = [n for n in walk(store.value) if isinstance(n, Load) and n.buffer.name == producer]
     if not reads or any(tuple(n.indices) != index for n in reads):
         return None
-    if tuple(store.buffer.shape) != tuple(reads[0].buffer.shape):
-        return None
+    shape = tuple(reads[0].buffer.shape)
+    extents = tuple(lp.extent.value if isinstance(lp.extent, Const) else None for lp in chain[:ndim])
+    if tuple(store.buffer.shape) != shape or extents != shape:
+        return None  # the consumer must cover exactly the producer's domain (the write-back covers all of it)
     write_backs = _write_backs(kernel, producer, consumer_nest)
     if write_backs is None or len(write_backs) != 1:
         return None

@@ -91,6 +91,8 @@ def _analyze(kernel: Kernel, target) -> list[_Stage]:
             continue  # hand-written or already scheduled: left alone
         ndim = _ndim(kernel, name)
         chain = perfect_chain(nest)
+        if any(int(lp.extent.value) <= 0 for lp in chain):
+            continue  # an empty loop (the verifier accepts negative extents): nothing to schedule
         guards, reduction = init_guards(nest), chain[ndim:]
         if guards and reduction and _is_contraction(nest, chain, ndim):
             kind = "contraction"
@@ -332,6 +334,8 @@ def _vectorize_innermost_of(sch: Schedule, ctx, loop: str) -> None:
 
 
 def _parallel_outer(sch: Schedule, spatial: list[str], extents: list[int], knobs: dict) -> None:
+    if not spatial:  # a reduction to a 0-d output: nothing to spread over threads
+        return
     total = 1
     for e in extents:
         total *= e

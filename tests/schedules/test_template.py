@@ -338,7 +338,12 @@ def test_space_fixes_irrelevant_knobs():
     assert ew.fixed == {"tile_rows": 6, "tile_cols": 16, "pack": True}
     mm = cpu.space(matmul(64, 64, 32, "float32"), "cpu")
     assert {k.name for k in mm.knobs} == {"vector_lanes", "min_parallel_work", "tile_rows", "tile_cols", "pack"}
-    assert mm.default["tile_rows"] == 4  # today's choice for 64 rows: the largest divisor not above 6
+    # the largest divisor of 64 rows not above min(8, (host registers - 4) // column vectors): 8 on AVX-512
+    from tessel.schedules.cpu_host import host_vector
+
+    hv = host_vector()
+    vecs = mm.default["tile_cols"] // hv.lanes("float32")
+    assert mm.default["tile_rows"] == max(d for d in range(1, min(8, (hv.registers - 4) // vecs) + 1) if 64 % d == 0)
 
 
 def test_custom_constraint_decorator_and_at_most():
