@@ -286,21 +286,15 @@ class CompiledModel:
             program, arrays, as_torch = self._prepare(inputs)
             if not as_torch:
                 return program, arrays, lambda rs: rs
-            import torch
-
-            return program, arrays, lambda rs: [torch.from_numpy(r) for r in rs]
+            return program, arrays, lambda rs: [_torch_of(r) for r in rs]
         program = self._specialized(inputs)
         device = next((x.device for x in inputs if _is_torch(x) and x.device.type != "cpu"), None)
         host = [x.detach().cpu() if _is_torch(x) else x for x in inputs]
         arrays = _check_inputs(program, host)
         if device is not None:
-            import torch
-
-            return program, arrays, lambda rs: [torch.from_numpy(r).to(device) for r in rs]
+            return program, arrays, lambda rs: [_torch_of(r).to(device) for r in rs]
         if any(_is_torch(x) for x in inputs):
-            import torch
-
-            return program, arrays, lambda rs: [torch.from_numpy(r) for r in rs]
+            return program, arrays, lambda rs: [_torch_of(r) for r in rs]
         return program, arrays, lambda rs: rs
 
     def _restructured(self, program, results: list):
@@ -310,9 +304,7 @@ class CompiledModel:
 
     def _wrap(self, program: Program, results: list, as_torch: bool):
         if as_torch:
-            import torch
-
-            results = [torch.from_numpy(r) for r in results]
+            results = [_torch_of(r) for r in results]
         if self._restructure is not None:
             return self._restructure(program.source, results)
         return results[0] if len(results) == 1 else tuple(results)
@@ -635,6 +627,15 @@ def random_inputs(specs, seed: int = 0) -> list:
         else:
             out.append(rng.standard_normal(s.shape).astype(dt))
     return out
+
+
+def _torch_of(r):
+    """A numpy result as a torch tensor (bfloat16, which torch.from_numpy refuses, through its bits)."""
+    import torch
+
+    if r.dtype.name == "bfloat16":
+        return torch.from_numpy(r.view("int16")).view(torch.bfloat16)
+    return torch.from_numpy(r)
 
 
 class _Table(str):

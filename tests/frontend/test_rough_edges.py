@@ -137,3 +137,15 @@ def test_dsl_refuses_elementwise_operands_whose_shapes_disagree():
     c = np.full((4, 5), np.nan, np.float32)
     kern(b, c)
     np.testing.assert_allclose(c, b[:4, :5] * 2.0 + b[1:5, 2:7], rtol=1e-6)
+
+
+def test_torch_model_with_a_bfloat16_output_returns_a_bfloat16_tensor():
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return (x * 2.0 + 1.0).bfloat16()
+
+    x = torch.randn(3, 5)
+    got = ts.compile(Net(), (x,))(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, Net()(x))
