@@ -85,3 +85,19 @@ def test_contraction_has_no_guard_and_vectorizes(name, axis):
     assert any(v == vec[-1].var for v in walk(last))
     if axis == "channels":  # channels-last: a (rows, channels) accumulator, channels innermost
         assert acc.buffer.shape[-1] % 8 == 0
+
+
+def test_constant_weight_is_transposed_once_at_compile_time():
+    """canonicalize's conv_weight_channels_last rule: a channels-last conv's constant weight is
+    transposed (and folded) at compile time, so the kernel copies no weight per call; results stay right."""
+    from tessel.ir.text import to_text
+
+    cm, shape = _conv_model(**CASES["channels_last_stride2"])
+    assert cm.report["canonicalize"].get("conv_weight_channels_last") == 1
+    (kernel,) = cm.kernels
+    assert "_wt" not in to_text(kernel.ir)  # no per-call transposed copy
+    (w,) = [p for p in kernel.ir.params if len(p.shape) == 4 and p.shape[-1] == 16]  # (C, kh, kw, F)
+    assert tuple(w.shape) == (4, 3, 3, 16)
+    x = np.random.default_rng(11).standard_normal(shape).astype("f4")
+    want = cm.run_reference(x)
+    np.testing.assert_allclose(cm(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

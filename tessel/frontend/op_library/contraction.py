@@ -193,6 +193,22 @@ def window_out(op: str, size: int, k: int, s: int, pb: int, pe: int, d: int, cei
     return out
 
 
+def _weight_shape(shape: tuple, attrs: dict) -> tuple:
+    """The weight's logical (F, C/groups, *kernel) shape; attribute weight_layout="CKF" stores it as
+    (C/groups, *kernel, F) (canonicalisation's pre-transposed constant weight, see channels_last)."""
+    layout = attrs.get("weight_layout", "FCK")
+    if layout == "FCK":
+        return tuple(shape)
+    if layout == "CKF":
+        return (shape[-1], shape[0]) + tuple(shape[1:-1])
+    raise ArgumentError(f"conv: attribute weight_layout={layout!r}; expected 'FCK' or 'CKF'")
+
+
+def channels_last(groups: int, filters: int, stride, shape) -> bool:
+    """Public name of `_channels_last` (canonicalisation pre-transposes constant weights for it)."""
+    return _channels_last(groups, filters, stride, shape)
+
+
 def _channels_last(groups: int, filters: int, stride, shape) -> bool:
     """Whether a convolution accumulates channels-last (output channels innermost). Its inner loop
     then runs along the output channels (contiguous in a transposed weight copy), whatever the
@@ -204,11 +220,14 @@ def _channels_last(groups: int, filters: int, stride, shape) -> bool:
                                                                      or shape[-1] < 32)
 
 
-def _conv_channels_last(x, w, shape, c, stride, dil, rc, rk, names, name):
+def _conv_channels_last(x, w, shape, c, stride, dil, rc, rk, names, name, layout="FCK"):
     nsp = len(shape) - 2
-    ksz = tuple(w.shape[2:])
-    wt = dsl.compute((w.shape[1],) + ksz + (w.shape[0],), lambda *i: w[(i[-1], i[0]) + tuple(i[1:-1])],
-                     name=f"{names[0]}_wt")
+    if layout == "CKF":  # already (C, *kernel, F): canonicalisation transposed a constant weight
+        wt = w
+    else:
+        ksz = tuple(w.shape[2:])
+        wt = dsl.compute((w.shape[1],) + ksz + (w.shape[0],), lambda *i: w[(i[-1], i[0]) + tuple(i[1:-1])],
+                         name=f"{names[0]}_wt")
 
     def body(*idx):
         n, o, f = idx[0], idx[1:-1], idx[-1]
@@ -237,7 +256,8 @@ class Conv:
         if len(w.shape) != len(x.shape):
             raise ShapeError(f"conv: input 1 (weight) has rank {len(w.shape)} but input 0 has rank {len(x.shape)}")
         stride, (pb, pe), dil, groups = conv_params("conv", attrs, nsp)
-        f, cg = w.shape[0], w.shape[1]
+        wshape = _weight_shape(w.shape, attrs)
+        f, cg = wshape[0], wshape[1]
         if x.shape[1] != cg * groups:
             raise ShapeError(f"conv: input 0 dim 1 (channels) is {x.shape[1]} but input 1 dim 1 is {cg} with "
                              f"groups={groups} (expected {x.shape[1]} = {cg} * {groups})")
@@ -245,7 +265,7 @@ class Conv:
             raise ShapeError(f"conv: input 1 dim 0 (filters) is {f}, not divisible by groups={groups}")
         if b is not None and tuple(b.shape) != (f,):
             raise ShapeError(f"conv: input 2 (bias) has shape {tuple(b.shape)}, expected ({f},)")
-        spatial = tuple(window_out("conv", x.shape[2 + d], w.shape[2 + d], stride[d], pb[d], pe[d], dil[d], dim=2 + d)
+        spatial = tuple(window_out("conv", x.shape[2 + d], wshape[2 + d], stride[d], pb[d], pe[d], dil[d], dim=2 + d)
                         for d in range(nsp))
         dts = [v.dtype for v in (x, w, b) if v is not None]
         return [((x.shape[0], f) + spatial, promote("conv", dts))]
@@ -257,9 +277,10 @@ class Conv:
         c = compute_dtype(dt)
         nsp = x.ndim - 2
         stride, (pb, pe), dil, groups = conv_params("conv", attrs, nsp)
-        cg, fg = w.shape[1], w.shape[0] // groups
+        wshape = _weight_shape(w.shape, attrs)
+        cg, fg = wshape[1], wshape[0] // groups
         rc = dsl.reduce_axis(cg, name="rc")
-        rk = [dsl.reduce_axis(w.shape[2 + d], name=f"rk{d}") for d in range(nsp)]
+        rk = [dsl.reduce_axis(wshape[2 + d], name=f"rk{d}") for d in range(nsp)]
         padded = any(pb) or any(pe)
         if padded:  # a zero-padded copy: the contraction then reads it without guards (so it vectorizes)
             xs = x.shape
@@ -283,9 +304,9 @@ class Conv:
             v = x[(n, ch) + tuple(pos)].astype(c)
             return dsl.sum(v * w[(f, rc) + tuple(rk)].astype(c), axis=[rc, *rk])
 
-        if _channels_last(groups, fg, stride, shape):
+        if attrs.get("weight_layout", "FCK") == "CKF" or _channels_last(groups, fg, stride, shape):
             acc = _conv_channels_last(x, w, shape, c, stride, dil, rc, rk, names,
-                                      _acc_name(names, c != dt or b is not None))
+                                      _acc_name(names, c != dt or b is not None), attrs.get("weight_layout", "FCK"))
         else:
             acc = dsl.compute(shape, body, name=_acc_name(names, c != dt or b is not None))
         return [_finish(acc, dt, names[0], b, lambda i: (i[1],))]
@@ -294,6 +315,8 @@ class Conv:
     def reference(arrays, attrs):
         np = _np()
         x, w = f64(arrays[0]), f64(arrays[1])
+        if attrs.get("weight_layout", "FCK") == "CKF":
+            w = np.moveaxis(w, -1, 0)
         b = arrays[2] if len(arrays) > 2 else None
         nsp = x.ndim - 2
         stride, (pb, pe), dil, groups = conv_params("conv", attrs, nsp)
