@@ -9,7 +9,9 @@ campaign, and a hang meets the parent's time limit.
 Stages, in order, and what each oracle checks:
 
 - program: the verifier accepts the unscheduled kernel (else rejected: "verify"), and the
-  interpreter runs it on seeded random inputs (else rejected: "exec"); its outputs are the reference.
+  interpreter runs it on seeded random inputs (else rejected: "exec"); its outputs are the reference,
+  unless they depend on memory read before it is written (rejected: "uninit"; see
+  `_reads_uninitialized`).
 - schedule: each schedule command applies or raises ScheduleError (skipped, counted); any other
   exception is a **crash**; the scheduled kernel must verify (**verify**), run without a data race
   (**race**: the interpreter's race checker, on GPU schedules) or an out-of-bounds access (**exec**),
@@ -163,6 +165,33 @@ def _interp(kernel, inputs: list, seed: int) -> list:
     return arrays
 
 
+def _other_poison(dtype: str):
+    from tessel.ir.dtypes import is_bool, is_float
+
+    return 7.25 if is_float(dtype) else (False if is_bool(dtype) else 77)
+
+
+def _reads_uninitialized(kernel, inputs, seed, ref) -> bool:
+    """Whether the program's results depend on allocated memory read before it is written: run it
+    again with another fill value for fresh allocations. Such a program is invalid input (real memory
+    holds anything there), so it is rejected, not compiled (mutations make these: a deleted init).
+    The fill value is the interpreter's `runtime.poison_value`, swapped for the second run only."""
+    from tessel.ir.interp import runtime
+    from tessel.ir.nodes import Allocate, walk
+
+    if not any(isinstance(n, Allocate) for n in walk(kernel.body)):
+        return False
+    original = runtime.poison_value
+    runtime.poison_value = _other_poison
+    try:
+        alt = _interp(kernel, inputs, seed)
+    except Exception:  # noqa: BLE001 - e.g. an index computed from that memory went out of bounds
+        return True
+    finally:
+        runtime.poison_value = original
+    return compare(alt, ref, kernel.params) is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # the stages
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +315,8 @@ def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
         return Outcome("rejected", "exec", "program", str(e)[:500])
     except Exception as e:  # noqa: BLE001
         return _crash("interp:program", e)
+    if _reads_uninitialized(kernel, inputs, case.seed, ref):
+        return Outcome("rejected", "uninit", "program", "the outputs depend on memory read before it is written")
     phase("program")
 
     sch, kept = schedule_case(case, on_skip=lambda c, e: skipped.__setitem__(0, skipped[0] + 1))

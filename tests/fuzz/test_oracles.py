@@ -154,3 +154,14 @@ def test_compare_nan_is_any_for_compiled_code():
     assert compare([np.array([5.0, 1.0], "float32")], [want], p, nan_is_any=True) is None
     assert compare([np.array([5.0, 1.0], "float32")], [want], p) is not None
     assert compare([np.array([5.0, 2.0], "float32")], [want], p, nan_is_any=True) is not None
+
+
+def test_programs_reading_uninitialized_memory_are_rejected():
+    """A deleted init makes the result depend on what memory held: invalid input, not a compiler bug."""
+    k = parse_kernel("kernel f(A: float32[4] global, B: float32[4] global) target cpu { alloc T: float32[4] global "
+                     "{ for i in 4 { T[i] = (T[i] + A[i]) } for j in 4 { B[j] = T[j] } } }")
+    out = run_case(Case(k, pipeline=[{"name": "simplify"}]))
+    assert (out.status, out.kind) == ("rejected", "uninit")
+    good = parse_kernel("kernel f(A: float32[4] global, B: float32[4] global) target cpu { alloc T: float32[4] global "
+                        "{ for i in 4 { T[i] = A[i] } for j in 4 { B[j] = T[j] } } }")
+    assert run_case(Case(good, pipeline=[{"name": "simplify"}])).status == "ok"
