@@ -441,7 +441,7 @@ class _Importer:
         for o in outs:
             self.derives[o] = dep
         present = [i for i in inputs if i is not None]
-        if all(self.g.values[i].is_const for i in present) and \
+        if node_name in self.g.nodes and all(self.g.values[i].is_const for i in present) and \
                 sum(_numel(self.g.values[o].shape) for o in outs) <= FOLD_LIMIT:
             self._fold(node_name)
         return outs
