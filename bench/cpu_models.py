@@ -207,7 +207,7 @@ def onnxruntime_session(module, inputs):
         try:
             sink = io.StringIO()  # the exporters print graphs and warnings: keep the table readable
             with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                    _quiet_fd(2):
+                    _quiet_fd(1), _quiet_fd(2):
                 warnings.simplefilter("ignore")
                 if dynamo:
                     data = torch.onnx.export(module, inputs, dynamo=True, verbose=False).model_proto
