@@ -18,6 +18,10 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
+    "tvm_index_of_nested_floormod": (
+        "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
+    "decompose_reduction_negative_extent": (
+        "diff:schedule", "tessel/schedules/reduction.py (init hoisted out of a loop that never runs)"),
 }
 
 
@@ -44,8 +48,8 @@ def test_fixed_bug_stays_fixed(name):
 
 def test_open_bugs_keep_their_signature():
     """While a bug lives its case fails exactly this way (the reducer kept the signature); once it
-    passes, it belongs in FIXED. (Every bug found so far is fixed: FOUND is empty, and this waits
-    for the next one; parametrizing over an empty FOUND would only report skips.)"""
+    passes, it belongs in FIXED. (One test over the dict rather than a parametrization: FOUND may
+    be empty, and an empty parametrization only reports skips.)"""
     for name, (want, owner) in FOUND.items():
         out = run_case(Case.from_text((CASES / f"{name}.txt").read_text()))
         assert out.status != "ok", f"{name} passes now: the bug in {owner} looks fixed; move it to FIXED"
