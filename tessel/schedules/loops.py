@@ -138,12 +138,12 @@ def fuse(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
 
 
 def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
-    """Set how `loop` runs: "parallel", "vectorized", "unrolled" or "serial". GPU axes go through
-    `bind`, which also sizes the launch and checks thread counts and redundant stores."""
+    """Set how `loop` runs: "parallel", "vectorized", "unrolled", "serial" or a GPU axis. Once the
+    kernel has a launch shape (after `bind`), GPU axes go through `bind`, which keeps it in step."""
     target = find_loop(kernel.body, loop)
-    if kind in THREAD_AXES:
-        raise ScheduleError(f"annotate '{loop}': kind {kind!r} is a GPU axis; use bind('{loop}', {kind!r}), which "
-                            f"also sizes the launch")
+    if kind in THREAD_AXES and kernel.launch is not None:
+        raise ScheduleError(f"annotate '{loop}': kind {kind!r} is a GPU axis and the kernel has a launch shape; use "
+                            f"bind('{loop}', {kind!r}), which updates it")
     if kind in ("parallel", "vectorized") or kind in THREAD_AXES:
         const_extent(target)
         ok, why = is_data_parallel(target)
