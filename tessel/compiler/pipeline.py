@@ -123,10 +123,9 @@ class Pass:
 
     >>> Pass("unroll", {"max_extent": 4}).arguments()["max_stmts"]
     256
-    >>> Pass("unrol")
+    >>> Pass("unrol")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    tessel.errors.PipelineError: unknown pass 'unrol'; registered passes: simplify, remove_dead_code, vector_access, \
-unroll, storage_rewrite, hoist
+    tessel.errors.PipelineError: unknown pass 'unrol'; registered passes: simplify, remove_dead_code, vector_access, ...
     """
 
     name: str
