@@ -112,8 +112,10 @@ def _recurrent(ctx, node):
     acts = _activations(ctx, node, kind, num_dir)
     ys, hs, cs = [], [], []
     for d in range(num_dir):
-        fns = [(lambda v, f=f: f(ctx.op("clip", [v], min=-float(clip), max=float(clip)))) if clip else f
-               for f in acts[d]]
+        # `clip` bounds the gates' pre-activations; onnxruntime leaves the LSTM's cell state unclipped
+        # before its output activation h(C), so the third LSTM activation takes C as it is.
+        fns = [(lambda v, f=f: f(ctx.op("clip", [v], min=-float(clip), max=float(clip))))
+               if clip and not (kind == "LSTM" and i == 2) else f for i, f in enumerate(acts[d])]
         f, g = fns[0], fns[-1] if kind == "RNN" else fns[1]
         wd = reshape(ctx, take(ctx, w, [d], 0), ctx.shape(w)[1:])
         rd_t = ctx.op("transpose", [reshape(ctx, take(ctx, r, [d], 0), ctx.shape(r)[1:])], perm=(1, 0))
