@@ -405,8 +405,12 @@ def tensor_map_bytes(spec, ptr: int, kernel_name: str = "?") -> bytes:
     if any(st % 16 for st in strides):
         raise ArgumentError(f"kernel '{kernel_name}': tensor '{spec.buffer}' of shape {spec.shape}: TMA needs every "
                             f"row stride to be a multiple of 16 bytes (strides {strides})")
-    if not strides:  # rank 1: the driver reads none, but an empty list reaches it as a NULL array (suspected cause
-        strides = [-(-isz * dims[0] // 16) * 16]  # of CUDA_ERROR_INVALID_VALUE for a (100,) float32 map on the H200)
+    if not strides:
+        # On the H200 a rank-1 map failed to encode with an empty strides list (CUDA_ERROR_INVALID_VALUE), and one
+        # encoded with a padded one made the kernel fault (illegal instruction), which poisons the CUDA context.
+        # Until a rank-1 map is verified, refuse it here, before anything reaches the GPU.
+        raise ArgumentError(f"kernel '{kernel_name}': tensor '{spec.buffer}' of shape {spec.shape}: rank-1 TMA tensor "
+                            f"maps are not supported yet; view it as 2-D (1, n) or use the 1-D bulk copy")
     t = drv.CUtensorMapDataType
     sw = {0: "NONE", 32: "32B", 64: "64B", 128: "128B"}[spec.swizzle]
     err, tmap = drv.cuTensorMapEncodeTiled(
