@@ -2,7 +2,7 @@
 (hopper_pieces.py) in the race-checked interpreter against numpy on fresh random inputs, with its
 synchronisation deleted (must fail), impossible knobs (must name the knob), the template on a DSL
 contraction (replays), and nvcc for sm_90a (SASS: HGMMA, no spills). GPU runs against torch are
-in tests/codegen/gpu_gemm_hopper.py."""
+in tests/codegen/test_gemm_hopper_gpu.py."""
 
 from __future__ import annotations
 

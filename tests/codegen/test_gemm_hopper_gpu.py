@@ -1,8 +1,8 @@
 """On an H100 / H200: the Hopper GEMM template 'gemm.wgmma' (tessel/schedules/gemm_hopper.py)
 compiled for sm_90a against torch.matmul in float32 on fresh random inputs.
 
-Run: `python -m pytest -q -s -m gpu tests/codegen/gpu_gemm_hopper.py` (not collected by the
-default suite: it needs a Hopper GPU and nvcc). Shapes cover both B layouts, A MN-major, edges
+Run: `python -m pytest -q -s -m gpu tests/codegen/test_gemm_hopper_gpu.py` (collected by the
+suite; it skips itself without a Hopper GPU and nvcc). Shapes cover both B layouts, A MN-major, edges
 in every dimension (TMA zero fill + guarded stores), fp16 and bf16, f32 and cast outputs, and
 both consumer counts, persistent blocks, the TMA-store epilogue and 2-CTA clusters with TMA multicast."""
 
