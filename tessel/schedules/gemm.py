@@ -90,11 +90,9 @@ class GemmKnobs:
 
     @staticmethod
     def from_dict(d: dict) -> "GemmKnobs":
-        names = {f.name for f in dataclasses.fields(GemmKnobs)}
-        unknown = set(d) - names
-        if unknown:
-            raise ScheduleError(f"gemm: unknown knob(s) {sorted(unknown)}; knobs: {sorted(names)}")
-        return GemmKnobs(**d)
+        from tessel.schedules.knobs import knobs_from_dict
+
+        return knobs_from_dict(GemmKnobs, d, "gemm")
 
 
 @dataclass(frozen=True)

@@ -84,11 +84,9 @@ class HopperKnobs:
 
     @staticmethod
     def from_dict(d: dict) -> "HopperKnobs":
-        names = {f.name for f in dataclasses.fields(HopperKnobs)}
-        unknown = set(d) - names
-        if unknown:
-            raise ScheduleError(f"gemm.wgmma: unknown knob(s) {sorted(unknown)}; knobs: {sorted(names)}")
-        return HopperKnobs(**d)
+        from tessel.schedules.knobs import knobs_from_dict
+
+        return knobs_from_dict(HopperKnobs, d, "gemm.wgmma")
 
 
 def shared_bytes(kn: HopperKnobs) -> int:

@@ -246,5 +246,29 @@ def at_most(knob: str, extent_of: Callable, what: str = "the loop") -> Constrain
     return Constraint((knob,), check, "extent")
 
 
+
+def knobs_from_dict(cls, d: dict, where: str):
+    """The frozen knob dataclass `cls` built from a trace's knob dict; an unknown name is a
+    ScheduleError naming it and the knobs there are (`where`: the template, for the message).
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class K:
+    ...     bm: int = 64
+    >>> knobs_from_dict(K, {"bm": 128}, "t").bm
+    128
+    >>> knobs_from_dict(K, {"bn": 1}, "t")
+    Traceback (most recent call last):
+    tessel.errors.ScheduleError: t: unknown knob(s) ['bn']; knobs: ['bm']
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ScheduleError(f"{where}: unknown knob(s) {sorted(unknown)}; knobs: {sorted(names)}")
+    return cls(**d)
+
 __all__ = ["Bool", "Choice", "Constraint", "Context", "IntRange", "Knob", "Pow2", "Violation", "at_most", "constraint",
+           "knobs_from_dict",
            "divides", "max_registers", "max_shared_memory", "max_threads"]
