@@ -157,39 +157,12 @@ def test_default_cuda_gemm_without_cp_async_waits_races():
 
 
 def _pipelined(stages: int):
-    """The tensor-core GEMM built step by step with a `stages`-deep cp.async pipeline (as
-    tests/schedules/test_gpu_primitives.py's mma_schedule does), on 4 warps."""
-    from tessel.ir.intrinsics import mma_name
-    from tessel.schedules.schedule import Schedule
+    """The tensor-core GEMM built step by step with a `stages`-deep cp.async pipeline, on 4 warps
+    (tests/schedules/test_gpu_primitives.py's mma_schedule)."""
+    from tests.schedules.test_gpu_primitives import mma_schedule
 
     kernel, inputs, want = _matmul(64, 32, 96)
-    sch = Schedule(kernel)
-    bi, wi, ir = sch.split("i", [None, 2, 16])
-    bj, wj, jr = sch.split("j", [None, 2, 8])
-    ko, kr = sch.split("k", [None, 16])
-    sch.reorder(bi, bj, wi, wj, ko, kr, ir, jr)
-    acc = sch.cache_write("C", wj, "local")
-    iri, jri = sch.decompose_reduction(acc, ko)
-    mi, ii = sch.split(ir, [None, 16])
-    ni, jj = sch.split(jr, [None, 8])
-    ki, kk = sch.split(kr, [None, 16])
-    sch.reorder(ki, mi, ni, ii, jj, kk)
-    a, b = sch.split(iri, [None, 16])
-    c, d = sch.split(jri, [None, 8])
-    sch.reorder(a, c, b, d)
-    out = sch.get_loops("C")
-    o0, o1 = sch.split(out[-2], [None, 16])
-    p0, p1 = sch.split(out[-1], [None, 8])
-    sch.reorder(o0, p0, o1, p1)
-    sch.bind(bi, "blockIdx.y")
-    sch.bind(bj, "blockIdx.x")
-    sch.bind(wi, "threadIdx.z")
-    sch.bind(wj, "threadIdx.y")
-    names = sch.fragment(acc, "m16n8k16.acc")
-    for operand in ("A", "B"):
-        sch.pad(sch.cache_shared(operand, ko, 8), 8)
-    sch.pipeline(ko, stages)
-    sch.tensorize(names[3], mma_name("float16"))
+    sch, _ = mma_schedule(kernel, warps=(2, 2), tiles=(1, 1), bk=16, stages=stages, pad=8)
     return sch.kernel, inputs, want
 
 
