@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tessel.compiler.model_summary import SummaryText, summary_table
 from tessel.errors import ArgumentError, TesselError
 from tessel.frontend.graph import Graph, OpNode, Value
 
@@ -331,7 +332,7 @@ class CompiledModel:
                 inputs = tuple(random_inputs(self.inputs))
             program, arrays, _ = self._prepare(inputs)
             program.run(arrays, profile=prof, number=number)
-        text = _Table(_table(program, prof))
+        text = SummaryText(summary_table(program, prof))
         if show:
             print(text)
         return text
@@ -636,69 +637,3 @@ def _torch_of(r):
     if r.dtype.name == "bfloat16":
         return torch.from_numpy(r.view("int16")).view(torch.bfloat16)
     return torch.from_numpy(r)
-
-
-class _Table(str):
-    """Text whose repr is itself, so a prompt shows `cm.summary()` as the table (not a quoted string)."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _table(program: Program, prof: dict) -> str:
-    where = getattr(program, "target", "cpu")
-    floors = _cpu_floors(program) if prof and where == "cpu" else None
-    # the time stays the last column (scripts read it there); the floor columns go before it
-    floor_cols = ("bound by", "floor (us)", "% of floor") if floors else ()
-    rows = [("#", "kernel", "ops fused") + floor_cols + ("time (us)",)]
-    total = total_floor = 0.0
-    for k, step in enumerate(program.steps):
-        t = prof.get(k, 0.0)
-        total += t
-        row = (str(k), step.kernel.name, step.group.describe())
-        if floors:
-            f, bound = floors[k]
-            total_floor += f
-            row += (bound, f"{f * 1e6:.2f}", f"{100 * f / t:.0f}%" if t > 0 else "-")
-        rows.append(row + (f"{t * 1e6:.2f}" if prof else "-",))
-    rows.append(("", "total", f"{len(program.steps)} steps, {len(program.kernels)} kernels")
-                + (("", f"{total_floor * 1e6:.2f}", f"{100 * total_floor / total:.0f}%" if total > 0 else "-")
-                   if floors else ()) + (f"{total * 1e6:.2f}" if prof else "-",))
-    ncol = len(rows[0])
-    widths = [max(len(r[i]) for r in rows) for i in range(ncol)]
-    lines = [f"model '{program.source.name}' on {where}, compiled in {program.compile_seconds:.2f} s"
-             + ("" if prof or where == "cpu" else " (no GPU here: not timed)")]
-    for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if j < 3 or (floors and j == 3) else c.rjust(w)
-                               for j, (c, w) in enumerate(zip(r, widths))))
-        if i == 0 or i == len(rows) - 2:
-            lines.append("  ".join("-" * w for w in widths))
-    if floors:
-        from tessel.codegen.tvm_profile import host_peaks
-
-        peak, bw, cached = host_peaks()
-        lines.append(f"floor: FLOPs / {peak / 1e9:.0f} GFLOP/s (numpy float32 512^3 GEMM here) or bytes of the "
-                     f"kernel's arrays / {bw / 1e9:.1f} GB/s (a 32 MiB copy; {cached / 1e9:.0f} GB/s, a cached "
-                     f"copy, when they fit in 1 MiB), the larger")
-    p = program.plan
-    lines.append(f"intermediates: {len(p.offsets)} values in a {_bytes(p.arena_bytes)} arena "
-                 f"(one buffer each: {_bytes(p.naive_bytes)})")
-    for sp in program.report.get("gpu_splits", []):
-        lines.append(f"split {sp['group']} into {' | '.join(sp['into'])}: {sp['reason']}")
-    return "\n".join(lines)
-
-
-def _cpu_floors(program: Program) -> list:
-    """Per step: (floor seconds, "compute" / "memory" / "cache") from `tessel.codegen.tvm_profile`."""
-    from tessel.codegen.tvm_profile import floor_seconds, host_peaks, kernel_cost
-
-    peaks = host_peaks()
-    return [floor_seconds(kernel_cost(step.kernel.ir), peaks) for step in program.steps]
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
