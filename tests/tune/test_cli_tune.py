@@ -1,5 +1,6 @@
 """`tessel log show|best|merge|prune` and `tessel tune` from the command line."""
 
+import importlib.util
 import json
 
 from tessel.cli import main
@@ -30,7 +31,12 @@ def test_tune_command(tmp_path, capsys):
     log = tmp_path / "t.jsonl"
     assert main(["tune", "gemm:32x32x32", "--trials", "2", "--batch", "2", "--log", str(log), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "tuned 1 workload(s), 2 trial(s)" in out and "tuning curve" in out
+    assert "tuned 1 workload(s), 2 trial(s)" in out
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["result"]["error"] is None for x in lines)
-    assert (tmp_path / "t.png").exists()
+    # matplotlib is the optional `plot` extra (CI does not install it): with it the curve is a PNG,
+    # without it the command says so and the log is written all the same.
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "tuning curve:" in out and (tmp_path / "t.png").exists()
+    else:
+        assert "needs matplotlib" in out and not (tmp_path / "t.png").exists()
