@@ -32,114 +32,19 @@ Example:
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass
 
-import numpy as np
-
+from tessel.compiler.model_io import (  # noqa: F401 - re-exported: callers import them from here
+    InputSpec, _check_example, _check_inputs, _fmt_key, _is_torch, _key_of, _signature, _torch_of, contiguous,
+    random_inputs,
+)
+from tessel.compiler.model_program import (  # noqa: F401 - re-exported
+    Program, Step, compile_program, copy_graph, unique_kernels,
+)
 from tessel.compiler.model_summary import SummaryText, summary_table
 from tessel.errors import ArgumentError, TesselError
-from tessel.frontend.graph import Graph, OpNode, Value
+from tessel.frontend.graph import Graph
 
-
-def unique_kernels(steps) -> list:
-    """The kernels of `steps` in order, each once (groups with identical IR share a kernel)."""
-    seen, out = set(), []
-    for s in steps:
-        if id(s.kernel) not in seen:
-            seen.add(id(s.kernel))
-            out.append(s.kernel)
-    return out
-
-
-@dataclass
-class Step:
-    """One kernel launch: the kernel, the group it computes, the value passed per parameter."""
-
-    kernel: object  # tessel.compiler.kernel.Kernel
-    group: object  # tessel.passes.graph.fusion.Group
-    args: list
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    shape: tuple
-    dtype: str
-
-
-class Program:
-    """One specialisation of a model: the optimised graph, its steps and its memory plan."""
-
-    def __init__(self, source: Graph, graph: Graph, steps: list, plan, report: dict, seconds: float):
-        from tessel.ir.dtypes import numpy_dtype
-
-        self.source, self.graph, self.steps, self.plan, self.report = source, graph, steps, plan, report
-        self.compile_seconds = seconds
-        self.inputs = [InputSpec(v, graph.values[v].shape, graph.values[v].dtype) for v in graph.inputs]
-        self._np_dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
-        self._lock = threading.Lock()
-        self._arena = np.empty(max(plan.arena_bytes, 1), np.uint8)
-        self._static: dict = {}  # constants and arena views: the same every call
-        for v in graph.values.values():
-            if v.is_const:
-                self._static[v.name] = contiguous(v.data)
-        for name, off in plan.offsets.items():
-            val = graph.values[name]
-            dt = numpy_dtype(val.dtype)
-            self._static[name] = self._arena[off: off + plan.sizes[name]].view(dt).reshape(val.shape)
-        produced = {v for s in steps for v in s.group.outputs}
-        self._fresh = [(o, graph.values[o]) for o in dict.fromkeys(graph.outputs) if o in produced]
-        self._fresh_names = {o for o, _ in self._fresh}
-        self._bound = None  # BoundSteps after the first (checked) run; False: not bindable
-
-    @property
-    def kernels(self) -> list:
-        return unique_kernels(self.steps)
-
-    def _bind(self):
-        """The steps as one `tvm_runtime.BoundSteps` (fixed arrays viewed once; per call only the
-        inputs and fresh outputs), or False when a kernel is not a TVM one. Per-call host
-        overhead, 10 small kernels, loaded 2-core VM: 4.5 us per kernel before, see bench/cpu_models.py."""
-        from tessel.codegen.tvm_runtime import BoundSteps, Runner
-
-        self._changing = list(dict.fromkeys(list(self.graph.inputs) + [o for o, _ in self._fresh]))
-        index = {n: k for k, n in enumerate(self._changing)}
-        steps = []
-        for step in self.steps:
-            runner = getattr(step.kernel, "_runner", None)
-            if not isinstance(runner, Runner):
-                return False
-            steps.append((runner, [index[a] if a in index else self._static[a] for a in step.args]))
-        return BoundSteps(steps)
-
-    def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
-        """Run on checked, contiguous numpy inputs; returns fresh output arrays. With `profile`
-        (a dict), also times each step right after it runs, while its inputs are still valid
-        (median seconds of `number` calls, keyed by step index)."""
-        from tessel.ir.dtypes import numpy_dtype
-
-        with self._lock:
-            env = dict(self._static)
-            env.update(zip(self.graph.inputs, arrays))
-            for name, val in self._fresh:
-                env[name] = np.empty(val.shape, numpy_dtype(val.dtype))
-            if profile is None and self._bound:  # after one checked call: views made once
-                self._bound(*[env[n] for n in self._changing])
-            else:
-                for k, step in enumerate(self.steps):
-                    args = [env[a] for a in step.args]
-                    step.kernel(*args)
-                    if profile is not None:
-                        profile[k] = step.kernel.time(*args, number=number, repeat=3)
-                if self._bound is None:
-                    self._bound = self._bind()
-            results, given = [], set()
-            for o in self.graph.outputs:
-                fresh = o in self._fresh_names and o not in given
-                results.append(env[o] if fresh else np.array(env[o], copy=True))
-                given.add(o)
-            return results
+_compile_program = compile_program  # the old private name (tessel.tune.api's docstring cites it)
 
 
 class CompiledModel:
@@ -358,7 +263,7 @@ class CompiledModel:
 
     def _compile_for(self, inputs, key) -> Program:
         graph = self._specialize(inputs)
-        program = _compile_program(graph, self._options)
+        program = compile_program(graph, self._options)
         if _key_of(program.inputs) != key:
             raise ArgumentError(f"model '{self.name}': recompiling for inputs {_fmt_key(key)} gave a graph "
                                 f"that takes {_fmt_key(_key_of(program.inputs))}")
@@ -416,7 +321,7 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
     if options.get("cuda_graph") and target == "cpu":
         raise TesselError(f"model '{graph.name}': cuda_graph=True needs a CUDA target, not 'cpu'")
     options = dict(options, target=target)
-    program = _compile_program(graph, options)
+    program = compile_program(graph, options)
     if example_inputs is not None:
         _check_example(program, example_inputs)
     return CompiledModel(program, specialize, options, restructure)
@@ -435,205 +340,3 @@ def _model_target(name: str, target) -> str:
         raise TesselError(f"model '{name}': {e}") from None
 
 
-def _compile_program(graph: Graph, options: dict) -> Program:
-    from tessel.compiler.lowering import build_kernel, lower_group
-    from tessel.passes.graph import optimize
-    from tessel.passes.graph.fusion import fuse
-
-    t0 = time.perf_counter()
-    if not graph.outputs:
-        raise TesselError(f"model '{graph.name}' has no outputs; call graph.mark_outputs([...])")
-    source = copy_graph(graph)
-    work = copy_graph(graph)
-    report: dict = {}
-    if options.get("optimize", True):
-        report.update(optimize(work, options.get("fold_limit")))
-    work.prune()
-    work.reorder_topologically()
-    groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
-                  max_prologue_ops=options.get("max_prologue_ops", 8))
-    target = options.get("target", "cpu")
-    if target != "cpu":
-        from tessel.compiler.model_cuda import build_gpu_program
-
-        if options.get("tuning_log") is not None:
-            import warnings
-
-            warnings.warn(f"model '{graph.name}': tuning logs are applied to CPU models only so far; the GPU "
-                          f"kernels get their default schedules", stacklevel=3)
-        return build_gpu_program(source, work, groups, target, report, t0)
-    tuning = None
-    if options.get("tuning_log") is not None:
-        from tessel.tune.reuse import LogSchedules
-
-        tuning = LogSchedules(options["tuning_log"], target)
-    built: dict = {}  # naive IR kernel -> compiled Kernel (equal groups share one)
-    names: dict = {}
-    steps = []
-    t_lower = time.perf_counter()
-    for g in groups:
-        low = lower_group(work, g, inline=False)
-        kern = built.get(low.naive)
-        if kern is None:
-            base = low.naive.name
-            n = names.get(base, 0)
-            names[base] = n + 1
-            kern = build_kernel(low.inline().ir, base if n == 0 else f"{base}_{n}", tuning=tuning)
-            built[low.naive] = kern
-        steps.append(Step(kern, g, low.args))
-    if tuning is not None:
-        tuning.warn()
-    t_build = time.perf_counter()
-    plan = _plan(work, steps)
-    report.update(groups=len(groups), kernels=len(built), lower_and_build_seconds=t_build - t_lower,
-                  passes_seconds=t_lower - t0)
-    return Program(source, work, steps, plan, report, time.perf_counter() - t0)
-
-
-def _plan(graph: Graph, steps: list):
-    from tessel.ir.dtypes import numpy_dtype
-    from tessel.passes.graph.memory import plan_memory
-
-    outputs = set(graph.outputs)
-    planned, sizes, seq = set(), {}, []
-    for s in steps:
-        seq.append((list(s.group.inputs), list(s.group.outputs)))
-        for v in s.group.outputs:
-            if v not in outputs:
-                val = graph.values[v]
-                planned.add(v)
-                sizes[v] = int(np.prod(val.shape, dtype=np.int64)) * numpy_dtype(val.dtype).itemsize
-    return plan_memory(seq, sizes, planned)
-
-
-def copy_graph(graph: Graph) -> Graph:
-    """A copy whose nodes and values can be rewritten freely; constant arrays are shared (passes
-    replace constants, they never write into their arrays)."""
-    g = Graph(graph.name)
-    g.values = {k: Value(v.name, v.shape, v.dtype, v.data) for k, v in graph.values.items()}
-    g.nodes = {k: OpNode(n.name, n.op, list(n.inputs), list(n.outputs), dict(n.attrs), n.origin)
-               for k, n in graph.nodes.items()}
-    g.inputs, g.outputs = list(graph.inputs), list(graph.outputs)
-    g.meta = dict(getattr(graph, "meta", {}))
-    g._counter = graph._counter
-    return g
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs and outputs
-# ---------------------------------------------------------------------------------------------
-
-
-def contiguous(a):
-    """`a` as a C-contiguous array, 0-d arrays kept 0-d (np.ascontiguousarray makes them 1-d).
-
-    >>> contiguous(np.float32(2.0)).shape
-    ()
-    """
-    a = np.asarray(a)
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
-def _to_numpy(x, spec: InputSpec, where: str):
-    if _is_torch(x):
-        if getattr(x, "device", None) is not None and x.device.type != "cpu":
-            raise ArgumentError(f"{where} '{spec.name}': expected a CPU tensor, got one on {x.device}")
-        return x.detach().resolve_conj().resolve_neg().numpy()
-    if isinstance(x, (np.ndarray, np.generic)):
-        return np.asarray(x)
-    raise ArgumentError(f"{where} '{spec.name}': expected a numpy array or a CPU torch tensor of "
-                        f"{spec.dtype}{list(spec.shape)}, got {type(x).__name__}")
-
-
-def _signature(inputs):
-    """((shape, dtype name), ...) of the raw inputs, or None when some input is not an array."""
-    key = []
-    for x in inputs:
-        if _is_torch(x):
-            key.append((tuple(x.shape), str(x.dtype).replace("torch.", "")))
-        elif isinstance(x, (np.ndarray, np.generic)):
-            key.append((tuple(np.shape(x)), _dtype_name(np.asarray(x).dtype)))
-        else:
-            return None
-    return tuple(key)
-
-
-def _dtype_name(dt) -> str:
-    from tessel.ir.dtypes import from_numpy_dtype
-
-    try:
-        return from_numpy_dtype(dt)
-    except TesselError:
-        return str(dt)
-
-
-def _key_of(specs) -> tuple:
-    return tuple((tuple(s.shape), s.dtype) for s in specs)
-
-
-def _fmt_key(key) -> str:
-    return "(" + ", ".join(f"{d}{list(s)}" for s, d in key) + ")"
-
-
-def _check_inputs(program: Program, inputs, where: str = "input") -> list:
-    specs = program.inputs
-    name = program.source.name
-    if len(inputs) != len(specs):
-        listed = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in specs)
-        raise ArgumentError(f"model '{name}' takes {len(specs)} input(s) ({listed}), got {len(inputs)}")
-    arrays = []
-    for x, spec, npdt in zip(inputs, specs, program._np_dtypes):
-        a = _to_numpy(x, spec, f"model '{name}' {where}")
-        if a.dtype != npdt:
-            raise ArgumentError(f"model '{name}' {where} '{spec.name}': expected dtype {spec.dtype}, "
-                                f"got {_dtype_name(a.dtype)}")
-        if tuple(a.shape) != tuple(spec.shape):
-            raise ArgumentError(f"model '{name}' {where} '{spec.name}': expected shape {tuple(spec.shape)}, "
-                                f"got {tuple(a.shape)}")
-        arrays.append(contiguous(a))
-    return arrays
-
-
-def _check_example(program: Program, example_inputs) -> None:
-    ex = example_inputs if isinstance(example_inputs, (list, tuple)) else [example_inputs]
-    # Example inputs only declare shapes and dtypes: GPU tensors (for a CUDA model) are checked
-    # through a host copy, made once at compile time.
-    ex = [x.detach().cpu() if hasattr(x, "is_cuda") and x.is_cuda else x for x in ex]
-    try:
-        _check_inputs(program, list(ex), where="example input")
-    except ArgumentError as e:
-        raise ArgumentError(f"{e} (the model's declared input shapes contradict the example inputs)") from None
-
-
-def random_inputs(specs, seed: int = 0) -> list:
-    """Random arrays for input specs: normal floats, small non-negative integers, random bools.
-
-    >>> [a.shape for a in random_inputs([InputSpec("x", (2, 3), "float32")])]
-    [(2, 3)]
-    """
-    from tessel.ir.dtypes import numpy_dtype
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in specs:
-        dt = numpy_dtype(s.dtype)
-        if s.dtype == "bool":
-            out.append(rng.random(s.shape) < 0.5)
-        elif np.issubdtype(dt, np.integer):
-            out.append(rng.integers(0, 2, s.shape).astype(dt))
-        else:
-            out.append(rng.standard_normal(s.shape).astype(dt))
-    return out
-
-
-def _torch_of(r):
-    """A numpy result as a torch tensor (bfloat16, which torch.from_numpy refuses, through its bits)."""
-    import torch
-
-    if r.dtype.name == "bfloat16":
-        return torch.from_numpy(r.view("int16")).view(torch.bfloat16)
-    return torch.from_numpy(r)
