@@ -28,6 +28,7 @@ Example (`c.run(minutes=1)` would fuzz for a minute; tests/fuzz/test_campaign.py
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -45,14 +46,17 @@ def _as_pipeline(p):
     return as_pipeline(p)
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never half."""
+def atomic_write(path: str, text: str, durable: bool = True) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never half.
+    `durable`: also fsync before the rename (against a power cut, not only a crash; a loaded disk
+    makes that tens of milliseconds, so corpus files, which a campaign can regrow, skip it)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -106,6 +110,7 @@ class Campaign:
         self._pending: list = []
         self._t0 = time.monotonic()
         self._cases0 = 0
+        self.run_cpu = {"parent_s": 0.0, "workers_s": 0.0}  # CPU seconds of the last run()
         self._load()
 
     # -- the directory ------------------------------------------------------------------------
@@ -163,7 +168,7 @@ class Campaign:
             return
         self.corpus_keys.add(key)
         self.corpus.append(case)
-        atomic_write(self._path("corpus", f"{key}.txt"), case.to_text())
+        atomic_write(self._path("corpus", f"{key}.txt"), case.to_text(), durable=False)
 
     def _record_failure(self, case: Case, res: dict) -> None:
         sig = res["signature"]
@@ -303,29 +308,32 @@ class Campaign:
         self._pending = [("seed", c) for c in self.corpus]  # a resumed corpus re-runs to rebuild coverage
         workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0, plugins=self.plugins)
                    for _ in range(self.jobs)]
-        jobs: dict = {}
+        jobs: dict = {}  # tag -> (case, purpose)
+        tags = itertools.count()
         last_line = last_save = time.monotonic()
         try:
             for w in workers:
                 w._wait_ready()
             self._t0 = time.monotonic()  # worker start-up is not fuzzing time
+            cpu0 = time.process_time()
             stop = self._t0 + budget
             interrupted = False
             try:
                 while time.monotonic() < stop and (max_cases is None or self.stats["cases"] - self._cases0 < max_cases):
                     for w in workers:
-                        if w.idle:
+                        while w.free:  # (two in flight per worker: see Worker)
                             purpose, case = self._pending.pop(0) if self._pending else ("new", self.next_case())
                             if case is None:
-                                continue
-                            jobs[id(w)] = (case, purpose)
+                                break
+                            tag = next(tags)
+                            jobs[tag] = (case, purpose)
                             det = purpose != "new" or self.rng.random() < self.determinism_rate
-                            w.submit(id(w), case.to_text(), self.timeout, determinism=det)
+                            w.submit(tag, case.to_text(), self.timeout, determinism=det)
                     wait_any(workers, 0.05)
                     for w in workers:
                         got = w.poll()
                         if got is not None:
-                            case, purpose = jobs.pop(id(w))
+                            case, purpose = jobs.pop(got[0])
                             self._handle(case, got[1], purpose)
                     now = time.monotonic()
                     if now - last_line >= 1.0:
@@ -343,8 +351,7 @@ class Campaign:
                 self._say("\ntessel fuzz: interrupted; saving the campaign (resume with the same --out)")
                 for w in workers:
                     if not w.idle:
-                        w.restart()  # its case is dropped, not recorded
-                        w.job = None
+                        w.restart()  # its cases are dropped, not recorded
                 jobs.clear()
             # let running cases finish (bounded by their time limit)
             while any(not w.idle for w in workers):
@@ -352,9 +359,11 @@ class Campaign:
                 for w in workers:
                     got = w.poll()
                     if got is not None:
-                        case, purpose = jobs.pop(id(w))
+                        case, purpose = jobs.pop(got[0])
                         self._handle(case, got[1], purpose)
             self.stats["elapsed_s"] = round(self._elapsed(), 1)
+            self.run_cpu = {"parent_s": round(time.process_time() - cpu0, 2),
+                            "workers_s": round(sum(w.cpu_used for w in workers), 2)}
             self.history.append((self.stats["elapsed_s"], self.stats["cases"], len(self.features),
                                  feature_lines(self.features), len(self.corpus), len(self.failures)))
             if not self.quiet:
@@ -391,7 +400,10 @@ class Campaign:
 
     def summary(self) -> dict:
         el = max(1e-9, self.stats["elapsed_s"] - self._elapsed_before)
+        cpu = self.run_cpu["parent_s"] + self.run_cpu["workers_s"]
         return {"cases": self.stats["cases"], "cases_per_s": round((self.stats["cases"] - self._cases0) / el, 2),
+                "cpu_s": dict(self.run_cpu),
+                "cases_per_cpu_s": round((self.stats["cases"] - self._cases0) / cpu, 2) if cpu > 0 else None,
                 "arcs": len(self.features), "lines": feature_lines(self.features), "corpus": len(self.corpus),
                 "failures": {s: r["count"] for s, r in self.failures.items()}, "dir": self.dir}
 

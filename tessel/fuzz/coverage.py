@@ -9,6 +9,12 @@ Per case, the worker harvests the tracer's raw arc sets (coverage.py's collector
 file -> set of packed arcs) and clears them, instead of building a CoverageData per case, which
 costs about 15 ms; `harvest()` between compile phases says which phase (schedule, each pass,
 codegen) reached what, so a pass adding nothing new can be dropped from its seed's pipeline.
+
+Tracing is paused (`paused()`) while the oracles run code that is not compiler code: the
+interpreter, the verifier, input generation and comparison, the second compilation of the
+determinism check, LLVM and the compiled code. On Python 3.11 any trace function, even one that
+ignores a frame, switches CPython's specialising interpreter off for all code (unmeasured code
+runs about 4x slower while tracing is on), so the overhead is paid only where arcs are measured.
 The collector attribute is private to coverage.py; `Probe` checks it exists when it starts and
 raises FuzzError otherwise, so a coverage release that moves it fails loudly, not silently.
 
@@ -25,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 
 from tessel.fuzz.case import FuzzError
 
@@ -52,6 +59,7 @@ class Probe:
                                      omit=[os.path.join(root, "ir", "interp", "*")])
         self.files: dict[str, int] = {}  # file -> small id, so features stay ints
         self.running = False
+        self._pauses = 0  # nesting depth of paused()
 
     def start(self) -> None:
         self.cov.start()
@@ -62,8 +70,38 @@ class Probe:
 
     def stop(self) -> None:
         if self.running:
+            if self._pauses:  # coverage.py's stop expects a running tracer
+                self.cov._collector.resume()
+                self._pauses = 0
             self.cov.stop()
             self.running = False
+
+    @contextmanager
+    def paused(self):
+        """No tracing inside the block (nests; a few microseconds each way).
+
+        >>> from tessel.compiler.pipeline import as_pipeline
+        >>> p = Probe(); p.start(); _ = p.harvest()
+        >>> with p.paused():
+        ...     _ = as_pipeline(["remove_dead_code"])
+        >>> p.harvest()
+        set()
+        >>> _ = as_pipeline(["remove_dead_code"]); len(p.harvest()) > 0
+        True
+        >>> p.stop()
+        """
+        if not self.running:
+            yield
+            return
+        if self._pauses == 0:
+            self.cov._collector.pause()
+        self._pauses += 1
+        try:
+            yield
+        finally:
+            self._pauses -= 1
+            if self._pauses == 0 and self.running:
+                self.cov._collector.resume()
 
     def harvest(self) -> set:
         """The features reached since the last harvest (and forget them in the tracer)."""
@@ -78,6 +116,11 @@ class Probe:
             out.update((fid << 60) | (a if isinstance(a, int) else _pack(a)) for a in arcs)
             arcs.clear()
         return out
+
+
+def paused(probe):
+    """`probe.paused()`, or a no-op context when there is no probe."""
+    return probe.paused() if probe is not None else nullcontext()
 
 
 def _pack(arc) -> int:
@@ -121,4 +164,4 @@ def total_statements(areas=AREAS) -> int:
     return n
 
 
-__all__ = ["AREAS", "Probe", "feature_lines", "tessel_root", "total_statements"]
+__all__ = ["AREAS", "Probe", "paused", "feature_lines", "tessel_root", "total_statements"]

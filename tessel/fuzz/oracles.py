@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import os
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,7 +223,7 @@ def _passes(case: Case):
     return as_pipeline(case.pipeline)
 
 
-def _run_pass(p, kernel):
+def _run_pass(p, kernel, quiet=nullcontext):
     from tessel.ir.verify import verify
 
     try:
@@ -231,12 +232,13 @@ def _run_pass(p, kernel):
         raise _Stop(Outcome("rejected", "refused", f"pass:{p.name}", str(e)[:500])) from e
     except Exception as e:  # noqa: BLE001
         raise _Stop(_crash(f"pass:{p.name}", e)) from e
-    try:
-        verify(out)
-    except VerifyError as e:
-        raise _Stop(Outcome("fail", "verify", f"pass:{p.name}", str(e)[:2000])) from e
-    except Exception as e:  # noqa: BLE001 - the verifier itself crashed
-        raise _Stop(_crash("verify", e)) from e
+    with quiet():
+        try:
+            verify(out)
+        except VerifyError as e:
+            raise _Stop(Outcome("fail", "verify", f"pass:{p.name}", str(e)[:2000])) from e
+        except Exception as e:  # noqa: BLE001 - the verifier itself crashed
+            raise _Stop(_crash("verify", e)) from e
     return out
 
 
@@ -286,8 +288,10 @@ def run_case(case: Case, probe=None, determinism: bool = True) -> Outcome:
         if probe is not None:
             phases.append((name, probe.harvest()))
 
+    from tessel.fuzz.coverage import paused
+
     try:
-        out = _run(case, phase, skipped, determinism)
+        out = _run(case, phase, skipped, determinism, lambda: paused(probe))
     except _Stop as s:
         out = s.outcome
     except TesselError as e:  # e.g. a pipeline naming a pass this process does not know
@@ -298,49 +302,55 @@ def run_case(case: Case, probe=None, determinism: bool = True) -> Outcome:
     return out
 
 
-def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
+def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
+    """`quiet()`: a context in which coverage tracing is paused (around code that is not the
+    compiler's: the interpreter, the verifier, numpy, the determinism re-compilation)."""
     from tessel.ir.interp import ExecutionError
     from tessel.ir.text import to_text
     from tessel.ir.verify import verify
 
     kernel = case.kernel
-    try:
-        verify(kernel)
-    except VerifyError as e:
-        return Outcome("rejected", "verify", "program", str(e)[:500])
-    inputs = make_inputs(kernel, case.seed)
-    try:
-        ref = _interp(kernel, inputs, case.seed)
-    except (ExecutionError, TesselError) as e:
-        return Outcome("rejected", "exec", "program", str(e)[:500])
-    except Exception as e:  # noqa: BLE001
-        return _crash("interp:program", e)
-    if _reads_uninitialized(kernel, inputs, case.seed, ref):
-        return Outcome("rejected", "uninit", "program", "the outputs depend on memory read before it is written")
+    with quiet():
+        try:
+            verify(kernel)
+        except VerifyError as e:
+            return Outcome("rejected", "verify", "program", str(e)[:500])
+        inputs = make_inputs(kernel, case.seed)
+        try:
+            ref = _interp(kernel, inputs, case.seed)
+        except (ExecutionError, TesselError) as e:
+            return Outcome("rejected", "exec", "program", str(e)[:500])
+        except Exception as e:  # noqa: BLE001
+            return _crash("interp:program", e)
+        if _reads_uninitialized(kernel, inputs, case.seed, ref):
+            return Outcome("rejected", "uninit", "program", "the outputs depend on memory read before it is written")
     phase("program")
 
     sch, kept = schedule_case(case, on_skip=lambda c, e: skipped.__setitem__(0, skipped[0] + 1))
     k = sch.kernel
-    try:
-        verify(k)
-    except VerifyError as e:
-        return Outcome("fail", "verify", "schedule", str(e)[:2000])
+    with quiet():
+        try:
+            verify(k)
+        except VerifyError as e:
+            return Outcome("fail", "verify", "schedule", str(e)[:2000])
     phase("schedule")
     stages = [("schedule", k)]
     for p in _passes(case):
-        k = _run_pass(p, k)
+        k = _run_pass(p, k, quiet)
         stages.append((f"pass:{p.name}", k))
         phase(f"pass:{p.name}")
 
-    try:
-        got = _run_checked(k, inputs, case.seed, stages[-1][0])
-        bad = compare(got, ref, kernel.params)
-    except _Stop:
-        bad = "failed"
+    with quiet():
+        try:
+            got = _run_checked(k, inputs, case.seed, stages[-1][0])
+            bad = compare(got, ref, kernel.params)
+        except _Stop:
+            bad = "failed"
     if bad is not None:  # name the first stage that fails or whose results differ
         for stage, sk in stages:
-            r = _run_checked(sk, inputs, case.seed, stage)  # raises _Stop at the first failing stage
-            why = compare(r, ref, kernel.params)
+            with quiet():
+                r = _run_checked(sk, inputs, case.seed, stage)  # raises _Stop at the first failing stage
+                why = compare(r, ref, kernel.params)
             if why is not None:
                 return Outcome("fail", "diff", stage, why)
         return Outcome("fail", "flaky", stages[-1][0], f"the final kernel failed ({bad}) but no stage did on a re-run")
@@ -348,7 +358,7 @@ def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
 
     code = ""
     if case.target == "cpu" and case.tvm and k.target == "cpu":
-        code = _tvm_check(k, inputs, ref, kernel.params)
+        code = _tvm_check(k, inputs, ref, kernel.params, quiet)
         phase("tvm")
     elif case.target == "cuda" and k.target == "cuda":
         code = _cuda_text(k)
@@ -357,7 +367,8 @@ def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
 
     if determinism:
         try:
-            k2, code2 = compile_case(case)
+            with quiet():  # (the same code again: no new coverage to see)
+                k2, code2 = compile_case(case)
         except Exception as e:  # noqa: BLE001 - it compiled a moment ago
             return Outcome("fail", "nondet", "compile", f"the second compilation raised {type(e).__name__}: {e}")
         if k2 != k:
@@ -367,24 +378,65 @@ def _run(case: Case, phase, skipped, determinism: bool) -> Outcome:
     return Outcome("ok", digest=digest, kept_schedule=kept)
 
 
-def _tvm_check(k, inputs, ref, params) -> str:
-    try:
-        from tessel.codegen import cache, tvm as backend
+class ModuleLRU:
+    """Compiled TVM modules of this worker process by their TVMScript text (what LLVM gets), so a
+    case whose kernel translates to the same TIR as an earlier one is not built again: the
+    translation (tessel's code generator) still runs every time, only TVM's build is skipped.
+    An explicit, bounded cache (`size` modules, least recently used dropped first).
 
-        runner = backend.compile_kernel(k, cache=cache.ModuleCache())
-        text = backend.tvm_script(k)
+    >>> c = ModuleLRU(size=2); c.put("a", 1); c.put("b", 2); c.get("a"); c.put("c", 3)
+    1
+    >>> c.get("b") is None, c.get("a"), c.hits
+    (True, 1, 2)
+    """
+
+    def __init__(self, size: int = 256):
+        from collections import OrderedDict
+
+        self.size, self.items, self.hits = size, OrderedDict(), 0
+
+    def get(self, key):
+        m = self.items.get(key)
+        if m is not None:
+            self.items.move_to_end(key)
+            self.hits += 1
+        return m
+
+    def put(self, key, module) -> None:
+        self.items[key] = module
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+TVM_MODULES = ModuleLRU()
+
+
+def _tvm_check(k, inputs, ref, params, quiet=nullcontext) -> str:
+    try:
+        from tessel.codegen import tvm_runtime, tvm_tir
+
+        prim = tvm_tir.to_tvm(k)  # tessel's translation: traced
+        with quiet():  # TVM's printer and LLVM build: not tessel's code
+            text = prim.script()
+            module = TVM_MODULES.get(text)
+            if module is None:
+                module = tvm_runtime.compile_module(prim)
+                TVM_MODULES.put(text, module)
+        runner = tvm_runtime.Runner(module, tvm_tir.symbol_name(k), k.params)
     except TesselError as e:
         raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
     except Exception as e:  # noqa: BLE001
         raise _Stop(_crash("tvm", e)) from e
     arrays = [a.copy() for a in inputs]
-    try:
-        runner(*arrays)
-    except TesselError as e:
-        raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
-    except Exception as e:  # noqa: BLE001
-        raise _Stop(_crash("tvm", e)) from e
-    bad = compare(arrays, ref, params, loose=4.0, nan_is_any=True)
+    with quiet():
+        try:
+            runner(*arrays)
+        except TesselError as e:
+            raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
+        except Exception as e:  # noqa: BLE001
+            raise _Stop(_crash("tvm", e)) from e
+        bad = compare(arrays, ref, params, loose=4.0, nan_is_any=True)
     if bad is not None:
         raise _Stop(Outcome("fail", "diff", "tvm", bad))
     return text
