@@ -8,6 +8,8 @@ An op passes when every sample passes. Needs `expecttest` (torch's testing modul
 
 Run:  python bench/torch_ops.py --samples 2 --out /tmp/torch_ops.json      (about 1-2 s per sample)
       python bench/torch_ops.py --ops roll,cat,sum --samples 0 -v           (some ops, every sample)
+      python bench/torch_ops.py --missing                                   (export only: rank the aten
+                                                                             ops without a converter)
 """
 
 from __future__ import annotations
@@ -117,6 +119,67 @@ def run_sample(op, sample) -> tuple[str, str]:
     return "pass", ""
 
 
+def missing_ops(op, sample) -> set | str:
+    """The aten ops of the sample's exported graph (decomposed where tessel needs it) that have no
+    converter, or a string saying why there is no graph (export failed, no tensors ...)."""
+    import torch
+
+    from tessel.frontend.torch import decomposition_table, needs_decomposition, op_key
+
+    tensors, rebuild = _tensors_of(sample)
+    if not tensors:
+        return "no tensor inputs"
+    module = _module(op, rebuild)
+    try:
+        if _flat(module(*tensors)) is None:
+            return "non-tensor outputs"
+        ep = torch.export.export(module, tuple(tensors))
+    except Exception as e:  # noqa: BLE001 - eager or export refuses this sample
+        return f"export: {type(e).__name__}"
+    bad = needs_decomposition(ep)
+    if bad:
+        try:
+            ep = ep.run_decompositions(decomposition_table())
+        except Exception as e:  # noqa: BLE001
+            return f"decompose: {type(e).__name__}"
+        bad = needs_decomposition(ep)
+    return {op_key(n.target) for n in bad}
+
+
+def rank_missing(ops, samples: int) -> None:
+    """Print the aten ops without a converter, each with the op variants it alone blocks (the
+    variant's only missing op) and the variants it appears in."""
+    import torch
+
+    from tessel.frontend.torch import quiet_torch_logs
+
+    per_variant, start = {}, time.perf_counter()
+    for op in ops:
+        name = f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+        try:
+            got = list(op.sample_inputs("cpu", torch.float32, requires_grad=False))[:samples or None]
+        except Exception:  # noqa: BLE001
+            continue
+        miss = set()
+        for sample in got:
+            with quiet_torch_logs():
+                m = missing_ops(op, sample)
+            if isinstance(m, set):
+                miss |= m
+        per_variant[name] = miss
+    alone, anywhere = collections.Counter(), collections.Counter()
+    for miss in per_variant.values():
+        anywhere.update(miss)
+        if len(miss) == 1:
+            alone.update(miss)
+    blocked = sum(1 for m in per_variant.values() if m)
+    print(f"{len(per_variant)} op variants in {time.perf_counter() - start:.0f} s, {blocked} hold an aten op "
+          "without a converter; per op: variants it alone blocks / variants it appears in")
+    for key, n in sorted(anywhere.items(), key=lambda kv: (-alone[kv[0]], -kv[1], kv[0])):
+        users = [v for v, m in per_variant.items() if key in m]
+        print(f"  {alone[key]:3d} {n:3d}  {key:<44} {' '.join(users[:6])}{' ...' if len(users) > 6 else ''}")
+
+
 # ops whose eager result is uninitialised memory: nothing to compare
 NONDETERMINISTIC = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted"}
 ORDER = ("wrong", "crash", "error", "unsupported", "export", "skip", "pass")
@@ -127,6 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=2, help="samples per op (0: all)")
     ap.add_argument("--ops", default="", help="comma-separated op names (default: every op)")
     ap.add_argument("--out", default="", help="write per-op results as JSON here")
+    ap.add_argument("--missing", action="store_true", help="export only: rank the aten ops without a converter")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every op's result")
     args = ap.parse_args(argv)
     import torch
@@ -138,6 +202,9 @@ def main(argv=None) -> int:
     names = set(filter(None, args.ops.split(",")))
     ops = [op for op in op_db if (not names or op.name in names) and torch.float32 in op.supported_dtypes("cpu")
            and op.name not in NONDETERMINISTIC]
+    if args.missing:
+        rank_missing(ops, args.samples)
+        return 0
     results, start = {}, time.perf_counter()
     for op in ops:
         statuses = []

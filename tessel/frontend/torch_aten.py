@@ -41,7 +41,7 @@ def aten(*names):
 
 def converters() -> dict:
     """Every converter, keyed by aten overload name (importing the modules that register them)."""
-    from tessel.frontend import torch_aten_layout  # noqa: F401 - registers on import
+    from tessel.frontend import torch_aten_layout, torch_aten_math  # noqa: F401 - register on import
 
     return CONVERTERS
 
