@@ -43,13 +43,14 @@ def decompose_reduction(kernel: Kernel, buffer: str, at: str) -> tuple[Kernel, l
                             f"loop '{at}'")
     red = {v for v in walk(guard.cond) if isinstance(v, Var)}
     index_vars = {v for idx in update.indices for v in walk(idx)}
-    spatial, zero = [], {}
+    spatial, zero, red_extents = [], {}, []
     for lp in chain:
         if lp.var in red:
             if lp.var in index_vars:
                 raise ScheduleError(f"decompose_reduction: loop '{lp.var.name}' mixes reduction and spatial "
                                     f"iterations (fused?)")
             zero[lp.var] = Const(0)
+            red_extents.append(lp.extent)
         else:
             spatial.append(lp)
     taken = used_names(kernel)
@@ -65,6 +66,10 @@ def decompose_reduction(kernel: Kernel, buffer: str, at: str) -> tuple[Kernel, l
         init = IfThenElse(outer_cond, init)
     elif not _const_true(outer_cond):
         raise ScheduleError(f"decompose_reduction: cannot decide the init condition {outer_cond}")
+    for ext in reversed(red_extents):  # a reduction loop without iterations never ran the init either
+        span = interval(ext, {})
+        if span is None or span[0] < 1:
+            init = IfThenElse(Binary("gt", ext, Const(0)), init)
     update_leaf = update
     for c in reversed(bound_conds):
         update_leaf = IfThenElse(c, update_leaf)

@@ -20,8 +20,6 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "decompose_reduction_negative_extent": (
-        "diff:schedule", "tessel/schedules/reduction.py (init hoisted out of a loop that never runs)"),
 }
 
 
@@ -36,6 +34,8 @@ FIXED = {
     "generic_negative_extent": "cpu.generic leaves stages with empty loops unscheduled",
     "generic_parallel_outer_scalar_output": "cpu.generic: a reduction to a 0-d output is not parallelized",
     "generic_consumer_extent_shorter_than_producer": "cpu_epilogue fuses only a consumer covering the whole producer",
+    "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
+                                           "extents (a loop without iterations never ran it)",
 }
 
 
