@@ -12,7 +12,8 @@ Example:
 """
 
 from tessel.errors import (  # noqa: F401
-    ArgumentError, CodegenError, DTypeError, ParseError, ScheduleError, ShapeError, TesselError, VerifyError,
+    ArgumentError, ArtifactError, CodegenError, DTypeError, ParseError, ScheduleError, ShapeError, TesselError,
+    VerifyError,
 )
 from tessel.ir.dsl import (  # noqa: F401
     Tensor, abs, ceil, compute, const, cos, erf, exp, floor, log, max, maximum, min, minimum, placeholder, pow,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build": ("tessel.compiler.driver", "build"),
     "compile": ("tessel.compiler.compile_api", "compile"),
+    "load": ("tessel.compiler.artifact", "load_model"),
     "GraphBuilder": ("tessel.frontend.builder", "GraphBuilder"),
     "CompiledModel": ("tessel.compiler.model", "CompiledModel"),
     "lower": ("tessel.ir.dsl", "lower"),

@@ -1,4 +1,5 @@
-"""The `tessel` command: `tessel demo`, `tessel compile`, `tessel version`, and (to come) tune, fuzz, log, bench.
+"""The `tessel` command: `tessel demo`, `tessel compile [-o model.tsl]`, `tessel version`, tune, fuzz, log, and
+(to come) bench.
 
 Errors that tessel raises on purpose (TesselError) are printed as one line, `tessel: error: ...`,
 with exit status 1; `--debug` shows the traceback instead. Subcommands that do not exist yet say so
@@ -98,6 +99,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     shapes = _parse_input_shapes(args.input_shape)
     if args.check:  # before compiling: a missing GPU should not cost a compile first
         _require_gpu(args.target, "compile --check")
+    if args.output and str(args.target).strip().lower().startswith("cuda"):
+        from tessel.errors import ArtifactError
+
+        raise ArtifactError(f"compile -o {args.output}: artifacts hold CPU models only so far, not target "
+                            f"{args.target!r}")
     try:
         graph = import_onnx(args.model, shapes)
     except ShapeError as e:
@@ -107,9 +113,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     took = time.perf_counter() - start
     print(f"tessel compile: {args.model}: {len(graph.nodes)} ops -> {len(cm.kernels)} kernels for "
           f"{args.target}, compiled in {took:.2f} s")
+    if args.output:
+        cm.save(args.output)
+        print(f"tessel compile: wrote {args.output} ({_size(args.output)}); run it with tessel.load({args.output!r})")
     if not args.check:
         return 0
     return _check_compiled(args, graph, cm)
+
+
+def _size(path) -> str:
+    import os
+
+    n = os.path.getsize(path)
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _check_compiled(args: argparse.Namespace, graph, cm) -> int:
@@ -234,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="cpu", help="target to compile for (default: cpu)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="shape of an input with dynamic dims (repeat for several inputs)")
+    p.add_argument("-o", "--output", metavar="FILE.tsl", default=None,
+                   help="write the compiled model (kernels' IR, sources and libraries, metadata) to an artifact "
+                        "file that tessel.load runs without compiling (CPU targets)")
     p.add_argument("--check", action="store_true", help="run on random inputs, compare with onnxruntime, time both")
     p.add_argument("--rtol", type=float, default=1e-4,
                    help="largest max-error / max-|value| that --check accepts per output (default: 1e-4)")

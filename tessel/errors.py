@@ -45,3 +45,9 @@ class ArgumentError(TesselError):
 
 class PipelineError(TesselError):
     """A pass pipeline names an unknown pass or gives a pass a bad parameter."""
+
+
+class ArtifactError(TesselError):
+    """A saved model file (`tessel.load`, `tessel compile -o`) is corrupt, truncated, of a format
+    version this tessel does not read, built for another machine, or not a tessel model at all; the
+    message names the file and what is wrong."""

@@ -53,8 +53,11 @@ class CompiledModel:
     (the graph as given), `steps`, `memory` (arena bytes vs one buffer per value), `report`,
     `target` ("cpu" or "cuda:sm_XY")."""
 
-    def __init__(self, program: Program, specialize=None, options: dict | None = None, restructure=None):
+    def __init__(self, program: Program, specialize=None, options: dict | None = None, restructure=None,
+                 input_ranges=None):
         self.name = program.source.name
+        self.input_ranges = input_ranges  # InputRanges (dynamic torch dims) or None: shapes are not range-checked
+        self.loaded_from = None  # the artifact path, for a model made by tessel.load
         self._programs = {_key_of(program.inputs): program}
         self._current = program
         self._specialize = specialize  # raw inputs -> Graph, for models that specialise to shapes
@@ -254,12 +257,42 @@ class CompiledModel:
         key = _signature(inputs)
         if key is not None and key != _key_of(program.inputs):
             found = self._programs.get(key)
+            if found is None and self.input_ranges is not None:
+                self.input_ranges.check(key)  # before any export or compile: names input, dim and range
+            if found is None and self._specialize is None and self.loaded_from is not None:
+                self._not_in_artifact(key)
             if found is None and self._specialize is not None:
                 with self._compile_lock:
                     found = self._programs.get(key) or self._compile_for(inputs, key)
             if found is not None:
                 program = self._current = found
         return program
+
+    def _not_in_artifact(self, key) -> None:
+        """A loaded model cannot compile: a shape it was not saved with is an ArgumentError (when the
+        count and dtypes agree, so that a plain mismatch keeps its own message)."""
+        ours = [k for k in self._programs]
+        if len(key) != len(ours[0]) or any(d != od for (_, d), (_, od) in zip(key, ours[0])):
+            return
+        saved = "; ".join(_fmt_key(k) for k in ours)
+        raise ArgumentError(f"model '{self.name}' loaded from {self.loaded_from} holds the input shapes {saved}, "
+                            f"not {_fmt_key(key)}: a loaded model does not compile; call the original model with "
+                            f"this shape before saving it, then save it again")
+
+    def save(self, path) -> str:
+        """Write the model, every specialisation compiled so far, to an artifact file (see
+        `tessel.compiler.artifact`; the suffix .tsl is the convention) that `tessel.load` runs without
+        compiling. Returns the path.
+
+        >>> import numpy as np, tessel as ts, tempfile, os
+        >>> b = ts.GraphBuilder("m"); x = b.input("x", (2,)); b.output(b.relu(x))
+        >>> path = ts.compile(b, target="cpu").save(os.path.join(tempfile.mkdtemp(), "m.tsl"))
+        >>> ts.load(path)(np.float32([-1, 2])).tolist()
+        [0.0, 2.0]
+        """
+        from tessel.compiler.artifact import save_model
+
+        return save_model(self, path)
 
     def _compile_for(self, inputs, key) -> Program:
         graph = self._specialize(inputs)
@@ -295,7 +328,7 @@ _OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda
 
 
 def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specialize=None, restructure=None,
-                  **options) -> CompiledModel:
+                  input_ranges=None, **options) -> CompiledModel:
     """Compile a Graph for `target` ("cpu", "cuda", "cuda:sm_XY") into a CompiledModel (see the
     module docstring; the GPU specifics are in tessel.compiler.model_cuda).
 
@@ -305,7 +338,8 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
     `example_inputs`, when given, must agree with the graph's declared input shapes and dtypes.
     `specialize(inputs) -> Graph` makes a model that recompiles for new input shapes;
     `restructure(graph, flat_outputs)` rebuilds the source model's output structure (by default one
-    output is returned as is and several as a tuple).
+    output is returned as is and several as a tuple). `input_ranges` (a
+    `tessel.compiler.model_ranges.InputRanges`) refuses calls whose shapes leave the ranges.
 
     >>> from tessel.frontend.graph import Graph
     >>> g = Graph(); x = g.add_input("x", (3,), "float32"); (y,) = g.add_node("neg", [x])
@@ -324,7 +358,7 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
     program = compile_program(graph, options)
     if example_inputs is not None:
         _check_example(program, example_inputs)
-    return CompiledModel(program, specialize, options, restructure)
+    return CompiledModel(program, specialize, options, restructure, input_ranges)
 
 
 def _model_target(name: str, target) -> str:
