@@ -41,7 +41,7 @@ def aten(*names):
 
 def converters() -> dict:
     """Every converter, keyed by aten overload name (importing the modules that register them)."""
-    from tessel.frontend import torch_aten_layout, torch_aten_math  # noqa: F401 - register on import
+    from tessel.frontend import torch_aten_layout, torch_aten_math, torch_aten_scan  # noqa: F401 - register
 
     return CONVERTERS
 
@@ -66,6 +66,8 @@ def _dim(d: int, rank: int) -> int:
 
 
 def _dims(ds, rank: int) -> tuple:
+    if rank == 0:  # torch accepts dim 0 or -1 of a 0-d tensor: nothing to reduce
+        return ()
     if ds is None or (isinstance(ds, (list, tuple)) and len(ds) == 0):
         return tuple(range(rank))
     if isinstance(ds, int):
@@ -110,16 +112,12 @@ for _n in _UNARY:
     CONVERTERS[f"aten.{_n}.default"] = _unary
 
 
-@aten("log1p.default", "expm1.default", "exp2.default", "log2.default", "log10.default")
+@aten("exp2.default", "log2.default", "log10.default")
 def _composed_unary(cx, a):
-    """Unary ops the op set spells with two ops (log1p and expm1 lose digits near 0 this way)."""
+    """Unary ops the op set spells with two ops (log1p and expm1: torch_aten_math.py)."""
     dt = cx.out_dtype
     x = cx.cast(cx.v(a["self"]), dt)
     name = cx.node.target._schema.name.split("::")[1]
-    if name == "log1p":
-        return cx.emit("log", [cx.emit("add", [x, cx.scalar(1, dt)])])
-    if name == "expm1":
-        return cx.emit("sub", [cx.emit("exp", [x]), cx.scalar(1, dt)])
     if name == "exp2":
         return cx.emit("pow", [cx.scalar(2, dt), x])
     return cx.emit("mul", [cx.emit("log", [x]), cx.scalar(1 / math.log(2 if name == "log2" else 10), dt)])
@@ -376,24 +374,6 @@ def _var(cx, a):
     return var
 
 
-@aten("linalg_vector_norm.default")
-def _vector_norm(cx, a):
-    dt = cx.out_dtype
-    x = cx.cast(cx.v(a["self"]), dt)
-    axes, keep, p = _dims(a["dim"], len(cx.g.values[x].shape)), bool(a["keepdim"]), float(a["ord"])
-    ax = cx.emit("abs", [x])
-    if p == math.inf:
-        return cx.emit("reduce_max", [ax], axes=axes, keepdims=keep)
-    if p == 1:
-        return cx.emit("reduce_sum", [ax], axes=axes, keepdims=keep)
-    if p == 2:
-        return cx.emit("sqrt", [cx.emit("reduce_sum", [cx.emit("mul", [x, x])], axes=axes, keepdims=keep)])
-    if p <= 0:
-        cx.unsupported(f"a vector norm of order {p}")
-    s = cx.emit("reduce_sum", [cx.emit("pow", [ax, cx.scalar(p, dt)])], axes=axes, keepdims=keep)
-    return cx.emit("pow", [s, cx.scalar(1.0 / p, dt)])
-
-
 @aten("any.dim", "any.dims", "any.default", "all.dim", "all.dims", "all.default")
 def _any_all(cx, a):
     x = cx.cast(cx.cast(cx.v(a["self"]), "bool"), "int32")
@@ -405,7 +385,11 @@ def _any_all(cx, a):
 
 @aten("max.dim", "min.dim")
 def _reduce_with_index(cx, a):
+    import numpy as np
+
     x = cx.v(a["self"])
+    if not cx.g.values[x].shape:  # a 0-d tensor is its own max, at index 0
+        return [x, cx.const(np.zeros((), np.int64))]
     axis = _dim(a["dim"], len(cx.g.values[x].shape))
     keep = bool(a["keepdim"])
     is_max = cx.node.target._schema.name.endswith("max")
@@ -416,8 +400,12 @@ def _reduce_with_index(cx, a):
 
 @aten("argmax.default", "argmin.default")
 def _arg(cx, a):
+    import numpy as np
+
     x = cx.v(a["self"])
     op = "argmax" if cx.node.target._schema.name.endswith("argmax") else "argmin"
+    if not cx.g.values[x].shape:  # the only element of a 0-d tensor
+        return cx.const(np.zeros((), np.int64))
     if a["dim"] is None:  # over the flattened tensor
         flat = cx.reshape(x, (math.prod(cx.g.values[x].shape),))
         return cx.reshape(cx.emit(op, [flat], axis=0, keepdims=False), cx.out_shape)
