@@ -64,10 +64,11 @@ class Piece:
     how: str
 
 
-def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
+def gpu_pieces(graph, group: Group, target, temps: dict, splits: list, tuning=None) -> list:
     """The scheduled GPU kernels computing `group`, splitting it as the module docstring says.
     New intermediate values (temporaries of split nests) are added to `temps` (name -> (shape,
-    dtype)); each split is appended to `splits` as {"group", "reason", "into"}.
+    dtype)); each split is appended to `splits` as {"group", "reason", "into"}. `tuning`: a
+    `tessel.tune.reuse.LogSchedules` whose best record of a kernel replaces its default schedule.
 
     >>> from tessel.frontend.graph import Graph
     >>> from tessel.passes.graph.fusion import fuse
@@ -82,7 +83,8 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
     if conv is not None:
         return conv
     try:
-        return [Piece(low.ir, _default(low.ir, target), list(low.args), group, "default")]
+        sched, how = _scheduled(low.ir, target, tuning)
+        return [Piece(low.ir, sched, list(low.args), group, how)]
     except ScheduleError as e:
         reason = _first_line(e)
     if len(group.nodes) > 1:
@@ -90,9 +92,9 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list) -> list:
         splits.append({"group": group.describe(), "reason": reason, "into": [p.describe() for p in parts]})
         out = []
         for part in parts:
-            out += gpu_pieces(graph, part, target, temps, splits)
+            out += gpu_pieces(graph, part, target, temps, splits, tuning)
         return out
-    pieces = _nest_pieces(low, group, target, temps)
+    pieces = _nest_pieces(low, group, target, temps, tuning)
     splits.append({"group": group.describe(), "reason": reason,
                    "into": [f"{p.scheduled.name} ({p.how})" for p in pieces]})
     return pieces
@@ -195,7 +197,7 @@ def _subgroup(graph, group: Group, nodes: list, outputs: list | None = None) -> 
     return Group(group.id, list(nodes), anchor, inputs, list(outputs))
 
 
-def _nest_pieces(low, group: Group, target, temps: dict) -> list:
+def _nest_pieces(low, group: Group, target, temps: dict, tuning=None) -> list:
     """One kernel per top-level loop nest of a single op's kernel (rule 4)."""
     ir = low.ir
     value_of = {p.name: a for p, a in zip(ir.params, low.args)}
@@ -222,22 +224,27 @@ def _nest_pieces(low, group: Group, target, temps: dict) -> list:
                 value_of[b.name] = f"{group.outputs[0]}.{b.name}"
                 temps[value_of[b.name]] = (b.shape, b.dtype)
         kern = Kernel(f"{ir.name}_{out.name}", tuple(reads) + (out,), st)
-        scheduled, how = _schedule_nest(kern, target)
+        scheduled, how = _schedule_nest(kern, target, tuning)
         part = Group(group.id, list(group.nodes), group.anchor, [value_of[b.name] for b in reads],
                      [value_of[out.name]])
         pieces.append(Piece(kern, scheduled, [value_of[b.name] for b in kern.params], part, how))
     return pieces
 
 
-def _default(ir: Kernel, target) -> Kernel:
+def _scheduled(ir: Kernel, target, tuning=None) -> tuple:
+    """(scheduled kernel, how): the tuning log's best record ("tuned") or the default schedule."""
     from tessel.schedules.generic_gpu import default_gpu_schedule
 
-    return default_gpu_schedule(ir, target).kernel
+    if tuning is not None:
+        tuned = tuning.schedule_for(ir)
+        if tuned is not None:
+            return tuned, "tuned"
+    return default_gpu_schedule(ir, target).kernel, "default"
 
 
-def _schedule_nest(kern: Kernel, target) -> tuple:
+def _schedule_nest(kern: Kernel, target, tuning=None) -> tuple:
     try:
-        return _default(kern, target), "default"
+        return _scheduled(kern, target, tuning)
     except ScheduleError:
         pass
     try:
@@ -444,9 +451,11 @@ def interpret_steps(program, arrays: list) -> list:
     return results
 
 
-def build_gpu_program(source, work, groups, target, report: dict, t0: float) -> GpuProgram:
+def build_gpu_program(source, work, groups, target, report: dict, t0: float, tuning_log=None) -> GpuProgram:
     """Schedule, split where needed and build the fused `groups` of the optimised graph `work`
-    for the CUDA `target`; equal kernels are built once."""
+    for the CUDA `target`; equal kernels are built once. `tuning_log`: a tuning log whose best
+    record of a kernel (on this GPU's architecture) replaces its default schedule, with no
+    measurement (`tessel tune --target cuda` writes it)."""
     import os
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -461,8 +470,13 @@ def build_gpu_program(source, work, groups, target, report: dict, t0: float) -> 
     names: dict = {}
     hows: dict = {}
     placed = []
+    tuning = None
+    if tuning_log is not None:
+        from tessel.tune.reuse import LogSchedules
+
+        tuning = LogSchedules(tuning_log, target)
     for g in groups:
-        for piece in gpu_pieces(work, g, target, temps, splits):
+        for piece in gpu_pieces(work, g, target, temps, splits, tuning):
             key = dataclasses.replace(piece.ir, name="k")
             if key not in todo:
                 base = piece.scheduled.name
@@ -477,6 +491,8 @@ def build_gpu_program(source, work, groups, target, report: dict, t0: float) -> 
         futures = {key: pool.submit(build, sched, target=target, schedule=sched, name=name)
                    for key, (name, sched) in todo.items()}
         built = {key: f.result() for key, f in futures.items()}
+    if tuning is not None:
+        tuning.warn()
     steps = [Step(built[key], piece.group, piece.args) for key, piece in placed]
     t_build = time.perf_counter()
     plan = _plan(work, steps, temps)

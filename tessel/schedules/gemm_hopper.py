@@ -30,7 +30,8 @@ group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, regi
 divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
 
 Example:
-    >>> from tessel.schedules.gemm import GemmProblem
+    >>> from tessel.schedules.epilogue import Epilogue
+from tessel.schedules.gemm import GemmProblem
     >>> p = GemmProblem(m=128, n=64, k=128, dtype="bfloat16", b_kcontig=False)
     >>> k = hopper_gemm_kernel(p, HopperKnobs(bm=64, bn=64, stages=2, consumers=1))
     >>> k.launch.grid, k.launch.block
@@ -50,15 +51,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError
-from tessel.ir.nodes import (
-    Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, LetStmt, Var,
-)
-from tessel.ir.nodes import minimum, seq
+from tessel.ir.nodes import Buffer, Kernel, Var
+from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.hopper_pieces import (
-    ATOM_COLS, CONSUMER_REGS, OperandTiles, Ring, consumer_mainloop, store_accumulators, store_accumulators_tma,
-    tma_producer, warp_specialized,
+    ATOM_COLS, CONSUMER_REGS, OperandTiles, store_accumulators, store_accumulators_tma, tma_producer,
 )
+from tessel.schedules.hopper_skeleton import TileGrid, warp_specialized_tiles
 
 SHARED_LIMIT = 227 * 1024
 ACC_HEADROOM = 48  # registers a consumer needs besides its accumulators (descriptors, addresses, loop)
@@ -206,120 +205,38 @@ def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
 
 
 def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",
-                      drop: tuple = (), fn=None, sms: int = 132):
+                      drop: tuple = (), fn=None, sms: int = 132, epilogue: Epilogue | None = None):
     """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
     `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
     "wgmma_wait", "barrier", "store_wait", "store_barrier", "turn"): broken variants for tests.
-    `fn(value, row, col)`: an epilogue hook.
+    `fn(value, row, col)`: an epilogue hook; `epilogue` (tessel.schedules.epilogue, indexed by C's
+    full index: batch.., row, column) instead, e.g. what the graph's fusion hands over.
     `sms`: the grid of a persistent kernel (min(tiles, sms) blocks)."""
+    if fn is not None and epilogue is not None:
+        raise ScheduleError("gemm.wgmma: give an epilogue hook or an Epilogue, not both")
     check_knobs(p, kn)
-    V = lambda s: Var(f"{prefix}_{s}")  # noqa: E731
-    bm, bn, nc = kn.bm, kn.bn, kn.consumers
-    tiles_m, tiles_n = -(-p.m // bm), -(-p.n // bn)
-    tiles = tiles_m * tiles_n
-    nbatch = 1
-    for e in p.batch:
-        nbatch *= e
-    tiles_all = tiles * nbatch  # batches are tiles too: tile t of batch z is number z * tiles + t
-    cl = 2 if kn.cluster == "2x1" else 1
-    grid = max(cl, min(tiles_all, max(1, sms)) // cl * cl) if kn.persistent else tiles_all
-    per_cta = -(-tiles_all // grid)
+    bm, bn = kn.bm, kn.bn
     k_tiles = -(-p.k // ATOM_COLS)
-    pp = kn.pingpong  # consumer c takes the block's tiles lt = c, c + 2, ...: its own whole tiles
-    rows_wg = bm if pp else bm // nc
-    m_tiles = rows_wg // 64
-    ring = Ring.make(prefix, kn.stages, 1 if pp else nc, drop, cluster=cl)
     at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
-    pid, tid = V("pid"), V("tid")
-    gm = min(kn.group_m, tiles_m)
-    per_group = gm * tiles_n
+    m_limit, n_limit = p.m if p.m % bm else None, p.n if p.n % bn else None
 
-    def over_tiles(tag, body_of, consumer=None):
-        """body_of(lt, m0, n0, batch indices) for each output tile of this block: the block's tile lt
-        (0 .. per_cta - 1) is tile pid + lt * grid, mapped to (batch, tile row, column), the rows
-        and columns in groups of gm tile rows (Triton's grouped order, as gemm.mma_sync), so
-        blocks running together share A rows and B columns in L2."""
-        ltv = V(f"{tag}lt")
-        lt = (ltv * 2 + consumer if consumer is not None else ltv) if kn.persistent else Const(0)
-        tile_all = pid + lt * grid if kn.persistent else pid
-        tile = tile_all % tiles if nbatch > 1 else tile_all
-        bz = tile_all // tiles
-        bvars, rest = [], bz
-        for i in range(len(p.batch)):
-            inner_n = 1
-            for x in p.batch[i + 1:]:
-                inner_n *= x
-            bvars.append(rest // inner_n if i + 1 < len(p.batch) else rest)
-            rest = rest % inner_n
-        pm, pn, gs = V(f"{tag}pm"), V(f"{tag}pn"), V(f"{tag}gs")
-        first_m = tile // per_group * gm
-        inner = tile % per_group
-        out = LetStmt(gs, minimum(Const(tiles_m) - first_m, Const(gm)),
-                      LetStmt(pm, first_m + inner % gs,
-                              LetStmt(pn, inner // gs, body_of(lt, pm * bm, pn * bn, tuple(bvars)))))
-        if not kn.persistent:
-            return out
-        if tiles_all % grid or (consumer is not None and per_cta % 2):
-            out = IfThenElse(tile_all < tiles_all, out)
-        return For(ltv, -(-per_cta // 2) if consumer is not None else per_cta, out)
+    def produce(ring, lt, pm, pn, bv, part):
+        b_load = (bt, pn * bn) + ((part,) if part is not None else ())
+        return tma_producer(ring, Var(f"{prefix}_pkt"), k_tiles, [(at, pm * bm), b_load], first_iter=lt * k_tiles,
+                            batch=bv)
 
-    # cluster 2x1: the pair's tiles are rows pm, pm + 1 of one column; each CTA loads half of B's
-    # tile and multicasts it to both
-    b_load = (bt, None, (pid % cl, cl)) if cl > 1 else (bt, None)
-    producer = over_tiles("p", lambda lt, m0, n0, bv: tma_producer(
-        ring, V("pkt"), k_tiles, [(at, m0), (b_load[0], n0) + b_load[2:]], first_iter=lt * k_tiles, batch=bv))
-    acc = Buffer(f"{prefix}_acc", (m_tiles * bn // 2,), "float32", "local")
-    da = Buffer(f"{prefix}_da", (1,), "int64", "local")
-    db = Buffer(f"{prefix}_db", (1,), "int64", "local")
-    wg, lane = V("wg"), V("lane")
-    cstage = Buffer(f"{prefix}_cs", (nc * 64 * ATOM_COLS,), c.dtype, "shared")  # epilogue "tma": a 64x64 tile each
-    frag = Buffer(f"{prefix}_frag", (8,), c.dtype, "local")
+    def store(acc, m_tiles, lt, pm, pn, bv, row0, wg, lane, frag, cstage):
+        hook = epilogue.hook(bv) if epilogue is not None else fn
+        m0, n0 = pm * bm, pn * bn
+        if kn.epilogue == "tma":
+            return store_accumulators_tma(acc, bn, m_tiles, c, cstage, wg * (64 * ATOM_COLS), m0 + row0, n0, lane,
+                                          wg + 1, hook, f"{prefix}_e", frag, drop, bv, m_limit, n_limit)
+        return store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, m_limit, n_limit, hook, f"{prefix}_e",
+                                  index=lambda r, col: bv + (r, col))
 
-    def consumer(wg_expr, lane_expr):
-        row0 = wg * rows_wg if nc > 1 and not pp else Const(0)
-
-        def tile_body(lt, m0, n0, bv):
-            turn = None
-            if pp:  # take turns: wait for the other consumer's loop over tile lt - 1, pass the turn after ours
-                turn = IfThenElse(pid + (lt + 1) * grid < tiles_all,  # the other has a tile lt + 1
-                                  Intrinsic("bar.arrive", (4 - wg, Const(256))))
-            main = consumer_mainloop(ring, V("ckt"), k_tiles, acc, bn, p.dtype, at, da[0], bt, db[0], 0,
-                                     m_tiles, lane.eq(0), first_iter=lt * k_tiles, drop=drop, after_loop=turn)
-            if pp and "turn" not in drop:
-                main = seq(IfThenElse(lt > 0, Intrinsic("bar.sync", (3 + wg, Const(256)))), main)
-            if kn.epilogue == "tma":
-                return seq(main, *store_accumulators_tma(acc, bn, m_tiles, c, cstage, wg * (64 * ATOM_COLS),
-                                                         m0 + row0, n0, lane, wg + 1, fn, f"{prefix}_e", frag,
-                                                         drop, bv))
-            return seq(main, store_accumulators(acc, bn, m_tiles, c, m0 + row0, n0, lane, p.m if p.m % bm else None,
-                                                p.n if p.n % bn else None, fn, f"{prefix}_e",
-                                                index=lambda r, col: bv + (r, col)))
-
-        body = seq(at.base_desc(BufferRef(da, (Const(0),)), row0), bt.base_desc(BufferRef(db, (Const(0),))),
-                   over_tiles("c", tile_body, wg if pp else None))
-        body = Allocate(acc, Allocate(da, Allocate(db, Allocate(frag, body) if kn.epilogue == "tma" else body)))
-        return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
-
-    roles = warp_specialized(tid, producer, consumer, nc)
-    body = [IfThenElse(tid.eq(0), ring.init(f"{prefix}_s"))]
-    cluster_sync = [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
-    if "barrier" not in drop:  # the inits before any use (in a cluster: the peer's multicasts and arrivals too)
-        body += cluster_sync if cl > 1 else [Barrier()]
-    body.append(roles)
-    if cl > 1:  # no CTA exits while its peer may still write its stages / arrive on its barriers
-        body += cluster_sync
-    threads = 128 * (1 + nc)
-    blk = For(tid, threads, seq(*body), "threadIdx.x")
-    blk = Allocate(at.smem, Allocate(bt.smem, ring.allocate(blk)))
-    if kn.epilogue == "tma":
-        blk = Allocate(cstage, blk)
-    body = For(pid, grid, blk, "blockIdx.x")
-    # dynamic shared memory (1024 bytes of slack for the swizzle atoms' alignment) only past the 48 KB a
-    # block has without opting in: below it the printer declares the buffers statically, and a dynamic size
-    # on top of them would double the request (the launch failed with CUDA_ERROR_INVALID_VALUE on the H200)
-    smem = shared_bytes(kn) + 1024
-    return body, Launch((grid, 1, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0, (cl, 1, 1))
+    return warp_specialized_tiles(kn, TileGrid(-(-p.m // bm), -(-p.n // bn), tuple(p.batch)), k_tiles, at, bt,
+                                  p.dtype, c.dtype, produce, store, shared_bytes(kn), prefix, drop, sms)
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
@@ -336,31 +253,45 @@ def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str 
 
 def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 132) -> Kernel:
     """`kernel` with its GEMM stage (tessel.schedules.gemm.gemm_plan) replaced by this template's
-    loop nest for `knobs`."""
-    from tessel.schedules.gemm import gemm_plan
-    from tessel.schedules.nest import replace_loop
+    loop nest for `knobs`; a following elementwise stage (the graph's bias, activation, residual,
+    output cast) runs in the epilogue, on the float32 accumulators: one kernel."""
+    from tessel.schedules.gemm_plan import gemm_plan, output_problem, replace_stages
 
-    plan = plan or gemm_plan(kernel)
+    plan = plan or gemm_plan(kernel, allow_epilogue=True)
+    _check_plan(kernel, plan)
+    c = plan.out if plan.epilogue is not None else plan.update.buffer
+    body, launch = build_hopper_body(output_problem(plan), knobs, plan.a.buffer, plan.b.buffer, c, sms=sms,
+                                     epilogue=plan.epilogue)
+    return replace_stages(kernel, plan, body, launch)
+
+
+def _check_plan(kernel: Kernel, plan) -> None:
+    """ScheduleError for what TMA and the one-output epilogue cannot take in `plan`."""
     for ld in (plan.a, plan.b):
-        if tuple(ld.indices[:-2]) != tuple(plan.batch_vars):
-            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name}'s leading indices are not the batch loops "
-                                f"in order (TMA boxes take them as they are)")
-    body, launch = build_hopper_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, plan.update.buffer,
-                                     sms=sms)
-    out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
-    return dataclasses.replace(out, target="cuda", launch=launch)
+        lead = tuple(ld.indices[:-2])
+        if lead != tuple(plan.batch_vars)[len(plan.batch_vars) - len(lead):]:
+            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name}'s leading indices are not the last batch "
+                                f"loops in order (TMA boxes take them as they are)")
+        if ld.buffer not in kernel.params:
+            raise ScheduleError(f"gemm.wgmma: operand {ld.buffer.name} is not a kernel parameter (TMA reads global "
+                                f"memory through a tensor map of a parameter)")
+    if plan.epilogue is not None and plan.update.buffer in kernel.params:
+        raise ScheduleError(f"gemm.wgmma: the raw result '{plan.update.buffer.name}' is an output besides the "
+                            f"epilogue's '{plan.out.name}'; this template stores one")
 
 
 def _register_template():
     from tessel.schedules.gemm import gemm_plan
+    from tessel.schedules.gemm_plan import output_problem
     from tessel.schedules.template import Bool, Choice, Constraint, IntRange, Pow2, Template, register
 
     def analyze(kernel, target):
         if "wgmma" not in target.features:
             raise ScheduleError(f"target {target.target} has no wgmma (sm_90a only)")
-        plan = gemm_plan(kernel)
-        issues = problem_issues(plan.problem)
-        q = plan.problem
+        plan = gemm_plan(kernel, allow_epilogue=True)
+        _check_plan(kernel, plan)
+        q = output_problem(plan)
+        issues = problem_issues(q)
         if min(q.m, q.n, q.k) < 64:  # most of a 64 x 64 x 64 tile would be zero fill: mma.sync serves it
             issues.append(f"{q.m}x{q.n}x{q.k} is smaller than one 64 x 64 x 64 wgmma tile in some dimension")
         if issues:
@@ -368,7 +299,7 @@ def _register_template():
         return plan
 
     def defaults(kernel, target, plan):
-        return default_knobs(plan.problem, target.sm_count or 132).as_dict()
+        return default_knobs(output_problem(plan), target.sm_count or 132).as_dict()
 
     def schedule(sch, knobs, ctx):
         sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info, ctx.target.sm_count or 132)
@@ -376,7 +307,7 @@ def _register_template():
     def knob_check(name):
         def check(ctx):
             kn = HopperKnobs.from_dict(ctx.knobs)
-            for knob, msg in knob_problems(ctx.info.problem, kn, ctx.target.shared_bytes or SHARED_LIMIT):
+            for knob, msg in knob_problems(output_problem(ctx.info), kn, ctx.target.shared_bytes or SHARED_LIMIT):
                 if knob == name:
                     return msg
             return None

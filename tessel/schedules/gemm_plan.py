@@ -180,7 +180,6 @@ def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit
     """`kernel` with its GEMM stage (and a fused epilogue stage) replaced by the template's loop
     nest for `knobs` (GemmKnobs); `shared_limit`: the target's shared memory (default sm_90a's)."""
     from tessel.schedules.gemm import SHARED_LIMIT, build_gemm_body, knob_problems
-    from tessel.schedules.nest import replace_loop
 
     shared_limit = SHARED_LIMIT["sm_90a"] if shared_limit is None else shared_limit
     plan = plan or gemm_plan(kernel, allow_epilogue=True)
@@ -203,9 +202,23 @@ def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit
     body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, c,
                                    index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
                                    epilogue=plan.epilogue, raw=raw)
+    return replace_stages(kernel, plan, body, launch)
+
+
+def output_problem(plan: GemmPlan) -> "GemmProblem":
+    """The plan's problem with the dtype of what the kernel stores: the epilogue stage's output
+    when there is one (e.g. float16 after bias + GELU), else the contraction's own."""
+    out = plan.out if plan.epilogue is not None else plan.update.buffer
+    return dataclasses.replace(plan.problem, out_dtype=out.dtype)
+
+
+def replace_stages(kernel: Kernel, plan: GemmPlan, body, launch) -> Kernel:
+    """`kernel` with the plan's contraction nest replaced by a template's `body` (and `launch`);
+    the fused epilogue stage, the folded operand copies and their temporaries go: one kernel."""
+    from tessel.schedules.nest import replace_loop
+
     out = replace_loop(kernel, plan.nest.var.name, lambda _: body)
-    # the epilogue stages, the folded operand copies and their temporaries go
-    drops = ((plan.epilogue_nest.var.name, acc),) if plan.epilogue is not None else ()
+    drops = ((plan.epilogue_nest.var.name, plan.update.buffer),) if plan.epilogue is not None else ()
     for loop, temp in drops + tuple(plan.folded):
         out = _drop_stage(out, loop, temp)
     return dataclasses.replace(out, target="cuda", launch=launch)
@@ -225,4 +238,4 @@ def _drop_stage(kernel: Kernel, loop: str, temp: Buffer) -> Kernel:
     return rewrite(kernel, fn, fixpoint=False)
 
 
-__all__ = ["GemmPlan", "apply_gemm", "gemm_plan"]
+__all__ = ["GemmPlan", "apply_gemm", "gemm_plan", "output_problem", "replace_stages"]

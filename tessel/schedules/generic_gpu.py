@@ -56,12 +56,13 @@ from tessel.schedules.template import (
     IntRange, Pow2, Template, constraint, divides, get_template, max_shared_memory, max_threads, register,
 )
 
-# Templates tried, in order, for a contraction stage: tensor cores (tessel/schedules/gemm.py) where
-# the dtypes fit, else the register-tiled SIMT kernel.
-CONTRACTION_TEMPLATES = ("gemm.mma_sync", "gpu.matmul_simt")
+# Templates tried, in order, for a contraction stage: on sm_90a the Hopper GEMM (TMA + wgmma,
+# tessel/schedules/gemm_hopper.py) where TMA's alignment and a 64-wide tile fit, then tensor cores
+# through mma.sync (tessel/schedules/gemm.py) where the dtypes fit, else the register-tiled SIMT kernel.
+CONTRACTION_TEMPLATES = ("gemm.wgmma", "gemm.mma_sync", "gpu.matmul_simt")
 # Templates tried for a contraction followed by an elementwise stage reading its result pointwise
 # (tessel/schedules/epilogue.py): they fuse it into their epilogue.
-EPILOGUE_TEMPLATES = ("gemm.mma_sync",)
+EPILOGUE_TEMPLATES = ("gemm.wgmma", "gemm.mma_sync")
 
 
 def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None) -> Schedule:

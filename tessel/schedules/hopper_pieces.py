@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from tessel.errors import ScheduleError
 from tessel.ir.intrinsics import mbarrier, tma, wgmma
 from tessel.ir.nodes import (
-    Allocate, Buffer, BufferRef, Cast, Const, Expr, For, IfThenElse, Intrinsic, Select, Stmt, Store, Var, seq,
+    Allocate, Buffer, BufferRef, Cast, Const, Expr, For, IfThenElse, Intrinsic, Select, Stmt, Store, Var, minimum, seq,
 )
 
 SWIZZLE = 128  # bytes: one swizzle atom row holds 64 bf16 / fp16 elements
@@ -186,11 +186,13 @@ class OperandTiles:
         `stage`, completing on `bar` (`tile_bytes` in all; out-of-range elements arrive as zeros).
         `part=(rank, n)`: only part `rank` (an Expr) of n of the tile (rows for K-major, 64-column
         atoms for MN-major), multicast to the same slot and barrier of all n CTAs of the cluster.
-        `batch`: the indices of the tensor's leading (batch) dimensions (boxes of extent 1 there)."""
+        `batch`: the GEMM's batch indices (boxes of extent 1 there); a tensor with fewer leading
+        dimensions takes the last ones (a weight shared by every batch takes none)."""
         base = _c(stage) * self.tile_elems
         nd = len(self.tensor.shape)
-        if len(batch) != nd - 2:
+        if len(batch) < nd - 2:
             raise ScheduleError(f"operand '{self.tensor.name}': {nd - 2} batch indices needed, got {len(batch)}")
+        batch = tuple(batch)[len(batch) - (nd - 2):]
         bidx, ones = tuple(_c(x) for x in batch), (Const(1),) * (nd - 2)
         if part is None:
             name, extra, rank, n = tma.tma_load_name(nd), (), Const(0), 1
@@ -324,7 +326,7 @@ def xor3(a: Expr, b: Expr) -> Expr:
 
 def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage: Buffer, base: Expr, row0, col0,
                            lane: Expr, bar_id: Expr, fn=None, prefix: str = "epi", frag: Buffer | None = None,
-                           drop: tuple = (), batch=()) -> list:
+                           drop: tuple = (), batch=(), m_limit: int | None = None, n_limit: int | None = None) -> list:
     """Every thread of one warpgroup (`lane` 0..127): its m_tiles stacked m64nN accumulator tiles
     go to out[row0 + r, col0 + c] through shared memory, 64 x 64 at a time: wait until the last
     TMA store has read the staging tile (thread 0: cp.async.bulk.wait_group.read 0, then named
@@ -337,7 +339,9 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
     `frag`: the local buffer of 8 values (default: made here; allocate it around the result).
     `drop` ("store_wait", "store_barrier"): leave out the wait_group.read / the barrier between
     the stmatrix writes and the TMA store (broken variants for tests). `batch`: indices of out's
-    leading (batch) dimensions."""
+    leading (batch) dimensions. `m_limit` / `n_limit`: out's rows / columns where a tile crosses
+    the edge: `fn` then sees indices clamped to them (its loads, e.g. a bias, stay in bounds; the
+    TMA store drops the values computed there)."""
     from tessel.ir.intrinsics.stmatrix import stmatrix_name
 
     frag = frag or Buffer(f"{prefix}_frag", (8,), out.dtype, "local")
@@ -360,7 +364,10 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
                 h = m % 2
                 val = acc[Const(mi * (n // 2)) + jj * 4 + h * 2 + v]
                 if fn is not None:
-                    val = fn(val, _c(row0) + mi * 64 + w * 16 + g + h * 8, _c(col0) + jj * 8 + t * 2 + v)
+                    r, cl = _c(row0) + mi * 64 + w * 16 + g + h * 8, _c(col0) + jj * 8 + t * 2 + v
+                    r = r if m_limit is None else minimum(r, Const(m_limit - 1))
+                    cl = cl if n_limit is None else minimum(cl, Const(n_limit - 1))
+                    val = fn(val, r, cl)
                 fill = For(e, 8, Store(frag, (e,), Cast(out.dtype, val)), "unrolled")
                 # this lane addresses row lw % 8 of matrix lw // 8: tile row 16 w + 8 ((lw // 8) % 2) + lw % 8,
                 # 16-byte chunk 2 j2 + lw // 16 of the 128-byte row, swizzled by the row (mod 8)

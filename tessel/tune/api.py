@@ -255,8 +255,24 @@ def _space_for(kernel, target, template) -> TuneSpace:
     found = applicable(kernel, target)
     if not found:
         raise TesselError(f"tune: no registered template applies to {describe(kernel)} on {target}")
-    found.sort(key=lambda t: ("generic" in t.name, t.name))  # specific templates (gemm) first
+    first = _default_template(kernel, target)
+    # the template compile would use by default first (on sm_90a gemm.wgmma), then specific ones (gemm)
+    found.sort(key=lambda t: (t.name != first, "generic" in t.name, t.name))
     return TuneSpace(found[0], kernel, target)
+
+
+def _default_template(kernel, target) -> str | None:
+    """The name of the template the default GPU schedule applies to `kernel` (None on the CPU, or
+    when no GPU template takes it)."""
+    if not str(target).startswith("cuda"):
+        return None
+    from tessel.errors import ScheduleError
+    from tessel.schedules.generic_gpu import default_gpu_template
+
+    try:
+        return default_gpu_template(kernel, target).name
+    except ScheduleError:
+        return None
 
 
 def _expected(kernel, target, seed, reference, space, executor) -> tuple:
@@ -343,20 +359,33 @@ def _model_workloads(model, example_inputs, target) -> list:
     from tessel.passes.graph.fusion import fuse
 
     graph = _as_graph(model, example_inputs)
-    if not target.startswith("cpu"):
-        raise TesselError("tune: models are tuned for the CPU target so far (GPU model kernels come with the "
-                          "GPU templates); tune single kernels for 'cuda'")
     work = copy_graph(graph)
     optimize(work, None)
     work.prune()
     work.reorder_topologically()
+    groups = fuse(work, max_group_ops=32, max_prologue_ops=8)
+    if target.startswith("cuda"):
+        irs = _gpu_model_kernels(work, groups, target)
+    else:
+        irs = [lower_group(work, g, inline=False).inline().ir for g in groups]
     out, seen = [], set()
-    for g in fuse(work, max_group_ops=32, max_prologue_ops=8):
-        ir = lower_group(work, g, inline=False).inline().ir
+    for ir in irs:
         key = workload_key(ir)
         if key not in seen:
             seen.add(key)
             out.append((ir.name, ir))
+    return out
+
+
+def _gpu_model_kernels(work, groups, target) -> list:
+    """The unscheduled kernels that `tessel.compile(target="cuda")` schedules with a template (as
+    tessel.compiler.model_cuda splits the groups); the keys compile(tuning_log=) looks up. Kernels
+    the GPU path builds already scheduled (the implicit-GEMM convolution) have no knobs to tune."""
+    from tessel.compiler.model_cuda import gpu_pieces
+
+    out = []
+    for g in groups:
+        out += [p.ir for p in gpu_pieces(work, g, target, {}, []) if p.how == "default" and p.ir != p.scheduled]
     return out
 
 

@@ -31,7 +31,8 @@ from tests.schedules.template_cases import (
 
 GOLD = json.loads(GOLDEN.read_text())
 # The default tensor-core GEMM changed on purpose: it is the GEMM template "gemm.mma_sync"
-# (tessel/schedules/gemm.py, d6c0c9e), which builds its IR directly; tests/schedules/test_gemm*.py
+# (tessel/schedules/gemm.py, d6c0c9e), which builds its IR directly, and on sm_90a the Hopper
+# template "gemm.wgmma" where it applies; tests/schedules/test_gemm*.py
 # and test_generic_gpu.py check it. Every other default is unchanged.
 NEW_GEMM = {"matmul_mma_64", "matmul_mma_bf16_t_32"}
 
@@ -53,11 +54,14 @@ def _old_cpu_knobs(case):
 
 
 def test_the_default_gemm_is_the_gemm_template():
+    # sm_90a takes the Hopper template (TMA + wgmma) where a 64-wide tile fits, sm_80 the mma.sync one
     for case in NEW_GEMM:
         kernel = GPU_CASES[case]()
-        sch = default_gpu_schedule(kernel, "cuda")
-        assert [s.primitive for s in sch.trace] == ["template"] and sch.trace[0].args["name"] == "gemm.mma_sync"
-        assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+        for target, want in (("cuda:sm_80", "gemm.mma_sync"),
+                             ("cuda:sm_90a", "gemm.wgmma" if case == "matmul_mma_64" else "gemm.mma_sync")):
+            sch = default_gpu_schedule(kernel, target)
+            assert [s.primitive for s in sch.trace] == ["template"] and sch.trace[0].args["name"] == want, target
+            assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
 
 
 @pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES] +
