@@ -123,6 +123,7 @@ class _Translator:
         self.buffers: dict[str, object] = {}
         self.parallel_depth = 0  # inside a parallel or vectorized loop: no nested parallel loops
         self.lazy_memo: dict[int, bool] = {}
+        self.ranges: dict[str, tuple] = {}  # loop / let variable -> (min, max) where known
 
     # -- function --------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class _Translator:
         if isinstance(s, LetStmt):
             value = self.expr(s.value)
             var = T.Var(s.var.name, s.var.dtype)
-            with _Bound(self.vars, s.var.name, var):
+            with _Bound(self.vars, s.var.name, var), _Bound(self.ranges, s.var.name, _interval(s.value, self.ranges)):
                 return [T.Bind(var, value)] + self.stmts(s.body)
         if isinstance(s, Allocate):
             b = s.buffer
@@ -210,8 +211,9 @@ class _Translator:
         var = T.Var(s.var.name, s.var.dtype)
         nested = kind in (T.ForKind.PARALLEL, T.ForKind.VECTORIZED)
         self.parallel_depth += nested
+        span = (0, int(s.extent.value) - 1) if constant else None
         try:
-            with _Bound(self.vars, s.var.name, var):
+            with _Bound(self.vars, s.var.name, var), _Bound(self.ranges, s.var.name, span):
                 body = self.block(s.body)
         finally:
             self.parallel_depth -= nested
@@ -362,14 +364,58 @@ class _Translator:
 
     def may_fault(self, e: Expr) -> bool:
         """Whether evaluating `e` when its Select does not choose it could fault: it loads memory
-        or divides integers (by a possible zero)."""
+        at indices not provably inside the buffer (from the ranges of the loop variables around
+        it), or divides integers by a possible zero. A masked attention score
+        `select(mask[i, j], s[i, j] * scale, -inf)` reads in bounds, so it stays an eager select
+        that vectorizes (as a lazy `if_then_else` the vectorized loop ran lane by lane, 10x slower)."""
         key = id(e)
         hit = self.lazy_memo.get(key)
         if hit is None:
-            hit = any(isinstance(n, Load) or (isinstance(n, Binary) and n.op in ("div", "floordiv", "floormod")
-                                              and is_int(n.dtype)) for n in walk(e))
+            hit = any((isinstance(n, Load) and not self._in_bounds(n))
+                      or (isinstance(n, Binary) and n.op in ("div", "floordiv", "floormod") and is_int(n.dtype)
+                          and not (isinstance(n.b, Const) and n.b.value not in (0, -1))) for n in walk(e))
             self.lazy_memo[key] = hit
         return hit
+
+    def _in_bounds(self, load: Load) -> bool:
+        shape = load.buffer.shape
+        if len(shape) != len(load.indices):
+            return False
+        for idx, dim in zip(load.indices, shape):
+            span = _interval(idx, self.ranges)
+            if span is None or not isinstance(dim, int) or span[0] < 0 or span[1] >= dim:
+                return False
+        return True
+
+
+def _interval(e: Expr, ranges: dict):
+    """(min, max) of an integer expression over the known variable ranges, or None."""
+    if isinstance(e, Const):
+        return (e.value, e.value) if isinstance(e.value, int) and not isinstance(e.value, bool) else None
+    if isinstance(e, Var):
+        return ranges.get(e.name)
+    if not isinstance(e, Binary) or not is_int(e.dtype):
+        return None
+    a = _interval(e.a, ranges)
+    b = _interval(e.b, ranges)
+    if a is None or b is None:
+        return None
+    if e.op == "add":
+        return (a[0] + b[0], a[1] + b[1])
+    if e.op == "sub":
+        return (a[0] - b[1], a[1] - b[0])
+    if e.op == "mul":
+        c = [x * y for x in a for y in b]
+        return (min(c), max(c))
+    if e.op == "min":
+        return (min(a[0], b[0]), min(a[1], b[1]))
+    if e.op == "max":
+        return (max(a[0], b[0]), max(a[1], b[1]))
+    if e.op in ("floordiv", "floormod") and b[0] == b[1] and b[0] > 0:
+        if e.op == "floordiv":
+            return (a[0] // b[0], a[1] // b[0])
+        return (a[0] % b[0], a[1] % b[0]) if a[0] // b[0] == a[1] // b[0] else (0, b[0] - 1)
+    return None
 
 
 class _Bound:

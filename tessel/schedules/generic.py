@@ -70,6 +70,11 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
         return default_gpu_schedule(kernel, target, knobs)
     if str(target) != "cpu":
         raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
+    if knobs is None:  # kernels a specific CPU template takes (attention) get it, with its defaults
+        from tessel.schedules.cpu_attention import CPU_ATTENTION
+
+        if CPU_ATTENTION.applies(kernel, "cpu") is None:
+            return CPU_ATTENTION.apply(kernel, None, "cpu")
     return CPU_GENERIC.apply(kernel, knobs, "cpu")
 
 
@@ -175,6 +180,26 @@ def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
         done = ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
         if done and stage.kind == "contraction":
             fused |= _fuse_epilogue(sch, stage, ctx.info[k + 1:])
+
+
+def schedule_rest(sch: Schedule, ctx, knobs: dict) -> None:
+    """Schedule the stages of `sch.kernel` still in DSL form with this module's strategies: for
+    templates that build some stages themselves (cpu_attention). `knobs` are cpu.generic's (the
+    missing ones take their defaults for the kernel as it is now); `ctx` (the calling template's)
+    must declare the fallbacks "naive_stage", "serial" and "unpacked"."""
+    info = _analyze(sch.kernel, ctx.target)
+    full = {k.name: k.default for k in CPU_GENERIC.knobs}
+    full.update(_defaults(sch.kernel, ctx.target, info))
+    full.update(knobs)
+    nests = dict(stages(sch.kernel))
+    fused: set = set()
+    for k, stage in enumerate(info):
+        if stage.kind == "other" or stage.name in fused:
+            continue
+        done = ctx.attempt("naive_stage", stage.name,
+                           lambda: _schedule_stage(sch, ctx, stage, nests[stage.name], full))
+        if done and stage.kind == "contraction":
+            fused |= _fuse_epilogue(sch, stage, info[k + 1:])
 
 
 def _fuse_epilogue(sch: Schedule, stage: _Stage, later: list) -> set:
@@ -369,3 +394,6 @@ def _tile(extent: int, want: int) -> int:
     divisor is tiny compared with it."""
     best = max(d for d in range(1, min(extent, want) + 1) if extent % d == 0)
     return best if best * 4 >= min(extent, want) else min(extent, want)
+
+
+from tessel.schedules import cpu_attention  # noqa: E402, F401 - registers "cpu.attention" with the built-ins
