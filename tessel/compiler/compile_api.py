@@ -8,7 +8,14 @@ Accepted models, dispatched on their type:
 - a torch `nn.Module` (example inputs required): imported with
   `tessel.frontend.torch.import_torch(module, example_inputs)`, specialised to the example shapes;
   calling the model with other shapes imports and compiles again, once per new shape. Outputs come
-  back in the module's structure (tensor, tuple, dict, ModelOutput).
+  back in the module's structure (tensor, tuple, dict, ModelOutput). With `dynamic_shapes=` (torch's
+  format, `torch.export.Dim` ranges) the module is also exported with them, and a call whose shapes
+  leave the ranges raises ArgumentError naming the input, the dimension and the range;
+- a `torch.export.ExportedProgram` (example inputs optional: the program's own by default): its
+  ranges are checked in the same way, and each new shape inside them is compiled once (from
+  `ep.module()`). The CPU kernels take no symbolic extents yet, so a dynamic model is one compiled
+  specialisation per distinct shape, made lazily on the first call with it and cached.
+  `verbose=True` lets torch's export logs and warnings through (silenced otherwise).
 
 The importers are imported only when a model of their kind arrives, so compiling a built graph
 never loads torch or onnx.
@@ -31,7 +38,8 @@ import os
 from tessel.errors import TesselError
 
 ACCEPTED = ("a tessel Graph", "a tessel GraphBuilder", "an onnx.ModelProto", "a path to an .onnx file",
-            "a torch.nn.Module (with example_inputs)")
+            "a torch.nn.Module (with example_inputs)", "a torch.export.ExportedProgram")
+TORCH_OPTIONS = ("dynamic_shapes", "verbose")  # options of torch models only
 
 
 def compile(model, example_inputs=None, target: str | None = None, tuning_log=None, **options):  # noqa: A001
@@ -39,9 +47,17 @@ def compile(model, example_inputs=None, target: str | None = None, tuning_log=No
     returns a `tessel.compiler.model.CompiledModel`.
 
     `options` go to `tessel.compiler.model.compile_graph` (optimize, fold_limit, max_group_ops,
-    max_prologue_ops, cuda_graph). `tuning_log`: a tuning log (`tessel.tune`) whose best records
+    max_prologue_ops, cuda_graph); torch models also take `dynamic_shapes` and `verbose` (see the
+    module docstring). `tuning_log`: a tuning log (`tessel.tune`) whose best records
     schedule the model's kernels, with no measurement; kernels without a record get the default
     schedule and are listed in one warning.
+
+    >>> import torch, tessel as ts                                      # doctest: +SKIP
+    >>> batch = torch.export.Dim("batch", min=1, max=64)                # doctest: +SKIP
+    >>> cm = ts.compile(torch.nn.Linear(8, 4), (torch.randn(2, 8),),
+    ...                 dynamic_shapes={"input": {0: batch}})           # doctest: +SKIP
+    >>> cm(torch.randn(100, 8))                                         # doctest: +SKIP
+    ArgumentError: model 'Linear' input 'input' dimension 0 is 100, outside the range [1, 64] of 'batch' ...
     """
     from tessel.compiler.model import compile_graph
     from tessel.frontend.graph import Graph
@@ -51,6 +67,14 @@ def compile(model, example_inputs=None, target: str | None = None, tuning_log=No
     if target is None:
         target = default_target(example_inputs)
     _check_target(target)
+    torch_options = {k: options.pop(k) for k in TORCH_OPTIONS if k in options}
+    if _is_exported_program(model):
+        return _compile_exported(model, example_inputs, target, options, torch_options)
+    if _is_torch_module(model):
+        return _compile_torch(model, example_inputs, target, options, torch_options)
+    if torch_options.get("dynamic_shapes") is not None:
+        raise TesselError("compile(dynamic_shapes=...) applies to torch modules; an ONNX model's dynamic dims come "
+                          "from the model itself")
     if isinstance(model, Graph):
         return compile_graph(model, example_inputs, target, **options)
     builder_graph = _builder_graph(model)
@@ -58,8 +82,6 @@ def compile(model, example_inputs=None, target: str | None = None, tuning_log=No
         return compile_graph(builder_graph, example_inputs, target, **options)
     if _is_onnx_model(model) or _is_onnx_path(model):
         return _compile_onnx(model, example_inputs, target, options)
-    if _is_torch_module(model):
-        return _compile_torch(model, example_inputs, target, options)
     if isinstance(model, (str, os.PathLike)):
         raise TesselError(f"compile(): '{os.fspath(model)}' is not an existing .onnx file; compile accepts "
                           + ", ".join(ACCEPTED))
@@ -137,7 +159,11 @@ def _is_torch_module(model) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _compile_torch(module, example_inputs, target, options):
+def _is_exported_program(model) -> bool:
+    return type(model).__name__ == "ExportedProgram" and type(model).__module__.startswith("torch.export")
+
+
+def _compile_torch(module, example_inputs, target, options, torch_options, ranges=None, name=None):
     from tessel.compiler.model import compile_graph
     from tessel.frontend.torch import import_torch
 
@@ -147,9 +173,37 @@ def _compile_torch(module, example_inputs, target, options):
     from tessel.frontend.torch import rebuild_outputs, reimport_for_call
 
     ex = _as_tuple(example_inputs)
-    graph = import_torch(module, ex)  # CUDA modules and inputs are fine: constants are read with .cpu()
-    return compile_graph(graph, ex, target, specialize=lambda inputs: reimport_for_call(module, _as_torch(inputs), ex),
-                         restructure=rebuild_outputs, **options)
+    verbose = bool(torch_options.get("verbose", False))
+    dynamic = torch_options.get("dynamic_shapes")
+    if dynamic is not None and ranges is None:
+        from tessel.frontend.torch_dynamic import export_dynamic, input_ranges
+
+        ranges = input_ranges(export_dynamic(module, ex, dynamic, verbose), dynamic, module)
+    if ranges is not None:
+        from tessel.compiler.model_ranges import InputRanges
+
+        ranges = InputRanges(name or type(module).__name__, ranges)
+        ranges.check([(tuple(x.shape), None) for x in ex])  # the example inputs themselves must fit
+    # CUDA modules and inputs are fine: constants are read with .cpu()
+    graph = import_torch(module, ex, verbose=verbose, name=name)
+    return compile_graph(graph, ex, target, restructure=rebuild_outputs, input_ranges=ranges,
+                         specialize=lambda inputs: reimport_for_call(module, _as_torch(inputs), ex, verbose),
+                         **options)
+
+
+def _compile_exported(ep, example_inputs, target, options, torch_options):
+    """An ExportedProgram: its input ranges (from its Dims), compiled from `ep.module()`."""
+    from tessel.frontend.torch_dynamic import example_inputs_of, input_ranges
+
+    if torch_options.get("dynamic_shapes") is not None:
+        raise TesselError("compile(): an ExportedProgram already carries its dynamic shapes; pass dynamic_shapes "
+                          "to torch.export.export, not to compile")
+    ex = example_inputs if example_inputs is not None else example_inputs_of(ep)
+    if ex is None:
+        raise TesselError("compile(): this ExportedProgram keeps no example inputs; pass example_inputs")
+    module = ep.module()
+    name = type(module).__name__ if type(module).__name__ != "GraphModule" else "ExportedProgram"
+    return _compile_torch(module, ex, target, options, torch_options, ranges=input_ranges(ep), name=name)
 
 
 def _as_tuple(example_inputs) -> tuple:

@@ -147,12 +147,7 @@ def compile_program(graph: Graph, options: dict) -> Program:
     if target != "cpu":
         from tessel.compiler.model_cuda import build_gpu_program
 
-        if options.get("tuning_log") is not None:
-            import warnings
-
-            warnings.warn(f"model '{graph.name}': tuning logs are applied to CPU models only so far; the GPU "
-                          f"kernels get their default schedules", stacklevel=3)
-        return build_gpu_program(source, work, groups, target, report, t0)
+        return build_gpu_program(source, work, groups, target, report, t0, tuning_log=options.get("tuning_log"))
     tuning = None
     if options.get("tuning_log") is not None:
         from tessel.tune.reuse import LogSchedules

@@ -107,11 +107,13 @@ def decomposition_table() -> dict:
     return table
 
 
-def import_torch(module, example_inputs, *, decompose: bool | None = None, name: str | None = None) -> Graph:
+def import_torch(module, example_inputs, *, decompose: bool | None = None, name: str | None = None,
+                 verbose: bool = False) -> Graph:
     """Export `module` on `example_inputs` (a tuple of tensors) and map it onto a tessel Graph.
 
     `decompose`: None runs `run_decompositions(decomposition_table())` only when the exported graph
-    holds an op that has no direct mapping; True always; False never.
+    holds an op that has no direct mapping; True always; False never. `verbose`: let torch's own
+    export logs and warnings through (silenced by default; also TESSEL_TORCH_LOGS=1).
 
     >>> import torch
     >>> g = import_torch(torch.nn.Softmax(dim=-1), (torch.randn(2, 5),))
@@ -128,15 +130,16 @@ def import_torch(module, example_inputs, *, decompose: bool | None = None, name:
             raise ArgumentError(f"example input {k} of {type(module).__name__} is a {type(x).__name__}, "
                                 "expected a torch.Tensor")
     try:
-        with quiet_torch_logs():
+        with quiet_torch_logs(verbose):
             ep = torch.export.export(module, example_inputs)
     except Exception as e:  # torch raises many types; all mean the same to the user
         raise TorchImportError(f"torch.export.export failed on {type(module).__name__}: "
-                               f"{type(e).__name__}: {e}") from e
+                               f"{type(e).__name__}: {first_line(e)}") from e
     if decompose is None:
         decompose = bool(needs_decomposition(ep))
     if decompose:
-        ep = ep.run_decompositions(decomposition_table())
+        with quiet_torch_logs(verbose):
+            ep = ep.run_decompositions(decomposition_table())
     return _Importer(ep, name or type(module).__name__).run()
 
 
@@ -147,28 +150,45 @@ NOISY_TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.s
 
 
 @contextlib.contextmanager
-def quiet_torch_logs():
-    """Silence torch's export-time loggers for the duration (TESSEL_TORCH_LOGS=1 keeps them).
+def quiet_torch_logs(verbose: bool = False):
+    """Silence torch's export-time loggers and the Python warnings torch's modules issue, for the
+    duration; `verbose=True` (or TESSEL_TORCH_LOGS=1) keeps them.
 
     >>> import logging
     >>> with quiet_torch_logs():
     ...     logging.getLogger("torch._subclasses.fake_tensor").error("not shown")
     """
-    if os.environ.get("TESSEL_TORCH_LOGS"):
+    if verbose or os.environ.get("TESSEL_TORCH_LOGS"):
         yield
         return
+    import warnings
+
     loggers = [logging.getLogger(n) for n in NOISY_TORCH_LOGGERS]
     saved = [lg.disabled for lg in loggers]
     for lg in loggers:
         lg.disabled = True
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+            yield
     finally:
         for lg, was in zip(loggers, saved):
             lg.disabled = was
 
 
-def reimport_for_call(module, inputs: tuple, example_inputs: tuple) -> Graph:
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (torch's run to dozens of lines), cut
+    to `limit` characters; the exception's type name when it has no message.
+
+    >>> first_line(ValueError("bad shape\\n  at frame 1\\n  at frame 2"))
+    'bad shape'
+    """
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reimport_for_call(module, inputs: tuple, example_inputs: tuple, verbose: bool = False) -> Graph:
     """`import_torch(module, inputs)` for a call whose shapes differ from the example inputs'; an
     export that fails becomes an ArgumentError naming the inputs whose shapes changed.
 
@@ -183,7 +203,7 @@ def reimport_for_call(module, inputs: tuple, example_inputs: tuple) -> Graph:
     Linear: input 0 ('input') has shape (2, 5), which the model cannot take (compiled
     """
     try:
-        return import_torch(module, inputs)
+        return import_torch(module, inputs, verbose=verbose)
     except TorchImportError as e:
         cause = e.__cause__ if e.__cause__ is not None else e
         names = _forward_names(module, len(inputs))
