@@ -12,14 +12,17 @@ ablation: equal-time campaigns: coverage feedback on (full) vs off, and IR + pas
 mutation only; coverage reached (arcs of tessel's compiler code).
 
 bugs: plants one bug at a time by mechanical mutation of tessel's source (tessel/fuzz/mutant.py:
-flipped comparisons, swapped operators, off-by-one constants, dropped statements) in the passes,
-schedules, templates and the CPU code generator, on lines that a reference suite executes. A
-mutant is kept when it miscompiles at least one program of that suite, judged against an
-independent reference: random op graphs compiled by `tessel.compile` (graph passes, fusion,
-lowering, default schedules, CPU pipeline, TVM) against the op registry's numpy references. Each
-kept mutant then gets a campaign of --seconds;
-it is detected when the campaign reports a failure signature that the same campaign without the
-mutant does not. Reported: the share detected.
+flipped comparisons, swapped operators, off-by-one constants, dropped statements) in four areas:
+tensor-IR and graph passes (+ lowering), CPU schedules and primitives, GPU templates, the CPU code
+generator; --sites mutants per area, on lines the reference suite executes (bench/fuzz_judge.py).
+A mutant is kept when it miscompiles at least one suite program, judged against a reference the
+mutated code cannot touch (numpy op references; the interpreter on the unscheduled kernel).
+Detection: the cases a campaign kept (corpus, first failure cases) of the directories given with
+--corpus are replayed under each kept mutant, those that execute the mutated line; detected when
+one fails with a signature its unmutated run did not have. Reported: the share detected, by area.
+
+    tessel fuzz --minutes 10 --jobs 2 --out /tmp/fz10
+    python bench/fuzz_eval.py bugs --sites 60 --corpus /tmp/fz10
 
 Results are printed and written as JSON to --out (default bench/fuzz_eval_<mode>.json).
 """
@@ -34,11 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-MODULES = ("tessel.passes.simplify", "tessel.passes.dce", "tessel.passes.hoist", "tessel.passes.unroll",
-           "tessel.schedules.loops", "tessel.schedules.caching", "tessel.schedules.location",
-           "tessel.schedules.reduction", "tessel.schedules.generic", "tessel.codegen.tvm_tir")
-
 
 def campaign(seconds, jobs, seed=0, env=None, **kw) -> dict:
     """Run one campaign in a fresh directory (in a child process when `env` is given)."""
@@ -107,106 +105,98 @@ def ablation(args) -> dict:
 
 # -- bug-finding power -------------------------------------------------------------------------
 
-JUDGE = r"""
-import json, os, sys, random, warnings
-warnings.simplefilter("ignore")
-os.environ["TESSEL_CACHE_DIR"] = ""
-import numpy as np
-result = {"miscompiled": 0, "crashed": 0, "programs": 0}
-cov = None
-if os.environ.get("JUDGE_COVERAGE"):
-    import coverage
-    cov = coverage.Coverage(data_file=None, config_file=False, include=[os.environ["JUDGE_COVERAGE"] + "/*"])
-    cov.start()
-try:
-    import tessel.fuzz.mutant  # applies TESSEL_FUZZ_MUTANT
-    import tessel
-    from tessel.frontend.reference import run_graph
-    from tessel.fuzz.gen import random_graph
-except Exception as e:
-    print(json.dumps({"import_error": repr(e)})); sys.exit(0)
-for seed in range(int(os.environ.get("JUDGE_N", "25"))):
-    try:
-        g = random_graph(random.Random(1000 + seed))
-    except Exception:
-        continue
-    if not g.nodes:
-        continue
-    result["programs"] += 1
-    rng = np.random.default_rng(seed)
-    ins = [rng.standard_normal(g.values[v].shape).astype("float32") for v in g.inputs]
-    want = run_graph(g, ins)
-    try:  # the whole compiler: graph passes, fusion, lowering, schedules, pipeline, TVM
-        got = tessel.compile(random_graph(random.Random(1000 + seed)), ins, target="cpu")(*ins)
-        got = got if isinstance(got, (list, tuple)) else [got]
-        if any(not np.allclose(np.asarray(a), w, rtol=1e-3, atol=1e-4, equal_nan=True) for a, w in zip(got, want)):
-            result["miscompiled"] += 1
-    except Exception:
-        result["crashed"] += 1
-if cov is not None:
-    cov.stop()
-    data = cov.get_data()
-    result["lines"] = {f: sorted(data.lines(f) or []) for f in data.measured_files()}
-print(json.dumps(result))
-"""
-
-
-def judge(env: dict, timeout=90) -> dict:
-    try:
-        r = subprocess.run([sys.executable, "-c", JUDGE], env={**os.environ, **env}, capture_output=True, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"timeout": timeout}  # a mutant that hangs the compiler: not a miscompilation
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"died": r.returncode, "stderr": r.stderr[-500:]}
-
 
 def bugs(args) -> dict:
-    from tessel.fuzz.coverage import tessel_root
-    from tessel.fuzz.mutant import sites
-
-    root = tessel_root()
-    base = judge({"JUDGE_COVERAGE": root, "JUDGE_N": str(args.judge_n)})
-    assert base.get("miscompiled") == 0, f"the unmutated compiler fails its reference suite: {base}"
-    covered = {os.path.relpath(f, root): set(v) for f, v in base["lines"].items()}
-    pool = []
-    for m in MODULES:
-        rel = m.replace("tessel.", "", 1).replace(".", "/") + ".py"
-        pool += [s for s in sites(m) if s.line in covered.get(rel, ())]
-    rng = random.Random(args.seed)
-    chosen = rng.sample(pool, min(args.sites, len(pool)))
-    print(f"{len(pool)} mutation sites on executed lines; judging {len(chosen)}", flush=True)
+    """Plant mutants (tessel/fuzz/mutant.py) in passes, schedules, GPU templates and the CPU code
+    generator; keep those that miscompile a program of the reference suite (bench/fuzz_judge.py);
+    replay the corpus and failure cases of campaign directories (`--corpus DIR ...`, e.g. the
+    10-minute `tessel fuzz --minutes 10 --jobs 2` campaign) under each kept mutant, on the cases
+    that execute its line; detected: a case fails with a signature its unmutated run did not have."""
+    import fuzz_judge as J
     from concurrent.futures import ThreadPoolExecutor
 
-    kept = []
-    with ThreadPoolExecutor(args.parallel) as ex:  # each judge is its own process
-        verdicts = ex.map(lambda s: judge({"TESSEL_FUZZ_MUTANT": s.name, "JUDGE_N": str(args.judge_n)}), chosen)
-        for s, r in zip(chosen, verdicts):
-            if r.get("miscompiled", 0) > 0:
-                kept.append(s)
-            print(f"  {s.name:34s} {s.kind:8s} {r.get('miscompiled', '-')}/{r.get('programs', '-')} wrong "
-                  f"{'KEPT' if r.get('miscompiled', 0) else ''}  {s.text[:60]}", flush=True)
-    print(f"{len(kept)} mutants miscompile; baseline campaign ...", flush=True)
-    kw = {"tvm_rate": args.tvm_rate, "plugins": ["tessel.fuzz.mutant"]}
-    baseline = campaign(args.seconds, args.jobs, args.seed, env={"TESSEL_FUZZ_MUTANT": ""}, **kw)
-    known = set(baseline.get("failures", {}))
+    from tessel.fuzz.mutant import sites
+
+    t0 = time.monotonic()
+    import tessel  # noqa: F401 - imported once here, so every forked child starts warm
+    import tvm  # noqa: F401
+
+    modules = [m for ms in J.AREAS.values() for m in ms]
+    names = J.programs(args.judge_n, args.judge_n)
+    base = J.program_lines(names, modules)
+    if "error" in base or "timeout" in base:
+        raise SystemExit(f"the reference suite did not run: {base}")
+    bad = {n: r["verdict"] for n, r in base.items() if r["verdict"] is not None}
+    names = [n for n in names if n not in bad]  # (a program the unmutated compiler fails judges nothing)
+    print(f"reference suite: {len(names)} programs ({len(bad)} dropped: {bad})", flush=True)
+    rng = random.Random(args.seed)
+    chosen, pool_sizes = [], {}
+    for area, mods in J.AREAS.items():
+        pool = []
+        for m in mods:
+            rel = J.relpath(m)
+            top = J.module_level_lines(m)
+            for s in sites(m):
+                covering = [n for n in names if s.line in base[n]["lines"].get(rel, ())]
+                if s.line in top:
+                    covering = list(names)
+                if covering:
+                    rng.shuffle(covering)
+                    pool.append((area, s, covering))
+        pool_sizes[area] = len(pool)
+        chosen += rng.sample(pool, min(args.sites, len(pool)))
+    print(f"mutation sites on executed lines: {pool_sizes}; judging {len(chosen)}", flush=True)
+
+    def judge_one(item):
+        area, s, covering = item
+        return J.judge_mutant(s, covering, args.judge_max, timeout=args.judge_timeout)
+
+    kept, verdict_counts = [], {}
+    with ThreadPoolExecutor(args.parallel) as ex:
+        for (area, s, _covering), r in zip(chosen, ex.map(judge_one, chosen)):
+            v = ("miscompiles" if r.get("miscompiled") else "timeout" if "timeout" in r else
+                 "died" if "died" in r else "crashes only" if r.get("crashed") else "no effect")
+            verdict_counts.setdefault(area, {}).setdefault(v, 0)
+            verdict_counts[area][v] += 1
+            if r.get("miscompiled"):
+                kept.append((area, s, r["miscompiled"]))
+            print(f"  {area:9s} {s.name:42s} {s.kind:7s} {v:12s} {s.text[:50]}", flush=True)
+    print(f"{len(kept)} mutants miscompile ({time.monotonic() - t0:.0f} s); replaying "
+          f"{', '.join(args.corpus) or 'no corpus'} ...", flush=True)
     results = []
-    for i in range(0, len(kept), args.parallel):
-        batch = kept[i:i + args.parallel]
-        with ThreadPoolExecutor(len(batch)) as ex:  # a few campaigns side by side, each its own process
-            outs = list(ex.map(lambda s: campaign(args.seconds, args.jobs, args.seed,
-                                                  env={"TESSEL_FUZZ_MUTANT": s.name}, **kw), batch))
-        for s, out in zip(batch, outs):
-            new = sorted(set(out.get("failures", {})) - known)
-            results.append({"site": s.name, "kind": s.kind, "line": s.line, "text": s.text, "detected": bool(new),
-                            "signatures": new[:5], "cases": out.get("cases"), "error": out.get("error", "")[:300]})
-            print(f"  {s.name:34s} {'DETECTED' if new else 'missed  '} {new[:2]}", flush=True)
+    if args.corpus:
+        cases = J.load_cases(args.corpus)
+        cbase = J.case_lines(cases, modules)
+        if "error" in cbase or "timeout" in cbase:
+            raise SystemExit(f"the corpus replay did not run: {cbase}")
+
+        def replay_one(item):
+            area, s, _ = item
+            rel = J.relpath(s.module)
+            top = s.line in J.module_level_lines(s.module)
+            mine = [(lb, t) for lb, t in cases if top or s.line in cbase[lb]["lines"].get(rel, ())]
+            return len(mine), J.replay_mutant(s, mine, cbase, timeout=args.replay_timeout)
+
+        with ThreadPoolExecutor(args.parallel) as ex:
+            for (area, s, prog), (n, r) in zip(kept, ex.map(replay_one, kept)):
+                results.append({"area": area, "site": s.name, "kind": s.kind, "line": s.line, "text": s.text,
+                                "miscompiles": prog, "cases_executing_line": n, "detected": r.get("detected", False),
+                                "signature": r.get("signature", ""), "by_case": r.get("case", ""),
+                                "replayed": r.get("ran"), "error": r.get("error", "")})
+                print(f"  {area:9s} {s.name:42s} {'DETECTED' if r.get('detected') else 'missed  '} "
+                      f"({n} cases run its line) {r.get('signature', '')[:70]}", flush=True)
+    by_area = {}
+    for r in results:
+        a = by_area.setdefault(r["area"], {"kept": 0, "detected": 0})
+        a["kept"] += 1
+        a["detected"] += r["detected"]
     detected = sum(r["detected"] for r in results)
-    return {"sites_on_executed_lines": len(pool), "judged": len(chosen), "kept": len(kept), "detected": detected,
-            "share": round(detected / max(1, len(kept)), 3), "campaign_seconds": args.seconds, "jobs": args.jobs,
-            "baseline_failures": sorted(known), "mutants": results, "load_average": os.getloadavg()}
+    return {"suite_programs": len(names), "sites_on_executed_lines": pool_sizes, "judged": len(chosen),
+            "verdicts": verdict_counts, "kept": len(kept), "corpus": args.corpus,
+            "corpus_cases": len(J.load_cases(args.corpus)) if args.corpus else 0,
+            "detected": detected, "share": round(detected / max(1, len(results)), 3) if results else None,
+            "by_area": by_area, "mutants": results, "elapsed_s": round(time.monotonic() - t0),
+            "load_average": os.getloadavg()}
 
 
 def main() -> None:
@@ -215,9 +205,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sites", type=int, default=60)
-    ap.add_argument("--judge-n", type=int, default=25)
-    ap.add_argument("--tvm-rate", type=float, default=0.2)
+    ap.add_argument("--sites", type=int, default=60, help="bugs: mutants judged per area")
+    ap.add_argument("--judge-n", type=int, default=24, help="bugs: random graphs and DSL kernels in the suite")
+    ap.add_argument("--judge-max", type=int, default=8, help="bugs: suite programs run per mutant at most")
+    ap.add_argument("--judge-timeout", type=float, default=90)
+    ap.add_argument("--replay-timeout", type=float, default=300)
+    ap.add_argument("--corpus", nargs="*", default=[], help="bugs: campaign directories whose cases are replayed")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -52,6 +52,10 @@ def decompose_reduction(kernel: Kernel, buffer: str, at: str) -> tuple[Kernel, l
             zero[lp.var] = Const(0)
             red_extents.append(lp.extent)
         else:
+            if lp.var not in index_vars and interval(lp.extent, {}) != (1, 1):
+                # the guard re-runs the init on every iteration of such a loop: not hoistable
+                raise ScheduleError(f"decompose_reduction: loop '{lp.var.name}' neither indexes '{buffer}' nor "
+                                    f"takes part in its init guard")
             spatial.append(lp)
     taken = used_names(kernel)
     fresh = {lp.var: Var(fresh_name(taken, f"{lp.var.name}_init")) for lp in spatial}

@@ -34,6 +34,8 @@ FIXED = {
     "generic_negative_extent": "cpu.generic leaves stages with empty loops unscheduled",
     "generic_parallel_outer_scalar_output": "cpu.generic: a reduction to a 0-d output is not parallelized",
     "generic_consumer_extent_shorter_than_producer": "cpu_epilogue fuses only a consumer covering the whole producer",
+    "decompose_reduction_loop_outside_guard_and_index": "decompose_reduction refuses a loop that neither indexes "
+                                                         "the buffer nor is in the init guard (its init re-runs)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
 }
