@@ -50,6 +50,23 @@ def plot(history, path: str) -> bool:
     return True
 
 
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _samples(history, n: int = 12) -> list:
+    """About `n` evenly spaced rows of the history (and its last), for the text table."""
+    if not history:
+        return []
+    step = max(1, len(history) // n)
+    rows = list(history[::step])
+    if rows[-1] != history[-1]:
+        rows.append(history[-1])
+    return [tuple(h[:6]) for h in rows]
+
+
 def _total():
     try:
         from tessel.fuzz.coverage import total_statements
@@ -67,6 +84,9 @@ def write_report(c) -> str:
     el = max(1e-9, st["elapsed_s"])
     png = os.path.join(c.dir, "coverage.png")
     has_png = plot(c.history, png)
+    cpu = getattr(c, "run_cpu", {}) or {}
+    cpu_total = cpu.get("parent_s", 0.0) + cpu.get("workers_s", 0.0)
+    run_cases = st["cases"] - getattr(c, "_cases0", 0)
     lines = [f"# tessel fuzz campaign ({c.target})", "",
              f"- time fuzzed: {st['elapsed_s']:.0f} s (all runs on this directory), seed {c.seed}, jobs {c.jobs}",
              f"- test cases run: {st['cases']} ({st['cases'] / el:.1f}/s overall); ok {st['ok']}, rejected when run "
@@ -77,12 +97,21 @@ def write_report(c) -> str:
              f"- corpus: {len(c.corpus)} seeds; passes dropped from seeds for adding no coverage: "
              f"{st['passes_dropped']}",
              f"- schedule commands refused (skipped): {st['skipped_commands']}",
+             *([f"- last run: {run_cases} cases in {cpu_total:.0f} CPU seconds (campaign {cpu.get('parent_s', 0):.0f} s, "
+                f"workers {cpu.get('workers_s', 0):.0f} s): {run_cases / cpu_total:.1f} cases per CPU second"]
+               if cpu_total > 0 else []),
              f"- feedback {'on' if c.feedback else 'off'}, pass mutation {'on' if c.mutate_passes else 'off'}, "
              f"TVM share {c.tvm_rate}", ""]
     if st["corrupt_files"]:
         lines += ["Corrupt corpus files (skipped, kept on disk): " + ", ".join(st["corrupt_files"]), ""]
     if has_png:
         lines += ["![coverage over time](coverage.png)", ""]
+    else:
+        why = "matplotlib is not installed (pip install matplotlib, or tessel's 'plot' extra)" \
+            if not _has_matplotlib() else "no history yet"
+        lines += [f"No coverage plot: {why}. Coverage over time:", ""]
+        lines += table(_samples(c.history), ("seconds", "cases", "arcs", "lines", "corpus", "unique failures"))
+        lines.append("")
     lines += ["## Unique failures", ""]
     if c.failures:
         rows = [(r["signature"].replace("|", "/")[:90], r["count"], r.get("found_after_s", ""),

@@ -1,6 +1,7 @@
 """A short campaign runs end to end and writes its directory; it resumes from it; bad input is a
 clear TesselError; a corrupt corpus file is reported and kept."""
 
+import importlib.util
 import json
 import os
 
@@ -33,6 +34,13 @@ def test_short_campaign_end_to_end_and_resume(tmp_path):
     assert main(["fuzz", "--replay", rec["reduced"], "--plugin", "tessel.fuzz.planted"]) == 1
     report = open(os.path.join(d, "report.md")).read()
     assert "Unique failures" in report and "diff:pass:planted_flip" in report
+    assert "cases per CPU second" in report
+    png = os.path.join(d, "coverage.png")  # matplotlib is optional (the 'plot' extra): the report says which
+    if importlib.util.find_spec("matplotlib"):
+        assert "![coverage over time](coverage.png)" in report
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "No coverage plot: matplotlib is not installed" in report and not os.path.exists(png)
 
     again = Campaign(d, seed=4, jobs=1, tvm_rate=0.0, quiet=True, plugins=["tessel.fuzz.planted"])
     assert len(again.corpus) == s["corpus"] and set(again.failures) == set(c.failures)
