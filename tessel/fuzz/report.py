@@ -97,8 +97,9 @@ def write_report(c) -> str:
              f"- corpus: {len(c.corpus)} seeds; passes dropped from seeds for adding no coverage: "
              f"{st['passes_dropped']}",
              f"- schedule commands refused (skipped): {st['skipped_commands']}",
-             *([f"- last run: {run_cases} cases in {cpu_total:.0f} CPU seconds (campaign {cpu.get('parent_s', 0):.0f} s, "
-                f"workers {cpu.get('workers_s', 0):.0f} s): {run_cases / cpu_total:.1f} cases per CPU second"]
+             *([f"- last run: {run_cases} cases in {cpu_total:.0f} CPU seconds (campaign "
+                f"{cpu.get('parent_s', 0):.0f} s, workers {cpu.get('workers_s', 0):.0f} s): "
+                f"{run_cases / cpu_total:.1f} cases per CPU second"]
                if cpu_total > 0 else []),
              f"- feedback {'on' if c.feedback else 'off'}, pass mutation {'on' if c.mutate_passes else 'off'}, "
              f"TVM share {c.tvm_rate}", ""]
