@@ -259,3 +259,27 @@ def test_torch_model_with_several_shapes_round_trips(tmp_path, monkeypatch):
             np.testing.assert_allclose(got[k].numpy(), want[k].detach().numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ArgumentError, match=r"loaded from .*net.tsl holds the input shapes .*float32\[2, 8\]"):
         loaded(torch.randn(3, 8))
+
+
+def test_a_fresh_process_with_an_empty_cache_runs_the_artifact(saved, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    cm, _, path = saved
+    x = RNG.standard_normal((4, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(f"""
+        import numpy as np, tessel as ts
+        from tessel.codegen import tvm as backend, tvm_runtime
+        def refuse(*a, **k):
+            raise AssertionError("compiled")
+        tvm_runtime.compile_module = backend.compile_kernel = refuse
+        np.save({str(tmp_path / "y.npy")!r}, ts.load({str(path)!r})(np.load({str(tmp_path / "x.npy")!r})))
+    """)
+    env = dict(os.environ, TESSEL_CACHE_DIR=str(tmp_path / "fresh-cache"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), cm(x))
+    assert not (tmp_path / "fresh-cache" / "cpu").exists()  # nothing was built into the kernel cache
