@@ -54,7 +54,8 @@ MANIFEST = "manifest.json"
 
 
 def save_model(model, path) -> str:
-    """Write `model` (a CPU CompiledModel) to the artifact file `path`, atomically; returns the path."""
+    """Write `model` (a CPU CompiledModel) to the artifact file `path`, atomically; returns the path.
+    `CompiledModel.save` calls this; its docstring has an example."""
     import tvm
 
     from tessel.codegen import tvm_runtime
@@ -178,7 +179,17 @@ def _tessel_version() -> str:
 
 
 def load_model(path):
-    """The CompiledModel saved in artifact `path`, ready to run; no kernel is compiled."""
+    """The CompiledModel saved in artifact `path` (`tessel.load`), ready to run; no kernel is compiled.
+    Raises ArtifactError, naming the file, for anything but a good artifact made for this machine.
+
+    >>> import numpy as np, os, tempfile, tessel as ts
+    >>> b = ts.GraphBuilder("neg"); x = b.input("x", (3,)); b.output(b.neg(x))
+    >>> path = ts.compile(b, target="cpu").save(os.path.join(tempfile.mkdtemp(), "neg.tsl"))
+    >>> ts.load(path)(np.float32([1, -2, 3])).tolist()
+    [-1.0, 2.0, -3.0]
+    >>> read_manifest(path)["format_version"]
+    1
+    """
     path = os.fspath(path)
     with _Reader(path) as r:
         return r.model()
