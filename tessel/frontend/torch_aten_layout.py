@@ -261,18 +261,24 @@ def _roll_axis(cx, x: str, d: int, shift: int) -> str:
 
 
 @aten("gather.default")
-def _take_along(cx, a):
-    """torch.gather (ONNX GatherElements): one np.take over the flattened input with flat indices
-    idx * stride(dim) + (the offset of every other coordinate, a constant)."""
+def _gather(cx, a):
+    x = cx.v(a["self"])
+    return take_along(cx, x, cx.v(a["index"]), _dim(a["dim"], len(cx.g.values[x].shape)))
+
+
+def take_along(cx, x: str, idx: str, d: int) -> str:
+    """torch.gather(x, d, idx) (ONNX GatherElements): one np.take over the flattened input with flat
+    indices idx * stride(d) + (the offset of every other coordinate, a constant)."""
     import numpy as np
 
-    x, idx = cx.v(a["self"]), cx.cast(cx.v(a["index"]), "int64")
+    idx = cx.cast(idx, "int64")
     shape, ishape = cx.g.values[x].shape, cx.g.values[idx].shape
-    d = _dim(a["dim"], len(shape))
+    if not shape:  # a 0-d tensor: its one element, as often as idx asks
+        return cx.emit("gather", [cx.reshape(x, (1,)), idx], axis=0)
     strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
     base = sum(np.arange(n).reshape([-1 if j == k else 1 for j in range(len(ishape))]) * strides[k]
                for k, n in enumerate(ishape) if k != d)
-    flat = cx.emit("mul", [idx, cx.scalar(strides[d], "int64")])
+    flat = cx.emit("mul", [idx, cx.scalar(strides[d], "int64")]) if strides[d] != 1 else idx
     if len(ishape) > 1:
         flat = cx.emit("add", [flat, cx.const(np.broadcast_to(base, ishape).astype(np.int64), f"{cx.node.name}_base")])
     return cx.emit("gather", [cx.reshape(x, (math.prod(shape),)), flat], axis=0)
