@@ -70,11 +70,13 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
         return default_gpu_schedule(kernel, target, knobs)
     if str(target) != "cpu":
         raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
-    if knobs is None:  # kernels a specific CPU template takes (attention) get it, with its defaults
+    if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
         from tessel.schedules.cpu_attention import CPU_ATTENTION
+        from tessel.schedules.cpu_conv import CPU_CONV
 
-        if CPU_ATTENTION.applies(kernel, "cpu") is None:
-            return CPU_ATTENTION.apply(kernel, None, "cpu")
+        for tpl in (CPU_ATTENTION, CPU_CONV):
+            if tpl.applies(kernel, "cpu") is None:
+                return tpl.apply(kernel, None, "cpu")
     return CPU_GENERIC.apply(kernel, knobs, "cpu")
 
 
@@ -304,7 +306,14 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
     chunks = cols // lanes if cols > lanes and cols % lanes == 0 else 1
     batch = names[: ndim - 2]
     red = names[ndim:]
-    sch.reorder(*batch, co, ro, *red, ri, ci)
+    # cpu.conv's knob: the innermost batch loop (a convolution's output channels) tiled into the
+    # register tile too, so each column-operand vector feeds `tile_batch` multiply-adds
+    tb = knobs.get("tile_batch", 1)
+    inner = []
+    if tb > 1 and batch:
+        bo, bi = sch.split(batch[-1], [None, tb])
+        batch, inner = batch[:-1] + [bo], [bi]
+    sch.reorder(*batch, co, ro, *red, *inner, ri, ci)
     panel = _column_operand(chain, ndim) if knobs["pack"] else None
     if panel is not None:
         def pack():
@@ -335,6 +344,9 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
         ctx.fallback("serial", ci, f"vector_lanes={lanes} does not divide tile_cols={cols}")
     if rows > 1:
         for loop in (ri, init[-2], f"{local}_out_ax{ndim - 2}"):
+            _unroll(sch, ctx, loop)
+    if inner:
+        for loop in (inner[0], init[-3], f"{local}_out_ax{ndim - 3}"):
             _unroll(sch, ctx, loop)
 
 
@@ -396,4 +408,4 @@ def _tile(extent: int, want: int) -> int:
     return best if best * 4 >= min(extent, want) else min(extent, want)
 
 
-from tessel.schedules import cpu_attention  # noqa: E402, F401 - registers "cpu.attention" with the built-ins
+from tessel.schedules import cpu_attention, cpu_conv  # noqa: E402, F401 - register "cpu.attention", "cpu.conv"
