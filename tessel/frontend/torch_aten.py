@@ -42,7 +42,8 @@ def aten(*names):
 def converters() -> dict:
     """Every converter, keyed by aten overload name (importing the modules that register them)."""
     from tessel.frontend import (  # noqa: F401 - they register on import
-        torch_aten_index, torch_aten_layout, torch_aten_math, torch_aten_scan, torch_aten_sort,
+        torch_aten_index, torch_aten_layout, torch_aten_math, torch_aten_movement, torch_aten_pool, torch_aten_scan,
+        torch_aten_sort,
     )
 
     return CONVERTERS
@@ -478,12 +479,23 @@ def _repeat_heads(cx, t: str, heads: int) -> str:
     return cx.reshape(t, s[:-3] + (heads,) + s[-2:])
 
 
+def _output_used(node, k: int) -> bool:
+    """Whether output k of a multi-output fx node is read by anything."""
+    import operator
+
+    return any(u.target is operator.getitem and u.args[1] == k and u.users for u in node.users)
+
+
 # -- pooling -----------------------------------------------------------------------------------------
 
 @aten("max_pool2d_with_indices.default", "max_pool2d.default", "max_pool1d.default")
 def _max_pool(cx, a):
+    from tessel.frontend.torch_aten_pool import max_pool_windows
+
     x = cx.v(a["self"])
     nsp = 1 if "1d" in cx.node.target._schema.name else 2
+    if _output_used(cx.node, 1):  # the indices: through the window table
+        return max_pool_windows(cx, a, nsp)
     kernel = _pair(a["kernel_size"], nsp)
     stride = _pair(a["stride"], nsp) if a["stride"] else kernel
     pad = _pair(a["padding"], nsp)
@@ -494,9 +506,11 @@ def _max_pool(cx, a):
 
 @aten("avg_pool2d.default", "avg_pool1d.default")
 def _avg_pool(cx, a):
-    if a.get("divisor_override") is not None:
-        cx.unsupported("avg_pool2d with divisor_override")
+    from tessel.frontend.torch_aten_pool import avg_pool_windows
+
     nsp = 1 if "1d" in cx.node.target._schema.name else 2
+    if a.get("divisor_override") is not None:
+        return avg_pool_windows(cx, a, nsp)
     kernel = _pair(a["kernel_size"], nsp)
     stride = _pair(a["stride"], nsp) if a["stride"] else kernel
     pad = _pair(a["padding"], nsp)
@@ -513,8 +527,10 @@ def _adaptive_avg_pool(cx, a):
     insz, outsz = shape[-nsp:], _pair(a["output_size"], nsp)
     if all(o == 1 for o in outsz):
         return cx.emit("reduce_mean", [x], axes=tuple(range(len(shape) - nsp, len(shape))), keepdims=True)
-    if any(i % o for i, o in zip(insz, outsz)):
-        cx.unsupported(f"adaptive average pooling from {insz} to {outsz} (sizes not multiples)")
+    if any(i % o for i, o in zip(insz, outsz)):  # windows of several sizes: the window table
+        from tessel.frontend.torch_aten_pool import adaptive_avg
+
+        return adaptive_avg(cx, x, outsz, nsp)
     kernel = tuple(i // o for i, o in zip(insz, outsz))
     return cx.emit("avg_pool", [x], kernel=kernel, stride=kernel, padding=(0,) * (2 * nsp), dilation=(1,) * nsp,
                    ceil_mode=False, count_include_pad=True)

@@ -210,8 +210,11 @@ def _stack(cx, a):
 
 @aten("constant_pad_nd.default", "pad.default")
 def _pad(cx, a):
-    if a.get("mode", "constant") != "constant":
-        cx.unsupported(f"padding mode {a['mode']!r}")
+    from tessel.frontend.torch_aten_movement import _move
+
+    value = a.get("value") or 0
+    if a.get("mode", "constant") != "constant" or (any(p < 0 for p in a["pad"]) and value == 0):
+        return _move(cx, a)  # reflect / replicate / circular, or cropping: pure data movement
     x = cx.v(a["self"])
     rank = len(cx.g.values[x].shape)
     pad = list(a["pad"])
@@ -219,8 +222,7 @@ def _pad(cx, a):
     for k in range(len(pad) // 2):  # torch lists (begin, end) pairs from the last dim backwards
         begin[rank - 1 - k], end[rank - 1 - k] = int(pad[2 * k]), int(pad[2 * k + 1])
     if any(p < 0 for p in begin + end):
-        cx.unsupported(f"negative padding {tuple(pad)}")
-    value = a.get("value") or 0
+        cx.unsupported(f"negative padding {tuple(pad)} with the fill value {value}")
     return cx.emit("pad", [x], pads=tuple(begin + end), value=value)
 
 
