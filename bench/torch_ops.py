@@ -4,7 +4,8 @@ against eager PyTorch, per op: pass / wrong / unsupported (the aten op named) / 
 Each op's float32 CPU samples (the first --samples of them; 0 = all) are wrapped in a module whose
 forward takes the sample's tensors (its other arguments are fixed), exported, compiled and run on
 those same tensors; outputs are compared with eager at rtol 1e-4 / atol 1e-5 (NaN equal to NaN).
-An op passes when every sample passes. Needs `expecttest` (torch's testing module imports it).
+An op passes when every sample passes; an op whose graph draws random numbers (an aten op tagged
+nondeterministic_seeded: rand_like, bernoulli, ...) is skipped, there is no value to compare. Needs `expecttest` (torch's testing module imports it).
 
 Run:  python bench/torch_ops.py --samples 2 --out /tmp/torch_ops.json      (about 1-2 s per sample)
       python bench/torch_ops.py --ops roll,cat,sum --samples 0 -v           (some ops, every sample)
@@ -73,6 +74,23 @@ def _flat(out):
     return None
 
 
+def _random_op(message: str) -> str:
+    """The aten op named by an 'unsupported op' message when torch tags it as drawing random numbers."""
+    import re
+
+    import torch
+
+    m = re.search(r"unsupported (dropout|rrelu) in training mode", message)
+    if m:
+        return f"{m.group(1)} in training mode"
+    m = re.search(r"unsupported op '(aten\.[\w.]+)'", message)
+    if not m:
+        return ""
+    _, packet, overload = m.group(1).split(".")
+    target = getattr(getattr(torch.ops.aten, packet, None), overload, None)
+    return m.group(1) if target is not None and torch.Tag.nondeterministic_seeded in target.tags else ""
+
+
 def run_sample(op, sample) -> tuple[str, str]:
     """(status, detail) of one sample."""
     import numpy as np
@@ -97,6 +115,9 @@ def run_sample(op, sample) -> tuple[str, str]:
         cm = ts.compile(module, tuple(tensors), target="cpu")
         got = cm(*tensors)
     except UnsupportedOpError as e:
+        key = _random_op(str(e))
+        if key:  # eager draws random numbers: there is nothing to compare with
+            return "skip", f"random: {key}"
         return "unsupported", str(e).split(" (")[0][:120]
     except TorchImportError as e:
         return "export", str(e).splitlines()[0][:120]
