@@ -151,8 +151,9 @@ NOISY_TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.s
 
 @contextlib.contextmanager
 def quiet_torch_logs(verbose: bool = False):
-    """Silence torch's export-time loggers and the Python warnings torch's modules issue, for the
-    duration; `verbose=True` (or TESSEL_TORCH_LOGS=1) keeps them.
+    """Silence torch's export-time loggers and every Python warning raised meanwhile (they come from
+    torch's tracing machinery, often attributed to stdlib frames such as copyreg), for the duration;
+    `verbose=True` (or TESSEL_TORCH_LOGS=1) keeps them.
 
     >>> import logging
     >>> with quiet_torch_logs():
@@ -169,7 +170,7 @@ def quiet_torch_logs(verbose: bool = False):
         lg.disabled = True
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+            warnings.simplefilter("ignore")
             yield
     finally:
         for lg, was in zip(loggers, saved):
