@@ -258,6 +258,17 @@ def weight_matrix(w: Buffer, order: str, target="cuda") -> Kernel:
     return default_gpu_schedule(dsl.lower([W, Wm], name=f"{w.name}_weights"), target).kernel
 
 
+def _conv_body_for(p: ConvProblem, arch: str, knobs, x: Buffer, w: Buffer, y: Buffer, epi):
+    """The convolution's (statement, Launch): on sm_90a the Hopper implicit GEMM
+    (tessel/schedules/conv_hopper.py: TMA boxes + wgmma) where it applies (stride 1, C a multiple
+    of 8) or where `knobs` are its HopperKnobs, else the mma.sync one with `knobs` (GemmKnobs)."""
+    from tessel.schedules import conv_hopper
+
+    if isinstance(knobs, GemmKnobs) or conv_hopper.problem_issues(p, arch):
+        return conv_body(p, knobs or default_conv_knobs(p), x, w, y, epi)
+    return conv_hopper.hopper_conv_body(p, knobs or conv_hopper.default_conv_knobs(p), x, w, y, epi)
+
+
 def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="cuda",
                      knobs: GemmKnobs | None = None):
     """A lowered graph group [2-D NCHW conv (groups 1) + pointwise epilogue] (params X, W, the
@@ -265,7 +276,8 @@ def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="c
     (preparations, conv). Each preparation copies a parameter into a new buffer (its params:
     (the parameter, the copy)): W into a matrix (`weight_matrix`) and, unless the convolution
     is 1x1 without padding or stride, X into NHWC (`nchw_to_nhwc`). `conv` is the implicit GEMM
-    ("NHWC:NCHW", or "NCHW" for the 1x1 case) with the group's epilogue fused; its params are
+    ("NHWC:NCHW", or "NCHW" for the 1x1 case; on sm_90a the Hopper one where it applies) with the
+    group's epilogue fused; its params are
     X or X's copy, W's matrix, the epilogue's buffers, Y. ScheduleError when the group is not of
     that form.
 
@@ -322,8 +334,7 @@ def lower_conv_group(ir: Kernel, stride: int, pad: int, dilation: int, target="c
         prep = [weight_matrix(w, "rsc", target), nchw_to_nhwc(x, target)]
         xin = prep[1].params[1]
     wmat = prep[0].params[1]
-    kn = knobs or default_conv_knobs(p)
-    body, launch = conv_body(p, kn, xin, wmat, out, epi)
+    body, launch = _conv_body_for(p, arch, knobs, xin, wmat, out, epi)
     extra = tuple(b for b in epi.buffers if b not in (xin, wmat))
     conv = Kernel(ir.name, (xin, wmat) + extra + (out,), body, target="cuda", launch=launch)
     return prep, conv

@@ -292,12 +292,13 @@ def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, bat
 
 def store_accumulators(acc: Buffer, n: int, m_tiles: int, out: Buffer, row0, col0, lane: Expr,
                        m_limit: int | None = None, n_limit: int | None = None, fn=None, prefix: str = "epi",
-                       index=None) -> Stmt:
+                       index=None, guard=None) -> Stmt:
     """Every thread of one warpgroup (`lane` 0..127): store its accumulators of `m_tiles` stacked
     m64nN tiles to out[row0 + r, col0 + c] (wgmma accumulator layout), cast to out's dtype,
     skipping rows >= m_limit and columns >= n_limit (None: no guard). `fn(value, row, col)`:
     an elementwise hook on the float32 value (bias, activation). `index(row, col)`: out's
-    indices (default (row, col))."""
+    indices (default (row, col)); `guard(row, col)`: a further condition for the store (an Expr,
+    or None), e.g. an implicit-GEMM convolution's pixel inside the image."""
     mi, j, h, v = (Var(f"{prefix}_{x}") for x in ("mi", "j", "h", "v"))
     w, g, t = lane // 32, (lane % 32) // 4, lane % 4
     # element i = 4 j + 2 h + v of a tile: row 16 w + g + 8 h, column 8 j + 2 t + v; the pair v = 0, 1
@@ -311,9 +312,13 @@ def store_accumulators(acc: Buffer, n: int, m_tiles: int, out: Buffer, row0, col
         val = Cast(out.dtype, val)
     st: Stmt = Store(out, index(row, col) if index else (row, col), val)
     conds = [x for x in ((row < m_limit) if m_limit is not None else None,
-                         (col < n_limit) if n_limit is not None else None) if x is not None]
+                         (col < n_limit) if n_limit is not None else None,
+                         guard(row, col) if guard is not None else None) if x is not None]
     if conds:
-        st = IfThenElse(conds[0] if len(conds) == 1 else conds[0] & conds[1], st)
+        cond = conds[0]
+        for x in conds[1:]:
+            cond = cond & x
+        st = IfThenElse(cond, st)
     st = For(v, 2, st, "vectorized")
     return For(mi, m_tiles, For(j, n // 8, For(h, 2, st, "unrolled"), "unrolled"), "unrolled")
 

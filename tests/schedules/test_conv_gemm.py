@@ -142,10 +142,12 @@ def test_gpu_matches_torch(layout, n, c, k, h, r, pad, stride):
 
 # -- compiled models: float16 / bfloat16 convolutions map to the implicit GEMM on cuda --------------
 
-def _mma_in(kernel) -> bool:
+def _mma_in(kernel, wgmma: bool = False) -> bool:
+    """Whether `kernel` runs mma.sync (or, with `wgmma`, Hopper's wgmma) tensor-core instructions."""
     from tessel.ir.nodes import Intrinsic, walk
 
-    return any(isinstance(n, Intrinsic) and n.name.startswith("mma") for n in walk(kernel.ir))
+    prefix = "wgmma.mma_async" if wgmma else "mma"
+    return any(isinstance(n, Intrinsic) and n.name.startswith(prefix) for n in walk(kernel.ir))
 
 
 @pytest.mark.parametrize("c,k,r,pad,stride,dtype", [(16, 24, 3, 1, 1, "float16"), (16, 16, 1, 0, 1, "float16"),
@@ -165,7 +167,8 @@ def test_graph_conv_bias_relu_is_the_implicit_gemm_on_cuda(c, k, r, pad, stride,
     cm = compile_graph(b.graph, target="cuda:sm_90a")
     # the weights as a matrix (and X as NHWC unless 1x1), then ONE conv + bias + ReLU kernel on tensor cores
     names = ["in1_weights", "conv_relu"] if r == 1 else ["in1_weights", "in0_to_nhwc", "conv_relu"]
-    assert [kk.name for kk in cm.kernels] == names and _mma_in(cm.kernels[-1])
+    # on sm_90a the Hopper implicit GEMM (TMA boxes + wgmma) takes stride 1 over an NHWC copy; the rest mma.sync
+    assert [kk.name for kk in cm.kernels] == names and _mma_in(cm.kernels[-1], wgmma=stride == 1 and r > 1)
     assert not cm.report.get("gpu_splits")
     got = np.asarray(cm.run_interpreted(x), np.float64)
     t = lambda a: torch.tensor(np.asarray(a, np.float64))  # noqa: E731
