@@ -31,7 +31,9 @@ import sys
 import time
 from collections import deque
 
-READY_TIMEOUT = 180.0  # a child imports tessel (and TVM when asked) before it is ready
+READY_TIMEOUT = 600.0  # a child imports tessel (and TVM when asked) before it is ready: on a loaded
+# machine (load 12 on 2 cores) that took over 3 minutes
+START_ATTEMPTS = 3  # children in a row that may fail to start before the campaign gives up
 
 
 class _Conn:
@@ -167,6 +169,8 @@ class Worker:
         self.plugins = ",".join(plugins) if not isinstance(plugins, str) else plugins
         self.proc = None
         self.queue: deque = deque()  # [tag, case text, timeout, determinism, deadline (head only)]
+        self.backlog: deque = deque()  # cases for a child that is still starting (sent once it is ready)
+        self.failed_starts = 0
         self.done = 0
         self.cpu_s = 0.0  # CPU seconds its children spent on cases (start-up excluded; see cpu_used)
         self._cpu0 = None
@@ -184,14 +188,41 @@ class Worker:
         self.done = 0
 
     def _wait_ready(self) -> None:
+        """Block until the child is ready (replacing children that fail to start)."""
+        while not self.check_ready(max(0.0, READY_TIMEOUT - (time.monotonic() - self.started))):
+            pass
+
+    def check_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the child is ready, waiting at most `timeout`; a child that died while starting
+        or took longer than READY_TIMEOUT is replaced (FuzzError after START_ATTEMPTS in a row)."""
         if self.ready:
-            return
-        if not self.conn.poll(max(0.0, READY_TIMEOUT - (time.monotonic() - self.started))):
-            self._kill()
-            raise RuntimeError("a fuzz worker did not start")
-        tag, _ = self.conn.recv()
-        self.ready = tag == "ready"
-        self._cpu0 = proc_cpu_s(self.proc.pid)
+            return True
+        try:
+            if self.conn.poll(timeout):
+                tag, _ = self.conn.recv()
+                if tag == "ready":
+                    self.ready, self.failed_starts = True, 0
+                    self._cpu0 = proc_cpu_s(self.proc.pid)
+                    for tag, text, timeout_, determinism in list(self.backlog):
+                        self._send(tag, text, timeout_, determinism)
+                    self.backlog.clear()
+                    return True
+        except (EOFError, OSError):  # died while starting (e.g. an import failed)
+            self._failed_start("died while starting")
+            return False
+        if time.monotonic() - self.started > READY_TIMEOUT:
+            self._failed_start(f"not ready after {READY_TIMEOUT:.0f} s")
+        return False
+
+    def _failed_start(self, why: str) -> None:
+        from tessel.fuzz.case import FuzzError
+
+        self.failed_starts += 1
+        self._kill()
+        if self.failed_starts >= START_ATTEMPTS:
+            raise FuzzError(f"tessel fuzz: {START_ATTEMPTS} worker processes in a row failed to start ({why}); "
+                            f"try `python -m tessel.fuzz.worker 1 0` to see why")
+        self._start()
 
     def _account(self) -> None:
         if self._cpu0 is not None and self.proc is not None:
@@ -209,21 +240,27 @@ class Worker:
 
     @property
     def idle(self) -> bool:
-        """No case in flight."""
-        return not self.queue
+        """No case in flight or waiting for the child."""
+        return not self.queue and not self.backlog
 
     @property
     def free(self) -> bool:
-        """Room for one more case in flight."""
-        return len(self.queue) < self.depth
+        """Ready, with room for one more case in flight (never blocks: a starting child is not free)."""
+        return self.check_ready() and len(self.queue) < self.depth
 
     def submit(self, tag, text: str, timeout: float, determinism: bool = True) -> None:
+        """Send a case (waits for the child to be ready; the campaign only submits to `free` workers)."""
         self._wait_ready()
+        self._send(tag, text, timeout, determinism)
+
+    def _send(self, tag, text: str, timeout: float, determinism: bool) -> None:
         self.queue.append([tag, text, timeout, determinism, time.monotonic() + timeout if not self.queue else None])
         self.conn.send((text, determinism))
 
     def poll(self):
         """(tag, result dict) when the oldest case in flight finished (or died, or hung), else None."""
+        if not self.check_ready():
+            return None
         if not self.queue:
             return None
         tag, _, timeout, _, deadline = self.queue[0]
@@ -257,17 +294,16 @@ class Worker:
         return tag, result
 
     def _replace(self) -> None:
-        """A fresh child, which gets the cases still queued."""
-        rest = list(self.queue)
+        """A fresh child, which gets the cases still queued once it is ready (nothing waits for it)."""
+        self.backlog.extend(job[:4] for job in self.queue)
         self.queue.clear()
         self._kill()
         self._start()
-        for tag, text, timeout, determinism, _ in rest:
-            self.submit(tag, text, timeout, determinism)
 
     def restart(self) -> None:
         """A fresh child; the cases in flight are dropped, not answered."""
         self.queue.clear()
+        self.backlog.clear()
         self._kill()
         self._start()
 
@@ -290,7 +326,7 @@ class Worker:
     def close(self) -> None:
         self._account()
         try:
-            if self.proc.poll() is None and not self.queue:
+            if self.proc.poll() is None and self.ready and not self.queue:
                 self.conn.send(None)
                 self.proc.wait(2)
         except (OSError, EOFError, subprocess.TimeoutExpired):
@@ -320,7 +356,7 @@ def proc_cpu_s(pid: int) -> float | None:
 
 def wait_any(workers, timeout: float = 0.05) -> None:
     """Sleep until some busy worker has something to say (or `timeout`)."""
-    conns = [w.conn.r for w in workers if not w.idle]
+    conns = [w.conn.r for w in workers if not w.idle or not w.ready]
     if conns:
         select.select(conns, [], [], timeout)
     else:
