@@ -49,13 +49,22 @@ truncf rint rintf fmin fminf fmax fmaxf fma fmaf isnan isinf isfinite signbit si
 """.split())
 
 
+# The integer dtypes the CUDA printer computes in (the IR has more: int16 and the unsigned kinds
+# run on the CPU; on cuda they are refused with a CodegenError naming the dtype).
+CUDA_INT_DTYPES = ("int8", "int32", "int64")
+
+
 def ctype(dtype: str) -> str:
-    """The C++ type of a tessel dtype.
+    """The C++ type of a tessel dtype (CodegenError for a dtype the CUDA printer does not take).
 
     >>> ctype("bfloat16"), ctype("int8")
     ('__nv_bfloat16', 'signed char')
     """
-    return CTYPES[dtype]
+    try:
+        return CTYPES[dtype]
+    except KeyError:
+        raise CodegenError(f"dtype {dtype} has no CUDA support in tessel yet (cuda takes float16, bfloat16, "
+                           f"float32, float64, {', '.join(CUDA_INT_DTYPES)} and bool)") from None
 
 
 def itemsize(dtype: str) -> int:

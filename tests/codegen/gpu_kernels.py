@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tessel.ir.dtypes import FLOAT_DTYPES, INT_DTYPES, numpy_dtype
+from tessel.codegen.cuda_text import CUDA_INT_DTYPES as INT_DTYPES  # the ints the CUDA printer takes
+from tessel.ir.dtypes import FLOAT_DTYPES, numpy_dtype
 from tessel.ir.nodes import (
     MATH_FUNCS, Allocate, Barrier, Binary, Buffer, BufferRef, Call, Cast, Const, For, IfThenElse, Intrinsic, Kernel,
     Launch, Select, Store, Var, seq,
