@@ -22,7 +22,8 @@ per column, C in the input dtype) against torch's three ops `gelu(matmul(a, b) +
 time / tessel time), checked against torch in float32 first; `--knobs '{"path": "hopper"}'` also
 times the Hopper template with the same epilogue (its `epilogue=(fn, buffers)` hook).
 
-`--conv` times the implicit-GEMM convolution (tessel/schedules/conv_gemm.py) on ResNet-style 3x3
+`--conv` times the implicit-GEMM convolution (tessel/schedules/conv_gemm.py; with
+`--knobs '{"path":"hopper"}'` the TMA + wgmma one of conv_hopper.py) on ResNet-style 3x3
 layers (stride 1, padding 1) in NHWC and NCHW against torch.nn.functional.conv2d (cuDNN, channels_last
 memory format for NHWC), FLOPs 2 N K C R S P Q. NCHW is timed as compiled models run it (X copied
 to NHWC, then the "NHWC:NCHW" kernel); "NCHW-direct" times the NCHW kernel (element window loads).
@@ -216,8 +217,16 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
     klayout = {"NHWC": "NHWC", "NCHW": "NHWC:NCHW", "NCHW-direct": "NCHW"}[layout]
     p = ConvProblem(nb, c_in, k_out, h, w, 3, 3, pad=1, layout=klayout, dtype=dtype, out_dtype=dtype)
     try:
-        kn = ConvKnobs(**knobs) if knobs is not None and knobs.get("path") != "hopper" else default_conv_knobs(p)
-        kern = build_kernel(conv_kernel(p, kn), "cuda")
+        if knobs is not None and knobs.get("path") == "hopper":  # TMA boxes + wgmma (conv_hopper.py), sm_90a
+            from tessel.schedules import conv_hopper
+            from tessel.schedules.gemm_hopper import HopperKnobs
+
+            extra = {k: v for k, v in knobs.items() if k != "path"}
+            kn = HopperKnobs(**{**conv_hopper.default_conv_knobs(p).as_dict(), **extra})
+            kern = build_kernel(conv_hopper.hopper_conv_kernel(p, kn), "cuda:sm_90a")
+        else:
+            kn = ConvKnobs(**knobs) if knobs is not None else default_conv_knobs(p)
+            kern = build_kernel(conv_kernel(p, kn), "cuda")
         if layout == "NCHW":
             to_nhwc = build_kernel(nchw_to_nhwc(Buffer("X", (nb, c_in, h, w), dtype)), "cuda")
     except Exception as e:  # noqa: BLE001
