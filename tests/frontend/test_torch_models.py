@@ -154,12 +154,18 @@ def _compare_compiled(compiled, module, inputs, what):
     "mlp", "encoder_layer", "cnn",
     pytest.param("gpt2", marks=pytest.mark.slow), pytest.param("llama", marks=pytest.mark.slow),
 ])
-def test_compiled_model_matches_eager(name):
+def test_compiled_model_matches_eager(name, tmp_path):
     module, inputs = MODELS[name]()
     compiled = _check_compiled(module, inputs)
     fresh = tuple(x.clone().uniform_(-2, 2) if x.is_floating_point() else x.clone().random_(0, 100)
                   for x in inputs)  # new values, same shapes: no recompile needed
     _compare_compiled(compiled, module, fresh, "fresh inputs")
+    import tessel as ts  # the model saved and loaded again (tessel.load) gives the same outputs
+
+    loaded = ts.load(compiled.save(tmp_path / f"{name}.tsl"))
+    fresh = tuple(x.clone().uniform_(-2, 2) if x.is_floating_point() else x.clone().random_(0, 100) for x in inputs)
+    _compare_compiled(loaded, module, fresh, "loaded artifact")
+    np.testing.assert_array_equal(_main_output(loaded(*fresh)), _main_output(compiled(*fresh)))
 
 
 @pytest.mark.slow
