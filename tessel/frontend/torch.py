@@ -457,7 +457,7 @@ class _Importer:
                 res = node.target(*args, **kwargs)
         except Exception as e:  # torch raises many types
             raise TorchImportError(f"fx node '{node.name}' ({op_key(node.target)}): folding it on constant "
-                                   f"inputs failed: {type(e).__name__}: {e}") from e
+                                   f"inputs failed: {type(e).__name__}: {first_line(e)}") from e
         return self._keep(node.name, res)
 
     def _keep(self, name: str, res):
