@@ -116,6 +116,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.output:
         cm.save(args.output)
         print(f"tessel compile: wrote {args.output} ({_size(args.output)}); run it with tessel.load({args.output!r})")
+        if args.check:  # check what was written: the file, loaded back
+            from tessel.compiler.artifact import load_model
+
+            cm = load_model(args.output)
+            print(f"checking {args.output}, loaded back")
     if not args.check:
         return 0
     return _check_compiled(args, graph, cm)
@@ -252,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of an input with dynamic dims (repeat for several inputs)")
     p.add_argument("-o", "--output", metavar="FILE.tsl", default=None,
                    help="write the compiled model (kernels' IR, sources and libraries, metadata) to an artifact "
-                        "file that tessel.load runs without compiling (CPU targets)")
+                        "file that tessel.load runs without compiling (CPU targets); with --check, the file "
+                        "is loaded back and checked")
     p.add_argument("--check", action="store_true", help="run on random inputs, compare with onnxruntime, time both")
     p.add_argument("--rtol", type=float, default=1e-4,
                    help="largest max-error / max-|value| that --check accepts per output (default: 1e-4)")

@@ -116,6 +116,9 @@ def test_cli_compile_writes_an_artifact(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     a = RNG.standard_normal((2, 6)).astype(np.float32)
     np.testing.assert_allclose(ts.load(out)(a), np.tanh(a @ w), rtol=1e-5, atol=1e-6)
+    assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(out), "--check", "--runs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert f"checking {out}, loaded back" in text and "FAIL" not in text and " OK" in text
 
 
 def test_cli_refuses_an_artifact_for_cuda_before_compiling(tmp_path, capsys):
