@@ -8,13 +8,17 @@ tessel.compiler.model_cuda. What follows describes the CPU case; both share this
 pattern rules: `tessel.passes.graph.optimize`), partitions it into fused groups, lowers each group
 to one kernel (`tessel.compiler.lowering`; groups with equal IR share one compiled kernel), plans
 the memory of the values that cross kernels (`tessel.passes.graph.memory`: one arena, reused by
-liveness) and returns a `CompiledModel`.
+liveness) and returns a `CompiledModel` (the steps are in `tessel.compiler.model_program`, the
+input checks and conversions in `tessel.compiler.model_io`).
 
 Calling the model takes numpy arrays or CPU torch tensors, one per graph input, and returns the
 same kind: one array for a one-output model, a tuple for several. Inputs are checked (count,
 shape, dtype) and a mismatch raises `ArgumentError` naming the input. A model made from a torch
 module is specialised to the shapes it is called with: each new combination of input shapes and
-dtypes is imported and compiled once and kept in the model's per-shape cache.
+dtypes is imported and compiled once and kept in the model's per-shape cache. With input ranges
+(`torch.export.Dim`, see `tessel.compiler.model_ranges`) a new shape outside them is an
+`ArgumentError` before anything is compiled. `save(path)` writes every specialisation to an
+artifact that `tessel.load` runs without compiling (`tessel.compiler.artifact`).
 
 The arena is shared by calls, so a lock serialises concurrent calls of one model.
 
