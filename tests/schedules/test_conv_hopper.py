@@ -23,6 +23,7 @@ from tessel.schedules.conv_gemm import ConvProblem
 from tessel.schedules.conv_hopper import check, hopper_conv_kernel, pixel_tile
 from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm_hopper import HopperKnobs
+from tests.schedules.test_gemm_hopper import _cuobjdump
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 SMALL = HopperKnobs(bm=64, bn=64, stages=2, consumers=1)
@@ -129,18 +130,6 @@ def test_pixel_tile_wastes_least():
     assert pixel_tile(ConvProblem(1, 64, 64, 56, 56, 3, 3, pad=1), 128) in ((16, 8), (8, 16), (4, 32), (2, 64))
     assert pixel_tile(ConvProblem(1, 64, 64, 8, 8, 3, 3, pad=1), 64) == (8, 8)
     assert pixel_tile(ConvProblem(1, 64, 64, 4, 32, 3, 3, pad=1), 128) == (4, 32)
-
-
-def _cuobjdump():
-    found = shutil.which("cuobjdump")
-    if found:
-        return found
-    try:
-        import nvidia.cu13 as cu
-        path = os.path.join(os.path.dirname(cu.__file__), "bin", "cuobjdump")
-        return path if os.path.exists(path) else None
-    except ImportError:
-        return None
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")

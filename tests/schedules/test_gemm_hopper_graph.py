@@ -17,19 +17,10 @@ from scipy.special import erf
 
 from tessel.ir.interp.race import RaceError
 from tessel.ir.nodes import Intrinsic, walk
+from tests.schedules.test_gemm_epilogue import _h, _rng
 
 F = lambda a: np.asarray(a).astype(np.float64)  # noqa: E731
 R16 = lambda a: F(np.asarray(a).astype(np.float16))  # noqa: E731
-
-
-def _rng():
-    seed = int(np.random.SeedSequence().entropy % 2**32)  # fresh inputs every run; the seed is in messages
-    return seed, np.random.default_rng(seed)
-
-
-def _h(rng, *shape, scale=None):
-    scale = 1 / math.sqrt(shape[-1]) if scale is None else scale
-    return (rng.standard_normal(shape) * scale).astype(np.float16)
 
 
 def _case(name, rng):
