@@ -18,12 +18,16 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
+    "tvm_float_floordiv_by_zero": (
+        "diff:tvm", "tessel/codegen/tvm_tir.py float_divmod (x // 0.0 is 0 in compiled code; numpy and the "
+                    "interpreter give x / 0.0, i.e. +-inf or nan)"),
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
 }
 
-# Found, open, and too slow to replay in a test (the campaign's worker time limit turned it into
-# "hang:worker"): name -> (owner file, what). A strict xfail test checks the property its fix restores.
+# Found, too slow to replay in a test (the campaign's worker time limit turned it into
+# "hang:worker"): name -> (owner file, what). A test checks the property its fix restores (fixed by
+# cpu's Let-binding in tvm_fastmath, found independently on an LSTM).
 SLOW = {
     "fastmath_nested_exp_tanh_compile_blowup": (
         "tessel/codegen/tvm_fastmath.py", "exp/tanh/sigmoid repeat their argument, so exp(tanh(x)) is ~1 MB of "
@@ -31,11 +35,11 @@ SLOW = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="open: tvm_fastmath repeats its argument (REQUESTS.md, to cpu)")
 def test_nested_fastmath_grows_linearly():
     """The TIR of exp(tanh(x)) should be about exp's size plus tanh's, not exp's times tanh's (the
     SLOW case above: each fast-math function uses its argument several times, so a nested call
-    copies the inner one's whole tree several times). Binding the argument once (a Let) fixes it."""
+    copies the inner one's whole tree several times: 1.0 MB of TIR for exp(tanh(x)) before the fix).
+    Binding the argument once (a Let) fixes it."""
     import tvm.tirx as T
 
     from tessel.codegen import tvm_fastmath as F
