@@ -30,8 +30,7 @@ group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, regi
 divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
 
 Example:
-    >>> from tessel.schedules.epilogue import Epilogue
-from tessel.schedules.gemm import GemmProblem
+    >>> from tessel.schedules.gemm import GemmProblem
     >>> p = GemmProblem(m=128, n=64, k=128, dtype="bfloat16", b_kcontig=False)
     >>> k = hopper_gemm_kernel(p, HopperKnobs(bm=64, bn=64, stages=2, consumers=1))
     >>> k.launch.grid, k.launch.block
