@@ -327,8 +327,12 @@ class _Reader:
         from tessel.passes.graph.fusion import Group
         from tessel.passes.graph.memory import MemoryPlan
 
-        source = decode_graph(data["source"], self.array)
-        graph = decode_graph(data["graph"], self.array)
+        try:
+            source = decode_graph(data["source"], self.array)
+            graph = decode_graph(data["graph"], self.array)
+        except ImportError as e:  # a torch model's output structure needs torch's pytree
+            raise self.error(f"holds a torch model, whose outputs need {e.name or 'torch'} to rebuild; install "
+                             f"it") from None
         steps = []
         for s in data["steps"]:
             kref = s["kernel"]

@@ -262,6 +262,11 @@ def test_torch_model_with_several_shapes_round_trips(tmp_path, monkeypatch):
             np.testing.assert_allclose(got[k].numpy(), want[k].detach().numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ArgumentError, match=r"loaded from .*net.tsl holds the input shapes .*float32\[2, 8\]"):
         loaded(torch.randn(3, 8))
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils._pytree", None)  # as where torch is not installed
+    with pytest.raises(ArtifactError, match=r"net.tsl: holds a torch model, whose outputs need torch"):
+        ts.load(tmp_path / "net.tsl")
 
 
 def test_a_fresh_process_with_an_empty_cache_runs_the_artifact(saved, tmp_path):
