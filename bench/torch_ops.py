@@ -91,6 +91,14 @@ def _random_op(message: str) -> str:
     return m.group(1) if target is not None and torch.Tag.nondeterministic_seeded in target.tags else ""
 
 
+def _numpy(t):
+    """A tensor as numpy (bfloat16, which numpy lacks, widened to float32: exact)."""
+    import torch
+
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def run_sample(op, sample) -> tuple[str, str]:
     """(status, detail) of one sample."""
     import numpy as np
@@ -127,8 +135,8 @@ def run_sample(op, sample) -> tuple[str, str]:
         return "crash", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
     got = [got] if len(want) == 1 and not isinstance(got, (list, tuple)) else list(got)
     for g, w in zip(got, want):
-        g = g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else np.asarray(g)
-        w = w.detach().cpu().numpy()
+        g = _numpy(g) if isinstance(g, torch.Tensor) else np.asarray(g)
+        w = _numpy(w)
         if g.shape != w.shape:
             return "wrong", f"shape {g.shape}, eager {w.shape}"
         if w.dtype.kind in "fc":
