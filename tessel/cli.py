@@ -99,11 +99,6 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     shapes = _parse_input_shapes(args.input_shape)
     if args.check:  # before compiling: a missing GPU should not cost a compile first
         _require_gpu(args.target, "compile --check")
-    if args.output and str(args.target).strip().lower().startswith("cuda"):
-        from tessel.errors import ArtifactError
-
-        raise ArtifactError(f"compile -o {args.output}: artifacts hold CPU models only so far, not target "
-                            f"{args.target!r}")
     try:
         graph = import_onnx(args.model, shapes)
     except ShapeError as e:
@@ -257,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of an input with dynamic dims (repeat for several inputs)")
     p.add_argument("-o", "--output", metavar="FILE.tsl", default=None,
                    help="write the compiled model (kernels' IR, sources and libraries, metadata) to an artifact "
-                        "file that tessel.load runs without compiling (CPU targets); with --check, the file "
+                        "file that tessel.load runs without compiling; with --check, the file "
                         "is loaded back and checked")
     p.add_argument("--check", action="store_true", help="run on random inputs, compare with onnxruntime, time both")
     p.add_argument("--rtol", type=float, default=1e-4,

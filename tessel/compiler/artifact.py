@@ -7,19 +7,26 @@ The file (suffix `.tsl` by convention) is a zip archive; nothing in it is pickle
                             kernels were built for, the model (every specialisation: graphs, steps,
                             memory plan, input ranges) and the SHA-256 and size of every other entry
     kernels/K_NAME.tir      each kernel's scheduled IR in its text form (`tessel.ir.text`)
-    kernels/K_NAME.tvm.py   the TVMScript source the CPU backend made of it (for reading)
-    kernels/K_NAME.so       the shared library TVM built from it
+    kernels/K_NAME.tvm.py   CPU: the TVMScript source the backend made of it (for reading)
+    kernels/K_NAME.so       CPU: the shared library TVM built from it
+    kernels/K_NAME.cu       CUDA: the CUDA C++ source printed from it
+    kernels/K_NAME.cubin    CUDA: the binary nvcc / NVRTC compiled from that source
     data/SHA256.bin         the raw bytes of each constant array (dtype and shape in the manifest)
 
-Loading checks the format and its version, that the kernels were built for this machine's CPU
-(target triple and CPU name) with this TVM version, and every entry's hash and size; anything wrong
-raises `ArtifactError` naming the file and what is wrong (not a zip file, truncated, no manifest,
-another format, a newer format version, a missing or altered entry, another CPU). Then each
-library is written, atomically, to a content-addressed file in the kernel cache folder (a
+Loading checks the format and its version, for a CPU model that the kernels were built for this
+machine's CPU (target triple and CPU name) with this TVM version, and every entry's hash and size;
+anything wrong raises `ArtifactError` naming the file and what is wrong (not a zip file, truncated,
+no manifest, another format, a newer format version, a missing or altered entry, another CPU). Then
+each CPU library is written, atomically, to a content-addressed file in the kernel cache folder (a
 temporary folder when the disk cache is off), loaded with TVM's runtime, and bound to its parsed
 IR: no lowering, scheduling, pass or code generation runs.
 
-Only CPU models are saved for now: saving a model compiled for CUDA raises ArtifactError.
+A CUDA model's kernels are bound to their stored binaries (no nvcc or NVRTC runs); the CUDA printer
+runs again on each kernel's IR for the launch data (grid, block, shared memory, tensor maps), and a
+printed source that differs from the stored one (another tessel's printer) is an ArtifactError. A
+CUDA artifact runs on a GPU of the architecture it names; without one it still runs through the
+interpreter (`run_interpreted`). (Checked here without a GPU: the launches themselves run in the
+`-m gpu` tests.)
 
 Example:
     >>> import numpy as np, os, tempfile, tessel as ts
@@ -54,16 +61,16 @@ MANIFEST = "manifest.json"
 
 
 def save_model(model, path) -> str:
-    """Write `model` (a CPU CompiledModel) to the artifact file `path`, atomically; returns the path.
+    """Write `model` (a CompiledModel) to the artifact file `path`, atomically; returns the path.
     `CompiledModel.save` calls this; its docstring has an example."""
-    import tvm
-
-    from tessel.codegen import tvm_runtime
-
     path = os.fspath(path)
-    if model.on_gpu:
-        raise ArtifactError(f"cannot save model '{model.name}' to {path}: it was compiled for {model.target}, and "
-                            f"artifacts hold CPU models only so far")
+    tvm_version = host = None
+    if not model.on_gpu:  # TVM built the CPU kernels (a GPU machine may have no TVM at all)
+        import tvm
+
+        from tessel.codegen import tvm_runtime
+
+        tvm_version, host = tvm.__version__, tvm_runtime.host_target()
     restructure = _restructure_name(model)
     blobs, files, kernels = Blobs(), {}, {}
     dropped: list = []
@@ -74,7 +81,7 @@ def save_model(model, path) -> str:
     options = {k: v for k, v in model._options.items() if isinstance(v, (bool, int, float, str, type(None)))}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tessel_version": _tessel_version(),
-        "tvm_version": tvm.__version__, "host_target": tvm_runtime.host_target(),
+        "tvm_version": tvm_version, "host_target": host,
         "model": {"name": model.name, "target": model.target, "options": options, "restructure": restructure,
                   "input_ranges": None if model.input_ranges is None else model.input_ranges.to_json(),
                   "current": current, "programs": programs, "dropped_meta": sorted(set(dropped))},
@@ -105,7 +112,11 @@ def _encode_program(program, blobs: Blobs, files: dict, kernels: dict, dropped: 
                                 "anchor": None if g.anchor is None else g.anchor.name,
                                 "inputs": list(g.inputs), "outputs": list(g.outputs)}})
     plan = program.plan
-    return {"source": encode_graph(program.source, blobs, dropped),
+    extra = {}
+    if getattr(program, "device_kind", "cpu") == "cuda":
+        extra = {"target": str(program.target),
+                 "temps": {k: [list(shape), dtype] for k, (shape, dtype) in program.temps.items()}}
+    return {**extra, "source": encode_graph(program.source, blobs, dropped),
             "graph": encode_graph(program.graph, blobs, dropped), "steps": steps,
             "plan": {"offsets": plan.offsets, "sizes": plan.sizes,
                      "lifetimes": {k: list(v) for k, v in plan.lifetimes.items()},
@@ -118,6 +129,13 @@ def _encode_kernel(kernel, index: int, files: dict) -> dict:
 
     base = f"kernels/{index}_{re.sub(r'[^A-Za-z0-9_]', '_', kernel.name)[:60]}"
     files[base + ".tir"] = to_text(kernel.ir).encode()
+    binary = getattr(kernel, "binary", None)
+    if binary is not None:  # a GpuKernel: its CUDA source and binary
+        files[base + ".cu"] = kernel.source.encode()
+        files[base + "." + binary.kind] = bytes(binary.code)
+        return {"name": kernel.name, "ir": base + ".tir", "source": base + ".cu", "binary": base + "." + binary.kind,
+                "kind": binary.kind, "arch": binary.arch, "compiler": binary.compiler, "key": binary.key,
+                "target": str(kernel.target)}
     files[base + ".tvm.py"] = kernel.source.encode()
     files[base + ".so"] = _library_bytes(kernel)
     return {"name": kernel.name, "ir": base + ".tir", "source": base + ".tvm.py", "library": base + ".so"}
@@ -256,7 +274,7 @@ class _Reader:
             raise self.error(f"format version {version}, written by {newer} tessel ({m.get('tessel_version', '?')}); "
                              f"this tessel ({_tessel_version()}) reads version {FORMAT_VERSION}: compile the model "
                              f"again")
-        for key in ("model", "files", "host_target", "tvm_version"):
+        for key in ("model", "files"):
             if key not in m:
                 raise self.error(f"{MANIFEST} lacks '{key}' (altered file)")
         return m
@@ -284,7 +302,9 @@ class _Reader:
         from tessel.codegen import tvm_runtime
 
         m, here = self.manifest, tvm_runtime.host_target()
-        built = m["host_target"]
+        built = m.get("host_target")
+        if not isinstance(built, dict) or "tvm_version" not in m:
+            raise self.error(f"{MANIFEST} lacks the host target or TVM version of its CPU kernels (altered file)")
         for k in ("mtriple", "mcpu"):
             if built.get(k) != here.get(k):
                 raise self.error(f"its kernels were built for {built.get('mtriple')} CPU '{built.get('mcpu')}', and "
@@ -298,11 +318,11 @@ class _Reader:
         from tessel.compiler.model import CompiledModel
         from tessel.compiler.model_ranges import InputRanges
 
-        self._check_host()
         info = self.manifest["model"]
+        gpu = str(info.get("target", "cpu")).startswith("cuda")
+        if not gpu:
+            self._check_host()
         try:
-            if info.get("target", "cpu") != "cpu":
-                raise self.error(f"holds a model for {info.get('target')}; only CPU models load so far")
             kernels: dict = {}
             programs = [self._program(p, kernels) for p in info["programs"]]
             restructure = None
@@ -336,7 +356,7 @@ class _Reader:
         steps = []
         for s in data["steps"]:
             kref = s["kernel"]
-            key = kref["library"]
+            key = kref["binary"] if "binary" in kref else kref["library"]
             if key not in kernels:
                 kernels[key] = self._kernel(kref)
             g = s["group"]
@@ -347,9 +367,17 @@ class _Reader:
         p = data["plan"]
         plan = MemoryPlan(dict(p["offsets"]), dict(p["sizes"]), {k: tuple(v) for k, v in p["lifetimes"].items()},
                           int(p["arena_bytes"]), int(p["naive_bytes"]))
-        return Program(source, graph, steps, plan, decode(data["report"], self.array), float(data["compile_seconds"]))
+        report = decode(data["report"], self.array)
+        if "target" in data:  # a CUDA program
+            from tessel.compiler.model_cuda import GpuProgram
+
+            temps = {k: (tuple(shape), dtype) for k, (shape, dtype) in data["temps"].items()}
+            return GpuProgram(source, graph, steps, plan, report, float(data["compile_seconds"]), data["target"], temps)
+        return Program(source, graph, steps, plan, report, float(data["compile_seconds"]))
 
     def _kernel(self, kref: dict):
+        if "binary" in kref:
+            return self._gpu_kernel(kref)
         from tessel.codegen import tvm as backend
         from tessel.codegen import tvm_runtime
         from tessel.codegen.kernel import Kernel
@@ -370,6 +398,31 @@ class _Reader:
         runner = tvm_runtime.Runner(module, symbol, ir.params)
         return Kernel(ir, runner, parse_target("cpu"), source=source,
                       inspect=lambda kind: backend.inspect(runner, ir, kind))
+
+
+    def _gpu_kernel(self, kref: dict):
+        from tessel.codegen.cuda_build import Binary
+        from tessel.codegen.cuda_kernel import GpuKernel
+        from tessel.codegen.cuda_printer import print_kernel
+        from tessel.ir.target import parse_target
+        from tessel.ir.text import parse_kernel
+
+        try:
+            ir = parse_kernel(self.entry(kref["ir"]).decode())
+        except TesselError as e:
+            raise self.error(f"kernel '{kref.get('name')}': its IR does not parse ({_first_line(e)})") from None
+        source = self.entry(kref["source"]).decode()
+        code = self.entry(kref["binary"])
+        try:
+            printed = print_kernel(ir)
+        except TesselError as e:
+            raise self.error(f"kernel '{ir.name}': this tessel's CUDA printer refuses its IR ({_first_line(e)}); "
+                             f"compile the model again") from None
+        if printed.source != source:
+            raise self.error(f"kernel '{ir.name}': this tessel prints other CUDA source for its IR than the file holds "
+                             f"(written by tessel {self.manifest.get('tessel_version', '?')}); compile the model again")
+        binary = Binary(code=code, arch=kref["arch"], compiler=kref["compiler"], key=kref["key"], kind=kref["kind"])
+        return GpuKernel(ir, printed, binary, parse_target(kref["target"]))
 
 
 def _load_library(raw: bytes, symbol: str):

@@ -121,12 +121,86 @@ def test_cli_compile_writes_an_artifact(tmp_path, capsys):
     assert f"checking {out}, loaded back" in text and "FAIL" not in text and " OK" in text
 
 
-def test_cli_refuses_an_artifact_for_cuda_before_compiling(tmp_path, capsys):
-    from tessel.cli import main
+def _cuda_model():
+    from tessel.codegen.cuda_build import available_compilers
 
-    assert main(["compile", str(tmp_path / "absent.onnx"), "--target", "cuda", "-o", str(tmp_path / "m.tsl")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "artifacts hold CPU models only" in err[0]
+    if not available_compilers():
+        pytest.skip("no CUDA compiler (nvcc or NVRTC) here to build the GPU kernels once")
+    w = RNG.standard_normal((32, 16)).astype(np.float32)
+    b = ts.GraphBuilder("gpu_mlp")
+    x = b.input("x", (8, 32))
+    b.output(b.softmax(b.relu(b.matmul(x, b.const(w))), axis=-1))
+
+    def reference(a):
+        z = np.maximum(a @ w, 0)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    return ts.compile(b, target="cuda:sm_90a"), reference
+
+
+@pytest.fixture(scope="module")
+def saved_cuda(tmp_path_factory):
+    cm, reference = _cuda_model()
+    return cm, reference, cm.save(tmp_path_factory.mktemp("gpu") / "gpu.tsl")
+
+
+def _no_cuda_compiling(monkeypatch):
+    from tessel.codegen import cuda, cuda_build
+
+    def refuse(*a, **k):
+        raise AssertionError("loading a CUDA artifact must not compile")
+
+    monkeypatch.setattr(cuda_build, "compile_cuda", refuse)
+    monkeypatch.setattr(cuda, "compile_cuda", refuse)
+    _no_compiling(monkeypatch)
+
+
+def test_cuda_model_loads_its_binaries_without_compiling(saved_cuda, monkeypatch):
+    cm, reference, path = saved_cuda
+    _no_cuda_compiling(monkeypatch)
+    loaded = ts.load(path)
+    assert loaded.on_gpu and loaded.target == cm.target == "cuda:sm_90a"
+    assert [k.binary.code for k in loaded.kernels] == [k.binary.code for k in cm.kernels]
+    assert [k.launch for k in loaded.kernels] == [k.launch for k in cm.kernels]
+    x = RNG.standard_normal((8, 32)).astype(np.float32)
+    got = loaded.run_interpreted(x)  # no GPU here: the interpreter runs the loaded kernels' IR
+    np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got, cm.run_interpreted(x))
+
+
+def test_cuda_artifact_whose_source_this_printer_would_not_print_is_refused(saved_cuda, tmp_path):
+    import hashlib
+
+    _, _, path = saved_cuda
+    with zipfile.ZipFile(path) as z:
+        cu = next(n for n in z.namelist() if n.endswith(".cu"))
+    edited = None
+
+    def edit_cu(name, raw):
+        nonlocal edited
+        if name == cu:
+            edited = raw + b"// another printer\n"
+            return edited
+        return raw
+
+    bad = _rewrite(path, tmp_path / "printer.tsl", entry_edit=edit_cu)
+    fixed = _rewrite(bad, tmp_path / "printer2.tsl", manifest_edit=lambda m: m["files"][cu].update(
+        sha256=hashlib.sha256(edited).hexdigest(), size=len(edited)))  # a consistent file from another tessel
+    _one_line_error(fixed, "prints other CUDA source for its IR than the file holds")
+
+
+@pytest.mark.gpu
+def test_cuda_artifact_runs_on_the_gpu(saved_cuda, monkeypatch):
+    torch = pytest.importorskip("torch")
+    cm, reference, path = saved_cuda
+    _no_cuda_compiling(monkeypatch)
+    loaded = ts.load(path)
+    x = torch.from_numpy(RNG.standard_normal((8, 32)).astype(np.float32)).cuda()
+    got = loaded(x)
+    assert got.is_cuda
+    np.testing.assert_allclose(got.cpu().numpy(), reference(x.cpu().numpy()), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got.cpu().numpy(), cm(x).cpu().numpy())
 
 
 # -- bad files ---------------------------------------------------------------------------------
