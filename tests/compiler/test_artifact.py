@@ -365,3 +365,23 @@ def test_a_fresh_process_with_an_empty_cache_runs_the_artifact(saved, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), cm(x))
     assert not (tmp_path / "fresh-cache" / "cpu").exists()  # nothing was built into the kernel cache
+
+
+def test_a_cuda_artifact_loads_where_tvm_is_absent(saved_cuda, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    cm, _, path = saved_cuda
+    x = RNG.standard_normal((8, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["tvm"] = None  # importing TVM now fails, as on the GPU machine, which has none
+        import numpy as np, tessel as ts
+        cm = ts.load({str(path)!r})
+        np.save({str(tmp_path / "y.npy")!r}, cm.run_interpreted(np.load({str(tmp_path / "x.npy")!r})))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), cm.run_interpreted(x))
