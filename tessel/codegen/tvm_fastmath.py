@@ -13,8 +13,8 @@ exp: 1.5 ns). These are the Cephes single-precision algorithms, written as branc
 
 Example:
     >>> import tvm.tirx as T
-    >>> type(exp(T, T.Var("x", "float32"))).__name__  # branch-free: a select, no call
-    'Select'
+    >>> type(exp(T, T.Var("x", "float32"))).__name__  # branch-free: lets and selects, no call
+    'Let'
 """
 
 from __future__ import annotations
@@ -37,34 +37,62 @@ def _poly(T, z, coeffs):
     return acc
 
 
-def exp(T, x):
-    """exp(x) for a float32 TIR expression `x` (see the module docstring)."""
+def _let(T, value, body, bind=True):
+    """`body(v)` with `v` bound once to `value` (a TIR Let): the polynomials use their argument many
+    times, and nested calls (exp(tanh(x)), an LSTM cell's tanh(sigmoid(..) * ..)) would otherwise grow
+    exponentially (a 30 MB TVMScript and minutes in TVM's passes for one LSTM kernel)."""
+    if not bind or isinstance(value, (T.Var, T.FloatImm, T.IntImm)):
+        return body(value)
+    v = T.Var("fm", "float32")  # every value bound here is float32
+    return T.Let(v, value, body(v))
+
+
+def exp(T, x, bind=True):
+    """exp(x) for a float32 TIR expression `x` (see the module docstring). `bind=False` repeats the
+    argument instead of binding it (TVM's float16 legalisation copies subtrees, and a copied Let then
+    binds its variable twice, which VectorizeLoop refuses)."""
+    return _let(T, x, lambda x: _exp(T, x, bind), bind)
+
+
+def _exp(T, x, bind=True):
     xc = T.max(T.min(x, _c(T, _MAX)), _c(T, _MIN))
-    n = T.floor(xc * _c(T, _LOG2E) + _c(T, 0.5))
-    r = xc - n * _c(T, _LN2_HI) - n * _c(T, _LN2_LO)
-    p = _poly(T, r, _EXP_P) * r * r + r + _c(T, 1.0)
-    # 2^n from its exponent bits; n reaches 128 just below the overflow threshold, where 2^n
-    # itself is not a float32: take 2^127 and double the product instead
-    ni = T.Cast("int32", n)
-    top = ni > T.const(127, "int32")
-    ni = T.Select(top, T.const(127, "int32"), ni)
-    scale = T.reinterpret("float32", T.shift_left(ni + T.const(127, "int32"), T.const(23, "int32")))
-    y = T.Select(top, p * _c(T, 2.0), p) * scale
-    y = T.Select(x > _c(T, _MAX), T.infinity("float32"), y)
-    y = T.Select(x < _c(T, _MIN), _c(T, 0.0), y)
-    return T.Select(T.isnan(x), x, y)
+
+    def reduced(n):
+        def poly(r):
+            p = _poly(T, r, _EXP_P) * r * r + r + _c(T, 1.0)
+            # 2^n from its exponent bits; n reaches 128 just below the overflow threshold, where 2^n
+            # itself is not a float32: take 2^127 and double the product instead
+            ni = T.Cast("int32", n)
+            top = ni > T.const(127, "int32")
+            ni = T.Select(top, T.const(127, "int32"), ni)
+            scale = T.reinterpret("float32", T.shift_left(ni + T.const(127, "int32"), T.const(23, "int32")))
+            y = T.Select(top, p * _c(T, 2.0), p) * scale
+            y = T.Select(x > _c(T, _MAX), T.infinity("float32"), y)
+            y = T.Select(x < _c(T, _MIN), _c(T, 0.0), y)
+            return T.Select(T.isnan(x), x, y)
+
+        return _let(T, xc - n * _c(T, _LN2_HI) - n * _c(T, _LN2_LO), poly, bind)
+
+    return _let(T, T.floor(xc * _c(T, _LOG2E) + _c(T, 0.5)), reduced, bind)
 
 
-def sigmoid(T, x):
+def sigmoid(T, x, bind=True):
     """1 / (1 + exp(-x)) for a float32 TIR expression."""
-    return _c(T, 1.0) / (_c(T, 1.0) + exp(T, _c(T, 0.0) - x))
+    return _c(T, 1.0) / (_c(T, 1.0) + exp(T, _c(T, 0.0) - x, bind))
 
 
-def tanh(T, x):
+def tanh(T, x, bind=True):
     """tanh(x) for a float32 TIR expression (see the module docstring)."""
-    ax = T.abs(x)
-    z = x * x
-    small = x + x * z * _poly(T, z, _TANH_P)
-    big = _c(T, 1.0) - _c(T, 2.0) / (exp(T, ax + ax) + _c(T, 1.0))
-    big = T.Select(x < _c(T, 0.0), _c(T, 0.0) - big, big)
-    return T.Select(ax < _c(T, 0.625), small, big)
+    return _let(T, x, lambda x: _tanh(T, x, bind), bind)
+
+
+def _tanh(T, x, bind=True):
+    def with_abs(ax):
+        z = x * x
+        small = x + x * z * _poly(T, z, _TANH_P)
+        # big appears twice below: a Let inside it must not (VectorizeLoop refuses a variable bound twice)
+        return _let(T, _c(T, 1.0) - _c(T, 2.0) / (exp(T, ax + ax, bind) + _c(T, 1.0)),
+                    lambda big: T.Select(ax < _c(T, 0.625), small, T.Select(x < _c(T, 0.0), _c(T, 0.0) - big, big)),
+                    bind)
+
+    return _let(T, T.abs(x), with_abs, bind)

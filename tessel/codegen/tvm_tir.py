@@ -124,6 +124,7 @@ class _Translator:
         self.parallel_depth = 0  # inside a parallel or vectorized loop: no nested parallel loops
         self.lazy_memo: dict[int, bool] = {}
         self.ranges: dict[str, tuple] = {}  # loop / let variable -> (min, max) where known
+        self.vector_depth = 0  # inside a vectorized loop
 
     # -- function --------------------------------------------------------------------------
 
@@ -210,13 +211,16 @@ class _Translator:
             kind = T.ForKind.SERIAL  # TVM 0.27 mis-vectorizes allocations inside the loop (wrong values)
         var = T.Var(s.var.name, s.var.dtype)
         nested = kind in (T.ForKind.PARALLEL, T.ForKind.VECTORIZED)
+        vector = kind == T.ForKind.VECTORIZED
         self.parallel_depth += nested
+        self.vector_depth += vector
         span = (0, int(s.extent.value) - 1) if constant else None
         try:
             with _Bound(self.vars, s.var.name, var), _Bound(self.ranges, s.var.name, span):
                 body = self.block(s.body)
         finally:
             self.parallel_depth -= nested
+            self.vector_depth -= vector
         return T.For(var, T.const(0, s.var.dtype), extent, kind, body)
 
     # -- expressions -----------------------------------------------------------------------
@@ -249,10 +253,14 @@ class _Translator:
         if isinstance(e, Not):
             return T.Not(self.expr(e.a))
         if isinstance(e, Select):
-            cond, t, f = self.expr(e.cond), self.expr(e.t), self.expr(e.f)
             if self.may_fault(e.t) or self.may_fault(e.f):
-                return T.if_then_else(cond, t, f)
-            return T.Select(cond, t, f)
+                if self.vector_depth and not (_divides(e.t) or _divides(e.f)) and self._clampable(e):
+                    # in a vectorized loop a lazy if_then_else runs lane by lane: load at indices
+                    # clamped into the buffer instead (equal wherever the select picks the load)
+                    # and select eagerly, which vectorizes (zero-padding copies of convolutions)
+                    return T.Select(self.expr(e.cond), self.expr(self._clamped(e.t)), self.expr(self._clamped(e.f)))
+                return T.if_then_else(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+            return T.Select(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
         if isinstance(e, Cast):
             v = self.expr(e.value)
             if e.dtype == "bool" and e.value.dtype != "bool":
@@ -355,7 +363,7 @@ class _Translator:
             if not is_float(dtype):
                 raise CodegenError(f"kernel '{self.kernel.name}': {f}() of a {dtype} value; cast to a float first")
             if f in ("exp", "sigmoid", "tanh") and (narrow or dtype == "float32"):
-                out = getattr(_fastmath, f)(T, args[0])  # vectorizable: libm's expf is a scalar call
+                out = getattr(_fastmath, f)(T, args[0], not narrow)  # vectorizable: libm's expf is scalar
             else:
                 out = getattr(T, f)(args[0])
         else:
@@ -377,6 +385,24 @@ class _Translator:
             self.lazy_memo[key] = hit
         return hit
 
+    def _clampable(self, e: Select) -> bool:
+        return all(all(isinstance(d, int) for d in n.buffer.shape) for b in (e.t, e.f) for n in walk(b)
+                   if isinstance(n, Load))
+
+    def _clamped(self, e: Expr) -> Expr:
+        """`e` with the indices of each load not provably inside its buffer clamped into it, so no
+        load can fault."""
+        from tessel.ir.nodes import rewrite
+
+        def fn(n):
+            if isinstance(n, Load) and not self._in_bounds(n):
+                idx = tuple(Binary("max", Binary("min", i, Const(d - 1, i.dtype)), Const(0, i.dtype))
+                            for i, d in zip(n.indices, n.buffer.shape))
+                return Load(n.buffer, idx)
+            return None
+
+        return rewrite(e, fn, fixpoint=False)
+
     def _in_bounds(self, load: Load) -> bool:
         shape = load.buffer.shape
         if len(shape) != len(load.indices):
@@ -386,6 +412,12 @@ class _Translator:
             if span is None or not isinstance(dim, int) or span[0] < 0 or span[1] >= dim:
                 return False
         return True
+
+
+def _divides(e: Expr) -> bool:
+    """Whether `e` divides integers by something that may be zero (or -1: MIN // -1 traps)."""
+    return any(isinstance(n, Binary) and n.op in ("div", "floordiv", "floormod") and is_int(n.dtype)
+               and not (isinstance(n.b, Const) and n.b.value not in (0, -1)) for n in walk(e))
 
 
 def _interval(e: Expr, ranges: dict):

@@ -387,18 +387,28 @@ def _schedule_elementwise(sch: Schedule, ctx, spatial: list[str], extents: list[
     for e in extents:
         total *= e
     last, lanes = spatial[-1], knobs["vector_lanes"]
-    inner = None
+    inner = []
     if extents[-1] % lanes == 0 and extents[-1] >= lanes:
-        outer_last, inner = sch.split(last, [None, lanes])
-        outer = spatial[:-1] + [outer_last]
+        outer_last, vec = sch.split(last, [None, lanes])
+        outer, inner = spatial[:-1] + [outer_last], [vec]
+    elif extents[-1] >= 4:
+        # whole vectors and one shorter vectorized remainder (a 34-wide zero-padded conv row: 2 x 16 + 2),
+        # or one partial vector when the row is shorter than a vector
+        outer = spatial[:-1]
+        if extents[-1] > lanes:
+            pieces = sch.apply("peel", loop=last, factor=lanes)
+            inner = pieces[1:]
+            outer = outer or pieces[:1]  # a 1-D stage: its whole vectors run in parallel
+        else:
+            inner = [last]
     else:
         outer = spatial[:-1] if len(spatial) > 1 else spatial
         ctx.fallback("serial", last, f"vector_lanes={lanes} does not divide the innermost extent {extents[-1]}")
     if total >= knobs["min_parallel_work"] and outer:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
-    if inner is not None:
-        _vectorize_innermost_of(sch, ctx, inner)
+    for loop in inner:
+        _vectorize_innermost_of(sch, ctx, loop)
 
 
 def _tile(extent: int, want: int) -> int:

@@ -170,3 +170,40 @@ def _inner_loops(loop: For):
 
 
 __all__ = ["annotate", "and_all", "fuse", "leaf_of_chain", "reorder", "split"]
+
+
+def peel(kernel: Kernel, loop: str, factor: int) -> tuple[Kernel, list[str]]:
+    """Split innermost loop `loop` of extent E into whole pieces of `factor` and a remainder loop:
+    `for o in E // factor: for i in factor: body(o * factor + i)` then `for t in E % factor:
+    body(E // factor * factor + t)`, no guard (what `split` would need); returns [o, i, t] (t only when
+    factor does not divide E). The body is copied, so it must hold no loops, allocations or lets
+    (names stay unique).
+
+    >>> import tessel as ts
+    >>> A = ts.placeholder((10,), name="A")
+    >>> k, names = peel(ts.lower([A, ts.compute((10,), lambda i: A[i] + 1.0, name="B")]), "i", 4)
+    >>> names
+    ['i_0', 'i_1', 'i_2']
+    """
+    from tessel.ir.nodes import Allocate, LetStmt, Seq, walk
+
+    target = find_loop(kernel.body, loop)
+    if target.kind != "serial":
+        raise ScheduleError(f"peel '{loop}': the loop is {target.kind}; peel a serial loop")
+    extent = const_extent(target)
+    if isinstance(factor, bool) or not isinstance(factor, int) or not 0 < factor <= extent:
+        raise ScheduleError(f"peel '{loop}': factor must be an integer in 1..{extent}, got {factor!r}")
+    if any(isinstance(n, (For, Allocate, LetStmt)) for n in walk(target.body)):
+        raise ScheduleError(f"peel '{loop}': its body holds loops, allocations or lets; peel an innermost loop")
+    whole, rem = divmod(extent, factor)
+    taken = used_names(kernel)
+    vo, vi = (Var(fresh_name(taken, f"{loop}_{n}")) for n in range(2))
+    vt = Var(fresh_name(taken, f"{loop}_2")) if rem else None
+
+    def rebuild(old: For):
+        main = For(vo, Const(whole), For(vi, Const(factor), substitute(old.body, {old.var: vo * factor + vi})))
+        if vt is None:
+            return main
+        return Seq((main, For(vt, Const(rem), substitute(old.body, {old.var: Const(whole * factor) + vt}))))
+
+    return replace_loop(kernel, loop, rebuild), [v.name for v in (vo, vi, vt) if v is not None]

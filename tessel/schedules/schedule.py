@@ -41,6 +41,7 @@ PRIMITIVES = {
     "compute_at": (location.compute_at, ("producer", "at")),
     "compute_inline": (location.compute_inline, ("producer",)),
     "decompose_reduction": (reduction.decompose_reduction, ("buffer", "at")),
+    "peel": (loops.peel, ("loop", "factor")),
 }
 # GPU primitives (tessel/schedules/gpu*.py, tensorize.py, pipeline.py) add their rows here.
 PRIMITIVES.update(gpu_primitives())
