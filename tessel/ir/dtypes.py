@@ -15,10 +15,13 @@ from __future__ import annotations
 from tessel.errors import DTypeError
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-INT_DTYPES = ("int8", "int32", "int64")
+SIGNED_DTYPES = ("int8", "int16", "int32", "int64")
+UNSIGNED_DTYPES = ("uint8", "uint16", "uint32", "uint64")
+INT_DTYPES = SIGNED_DTYPES + UNSIGNED_DTYPES
 ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
 
-_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64, "int8": 8, "int32": 32, "int64": 64, "bool": 8}
+_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64, "int8": 8, "int16": 16, "int32": 32, "int64": 64,
+         "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8}
 
 # The dtype that index arithmetic and loop variables use.
 INDEX_DTYPE = "int32"
@@ -39,6 +42,35 @@ def is_float(dtype: str) -> bool:
 
 def is_int(dtype: str) -> bool:
     return dtype in INT_DTYPES
+
+
+def is_unsigned(dtype: str) -> bool:
+    return dtype in UNSIGNED_DTYPES
+
+
+def int_range(dtype: str) -> tuple[int, int]:
+    """The inclusive value range of an integer dtype (bool: (0, 1)).
+
+    >>> int_range("int8"), int_range("uint16")
+    ((-128, 127), (0, 65535))
+    """
+    if dtype == "bool":
+        return 0, 1
+    b = _BITS[dtype]
+    if dtype in UNSIGNED_DTYPES:
+        return 0, (1 << b) - 1
+    return -(1 << (b - 1)), (1 << (b - 1)) - 1
+
+
+def wrap(v: int, dtype: str) -> int:
+    """`v` reduced modulo 2**bits into the range of integer `dtype` (two's complement for signed
+    types), as the hardware does.
+
+    >>> wrap(130, "int8"), wrap(-1, "uint8"), wrap(256, "uint8")
+    (-126, 255, 0)
+    """
+    lo, hi = int_range(dtype)
+    return ((int(v) - lo) % (hi - lo + 1)) + lo
 
 
 def is_bool(dtype: str) -> bool:

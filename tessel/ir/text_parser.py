@@ -55,7 +55,8 @@ from tessel.ir.nodes import (
 
 # Grammar tables (the printer uses them too).
 SUFFIX = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64",
-          "int8": "i8", "int32": "i32", "int64": "i64"}
+          "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
+          "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64"}
 SUFFIX_DTYPE = {v: k for k, v in SUFFIX.items()}
 INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "floormod": "%",
          "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "and": "&&", "or": "||"}
@@ -69,10 +70,10 @@ RESERVED = frozenset({"kernel", "for", "in", "if", "else", "let", "alloc", "seq"
                        "true", "false", "cast"})
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 SPECIAL = re.compile(r"(inf|nan)_(bf16|f16|f32|f64)")
-NUMBER = re.compile(r"(\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)(bf16|f16|f32|f64|i8|i32|i64)?")
+NUMBER = re.compile(r"(\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)(bf16|f16|f32|f64|i8|i16|i32|i64|u8|u16|u32|u64)?")
 TOKEN = re.compile(r"""
     (?P<skip>[ \t\r\n]+|\#[^\n]*)
-  | (?P<num>(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)(?:bf16|f16|f32|f64|i8|i32|i64)?)
+  | (?P<num>(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)(?:bf16|f16|f32|f64|i8|i16|i32|i64|u8|u16|u32|u64)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
   | (?P<str>"(?:[^"\\\n]|\\.)*")
   | (?P<op>&&|\|\||==|!=|<=|>=|//|[-+*/%<>!()\[\]{},:=&])

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 
-from tessel.ir.dtypes import bits, is_bool, is_float, is_int
+from tessel.ir.dtypes import bits, int_range, is_bool, is_float, is_int, is_unsigned, wrap
 from tessel.ir.nodes import (
     COMPARE_OPS, THREAD_AXES, Binary, Call, Cast, Const, Expr, For, IfThenElse, Kernel, LetStmt, Node, Not, Pat, Rule,
     RuleSet, Select, Seq, Stmt, Var, rewrite, substitute,
@@ -68,18 +68,10 @@ def simplify(node: Node, ranges: dict | None = None) -> Node:
 # ---------------------------------------------------------------------------------------------
 
 
-def int_range(dtype: str) -> tuple[int, int]:
-    """The inclusive value range of an integer dtype."""
-    b = bits(dtype)
-    return -(1 << (b - 1)), (1 << (b - 1)) - 1
-
-
-def wrap(v: int, dtype: str) -> int:
-    """`v` wrapped to the width of an integer dtype (two's complement), as the hardware does.
-
-    >>> wrap(130, "int8")
-    -126
-    """
+def _coef(v: int, dtype: str) -> int:
+    """`v` as the residue modulo 2**bits of an integer dtype nearest zero (two's complement), for
+    the coefficients and constants of linear forms: `x - 1` keeps -1 on uint8 too (not 255), so
+    the forms of unsigned expressions stay small and their intervals mean something."""
     b = bits(dtype)
     return ((v + (1 << (b - 1))) & ((1 << b) - 1)) - (1 << (b - 1))
 
@@ -138,12 +130,16 @@ _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "le": "gt", "gt": "le", "ge": "l
 
 # Casts a -> b -> a that give back every value of a: b holds all of a's values exactly.
 _HOLDS = {
-    "int8": {"int32", "int64", "float16", "bfloat16", "float32", "float64"},
+    "int8": {"int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"},
+    "uint8": {"int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "bfloat16", "float32", "float64"},
+    "int16": {"int32", "int64", "float32", "float64"},
+    "uint16": {"int32", "uint32", "int64", "uint64", "float32", "float64"},
     "int32": {"int64", "float64"},
+    "uint32": {"int64", "uint64", "float64"},
     "float16": {"float32", "float64"},
     "bfloat16": {"float32", "float64"},
     "float32": {"float64"},
-    "bool": {"int8", "int32", "int64"},
+    "bool": {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"},
 }
 
 
@@ -573,41 +569,45 @@ def _negate_comparison(node: Not, cmp: Binary):
 
 
 def _scale(terms: dict, k: int, s: int, dtype: str):
-    out = {t: wrap(v * s, dtype) for t, v in terms.items()}
-    return {t: v for t, v in out.items() if v}, wrap(k * s, dtype)
+    out = {t: _coef(v * s, dtype) for t, v in terms.items()}
+    return {t: v for t, v in out.items() if v}, _coef(k * s, dtype)
 
 
 def _combine(ta: dict, ca: int, tb: dict, cb: int, sign: int, dtype: str):
     terms = dict(ta)
     for t, v in tb.items():
-        terms[t] = wrap(terms.get(t, 0) + sign * v, dtype)
-    return {t: v for t, v in terms.items() if v}, wrap(ca + sign * cb, dtype)
+        terms[t] = _coef(terms.get(t, 0) + sign * v, dtype)
+    return {t: v for t, v in terms.items() if v}, _coef(ca + sign * cb, dtype)
 
 
 def _rebuild(terms: dict, k: int, dtype: str) -> Expr:
     """The expression of a linear form: positive terms in order, then negative ones subtracted,
     then the constant. Rebuilding the linear form of the result gives the result again."""
-    lo = int_range(dtype)[0]
-    k = wrap(k, dtype)
+    lo = -(1 << (bits(dtype) - 1))  # the residue that has no negation
+    k = _coef(k, dtype)
 
     def term(t, v):
-        return t if v == 1 else Binary("mul", t, Const(v, dtype))
+        return t if v == 1 else Binary("mul", t, Const(wrap(v, dtype), dtype))
 
     out = None
     for t, v in terms.items():
-        v = wrap(v, dtype)
+        v = _coef(v, dtype)
         if v > 0 or v == lo:
             out = term(t, v) if out is None else Binary("add", out, term(t, v))
     for t, v in terms.items():
-        v = wrap(v, dtype)
+        v = _coef(v, dtype)
         if v < 0 and v != lo:
-            if out is None:
+            if out is None and is_unsigned(dtype):
+                # start at the constant mod 2**bits: TVM bounds an unsigned `0 - x` by [0, 0] and folds
+                # it away, so -x is written (max - x) + 1
+                out, k = (Const(wrap(k, dtype), dtype), 0) if k else (Const(wrap(-1, dtype), dtype), 1)
+            elif out is None:
                 out, k = (Const(k, dtype), 0) if k > 0 else (Const(0, dtype), k)
             out = Binary("sub", out, term(t, -v))
     if out is None:
-        return Const(k, dtype)
+        return Const(wrap(k, dtype), dtype)
     if k > 0 or k == lo:
-        out = Binary("add", out, Const(k, dtype))
+        out = Binary("add", out, Const(wrap(k, dtype), dtype))
     elif k < 0:
         out = Binary("sub", out, Const(-k, dtype))
     return out

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tessel.errors import ParseError, TesselError
 from tessel.ir.dsl import lower
-from tessel.ir.dtypes import ALL_DTYPES, FLOAT_DTYPES, INT_DTYPES
+from tessel.ir.dtypes import ALL_DTYPES, FLOAT_DTYPES, INT_DTYPES, int_range
 from tessel.ir.nodes import (
     BINARY_OPS,
     LOOP_KINDS,
@@ -220,8 +220,10 @@ def test_mismatched_and_undeclared_nodes_are_spelled_out():
 
 FLOAT_VALUES = [0.0, -0.0, 1.5, -2.5, 0.1, 1 / 3, 1e-300, 5e-324, 1.7976931348623157e308, 65504.0, 1e16,
                 float("inf"), float("-inf"), float("nan"), 123456789.125]
-INT_VALUES = {"int8": [0, 1, -1, 127, -128], "int32": [0, 7, -3, 2**31 - 1, -(2**31)],
-              "int64": [0, -1, 2**40 + 3, 2**63 - 1, -(2**63)]}
+INT_VALUES = {"int8": [0, 1, -1, 127, -128], "int16": [0, -1, 2**15 - 1, -(2**15)],
+              "int32": [0, 7, -3, 2**31 - 1, -(2**31)], "int64": [0, -1, 2**40 + 3, 2**63 - 1, -(2**63)],
+              "uint8": [0, 1, 255], "uint16": [0, 7, 2**16 - 1], "uint32": [0, 2**31, 2**32 - 1],
+              "uint64": [0, 2**63, 2**64 - 1]}
 CONSTS = ([Const(v, dt) for dt in FLOAT_DTYPES for v in FLOAT_VALUES]
           + [Const(v, dt) for dt in INT_DTYPES for v in INT_VALUES[dt]] + [Const(True, "bool"), Const(False, "bool")])
 
@@ -309,8 +311,8 @@ def const_of(dtype: str):
     if dtype == "bool":
         return st.booleans().map(lambda v: Const(v, "bool"))
     if dtype in INT_DTYPES:
-        bits = {"int8": 8, "int32": 32, "int64": 64}[dtype]
-        return st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1).map(lambda v: Const(v, dtype))
+        lo, hi = int_range(dtype)
+        return st.integers(lo, hi).map(lambda v: Const(v, dtype))
     return st.floats(allow_nan=True, allow_infinity=True).map(lambda v: Const(v, dtype))
 
 

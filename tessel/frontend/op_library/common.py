@@ -135,7 +135,6 @@ def size_of(shape) -> int:
 # -- dtypes ---------------------------------------------------------------------------------------
 
 _FLOAT_RANK = {"float16": 0, "bfloat16": 0, "float32": 1, "float64": 2}
-_INT_RANK = {"bool": 0, "int8": 1, "int32": 2, "int64": 3}
 
 
 def promote(op: str, dtypes: list) -> str:
@@ -152,7 +151,14 @@ def promote(op: str, dtypes: list) -> str:
             return floats[0]
         best = builtins.max(floats, key=lambda d: _FLOAT_RANK[d])
         return "float32" if _FLOAT_RANK[best] == 0 else best
-    return builtins.max(dtypes, key=lambda d: _INT_RANK[d])
+    if len(set(dtypes)) == 1:
+        return dtypes[0]
+    import numpy as np
+
+    # numpy's promotion of mixed integers (uint8 with int8 -> int16); only uint64 with a signed
+    # type has no integer dtype holding both (numpy says float64): int64, as torch does
+    best = np.result_type(*[numpy_dtype(d) for d in dtypes])
+    return best.name if best.kind in "iub" else "int64"
 
 
 def compute_dtype(dtype: str) -> str:

@@ -26,7 +26,8 @@ import math
 import numpy as np
 
 from tessel.errors import TesselError
-from tessel.ir.dtypes import bits, is_bool, is_float, numpy_dtype
+from tessel.ir.dtypes import bits, is_bool, is_float, is_unsigned, numpy_dtype
+from tessel.ir.dtypes import int_range as _int_range, wrap as _wrap
 
 
 class ExecutionError(TesselError):
@@ -41,10 +42,7 @@ POISON_INT = -0x5A5A5A5A5A5A5A5A
 
 def int_range(dtype: str) -> tuple[int, int]:
     """Inclusive range of an integer dtype; bool counts as (0, 1)."""
-    if is_bool(dtype):
-        return 0, 1
-    n = bits(dtype)
-    return -(1 << (n - 1)), (1 << (n - 1)) - 1
+    return _int_range(dtype)
 
 
 def wrap_int(value: int, dtype: str) -> int:
@@ -53,14 +51,14 @@ def wrap_int(value: int, dtype: str) -> int:
     >>> wrap_int(-129, "int8")
     127
     """
-    n = bits(dtype)
-    half = 1 << (n - 1)
-    return ((int(value) + half) & ((1 << n) - 1)) - half
+    return _wrap(value, dtype)
 
 
 def wrap_source(src: str, dtype: str) -> str:
     """Python source that wraps the int expression `src` to `dtype` (inline, no call)."""
     n = bits(dtype)
+    if is_unsigned(dtype):
+        return f"(({src}) & {(1 << n) - 1})"
     return f"(((({src}) + {1 << (n - 1)}) & {(1 << n) - 1}) - {1 << (n - 1)})"
 
 
