@@ -214,6 +214,40 @@ NONDETERMINISTIC = {"empty", "empty_like", "new_empty", "new_empty_strided", "em
 ORDER = ("wrong", "crash", "error", "unsupported", "export", "skip", "pass")
 
 
+def variant_name(op) -> str:
+    """'name.variant' of an op_db entry (its name alone when it has no variant)."""
+    return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+def select_ops(names=frozenset()) -> list:
+    """op_db's entries with float32 CPU samples (those named, when names are given; by op name or
+    variant name), minus the ones whose eager result is uninitialised memory."""
+    import torch
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return [op for op in op_db if (not names or op.name in names or variant_name(op) in names)
+            and torch.float32 in op.supported_dtypes("cpu") and op.name not in NONDETERMINISTIC]
+
+
+def run_op(op, samples: int = 2) -> list:
+    """[status, detail] of an op_db entry over its first `samples` float32 samples (0: all): the worst
+    sample's, in the order of ORDER."""
+    import torch
+
+    from tessel.frontend.torch import quiet_torch_logs
+
+    statuses = []
+    try:
+        got = list(op.sample_inputs("cpu", torch.float32, requires_grad=False))
+    except Exception as e:  # noqa: BLE001
+        got, statuses = [], [("skip", f"samples fail: {type(e).__name__}")]
+    for sample in got[:samples or None]:
+        with quiet_torch_logs():
+            statuses.append(run_sample(op, sample))
+    status = min((s for s, _ in statuses), key=ORDER.index, default="skip")
+    return [status, next((d for s, d in statuses if s == status), "")]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2, help="samples per op (0: all)")
@@ -222,33 +256,16 @@ def main(argv=None) -> int:
     ap.add_argument("--missing", action="store_true", help="export only: rank the aten ops without a converter")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every op's result")
     args = ap.parse_args(argv)
-    import torch
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    from tessel.frontend.torch import quiet_torch_logs
-
     warnings.simplefilter("ignore")
-    names = set(filter(None, args.ops.split(",")))
-    ops = [op for op in op_db if (not names or op.name in names) and torch.float32 in op.supported_dtypes("cpu")
-           and op.name not in NONDETERMINISTIC]
+    ops = select_ops(set(filter(None, args.ops.split(","))))
     if args.missing:
         rank_missing(ops, args.samples)
         return 0
     results, start = {}, time.perf_counter()
     for op in ops:
-        statuses = []
-        try:
-            samples = list(op.sample_inputs("cpu", torch.float32, requires_grad=False))
-        except Exception as e:  # noqa: BLE001
-            samples, statuses = [], [("skip", f"samples fail: {type(e).__name__}")]
-        for sample in samples[:args.samples or None]:
-            with quiet_torch_logs():
-                statuses.append(run_sample(op, sample))
-        status = min((s for s, _ in statuses), key=ORDER.index, default="skip")
-        detail = next((d for s, d in statuses if s == status), "")
-        results[f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name] = [status, detail]
+        status, detail = results[variant_name(op)] = run_op(op, args.samples)
         if args.verbose or status in ("wrong", "crash"):
-            print(f"{op.name:<32} {status:<11} {detail}", flush=True)
+            print(f"{variant_name(op):<40} {status:<11} {detail}", flush=True)
     counts = collections.Counter(s for s, _ in results.values())
     exportable = sum(v for k, v in counts.items() if k not in ("export", "skip"))
     print(f"{len(results)} ops ({args.samples or 'all'} samples each) in {time.perf_counter() - start:.0f} s: "
