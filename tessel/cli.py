@@ -99,6 +99,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     shapes = _parse_input_shapes(args.input_shape)
     if args.check:  # before compiling: a missing GPU should not cost a compile first
         _require_gpu(args.target, "compile --check")
+    from tessel.compiler.compile_api import _is_artifact
+
+    if _is_artifact(args.model):
+        raise TesselError(f"compile: {args.model} is already a compiled tessel model (an artifact); run it with "
+                          f"tessel.load({args.model!r})")
     try:
         graph = import_onnx(args.model, shapes)
     except ShapeError as e:

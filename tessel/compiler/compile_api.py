@@ -82,6 +82,9 @@ def compile(model, example_inputs=None, target: str | None = None, tuning_log=No
         return compile_graph(builder_graph, example_inputs, target, **options)
     if _is_onnx_model(model) or _is_onnx_path(model):
         return _compile_onnx(model, example_inputs, target, options)
+    if isinstance(model, (str, os.PathLike)) and _is_artifact(model):
+        raise TesselError(f"compile(): '{os.fspath(model)}' is a compiled tessel model (an artifact): run it with "
+                          f"tessel.load({os.fspath(model)!r}), no compiling needed")
     if isinstance(model, (str, os.PathLike)):
         raise TesselError(f"compile(): '{os.fspath(model)}' is not an existing .onnx file; compile accepts "
                           + ", ".join(ACCEPTED))
@@ -150,6 +153,16 @@ def _is_onnx_path(model) -> bool:
         return False
     path = os.fspath(model)
     return os.path.isfile(path) and str(path).lower().endswith(".onnx")
+
+
+def _is_artifact(path) -> bool:
+    """Whether `path` is a file that starts like a tessel artifact (a zip whose first entry is its manifest)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") and b"manifest.json" in head
 
 
 def _is_torch_module(model) -> bool:

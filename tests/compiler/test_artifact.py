@@ -385,3 +385,14 @@ def test_a_cuda_artifact_loads_where_tvm_is_absent(saved_cuda, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), cm.run_interpreted(x))
+
+
+def test_compiling_an_artifact_again_says_to_load_it(saved, capsys):
+    from tessel.cli import main
+
+    _, _, path = saved
+    with pytest.raises(ts.TesselError, match=r"is a compiled tessel model \(an artifact\): run it with tessel.load"):
+        ts.compile(str(path))
+    assert main(["compile", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already a compiled tessel model" in err[0]
