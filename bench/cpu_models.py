@@ -10,8 +10,17 @@ machine and its load. onnxruntime runs the model exported by torch's TorchScript
     python bench/cpu_models.py                       # every model, batch 1 and 16
     python bench/cpu_models.py --models mlp,resnet --batches 1 --repeat 20
     python bench/cpu_models.py --tuned-trials 64     # also: tuned with the autotuner (ts.tune)
+    python bench/cpu_models.py --cpu-time            # one thread each, thread CPU time (see below)
 
 Set TESSEL_NUM_THREADS to change tessel's threads (onnxruntime and torch use every core here too).
+
+`--cpu-time`: every peer on one thread (TESSEL_NUM_THREADS=1, onnxruntime intra/inter-op threads 1,
+torch.set_num_threads(1)), each call timed by the calling thread's CPU time (time.thread_time), which
+leaves out the time the thread waits while other jobs hold the cores. On this shared 2-core VM at load
+7-13 (other agents' jobs), wall-clock figures of 2-thread runs swing 10-100x between runs (whole 4 ms
+scheduler slices lost by one of the threads), while one thread's CPU time stays within about 10%; it
+compares the code, not the scheduler. (It still counts cache and memory interference from the other
+jobs.)
 """
 
 from __future__ import annotations
@@ -190,7 +199,7 @@ def _quiet_fd(fd: int):
             os.close(saved)
 
 
-def onnxruntime_session(module, inputs):
+def onnxruntime_session(module, inputs, threads: int = 0):
     """An onnxruntime session of the module exported with torch's TorchScript exporter, or the
     reason there is none."""
     import torch
@@ -202,6 +211,8 @@ def onnxruntime_session(module, inputs):
         return None, f"onnxruntime missing ({e})"
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = opts.inter_op_num_threads = threads
     why = ""
     for dynamo in (False, True):  # the TorchScript exporter, else torch.export's (needs onnxscript)
         try:
@@ -226,7 +237,7 @@ def onnxruntime_session(module, inputs):
     return (lambda *xs: sess.run(None, dict(zip(names, xs)))), ""
 
 
-def timed_blocks(fns: dict, repeat: int, rounds: int) -> dict:
+def timed_blocks(fns: dict, repeat: int, rounds: int, clock=time.perf_counter) -> dict:
     """Seconds per call of each function: timed in alternating blocks of `repeat` calls (after 3
     warm-up calls), the median of each block, and of those the best block. On this shared 2-core
     machine a block sometimes loses whole 4 ms scheduler slices to other jobs (torch eager's tiny
@@ -239,15 +250,16 @@ def timed_blocks(fns: dict, repeat: int, rounds: int) -> dict:
                 fn()
             times = []
             for _ in range(repeat):
-                t = time.perf_counter()
+                t = clock()
                 fn()
-                times.append(time.perf_counter() - t)
+                times.append(clock() - t)
             blocks[k].append(statistics.median(times))
             time.sleep(0.02)  # lets the other libraries' worker threads go idle
     return {k: min(v) for k, v in blocks.items()}
 
 
-def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: str | None) -> dict:
+def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: str | None,
+            cpu_time: bool = False) -> dict:
     import torch
 
     import tessel as ts
@@ -267,7 +279,7 @@ def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: s
         ts.tune(module, inputs, target="cpu", trials=trials, log=log)
         tuned = ts.compile(module, inputs, target="cpu", tuning_log=log)
         fns["tessel_tuned"] = lambda: tuned(*arrays)
-    sess, why = onnxruntime_session(module, inputs)
+    sess, why = onnxruntime_session(module, inputs, 1 if cpu_time else 0)
     if sess is not None:
         fns["onnxruntime"] = lambda: sess(*arrays)
     row["ort_note"] = why
@@ -277,7 +289,7 @@ def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: s
             module(*inputs)
 
     fns["torch"] = eager
-    row.update(timed_blocks(fns, repeat, rounds))
+    row.update(timed_blocks(fns, repeat, rounds, time.thread_time if cpu_time else time.perf_counter))
     row["cm"] = cm
     return row
 
@@ -291,14 +303,22 @@ def main(argv=None) -> None:
     ap.add_argument("--tuned-trials", type=int, default=0, help="also tune each model with this many trials")
     ap.add_argument("--log", default="cpu_models_tune.jsonl", help="tuning log (with --tuned-trials)")
     ap.add_argument("--profile", action="store_true", help="print each model's .summary() (per-kernel times)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread for every peer, timed by thread CPU time (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        os.environ["TESSEL_NUM_THREADS"] = "1"  # before TVM's pool starts
     import torch
+
+    if args.cpu_time:
+        torch.set_num_threads(1)
 
     from tessel.codegen.tvm_runtime import num_threads
 
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start; tessel threads "
           f"{num_threads()}, torch threads {torch.get_num_threads()}")
-    print("best block median per call; ratio = peer time / tessel time (above 1: tessel faster)")
+    print(("thread CPU time, one thread each" if args.cpu_time else "wall-clock") +
+          "; best block median per call; ratio = peer time / tessel time (above 1: tessel faster)")
     head = f"{'model':<10} {'batch':>5} {'tessel ms':>10} {'ort ms':>9} {'torch ms':>9} {'ort/ts':>7} {'torch/ts':>8}"
     if args.tuned_trials:
         head += f" {'tuned ms':>9} {'ort/tuned':>9}"
@@ -306,7 +326,7 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             try:
-                r = run_one(name, batch, args.repeat, args.rounds, args.tuned_trials, args.log)
+                r = run_one(name, batch, args.repeat, args.rounds, args.tuned_trials, args.log, args.cpu_time)
             except Exception as e:  # noqa: BLE001 - one model failing must not hide the others
                 print(f"{name:<10} {batch:>5}  FAILED: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
                 continue

@@ -65,13 +65,20 @@ def _signature(inputs):
     return tuple(key)
 
 
-def _dtype_name(dt) -> str:
-    from tessel.ir.dtypes import from_numpy_dtype
+_DTYPE_NAMES: dict = {}  # explicit cache: numpy dtype -> tessel name (from_numpy_dtype costs ~1 us per call)
 
-    try:
-        return from_numpy_dtype(dt)
-    except TesselError:
-        return str(dt)
+
+def _dtype_name(dt) -> str:
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        from tessel.ir.dtypes import from_numpy_dtype
+
+        try:
+            name = from_numpy_dtype(dt)
+        except TesselError:
+            name = str(dt)
+        _DTYPE_NAMES[dt] = name
+    return name
 
 
 def _key_of(specs) -> tuple:

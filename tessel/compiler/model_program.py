@@ -74,6 +74,7 @@ class Program:
         produced = {v for s in steps for v in s.group.outputs}
         self._fresh = [(o, graph.values[o]) for o in dict.fromkeys(graph.outputs) if o in produced]
         self._fresh_names = {o for o, _ in self._fresh}
+        self._fresh_np = [(o, tuple(v.shape), numpy_dtype(v.dtype)) for o, v in self._fresh]
         self._bound = None  # BoundSteps after the first (checked) run; False: not bindable
 
     @property
@@ -100,18 +101,18 @@ class Program:
         """Run on checked, contiguous numpy inputs; returns fresh output arrays. With `profile`
         (a dict), also times each step right after it runs, while its inputs are still valid
         (median seconds of `number` calls, keyed by step index)."""
-        from tessel.ir.dtypes import numpy_dtype
-
         with self._lock:
-            env = dict(self._static)
-            env.update(zip(self.graph.inputs, arrays))
-            for name, val in self._fresh:
-                env[name] = np.empty(val.shape, numpy_dtype(val.dtype))
+            # per call only the inputs and the fresh outputs go in `env`; constants and arena views
+            # are looked up in `_static` (copying that dict every call cost microseconds)
+            env = dict(zip(self.graph.inputs, arrays))
+            for name, shape, dt in self._fresh_np:
+                env[name] = np.empty(shape, dt)
             if profile is None and self._bound:  # after one checked call: views made once
                 self._bound(*[env[n] for n in self._changing])
             else:
+                full = {**self._static, **env}
                 for k, step in enumerate(self.steps):
-                    args = [env[a] for a in step.args]
+                    args = [full[a] for a in step.args]
                     step.kernel(*args)
                     if profile is not None:
                         profile[k] = step.kernel.time(*args, number=number, repeat=3)
@@ -119,11 +120,11 @@ class Program:
                     self._bound = self._bind()
             results, given = [], set()
             for o in self.graph.outputs:
+                value = env[o] if o in env else self._static[o]
                 fresh = o in self._fresh_names and o not in given
-                results.append(env[o] if fresh else np.array(env[o], copy=True))
+                results.append(value if fresh else np.array(value, copy=True))
                 given.add(o)
             return results
-
 
 
 def compile_program(graph: Graph, options: dict) -> Program:
