@@ -250,4 +250,24 @@ def _compile_onnx(model, example_inputs, target, options):
 
     dynamic = has_dynamic_dims(proto)  # dims without a value, with a name, or a negative value
     specialize = (lambda inputs: import_onnx(proto, shapes(inputs))) if dynamic else None
-    return compile_graph(graph, ex, target, specialize=specialize, **options)
+    ranges = _onnx_ranges(proto, graph.name, names) if dynamic else None
+    return compile_graph(graph, ex, target, specialize=specialize, input_ranges=ranges, **options)
+
+
+def _onnx_ranges(proto, name: str, names: list):
+    """The InputRanges of an ONNX model's declared input shapes: fixed dims, named dims (inputs that
+    share a name must agree) and unnamed dynamic dims (each its own); None when some input declares
+    no shape (or is not a tensor), so nothing can be checked before the import."""
+    from tessel.compiler.model_ranges import InputRanges
+    from tessel.frontend.onnx_load import declared_shape
+
+    by_name = {i.name: i for i in proto.graph.input}
+    inputs = []
+    for n in names:
+        vi = by_name[n]
+        shape = declared_shape(vi) if vi.type.HasField("tensor_type") else None
+        if shape is None:
+            return None
+        inputs.append((n, [d if isinstance(d, int) else (d if d else f"{n}.{k}", 0, None)
+                           for k, d in enumerate(shape)]))
+    return InputRanges(name, inputs)

@@ -72,8 +72,8 @@ class InputRanges:
             for k, (d, size) in enumerate(zip(dims, shape)):
                 if isinstance(d, int):
                     if size != d:
-                        raise ArgumentError(f"{what} dimension {k} is {size}; the model was exported with it "
-                                            f"fixed at {d} (inputs: {self.describe()})")
+                        raise ArgumentError(f"{what} dimension {k} is {size}; the model fixes it at {d} "
+                                            f"(inputs: {self.describe()})")
                     continue
                 if d == "derived":
                     continue

@@ -79,7 +79,7 @@ def test_out_of_range_names_input_dimension_and_range_before_exporting(pair, mon
     with pytest.raises(ArgumentError, match=r"input 'y' dimension 0 is 6 but input 'x' dimension 0 is 5; both are "
                                             r"'batch'"):
         cm(torch.randn(5, 8), torch.randn(6, 4))
-    with pytest.raises(ArgumentError, match=r"input 'x' dimension 1 is 9; the model was exported with it fixed at 8"):
+    with pytest.raises(ArgumentError, match=r"input 'x' dimension 1 is 9; the model fixes it at 8"):
         cm(torch.randn(5, 9), torch.randn(5, 4))
     with pytest.raises(ArgumentError, match=r"input 'x' has 3 dimension"):
         cm(torch.randn(2, 5, 8), torch.randn(5, 4))
