@@ -18,6 +18,19 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
+    # from the 10-minute --target cuda campaign (2026-12-04), reported in REQUESTS.md:
+    "gpu_fuse_of_bound_loops_races": (
+        "race:schedule", "tessel/schedules/loops.py fuse (fuses the block- and thread-bound loops gpu.elementwise "
+                         "made; split refuses a bound loop, fuse does not)"),
+    "gemm_mma_sync_ignores_loop_extents": (
+        "diff:schedule", "tessel/schedules/gemm.py (gemm.mma_sync applies to a nest whose loops are 1x1x1 over 4x4 "
+                         "buffers with an init guard k4 == 4, and computes the full GEMM)"),
+    "gemm_mma_sync_misaligned_cp_async": (
+        "exec:schedule", "tessel/schedules/gemm.py (gemm.mma_sync on K = 7 float16 rows issues 4-byte cp.async at "
+                         "2-byte-aligned addresses)"),
+    "cache_read_shared_scope_in_cpu_kernel": (
+        "verify:schedule", "tessel/schedules/caching.py cache_read (scope 'shared' in a CPU kernel: the result does "
+                           "not verify; it should be a ScheduleError)"),
     "tvm_float_floordiv_by_zero": (
         "diff:tvm", "tessel/codegen/tvm_tir.py float_divmod (x // 0.0 is 0 in compiled code; numpy and the "
                     "interpreter give x / 0.0, i.e. +-inf or nan)"),
