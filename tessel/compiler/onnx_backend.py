@@ -50,44 +50,71 @@ class TesselBackendRep(BackendRep):
 
     def run(self, inputs, **kwargs):
         if isinstance(inputs, dict):
-            feeds = {k: np.asarray(v) for k, v in inputs.items()}
+            feeds = {k: _array(v) for k, v in inputs.items()}
         else:
             inputs = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
             if len(inputs) != len(self.input_names):
                 raise ArgumentError(f"model '{self.model.graph.name}' takes {len(self.input_names)} input(s) "
                                     f"({', '.join(self.input_names)}), got {len(inputs)}")
-            feeds = {n: np.asarray(a) for n, a in zip(self.input_names, inputs)}
+            feeds = {n: _array(a) for n, a in zip(self.input_names, inputs)}
         graph, compiled = self._compiled(feeds)
-        args = [feeds[n] for n in graph.inputs]
+        flat = _flat(feeds)
+        args = [flat[n] for n in graph.inputs]
         if compiled is None:
             from tessel.frontend.reference import run_graph
 
             outs = run_graph(graph, args)
         else:
-            outs = compiled(*args)
+            outs = compiled(*args) if graph.outputs else []
             outs = [outs] if len(graph.outputs) == 1 else list(outs)
-        return tuple(np.asarray(o) for o in outs)
+        outs = [np.asarray(o) for o in outs]
+        result, k = [], 0
+        for _, items in graph.meta.get("onnx_outputs") or [(o, None) for o in graph.outputs]:
+            result.append(outs[k] if items is None else outs[k:k + items])  # a sequence: a list of arrays
+            k += 1 if items is None else items
+        return tuple(result)
 
     def _compiled(self, feeds: dict):
-        sig = tuple((n, a.shape, a.dtype.str) for n, a in sorted(feeds.items()))
+        flat = _flat(feeds)
+        sig = tuple((n, a.shape, a.dtype.str) for n, a in sorted(flat.items()))
         for graph, compiled, bound in self._cache.get(sig, []):
-            if all(np.array_equal(feeds[n], v) for n, v in bound.items()):
+            if all(np.array_equal(flat[n], v) for n, v in bound.items()):
                 return graph, compiled
+        shapes = {n: [a.shape for a in v] if isinstance(v, list) else v.shape for n, v in feeds.items()}
         try:
-            graph = import_onnx(self.model, {n: a.shape for n, a in feeds.items()}, input_values=feeds)
+            graph = import_onnx(self.model, shapes, input_values=feeds)
         except (UnsupportedOpError, UnsupportedDTypeError) as e:
             raise unittest.SkipTest(f"tessel does not support this: {e}") from None
-        bound = {n: feeds[n] for n in feeds if n not in graph.inputs}
+        bound = {n: flat[n] for n in flat if n not in graph.inputs}
         compiled = None
         if not self.use_reference:
             from tessel.compiler.compile_api import compile as tessel_compile  # tessel.compile
 
             try:
-                compiled = tessel_compile(graph, [feeds[n] for n in graph.inputs], target="cpu")
+                if graph.outputs:  # (a model whose outputs are all empty sequences has nothing to run)
+                    compiled = tessel_compile(graph, [flat[n] for n in graph.inputs], target="cpu")
             except UnsupportedOpError as e:
                 raise unittest.SkipTest(f"tessel does not support this: {e}") from None
         self._cache.setdefault(sig, []).append((graph, compiled, bound))
         return graph, compiled
+
+
+def _array(v):
+    """A feed as an array, or a list of arrays for a sequence."""
+    return [np.asarray(a) for a in v] if isinstance(v, list) else np.asarray(v)
+
+
+def _flat(feeds: dict) -> dict:
+    """Feeds with each sequence's items under their flat names (`onnx_import.sequence_item`)."""
+    from tessel.frontend.onnx_import import sequence_item
+
+    out = {}
+    for n, v in feeds.items():
+        if isinstance(v, list):
+            out.update({sequence_item(n, k): a for k, a in enumerate(v)})
+        else:
+            out[n] = v
+    return out
 
 
 class TesselBackend(Backend):
@@ -103,9 +130,11 @@ class TesselBackend(Backend):
             raise unittest.SkipTest(f"tessel's ONNX backend runs on the CPU, not on {device}")
         model, _ = load_model(model)
         for vi in list(model.graph.input) + list(model.graph.output):
-            if not vi.type.HasField("tensor_type"):
-                raise unittest.SkipTest(f"tessel does not support this: model input/output '{vi.name}' is not a "
-                                        f"tensor (sequences, maps and optionals are not supported)")
+            t = vi.type
+            if not (t.HasField("tensor_type") or (t.HasField("sequence_type")
+                                                  and t.sequence_type.elem_type.HasField("tensor_type"))):
+                raise unittest.SkipTest(f"tessel does not support this: model input/output '{vi.name}' is neither "
+                                        f"a tensor nor a sequence of tensors (maps and optionals are not supported)")
         return TesselBackendRep(model, use_reference=bool(kwargs.get("use_reference", False)))
 
     @classmethod

@@ -75,6 +75,9 @@ def import_onnx(model_or_path, input_shapes: dict | None = None, *, input_values
     if isinstance(input_shapes, (list, tuple)):
         input_shapes = shapes_by_name(model, input_shapes)
     input_values = dict(input_values or {})
+    for name, v in list(input_values.items()):  # a sequence's items are bound one by one
+        if isinstance(v, (list, tuple)):
+            input_values.update({sequence_item(name, k): a for k, a in enumerate(v)})
     bound: dict = {}
     while True:
         try:
@@ -126,10 +129,17 @@ class _Importer:
         self._check_ops_supported(graph.node, self.opsets)
         for k, node in enumerate(graph.node):
             self.convert_node(node, k, self.opsets)
-        outs = []
+        from tessel.frontend.onnx_ops_sequence import Sequence
+
+        outs, structure = [], []
         for o in graph.output:
             v = self.value(o.name)
-            outs.append(v if v in outs else self._output_named(v, o.name))
+            items = list(v) if isinstance(v, Sequence) else [v]
+            structure.append((o.name, len(items) if isinstance(v, Sequence) else None))
+            for k, x in enumerate(items):
+                name = o.name if not isinstance(v, Sequence) else sequence_item(o.name, k)
+                outs.append(x if x in outs else self._output_named(x, name))
+        self.g.meta["onnx_outputs"] = structure  # (name, number of items for a sequence, else None)
         self.g.mark_outputs(outs)
         self.g.prune()
         return self.g
@@ -153,10 +163,13 @@ class _Importer:
         return name
 
     def _add_model_input(self, vi) -> None:
+        if vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.HasField("tensor_type"):
+            self._add_sequence_input(vi)
+            return
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
-            raise UnsupportedOpError(f"model input '{vi.name}': only tensor inputs are supported "
-                                     f"(not sequences, maps or optionals)")
+            raise UnsupportedOpError(f"model input '{vi.name}': only tensor inputs and sequences of tensors are "
+                                     f"supported (not maps or optionals)")
         if vi.name in self.bound:
             import numpy as np
 
@@ -176,6 +189,27 @@ class _Importer:
         name = self.g.add_input(vi.name, shape, dtype)
         self.env[vi.name] = name
         self.derives[name] = frozenset([vi.name])
+
+    def _add_sequence_input(self, vi) -> None:
+        """A sequence of tensors: one graph input per item (named by `sequence_item`), the number
+        of items and their shapes from `input_shapes` (a list of shapes)."""
+        from onnx import helper
+
+        from tessel.frontend.onnx_ops_sequence import Sequence
+
+        shapes = self.input_shapes.get(vi.name)
+        if shapes is None:
+            raise OnnxImportError(f"model input '{vi.name}' is a sequence: give the shapes of its items in "
+                                  f"input_shapes (a list of shapes)")
+        item_type = vi.type.sequence_type.elem_type
+        items = []
+        for k, shape in enumerate(shapes):
+            flat = sequence_item(vi.name, k)
+            item = helper.make_value_info(flat, item_type)
+            self.input_shapes[flat] = tuple(shape)
+            self._add_model_input(item)
+            items.append(self.value(flat))
+        self.env[vi.name] = Sequence(items)
 
     def _check_ops_supported(self, nodes, opsets) -> None:
         """Name every unsupported op of the model at once (with the first node and its inputs)."""
@@ -389,7 +423,7 @@ class _Importer:
         import numpy as np
 
         arr = np.asarray(arr)
-        if arr.dtype == np.uint8 or arr.dtype.kind in "uU":
+        if arr.dtype.kind in "US":
             raise UnsupportedDTypeError(f"{self.where()}: constant '{name}' of numpy dtype {arr.dtype}")
         from tessel.ir.dtypes import from_numpy_dtype
 
@@ -461,7 +495,8 @@ class _Importer:
             return
         for o, r in zip(n.outputs, res):
             val = self.g.values[o]
-            val.data = np.ascontiguousarray(np.asarray(r).astype(numpy_dtype(val.dtype), copy=False).reshape(val.shape))
+            arr = np.asarray(r).astype(numpy_dtype(val.dtype), copy=False).reshape(val.shape)
+            val.data = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (which makes 0-d 1-d)
         self.g.remove_node(node_name)
 
     # -- messages ----------------------------------------------------------------------------------
@@ -502,6 +537,15 @@ class _Importer:
             return onnx.defs.get_schema(node.op_type, opset, "").since_version
         except onnx.defs.SchemaError:
             return opset
+
+
+def sequence_item(name: str, k: int) -> str:
+    """The flat name of item k of sequence `name` (a graph input or output).
+
+    >>> sequence_item("seq", 2)
+    'seq.2'
+    """
+    return f"{name}.{k}"
 
 
 def _schema(node, opsets):

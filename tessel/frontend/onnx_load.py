@@ -28,8 +28,8 @@ class UnsupportedDTypeError(DTypeError):
 
 
 # ONNX TensorProto element types that tessel has a dtype for.
-_ONNX_TO_DTYPE = {1: "float32", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
-                  16: "bfloat16"}
+_ONNX_TO_DTYPE = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                  10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
 _DTYPE_TO_ONNX = {v: k for k, v in _ONNX_TO_DTYPE.items()}
 
 

@@ -75,7 +75,11 @@ def _spatial_pads(ctx, node, in_sp, kernel, strides, dilations) -> list:
 @converter("Conv")
 def _conv(ctx, node):
     vals = ins(ctx, node)
-    x, w, b = vals[0], vals[1], opt(vals, 2)
+    return [conv(ctx, node, vals[0], vals[1], opt(vals, 2))]
+
+
+def conv(ctx, node, x, w, b=None) -> str:
+    """The convolution of Graph values x and w (and bias b) with the Conv attributes of `node`."""
     xs, ws = ctx.shape(x), ctx.shape(w)
     nd = len(xs) - 2
     if nd not in (1, 2):
@@ -85,8 +89,8 @@ def _conv(ctx, node):
     dilations = ctx.attr(node, "dilations") or [1] * nd
     pads = _spatial_pads(ctx, node, xs[2:], kernel, strides, dilations)
     args = [x, w] + ([b] if b is not None else [])
-    return [ctx.op("conv", args, stride=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
-                   groups=int(ctx.attr(node, "group", 1)))]
+    return ctx.op("conv", args, stride=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
+                  groups=int(ctx.attr(node, "group", 1)))
 
 
 @converter("ConvTranspose")

@@ -5,6 +5,7 @@ Importing this package registers every op; `tessel.frontend.ops.get_op` imports 
 
     common.py       shared helpers: input/attribute checks, broadcasting, axes, dtype promotion
     elementwise.py  binary/unary arithmetic, comparisons, where, activations, cast, clip, batch_norm
+    bitwise.py      bitwise and/or/xor/not and shifts, composed from integer arithmetic
     contraction.py  matmul, linear, conv
     reduction.py    reduce_*, argmax/argmin, softmax/log_softmax, layer_norm, rms_norm
     pool.py         max_pool, avg_pool
@@ -19,5 +20,5 @@ Example:
 """
 
 from tessel.frontend.op_library import (  # noqa: F401 - imported for their registrations
-    attention, contraction, elementwise, fft, layout, pool, reduction,
+    attention, bitwise, contraction, elementwise, fft, layout, pool, reduction,
 )
