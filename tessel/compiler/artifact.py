@@ -421,8 +421,37 @@ class _Reader:
         if printed.source != source:
             raise self.error(f"kernel '{ir.name}': this tessel prints other CUDA source for its IR than the file holds "
                              f"(written by tessel {self.manifest.get('tessel_version', '?')}); compile the model again")
+        from tessel.ir import target as gpu_target
+
+        here = gpu_target.detect_cuda_arch()  # None without a GPU: the model still runs interpreted
+        if here is not None and not runs_on(kref["arch"], kref["kind"], here):
+            raise self.error(f"kernel '{ir.name}' was compiled for {kref['arch']} ({kref['kind']}), which this "
+                             f"machine's GPU ({here}) cannot run: compile the model again here")
         binary = Binary(code=code, arch=kref["arch"], compiler=kref["compiler"], key=kref["key"], kind=kref["kind"])
         return GpuKernel(ir, printed, binary, parse_target(kref["target"]))
+
+
+def runs_on(built: str, kind: str, gpu: str) -> bool:
+    """Whether code compiled for architecture `built` ("sm_86", "sm_90a") as `kind` ("cubin" or
+    "ptx") runs on a GPU of architecture `gpu`: a cubin on the same major version and a minor at
+    least as high, an "a" (architecture-specific) cubin only on its own architecture, PTX on any
+    later GPU (the driver compiles it).
+
+    >>> runs_on("sm_80", "cubin", "sm_86"), runs_on("sm_90a", "cubin", "sm_100a"), runs_on("sm_80", "ptx", "sm_90a")
+    (True, False, True)
+    """
+    def parse(arch):
+        m = re.fullmatch(r"sm_(\d+?)(\d)(a?)", arch)
+        return (int(m.group(1)), int(m.group(2)), bool(m.group(3))) if m else None
+
+    b, g = parse(built), parse(gpu)
+    if b is None or g is None:
+        return built == gpu
+    if kind == "ptx":
+        return (g[0], g[1]) >= (b[0], b[1])
+    if b[2]:
+        return (g[0], g[1]) == (b[0], b[1])
+    return g[0] == b[0] and g[1] >= b[1]
 
 
 def _load_library(raw: bytes, symbol: str):

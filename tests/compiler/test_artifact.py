@@ -190,6 +190,14 @@ def test_cuda_artifact_whose_source_this_printer_would_not_print_is_refused(save
     _one_line_error(fixed, "prints other CUDA source for its IR than the file holds")
 
 
+def test_cuda_artifact_for_another_gpu_is_refused(saved_cuda, monkeypatch):
+    from tessel.ir import target
+
+    _, _, path = saved_cuda
+    monkeypatch.setattr(target, "detect_cuda_arch", lambda: "sm_80")  # as on an A100
+    _one_line_error(path, "was compiled for sm_90a (cubin), which this machine's GPU (sm_80) cannot run")
+
+
 @pytest.mark.gpu
 def test_cuda_artifact_runs_on_the_gpu(saved_cuda, monkeypatch):
     torch = pytest.importorskip("torch")
