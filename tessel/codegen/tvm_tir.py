@@ -53,7 +53,7 @@ import re
 
 from tessel.codegen import tvm_fastmath as _fastmath
 from tessel.errors import CodegenError
-from tessel.ir.dtypes import bits, is_float, is_int
+from tessel.ir.dtypes import bits, is_float, is_int, is_unsigned
 from tessel.ir.nodes import (
     Allocate,
     Barrier,
@@ -254,7 +254,7 @@ class _Translator:
             return T.Not(self.expr(e.a))
         if isinstance(e, Select):
             if self.may_fault(e.t) or self.may_fault(e.f):
-                if self.vector_depth and not (_divides(e.t) or _divides(e.f)) and self._clampable(e):
+                if CLAMP_SELECTS and self.vector_depth and not (_divides(e.t) or _divides(e.f)) and self._clampable(e):
                     # in a vectorized loop a lazy if_then_else runs lane by lane: load at indices
                     # clamped into the buffer instead (equal wherever the select picks the load)
                     # and select eagerly, which vectorizes (zero-padding copies of convolutions)
@@ -270,7 +270,8 @@ class _Translator:
                 # interpreter's, and CUDA's, rule); a plain fptosi would give poison there.
                 if e.value.dtype in ("float16", "bfloat16"):
                     v = T.Cast("float32", v)
-                return T.call_llvm_pure_intrin(e.dtype, "llvm.fptosi.sat", v)
+                sat = "llvm.fptoui.sat" if is_unsigned(e.dtype) else "llvm.fptosi.sat"
+                return T.call_llvm_pure_intrin(e.dtype, sat, v)
             return T.Cast(e.dtype, v)
         if isinstance(e, Call):
             return self.call(e)
@@ -298,7 +299,7 @@ class _Translator:
                 # TVM refuses to fold a constant zero divisor (compile error, even in dead code);
                 # running it is undefined in compiled code anyway (see the module docstring): 0
                 return T.const(0, e.dtype)
-            if not isinstance(e.b, Const):
+            if not isinstance(e.b, Const) and not is_unsigned(e.dtype):
                 # MIN // -1 traps on x86 (SIGFPE); divide by 1 instead and negate (wrapping, as the
                 # interpreter does): branch-free, so it still vectorizes.
                 minus_one = b == T.const(-1, e.dtype)
@@ -469,6 +470,11 @@ class _Bound:
 
 _MISSING = object()
 
+
+# Clamped eager selects in vectorized loops (see `expr`): off. A clamped index is no ramp, so TVM gathers;
+# measured on one AVX-512 core, MobileNet's stride-2 depthwise conv (zero padding inlined into the
+# contraction) went 9 -> 35 us, worse than the lane-by-lane if_then_else.
+CLAMP_SELECTS = False
 
 STACK_LIMIT_BYTES = 64 * 1024  # per allocation; parallel workers run on threads with MB-sized stacks
 

@@ -76,7 +76,9 @@ def _defaults(kernel, target, info) -> dict:
     rows = generic._tile(rows_extent, max(1, min(8, budget // (vecs * tb))))
     while tb > 1 and tb * rows * vecs > budget:
         tb = max(d for d in range(1, tb) if chans % d == 0)
-    out.update(tile_batch=tb, tile_rows=rows)
+    # the panel a channels-last conv would pack is its weight, already contiguous along the columns
+    # and small: copying it per column panel cost 9-14% (1x1 128->128 and 3x3 64->64 at 8x8, one core)
+    out.update(tile_batch=tb, tile_rows=rows, pack=False)
     return out
 
 
