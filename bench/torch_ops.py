@@ -5,7 +5,8 @@ Each op's float32 CPU samples (the first --samples of them; 0 = all) are wrapped
 forward takes the sample's tensors (its other arguments are fixed), exported, compiled and run on
 those same tensors; outputs are compared with eager at rtol 1e-4 / atol 1e-5 (NaN equal to NaN).
 An op passes when every sample passes; an op whose graph draws random numbers (an aten op tagged
-nondeterministic_seeded: rand_like, bernoulli, ...) is skipped, there is no value to compare. Needs `expecttest` (torch's testing module imports it).
+nondeterministic_seeded: rand_like, bernoulli, ...) is skipped, there is no value to compare.
+Needs `expecttest` (torch's testing module imports it).
 
 Run:  python bench/torch_ops.py --samples 2 --out /tmp/torch_ops.json      (about 1-2 s per sample)
       python bench/torch_ops.py --ops roll,cat,sum --samples 0 -v           (some ops, every sample)

@@ -42,8 +42,8 @@ def aten(*names):
 def converters() -> dict:
     """Every converter, keyed by aten overload name (importing the modules that register them)."""
     from tessel.frontend import (  # noqa: F401 - they register on import
-        torch_aten_bessel, torch_aten_index, torch_aten_layout, torch_aten_math, torch_aten_misc, torch_aten_movement,
-        torch_aten_pool, torch_aten_resize, torch_aten_scan, torch_aten_sort, torch_aten_special,
+        torch_aten_bessel, torch_aten_index, torch_aten_layout, torch_aten_linalg, torch_aten_math, torch_aten_misc,
+        torch_aten_movement, torch_aten_pool, torch_aten_resize, torch_aten_scan, torch_aten_sort, torch_aten_special,
     )
 
     return CONVERTERS

@@ -12,7 +12,8 @@ torch_aten_special.py for the gamma and error-function families).
 
 Example:
     >>> from tessel.frontend.torch_aten import converters
-    >>> all(f"aten.special_{n}.default" in converters() for n in ("bessel_j0", "modified_bessel_k1", "chebyshev_polynomial_t"))
+    >>> names = ("bessel_j0", "modified_bessel_k1", "chebyshev_polynomial_t")
+    >>> all(f"aten.special_{n}.default" in converters() for n in names)
     True
 """
 

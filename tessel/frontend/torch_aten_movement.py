@@ -85,7 +85,7 @@ def _read(cx, sources: list, ids) -> str:
             and (ids.reshape(-1) == np.arange(1, n0 + 1)).all():
         return cx.cast(sources[0], dt)  # the identity
     out = None
-    for k, (src, pick) in enumerate(zip(flat, (ids > 0, ids < 0))):
+    for src, pick in zip(flat, (ids > 0, ids < 0)):
         if not pick.any():
             continue
         at = np.where(pick, np.abs(ids) - 1, 0)
