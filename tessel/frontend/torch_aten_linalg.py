@@ -442,3 +442,108 @@ def _lu_solve(cx, a):
         perm = X(cx, cx.emit("expand", [perm.v], shape=lead + (n,)))
     y = solve_lower(_unit_lower(lu_), _permute_rows(cx, b, perm), unit=True)
     return _back(cx, solve_upper(lu_, y, unit=False))
+
+
+# -- Householder QR (LAPACK's geqr2 / org2r / orm2r conventions) --------------------------------------
+
+def _reflector_vec(cx, a: X, i: int) -> X:
+    """v of reflector i from packed reflectors a (m, n): 0 above row i, 1 at i, a[i+1:, i] below."""
+    m = a.shape[-2]
+    rows = X(cx, cx.const(_np().arange(m).reshape(m, 1)))
+    return where(rows.lt(i), 0.0, where(rows.eq(i), 1.0, _col(a, i)))
+
+
+def geqrf(cx, a: X) -> tuple:
+    """(packed R and reflectors, tau): dlarfg's beta = -sign(alpha) |(alpha, x)|, tau = (beta - alpha)
+    / beta, v = x / (alpha - beta), and tau = 0 when x is zero."""
+    m, n = a.shape[-2:]
+    lead = a.shape[:-2]
+    rows = X(cx, cx.const(_np().arange(m).reshape(m, 1)))
+    taus = []
+    for i in range(min(m, n)):
+        col = _col(a, i)  # (..., m, 1)
+        alpha = _row(col, i)  # (..., 1, 1)
+        below = rows.gt(i)
+        xnorm2 = where(below, col * col, 0.0).sum([len(a.shape) - 2], keepdims=True)
+        zero = xnorm2.eq(0.0)
+        norm = sqrt(alpha * alpha + xnorm2)
+        beta = where(alpha.lt(0.0), norm, -norm)
+        tau = where(zero, 0.0, (beta - alpha) / where(zero, 1.0, beta))
+        scale = where(zero, 1.0, 1.0 / where(zero, 1.0, alpha - beta))
+        newcol = where(below, col * scale, where(rows.eq(i), where(zero, alpha, beta), col))
+        v = where(rows.lt(i), 0.0, where(rows.eq(i), 1.0, newcol))
+        right = _mask(cx, 1, n, lambda r, c: c > i)
+        w = (v * a).sum([len(a.shape) - 2], keepdims=True)  # v^T A: (..., 1, n)
+        a = a - where(right, v * (w * tau), 0.0)
+        a = where(_mask(cx, 1, n, lambda r, c: c == i), newcol, a)
+        taus.append(tau.reshape(lead + (1,)))
+    tau = _cat(taus, -1) if taus else X(cx, cx.const(_np().zeros(lead + (0,))))
+    return a, tau
+
+
+def _apply_reflectors(cx, refl: X, tau: X, c: X, order, left: bool) -> X:
+    """c with the reflectors H_i = I - tau_i v_i v_i^T applied in `order` (left: H c; right: c H)."""
+    lead = tau.shape[:-1]
+    rank = len(c.shape)
+    for i in order:
+        v = _reflector_vec(cx, refl, i)  # (..., m, 1)
+        t = X(cx, _slice(cx, tau.v, len(lead), i, i + 1)).reshape(lead + (1, 1))
+        if left:
+            c = c - v * ((v * c).sum([rank - 2], keepdims=True) * t)
+        else:
+            vt = v.reshape(v.shape[:-2] + (1, v.shape[-2]))
+            c = c - (c * vt).sum([rank - 1], keepdims=True) * vt * t
+    return c
+
+
+@aten("geqrf.default")
+@_guard
+def _geqrf(cx, a):
+    packed, tau = geqrf(cx, _f64(cx, a, "self"))
+    return [_back(cx, packed, 0), _back(cx, tau, 1)]
+
+
+def householder_product(cx, refl: X, tau: X, cols: int) -> X:
+    np = _np()
+    m = refl.shape[-2]
+    lead = tau.shape[:-1]
+    q = X(cx, cx.const(np.broadcast_to(np.eye(m, cols), lead + (m, cols)).copy()))
+    return _apply_reflectors(cx, refl, tau, q, range(tau.shape[-1] - 1, -1, -1), left=True)
+
+
+@aten("linalg_householder_product.default")
+@_guard
+def _householder_product(cx, a):
+    refl, tau = _f64(cx, a, "input"), _f64(cx, a, "tau")
+    return _back(cx, householder_product(cx, refl, tau, refl.shape[-1]))
+
+
+@aten("linalg_qr.default")
+@_guard
+def _qr(cx, a):
+    m0 = _f64(cx, a, "A")
+    m, n = m0.shape[-2:]
+    k = min(m, n)
+    mode = a["mode"]
+    packed, tau = geqrf(cx, m0)
+    rrows = m if mode == "complete" else k
+    r = X(cx, _slice(cx, packed.v, len(m0.shape) - 2, 0, rrows)) if rrows < m else packed
+    r = where(_mask(cx, rrows, n, lambda i, j: i <= j), r, 0.0)
+    if mode == "r":
+        from tessel.ir.dtypes import numpy_dtype
+
+        meta = cx.out_meta[0]  # torch gives an empty Q
+        return [cx.const(_np().zeros(tuple(meta.shape), numpy_dtype(_tdt(meta.dtype)))), _back(cx, r, 1)]
+    q = householder_product(cx, packed, tau, m if mode == "complete" else k)
+    return [_back(cx, q, 0), _back(cx, r, 1)]
+
+
+@aten("ormqr.default")
+@_guard
+def _ormqr(cx, a):
+    refl, tau, c = _f64(cx, a, "self"), _f64(cx, a, "input2"), _f64(cx, a, "input3")
+    left, trans = bool(a["left"]), bool(a["transpose"])
+    k = tau.shape[-1]
+    up, down = range(k), range(k - 1, -1, -1)
+    order = (up if trans else down) if left else (down if trans else up)
+    return _back(cx, _apply_reflectors(cx, refl, tau, c, order, left))

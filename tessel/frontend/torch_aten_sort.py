@@ -22,7 +22,7 @@ from tessel.frontend.torch_aten import _dim, aten
 from tessel.frontend.torch_aten_expr import X, isnan, where
 from tessel.frontend.torch_aten_layout import _slice, take_along
 
-MAX_CELLS = 1 << 24  # rows x n x n comparisons
+MAX_CELLS = 1 << 27  # rows x n x n comparisons
 
 
 def _name(cx) -> str:
