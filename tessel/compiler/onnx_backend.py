@@ -70,6 +70,9 @@ class TesselBackendRep(BackendRep):
         outs = [np.asarray(o) for o in outs]
         result, k = [], 0
         for _, items in graph.meta.get("onnx_outputs") or [(o, None) for o in graph.outputs]:
+            if items == "empty":  # an empty optional
+                result.append(None)
+                continue
             result.append(outs[k] if items is None else outs[k:k + items])  # a sequence: a list of arrays
             k += 1 if items is None else items
         return tuple(result)
@@ -80,7 +83,8 @@ class TesselBackendRep(BackendRep):
         for graph, compiled, bound in self._cache.get(sig, []):
             if all(np.array_equal(flat[n], v) for n, v in bound.items()):
                 return graph, compiled
-        shapes = {n: [a.shape for a in v] if isinstance(v, list) else v.shape for n, v in feeds.items()}
+        shapes = {n: [a.shape for a in v] if isinstance(v, list) else None if v is None else v.shape
+                  for n, v in feeds.items()}
         try:
             graph = import_onnx(self.model, shapes, input_values=feeds)
         except (UnsupportedOpError, UnsupportedDTypeError) as e:
@@ -101,7 +105,17 @@ class TesselBackendRep(BackendRep):
 
 def _array(v):
     """A feed as an array, or a list of arrays for a sequence."""
+    if v is None:  # an empty optional
+        return None
     return [np.asarray(a) for a in v] if isinstance(v, list) else np.asarray(v)
+
+
+def _supported_type(t) -> bool:
+    if t.HasField("optional_type"):
+        return _supported_type(t.optional_type.elem_type)
+    if t.HasField("sequence_type"):
+        return t.sequence_type.elem_type.HasField("tensor_type")
+    return t.HasField("tensor_type")
 
 
 def _flat(feeds: dict) -> dict:
@@ -112,7 +126,7 @@ def _flat(feeds: dict) -> dict:
     for n, v in feeds.items():
         if isinstance(v, list):
             out.update({sequence_item(n, k): a for k, a in enumerate(v)})
-        else:
+        elif v is not None:
             out[n] = v
     return out
 
@@ -130,11 +144,10 @@ class TesselBackend(Backend):
             raise unittest.SkipTest(f"tessel's ONNX backend runs on the CPU, not on {device}")
         model, _ = load_model(model)
         for vi in list(model.graph.input) + list(model.graph.output):
-            t = vi.type
-            if not (t.HasField("tensor_type") or (t.HasField("sequence_type")
-                                                  and t.sequence_type.elem_type.HasField("tensor_type"))):
-                raise unittest.SkipTest(f"tessel does not support this: model input/output '{vi.name}' is neither "
-                                        f"a tensor nor a sequence of tensors (maps and optionals are not supported)")
+            if not _supported_type(vi.type):
+                raise unittest.SkipTest(f"tessel does not support this: model input/output '{vi.name}' is not a "
+                                        f"tensor, a sequence of tensors or an optional of those (maps are not "
+                                        f"supported)")
         return TesselBackendRep(model, use_reference=bool(kwargs.get("use_reference", False)))
 
     @classmethod

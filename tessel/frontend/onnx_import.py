@@ -129,17 +129,21 @@ class _Importer:
         self._check_ops_supported(graph.node, self.opsets)
         for k, node in enumerate(graph.node):
             self.convert_node(node, k, self.opsets)
-        from tessel.frontend.onnx_ops_sequence import Sequence
+        from tessel.frontend.onnx_ops_sequence import NO_VALUE, Sequence
 
         outs, structure = [], []
         for o in graph.output:
             v = self.value(o.name)
+            if v is NO_VALUE:  # an empty optional
+                structure.append((o.name, "empty"))
+                continue
             items = list(v) if isinstance(v, Sequence) else [v]
             structure.append((o.name, len(items) if isinstance(v, Sequence) else None))
             for k, x in enumerate(items):
                 name = o.name if not isinstance(v, Sequence) else sequence_item(o.name, k)
                 outs.append(x if x in outs else self._output_named(x, name))
-        self.g.meta["onnx_outputs"] = structure  # (name, number of items for a sequence, else None)
+        # (name, number of items for a sequence, "empty" for an empty optional, else None)
+        self.g.meta["onnx_outputs"] = structure
         self.g.mark_outputs(outs)
         self.g.prune()
         return self.g
@@ -163,6 +167,16 @@ class _Importer:
         return name
 
     def _add_model_input(self, vi) -> None:
+        if vi.type.HasField("optional_type"):  # its content, or NO_VALUE when input_shapes says None
+            from onnx import helper
+
+            from tessel.frontend.onnx_ops_sequence import NO_VALUE
+
+            if self.input_shapes.get(vi.name) is None:
+                self.env[vi.name] = NO_VALUE
+                return
+            self._add_model_input(helper.make_value_info(vi.name, vi.type.optional_type.elem_type))
+            return
         if vi.type.HasField("sequence_type") and vi.type.sequence_type.elem_type.HasField("tensor_type"):
             self._add_sequence_input(vi)
             return
@@ -230,6 +244,8 @@ class _Importer:
             return True
         if domain == "" and node.op_type in self.converters:
             return True
+        if domain and f"{domain}.{node.op_type}" in self.converters:  # ai.onnx.preview.training.Adam ...
+            return True
         return domain == "" and _schema(node, opsets) is not None
 
     def _derived_from_onnx(self, nodes, target) -> str:
@@ -253,9 +269,10 @@ class _Importer:
             if key in self.functions:
                 self._expand_function(node, self.functions[key], name, opsets)
                 return
-            if _domain(node) != "":
+            domain = _domain(node)
+            conv = self.converters.get(f"{domain}.{node.op_type}" if domain else node.op_type)
+            if domain and conv is None:
                 raise self.unsupported(f"domain '{node.domain}' is not supported")
-            conv = self.converters.get(node.op_type)
             if conv is None:
                 fn = self._schema_function(node, opsets)
                 if fn is None:

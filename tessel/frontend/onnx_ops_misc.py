@@ -3,7 +3,8 @@ rank is the number of elements before it in the order, ties by index, and output
 element of rank j), `LRN` (a channel-window sum of squares by padded slices), and
 `BatchNormalization` in training mode (batch statistics and the running-statistics outputs),
 `Col2Im` (a product with the constant 0/1 matrix that sends each column entry to its pixel) and
-`MaxUnpool` (a scatter of the values to their recorded flat positions).
+`MaxUnpool` (a scatter of the values to their recorded flat positions), `ReverseSequence` (a gather at
+flat indices computed from the lengths).
 
 Example:
     >>> all(op in CONVERTERS for op in ("TopK", "LRN", "Col2Im", "MaxUnpool"))
@@ -157,3 +158,26 @@ def _max_unpool(ctx, node):
         if any(extra):
             y = ctx.op("pad", [y], pads=tuple([0] * len(out) + extra), value=0.0)
     return [y]
+
+
+@converter("ReverseSequence")
+def _reverse_sequence(ctx, node):
+    """Along the time axis, batch row b's first sequence_lens[b] elements reversed, the rest kept: a
+    gather from the flattened x at flat indices computed from the lengths (at run time)."""
+    x, lens = ins(ctx, node)
+    xs = ctx.shape(x)
+    t_ax = norm_axis(ctx, ctx.attr(node, "time_axis", 0), len(xs))
+    b_ax = norm_axis(ctx, ctx.attr(node, "batch_axis", 1), len(xs))
+    if t_ax == b_ax or len(xs) < 2:
+        raise ctx.unsupported(f"time_axis {t_ax} and batch_axis {b_ax} of a rank-{len(xs)} input")
+    t_shape = [xs[t_ax] if d == t_ax else 1 for d in range(len(xs))]
+    b_shape = [xs[b_ax] if d == b_ax else 1 for d in range(len(xs))]
+    t = ctx.const(np.arange(xs[t_ax], dtype=np.int64).reshape(t_shape), "time")
+    n = reshape(ctx, cast(ctx, lens, "int64"), tuple(b_shape))
+    rev = ctx.op("sub", [ctx.op("sub", [n, scalar(ctx, 1, "int64")]), t])
+    src = ctx.op("where", [ctx.op("lt", [t, n]), rev, t])  # time index read, per (time, batch)
+    strides = [int(np.prod(xs[d + 1:], dtype=np.int64)) for d in range(len(xs))]
+    coords = np.indices(xs, dtype=np.int64)
+    offset = sum(coords[d] * strides[d] for d in range(len(xs)) if d != t_ax) + np.zeros(xs, np.int64)
+    flat = ctx.op("add", [ctx.op("mul", [src, scalar(ctx, strides[t_ax], "int64")]), ctx.const(offset, "offsets")])
+    return [ctx.op("gather", [reshape(ctx, x, (int(np.prod(xs)),)), flat], axis=0)]

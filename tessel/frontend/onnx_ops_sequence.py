@@ -6,6 +6,9 @@ concats. Shapes are static, so the number of items is always known; a position m
 import time (a constant, or an input the caller binds). Model inputs and outputs that are
 sequences are flattened to one graph input/output per item (`onnx_import.sequence_item`).
 
+Optionals (`Optional`, `OptionalHasElement`, `OptionalGetElement`) are resolved the same way: an
+optional is its content, or `NO_VALUE` when empty (a model input whose value is None).
+
 Example:
     >>> all(op in CONVERTERS for op in ("SequenceAt", "SplitToSequence", "ConcatFromSequence"))
     True
@@ -21,6 +24,16 @@ from tessel.frontend.onnx_ops_tensor import slice_axis
 
 class Sequence(tuple):
     """An ONNX sequence of tensors while importing: the Graph values of its items, in order."""
+
+
+class _NoValue:
+    """The value of an empty ONNX optional (an optional that holds something is just that thing)."""
+
+    def __repr__(self):
+        return "NO_VALUE"
+
+
+NO_VALUE = _NoValue()
 
 
 def _seq(ctx, v, what: str = "input 0") -> Sequence:
@@ -146,3 +159,26 @@ def _sequence_map(ctx, node):
         for k, y in enumerate(ctx.inline_graph(body, args, f"{base}::item{i}::")):
             outs[k].append(y)
     return [Sequence(o) for o in outs]
+
+
+# -- optionals: an optional is its content, or NO_VALUE ----------------------------------------------
+
+@converter("Optional")
+def _optional(ctx, node):
+    vals = ins(ctx, node)
+    return [vals[0] if vals and vals[0] is not None else NO_VALUE]
+
+
+@converter("OptionalHasElement")
+def _optional_has_element(ctx, node):
+    vals = ins(ctx, node)
+    has = bool(vals) and vals[0] is not None and vals[0] is not NO_VALUE
+    return [ctx.const(np.array(has), "has_element")]
+
+
+@converter("OptionalGetElement")
+def _optional_get_element(ctx, node):
+    (v,) = ins(ctx, node)
+    if v is None or v is NO_VALUE:
+        raise ctx.unsupported("the optional is empty (onnx: an error at run time)")
+    return [v]

@@ -38,6 +38,9 @@ EXCLUDED = {
                                       "are stored as 1.9e-7 (numpy's complex64 round-off; the float64 inverse DFT "
                                       "differs from them by up to 1.5e-6), above the case's atol of 1e-7; tessel "
                                       "gives 6e-15",
+    r"^test_loop16_seq_none_": "onnx's runner compares the items of an output sequence with len(), and this "
+                               "case's first item is 0-d (TypeError: len() of unsized object, whatever the backend "
+                               "returns); tessel gives the expected six items",
 }
 
 with warnings.catch_warnings():  # building the cases, onnx's generators overflow on purpose
