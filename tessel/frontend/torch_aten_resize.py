@@ -93,3 +93,60 @@ def _upsample(cx, a):
         scale = factors[k] if factors else None
         wide = _resize_axis(cx, wide, 2 + k, out[2 + k], bool(a["align_corners"]), scale, cubic)
     return cx.cast(wide, cx.out_dtype)
+
+
+@aten("grid_sampler_2d.default", "grid_sampler.default")
+def _grid_sample(cx, a):
+    """torch.nn.functional.grid_sample for bilinear (0) and nearest (1) interpolation with zeros (0)
+    or border (1) padding: source positions unnormalised as torch does, each corner gathered from the
+    flattened plane (taken where it lies inside, else 0)."""
+    from tessel.frontend.torch_aten_expr import floor, where
+    from tessel.frontend.torch_aten_layout import take_along
+    from tessel.frontend.torch_aten_math import _round_half_even
+
+    mode, pad, align = int(a["interpolation_mode"]), int(a["padding_mode"]), bool(a["align_corners"])
+    x, grid = X(cx, cx.v(a["input"])), X(cx, cx.v(a["grid"]))
+    if len(x.shape) != 4 or mode not in (0, 1) or pad not in (0, 1):
+        cx.unsupported(f"grid_sample with interpolation mode {mode}, padding mode {pad} on rank {len(x.shape)}")
+    n, c, h, w = x.shape
+    _, ho, wo, _ = grid.shape
+    dt = cx.out_dtype
+    g = grid.astype("float64")
+    gx = X(cx, _slice_last(cx, g.v, 0)).reshape((n, ho * wo))
+    gy = X(cx, _slice_last(cx, g.v, 1)).reshape((n, ho * wo))
+
+    def unnorm(v: X, size: int) -> X:
+        u = (v + 1.0) * 0.5 * (size - 1) if align else ((v + 1.0) * size - 1.0) * 0.5
+        return u.op("clip", min=0.0, max=float(size - 1)) if pad == 1 else u
+
+    ix, iy = unnorm(gx, w), unnorm(gy, h)
+    plane = x.astype("float64").reshape((n, c, h * w))
+
+    def tap(px: X, py: X) -> X:
+        inside = px.ge(0.0) & px.le(float(w - 1)) & py.ge(0.0) & py.le(float(h - 1))
+        flat = (py.op("clip", min=0.0, max=float(h - 1)) * float(w) + px.op("clip", min=0.0, max=float(w - 1)))
+        idx = cx.emit("expand", [flat.astype("int64").reshape((n, 1, ho * wo)).v], shape=(n, c, ho * wo))
+        val = X(cx, take_along(cx, plane.v, idx, 2))
+        return where(inside.reshape((n, 1, ho * wo)), val, 0.0)
+
+    if mode == 1:
+        out = tap(_round_half_even(ix), _round_half_even(iy))
+    else:
+        x0, y0 = floor(ix), floor(iy)
+        x1, y1 = x0 + 1.0, y0 + 1.0
+        wx1, wy1 = ix - x0, iy - y0
+        wx0, wy0 = x1 - ix, y1 - iy
+
+        def wgt(u: X, v: X) -> X:
+            return (u * v).reshape((n, 1, ho * wo))
+
+        out = tap(x0, y0) * wgt(wx0, wy0) + tap(x1, y0) * wgt(wx1, wy0) + tap(x0, y1) * wgt(wx0, wy1) \
+            + tap(x1, y1) * wgt(wx1, wy1)
+    return out.reshape((n, c, ho, wo)).astype(dt).v
+
+
+def _slice_last(cx, v: str, k: int) -> str:
+    from tessel.frontend.torch_aten_layout import _slice
+
+    rank = len(cx.g.values[v].shape)
+    return cx.reshape(_slice(cx, v, rank - 1, k, k + 1), cx.g.values[v].shape[:-1])
