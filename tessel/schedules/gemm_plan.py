@@ -170,10 +170,30 @@ def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
             raise ScheduleError(f"stage '{name}': operand {ld.buffer.name} is not a {what} tile of the GEMM")
         kc.append(last2 == (outer, k))
     ext = {lp.var: int(lp.extent.value) for lp in chain}
+    _check_whole_gemm(name, nest, k, ext, update, (a, b))
     from tessel.schedules.gemm import GemmProblem
 
     p = GemmProblem(ext[i], ext[j], ext[k], a.buffer.dtype, tuple(ext[v] for v in bvars), kc[0], kc[1])
     return GemmPlan(name, nest, p, a, b, update, bvars, i, j, k)
+
+
+def _check_whole_gemm(name: str, nest: For, k: Var, ext: dict, update: Store, loads: tuple) -> None:
+    """ScheduleError unless the stage is the DSL's whole GEMM: every loop spans its buffer
+    dimensions (the templates compute whole buffers) and C starts at 0.0 at k == 0 (their
+    accumulators start at zero)."""
+    from tessel.ir.nodes import Const
+    from tessel.schedules.nest import init_guards
+
+    for acc in (update,) + tuple(loads):
+        for v, dim in zip(acc.indices, acc.buffer.shape):
+            if isinstance(v, Var) and v in ext and ext[v] != dim:
+                raise ScheduleError(f"stage '{name}': loop {v.name} runs {ext[v]} iterations over dimension {dim} of "
+                                    f"'{acc.buffer.name}'; the gemm templates compute whole operands")
+    (guard, _), = init_guards(nest)
+    init = guard.then.value
+    if guard.cond != k.eq(Const(0)) or not (isinstance(init, Const) and init.value == 0):
+        raise ScheduleError(f"stage '{name}': the reduction does not start at 0 on {k.name} == 0 (init "
+                            f"{guard.then.value} under {guard.cond})")
 
 
 def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit: int | None = None) -> Kernel:

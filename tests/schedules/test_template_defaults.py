@@ -35,6 +35,10 @@ GOLD = json.loads(GOLDEN.read_text())
 # template "gemm.wgmma" where it applies; tests/schedules/test_gemm*.py
 # and test_generic_gpu.py check it. Every other default is unchanged.
 NEW_GEMM = {"matmul_mma_64", "matmul_mma_bf16_t_32"}
+# cpu.generic's elementwise stages changed on purpose (6042137): a non-divisible innermost extent is
+# vectorized as whole vectors plus a remainder ('peel') instead of staying serial. Checked below
+# against the naive kernel in the interpreter.
+NEW_CPU = {"elementwise_37x19", "softmax_6x40"}
 
 
 def _default(target, kernel, case=None):
@@ -64,7 +68,18 @@ def test_the_default_gemm_is_the_gemm_template():
             assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
 
 
-@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES] +
+@pytest.mark.parametrize("case", sorted(NEW_CPU))
+def test_changed_cpu_defaults_peel_and_compute_what_the_naive_kernel_computes(case):
+    kernel = CPU_CASES[case]()
+    sch = default_schedule(kernel, "cpu")
+    assert any(s["primitive"] == "peel" for s in primitive_steps(sch.trace))
+    assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    for name, want, got in _run_against_naive(kernel, sch.kernel, seed):
+        np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
+
+
+@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES if c not in NEW_CPU] +
                          [("cuda", c) for c in GPU_CASES if c not in NEW_GEMM])
 def test_default_knobs_reproduce_the_old_schedules(target, case):
     kernel = (CPU_CASES if target == "cpu" else GPU_CASES)[case]()
