@@ -19,6 +19,7 @@ row says so.
     python bench/onnx_models.py                          # every model, 3 seeds
     python bench/onnx_models.py --models ppocr_det,silero_vad --seeds 5 --repeat 20 --f64
     python bench/onnx_models.py --layers ppocr_det       # per-op error against float64, tessel and ort
+    python bench/onnx_models.py --models ppocr_det --f64 --split-convs 64   # blocked conv sums in the graph
 
 Float32 drift (what `--layers` found, 2026-12-04): on the PP-OCR detector every op cut out alone
 is as close to float64 as onnxruntime's except Conv with long reductions (3x3 over 96 channels,
@@ -74,15 +75,19 @@ def ort_session(path, optimize: bool = True, outputs=None):
                                 providers=["CPUExecutionProvider"])
 
 
-def compile_zoo(name: str, feeds: dict):
+def compile_zoo(name: str, feeds: dict, split_convs: int = 0):
     """(compiled model, the feed names it takes, note): tessel.compile on the model file; for
     the silero models, whose `If` on the input `sr` tessel cannot run yet, the graph is imported
-    with `sr` bound to the feed's value and compiled."""
+    with `sr` bound to the feed's value and compiled. `split_convs`: see `split_long_convs`."""
+    import onnx
+
     import tessel as ts
     from tessel.frontend.model_zoo import fetch
     from tessel.frontend.onnx import import_onnx
 
     path = str(fetch(name))
+    if split_convs:
+        path = split_long_convs(onnx.load(path), split_convs)
     if not name.startswith("silero_vad"):
         return ts.compile(path, tuple(feeds.values()), target="cpu"), list(feeds), ""
     shapes = {k: v.shape for k, v in feeds.items()}
@@ -96,7 +101,50 @@ def _as_list(out) -> list:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def run_one(name: str, seeds: int, repeat: int, rounds: int, f64: bool) -> dict:
+def split_long_convs(model, limit: int):
+    """A copy of `model` whose ungrouped Convs with more than `limit` products per output are split
+    into channel blocks of at most `limit` products, their partial convolutions added: blocked
+    float32 accumulation, written in the graph (an experiment on the drift, not a speed-up)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consts = {t.name: t for t in m.graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in m.graph.node if n.op_type == "Constant"})
+    nodes, extra = [], []
+    for n in m.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type != "Conv" or attrs.get("group", 1) != 1 or n.input[1] not in consts:
+            nodes.append(n)
+            continue
+        w = numpy_helper.to_array(consts[n.input[1]])
+        per = int(np.prod(w.shape[2:]))
+        if w.shape[1] * per <= limit:
+            nodes.append(n)
+            continue
+        c = max(d for d in range(1, w.shape[1] + 1) if w.shape[1] % d == 0 and d * per <= max(limit, per))
+        acc = None
+        for j in range(w.shape[1] // c):
+            p = f"{n.name or n.output[0]}_blk{j}"
+            extra += [numpy_helper.from_array(np.array([j * c], np.int64), p + "_s"),
+                      numpy_helper.from_array(np.array([(j + 1) * c], np.int64), p + "_e"),
+                      numpy_helper.from_array(np.array([1], np.int64), p + "_a"),
+                      numpy_helper.from_array(np.ascontiguousarray(w[:, j * c:(j + 1) * c]), p + "_w")]
+            nodes.append(helper.make_node("Slice", [n.input[0], p + "_s", p + "_e", p + "_a"], [p + "_x"]))
+            bias = [n.input[2]] if j == 0 and len(n.input) > 2 and n.input[2] else []
+            nodes.append(helper.make_node("Conv", [p + "_x", p + "_w"] + bias, [p + "_y"], **attrs))
+            if acc is not None:
+                last = j == w.shape[1] // c - 1
+                nodes.append(helper.make_node("Add", [acc, p + "_y"], [n.output[0] if last else p + "_sum"]))
+            acc = p + "_y" if acc is None else p + "_sum"
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend(extra)
+    return m
+
+
+def run_one(name: str, seeds: int, repeat: int, rounds: int, f64: bool, split_convs: int = 0) -> dict:
     from tessel.frontend.model_zoo import MODELS, fetch
     from tessel.frontend.model_zoo_inputs import example_inputs
 
@@ -106,7 +154,9 @@ def run_one(name: str, seeds: int, repeat: int, rounds: int, f64: bool) -> dict:
     feeds = example_inputs(name, np.random.default_rng(0))
     row["inputs"] = " ".join("x".join(map(str, v.shape)) or "()" for v in feeds.values())
     t0 = time.perf_counter()
-    cm, names, row["note"] = compile_zoo(name, feeds)
+    cm, names, row["note"] = compile_zoo(name, feeds, split_convs)
+    if split_convs:
+        row["note"] = f"convs split into blocks of {split_convs} products; {row['note']}".rstrip("; ")
     row["compile_s"] = time.perf_counter() - t0
     row["err"], row["spread"], row["err64"], row["ort64"] = 0.0, 0.0, 0.0, 0.0
     for seed in range(seeds):
@@ -253,6 +303,8 @@ def main(argv=None) -> None:
     ap.add_argument("--f64", action="store_true", help="also each one's error against float64")
     ap.add_argument("--layers", metavar="MODEL", help="per-op errors of MODEL against float64, then stop")
     ap.add_argument("--top", type=int, default=12, help="with --layers: how many nodes to list")
+    ap.add_argument("--split-convs", type=int, default=0, metavar="N",
+                    help="tessel runs the model with long convs split into blocks of N products (drift experiment)")
     ap.add_argument("--threads", type=int, help="threads for tessel and onnxruntime alike (default: theirs)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -273,7 +325,7 @@ def main(argv=None) -> None:
     print(head + f" {'tessel ms':>10} {'ort ms':>8} {'ort/ts':>7} {'compile s':>9}")
     for name in args.models.split(","):
         try:
-            r = run_one(name, args.seeds, args.repeat, args.rounds, args.f64)
+            r = run_one(name, args.seeds, args.repeat, args.rounds, args.f64, args.split_convs)
         except Exception as e:  # noqa: BLE001 - one model failing must not hide the others
             print(f"{name:<18} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
             continue
