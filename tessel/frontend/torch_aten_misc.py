@@ -253,3 +253,48 @@ def _fill_empty(cx, outs):
         if k < len(res) and res[k] is None and hasattr(m, "shape") and m.numel() == 0:
             res[k] = cx.const(_np().zeros(tuple(m.shape), _np_dt(tessel_dtype(m.dtype))))
     return res
+
+
+@aten("segment_reduce.default", "_segment_reduce.default")
+def _segment_reduce(cx, a):
+    """Reduce the segments of `data` along axis 0 given by lengths or offsets (tensors, data): a
+    mask (segments x elements) from the segment bounds; `initial` joins every segment's reduction."""
+    from tessel.frontend.torch_aten_scan import scan
+
+    np = _np()
+    reduce, axis, initial = a["reduce"], int(a["axis"]), a["initial"]
+    if axis != 0 or a.get("indices") is not None:
+        cx.unsupported("segment_reduce along an axis other than 0, or with indices")
+    data = X(cx, cx.v(a["data"]))
+    dt = data.dtype
+    nel = data.shape[0]
+    if a.get("lengths") is not None:
+        lengths = X(cx, cx.cast(cx.v(a["lengths"]), "int64"))
+        ends = scan([lengths], len(lengths.shape) - 1, [0], lambda e, l: [e[0] + l[0]])[0]
+        starts = ends - lengths
+    else:
+        off = cx.cast(cx.v(a["offsets"]), "int64")
+        k = cx.g.values[off].shape[-1]
+        from tessel.frontend.torch_aten_layout import _slice
+
+        starts, ends = X(cx, _slice(cx, off, 0, 0, k - 1)), X(cx, _slice(cx, off, 0, 1, k))
+    if len(starts.shape) != 1:
+        cx.unsupported("segment_reduce with batched lengths or offsets")
+    s = starts.shape[0]
+    rest = data.shape[1:]
+    j = X(cx, cx.const(np.arange(nel, dtype=np.int64).reshape(1, nel)))
+    mask = (j.ge(starts.reshape((s, 1))) & j.lt(ends.reshape((s, 1)))).reshape((s, nel) + (1,) * len(rest))
+    d = data.reshape((1, nel) + rest)
+    if reduce in ("max", "min"):
+        ident = -math.inf if reduce == "max" else math.inf
+        r = where(mask, d, ident).op(f"reduce_{reduce}", axes=(1,), keepdims=False)
+        if initial is not None:
+            r = r.op("maximum" if reduce == "max" else "minimum", float(initial))
+        return r.astype(dt).v
+    if reduce == "sum":
+        r = where(mask, d, 0.0).sum([1])
+        return (r + float(initial) if initial is not None else r).v
+    if reduce == "mean" and initial is None:
+        count = mask.astype(dt).sum([1])
+        return (where(mask, d, 0.0).sum([1]) / count).v
+    cx.unsupported(f"segment_reduce '{reduce}' with initial {initial}")
