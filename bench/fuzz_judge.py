@@ -13,7 +13,9 @@ mutants of tessel's source, forked runners, and corpus replay.
   mutated.)
 - `forked(fn, timeout)`: runs `fn` in a forked child of an already-imported parent (imports cost
   about 10 s per process here; a fork costs milliseconds), so every mutant starts from the same
-  clean state: nothing compiled yet, no cache warm.
+  clean state: nothing compiled yet, no cache warm. Importing this module turns tessel's disk
+  cache of compiled kernels off for the process and its children (TESSEL_CACHE_DIR=""): a module
+  that a mutant miscompiled must never be saved where another mutant, or a user, would load it.
 - `program_lines()` / `case_lines()`: which source lines of the mutable modules each program or
   fuzz case executes (coverage.py, via tessel.fuzz.coverage.Probe), so a mutant is only judged by
   the programs, and only replayed on the cases, that execute its line (or all of them when the
@@ -33,6 +35,8 @@ import random
 import select
 import signal
 import time
+
+os.environ["TESSEL_CACHE_DIR"] = ""  # (see the module docstring: never share compiled kernels)
 
 AREAS = {
     "passes": ("tessel.passes.simplify", "tessel.passes.dce", "tessel.passes.hoist", "tessel.passes.unroll",
@@ -64,6 +68,7 @@ def forked(fn, timeout: float):
     pid = os.fork()
     if pid == 0:  # the child
         os.close(r)
+        os.environ["TESSEL_CACHE_DIR"] = ""
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)
