@@ -209,7 +209,7 @@ def test_guards_on_expressions_are_respected(monkeypatch):
     import tessel.ir.verify as v
 
     searches = []
-    monkeypatch.setattr(v, "_witness", lambda *a: searches.append(a) or None)
+    monkeypatch.setattr(v, "witness", lambda *a: searches.append(a) or None)
     verify(kern(For(io, 3, For(ii, 4, IfThenElse(io * 4 + ii < 8, Store(A, (io * 4 + ii,), ONE))))))
     assert not searches  # the guard bounds the index itself: no witness search needed
     monkeypatch.undo()
