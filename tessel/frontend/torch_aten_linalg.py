@@ -428,20 +428,26 @@ def _lu_unpack(cx, a):
 @aten("linalg_lu_solve.default", "lu_solve.default")
 @_guard
 def _lu_solve(cx, a):
-    name = _name(cx)
     lu_ = _f64(cx, a, "LU" if "LU" in a else "LU_data")
     b = _f64(cx, a, "B" if "B" in a else "self")
     piv = X(cx, cx.v(a["pivots"] if "pivots" in a else a["LU_pivots"]))
-    if name == "linalg_lu_solve" and (a.get("adjoint") or not a.get("left", True)):
-        cx.unsupported("linalg.lu_solve with adjoint or left=False")
+    left, adjoint = bool(a.get("left", True)), bool(a.get("adjoint", False))
     n = lu_.shape[-1]
     perm = _perm_from_pivots(cx, piv, n)
+    if not left:  # X A = B  <=>  A^T X^T = B^T;  X A^T = B  <=>  A X^T = B^T
+        b, adjoint = _transpose(b), not adjoint
     lu_, b = _bcast(cx, lu_, b)
     lead = b.shape[:-2]
     if perm.shape[:-1] != lead:
         perm = X(cx, cx.emit("expand", [perm.v], shape=lead + (n,)))
-    y = solve_lower(_unit_lower(lu_), _permute_rows(cx, b, perm), unit=True)
-    return _back(cx, solve_upper(lu_, y, unit=False))
+    if adjoint:  # A^T = U^T L^T P^T: solve U^T y = b, L^T z = y, x = P z
+        y = solve_lower(_transpose(lu_), b, unit=False)
+        z = solve_upper(_transpose(_unit_lower(lu_)), y, unit=True)
+        x = X(cx, cx.emit("matmul", [_perm_matrix(cx, perm).v, z.v]))
+    else:
+        y = solve_lower(_unit_lower(lu_), _permute_rows(cx, b, perm), unit=True)
+        x = solve_upper(lu_, y, unit=False)
+    return _back(cx, x if left else _transpose(x))
 
 
 # -- Householder QR (LAPACK's geqr2 / org2r / orm2r conventions) --------------------------------------
