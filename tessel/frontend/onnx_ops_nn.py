@@ -147,8 +147,6 @@ def _conv_transpose(ctx, node):
 @converter("MaxPool", "AveragePool")
 def _pool(ctx, node):
     (x,) = ins(ctx, node)
-    if len(node.output) > 1 and node.output[1]:
-        raise ctx.unsupported("the Indices output")
     xs = ctx.shape(x)
     nd = len(xs) - 2
     if nd not in (1, 2, 3):
@@ -159,6 +157,10 @@ def _pool(ctx, node):
     pads = _spatial_pads(ctx, node, xs[2:], kernel, strides, dilations)
     attrs = dict(kernel=tuple(kernel), stride=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
                  ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)))
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        from tessel.frontend.onnx_ops_extra import max_pool_with_indices
+
+        return max_pool_with_indices(ctx, node, x, kernel, strides, dilations, pads, attrs["ceil_mode"])
     if node.op_type == "MaxPool":
         return [_pool_op(ctx, "max_pool", x, count_include_pad=False, **attrs)]
     return [_pool_op(ctx, "avg_pool", x, count_include_pad=bool(ctx.attr(node, "count_include_pad", 0)), **attrs)]

@@ -416,16 +416,21 @@ def _gather_elements(ctx, node):
 
 @converter("GatherND")
 def _gather_nd(ctx, node):
+    """A gather from x flattened over its batch and indexed dims, at flat row indices (with batch_dims b,
+    batch element i's rows start at i times the rows of one batch element)."""
     x, idx = ins(ctx, node)
-    if int(ctx.attr(node, "batch_dims", 0)) != 0:
-        raise ctx.unsupported("batch_dims > 0")
+    b = int(ctx.attr(node, "batch_dims", 0))
     xs, ishape = ctx.shape(x), ctx.shape(idx)
     k = ishape[-1]
-    idx = cast(ctx, _nonneg_indices_per_dim(ctx, idx, xs[:k]), "int64")
-    strides = np.array([_numel(xs[d + 1:k]) for d in range(k)], np.int64)
+    idx = cast(ctx, _nonneg_indices_per_dim(ctx, idx, xs[b:b + k]), "int64")
+    strides = np.array([_numel(xs[b + d + 1:b + k]) for d in range(k)], np.int64)
     flat = ctx.op("reduce_sum", [ctx.op("mul", [idx, ctx.const(strides, "strides")])], axes=(len(ishape) - 1,),
                   keepdims=False)
-    return [ctx.op("gather", [reshape(ctx, x, (_numel(xs[:k]),) + tuple(xs[k:])), flat], axis=0)]
+    if b:
+        batch = (np.arange(_numel(xs[:b]), dtype=np.int64) * _numel(xs[b:b + k])).reshape(
+            tuple(xs[:b]) + (1,) * (len(ishape) - 1 - b))
+        flat = ctx.op("add", [flat, ctx.const(batch, "batch_rows")])
+    return [ctx.op("gather", [reshape(ctx, x, (_numel(xs[:b + k]),) + tuple(xs[b + k:])), flat], axis=0)]
 
 
 @converter("OneHot")
