@@ -24,7 +24,8 @@ def _model(node, feeds: dict, n_out=1, opsets=(("", 18),), out_types=None):
     elem = {np.dtype(np.float32): F, np.dtype(np.int64): I64}
     ins = [oh.make_tensor_value_info(k, elem[v.dtype], v.shape) for k, v in feeds.items()]
     outs = [oh.make_tensor_value_info(o, t, None) for o, t in zip(node.output[:n_out], out_types or [0] * n_out)]
-    return oh.make_model(oh.make_graph([node], "m", ins, outs), opset_imports=[oh.make_opsetid(d, v) for d, v in opsets])
+    graph = oh.make_graph([node], "m", ins, outs)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid(d, v) for d, v in opsets])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
