@@ -106,7 +106,7 @@ def run_sample(op, sample) -> tuple[str, str]:
     import torch
 
     import tessel as ts
-    from tessel.errors import TesselError
+    from tessel.errors import DTypeError, TesselError
     from tessel.frontend.ops import UnsupportedOpError
     from tessel.frontend.torch import TorchImportError
 
@@ -130,6 +130,10 @@ def run_sample(op, sample) -> tuple[str, str]:
         return "unsupported", str(e).split(" (")[0][:120]
     except TorchImportError as e:
         return "export", str(e).splitlines()[0][:120]
+    except DTypeError as e:
+        if "has no tessel counterpart" not in str(e):
+            return "error", f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        return "unsupported", str(e).splitlines()[0][:120]  # a dtype tessel lacks (complex, uint8, int16)
     except TesselError as e:
         return "error", f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
     except Exception as e:  # noqa: BLE001 - a crash is a tessel bug: reported as such

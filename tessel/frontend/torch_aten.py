@@ -191,11 +191,14 @@ def _binary(cx, a):
         dt = _result_dtype(x, y)
         return cx.emit(name, [cx.operand(x, dt), cx.operand(y, dt)])
     op = _BINARY[name]
-    if op.startswith("logical_"):
-        if _result_dtype(x, y) != "bool":
+    if op.startswith("logical_"):  # logical_and/or read any nonzero as true; bitwise ones need bools
+        if not name.startswith("logical_") and _result_dtype(x, y) != "bool":
             cx.unsupported(f"{name} on integers (only bool operands map to {op})")
         return cx.emit(op, [cx.operand(x, "bool"), cx.operand(y, "bool")])
     dt = cx.out_dtype
+    if dt == "bool" and op in ("mul", "add", "maximum", "minimum"):  # bool arithmetic is logic
+        op = "logical_and" if op in ("mul", "minimum") else "logical_or"
+        return cx.emit(op, [cx.operand(x, "bool"), cx.operand(y, "bool")])
     xv, yv = cx.operand(x, dt), cx.operand(y, dt)
     if a.get("alpha", 1) != 1:  # add/sub: x + alpha * y
         yv = cx.emit("mul", [yv, cx.scalar(a["alpha"], dt)])
@@ -445,15 +448,34 @@ def _addmm(cx, a):
 
 @aten("convolution.default", "conv1d.default", "conv2d.default")
 def _conv(cx, a):
-    x, w, b = a["input"], a["weight"], a["bias"]
-    nsp = len(cx.val(x).shape) - 2
+    x, w = a["input"], a["weight"]
+    if len(cx.val(x).shape) == len(cx.val(w).shape) - 1:  # an unbatched input: a batch of one
+        name = cx.node.target._schema.name
+        if not name.endswith(("conv1d", "conv2d")):
+            cx.unsupported(f"an unbatched {name}")
+        xs = cx.val(x).shape
+        batched = dict(a, input=None)
+        out = _conv_values(cx, batched, cx.reshape(cx.v(x), (1,) + xs))
+        return cx.reshape(out, cx.out_shape)
+    return _conv_values(cx, a, cx.v(x))
+
+
+def _conv_values(cx, a, xv: str):
+    w, b = a["weight"], a["bias"]
+    nsp = len(cx.g.values[xv].shape) - 2
     if nsp not in (1, 2):
         cx.unsupported(f"a {nsp}-D convolution (the op set has 1-D and 2-D)")
     if a.get("transposed"):
         cx.unsupported("a transposed convolution")
-    pad = _pair(a["padding"], nsp)
-    return cx.emit("conv", [cx.v(x), cx.v(w)] + ([cx.v(b)] if b is not None else []),
-                   stride=_pair(a["stride"], nsp), padding=pad + pad, dilation=_pair(a["dilation"], nsp),
+    dil = _pair(a["dilation"], nsp)
+    if isinstance(a["padding"], str):  # 'valid': none; 'same': d (k - 1) in all, the odd one at the end
+        kernel = cx.val(w).shape[2:]
+        total = [d * (k - 1) if a["padding"] == "same" else 0 for d, k in zip(dil, kernel)]
+        begin, end = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    else:
+        begin = end = _pair(a["padding"], nsp)
+    return cx.emit("conv", [xv, cx.v(w)] + ([cx.v(b)] if b is not None else []),
+                   stride=_pair(a["stride"], nsp), padding=begin + end, dilation=dil,
                    groups=int(a["groups"]))
 
 

@@ -27,6 +27,8 @@ def _embedding(cx, a):
 @aten("index_select.default")
 def _index_select(cx, a):
     x = cx.v(a["self"])
+    if not cx.g.values[x].shape:  # a 0-d tensor: its one element, for each index
+        return cx.reshape(cx.emit("gather", [cx.reshape(x, (1,)), cx.v(a["index"])], axis=0), cx.out_shape)
     return cx.emit("gather", [x, cx.v(a["index"])], axis=_dim(a["dim"], len(cx.g.values[x].shape)))
 
 
