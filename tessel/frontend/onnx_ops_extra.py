@@ -3,7 +3,7 @@
 maximum, and the flat index of its first occurrence in row-major window order, written row- or
 column-major by `storage_order`), `MelWeightMatrix` (a constant: its output shape depends on its
 inputs, which must be known at import time) and the `ai.onnx.ml` ops `Binarizer` and
-`ArrayFeatureExtractor`.
+`ArrayFeatureExtractor`, and `TensorScatter` (a KV-cache write: a gather of the update where it lands).
 
 Example:
     >>> all(op in CONVERTERS for op in ("Det", "MelWeightMatrix", "ai.onnx.ml.Binarizer"))
@@ -161,3 +161,38 @@ def _array_feature_extractor(ctx, node):
     idx = reshape(ctx, cast(ctx, idx, "int64"), (int(np.prod(ctx.shape(idx))),))
     y = ctx.op("gather", [x, idx], axis=len(xs) - 1)
     return [reshape(ctx, y, (1,) + ctx.shape(y)) if len(xs) == 1 else y]
+
+
+@converter("TensorScatter")
+def _tensor_scatter(ctx, node):
+    """The cache with the update written along `axis` from each batch row's write index (circular:
+    wrapping around the cache length): per cache position p of row b, offset i = p - index[b]; where
+    0 <= i < update length the update's element i is gathered (flat indices), elsewhere the cache's."""
+    vals = ins(ctx, node)
+    past, upd = vals[0], vals[1]
+    ps, us = ctx.shape(past), ctx.shape(upd)
+    axis = norm_axis(ctx, ctx.attr(node, "axis", -2), len(ps))
+    if axis == 0:
+        raise ctx.unsupported("axis 0 (the batch axis)")
+    mode = ctx.attr(node, "mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise ctx.unsupported(f"mode {mode!r}")
+    m, s = ps[axis], us[axis]
+    rank = len(ps)
+    wi = vals[2] if len(vals) > 2 and vals[2] is not None else ctx.const(np.zeros(ps[0], np.int64), "zeros")
+    wi = reshape(ctx, cast(ctx, wi, "int64"), (ps[0],) + (1,) * (rank - 1))
+    pos = ctx.const(np.arange(m, dtype=np.int64).reshape([m if d == axis else 1 for d in range(rank)]), "positions")
+    off = ctx.op("sub", [pos, wi])
+    if mode == "circular":  # off in (-m, m): (off + m) mod m with a truncating div of a positive number
+        mm = scalar(ctx, m, "int64")
+        up = ctx.op("add", [off, mm])
+        off = ctx.op("sub", [up, ctx.op("mul", [ctx.op("div", [up, mm]), mm])])
+    hit = ctx.op("logical_and", [ctx.op("ge", [off, scalar(ctx, 0, "int64")]),
+                                 ctx.op("lt", [off, scalar(ctx, s, "int64")])])
+    src = ctx.op("where", [hit, off, scalar(ctx, 0, "int64")])
+    strides = [int(np.prod(us[d + 1:], dtype=np.int64)) for d in range(rank)]
+    coords = np.indices(ps, dtype=np.int64)
+    base = sum(coords[d] * strides[d] for d in range(rank) if d != axis) + np.zeros(ps, np.int64)
+    flat = ctx.op("add", [ctx.op("mul", [src, scalar(ctx, strides[axis], "int64")]), ctx.const(base, "offsets")])
+    taken = ctx.op("gather", [reshape(ctx, upd, (int(np.prod(us)),)), flat], axis=0)
+    return [ctx.op("where", [hit, taken, past])]

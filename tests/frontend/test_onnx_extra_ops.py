@@ -83,3 +83,19 @@ def test_ml_binarizer_and_array_feature_extractor():
     (got,) = rep.run([x, cols[::-1].copy()])  # the indices are a run-time input: no recompiling
     np.testing.assert_array_equal(got, x[:, cols[::-1]])
     assert sum(len(v) for v in rep._cache.values()) == 1
+
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter_writes_each_rows_update_at_its_index(mode):
+    rng = np.random.default_rng(58)
+    past = rng.standard_normal((3, 2, 6, 4)).astype(np.float32)
+    upd = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
+    wi = np.array([0, 3, 5 if mode == "circular" else 2], np.int64)
+    model = _model(oh.make_node("TensorScatter", ["p", "u", "w"], ["y"], mode=mode), {"p": past, "u": upd, "w": wi},
+                   opsets=(("", 24),))
+    (got,) = TesselBackend.prepare(model, "CPU").run([past, upd, wi])
+    want = past.copy()
+    for b in range(3):
+        for i in range(3):
+            want[b, :, (wi[b] + i) % 6 if mode == "circular" else wi[b] + i] = upd[b, :, i]
+    np.testing.assert_array_equal(got, want)
