@@ -5,7 +5,8 @@ models (normalised as rapidocr does: x / 255 * 2 - 1), the same page with ImageN
 the orientation classifier, a voiced-speech-like chunk (harmonics under an envelope, plus noise)
 with the 64 samples of context silero's wrapper prepends and a random LSTM state, random
 Indonesian-like words as letter ids (the masked letter 'e' for the BERT model), and the first and
-last 1024 bytes of a generated Python-like source file for magika.
+last 1024 bytes of a generated Python-like source file for magika (a short one padded with 256,
+as magika pads).
 
 Example:
     >>> import numpy as np
@@ -50,9 +51,10 @@ def example_inputs(name: str, rng, **shape) -> dict:
     if name == "g2p_transformer":
         ids = rng.integers(1, 29, rng.integers(4, 13)).tolist()
         return {"text": np.array([ids + [0] * (28 - len(ids))], np.int64)}
-    if name == "magika":
-        data = source_bytes(rng, 3000)
-        return {"bytes": np.array([list(data[:1024]) + list(data[-1024:])], np.int32)}
+    if name == "magika":  # magika's features: first and last 1024 bytes, a short file padded with 256
+        data = list(source_bytes(rng, int(rng.choice([int(rng.integers(200, 1000)), 3000]))))
+        pad = [256] * max(0, 1024 - len(data))
+        return {"bytes": np.array([(data + pad)[:1024] + (pad + data)[-1024:]], np.int32)}
     raise KeyError(f"no example inputs for zoo model '{name}'")
 
 
