@@ -466,7 +466,9 @@ def _conv_values(cx, a, xv: str):
     if nsp not in (1, 2):
         cx.unsupported(f"a {nsp}-D convolution (the op set has 1-D and 2-D)")
     if a.get("transposed"):
-        cx.unsupported("a transposed convolution")
+        from tessel.frontend.torch_aten_pool import conv_transpose
+
+        return conv_transpose(cx, a, xv)
     dil = _pair(a["dilation"], nsp)
     if isinstance(a["padding"], str):  # 'valid': none; 'same': d (k - 1) in all, the odd one at the end
         kernel = cx.val(w).shape[2:]

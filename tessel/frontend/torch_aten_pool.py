@@ -182,3 +182,52 @@ def adaptive_avg(cx, x: str, output_size, nsp: int) -> str:
 @aten("_adaptive_avg_pool3d.default", "adaptive_avg_pool3d.default")
 def _adaptive_avg3d(cx, a):
     return adaptive_avg(cx, cx.v(a["self"]), a["output_size"], 3)
+
+
+def conv_transpose(cx, a, x: str) -> str:
+    """A transposed convolution as a plain one: the input with stride - 1 zeros between elements,
+    padded by dilation (k - 1) - padding each side (plus output_padding at the end; cropped where
+    negative), convolved at stride 1 with the weight flipped and its in/out channels swapped per group."""
+    import numpy as np
+
+    from tessel.frontend.torch_aten_expr import where
+    from tessel.frontend.torch_aten_layout import _slice
+
+    w = cx.v(a["weight"])
+    xs, ws = cx.g.values[x].shape, cx.g.values[w].shape
+    nsp = len(xs) - 2
+    if nsp not in (1, 2):
+        cx.unsupported(f"a {nsp}-D transposed convolution (the op set has 1-D and 2-D convolutions)")
+    stride, pad = _pair(a["stride"], nsp), _pair(a["padding"], nsp)
+    dil, opad, g = _pair(a["dilation"], nsp), _pair(a["output_padding"], nsp), int(a["groups"])
+    for k in range(nsp):
+        d, s, n = 2 + k, stride[k], cx.g.values[x].shape[2 + k]
+        if s > 1 and n > 1:
+            m = (n - 1) * s + 1
+            pos = np.arange(m)
+            g_ = cx.emit("gather", [x, cx.const((pos // s).astype(np.int64))], axis=d)
+            keep = (pos % s == 0).reshape((m,) + (1,) * (nsp - 1 - k))
+            x = where(X(cx, cx.const(keep)), X(cx, g_), 0.0).v
+    begin, end = [0] * len(xs), [0] * len(xs)
+    for k in range(nsp):
+        lo = dil[k] * (ws[2 + k] - 1) - pad[k]
+        begin[2 + k], end[2 + k] = lo, lo + opad[k]
+    if any(v < 0 for v in begin + end):
+        for k in range(nsp):
+            n = cx.g.values[x].shape[2 + k]
+            b0, e0 = min(begin[2 + k], 0), min(end[2 + k], 0)
+            if b0 or e0:
+                x = _slice(cx, x, 2 + k, -b0, n + e0)
+        begin, end = [max(v, 0) for v in begin], [max(v, 0) for v in end]
+    if any(begin + end):
+        x = cx.emit("pad", [x], pads=tuple(begin + end), value=0)
+    cin, cout_g, kern = ws[0], ws[1], ws[2:]
+    wt = cx.reshape(w, (g, cin // g, cout_g) + kern)
+    wt = cx.emit("transpose", [wt], perm=(0, 2, 1) + tuple(range(3, 3 + nsp)))
+    wt = cx.reshape(wt, (g * cout_g, cin // g) + kern)
+    axes = tuple(range(2, 2 + nsp))
+    wt = cx.emit("slice", [wt], starts=tuple(k - 1 for k in kern), ends=tuple(-(2 ** 62) for _ in kern), axes=axes,
+                 steps=tuple(-1 for _ in kern))
+    b = a["bias"]
+    return cx.emit("conv", [x, wt] + ([cx.v(b)] if b is not None else []), stride=(1,) * nsp,
+                   padding=(0,) * (2 * nsp), dilation=dil, groups=g)
