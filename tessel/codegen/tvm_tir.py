@@ -25,7 +25,7 @@ Semantics kept equal to the reference interpreter (`tessel.ir.interp`):
     which vectorize to blend instructions;
   * math on float16 / bfloat16 is computed in float32 and rounded back (what numpy does);
   * float32 exp, sigmoid and tanh are polynomials that vectorize (`tvm_fastmath`, within 2 ulp
-    of libm) instead of scalar libm calls;
+    of libm), erf a rational approximation (within 7 ulp), instead of scalar libm calls;
   * float min / max propagate NaN and float floordiv / floormod follow numpy's fmod-based
     algorithm, as the interpreter (numpy scalars) does;
   * one difference remains: LLVM fuses `a * b + c` into one FMA (one rounding instead of two),
@@ -363,7 +363,7 @@ class _Translator:
         elif f in ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf", "sin", "cos", "floor", "ceil"):
             if not is_float(dtype):
                 raise CodegenError(f"kernel '{self.kernel.name}': {f}() of a {dtype} value; cast to a float first")
-            if f in ("exp", "sigmoid", "tanh") and (narrow or dtype == "float32"):
+            if f in ("exp", "sigmoid", "tanh", "erf") and (narrow or dtype == "float32"):
                 out = getattr(_fastmath, f)(T, args[0], not narrow)  # vectorizable: libm's expf is scalar
             else:
                 out = getattr(T, f)(args[0])
