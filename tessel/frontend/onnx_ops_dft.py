@@ -1,4 +1,4 @@
-"""ONNX `DFT` (opsets 17 and 20: forward, inverse, one-sided, dft_length, any signal axis) as
+"""ONNX `DFT` (opsets 17 and 20: forward, inverse, one-sided, dft_length, any signal axis) and `STFT` as
 matrix products with constant cosine and sine tables along the signal axis: exact in float64 up to
 rounding, O(n^2) per signal (the op set's rfft is for real input along one axis only).
 
@@ -92,3 +92,44 @@ def _dft(ctx, node):
     re, im = _back(ctx, re, axis), _back(ctx, im, axis)
     out = ctx.shape(re) + (1,)
     return [ctx.op("concat", [reshape(ctx, re, out), reshape(ctx, im, out)], axis=rank - 1)]
+
+
+@converter("STFT")
+def _stft(ctx, node):
+    """Frames gathered at constant indices (frame f: samples f*step ... f*step + length - 1), times
+    the window, then the DFT of each frame as products with cosine and sine tables."""
+    vals = ins(ctx, node)
+    x, step_v, window, length_v = vals[0], vals[1], opt(vals, 2), opt(vals, 3)
+    shape = ctx.shape(x)
+    if len(shape) != 3:
+        raise ctx.unsupported(f"signal of shape {shape}, expected (batch, length, 1 or 2)")
+    step = const_ints(ctx, step_v, "frame_step")[0]
+    if length_v is not None:
+        n = const_ints(ctx, length_v, "frame_length")[0]
+    elif window is not None:
+        n = ctx.shape(window)[0]
+    else:
+        raise ctx.unsupported("neither a window nor a frame_length")
+    frames = (shape[1] - n) // step + 1
+    if frames < 1 or step < 1:
+        raise ctx.unsupported(f"frames of {n} every {step} samples in a signal of {shape[1]}")
+    onesided = bool(ctx.attr(node, "onesided", 1))
+    dt = ctx.dtype(x)
+    idx = ctx.const((np.arange(frames)[:, None] * step + np.arange(n)[None, :]).reshape(-1).astype(np.int64), "frames")
+    parts = []
+    for p in range(shape[2]):
+        sig = reshape(ctx, take(ctx, x, [p], 2), shape[:2])
+        framed = reshape(ctx, ctx.op("gather", [sig, idx], axis=1), (shape[0], frames, n))
+        parts.append(ctx.op("mul", [framed, window]) if window is not None else framed)
+    xr, xi = parts[0], (parts[1] if len(parts) > 1 else None)
+    bins = n // 2 + 1 if onesided else n
+    ang = 2 * np.pi * np.arange(n)[:, None] * np.arange(bins)[None, :] / n
+    c = ctx.const(np.cos(ang).astype(np.dtype(dt)), "dft_cos")
+    s = ctx.const(np.sin(ang).astype(np.dtype(dt)), "dft_sin")
+    re = ctx.op("matmul", [xr, c])
+    im = ctx.op("neg", [ctx.op("matmul", [xr, s])])
+    if xi is not None:
+        re = ctx.op("add", [re, ctx.op("matmul", [xi, s])])
+        im = ctx.op("add", [im, ctx.op("matmul", [xi, c])])
+    out = (shape[0], frames, bins, 1)
+    return [ctx.op("concat", [reshape(ctx, re, out), reshape(ctx, im, out)], axis=3)]

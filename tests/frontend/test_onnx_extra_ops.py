@@ -99,3 +99,15 @@ def test_tensor_scatter_writes_each_rows_update_at_its_index(mode):
         for i in range(3):
             want[b, :, (wi[b] + i) % 6 if mode == "circular" else wi[b] + i] = upd[b, :, i]
     np.testing.assert_array_equal(got, want)
+
+
+def test_stft_matches_numpy_rfft_of_windowed_frames():
+    rng = np.random.default_rng(59)
+    x = rng.standard_normal((2, 100, 1)).astype(np.float32)
+    w = np.hanning(16).astype(np.float32)
+    step = np.array(6, np.int64)
+    model = _model(oh.make_node("STFT", ["x", "s", "w"], ["y"]), {"x": x, "s": step, "w": w}, opsets=(("", 17),))
+    (got,) = TesselBackend.prepare(model, "CPU").run([x, step, w])
+    frames = np.stack([x[:, f * 6:f * 6 + 16, 0] * w for f in range((100 - 16) // 6 + 1)], axis=1)
+    want = np.fft.rfft(frames.astype(np.float64), axis=-1)
+    np.testing.assert_allclose(got, np.stack([want.real, want.imag], axis=-1), rtol=1e-4, atol=1e-4)
