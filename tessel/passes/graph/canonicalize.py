@@ -10,6 +10,8 @@ Decisions (and why):
   permutation, cast to the same dtype, slices covering everything, zero padding, one-input concat.
 - Chains collapse: reshape(reshape(x)) -> reshape(x), transpose(transpose(x)) -> one transpose,
   cast(cast(x)) when the inner cast widens floats exactly (float16/bfloat16 -> float32 -> float64).
+- `batch_norm(conv(x, w, b))` with constant weights and statistics folds into the conv's weights and
+  bias (what onnxruntime does too): no normalisation epilogue in the kernel.
 - Scalar-constant operands of elementwise ops: x+0, x-0, x*1, x/1, pow(x, 1) -> x; pow(x, 2) ->
   x*x; pow(x, 3) -> x*x*x; pow(x, 0.5) -> sqrt(x); x / c -> x * (1/c) for a float constant c (a
   multiply is cheaper; the result differs from the division by at most an ulp). The remaining
@@ -175,6 +177,45 @@ def _conv_weight(graph: Graph, m: Match):
 CONV_WEIGHT = Rule("conv_weight_channels_last", Op("conv"), _conv_weight)
 
 
+# -- batch norm after a convolution ----------------------------------------------------------------
+
+
+def _conv_batch_norm(graph: Graph, m: Match):
+    """batch_norm(conv(x, w[, b]), scale, bias, mean, var) with constant w, b and statistics becomes
+    conv(x, w * k, (b - mean) * k + bias), k = scale / sqrt(var + eps) per output channel (computed in
+    float64): the kernel loses five inputs and a per-element rsqrt-and-scale epilogue, and autotuning
+    no longer feeds random (negative) variances to it."""
+    conv = m.nodes["conv"]
+    x, w = graph.values[conv.inputs[0]], graph.values[conv.inputs[1]]
+    b = graph.values[conv.inputs[2]] if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+    if not w.is_const or (b is not None and not b.is_const) or w.dtype != "float32" or x.dtype != "float32":
+        return None
+    layout = conv.attrs.get("weight_layout", "FCK")
+    axis = 0 if layout == "FCK" else w.data.ndim - 1
+    f = w.data.shape[axis]
+    stats = [np.asarray(m.const(n), np.float64).reshape(-1) for n in ("scale", "bias", "mean", "var")]
+    if any(a.size != f for a in stats):
+        return None
+    scale, bias, mean, var = stats
+    k = scale / np.sqrt(var + float(m.root.attrs.get("eps", 1e-5)))
+    shape = [1] * w.data.ndim
+    shape[axis] = f
+    w_new = (np.asarray(w.data, np.float64) * k.reshape(shape)).astype(np.float32)
+    b_old = np.asarray(b.data, np.float64).reshape(-1) if b is not None else 0.0
+    b_new = ((b_old - mean) * k + bias).astype(np.float32)
+    if not (np.all(np.isfinite(w_new)) and np.all(np.isfinite(b_new))):
+        return None
+    o = _origin(m)
+    wc = graph.add_const(conv.inputs[1] + "_bn", w_new)
+    bc = graph.add_const(conv.inputs[1] + "_bn_bias", b_new)
+    (y,) = graph.add_node("conv", [conv.inputs[0], wc, bc], dict(conv.attrs), origin=o)
+    return y if _same_type(graph, y, m) else None
+
+
+CONV_BATCH_NORM = Rule("conv_batch_norm", Op("batch_norm", (Op("conv", name="conv"), Const("scale"), Const("bias"),
+                                                            Const("mean"), Const("var"))), _conv_batch_norm)
+
+
 # -- scalar constants ---------------------------------------------------------------------------
 
 
@@ -240,5 +281,5 @@ SCALAR_REWRITES = [
     Rule("div_const", Op("div", (Val("x"), Const("c", where=lambda v: v.data.size <= 4096))), _div_const),
 ]
 
-RULES = [IDENTITY, RESHAPE_CHAIN, TRANSPOSE_CHAIN, CAST_CHAIN, LINEAR, CONV_WEIGHT, *SCALAR_IDENTITIES,
+RULES = [IDENTITY, RESHAPE_CHAIN, TRANSPOSE_CHAIN, CAST_CHAIN, LINEAR, CONV_BATCH_NORM, CONV_WEIGHT, *SCALAR_IDENTITIES,
          *SCALAR_REWRITES]
