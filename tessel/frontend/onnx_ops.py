@@ -479,6 +479,6 @@ def round_half_even(ctx, x: str) -> str:
 
 from tessel.frontend import (  # noqa: E402,F401  (their converters)
     onnx_ops_bits, onnx_ops_control, onnx_ops_dft, onnx_ops_extra, onnx_ops_gridsample, onnx_ops_misc, onnx_ops_nn,
-    onnx_ops_quant, onnx_ops_resize, onnx_ops_rnn, onnx_ops_scatter, onnx_ops_sequence, onnx_ops_tensor,
-    onnx_ops_training,
+    onnx_ops_quant, onnx_ops_resize, onnx_ops_rnn, onnx_ops_roialign, onnx_ops_scatter, onnx_ops_sequence,
+    onnx_ops_tensor, onnx_ops_training,
 )

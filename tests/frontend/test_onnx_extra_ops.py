@@ -111,3 +111,24 @@ def test_stft_matches_numpy_rfft_of_windowed_frames():
     frames = np.stack([x[:, f * 6:f * 6 + 16, 0] * w for f in range((100 - 16) // 6 + 1)], axis=1)
     want = np.fft.rfft(frames.astype(np.float64), axis=-1)
     np.testing.assert_allclose(got, np.stack([want.real, want.imag], axis=-1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(mode="avg", coordinate_transformation_mode="half_pixel", sampling_ratio=2, spatial_scale=0.5),
+    dict(mode="max", coordinate_transformation_mode="output_half_pixel", sampling_ratio=3, spatial_scale=1.0),
+])
+def test_roi_align_matches_the_reference(attrs):
+    """Random boxes, some reaching past the feature map (their samples there count as 0)."""
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(60)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    lo = rng.uniform(-4, 10, (5, 2))
+    rois = np.concatenate([lo, lo + rng.uniform(0.5, 12, (5, 2))], axis=1).astype(np.float32)
+    batch = rng.integers(0, 2, 5).astype(np.int64)
+    model = _model(oh.make_node("RoiAlign", ["x", "r", "b"], ["y"], output_height=3, output_width=4, **attrs),
+                   {"x": x, "r": rois, "b": batch}, opsets=(("", 16),))
+    (got,) = TesselBackend.prepare(model, "CPU").run([x, rois, batch])
+    (want,) = ReferenceEvaluator(model).run(None, {"x": x, "r": rois, "b": batch})
+    assert got.shape == (5, 3, 3, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
