@@ -22,12 +22,6 @@ FOUND = {
     "gpu_fuse_of_bound_loops_races": (
         "race:schedule", "tessel/schedules/loops.py fuse (fuses the block- and thread-bound loops gpu.elementwise "
                          "made; split refuses a bound loop, fuse does not)"),
-    "gemm_mma_sync_ignores_loop_extents": (
-        "diff:schedule", "tessel/schedules/gemm.py (gemm.mma_sync applies to a nest whose loops are 1x1x1 over 4x4 "
-                         "buffers with an init guard k4 == 4, and computes the full GEMM)"),
-    "gemm_mma_sync_misaligned_cp_async": (
-        "exec:schedule", "tessel/schedules/gemm.py (gemm.mma_sync on K = 7 float16 rows issues 4-byte cp.async at "
-                         "2-byte-aligned addresses)"),
     "cache_read_shared_scope_in_cpu_kernel": (
         "verify:schedule", "tessel/schedules/caching.py cache_read (scope 'shared' in a CPU kernel: the result does "
                            "not verify; it should be a ScheduleError)"),
@@ -73,6 +67,8 @@ FIXED = {
     "generic_negative_extent": "cpu.generic leaves stages with empty loops unscheduled",
     "generic_parallel_outer_scalar_output": "cpu.generic: a reduction to a 0-d output is not parallelized",
     "generic_consumer_extent_shorter_than_producer": "cpu_epilogue fuses only a consumer covering the whole producer",
+    "gemm_mma_sync_ignores_loop_extents": "54c4c33 (gemm templates refuse a nest whose loops do not span the operands)",
+    "gemm_mma_sync_misaligned_cp_async": "54c4c33 (the same check: a 3x1x6 nest over 12x7 @ 7x8 is not the whole GEMM)",
     "decompose_reduction_loop_outside_guard_and_index": "decompose_reduction refuses a loop that neither indexes "
                                                          "the buffer nor is in the init guard (its init re-runs)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
