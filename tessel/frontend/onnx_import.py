@@ -246,7 +246,7 @@ class _Importer:
             return True
         if domain and f"{domain}.{node.op_type}" in self.converters:  # ai.onnx.preview.training.Adam ...
             return True
-        return domain == "" and _schema(node, opsets) is not None
+        return _schema(node, opsets) is not None
 
     def _derived_from_onnx(self, nodes, target) -> str:
         """', derived from model input(s) ...' for an ONNX node, by walking the ONNX graph."""
@@ -271,12 +271,10 @@ class _Importer:
                 return
             domain = _domain(node)
             conv = self.converters.get(f"{domain}.{node.op_type}" if domain else node.op_type)
-            if domain and conv is None:
-                raise self.unsupported(f"domain '{node.domain}' is not supported")
             if conv is None:
                 fn = self._schema_function(node, opsets)
                 if fn is None:
-                    raise self.unsupported("no converter")
+                    raise self.unsupported(f"domain '{node.domain}' is not supported" if domain else "no converter")
                 self._expand_function(node, fn, name, fn_opsets(fn, opsets))
                 return
             outs = conv(self, node)
@@ -299,7 +297,7 @@ class _Importer:
         schema = _schema(node, opsets)
         if schema is None:
             return None
-        version = opsets.get("", 0)
+        version = opsets.get(_domain(node), 0)
         full = onnx.NodeProto()
         full.CopyFrom(node)
         given = {a.name for a in node.attribute}
@@ -566,11 +564,13 @@ def sequence_item(name: str, k: int) -> str:
 
 
 def _schema(node, opsets):
-    """The schema of a standard ONNX op that has a function body (plain or context-dependent), or None."""
+    """The schema of an ONNX op (of the default domain or another one onnx defines, such as
+    ai.onnx.preview) that has a function body (plain or context-dependent), or None."""
     import onnx
 
+    domain = _domain(node)
     try:
-        schema = onnx.defs.get_schema(node.op_type, opsets.get("", 0), "")
+        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1 if domain else 0), domain)
     except onnx.defs.SchemaError:
         return None
     return schema if schema.has_function or schema.has_context_dependent_function else None

@@ -132,3 +132,19 @@ def test_roi_align_matches_the_reference(attrs):
     (want,) = ReferenceEvaluator(model).run(None, {"x": x, "r": rois, "b": batch})
     assert got.shape == (5, 3, 3, 4)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_attention_expands_through_its_preview_domain_function():
+    """ai.onnx.preview.FlexAttention has no converter: the importer expands onnx's function body (with
+    GQA head sharing); checked against numpy attention."""
+    rng = np.random.default_rng(61)
+    q = rng.standard_normal((2, 4, 5, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 7, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 2, 7, 3)).astype(np.float32)
+    node = oh.make_node("FlexAttention", ["q", "k", "v"], ["y"], domain="ai.onnx.preview", scale=0.3)
+    model = _model(node, {"q": q, "k": k, "v": v}, opsets=(("", 26), ("ai.onnx.preview", 1)))
+    (got,) = TesselBackend.prepare(model, "CPU").run([q, k, v])
+    kk, vv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
+    s = q.astype(np.float64) @ kk.transpose(0, 1, 3, 2) * 0.3
+    p = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, (p / p.sum(-1, keepdims=True)) @ vv, rtol=1e-4, atol=1e-5)
