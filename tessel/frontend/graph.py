@@ -202,8 +202,9 @@ class Graph:
     def topo_order(self) -> list[OpNode]:
         import networkx as nx
 
+        position = {name: i for i, name in enumerate(self.nodes)}  # a dict: list.index was O(N) per lookup
         try:
-            order = list(nx.lexicographical_topological_sort(self.nx(), key=list(self.nodes).index))
+            order = list(nx.lexicographical_topological_sort(self.nx(), key=position.__getitem__))
         except nx.NetworkXUnfeasible:
             raise GraphError(f"graph '{self.name}' has a cycle") from None
         return [self.nodes[n] for n in order]
