@@ -364,12 +364,21 @@ class _Translator:
             if not is_float(dtype):
                 raise CodegenError(f"kernel '{self.kernel.name}': {f}() of a {dtype} value; cast to a float first")
             if f in ("exp", "sigmoid", "tanh", "erf") and (narrow or dtype == "float32"):
-                out = getattr(_fastmath, f)(T, args[0], not narrow)  # vectorizable: libm's expf is scalar
+                out = getattr(_fastmath, f)(T, args[0], not narrow and not self._has_narrow())  # vectorizable
             else:
                 out = getattr(T, f)(args[0])
         else:
             raise CodegenError(f"kernel '{self.kernel.name}': unknown math function '{f}'")
         return T.Cast(dtype, out) if narrow else out
+
+    def _has_narrow(self) -> bool:
+        """Whether the kernel holds 16-bit floats: TVM's legalisation then copies subtrees, and a
+        copied Let binds its variable twice."""
+        if not hasattr(self, "_narrow"):
+            from tessel.ir.nodes import walk
+
+            self._narrow = any(getattr(n, "dtype", None) in ("float16", "bfloat16") for n in walk(self.kernel))
+        return self._narrow
 
     def may_fault(self, e: Expr) -> bool:
         """Whether evaluating `e` when its Select does not choose it could fault: it loads memory
