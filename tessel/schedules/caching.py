@@ -103,6 +103,9 @@ def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tu
     """Copy what loop `at` reads of `buffer` into a new `scope` buffer at the start of each of its
     iterations; the loop's reads use the copy."""
     _check_scope(scope)
+    if scope == "shared" and kernel.target == "cpu":  # fuzz case cache_read_shared_scope_in_cpu_kernel
+        raise ScheduleError(f"cache_read '{buffer}': scope 'shared' needs a GPU kernel; kernel '{kernel.name}' "
+                            f"targets the CPU (use scope 'local')")
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_read")

@@ -125,6 +125,10 @@ def fuse(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
     if [lp.var.name for lp in chain] != list(loops):
         raise ScheduleError(f"fuse {loops}: the loops must be consecutive and perfectly nested, outermost first "
                             f"(found the nest {[lp.var.name for lp in perfect_chain(outer)]})")
+    bound = [lp.var.name for lp in chain if lp.kind in THREAD_AXES]
+    if bound:
+        # one fused loop cannot keep two GPU axes: its threads would race (fuzz case gpu_fuse_of_bound_loops_races)
+        raise ScheduleError(f"fuse {loops}: loop(s) {bound} are bound to GPU axes; fuse before binding")
     extents = [const_extent(lp) for lp in chain]
     taken = used_names(kernel)
     fused = Var(fresh_name(taken, "_".join(loops) + "_fused"))
