@@ -341,11 +341,16 @@ class _Translator:
         fix = T.And(mod != zero, T.Cast("int8", b < zero) != T.Cast("int8", mod < zero))  # (bool != bool: see binary)
         if op == "floormod":
             out = T.Select(fix, mod + b, T.Select(mod != zero, mod, T.copysign(zero, b)))
+            # numpy: x % 0.0 and inf % y are nan (the fmod path's nan was lost in compiled code)
+            out = T.Select(T.Or(b == zero, T.isinf(a)), T.const(float("nan"), ft), out)
         else:
             div = (a - mod) / b
             div = T.Select(fix, div - one, div)
             fl = T.floor(div)
             out = T.Select(div != zero, T.Select(div - fl > half, fl + one, fl), T.copysign(zero, a / b))
+            # numpy: x // 0.0 is x / 0.0 (+-inf or nan); the fmod path gave 0 in compiled code
+            # (fuzz case tvm_float_floordiv_by_zero)
+            out = T.Select(b == zero, a / b, T.Select(T.isinf(a), T.const(float("nan"), ft), out))
         return T.Cast(dtype, out) if narrow else out
 
     def call(self, e: Call):

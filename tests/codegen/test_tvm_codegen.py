@@ -596,3 +596,21 @@ def test_float32_erf_is_vectorized_and_within_8_ulp():
     ok = ~np.isnan(want)
     ulps = np.abs(out[ok].astype(np.float64) - want[ok]) / np.spacing(np.maximum(np.abs(want[ok]), 1e-38))
     assert ulps.max() <= 8
+
+
+def test_float_floordiv_and_floormod_edge_cases_follow_numpy():
+    """x // 0.0 is x / 0.0 (+-inf, nan for 0 // 0), x % 0.0 and inf // y, inf % y are nan, y % inf keeps
+    numpy's sign rule (fuzz case tvm_float_floordiv_by_zero: compiled code gave 0)."""
+    import tessel as ts
+
+    A = ts.placeholder((12,), name="A")
+    B = ts.placeholder((12,), name="B")
+    kern = ts.build([A, B, ts.compute((12,), lambda i: A[i] // B[i], name="C"),
+                     ts.compute((12,), lambda i: A[i] % B[i], name="D")])
+    a = np.array([1, -1, 0, 5, -7, 3, 2.5, np.inf, 4, -3, -np.inf, 0.75], "f4")
+    b = np.array([0, 0, 0, 2, 2, -2, 0.5, 3, np.inf, np.inf, -2, -0.25], "f4")
+    c, d = np.empty(12, "f4"), np.empty(12, "f4")
+    kern(a, b, c, d)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(c, np.floor_divide(a, b))
+        np.testing.assert_array_equal(d, np.remainder(a, b))
