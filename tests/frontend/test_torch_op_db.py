@@ -27,8 +27,8 @@ pytest.importorskip("expecttest")  # torch's testing module imports it (the test
 
 SUBSET = 4
 CHUNKS = 4
-# passes per chunk on 2026-12-04 (bench/torch_ops.py's converters at this commit)
-FLOORS = [0, 0, 0, 0]
+# passes per chunk, measured on 2026-12-04 (the whole op_db: 524 of the 609 variants that export pass)
+FLOORS = [30, 31, 35, 33]
 
 _BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "torch_ops.py"
 
@@ -65,8 +65,8 @@ def test_op_db_chunk_matches_eager(chunk):
     bench = _bench()
     warnings.simplefilter("ignore")
     results = {bench.variant_name(op): bench.run_op(op, 2) for op in chunk_ops(bench, chunk)}
-    bad = {n: r for n, r in results.items() if r[0] in ("wrong", "crash")}
-    assert not bad, f"op variants that give wrong values or crash: {bad}"
+    bad = {n: r for n, r in results.items() if r[0] in ("wrong", "crash", "error")}
+    assert not bad, f"op variants that give wrong values, crash or fail with an error: {bad}"
     unnamed = {n: r for n, r in results.items() if r[0] == "unsupported" and "unsupported" not in r[1]}
     assert not unnamed, f"unsupported without the op named: {unnamed}"
     passed = sum(1 for s, _ in results.values() if s == "pass")
