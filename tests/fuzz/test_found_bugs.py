@@ -34,7 +34,7 @@ FOUND = {
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
 # "hang:worker"): name -> (owner file, what). A test checks the property its fix restores (fixed by
-# cpu's Let-binding in tvm_fastmath, found independently on an LSTM).
+# cpu's Let-binding in tvm_fastmath (6042137), found independently on an LSTM).
 SLOW = {
     "fastmath_nested_exp_tanh_compile_blowup": (
         "tessel/codegen/tvm_fastmath.py", "exp/tanh/sigmoid repeat their argument, so exp(tanh(x)) is ~1 MB of "
