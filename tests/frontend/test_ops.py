@@ -101,6 +101,18 @@ case("pow", S((3, 4)), S((), gen="few"), id="pow-neg-base-int-exp", torch=lambda
 case("lt", S((3, 4), "int8", "int"), S((1, 4), "int8", "int"), id="lt-int8", torch=lambda t, F, a, b: a < b)
 case("logical_and", S((2, 3), "bool", "bool"), S((3,), "bool", "bool"), id="and-bool",
      torch=lambda t, F, a, b: t.logical_and(a, b))
+# bitwise ops (composed from integer arithmetic; negative values included)
+case("bitwise_and", S((2, 3, 4), "int32", "int"), S((3, 1), "int32", "int"), id="bitwise_and-int32",
+     torch=lambda t, F, a, b: t.bitwise_and(a, b))
+case("bitwise_or", S((3, 4), "int8", "int"), S((3, 4), "int8", "int"), id="bitwise_or-int8",
+     torch=lambda t, F, a, b: t.bitwise_or(a, b))
+case("bitwise_xor", S((3, 4), "int8", "int"), S((4,), "int8", "int"), id="bitwise_xor-int8",
+     torch=lambda t, F, a, b: t.bitwise_xor(a, b))
+case("bitwise_not", S((3, 4), "int32", "int"), id="bitwise_not-int32", torch=lambda t, F, a: t.bitwise_not(a))
+case("shift_left", S((3, 4), "int32", "int"), S((3, 4), "int32", "posint"), id="shift_left-int32",
+     torch=lambda t, F, a, b: t.bitwise_left_shift(a, b))
+case("shift_right", S((3, 4), "int8", "int"), S((4,), "int8", "posint"), id="shift_right-int8",
+     torch=lambda t, F, a, b: t.bitwise_right_shift(a, b))
 case("where", S((3, 1), "bool", "bool"), S((3, 4)), S((4,)), torch=lambda t, F, c, a, b: t.where(c, a, b),
      interp=True)
 case("where", S((2, 1, 4), "bool", "bool"), S((3, 1)), S(()), torch=lambda t, F, c, a, b: t.where(c, a, b))
