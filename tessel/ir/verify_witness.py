@@ -150,4 +150,18 @@ def _no_value():
     raise _NoValue
 
 
-__all__ = ["tighten", "witness"]
+def evaluate(e: Expr, env: dict):
+    """The value of an integer / bool expression at `env` ({Var: int}), or None where it has
+    none (a load, a float, a free variable, a division by zero).
+
+    >>> from tessel.ir.nodes import Var
+    >>> evaluate(Var("i") // 2, {Var("i"): 7})
+    3
+    """
+    try:
+        return _eval(e, dict(env))
+    except _NoValue:
+        return None
+
+
+__all__ = ["evaluate", "tighten", "witness"]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import (
-    Allocate, Binary, Buffer, For, IfThenElse, Kernel, LetStmt, Load, Node, Seq, Stmt, Store, Var, rewrite, walk,
+    Allocate, Binary, Buffer, Const, Expr, For, IfThenElse, Kernel, LetStmt, Load, Node, Seq, Stmt, Store, Var,
+    rewrite, walk,
 )
 
 
@@ -166,7 +167,54 @@ def is_data_parallel(loop: For) -> tuple[bool, str]:
         if isinstance(st, Store) and st.buffer.name not in local:
             if not any(x == v for idx in st.indices for x in walk(idx)):
                 return False, f"iterations of loop '{v.name}' all write the same element of '{st.buffer.name}'"
+            clash = _iterations_collide(loop, st)
+            if clash is not None:
+                return False, (f"iterations {clash[0]} and {clash[1]} of loop '{v.name}' write the same element of "
+                               f"'{st.buffer.name}' (indices {', '.join(map(str, st.indices))})")
     return True, ""
+
+
+def _iterations_collide(loop: For, st: Store, limit: int = 4096):
+    """Two iterations of `loop` that store to the same element through `st`, or None. Only looked
+    for where the loop variable reaches every index through a floordiv / floormod (a fused loop's
+    `f // 4` alone repeats: C[i, jk // 2] += .. over a fused j-k loop is a reduction), by
+    enumerating the loop and the loops inside it (the outer variables at 0) up to `limit` points."""
+    import itertools
+
+    from tessel.ir.verify_witness import evaluate
+
+    v = loop.var
+
+    def only_under_divmod(e) -> bool:
+        if e == v:
+            return False
+        if isinstance(e, Binary) and e.op in ("floordiv", "floormod"):
+            return True
+        kids = [getattr(e, f) for f in ("a", "b") if isinstance(getattr(e, f, None), Expr)]
+        return all(only_under_divmod(k) for k in kids)
+
+    if not isinstance(loop.extent, Const) or not all(only_under_divmod(i) for i in st.indices):
+        return None
+    inner = [n for n in walk(loop.body) if isinstance(n, For) and isinstance(n.extent, Const)
+             and any(x == n.var for i in st.indices for x in walk(i))]
+    sizes = [int(loop.extent.value)] + [int(n.extent.value) for n in inner]
+    total = 1
+    for n in sizes:
+        total *= n
+    if total > limit:
+        return None
+    free = {x for i in st.indices for x in walk(i) if isinstance(x, Var)} - {v} - {n.var for n in inner}
+    seen = {}
+    for point in itertools.product(*(range(n) for n in sizes)):
+        env = dict(zip([v] + [n.var for n in inner], point))
+        env.update({x: 0 for x in free})
+        idx = tuple(evaluate(i, env) for i in st.indices)
+        if None in idx:
+            return None
+        first = seen.setdefault(idx, point[0])
+        if first != point[0]:
+            return first, point[0]
+    return None
 
 
 def and_all(conds: list) -> object:
