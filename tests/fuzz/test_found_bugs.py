@@ -18,16 +18,6 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
-    # from the 10-minute --target cuda campaign (2026-12-04), reported in REQUESTS.md:
-    "gpu_fuse_of_bound_loops_races": (
-        "race:schedule", "tessel/schedules/loops.py fuse (fuses the block- and thread-bound loops gpu.elementwise "
-                         "made; split refuses a bound loop, fuse does not)"),
-    "cache_read_shared_scope_in_cpu_kernel": (
-        "verify:schedule", "tessel/schedules/caching.py cache_read (scope 'shared' in a CPU kernel: the result does "
-                           "not verify; it should be a ScheduleError)"),
-    "tvm_float_floordiv_by_zero": (
-        "diff:tvm", "tessel/codegen/tvm_tir.py float_divmod (x // 0.0 is 0 in compiled code; numpy and the "
-                    "interpreter give x / 0.0, i.e. +-inf or nan)"),
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
 }
@@ -67,6 +57,9 @@ FIXED = {
     "generic_negative_extent": "cpu.generic leaves stages with empty loops unscheduled",
     "generic_parallel_outer_scalar_output": "cpu.generic: a reduction to a 0-d output is not parallelized",
     "generic_consumer_extent_shorter_than_producer": "cpu_epilogue fuses only a consumer covering the whole producer",
+    "tvm_float_floordiv_by_zero": "1079a54 (tvm_tir float floordiv follows numpy at the edges: x // 0.0 = x / 0.0)",
+    "gpu_fuse_of_bound_loops_races": "906dde5 (fuse refuses loops bound to GPU axes)",
+    "cache_read_shared_scope_in_cpu_kernel": "906dde5 (cache_read with scope 'shared' needs a GPU kernel)",
     "gemm_mma_sync_ignores_loop_extents": "54c4c33 (gemm templates refuse a nest whose loops do not span the operands)",
     "gemm_mma_sync_misaligned_cp_async": "54c4c33 (the same check: a 3x1x6 nest over 12x7 @ 7x8 is not the whole GEMM)",
     "decompose_reduction_loop_outside_guard_and_index": "decompose_reduction refuses a loop that neither indexes "
