@@ -320,3 +320,22 @@ def test_replay_on_the_wrong_kernel_fails_clearly():
         Schedule.replay(two_stage(), sch.trace)
     with pytest.raises(ScheduleError):
         Schedule.replay(gemm(), [{"primitive": "explode", "args": {}}])
+
+
+def test_vectorize_refuses_a_fused_loop_whose_iterations_share_an_element():
+    """decompose_reduction + fuse(j, k) of a GEMM: C[i, jk // 2] += .. over the fused loop is a
+    reduction (lanes 2t and 2t + 1 write one element); vectorizing or parallelizing it would race
+    (cpu.generic did vectorize it: a CPU miscompile found by test_random_schedules)."""
+    from tests.ir import dsl_programs as progs
+
+    tensors, reference = progs.gemm(2, 4, 2)
+    sch = Schedule(ts.lower(tensors))
+    sch.decompose_reduction("C", "i")
+    fused = sch.fuse("j", "k")
+    fused = fused[0] if isinstance(fused, list) else fused
+    for prim in (sch.vectorize, sch.parallel):
+        with pytest.raises(ScheduleError, match="write the same element of 'C'"):
+            prim(fused)
+    s2 = Schedule(ts.lower(tensors))  # a fused spatial loop (C[f // 4, f % 4]) stays legal
+    ij = s2.fuse("i", "j")
+    s2.parallel(ij[0] if isinstance(ij, list) else ij)
