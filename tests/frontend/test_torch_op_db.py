@@ -9,9 +9,10 @@ first two float32 samples of each variant. The samples are op_db's own random te
 every run; each output is compared with eager at rtol 1e-4 / atol 1e-5 (NaN equal to NaN).
 
 Statuses (bench/torch_ops.py): pass, wrong (a value differs: a tessel bug), crash (a non-tessel
-exception: a tessel bug), error (a TesselError other than an unsupported op), unsupported (the aten
-op or the case is named), export (torch.export refuses), skip (eager refuses, random ops, no
-tensors). A floor raised after adding converters keeps the gain.
+exception: a tessel bug), error (a TesselError other than an unsupported op or dtype), unsupported
+(the aten op, the case or the dtype tessel lacks is named), export (torch.export refuses), skip
+(eager refuses, random ops, no tensors). A floor raised after adding converters keeps the gain.
+Measured: the four chunks took 23-46 s each, 2.4 minutes in all, on the 2-core machine at load 3.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def test_op_db_chunk_matches_eager(chunk):
     results = {bench.variant_name(op): bench.run_op(op, 2) for op in chunk_ops(bench, chunk)}
     bad = {n: r for n, r in results.items() if r[0] in ("wrong", "crash", "error")}
     assert not bad, f"op variants that give wrong values, crash or fail with an error: {bad}"
-    unnamed = {n: r for n, r in results.items() if r[0] == "unsupported" and "unsupported" not in r[1]}
-    assert not unnamed, f"unsupported without the op named: {unnamed}"
+    # an unsupported variant names its aten op (or case), or the dtype tessel lacks
+    unnamed = {n: r for n, r in results.items() if r[0] == "unsupported"
+               and "unsupported" not in r[1] and "has no tessel counterpart" not in r[1]}
+    assert not unnamed, f"unsupported without the op or dtype named: {unnamed}"
     passed = sum(1 for s, _ in results.values() if s == "pass")
     others = {n: r for n, r in results.items() if r[0] != "pass"}
     assert passed >= FLOORS[chunk], (f"chunk {chunk}: {passed} of {len(results)} pass, below the floor "
