@@ -48,12 +48,14 @@ def c(v, dtype="int32"):
 
 
 def _wrap(v: int, dtype: str) -> int:
-    b = {"int8": 8, "int32": 32, "int64": 64}[dtype]
-    v &= (1 << b) - 1
-    return v - (1 << b) if v >= 1 << (b - 1) else v
+    info = np.iinfo(dtype)
+    span = int(info.max) - int(info.min) + 1
+    return (v - int(info.min)) % span + int(info.min)
 
 
 def evaluate(e, env: dict):
+    """Exact integers, wrapped to the node's dtype (signed or unsigned) after every op; an
+    evaluator independent of tessel (tests/passes/test_simplify_unsigned.py uses it too)."""
     if isinstance(e, Const):
         return e.value
     if isinstance(e, Var):

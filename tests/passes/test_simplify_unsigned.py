@@ -16,40 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessel.ir import interp
-from tessel.ir.nodes import Binary, Cast, Const, Not, Select, Var
+from tessel.ir.nodes import Binary, Cast, Const, Var
 from tessel.passes.simplify import fold_binary, fold_cast, simplify
-from tests.passes.test_simplify import _np_binary, index_exprs
+from tests.passes.test_simplify import _np_binary, _wrap, evaluate, index_exprs
 
 NEW_INTS = ["int16", "uint8", "uint16", "uint32", "uint64"]
-
-
-def _wrap(v: int, dtype: str) -> int:
-    info = np.iinfo(dtype)
-    span = int(info.max) - int(info.min) + 1
-    return (v - int(info.min)) % span + int(info.min)
-
-
-def evaluate(e, env: dict):
-    """Exact integers, wrapped to the node's dtype after every op (floor division and modulo)."""
-    if isinstance(e, Const):
-        return e.value
-    if isinstance(e, Var):
-        return env[e]
-    if isinstance(e, Not):
-        return not evaluate(e.a, env)
-    if isinstance(e, Select):
-        return evaluate(e.t, env) if evaluate(e.cond, env) else evaluate(e.f, env)
-    if isinstance(e, Cast):
-        return _wrap(int(evaluate(e.value, env)), e.dtype)
-    assert isinstance(e, Binary), e
-    a, b = evaluate(e.a, env), evaluate(e.b, env)
-    r = {
-        "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "floordiv": lambda: a // b,
-        "floormod": lambda: a % b, "min": lambda: min(a, b), "max": lambda: max(a, b), "eq": lambda: a == b,
-        "ne": lambda: a != b, "lt": lambda: a < b, "le": lambda: a <= b, "gt": lambda: a > b, "ge": lambda: a >= b,
-        "and": lambda: a and b, "or": lambda: a or b,
-    }[e.op]()
-    return r if isinstance(r, bool) else _wrap(r, e.dtype)
 
 
 def _cases():
