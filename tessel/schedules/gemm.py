@@ -62,6 +62,7 @@ from tessel.ir.nodes import (
     Var, minimum, seq, substitute,
 )
 from tessel.schedules.epilogue import Epilogue, store_value
+from tessel.schedules.nest import unflatten_index
 
 # Shared memory a block may use, by architecture (bytes; the opt-in maximum).
 SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024,
@@ -377,13 +378,7 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     fa = Buffer(f"{prefix}_fa", (2, mt_n, 8), p.dtype, "local")
     fb = Buffer(f"{prefix}_fb", (2, nt_n // 2, 8), p.dtype, "local")
     # batch indices from the fused blockIdx.y
-    bvars, rest = [], bz
-    for i in range(len(p.batch)):
-        inner = 1
-        for x in p.batch[i + 1:]:
-            inner *= x
-        bvars.append(rest // inner if i + 1 < len(p.batch) else rest)
-        rest = rest % inner
+    bvars = unflatten_index(bz, tuple(p.batch))
     # grouped block order
     gm = min(kn.group_m, tiles_m)
     per_group = gm * tiles_n

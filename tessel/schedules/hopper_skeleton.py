@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from tessel.ir.nodes import Allocate, Barrier, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, LetStmt, Var
 from tessel.ir.nodes import Launch, minimum, seq
 from tessel.schedules.hopper_pieces import ATOM_COLS, Ring, consumer_mainloop, warp_specialized
+from tessel.schedules.nest import unflatten_index
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,7 @@ def warp_specialized_tiles(kn, tiles: TileGrid, k_tiles: int, at, bt, dtype: str
         tile_all = pid + lt * grid if kn.persistent else pid
         tile = tile_all % per_batch if nbatch > 1 else tile_all
         bz = tile_all // per_batch
-        bvars, rest = [], bz
-        for i in range(len(tiles.batch)):
-            inner_n = 1
-            for x in tiles.batch[i + 1:]:
-                inner_n *= x
-            bvars.append(rest // inner_n if i + 1 < len(tiles.batch) else rest)
-            rest = rest % inner_n
+        bvars = unflatten_index(bz, tuple(tiles.batch))
         pm, pn, gs = V(f"{tag}pm"), V(f"{tag}pn"), V(f"{tag}gs")
         first_m = tile // per_group * gm
         inner = tile % per_group

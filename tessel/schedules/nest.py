@@ -217,6 +217,24 @@ def _iterations_collide(loop: For, st: Store, limit: int = 4096):
     return None
 
 
+def unflatten_index(flat, extents: tuple) -> list:
+    """The indices (Exprs) of the row-major multi-index `flat` (an Expr) over `extents`: the last
+    fastest. E.g. a fused batch number into its batch dimensions' indices.
+
+    >>> from tessel.ir.nodes import Var
+    >>> [str(e) for e in unflatten_index(Var("z"), (2, 3))]
+    ['(z // 3)', '(z % 3)']
+    """
+    out, rest = [], flat
+    for i in range(len(extents)):
+        inner = 1
+        for x in extents[i + 1:]:
+            inner *= x
+        out.append(rest // inner if i + 1 < len(extents) else rest)
+        rest = rest % inner
+    return out
+
+
 def and_all(conds: list) -> object:
     out = None
     for c in conds:

@@ -181,17 +181,25 @@ def test_deleted_synchronisation_fails_in_the_interpreter(drop, allowed):
     np.testing.assert_allclose(good, _reference(p, a, b), **matmul_tol(p.dtype, p.k, out_dtype="float32"))
     broken = hopper_gemm_kernel(p, kn, drop=(drop,))
     assert broken != hopper_gemm_kernel(p, kn)
+    want = _reference(p, a, b)
     for s in range(3):  # a few schedules: each must fail in an allowed way
-        out = c.copy()
-        try:
+        def run_once(s=s):
+            out = c.copy()
             interp.run(broken, a, b, out, seed=seed + s)
-            bad = np.isnan(out).any() or not np.allclose(out, _reference(p, a, b), **matmul_tol(p.dtype, p.k))
-            got = "poison" if bad else "clean run"
-        except interp.RaceError:
-            got = "race"
-        except interp.ExecutionError as e:
-            got = "deadlock" if "deadlock" in str(e).lower() else f"error: {e}"
+            return np.isnan(out).any() or not np.allclose(out, want, **matmul_tol(p.dtype, p.k))
+        got = failure_kind(run_once)
         assert got in allowed, f"drop {drop}: {got} (input seed {seed}, schedule seed {seed + s})"
+
+
+def failure_kind(run_once) -> str:
+    """How a broken kernel's run went: "race" (RaceError), "deadlock", "poison" (`run_once()`
+    returned True: a wrong or NaN result), "clean run", or "error: ..." for anything else."""
+    try:
+        return "poison" if run_once() else "clean run"
+    except interp.RaceError:
+        return "race"
+    except interp.ExecutionError as e:
+        return "deadlock" if "deadlock" in str(e).lower() else f"error: {e}"
 
 
 @pytest.mark.parametrize("drop", ["store_wait", "store_barrier"])
