@@ -31,7 +31,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Union
+from typing import Union
 
 from tessel.errors import DTypeError
 from tessel.ir.dtypes import ALL_DTYPES, INDEX_DTYPE, check_dtype, is_bool, is_float, is_int
@@ -567,52 +567,11 @@ def maximum(a, b) -> Expr:
     return a._bin("max", b)
 
 
-# ---------------------------------------------------------------------------------------------
-# Traversal
-# ---------------------------------------------------------------------------------------------
-
-
-def walk(node: Node) -> Iterator[Node]:
-    """All nodes of a tree, pre-order (shared subtrees are visited each time they occur)."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(reversed(n.children()))
-
-
-def collect(node: Node, cls: type | tuple) -> list:
-    """Every node of type `cls` in the tree, pre-order."""
-    return [n for n in walk(node) if isinstance(n, cls)]
-
-
-def free_vars(node: Node) -> set[Var]:
-    """Variables used in `node` but not bound inside it (by For or LetStmt)."""
-    used: set[Var] = set()
-    bound: set[Var] = set()
-    for n in walk(node):
-        if isinstance(n, Var):
-            used.add(n)
-        elif isinstance(n, (For, LetStmt)):
-            bound.add(n.var)
-    return used - bound
-
-
-def substitute(node: Node, mapping: dict) -> Node:
-    """Replace variables (or any sub-trees) by the nodes `mapping` gives for them.
-
-    >>> i = Var("i")
-    >>> str(substitute(i + 1, {i: Var("j") * 2}))
-    '((j * 2) + 1)'
-    """
-    if not mapping:
-        return node
-    return rewrite(node, lambda n: mapping.get(n), fixpoint=False)
-
-
-# The rewrite engine (Pat, Rule, RuleSet, rewrite) lives in tessel/ir/rewrite.py and is re-exported here;
-# it is imported last because it stands on the node types above.
+# The rewrite engine (Pat, Rule, RuleSet, rewrite, in tessel/ir/rewrite.py) and the traversals (walk,
+# collect, free_vars, substitute, in tessel/ir/traverse.py) are re-exported here; they are imported last
+# because they stand on the node types above.
 from tessel.ir.rewrite import Pat, Rule, RuleSet, rewrite  # noqa: E402
+from tessel.ir.traverse import collect, free_vars, substitute, walk  # noqa: E402
 
 
 __all__ = [
