@@ -9,7 +9,8 @@ on the caller's arrays, writing outputs in place.
 Scalar parameters (int32 / int64 `Var`s in `.ir.params`, see `tessel.ir.nodes.Kernel`) take a
 Python or numpy int; array shapes that are expressions of them (`Buffer("A", (n,))`) are checked
 against the shape evaluated with the values given, so one compiled kernel serves every length.
-Today only the CUDA backend compiles them (`tessel.codegen.cuda_kernel.GpuKernel`).
+Both backends compile them: the CPU one (TVM, `tessel.codegen.tvm_tir`) and the CUDA one
+(`tessel.codegen.cuda_kernel.GpuKernel`).
 
 The backend object (`runner`) provides `tensors(arrays)` (zero-copy views with `data_ptr()`),
 `call(tensors)` and `time(arrays, number, repeat)`. Measured per-call overhead, 2-core VM, 3 arrays:
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessel.errors import ArgumentError, CodegenError
+from tessel.errors import ArgumentError
 from tessel.ir.dtypes import numpy_dtype
 from tessel.ir.nodes import Expr, Intrinsic, Store, Var, free_vars, walk
 from tessel.ir.nodes import Kernel as IRKernel
@@ -90,10 +91,6 @@ class Kernel:
             written = {n.buffer.name for n in walk(ir.body) if isinstance(n, Store)}
             written |= {a.buffer.name for n in walk(ir.body) if isinstance(n, Intrinsic)
                         for a in n.args if hasattr(a, "buffer")}
-        if ir.scalar_params and type(self) is Kernel:
-            raise CodegenError(f"kernel '{ir.name}' has scalar parameters "
-                               f"({', '.join(p.name for p in ir.scalar_params)}): scalar kernel parameters are "
-                               f"supported on cuda targets only for now")
         specs = []
         for p in ir.params:
             if isinstance(p, Var):
@@ -262,11 +259,11 @@ class Kernel:
     def _check_overlap(self, tensors, sizes: tuple) -> None:
         # The code assumes no aliasing (tir.noalias): an output must not overlap another argument.
         # Data pointers of the zero-copy views are cheap (0.15 us; np.may_share_memory costs 1 us).
-        ptrs = [t.data_ptr() for t in tensors]
+        ptrs = [None if s.scalar else t.data_ptr() for t, s in zip(tensors, self._specs)]
         for i in self._outputs:
             lo, hi = ptrs[i], ptrs[i] + sizes[i]
             for j, p in enumerate(ptrs):
-                if p < hi and lo < p + sizes[j] and j != i:
+                if p is not None and p < hi and lo < p + sizes[j] and j != i:
                     specs = self._specs
                     raise ArgumentError(f"kernel '{self.name}' arguments '{specs[i].name}' and '{specs[j].name}' "
                                         f"overlap in memory; an output must not share memory with another argument")

@@ -275,14 +275,17 @@ class Runner:
         self.function = module.get_function(symbol, query_imports=True)
         self._from_dlpack = tvm_ffi.from_dlpack
         self._bf16 = tuple(p.dtype == "bfloat16" for p in params)
-        self._shapes = tuple(p.shape for p in params)
+        self._shapes = tuple(getattr(p, "shape", ()) for p in params)
+        self._scalars = tuple(not hasattr(p, "shape") for p in params)  # scalar Var parameters: ints by value
 
     def tensors(self, arrays) -> list:
-        """Zero-copy TVM views of `arrays`."""
+        """Zero-copy TVM views of `arrays` (ints as they are, for scalar parameters)."""
         out = []
         fd = self._from_dlpack
-        for a, bf16, shape in zip(arrays, self._bf16, self._shapes):
-            if bf16:
+        for a, bf16, shape, scalar in zip(arrays, self._bf16, self._shapes, self._scalars):
+            if scalar:
+                out.append(int(a))
+            elif bf16:
                 out.append(self._bf16_view(a, shape))
             elif a.flags.writeable:
                 out.append(fd(a.__dlpack__()))  # the capsule itself: skips from_dlpack's protocol probing
@@ -293,6 +296,8 @@ class Runner:
 
     def view(self, index: int, a):
         """The zero-copy TVM view of `a` as parameter `index` (what `tensors` makes for it)."""
+        if self._scalars[index]:
+            return int(a)
         if self._bf16[index]:
             return self._bf16_view(a, self._shapes[index])
         if a.flags.writeable:
@@ -304,6 +309,8 @@ class Runner:
 
         u16 = a.view(np.uint16)
         capsule = u16.__dlpack__() if a.flags.writeable else u16.__dlpack__(max_version=(1, 1))
+        if any(not isinstance(d, int) for d in shape):  # symbolic: the array's own shape (checked by the caller)
+            shape = a.shape
         return self._from_dlpack(capsule)._create_view(shape, "bfloat16")
 
     def call(self, tensors) -> None:

@@ -2,7 +2,11 @@
 
 A CPU-scheduled tessel `Kernel` (serial / parallel / vectorized / unrolled loops, global and local
 allocations, lets, ifs, stores, math calls) becomes one TVM PrimFunc whose parameters are the
-kernel's buffers in call order. `tessel.codegen.tvm_runtime` compiles it with LLVM and calls it.
+kernel's buffers and scalar parameters in call order. `tessel.codegen.tvm_runtime` compiles it with
+LLVM and calls it. Scalar parameters (int32 / int64 `Var`s) become TIR `Var` parameters, and the
+buffer shapes, loop extents and allocations that use them are symbolic in the PrimFunc too (TVM's
+packed entry checks each array's shape against them at call time): one compiled function serves
+every length.
 
 Why TIR nodes are built directly (not TVMScript text): measured on TVM 0.27,
   * speed: building the nodes of the default-scheduled GEMM, softmax and conv2d takes 1.5-3.6 ms,
@@ -131,12 +135,20 @@ class _Translator:
     def function(self):
         T = self.T
         params = []
+        for p in self.kernel.params:  # scalar parameters first: buffer shapes may use them
+            if isinstance(p, Var):
+                if p.name in self.vars:
+                    raise CodegenError(f"kernel '{self.kernel.name}': two parameters are named '{p.name}'")
+                self.vars[p.name] = T.Var(p.name, p.dtype)
         for p in self.kernel.params:
-            if p.name in self.buffers:
+            if isinstance(p, Var):
+                params.append(self.vars[p.name])
+                continue
+            if p.name in self.buffers or p.name in self.vars:
                 raise CodegenError(f"kernel '{self.kernel.name}': two parameters are named '{p.name}'")
             # data_alignment = element size: numpy only guarantees that much, and TVM would
             # otherwise assume 64-byte aligned data (aligned vector moves fault on numpy slices).
-            buf = T.decl_buffer(p.shape, p.dtype, name=p.name, data_alignment=max(1, bits(p.dtype) // 8))
+            buf = T.decl_buffer(self.shape(p), p.dtype, name=p.name, data_alignment=max(1, bits(p.dtype) // 8))
             self.buffers[p.name] = buf
             params.append(buf)
         body = self.block(self.kernel.body)
@@ -180,7 +192,7 @@ class _Translator:
             b = s.buffer
             if b.scope not in _SCOPES:
                 raise CodegenError(f"kernel '{self.kernel.name}': buffer '{b.name}' has unknown scope '{b.scope}'")
-            buf = T.decl_buffer(b.shape, b.dtype, name=b.name, scope=_SCOPES[b.scope])
+            buf = T.decl_buffer(self.shape(b), b.dtype, name=b.name, scope=_SCOPES[b.scope])
             # TVM's LowerTVMBuiltin turns allocations inside parallel loops into workspace calls
             # whose pointers LLVM cannot prove unaliased, so a register tile is stored to memory
             # on every iteration (about 5x slower GEMM). Small local buffers stay on the stack.
@@ -224,6 +236,11 @@ class _Translator:
         return T.For(var, T.const(0, s.var.dtype), extent, kind, body)
 
     # -- expressions -----------------------------------------------------------------------
+
+    def shape(self, b: Buffer) -> list:
+        """The TIR shape of `b`: ints, and symbolic entries (expressions of the scalar parameters)
+        translated; TVM checks a parameter's symbolic shape against the array passed at call time."""
+        return [d if isinstance(d, int) else self.index(d) for d in b.shape]
 
     def buffer(self, name: str, where):
         buf = self.buffers.get(name)
@@ -495,7 +512,7 @@ STACK_LIMIT_BYTES = 64 * 1024  # per allocation; parallel workers run on threads
 
 def _on_stack(b: Buffer) -> bool:
     """Whether a buffer is allocated on the stack (alloca) rather than through TVM's workspace."""
-    return b.scope == "local" and b.size * max(1, bits(b.dtype) // 8) <= STACK_LIMIT_BYTES
+    return b.scope == "local" and not b.symbolic and b.size * max(1, bits(b.dtype) // 8) <= STACK_LIMIT_BYTES
 
 
 def tvm_bool_true(T):

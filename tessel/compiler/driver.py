@@ -48,12 +48,23 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
     'inc'
     """
     tgt = parse_target("cpu" if target == "llvm" else target)  # "llvm": TVM's name of the CPU, as compile() takes
+    return _codegen(prepare(tensors_or_kernel, tgt, schedule, tuning_log, name, pipeline), tgt)
+
+
+def prepare(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=None, pipeline=None) -> IRKernel:
+    """What `build` hands the backend: the IR scheduled and through the target's pass pipeline
+    (same arguments as `build`), without generating code.
+
+    >>> import tessel as ts
+    >>> A = ts.placeholder((8,), name="A"); B = ts.compute((8,), lambda i: A[i] + 1.0, name="B")
+    >>> prepare([A, B], name="inc").target
+    'cpu'
+    """
+    tgt = target if isinstance(target, Target) else parse_target("cpu" if target == "llvm" else target)
     if tuning_log is not None and schedule is not None:
         raise TesselError("build(): pass schedule=... or tuning_log=..., not both")
     passes = pipeline_for(tgt) if pipeline is None else as_pipeline(pipeline)  # bad pipeline data fails first
     ir = _to_ir(tensors_or_kernel, name)
-    if tgt.kind == "cpu":
-        _no_cpu_scalars(ir)  # before the CPU schedule and passes see them
     if tuning_log is not None:  # the log's best record for this workload, or the default schedule
         from tessel.tune.reuse import LogSchedules
 
@@ -61,8 +72,7 @@ def build(tensors_or_kernel, target="cpu", schedule=None, tuning_log=None, name=
         schedule = lookup.schedule_for(ir)
         lookup.warn()
     ir = _schedule(ir, schedule, tgt)
-    ir = run_pipeline(ir, passes)
-    return _codegen(ir, tgt)
+    return run_pipeline(ir, passes)
 
 
 def _to_ir(tensors_or_kernel, name) -> IRKernel:
@@ -125,16 +135,8 @@ def _retarget(ir: IRKernel, target: Target) -> IRKernel:
     return ir
 
 
-def _no_cpu_scalars(ir: IRKernel) -> None:
-    if ir.scalar_params:  # the TVM lowering has no scalar parameters yet
-        raise CodegenError(f"kernel '{ir.name}' has scalar parameters "
-                           f"({', '.join(p.name for p in ir.scalar_params)}): scalar kernel parameters are "
-                           f"supported on cuda targets only for now")
-
-
 def _codegen(ir: IRKernel, target: Target) -> Kernel:
     if target.kind == "cpu":
-        _no_cpu_scalars(ir)
         from tessel.codegen import tvm as backend
 
         runner = backend.compile_kernel(ir)
