@@ -1,16 +1,15 @@
 """The planted-bug evaluation's machinery (bench/fuzz_eval.py bugs): a reference suite that judges
 mutants of tessel's source, forked runners, and corpus replay.
 
-- `programs()`: the reference suite, each program judged against a reference that the mutated
-  code cannot touch: random op graphs compiled by `tessel.compile` for the CPU (graph passes,
-  fusion, lowering, default schedules, CPU pipeline, TVM) against the op registry's numpy
-  references; random DSL kernels built by `tessel.build` for the CPU against the reference
-  interpreter on the unscheduled kernel; and GPU kernels (GEMMs on the mma.sync and wgmma
-  templates, SIMT matmul, reductions, softmax, norms, transposes) scheduled by the default CUDA
-  templates and the CUDA pipeline, run by the interpreter (no GPU needed) against numpy or the
-  interpreter on the unscheduled kernel. (Mutants live in passes/, schedules/, codegen/ and
-  compiler/lowering.py; the interpreter in ir/interp and the references in frontend/ are never
-  mutated.)
+- `programs()` / `run_program(name)`: the reference suite (tessel/fuzz/suite.py), each program
+  judged against a reference that the mutated code cannot touch: random op graphs compiled by
+  `tessel.compile` for the CPU against the op registry's numpy references; random DSL kernels built
+  by `tessel.build` for the CPU against the reference interpreter on the unscheduled kernel; and GPU
+  kernels (GEMMs on the mma.sync and wgmma templates, SIMT matmul, reductions, softmax, norms,
+  transposes) scheduled by their default CUDA templates and the CUDA pipeline, run by the
+  interpreter (no GPU needed) against the interpreter on the unscheduled kernel. (Mutants live in
+  passes/, schedules/, codegen/ and compiler/lowering.py; the interpreter in ir/interp and the
+  references in frontend/ are never mutated.)
 - `forked(fn, timeout)`: runs `fn` in a forked child of an already-imported parent (imports cost
   about 10 s per process here; a fork costs milliseconds), so every mutant starts from the same
   clean state: nothing compiled yet, no cache warm. Importing this module turns tessel's disk
@@ -31,7 +30,6 @@ from __future__ import annotations
 import ast
 import os
 import pickle
-import random
 import select
 import signal
 import time
@@ -102,130 +100,9 @@ def forked(fn, timeout: float):
     return pickle.loads(b"".join(chunks))
 
 
-# -- the reference suite -------------------------------------------------------------------------
+# -- the reference suite: tessel/fuzz/suite.py -------------------------------------------------
 
-
-def _gpu_kernels() -> dict:
-    """name -> (naive kernel, target) of the GPU part of the suite."""
-    import tessel as ts
-
-    def matmul(M, N, K, dtype, a_t=False, b_t=False):
-        A = ts.placeholder((K, M) if a_t else (M, K), dtype, name="A")
-        B = ts.placeholder((N, K) if b_t else (K, N), dtype, name="B")
-        k = ts.reduce_axis(K, name="k")
-        acc = "float32" if dtype in ("float16", "bfloat16") else dtype
-        return ts.lower([A, B, ts.compute((M, N), lambda i, j: ts.sum(
-            (A[k, i] if a_t else A[i, k]).astype(acc) * (B[j, k] if b_t else B[k, j]).astype(acc), axis=k),
-            name="C")])
-
-    def row_reduce(rows, cols, op):
-        X = ts.placeholder((rows, cols), name="X")
-        k = ts.reduce_axis(cols, name="k")
-        red = {"sum": ts.sum, "max": ts.max}[op]
-        return ts.lower([X, ts.compute((rows,), lambda i: red(X[i, k], axis=k), name="S")])
-
-    def column_sum(rows, cols):
-        X = ts.placeholder((rows, cols), name="X")
-        k = ts.reduce_axis(rows, name="k")
-        return ts.lower([X, ts.compute((cols,), lambda j: ts.sum(X[k, j], axis=k), name="S")])
-
-    def transpose(rows, cols):
-        A = ts.placeholder((rows, cols), name="A")
-        return ts.lower([A, ts.compute((cols, rows), lambda i, j: A[j, i], name="B")])
-
-    def elementwise(shape, dtype="float32"):
-        A = ts.placeholder(shape, dtype, name="A")
-        return ts.lower([A, ts.compute(shape, lambda *i: ts.exp(A[i].astype("float32")).astype(dtype) * A[i],
-                                       name="B")])
-
-    def one_op(op, shapes, dtype):
-        from tessel.compiler.lowering import lower_group
-        from tessel.frontend.graph import Graph
-        from tessel.passes.graph.fusion import fuse
-
-        g = Graph()
-        ins = [g.add_input(f"x{i}", s, dtype) for i, s in enumerate(shapes)]
-        (y,) = g.add_node(op, ins, {})
-        g.mark_outputs([y])
-        (group,) = fuse(g)
-        return lower_group(g, group).ir
-
-    return {
-        "gpu.gemm_mma_f16_64": (lambda: matmul(64, 64, 64, "float16"), "cuda"),
-        "gpu.gemm_mma_bf16_tt_32": (lambda: matmul(32, 32, 32, "bfloat16", True, True), "cuda"),
-        "gpu.gemm_wgmma_f16_64": (lambda: matmul(64, 64, 64, "float16"), "cuda:sm_90a"),
-        "gpu.matmul_simt_33x40x17": (lambda: matmul(33, 40, 17, "float32"), "cuda"),
-        "gpu.row_sum_6x100": (lambda: row_reduce(6, 100, "sum"), "cuda"),
-        "gpu.row_max_3x1000": (lambda: row_reduce(3, 1000, "max"), "cuda"),
-        "gpu.column_sum_50x7": (lambda: column_sum(50, 7), "cuda"),
-        "gpu.transpose_40x70": (lambda: transpose(40, 70), "cuda"),
-        "gpu.elementwise_37x19": (lambda: elementwise((37, 19)), "cuda"),
-        "gpu.elementwise_f16_64x48": (lambda: elementwise((64, 48), "float16"), "cuda"),
-        "gpu.softmax_6x40": (lambda: one_op("softmax", [(6, 40)], "float32"), "cuda"),
-        "gpu.layer_norm_f16_5x64": (lambda: one_op("layer_norm", [(5, 64), (64,), (64,)], "float16"), "cuda"),
-    }
-
-
-def programs(n_graph: int = 24, n_dsl: int = 24, gpu: bool = True) -> list:
-    """The suite's program names: graph.<seed>, dsl.<seed>, gpu.<name>."""
-    out = [f"graph.{s}" for s in range(n_graph)] + [f"dsl.{s}" for s in range(n_dsl)]
-    if gpu:
-        out += sorted(_gpu_kernels())
-    return out
-
-
-def run_program(name: str):
-    """Compile and run one suite program; None when it matches its reference, else a message
-    (a miscompilation). Exceptions propagate (the caller counts them as crashes)."""
-    import numpy as np
-
-    kind, _, key = name.partition(".")
-    if kind == "graph":
-        import tessel
-        from tessel.frontend.reference import run_graph
-        from tessel.fuzz.gen import random_graph
-
-        g = random_graph(random.Random(1000 + int(key)))
-        if not g.nodes:
-            return None
-        rng = np.random.default_rng(int(key))
-        ins = [rng.standard_normal(g.values[v].shape).astype("float32") for v in g.inputs]
-        want = run_graph(g, ins)
-        got = tessel.compile(random_graph(random.Random(1000 + int(key))), ins, target="cpu")(*ins)
-        got = got if isinstance(got, (list, tuple)) else [got]
-        for i, (a, w) in enumerate(zip(got, want)):
-            if not np.allclose(np.asarray(a), w, rtol=1e-3, atol=1e-4, equal_nan=True):
-                return f"output {i} differs from numpy"
-        return None
-    from tessel.fuzz.oracles import _interp, _reads_uninitialized, compare, make_inputs
-
-    if kind == "dsl":
-        import tessel
-        from tessel.fuzz.gen import dsl_kernel
-
-        k = dsl_kernel(random.Random(2000 + int(key)))
-        ins = make_inputs(k, int(key))
-        want = _interp(k, ins, 0)
-        if _reads_uninitialized(k, ins, 0, want):
-            return None
-        built = tessel.build(k, target="cpu")
-        got = [a.copy() for a in ins]
-        built(*got)
-        return compare(got, want, k.params, loose=4.0, nan_is_any=True)
-    if kind == "gpu":
-        from tessel.compiler.pipeline import as_pipeline, cuda_pipeline
-        from tessel.schedules.generic_gpu import default_gpu_schedule
-
-        make, target = _gpu_kernels()[name]
-        k = make()
-        ins = make_inputs(k, 3)
-        want = _interp(k, ins, 0)
-        sk = default_gpu_schedule(k, target).kernel
-        for p in as_pipeline(cuda_pipeline()):
-            sk = p(sk)
-        got = _interp(sk, ins, 1)
-        return compare(got, want, k.params, loose=2.0)
-    raise ValueError(f"unknown suite program {name!r}")
+from tessel.fuzz.suite import programs, run_program  # noqa: E402  (after the cache switch above)
 
 
 def program_lines(names, modules) -> dict:

@@ -67,8 +67,11 @@ def sig_key(signature: str) -> str:
 class Campaign:
     """One fuzzing campaign writing into `out_dir` (see the module docstring).
 
-    Options: `target` "cpu" | "cuda" (cuda: GPU schedules checked by the race-checking interpreter
-    and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where CUDA runs would go),
+    Options: `target` "cpu" | "cuda" | "cuda:sm_80" | "cuda:sm_90a" (GPU schedules of that
+    architecture, on GPU-shaped programs (tessel/fuzz/gen_gpu.py: whole GEMMs the mma.sync and
+    wgmma templates take, long-row reductions, row-wise ops) and small DSL programs, checked by the
+    race-checking interpreter and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where
+    CUDA runs would go),
     `feedback` (False: coverage is measured but does not steer: the ablation baseline),
     `mutate_passes` (False: pipelines stay the target's), `coverage` (False: no tracing at all),
     `tvm_rate` (share of CPU cases also built and run through TVM), `timeout` (per case, s),
@@ -187,14 +190,15 @@ class Campaign:
 
     # -- producing cases -------------------------------------------------------------------
     def fresh(self) -> Case | None:
-        from tessel.fuzz.gen import dsl_kernel, program
+        from tessel.fuzz.gen import program
+        from tessel.fuzz.gen_gpu import gpu_program
         from tessel.fuzz.mutate_ir import default_schedule_cmds
         from tessel.fuzz.mutate_passes import base_pipeline
 
         rng = self.rng
         for _ in range(10):
             try:
-                k = program(rng) if self.target == "cpu" else dsl_kernel(rng, stages=1)
+                k = program(rng) if self.target == "cpu" else gpu_program(rng, self.target)
                 sched = default_schedule_cmds(k, self.target)
             except TesselError:
                 continue

@@ -4,8 +4,10 @@ Seeds are (program, pipeline) pairs that evolve together; the schedule is part o
 side, because schedule primitives and template knobs are mutated like any other IR decision.
 
 - `kernel`: the unscheduled IR kernel (as DSL lowering or a graph group produced it, then mutated).
-- `target`: which schedules it gets: "cpu" (cpu.generic + CPU primitives, then TVM) or "cuda"
-  (the GPU templates + GPU primitives; run by the race-checking interpreter, printed as CUDA).
+- `target`: which schedules it gets: "cpu" (cpu.generic + CPU primitives, then TVM) or "cuda",
+  "cuda:sm_80", "cuda:sm_90a" (the GPU templates of that architecture + GPU primitives; run by the
+  race-checking interpreter, printed as CUDA; plain "cuda" is the default CUDA target, the visible
+  GPU's architecture or sm_90a).
 - `schedule`: schedule commands `{"primitive": name, "args": {...}}`, applied in order with
   `Schedule.apply` (a "template" command runs a template with its knobs). A command the schedule
   refuses (ScheduleError) is skipped, and counted.
@@ -33,7 +35,16 @@ from tessel.errors import TesselError
 from tessel.ir.nodes import Kernel
 
 HEADER = "# tessel fuzz case v1"
-TARGETS = ("cpu", "cuda")
+TARGETS = ("cpu", "cuda", "cuda:sm_80", "cuda:sm_90a")
+
+
+def is_gpu(target: str) -> bool:
+    """Whether a case target schedules for the GPU ("cuda" or "cuda:ARCH").
+
+    >>> is_gpu("cuda:sm_90a"), is_gpu("cpu")
+    (True, False)
+    """
+    return target == "cuda" or target.startswith("cuda:")
 
 
 class FuzzError(TesselError):
@@ -109,4 +120,4 @@ class Case:
         return Case(**d)
 
 
-__all__ = ["Case", "FuzzError", "HEADER", "TARGETS"]
+__all__ = ["Case", "FuzzError", "HEADER", "TARGETS", "is_gpu"]

@@ -1,6 +1,6 @@
 """`tessel fuzz`: run a campaign, or replay one saved case.
 
-    tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda] [--jobs J]
+    tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda|cuda:sm_80|cuda:sm_90a] [--jobs J]
     tessel fuzz --replay DIR/failures/<sig>/reduced.txt
 
 Example:
@@ -27,7 +27,8 @@ def add_commands(sub, debug) -> None:
     p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, metavar="DIR", help="campaign directory (resumed when it exists)")
     p.add_argument("--seed", type=int, default=0, help="seed of the campaign (default: 0)")
-    p.add_argument("--target", default="cpu", help="cpu (TVM) or cuda (GPU schedules; default: cpu)")
+    p.add_argument("--target", default="cpu", help="cpu (TVM), cuda, cuda:sm_80 or cuda:sm_90a (GPU schedules of "
+                   "that architecture, run by the race-checking interpreter; default: cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--no-feedback", action="store_true", help="coverage does not steer (ablation)")
     p.add_argument("--no-pass-mutation", action="store_true", help="pipelines stay the target's (ablation)")

@@ -34,7 +34,7 @@ import math
 import random
 
 from tessel.errors import TesselError
-from tessel.fuzz.case import Case
+from tessel.fuzz.case import Case, is_gpu
 from tessel.ir.nodes import (
     ARITH_OPS, COMPARE_OPS, LOOP_KINDS, MATH_FUNCS, SCOPES, Allocate, Binary, Buffer, Call, Cast, Const, For,
     IfThenElse, Load, Node, Select, Seq, Store, free_vars,
@@ -253,7 +253,7 @@ def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | Non
     bufs = temps + [p.name for p in k.buffer_params]
     stored = sorted({n.buffer.name for n in preorder(k.body) if isinstance(n, Store)})
     ext = int(lp.extent.value) if isinstance(lp.extent, Const) else 4
-    gpu = case.target == "cuda"
+    gpu = is_gpu(case.target)
     prims = ["split", "split", "reorder", "fuse", "annotate", "cache_read", "cache_write", "compute_at",
              "compute_inline", "decompose_reduction"]
     if gpu:
@@ -406,13 +406,14 @@ def mutate(case: Case, rng: random.Random, general: float = 0.5) -> tuple[Case |
 
 
 def default_schedule_cmds(kernel, target: str) -> list:
-    """The default schedule of `kernel` on `target` as commands (one template command)."""
+    """The default schedule of `kernel` on `target` ("cpu", "cuda", "cuda:sm_90a" ...) as commands
+    (one template command)."""
     if target == "cpu":
         return [{"primitive": "template", "args": {"name": "cpu.generic", "knobs": None, "target": "cpu"}}]
     from tessel.schedules.generic_gpu import default_gpu_template
 
-    return [{"primitive": "template", "args": {"name": default_gpu_template(kernel, "cuda").name, "knobs": None,
-                                               "target": "cuda"}}]
+    return [{"primitive": "template", "args": {"name": default_gpu_template(kernel, target).name, "knobs": None,
+                                               "target": target}}]
 
 
 __all__ = ["MUTATIONS", "SCHEDULE_MUTATIONS", "default_schedule_cmds", "mutate", "preorder", "random_command",

@@ -26,7 +26,7 @@ def base_pipeline(target: str) -> list:
     """The target's real pipeline, as JSON-able data."""
     from tessel.compiler.pipeline import cpu_pipeline, cuda_pipeline
 
-    return [p.to_json() for p in (cuda_pipeline() if target == "cuda" else cpu_pipeline())]
+    return [p.to_json() for p in (cpu_pipeline() if target == "cpu" else cuda_pipeline())]
 
 
 def random_params(name: str, rng: random.Random) -> dict:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tessel.errors import TesselError, VerifyError
-from tessel.fuzz.case import Case
+from tessel.fuzz.case import Case, is_gpu
 
 
 @dataclass
@@ -267,7 +267,7 @@ def compile_case(case: Case):
 
 
 def _code_text(case: Case, kernel) -> str:
-    if case.target == "cuda" and kernel.target == "cuda":
+    if is_gpu(case.target) and kernel.target == "cuda":
         from tessel.codegen.cuda import cuda_source
 
         return cuda_source(kernel)
@@ -360,7 +360,7 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
     if case.target == "cpu" and case.tvm and k.target == "cpu":
         code = _tvm_check(k, inputs, ref, kernel.params, quiet)
         phase("tvm")
-    elif case.target == "cuda" and k.target == "cuda":
+    elif is_gpu(case.target) and k.target == "cuda":
         code = _cuda_text(k)
         phase("cuda")
     digest = hashlib.sha256((to_text(k) + "\n" + code).encode()).hexdigest()[:16]

@@ -94,19 +94,27 @@ def test_mutants_the_verifier_rejects_are_counted_not_run(tmp_path):
     assert c.stats["rejected_before_run"] == 20 and c.stats["rejected_by"]["verify"] == 20
 
 
-def test_cuda_campaign_cases_run_through_gpu_schedules(tmp_path):
-    """--target cuda: GPU templates, the CUDA pipeline, the race-checking interpreter, the CUDA printer."""
+# failures of bugs still open (tests/fuzz/test_found_bugs.py FOUND) that fresh GPU cases may meet:
+# signature -> a phrase of the message
+OPEN_GPU_BUGS = {"verify:schedule": "two loops bind the variable 'hg_e_e'"}
+
+
+@pytest.mark.parametrize("target", ["cuda", "cuda:sm_80"])
+def test_cuda_campaign_cases_run_through_gpu_schedules(tmp_path, target):
+    """--target cuda[:ARCH]: GPU templates of that architecture, the CUDA pipeline, the
+    race-checking interpreter, the CUDA printer."""
     from tessel.fuzz.oracles import run_case
 
-    c = Campaign(str(tmp_path), target="cuda", seed=2, quiet=True)
+    c = Campaign(str(tmp_path), target=target, seed=2, quiet=True)
     statuses = []
     for _ in range(6):
         case = c.next_case()
-        assert case.target == "cuda" and case.schedule[0]["args"]["target"] == "cuda"
+        assert case.target == target and case.schedule[0]["args"]["target"] == target
         assert [p["name"] for p in case.pipeline][:2] == ["simplify", "remove_dead_code"]
         out = run_case(case)
         statuses.append(out.status)
-        assert out.status != "fail", out.message
+        if out.status == "fail":
+            assert OPEN_GPU_BUGS.get(out.signature, "\0") in out.message, out.message
     assert "ok" in statuses
 
 

@@ -20,6 +20,9 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
+    "wgmma_tma_epilogue_reuses_loop_variable": (
+        "verify:schedule", "tessel/schedules/hopper_pieces.py store_accumulators_tma: one Var for every fill loop "
+        "(gemm.wgmma with a 16-bit output, TMA-store epilogue: two loops bind 'hg_e_e'; results still right)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
