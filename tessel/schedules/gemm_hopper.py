@@ -26,7 +26,9 @@ Blocks are ordered in groups of `group_m` tile rows (as gemm.mma_sync does) for 
 Knobs (`HopperKnobs`): bm (64..256, a multiple of 64 * consumers), bn (64..256 step 64), bk (64),
 stages, consumers (1, 2), cluster ("1x1", or "2x1": CTA pairs along M, each loading half of the
 shared B tile and multicasting it; every consumer releases a stage in both CTAs), persistent,
-group_m. `check_knobs` raises ScheduleError naming the knob (shared memory, registers,
+group_m, split_k (1..8: a cluster of split_k CTAs shares each tile's k-tiles and rank 0 reduces
+their float32 partials from a global workspace: hopper_splitk.py; non-persistent, no multicast;
+`default_split_k` is the default's rule). `check_knobs` raises ScheduleError naming the knob (shared memory, registers,
 divisibility) and the problem's own limits (dtype, TMA alignment, sm_90a).
 
 Example:
@@ -57,6 +59,7 @@ from tessel.schedules.hopper_pieces import (
     ATOM_COLS, CONSUMER_REGS, OperandTiles, store_accumulators, store_accumulators_tma, tma_producer,
 )
 from tessel.schedules.hopper_skeleton import TileGrid, warp_specialized_tiles
+from tessel.schedules.hopper_splitk import MAX_SPLIT
 
 SHARED_LIMIT = 227 * 1024
 ACC_HEADROOM = 48  # registers a consumer needs besides its accumulators (descriptors, addresses, loop)
@@ -76,6 +79,7 @@ class HopperKnobs:
     group_m: int = 8
     epilogue: str = "direct"  # "direct" (guarded global stores) or "tma" (stmatrix + TMA store, 16-bit C)
     pingpong: bool = False  # persistent, 2 consumers: each takes whole tiles in turn (else both share each tile)
+    split_k: int = 1  # CTAs (one cluster) sharing each tile's k-tiles, reduced through a workspace (hopper_splitk)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,6 +164,7 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("epilogue", f"'tma' stages C through stmatrix (16-bit values); C is {p.out_dtype}"))
     elif kn.epilogue == "tma" and p.n % 8:
         out.append(("epilogue", f"'tma' needs C's rows (N = {p.n}) a multiple of 16 bytes"))
+    out += _split_problems(p, kn)
     if out:
         return out
     smem = shared_bytes(kn)
@@ -172,6 +177,21 @@ def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LI
         out.append(("bn", f"{acc_registers(kn)} accumulators per consumer thread (+{ACC_HEADROOM}) exceed the "
                           f"{cap} registers a consumer warpgroup gets (raise consumers or lower bm / bn)"))
     return out
+
+
+def _split_problems(p: GemmProblem, kn: HopperKnobs) -> list:
+    s = kn.split_k
+    if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_SPLIT:
+        return [("split_k", f"must be an integer 1..{MAX_SPLIT} (the CTAs of one cluster)")]
+    if s == 1:
+        return []
+    if kn.persistent is not False or kn.pingpong is not False or kn.cluster != "1x1":
+        return [("split_k", "needs persistent=False, pingpong=False and cluster='1x1' (the split's CTAs are the "
+                            "cluster; each takes one tile)")]
+    k_tiles = -(-p.k // ATOM_COLS)
+    if s > k_tiles:
+        return [("split_k", f"{s} CTAs share K = {p.k}, only {k_tiles} k-tiles of 64: each needs at least one")]
+    return []
 
 
 def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_limit: int = SHARED_LIMIT) -> None:
@@ -190,17 +210,45 @@ def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
     (5 stages), else 64 x 128, else 64 x 64 with one consumer. Persistent blocks, and the stmatrix + TMA-store
     epilogue where C allows it (16-bit, rows of 16-byte multiples): on the H200 (13:30 run,
     bf16, against torch.matmul in the same run) 128x256 went from 0.90x / 0.95x (non-persistent,
-    direct stores) to 1.01x / 1.01x at 4096^3 / 8192^3."""
+    direct stores) to 1.01x / 1.01x at 4096^3 / 8192^3. Skinny and small-MN large-K problems
+    split K instead (`default_split_k`: 128 x 128 tiles, non-persistent, clusters of split_k CTAs)."""
     nbatch = 1
     for e in p.batch:
         nbatch *= e
     epi = "tma" if p.out_dtype in ("float16", "bfloat16") and p.n % 8 == 0 else "direct"
     # the first tile whose grid (nearly) fills the GPU (skinny and small problems take smaller tiles, so that
     # e.g. 128 x 8192 x 8192 runs 128 blocks of 64 x 128 rather than 64 of 128 x 128; not measured yet)
+    split = default_split_k(p, sms)
+    if split > 1:
+        bm = 128 if p.m > 64 else 64
+        return HopperKnobs(bm=bm, bn=128, stages=5 if bm == 128 else 6, consumers=bm // 64, persistent=False,
+                           epilogue=epi, split_k=split)
     candidates = [(128, 256, 2, 4), (128, 128, 2, 5), (64, 128, 1, 6), (64, 64, 1, 6)]
     bm, bn, nc, st = next((c for c in candidates if (c[1] <= 128 or p.n >= 256)
                            and nbatch * -(-p.m // c[0]) * -(-p.n // c[1]) >= 0.9 * sms), candidates[-1])
     return HopperKnobs(bm=bm, bn=bn, stages=st, consumers=nc, persistent=True, epilogue=epi)
+
+
+def default_split_k(p: GemmProblem, sms: int = 132) -> int:
+    """The default split-K rule (skinny and small-MN, large-K problems): with tiles of 128 x 128
+    (64 x 128 when M <= 64), split the K loop of each tile over s CTAs (one cluster) when the
+    tiles fill at most half of the `sms` multiprocessors and K has at least 16 k-tiles of 64;
+    s is the largest of 8, 6, 4, 3, 2 that keeps tiles x s <= sms and at least 8 k-tiles per CTA.
+    Otherwise 1 (no split). Not measured yet (bench/gemm.py --split-k compares).
+
+    >>> default_split_k(GemmProblem(128, 8192, 8192, "bfloat16")), default_split_k(GemmProblem(4096, 4096, 4096))
+    (2, 1)
+    >>> default_split_k(GemmProblem(512, 512, 16384, "bfloat16"))
+    8
+    """
+    nbatch = 1
+    for e in p.batch:
+        nbatch *= e
+    k_tiles = -(-p.k // ATOM_COLS)
+    tiles = nbatch * -(-p.m // (128 if p.m > 64 else 64)) * -(-p.n // 128)
+    if 2 * tiles > sms or k_tiles < 16:
+        return 1
+    return next((s for s in (8, 6, 4, 3, 2) if tiles * s <= sms and k_tiles // s >= 8), 1)
 
 
 def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",
@@ -220,10 +268,11 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
     m_limit, n_limit = p.m if p.m % bm else None, p.n if p.n % bn else None
 
-    def produce(ring, lt, pm, pn, bv, part):
+    def produce(ring, lt, pm, pn, bv, part, krange=None):
         b_load = (bt, pn * bn) + ((part,) if part is not None else ())
-        return tma_producer(ring, Var(f"{prefix}_pkt"), k_tiles, [(at, pm * bm), b_load], first_iter=lt * k_tiles,
-                            batch=bv)
+        first, count = krange if krange is not None else (0, k_tiles)
+        return tma_producer(ring, Var(f"{prefix}_pkt"), count, [(at, pm * bm), b_load], first_iter=lt * count,
+                            batch=bv, k_first=first)
 
     def store(acc, m_tiles, lt, pm, pn, bv, row0, wg, lane, frag, cstage):
         hook = epilogue.hook(bv) if epilogue is not None else fn
@@ -318,7 +367,8 @@ def _register_template():
         [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
          Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
          Choice("cluster", ("1x1", "2x1")), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
-         Choice("epilogue", ("direct", "tma")), Bool("pingpong", default=False)],
+         Choice("epilogue", ("direct", "tma")), Bool("pingpong", default=False),
+         Choice("split_k", (1, 2, 3, 4, 6, 8), default=1)],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),
         doc="Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups."))
@@ -327,4 +377,4 @@ def _register_template():
 GEMM_WGMMA = _register_template()
 
 __all__ = ["GEMM_WGMMA", "HopperKnobs", "acc_registers", "apply_hopper_gemm", "build_hopper_body", "check_knobs",
-           "default_knobs", "hopper_gemm_kernel", "knob_problems", "problem_issues", "shared_bytes"]
+           "default_knobs", "default_split_k", "hopper_gemm_kernel", "knob_problems", "problem_issues", "shared_bytes"]

@@ -72,7 +72,10 @@ def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None)
     target = "cuda" if target is None else target
     tpl = default_gpu_template(kernel, target)
     sch = tpl.apply(kernel, knobs, target)
-    scratch = [n.buffer.name for n in walk(sch.kernel.body) if isinstance(n, Allocate) and n.buffer.scope == "global"]
+    from tessel.schedules.hopper_splitk import WORKSPACE_SUFFIX  # split-K's per-launch workspace is intended
+
+    scratch = [n.buffer.name for n in walk(sch.kernel.body) if isinstance(n, Allocate) and n.buffer.scope == "global"
+               and not n.buffer.name.endswith(WORKSPACE_SUFFIX)]
     if scratch:
         raise ScheduleError(f"kernel '{kernel.name}': the GPU schedule left temporaries in global memory "
                             f"({', '.join(scratch)}); they need kernels of their own")

@@ -273,18 +273,20 @@ def consumer_mainloop(ring: Ring, kt: Var, k_tiles, acc: Buffer, n: int, dtype: 
     return seq(For(kt, k_tiles, seq(*body)), *([after_loop] if after_loop is not None else []), *tail)
 
 
-def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, batch=()) -> Stmt:
+def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, batch=(), k_first=0) -> Stmt:
     """The producer thread's loop: for each k-tile, acquire its stage, expect the bytes of every
     operand tile and issue their TMA loads. `operands`: [(OperandTiles, outer0)] or
     [(OperandTiles, outer0, part)] (`part` as in OperandTiles.load: this CTA loads its share and
     multicasts it; the stage's full barrier still expects the whole tile, the rest arriving from
-    the other CTAs). k-tile kt covers K = 64 kt .. 64 kt + 63. `batch`: the operands' batch indices."""
+    the other CTAs). k-tile kt covers K = 64 (k_first + kt) .. + 63 (`k_first`: a split-K rank's
+    first k-tile). `batch`: the operands' batch indices."""
     it = _c(first_iter) + kt
     nbytes = sum(op[0].tile_bytes for op in operands)
     body = [ring.acquire(it), ring.commit(it, nbytes)]
+    k0 = kt * ATOM_COLS if isinstance(k_first, int) and k_first == 0 else (_c(k_first) + kt) * ATOM_COLS
     for op in operands:
         tiles, outer0, part = (tuple(op) + (None,))[:3]
-        body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, kt * ATOM_COLS, part, batch)
+        body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, k0, part, batch)
     return For(kt, k_tiles, seq(*body))
 
 
@@ -393,16 +395,18 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
 # -- roles ------------------------------------------------------------------------------------------
 
 def warp_specialized(tid: Var, producer: Stmt, consumer, consumers: int,
-                     producer_regs: int = PRODUCER_REGS, consumer_regs: int | None = None) -> Stmt:
+                     producer_regs: int = PRODUCER_REGS, consumer_regs: int | None = None,
+                     producer_after: Stmt | None = None) -> Stmt:
     """Every thread of a block of 128 * (1 + consumers): warpgroup 0 runs setmaxnreg.dec then
-    `producer` on its thread 0 only; warpgroup 1 + c runs setmaxnreg.inc then
+    `producer` on its thread 0 only (then `producer_after` on all its 128 threads, e.g. their
+    part of a cluster barrier); warpgroup 1 + c runs setmaxnreg.inc then
     `consumer(c, lane)` (lane 0..127 within the warpgroup; Exprs)."""
     regs = consumer_regs or CONSUMER_REGS.get(consumers, 232)
     if 128 * (producer_regs + consumers * regs) > 65536:
         raise ScheduleError(f"warp_specialized: 128 x ({producer_regs} + {consumers} x {regs}) registers exceed "
                             f"the 65536-register file")
     prod = seq(Intrinsic("setmaxnreg.dec.sync.aligned.u32", (Const(producer_regs),)),
-               IfThenElse(tid.eq(0), producer))
+               IfThenElse(tid.eq(0), producer), *([producer_after] if producer_after is not None else []))
     ct = tid - 128
     cons = seq(Intrinsic("setmaxnreg.inc.sync.aligned.u32", (Const(regs),)), consumer(ct // 128, ct % 128))
     return IfThenElse(tid < 128, prod, cons)

@@ -23,7 +23,7 @@ from tessel.schedules.conv_gemm import ConvProblem
 from tessel.schedules.conv_hopper import check, hopper_conv_kernel, pixel_tile
 from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm_hopper import HopperKnobs
-from tests.schedules.test_gemm_hopper import _cuobjdump, failure_kind
+from tests.schedules.test_gemm_hopper import _cuobjdump, failure_kind, sass_of
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 SMALL = HopperKnobs(bm=64, bn=64, stages=2, consumers=1)
@@ -142,6 +142,6 @@ def test_nvcc_compiles_for_sm90a_without_spills(layout, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"0 bytes spill stores, 0 bytes spill loads", r.stderr), r.stderr
     dump = _cuobjdump()
-    if dump is not None:
-        sass = subprocess.run([dump, "-sass", str(tmp_path / "k.cubin")], capture_output=True, text=True).stdout
+    sass = sass_of(dump, tmp_path / "k.cubin") if dump is not None else None
+    if sass is not None:
         assert re.search(r"HGMMA\.64x\d+x16", sass) and "UTMALDG.4D" in sass and "UTMALDG.2D" in sass

@@ -1,0 +1,104 @@
+"""Split-K for the warp-specialised Hopper skeleton (hopper_skeleton.py): the K loop of one output
+tile is shared by the `split` CTAs of a thread-block cluster, which reduce their partial tiles
+through a float32 workspace in global memory.
+
+Why a cluster: CTAs of one cluster run together and reach each other's shared memory, so rank
+0 can wait on an mbarrier that its peers arrive on remotely (`mbarrier.arrive.release.cluster`):
+the reduction needs no atomics, no zero-filled buffer and no second kernel, and is deterministic
+(rank 0 adds the partials in rank order). The interpreter runs a cluster's blocks together and
+checks the order (blocks of different clusters are never ordered: a reduction across clusters
+could not be checked there).
+
+Per output tile (a cluster of `split` CTAs, launched along blockIdx.x; rank = blockIdx.x % split):
+- rank r runs k-tiles [r * T // split, (r + 1) * T // split) of the T = ceil(K / 64) k-tiles
+  (`k_range`; every rank gets at least one when split <= T: K need not divide);
+- ranks 1.. store their float32 accumulators to the workspace (`publish`: each consumer thread
+  its N/2 values per m64 tile, in accumulator-fragment order, so that for each value the
+  warpgroup's 128 lanes write 512 contiguous bytes), pass a named barrier of their warpgroup,
+  and its thread 0 arrives on rank 0's `reduce` mbarrier (one arrival per peer warpgroup);
+- rank 0's consumer threads wait on that barrier (phase 0), add the partials of ranks 1, 2, ..
+  to their accumulators (`gather`, the same layout: each thread reads back exactly what the
+  same thread of each peer wrote) and store the tile through the usual epilogue (fused bias /
+  activation, TMA store). The barrier's init is ordered before the peers' arrivals by the
+  cluster barrier at the kernel's start.
+
+The workspace is a `global` buffer the kernel allocates (`workspace`; the CUDA runtime allocates
+it per launch): (split - 1) x tiles x consumers x values x 128 floats.
+
+Memory order on the GPU: the peers' arrive is a release at cluster scope; rank 0's wait is
+tessel's `mbarrier.try_wait.parity` (acquire, CTA scope), which the PTX model does not pair with
+a cluster-scope release; in practice rank 0 has never read the workspace lines, so its L1 holds
+none of them and its loads reach L2. A cluster-scope acquire wait is requested (REQUESTS.md).
+
+Example:
+    >>> from tessel.ir.nodes import Var
+    >>> first, count = k_range(10, 4, Var("r"))
+    >>> from tessel.ir.interp import interpret_expr
+    >>> [(int(interpret_expr(first, {"r": r})), int(interpret_expr(count, {"r": r}))) for r in range(4)]
+    [(0, 2), (2, 3), (5, 2), (7, 3)]
+"""
+
+from __future__ import annotations
+
+from tessel.ir.intrinsics import mbarrier
+from tessel.ir.nodes import Buffer, BufferRef, Const, Expr, For, IfThenElse, Intrinsic, Stmt, Store, Var, seq
+
+MAX_SPLIT = 8  # CTAs per cluster (the portable limit)
+WORKSPACE_SUFFIX = "_splitk_ws"  # generic_gpu lets templates leave a global buffer of this name: a per-launch workspace
+
+
+def k_range(k_tiles: int, split: int, rank: Expr) -> tuple[Expr, Expr]:
+    """(first k-tile, number of k-tiles) of `rank` when `k_tiles` are shared by `split` ranks as
+    evenly as integers allow."""
+    first = rank * k_tiles // split
+    return first, (rank + 1) * k_tiles // split - first
+
+
+def workspace(prefix: str, split: int, tiles: int, consumers: int, values: int) -> Buffer:
+    """The float32 workspace of ranks 1 .. split - 1 (see the module docstring)."""
+    return Buffer(f"{prefix}{WORKSPACE_SUFFIX}", ((split - 1) * tiles * consumers * values * 128,), "float32",
+                  "global")
+
+
+def _slot(rank, tile, wg, tiles: int, consumers: int, values: int) -> Expr:
+    return ((((rank - 1) * tiles + tile) * consumers + wg) * values) * 128
+
+
+def reduce_barrier(prefix: str) -> Buffer:
+    """Rank 0's mbarrier (shared int64) that the peers' warpgroups arrive on."""
+    return Buffer(f"{prefix}_reduce", (1,), "int64", "shared")
+
+
+def init(bar: Buffer, split: int, consumers: int) -> Stmt:
+    """One thread of every CTA (only rank 0's is used): expect one arrival per peer warpgroup."""
+    return Intrinsic(mbarrier.INIT, (BufferRef(bar, (Const(0),)), Const((split - 1) * consumers)))
+
+
+def publish(ws: Buffer, acc: Buffer, bar: Buffer, values: int, rank, tile, wg, lane, tiles: int, consumers: int,
+            prefix: str = "sk", drop: tuple = ()) -> Stmt:
+    """Every thread of a consumer warpgroup of rank `rank` >= 1: its `values` accumulators into
+    the workspace, the warpgroup's named barrier 1 + wg, then thread 0 arrives on rank 0's reduce
+    barrier. `drop` ("split_barrier": no named barrier, "split_arrive": no arrival)."""
+    i = Var(f"{prefix}_i")
+    base = _slot(rank, tile, wg, tiles, consumers, values) + lane
+    out = [For(i, values, Store(ws, (base + i * 128,), acc[i]), "unrolled")]
+    if "split_barrier" not in drop:
+        out.append(Intrinsic("bar.sync", (wg + 1, Const(128))))
+    if "split_arrive" not in drop:
+        out.append(IfThenElse(lane.eq(0), Intrinsic(mbarrier.ARRIVE_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))))
+    return seq(*out)
+
+
+def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, wg, lane, tiles: int,
+           consumers: int, prefix: str = "sk", drop: tuple = ()) -> Stmt:
+    """Every thread of a consumer warpgroup of rank 0: wait for the peers (`drop` "split_wait":
+    don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
+    i = Var(f"{prefix}_ai")
+    out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT, (BufferRef(bar, (Const(0),)), Const(0)))]
+    for r in range(1, split):
+        base = _slot(Const(r), tile, wg, tiles, consumers, values) + lane
+        out.append(For(i, values, Store(acc, (i,), acc[i] + ws[base + i * 128]), "unrolled"))
+    return seq(*out)
+
+
+__all__ = ["MAX_SPLIT", "WORKSPACE_SUFFIX", "gather", "init", "k_range", "publish", "reduce_barrier", "workspace"]
