@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tessel as ts
+from tessel.fuzz import suite
 from tessel.ir import interp
 from tessel.ir.interp import RaceError
 from tessel.ir.nodes import Allocate, Barrier, Intrinsic, Seq, collect, rewrite
@@ -33,19 +34,6 @@ def _matmul(M, N, K, dtype="float16", a_t=False, b_t=False):
     a, b = _rand(A.shape, dtype, 1), _rand(B.shape, dtype, 2)
     want = (a.T if a_t else a).astype(np.float64) @ (b.T if b_t else b).astype(np.float64)
     return ts.lower([A, B, C]), [a, b], want
-
-
-def _lowered(op, shapes, dtype):
-    from tessel.compiler.lowering import lower_group
-    from tessel.frontend.graph import Graph
-    from tessel.passes.graph.fusion import fuse
-
-    g = Graph()
-    ins = [g.add_input(f"x{i}", s, dtype) for i, s in enumerate(shapes)]
-    (y,) = g.add_node(op, ins, {})
-    g.mark_outputs([y])
-    (group,) = fuse(g)
-    return lower_group(g, group).ir
 
 
 def _case(name):
@@ -72,7 +60,7 @@ def _case(name):
     if name in ("softmax", "layer_norm", "rms_norm"):
         shapes, dtype = {"softmax": ([(6, 40)], "float32"), "layer_norm": ([(5, 64), (64,), (64,)], "float16"),
                          "rms_norm": ([(4, 600), (600,)], "bfloat16")}[name]
-        return _lowered(name, shapes, dtype), [_rand(s, dtype, 5 + k) for k, s in enumerate(shapes)], None
+        return suite.lowered(name, shapes, dtype), [_rand(s, dtype, 5 + k) for k, s in enumerate(shapes)], None
     if name == "matmul_mma_bf16_t":
         return _matmul(64, 64, 64, "bfloat16", True, True)
     if name == "matmul_simt":

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 import tessel as ts
+from tessel.fuzz import suite
 from tessel.ir import interp
 from tessel.ir.nodes import Kernel
 from tessel.schedules.generic_gpu import default_gpu_schedule
@@ -36,20 +37,6 @@ def rand(shape, dtype, rng):
     return rng.standard_normal(shape).astype(NP[dtype])
 
 
-def _lowered(op, shapes, dtype):
-    """A row-wise op as the compiler lowers it (keepdims statistics)."""
-    from tessel.compiler.lowering import lower_group
-    from tessel.frontend.graph import Graph
-    from tessel.passes.graph.fusion import fuse
-
-    g = Graph()
-    ins = [g.add_input(f"x{i}", s, dtype) for i, s in enumerate(shapes)]
-    (y,) = g.add_node(op, ins, {})
-    g.mark_outputs([y])
-    (group,) = fuse(g)
-    return lower_group(g, group).ir
-
-
 def _rowwise_reference(op, arrays):
     x = arrays[0].astype(np.float64)
     if op == "softmax":
@@ -64,15 +51,10 @@ def _rowwise_reference(op, arrays):
 
 
 def _matmul(M, N, K, dtype, rng, a_t=False, b_t=False):
-    A = ts.placeholder((K, M) if a_t else (M, K), dtype, name="A")
-    B = ts.placeholder((N, K) if b_t else (K, N), dtype, name="B")
-    k = ts.reduce_axis(K, name="k")
-    acc = "float32" if dtype in ("float16", "bfloat16") else dtype
-    C = ts.compute((M, N), lambda i, j: ts.sum((A[k, i] if a_t else A[i, k]).astype(acc)
-                                               * (B[j, k] if b_t else B[k, j]).astype(acc), axis=k), name="C")
-    a, b = rand(A.shape, dtype, rng), rand(B.shape, dtype, rng)
+    """(unscheduled GEMM from the fuzzer's suite, inputs, float64 numpy product)."""
+    a, b = rand((K, M) if a_t else (M, K), dtype, rng), rand((N, K) if b_t else (K, N), dtype, rng)
     at, bt = (a.T if a_t else a).astype(np.float64), (b.T if b_t else b).astype(np.float64)
-    return ts.lower([A, B, C]), [a, b], at @ bt
+    return suite.matmul(M, N, K, dtype, a_t, b_t), [a, b], at @ bt
 
 
 def _unscheduled(name, rng):
@@ -109,7 +91,8 @@ def _unscheduled(name, rng):
                          "rms_norm": ([(4, 600), (600,)], "bfloat16")}[name]
         op = "softmax" if name.startswith("softmax") else name
         arrays = [rand(s, dtype, rng) for s in shapes]
-        return _lowered(op, shapes, dtype), arrays, _rowwise_reference(op, arrays), 1e-4 if dtype == "float32" else 3e-2
+        tol = 1e-4 if dtype == "float32" else 3e-2
+        return suite.lowered(op, shapes, dtype), arrays, _rowwise_reference(op, arrays), tol
     M, N, K, dtype, a_t, b_t = {"matmul_mma": (64, 64, 64, "float16", False, False),
                                 "matmul_mma_bf16_t": (32, 32, 32, "bfloat16", True, True),
                                 "matmul_simt": (33, 40, 17, "float32", False, False),
