@@ -36,7 +36,9 @@ Semantics kept equal to the reference interpreter (`tessel.ir.interp`):
     which GEMMs need for speed; float results may differ from the interpreter in the last bits.
 
 Scheduling choices are honoured, with these fallbacks (the code stays correct, only slower):
-a `vectorized` or `unrolled` loop whose extent is not a constant runs serially, and so does a
+a `vectorized` or `unrolled` loop whose extent is not a constant runs serially, a `parallel` one
+runs in parallel only when its extent times its body's static iterations reaches
+`MIN_PARALLEL_WORK` at run time (the code holds both versions), and so does a
 `vectorized` loop that allocates a buffer inside (TVM 0.27 computes wrong values there); a
 `parallel` loop nested in another parallel or vectorized loop runs serially (TVM's thread pool is
 not re-entrant). `shared` buffers act as `global` ones on the CPU. GPU constructs (thread-bound loops,
@@ -209,7 +211,6 @@ class _Translator:
         if s.thread_axis is not None:
             raise CodegenError(f"kernel '{self.kernel.name}': loop '{s.var.name}' is bound to {s.kind}, "
                                f"a GPU axis; the CPU backend cannot run it")
-        extent = self.index(s.extent)
         constant = isinstance(s.extent, Const)
         kind = {"serial": T.ForKind.SERIAL, "parallel": T.ForKind.PARALLEL,
                 "vectorized": T.ForKind.VECTORIZED, "unrolled": T.ForKind.UNROLLED}.get(s.kind)
@@ -221,6 +222,17 @@ class _Translator:
             kind = T.ForKind.SERIAL  # nested parallelism: the outer loop already uses the pool
         if s.kind == "vectorized" and any(isinstance(n, Allocate) for n in walk(s.body)):
             kind = T.ForKind.SERIAL  # TVM 0.27 mis-vectorizes allocations inside the loop (wrong values)
+        if kind == T.ForKind.PARALLEL and not constant:
+            # A symbolic extent may be small at run time, where waking the thread pool costs more than
+            # the loop (hundreds of us on a loaded machine): run it in parallel only when it is big.
+            work = self.index(s.extent) * T.const(_static_work(s.body), s.extent.dtype)
+            return T.IfThenElse(work >= T.const(MIN_PARALLEL_WORK, s.extent.dtype),
+                                self._loop(s, kind, constant), self._loop(s, T.ForKind.SERIAL, constant))
+        return self._loop(s, kind, constant)
+
+    def _loop(self, s: For, kind, constant: bool):
+        T = self.T
+        extent = self.index(s.extent)
         var = T.Var(s.var.name, s.var.dtype)
         nested = kind in (T.ForKind.PARALLEL, T.ForKind.VECTORIZED)
         vector = kind == T.ForKind.VECTORIZED
@@ -316,7 +328,7 @@ class _Translator:
                 # TVM refuses to fold a constant zero divisor (compile error, even in dead code);
                 # running it is undefined in compiled code anyway (see the module docstring): 0
                 return T.const(0, e.dtype)
-            if not isinstance(e.b, Const) and not is_unsigned(e.dtype):
+            if not isinstance(e.b, Const) and not is_unsigned(e.dtype) and not self._extent_param(e.b):
                 # MIN // -1 traps on x86 (SIGFPE); divide by 1 instead and negate (wrapping, as the
                 # interpreter does): branch-free, so it still vectorizes.
                 minus_one = b == T.const(-1, e.dtype)
@@ -393,6 +405,16 @@ class _Translator:
             raise CodegenError(f"kernel '{self.kernel.name}': unknown math function '{f}'")
         return T.Cast(dtype, out) if narrow else out
 
+    def _extent_param(self, e: Expr) -> bool:
+        """Whether `e` is a scalar parameter that is a whole dimension of a parameter buffer: never
+        negative (the call checks shapes), so never -1 (a fused loop of symbolic extent divides by it)."""
+        if not isinstance(e, Var):
+            return False
+        if not hasattr(self, "_extents"):
+            self._extents = {d.name for p in self.kernel.params if isinstance(p, Buffer) for d in p.shape
+                             if isinstance(d, Var)}
+        return e.name in self._extents
+
     def _has_narrow(self) -> bool:
         """Whether the kernel holds 16-bit floats: TVM's legalisation then copies subtrees, and a
         copied Let binds its variable twice."""
@@ -444,6 +466,23 @@ class _Translator:
             if span is None or not isinstance(dim, int) or span[0] < 0 or span[1] >= dim:
                 return False
         return True
+
+
+MIN_PARALLEL_WORK = 4096  # inner iterations below which a parallel loop of symbolic extent runs serially
+
+
+def _static_work(s: Stmt) -> int:
+    """Iterations of the innermost statements of `s` per execution, counting loops of symbolic
+    extent as 1 (a lower bound)."""
+    if isinstance(s, For):
+        return (s.extent.value if isinstance(s.extent, Const) else 1) * _static_work(s.body)
+    if isinstance(s, Seq):
+        return max(1, sum(_static_work(x) for x in s.stmts))
+    if isinstance(s, IfThenElse):
+        return max(_static_work(s.then), _static_work(s.else_) if s.else_ is not None else 0)
+    if isinstance(s, (LetStmt, Allocate)):
+        return _static_work(s.body)
+    return 1
 
 
 def _divides(e: Expr) -> bool:

@@ -84,11 +84,23 @@ def save_model(model, path) -> str:
         "tvm_version": tvm_version, "host_target": host,
         "model": {"name": model.name, "target": model.target, "options": options, "restructure": restructure,
                   "input_ranges": None if model.input_ranges is None else model.input_ranges.to_json(),
-                  "current": current, "programs": programs, "dropped_meta": sorted(set(dropped))},
+                  "current": current, "programs": programs, "dropped_meta": sorted(set(dropped)),
+                  "symbolic_not_saved": _symbolic_note(model)},
         "files": {name: {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)} for name, raw in files.items()},
     }
     _write_zip(path, manifest, files)
     return path
+
+
+def _symbolic_note(model):
+    """What a loaded model says about the one program for a range it does not hold (artifacts keep
+    per-shape programs only), or None."""
+    sym = getattr(model, "symbolic", None)
+    if sym is None:
+        return None
+    from tessel.compiler.model_ranges import fmt_range
+
+    return f"every size of '{sym.label}' in {fmt_range(*sym.span)}"
 
 
 def _restructure_name(model):
@@ -340,6 +352,7 @@ class _Reader:
         cm._programs = {_key_of(p.inputs): p for p in programs}
         cm._current = programs[info.get("current", 0)]
         cm.loaded_from = self.path
+        cm._symbolic_not_saved = info.get("symbolic_not_saved")
         return cm
 
     def _program(self, data: dict, kernels: dict):

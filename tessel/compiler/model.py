@@ -69,6 +69,8 @@ class CompiledModel:
         self._options = dict(options or {})
         self._compile_lock = threading.Lock()  # one specialisation compiles at a time
         self._captured: dict = {}  # input signature -> CapturedModel (option cuda_graph)
+        self.symbolic = None  # SymbolicProgram: one program for every size in the range (model_symbolic)
+        self.symbolic_reason = None  # why there is none, for a model with input ranges
 
     # -- views of the current specialisation -----------------------------------------------------
     @property
@@ -263,6 +265,10 @@ class CompiledModel:
             found = self._programs.get(key)
             if found is None and self.input_ranges is not None:
                 self.input_ranges.check(key)  # before any export or compile: names input, dim and range
+            if found is None and self.symbolic is not None:
+                bound = self._symbolic_for(key)
+                if bound is not None:
+                    return bound  # every size of the range: nothing to compile (except per-shape kernels)
             if found is None and self._specialize is None and self.loaded_from is not None:
                 self._not_in_artifact(key)
             if found is None and self._specialize is not None:
@@ -272,6 +278,31 @@ class CompiledModel:
                 program = self._current = found
         return program
 
+    def _make_symbolic(self) -> None:
+        """Compile the model once for its dynamic dimension's range (`tessel.compiler.model_symbolic`),
+        checked against the example's program; where it cannot be, say why in `symbolic_reason`
+        (the model then compiles once per shape)."""
+        from tessel.compiler.model_symbolic import build_symbolic, check_against
+
+        try:
+            sym = build_symbolic(self._specialize, self.input_ranges, self._current.inputs, self._options)
+            check_against(sym, self._current, self._specialize, sym.span[0], self._current.inputs)
+        except TesselError as e:  # SymbolicUnsupported, or a size the import or a schedule refuses
+            self.symbolic_reason = f"{type(e).__name__}: {e}"
+            return
+        self.symbolic = sym
+
+    def _symbolic_for(self, key):
+        """The symbolic program bound to the size of signature `key`, or None (not symbolic, or
+        dtypes / dimensions it does not cover)."""
+        sym = self.symbolic
+        if sym is None or len(key) != len(self._current.inputs):
+            return None
+        if any(d != s.dtype for (_, d), s in zip(key, self._current.inputs)):
+            return None
+        size = sym.size_of(key)
+        return sym.bind(size) if size is not None else None
+
     def _not_in_artifact(self, key) -> None:
         """A loaded model cannot compile: a shape it was not saved with is an ArgumentError (when the
         count and dtypes agree, so that a plain mismatch keeps its own message)."""
@@ -279,6 +310,12 @@ class CompiledModel:
         if len(key) != len(ours[0]) or any(d != od for (_, d), (_, od) in zip(key, ours[0])):
             return
         saved = "; ".join(_fmt_key(k) for k in ours)
+        note = getattr(self, "_symbolic_not_saved", None)
+        if note:
+            raise ArgumentError(f"model '{self.name}' loaded from {self.loaded_from} holds the input shapes {saved}, "
+                                f"not {_fmt_key(key)}: the original model ran one program for {note}, which "
+                                f"artifacts do not hold yet (they keep per-shape programs); compile the model "
+                                f"again to serve this shape")
         raise ArgumentError(f"model '{self.name}' loaded from {self.loaded_from} holds the input shapes {saved}, "
                             f"not {_fmt_key(key)}: a loaded model does not compile; call the original model with "
                             f"this shape before saving it, then save it again")
@@ -362,7 +399,10 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
     program = compile_program(graph, options)
     if example_inputs is not None:
         _check_example(program, example_inputs)
-    return CompiledModel(program, specialize, options, restructure, input_ranges)
+    cm = CompiledModel(program, specialize, options, restructure, input_ranges)
+    if input_ranges is not None and input_ranges.dynamic and specialize is not None:
+        cm._make_symbolic()
+    return cm
 
 
 def _model_target(name: str, target) -> str:

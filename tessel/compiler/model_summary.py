@@ -61,6 +61,9 @@ def summary_table(program, prof: dict) -> str:
     p = program.plan
     lines.append(f"intermediates: {len(p.offsets)} values in a {_bytes(p.arena_bytes)} arena "
                  f"(one buffer each: {_bytes(p.naive_bytes)})")
+    line = symbolic_line(program)
+    if line is not None:
+        lines.append(line)
     for sp in program.report.get("gpu_splits", []):
         lines.append(f"split {sp['group']} into {' | '.join(sp['into'])}: {sp['reason']}")
     return "\n".join(lines)
@@ -71,7 +74,30 @@ def _cpu_floors(program) -> list:
     from tessel.codegen.tvm_profile import floor_seconds, host_peaks, kernel_cost
 
     peaks = host_peaks()
-    return [floor_seconds(kernel_cost(step.kernel.ir), peaks) for step in program.steps]
+    return [floor_seconds(kernel_cost(_concrete_ir(program, step.kernel.ir)), peaks) for step in program.steps]
+
+
+def _concrete_ir(program, ir):
+    """A symbolic kernel's IR at the size the program runs at (a BoundProgram of model_symbolic)."""
+    sym = getattr(program, "symbolic", None)
+    if sym is None or not ir.scalar_params:
+        return ir
+    import dataclasses
+
+    from tessel.compiler.symbolic_ir import instantiate
+
+    return instantiate(dataclasses.replace(ir, params=tuple(p for p in ir.params if p != sym.n)), sym.n, program.size)
+
+
+def symbolic_line(program) -> str | None:
+    """The summary's line for a program that serves every size of a range, or None."""
+    sym = getattr(program, "symbolic", None)
+    if sym is None:
+        return None
+    from tessel.compiler.model_ranges import fmt_range
+
+    return (f"symbolic: one program for every size of '{sym.label}' in {fmt_range(*sym.span)}, run here at size "
+            f"{program.size}; kernels: {sym.describe()}")
 
 
 def _bytes(n: int) -> str:

@@ -1,0 +1,415 @@
+"""One compiled program for every size of a dynamic dimension (torch `Dim` ranges, ONNX symbolic dims).
+
+`build_symbolic(specialize, ranges, example_specs, options)` imports the model at three prime sizes
+of its dynamic dimension (through the model's own `specialize`, the per-shape import), runs the graph
+passes and the fusion, lowers and schedules every group at each size, and generalises the three
+kernels into one whose extents are expressions of a scalar parameter `n`
+(`tessel.compiler.symbolic_ir`). Each group ends as one of:
+
+  * "symbolic": its scheduled kernel generalises; compiled once, called with `n` (one binary for
+    every size in the range);
+  * "per-shape": only its unscheduled kernel generalises (the schedule chose differently at one
+    size); it is instantiated, scheduled and compiled once per new size, lazily, and cached.
+
+When the graphs themselves differ between the sizes (a constant folded at one size only, a fusion
+that changed, a second dynamic dimension...), there is no symbolic program: `SymbolicUnsupported`
+says why, and the model keeps compiling once per shape. `SymbolicProgram.bind(n)` gives what a
+`CompiledModel` runs for one call: the input specs at that size and `run(arrays)`.
+
+Example (a torch model; `CompiledModel.symbolic` reports how each kernel is compiled):
+    >>> import torch, tessel as ts                                                   # doctest: +SKIP
+    >>> cm = ts.compile(torch.nn.Linear(8, 4), (torch.randn(2, 8),),
+    ...                 dynamic_shapes={"input": {0: torch.export.Dim("b", max=64)}})  # doctest: +SKIP
+    >>> cm.symbolic.kinds                                                           # doctest: +SKIP
+    {'matmul_add': 'symbolic'}
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+
+from tessel.compiler.model_io import InputSpec
+from tessel.errors import TesselError
+from tessel.ir.nodes import Var
+
+PER_SHAPE_CACHE = 16  # per-shape kernels kept per group (one per size seen)
+
+
+class SymbolicUnsupported(TesselError):
+    """The model cannot be compiled once for its range (the message says why)."""
+
+
+def primes_in(lo: int, hi: int, count: int = 3) -> list:
+    """The `count` largest primes in [lo, hi] (at least 5), descending; fewer when the range holds fewer.
+
+    >>> primes_in(1, 32)
+    [31, 29, 23]
+    >>> primes_in(1, 6)
+    [5]
+    """
+    out = []
+    for p in range(hi, max(lo, 5) - 1, -1):
+        if p > 1 and all(p % d for d in range(2, int(p ** 0.5) + 1)):
+            out.append(p)
+            if len(out) == count:
+                break
+    return out
+
+
+def _dynamic_dim(ranges, example_specs):
+    """(label, lo, hi, [(input, dim), ...]) of the one dynamic dimension; SymbolicUnsupported otherwise."""
+    labels: dict = {}
+    for k, (_, dims) in enumerate(ranges.inputs):
+        for d, dim in enumerate(dims):
+            if isinstance(dim, int):
+                continue
+            if dim == "derived":
+                raise SymbolicUnsupported(f"input {k} dimension {d} is derived from other dimensions")
+            label, lo, hi = dim
+            labels.setdefault(label, (lo, hi, []))[2].append((k, d))
+    if len(labels) != 1:
+        raise SymbolicUnsupported(f"{len(labels)} dynamic dimensions ({', '.join(labels) or 'none'}); a symbolic "
+                                  f"program has one")
+    (label, (lo, hi, where)), = labels.items()
+    example = {example_specs[k].shape[d] for k, d in where}
+    return label, lo, hi, where, max(example)
+
+
+def _sizes(lo: int, hi, example: int) -> list:
+    top = hi if hi is not None else max(128, 2 * example)
+    sizes = primes_in(max(lo, 5), top)
+    if len(sizes) < 3:
+        raise SymbolicUnsupported(f"the range [{lo}, {hi}] holds fewer than three primes >= 5 to generalise from")
+    return sizes
+
+
+def build_symbolic(specialize, ranges, example_specs, options: dict) -> SymbolicProgram:
+    """The SymbolicProgram of a model (see the module docstring); raises SymbolicUnsupported."""
+    from tessel.compiler.symbolic_ir import generalize
+
+    t0 = time.perf_counter()
+    if options.get("target", "cpu") != "cpu":
+        raise SymbolicUnsupported(f"symbolic programs are compiled for the CPU, not {options['target']}")
+    if options.get("tuning_log") is not None:
+        raise SymbolicUnsupported("a tuning log schedules kernels per shape")
+    label, lo, hi, where, example = _dynamic_dim(ranges, example_specs)
+    sizes = _sizes(lo, hi, example)
+    n = Var("n_" + re.sub(r"\W", "_", label), "int32")
+    lowered = [_lower_at(specialize, example_specs, where, p, options) for p in sizes]
+    why: list = []
+    graphs = [x[0] for x in lowered]
+    names = [list(g.values) for g in graphs]
+    if any(x != names[0] for x in names):
+        raise SymbolicUnsupported("the optimised graphs hold other values at different sizes")
+    for name in names[0]:
+        vals = [g.values[name] for g in graphs]
+        if vals[0].is_const and not all(v.is_const and v.data.shape == vals[0].data.shape
+                                        and np.array_equal(v.data, vals[0].data, equal_nan=True) for v in vals):
+            raise SymbolicUnsupported(f"constant '{name}' differs between sizes")
+    shapes = {}
+    for name in names[0]:
+        s = generalize([tuple(g.values[name].shape) for g in graphs], sizes, n, why)
+        if s is None:
+            raise SymbolicUnsupported(f"value '{name}': {why[-1]}")
+        shapes[name] = s
+    groups = [x[1] for x in lowered]
+    if any(len(g) != len(groups[0]) for g in groups):
+        raise SymbolicUnsupported("the fusion made another number of groups at another size")
+    steps, kinds, built = [], {}, {}
+    for k in range(len(groups[0])):
+        per = [g[k] for g in groups]
+        if any((p.ops, p.args) != (per[0].ops, per[0].args) for p in per):
+            raise SymbolicUnsupported(f"group {k} ({per[0].ops}) fuses other ops at another size")
+        naive = generalize([p.naive for p in per], sizes, n, why)
+        if naive is None:
+            raise SymbolicUnsupported(f"kernel '{per[0].name}' does not generalise: {why[-1]}")
+        scheduled = generalize([p.scheduled for p in per], sizes, n, why)
+        kernel = _with_scalar(scheduled, n) if scheduled is not None else None
+        key = kernel if kernel is not None else ("per-shape", naive)
+        step_kernel = built.get(key)
+        if step_kernel is None:
+            name = _unique(per[0].name, built.values())
+            if kernel is not None:
+                step_kernel = _SymbolicKernel(name, _build(kernel, name), n)
+            else:
+                step_kernel = _PerShapeKernel(name, _with_scalar(naive, n), n,
+                                              f"its schedule differs between sizes: {why[-1]}")
+            built[key] = step_kernel
+        kinds[step_kernel.name] = step_kernel.kind
+        steps.append(_Step(step_kernel, per[0].group, per[0].args))
+    return SymbolicProgram(graphs[0], lowered[0][2], n, label, (lo, hi), where, shapes, steps, kinds,
+                           time.perf_counter() - t0)
+
+
+class _Lowered:
+    """One group at one size: its ops, its kernel's arguments, the naive and the scheduled IR."""
+
+    def __init__(self, group, name, args, naive, scheduled):
+        self.group, self.name, self.args, self.naive, self.scheduled = group, name, args, naive, scheduled
+        self.ops = tuple(group.ops)
+
+
+def _lower_at(specialize, example_specs, where, size: int, options: dict):
+    """(optimised graph, [_Lowered per group], source graph) of the model imported at `size`."""
+    from tessel.compiler.driver import prepare
+    from tessel.compiler.lowering import lower_group
+    from tessel.compiler.model_program import copy_graph
+    from tessel.ir.dtypes import numpy_dtype
+    from tessel.passes.graph import optimize
+    from tessel.passes.graph.fusion import fuse
+    from tessel.schedules.generic import default_schedule
+
+    inputs = []
+    for k, spec in enumerate(example_specs):
+        shape = [size if (k, d) in where else s for d, s in enumerate(spec.shape)]
+        inputs.append(np.zeros(shape, numpy_dtype(spec.dtype)))
+    source = specialize(inputs)
+    work = copy_graph(source)
+    if options.get("optimize", True):
+        optimize(work, options.get("fold_limit"))
+    work.prune()
+    work.reorder_topologically()
+    groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
+                  max_prologue_ops=options.get("max_prologue_ops", 8))
+    out = []
+    for g in groups:
+        low = lower_group(work, g, inline=True)
+        ir = low.ir
+        out.append(_Lowered(g, low.naive.name, list(low.args), low.naive,
+                            prepare(ir, "cpu", schedule=default_schedule(ir).kernel)))
+    return work, out, source
+
+
+def _with_scalar(kernel, n: Var):
+    import dataclasses
+
+    return dataclasses.replace(kernel, params=tuple(kernel.params) + (n,))
+
+
+def _build(ir, name: str):
+    from tessel.compiler.driver import build
+
+    return build(ir, "cpu", schedule=ir, name=name, pipeline=[])
+
+
+def _unique(base: str, taken) -> str:
+    names = {k.name for k in taken}
+    if base not in names:
+        return base
+    k = 1
+    while f"{base}_{k}" in names:
+        k += 1
+    return f"{base}_{k}"
+
+
+class _Step:
+    def __init__(self, kernel, group, args):
+        self.kernel, self.group, self.args = kernel, group, args
+
+
+class _SymbolicKernel:
+    """A compiled kernel with scalar parameter `n` (its last), for every size."""
+
+    kind = "symbolic"
+
+    def __init__(self, name, kernel, n: Var):
+        self.name, self.compiled, self.n = name, kernel, n
+        self.ir = kernel.ir
+
+    def at(self, size: int):
+        return self.compiled
+
+
+class _PerShapeKernel:
+    """A group whose schedule does not generalise: instantiated, scheduled and compiled per size."""
+
+    kind = "per-shape"
+
+    def __init__(self, name, naive, n: Var, why: str):
+        self.name, self.naive, self.n, self.why = name, naive, n, why
+        self.ir = naive
+        self._built: dict = {}
+        self._lock = threading.Lock()
+
+    def at(self, size: int):
+        with self._lock:
+            hit = self._built.get(size)
+            if hit is None:
+                hit = self._built[size] = _PerShapeCall(self._compile(size))
+                if len(self._built) > PER_SHAPE_CACHE:
+                    self._built.pop(next(iter(self._built)))
+            return hit
+
+    def _compile(self, size: int):
+        import dataclasses
+
+        from tessel.compiler.driver import build
+        from tessel.compiler.symbolic_ir import instantiate
+        from tessel.schedules.generic import default_schedule
+
+        ir = dataclasses.replace(self.naive, params=tuple(p for p in self.naive.params if p != self.n))
+        ir = instantiate(ir, self.n, size)
+        return build(ir, "cpu", schedule=default_schedule(ir).kernel, name=self.name)
+
+
+class _PerShapeCall:
+    """A per-shape Kernel called like a symbolic one (the trailing size is dropped)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.ir, self.name = kernel, kernel.ir, kernel.name
+
+    def __call__(self, *args):
+        self.kernel(*args[:-1])
+
+
+class SymbolicProgram:
+    """Every size of the dynamic dimension: shapes as expressions of `n`, the steps, their kinds."""
+
+    def __init__(self, graph, source, n, label, span, where, shapes, steps, kinds, seconds):
+        from tessel.ir.dtypes import numpy_dtype
+
+        self.graph, self.source, self.n, self.label, self.span, self.where = graph, source, n, label, span, where
+        self.shapes, self.steps, self.kinds, self.compile_seconds = shapes, steps, kinds, seconds
+        self._dtypes = {name: numpy_dtype(v.dtype) for name, v in graph.values.items()}
+        self._consts = {name: v.data for name, v in graph.values.items() if v.is_const}
+        produced = {v for s in steps for v in s.group.outputs}
+        self._produced = produced
+        self._bound: dict = {}
+
+    @property
+    def kernels(self) -> list:
+        return list({id(s.kernel): s.kernel for s in self.steps}.values())
+
+    def describe(self) -> str:
+        """'linear: symbolic; softmax: per-shape (why)' for messages and the summary."""
+        parts = []
+        for k in self.kernels:
+            parts.append(f"{k.name}: {k.kind}" + (f" ({k.why})" if k.kind == "per-shape" else ""))
+        return "; ".join(parts)
+
+    def size_of(self, key) -> int | None:
+        """n for an input signature ((shape, dtype), ...), or None when the dynamic dims disagree."""
+        sizes = {key[k][0][d] for k, d in self.where if k < len(key) and d < len(key[k][0])}
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def bind(self, size: int) -> BoundProgram:
+        hit = self._bound.get(size)
+        if hit is None:
+            if len(self._bound) >= 64:
+                self._bound.clear()
+            hit = self._bound[size] = BoundProgram(self, size)
+        return hit
+
+    def shape_at(self, name: str, size: int) -> tuple:
+        from tessel.compiler.symbolic_ir import instantiate
+
+        return tuple(int(getattr(d, "value", d)) for d in instantiate(self.shapes[name], self.n, size))
+
+
+class _Plan:
+    def __init__(self, sizes: dict):
+        self.offsets = dict.fromkeys(sizes, 0)
+        self.sizes = sizes
+        self.arena_bytes = self.naive_bytes = sum(sizes.values())
+
+
+class BoundProgram:
+    """A SymbolicProgram at one size: what CompiledModel calls (inputs, run, steps, plan, report)."""
+
+    def __init__(self, sym: SymbolicProgram, size: int):
+        from tessel.ir.dtypes import numpy_dtype
+
+        g = sym.graph
+        self.symbolic, self.size, self.source, self.graph = sym, size, sym.source, g
+        self.inputs = [InputSpec(v, sym.shape_at(v, size), g.values[v].dtype) for v in g.inputs]
+        self._np_dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
+        self.steps = [_Step(s.kernel.at(size), s.group, s.args) for s in sym.steps]
+        self.compile_seconds = sym.compile_seconds
+        self.report = {"symbolic": dict(sym.kinds), "size": size}
+        self.target = "cpu"
+        temps = [v for s in sym.steps for v in s.group.outputs]
+        self._temps = [(v, sym.shape_at(v, size), sym._dtypes[v]) for v in dict.fromkeys(temps)]
+        self.plan = _Plan({v: int(np.prod(shape)) * dt.itemsize for v, shape, dt in self._temps
+                           if v not in g.outputs})
+        self._fast = None  # after the first checked run: see _fast_calls
+
+    @property
+    def kernels(self) -> list:
+        return list({id(s.kernel): s.kernel for s in self.steps}.values())
+
+    def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
+        sym, n = self.symbolic, self.size
+        env = dict(sym._consts)
+        env.update(zip(self.graph.inputs, arrays))
+        for v, shape, dt in self._temps:
+            env[v] = np.empty(shape, dt)
+        if self._fast is not None and profile is None:  # after one checked call: straight to the packed functions
+            for (function, tensors, drop), step in zip(self._fast, self.steps):
+                args = [env[a] for a in step.args]
+                function(*tensors(args if drop else args + [n]))
+            return self._results(env)
+        for k, step in enumerate(self.steps):
+            args = [env[a] for a in step.args] + [n]
+            step.kernel(*args)
+            if profile is not None:
+                kern = getattr(step.kernel, "kernel", step.kernel)
+                call = args[:-1] if kern is not step.kernel else args
+                profile[k] = kern.time(*call, number=number, repeat=3)
+        if self._fast is None:
+            self._fast = self._fast_calls()
+        return self._results(env)
+
+    def _fast_calls(self):
+        """(packed function, views maker, drops the size) per step, or None when a kernel is no TVM one."""
+        from tessel.codegen.tvm_runtime import Runner
+
+        out = []
+        for step in self.steps:
+            kern = getattr(step.kernel, "kernel", step.kernel)
+            runner = getattr(kern, "_runner", None)
+            if not isinstance(runner, Runner):
+                return None
+            out.append((runner.function, runner.tensors, kern is not step.kernel))
+        return out
+
+    def _results(self, env: dict) -> list:
+        sym = self.symbolic
+        results, given = [], set()
+        for o in self.graph.outputs:
+            fresh = o in sym._produced and o not in given
+            results.append(env[o] if fresh else np.array(env[o], copy=True))
+            given.add(o)
+        return results
+
+
+def check_against(sym: SymbolicProgram, base, specialize, ranges_lo: int, example_specs) -> None:
+    """Run `sym` on random inputs at the example size (against `base`, the program compiled for it)
+    and at the smallest size of the range (against the graph's numpy reference, imported there):
+    a formula fitted through three sizes that extrapolates wrongly is caught here. Raises
+    SymbolicUnsupported naming the size and the output that differ."""
+    from tessel.compiler.model_io import _key_of, random_inputs
+    from tessel.frontend.reference import run_graph
+
+    size = sym.size_of(_key_of(base.inputs))
+    if size is not None:
+        arrays = random_inputs(base.inputs, seed=1)
+        _compare(sym.bind(size).run(arrays), base.run(arrays), size, "the program compiled for that shape")
+    low = max(ranges_lo, 1)
+    if low != size:
+        bound = sym.bind(low)
+        arrays = random_inputs(bound.inputs, seed=2)
+        graph = specialize([np.zeros(s.shape, a.dtype) for s, a in zip(bound.inputs, arrays)])
+        _compare(bound.run(arrays), run_graph(graph, arrays), low, "the numpy reference")
+
+
+def _compare(got: list, want: list, size: int, what: str) -> None:
+    for k, (g, w) in enumerate(zip(got, want)):
+        w = np.asarray(w)
+        ok = g.shape == w.shape and (np.allclose(g, w, rtol=1e-3, atol=1e-4, equal_nan=True)
+                                     if np.issubdtype(g.dtype, np.inexact) else np.array_equal(g, w))
+        if not ok:
+            raise SymbolicUnsupported(f"at size {size} output {k} of the symbolic program differs from {what}")

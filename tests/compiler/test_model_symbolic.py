@@ -1,0 +1,157 @@
+"""One compiled program for every size of a torch.export Dim range (issue 12 item 4).
+
+A model compiled with one dynamic dimension is lowered and scheduled at three primes of the range
+and its kernels generalised into kernels of a scalar size (`tessel.compiler.model_symbolic`):
+calls at fresh random sizes in the range then compile and export nothing (both are made to fail
+after the compile) and match torch eager; out-of-range calls still raise ArgumentError; kernels
+whose schedule does not generalise are compiled per shape, and say so; models that cannot be
+generalised say why and keep compiling per shape. The formula fitter is checked on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel as ts
+from tessel.compiler.symbolic_ir import _fit, generalize, instantiate
+from tessel.errors import ArgumentError
+from tessel.ir.nodes import Buffer, Const, For, Store, Var
+
+torch = pytest.importorskip("torch")
+from torch.export import Dim  # noqa: E402
+
+RNG = np.random.default_rng()
+
+
+class Mlp(torch.nn.Module):
+    """matmul with symbolic rows, gelu, layer norm and softmax over a static last axis, a mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.norm = torch.nn.Linear(16, 24), torch.nn.Linear(24, 8), torch.nn.LayerNorm(8)
+
+    def forward(self, x, y):
+        h = self.norm(self.b(torch.nn.functional.gelu(self.a(x))))
+        return torch.softmax(h, -1) * y + x.mean(-1, keepdim=True), h.reshape(-1, 2, 4).sum(1)
+
+
+class SeqSoftmax(torch.nn.Module):
+    def forward(self, x):
+        return torch.softmax(x * 3.0, dim=1) - x.amax(1, keepdim=True)  # reductions over the dynamic axis
+
+
+def _close(got, want):
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_allclose(g.detach().numpy(), w.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _no_more_compiling(monkeypatch):
+    import tessel.compiler.driver as driver
+
+    def refuse(*a, **k):
+        raise AssertionError("a call inside the range must not compile or export")
+
+    monkeypatch.setattr(driver, "build", refuse)
+    monkeypatch.setattr(torch.export, "export", refuse)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    m = Mlp().eval()
+    batch = Dim("batch", min=1, max=48)
+    cm = ts.compile(m, (torch.randn(2, 5, 16), torch.randn(2, 5, 8)), target="cpu",
+                    dynamic_shapes={"x": {1: batch}, "y": {1: batch}})
+    return m, cm
+
+
+def test_one_program_serves_fresh_sizes_in_the_range_without_compiling(mlp, monkeypatch):
+    m, cm = mlp
+    assert cm.symbolic is not None, cm.symbolic_reason
+    assert set(cm.symbolic.kinds.values()) == {"symbolic"}, cm.symbolic.describe()
+    _no_more_compiling(monkeypatch)
+    for b in [int(v) for v in RNG.choice(np.arange(1, 49), size=4, replace=False)] + [48, 1]:
+        x, y = torch.randn(2, b, 16), torch.randn(2, b, 8)
+        _close(cm(x, y), m(x, y))
+    assert len(cm.specializations) == 1  # only the example's own program
+    with pytest.raises(ArgumentError, match=r"input 'x' dimension 1 is 49, outside the range \[1, 48\] of 'batch'"):
+        cm(torch.randn(2, 49, 16), torch.randn(2, 49, 8))
+    with pytest.raises(ArgumentError, match=r"input 'y' dimension 1 is 6 but input 'x' dimension 1 is 5"):
+        cm(torch.randn(2, 5, 16), torch.randn(2, 6, 8))
+
+
+def test_the_summary_names_the_symbolic_kernels(mlp):
+    _, cm = mlp
+    b = int(RNG.integers(6, 40))
+    text = cm.summary(torch.randn(2, b, 16), torch.randn(2, b, 8))
+    assert "symbolic" in text and f"size {b}" in text
+
+
+def test_reductions_over_the_dynamic_axis_of_an_exported_program(monkeypatch):
+    m = SeqSoftmax()
+    ep = torch.export.export(m, (torch.randn(3, 7, 5),), dynamic_shapes=({1: Dim("seq", min=2)},))
+    cm = ts.compile(ep, target="cpu")
+    assert cm.symbolic is not None and set(cm.symbolic.kinds.values()) == {"symbolic"}, cm.symbolic_reason
+    _no_more_compiling(monkeypatch)
+    for n in [2] + [int(v) for v in RNG.choice(np.arange(3, 300), size=3, replace=False)]:
+        x = torch.randn(3, n, 5)
+        _close(cm(x), m(x))
+    with pytest.raises(ArgumentError, match=r"dimension 1 is 1, outside the range \[2, inf\)"):
+        cm(torch.randn(3, 1, 5))
+
+
+def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says_so():
+    class Last(torch.nn.Module):  # the dynamic axis is the vectorized one: the schedule peels n % 16
+        def forward(self, x):
+            return torch.relu(x) * 2.0 + x.sum(0)
+
+    m = Last()
+    cm = ts.compile(m, (torch.randn(2, 40),), target="cpu", dynamic_shapes=({1: Dim("n", max=200)},))
+    assert cm.symbolic is not None and "per-shape" in cm.symbolic.kinds.values(), cm.symbolic_reason
+    assert "its schedule differs between sizes" in cm.symbolic.describe()
+    for n in [int(v) for v in RNG.choice(np.arange(1, 201), size=3, replace=False)]:
+        x = torch.randn(2, n)
+        _close(cm(x), m(x))
+    assert len(cm.specializations) == 1  # per-shape kernels, not per-shape models: nothing re-exported
+
+
+def test_two_dynamic_dimensions_fall_back_to_per_shape_visibly():
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return x * 2.0
+
+    cm = ts.compile(Twice(), (torch.randn(3, 40),), target="cpu",
+                    dynamic_shapes=({0: Dim("a", max=9), 1: Dim("b", max=90)},))
+    assert cm.symbolic is None and "2 dynamic dimensions (a, b)" in cm.symbolic_reason
+    x = torch.randn(4, 41)
+    _close(cm(x), x * 2)
+    assert len(cm.specializations) == 2
+
+
+# -- the generaliser on its own -----------------------------------------------------------------
+
+
+def test_the_fitter_prefers_what_splits_produce():
+    sizes = [31, 29, 23]
+    ceil8 = tuple((p + 7) // 8 for p in sizes)
+    assert _fit(ceil8, sizes, {8, 4}) == (1, 7, 8)  # not n // 7 or (n - 7) // 5, which also fit
+    assert _fit(tuple(4 * p - 1 for p in sizes), sizes) == (4, -1, 1)
+    assert _fit((3, 9, 2), sizes) is None
+
+
+def test_generalize_substitutes_sizes_and_refuses_other_differences():
+    n = Var("n")
+
+    def kern(p, extra=0):
+        i = Var("i")
+        A = Buffer("A", (p, 4))
+        return For(i, (p + 3) // 4 + extra, Store(A, (i, Const(0)), Const(1.0 / p, "float32")))
+
+    sizes = [97, 89, 83]
+    g = generalize([kern(p) for p in sizes], sizes, n)
+    for m in [int(v) for v in RNG.integers(1, 500, size=3)]:
+        inst = instantiate(g, n, m)
+        assert inst.extent == Const((m + 3) // 4) and inst.body.buffer.shape == (m, 4)
+        assert inst.body.value.dtype == "float32" and abs(inst.body.value.value - 1.0 / m) < 1e-6 / m
+    why: list = []
+    assert generalize([kern(97), kern(89, extra=5), kern(83)], sizes, n, why) is None and why
