@@ -142,6 +142,11 @@ def compile_program(graph: Graph, options: dict) -> Program:
         report.update(optimize(work, options.get("fold_limit")))
     work.prune()
     work.reorder_topologically()
+    from tessel.compiler.model_control import compile_control_program, has_control
+
+    if has_control(work):  # run-time if/loop: compiled programs with control steps between them
+        report["passes_seconds"] = time.perf_counter() - t0
+        return compile_control_program(source, work, options, report, t0)
     groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
                   max_prologue_ops=options.get("max_prologue_ops", 8))
     target = options.get("target", "cpu")

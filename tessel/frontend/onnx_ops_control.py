@@ -1,7 +1,10 @@
-"""ONNX control flow, folded at import time: `If` whose condition is known then, and `Loop` and
+"""ONNX control flow. Folded at import time: `If` whose condition is known then, and `Loop` and
 `Scan` unrolled when their trip counts are known then (the body subgraph is inlined once per
 iteration, its names prefixed by `onnx_subgraph.renamed_graph`). A condition or trip count that
-only the run time knows is unsupported (named in the error): the op set has no control flow yet.
+only the run time knows becomes an `if` or `loop` node holding its subgraphs as Graphs
+(`onnx_control_graphs`), which the model compiler runs as control flow; where that cannot be (scan
+outputs, branches of different shapes, sequences) the condition must be known at import, and the
+error says why.
 
 Example:
     >>> all(op in CONVERTERS for op in ("If", "Loop", "Scan"))
@@ -27,9 +30,29 @@ def _bool_const(ctx, v, what: str) -> bool:
     return bool(np.asarray(ctx.need_const(v, what)).reshape(-1)[0])
 
 
+def _runtime(ctx, build, v, what: str):
+    """`build()` (a run-time control op), or NotConstantError on `v` saying why it cannot be one.
+    A `v` computed from inputs whose values the caller offered (`import_onnx(input_values=)`) is
+    bound instead: the control flow then folds, as it did before run-time control flow existed."""
+    from tessel.frontend.onnx_control_graphs import NotRunnable
+
+    src = ctx.derives.get(v, frozenset())
+    if src and src <= set(ctx.available):
+        ctx.need_const(v, what)  # raises NotConstantError: import_onnx binds those inputs and starts again
+    try:
+        return build()
+    except NotRunnable as e:
+        ctx.need_const(v, f"{what} (not run as control flow: {e})")  # raises: v is not constant
+        raise
+
+
 @converter("If")
 def _if(ctx, node):
     (cond,) = ins(ctx, node)[:1]
+    if ctx.try_const(cond) is None:
+        from tessel.frontend.onnx_control_graphs import runtime_if
+
+        return _runtime(ctx, lambda: runtime_if(ctx, node, cond, _base(ctx)), cond, "If's condition")
     branch = "then_branch" if _bool_const(ctx, cond, "If's condition") else "else_branch"
     return ctx.inline_graph(ctx.graph_attr(node, branch), [], f"{_base(ctx)}::{branch}::")
 
@@ -52,7 +75,9 @@ def _loop(ctx, node):
     trip, cond, carried = vals[0], vals[1], list(vals[2:])
     body = ctx.graph_attr(node, "body")
     n_scan = len(body.output) - 1 - len(carried)
-    limit = int(np.asarray(ctx.need_const(trip, "Loop's trip count")).reshape(-1)[0]) if trip is not None else None
+    if (trip is not None and ctx.try_const(trip) is None) or (cond is not None and ctx.try_const(cond) is None):
+        return _loop_at_run_time(ctx, node, trip, cond, carried, 0)
+    limit = int(np.asarray(ctx.try_const(trip)).reshape(-1)[0]) if trip is not None else None
     if limit is None and cond is None:
         raise ctx.unsupported("a loop with neither trip count nor condition never ends")
     if (limit if limit is not None else 0) > MAX_UNROLL:
@@ -60,6 +85,9 @@ def _loop(ctx, node):
     scans: list = [[] for _ in range(n_scan)]
     i = 0
     while limit is None or i < limit:
+        if cond is not None and ctx.try_const(cond) is None:  # the body made it a run-time value
+            left = None if limit is None else ctx.const(np.array(limit - i, np.int64), "trip_left")
+            return _loop_at_run_time(ctx, node, left, cond, carried, i)
         if cond is not None and not _bool_const(ctx, cond, "Loop's condition"):
             break
         if i >= MAX_UNROLL:
@@ -74,6 +102,15 @@ def _loop(ctx, node):
     if n_scan and i == 0:
         raise ctx.unsupported("zero iterations: its scan outputs would be empty tensors")
     return carried + [_stack(ctx, s, 0) for s in scans]
+
+
+def _loop_at_run_time(ctx, node, trip, cond, carried: list, start: int) -> list:
+    from tessel.frontend.onnx_control_graphs import runtime_loop
+
+    run_time = trip if trip is not None and ctx.try_const(trip) is None else cond
+    what = "Loop's trip count" if run_time is trip else "Loop's condition"
+    return _runtime(ctx, lambda: runtime_loop(ctx, node, trip, cond, carried, f"{_base(ctx)}@{start}", start),
+                    run_time, what)
 
 
 @converter("Scan")

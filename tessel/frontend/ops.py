@@ -10,8 +10,10 @@ compare the two, and constant folding uses it).
 
 Kinds: "elementwise" (output element i reads input element i, after broadcasting: fuses into
 producers and consumers), "injective" (layout ops: reshape, transpose, slice, concat...: fuse like
-elementwise), "reduction", "contraction" (matmul, conv: anchors whose epilogues fuse in), and
-"opaque" (everything else: a kernel of its own).
+elementwise), "reduction", "contraction" (matmul, conv: anchors whose epilogues fuse in),
+"opaque" (everything else: a kernel of its own), and "control" (`if`, `loop`: they hold subgraphs
+and have no lowering; the model compiler runs them as steps between compiled programs, see
+tessel.compiler.model_control; `all_ops()` leaves them out, `control_ops()` lists them).
 
 The op set (names and attributes are the contract between importers and lowerings; axes are
 non-negative after import, shapes static):
@@ -42,6 +44,9 @@ non-negative after import, shapes static):
                                         (batch..., L, E) layout as torch's scaled_dot_product_attention
                                       rfft(n, axis) -> (..., n//2+1, 2) real/imag pairs (last dim 2)
                                       irfft(n, axis) inputs (..., m, 2) -> (..., n)
+    control:                          if(then_graph, else_graph) inputs cond, *captures
+                                      loop(body, start) inputs trip, cond (either may be None),
+                                        *carried, *captures -> the final carried values
 
 Example:
     >>> get_op("add").kind
@@ -71,7 +76,7 @@ class OpDef:
 
 _REGISTRY: dict[str, OpDef] = {}  # filled at import time by @register; never changed afterwards
 
-KINDS = ("elementwise", "injective", "reduction", "contraction", "opaque")
+KINDS = ("elementwise", "injective", "reduction", "contraction", "opaque", "control")
 
 
 def register(name: str, kind: str):
@@ -98,8 +103,19 @@ def get_op(name: str, where: str = "") -> OpDef:
 
 
 def all_ops() -> list[str]:
+    """The ops that lower to kernels (control ops excluded: see `control_ops`)."""
     _load_op_modules()
-    return sorted(_REGISTRY)
+    return sorted(n for n, op in _REGISTRY.items() if op.kind != "control")
+
+
+def control_ops() -> list[str]:
+    """The control-flow ops (`if`, `loop`): subgraphs run by the model compiler, no lowering.
+
+    >>> control_ops()
+    ['if', 'loop']
+    """
+    _load_op_modules()
+    return sorted(n for n, op in _REGISTRY.items() if op.kind == "control")
 
 
 _OP_MODULES = ("tessel.frontend.op_library",)

