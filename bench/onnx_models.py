@@ -12,9 +12,8 @@ realistic inputs (tessel.frontend.model_zoo_inputs), and print
 - the CPU time of each (best block median, interleaved blocks) and the ratio ort time / tessel time
   (above 1: tessel faster), with the machine and its load average.
 A model tessel cannot compile gets a row naming the error. silero's voice-activity detectors take
-the sample rate `sr` as an input that an `If` branches on; tessel does not run `If` at run time
-yet, so they are compiled with `sr` bound at import (`import_onnx(..., input_values=)`), and the
-row says so.
+the sample rate `sr` as an input that an `If` branches on: it runs as control flow in the compiled
+model (tessel.compiler.model_control: both branches compiled once, the one `sr` picks runs).
 
     python bench/onnx_models.py                          # every model, 3 seeds
     python bench/onnx_models.py --models ppocr_det,silero_vad --seeds 5 --repeat 20 --f64
@@ -76,25 +75,18 @@ def ort_session(path, optimize: bool = True, outputs=None):
 
 
 def compile_zoo(name: str, feeds: dict, split_convs: int = 0):
-    """(compiled model, the feed names it takes, note): tessel.compile on the model file; for
-    the silero models, whose `If` on the input `sr` tessel cannot run yet, the graph is imported
-    with `sr` bound to the feed's value and compiled. `split_convs`: see `split_long_convs`."""
+    """(compiled model, the feed names it takes, note): tessel.compile on the model file (silero's
+    `If` on its input `sr` runs as control flow). `split_convs`: see `split_long_convs`."""
     import onnx
 
     import tessel as ts
     from tessel.frontend.model_zoo import fetch
-    from tessel.frontend.onnx import import_onnx
 
     path = str(fetch(name))
     if split_convs:
         path = split_long_convs(onnx.load(path), split_convs)
-    if not name.startswith("silero_vad"):
-        return ts.compile(path, tuple(feeds.values()), target="cpu"), list(feeds), ""
-    shapes = {k: v.shape for k, v in feeds.items()}
-    graph = import_onnx(path, shapes, input_values={"sr": feeds["sr"]})
-    names = [k for k in feeds if k != "sr"]
-    cm = ts.compile(graph, tuple(feeds[k] for k in names), target="cpu")
-    return cm, names, f"sr={int(feeds['sr'])} bound at import (run-time If unsupported)"
+    note = "sr at run time (If as control flow)" if name.startswith("silero_vad") else ""
+    return ts.compile(path, tuple(feeds.values()), target="cpu"), list(feeds), note
 
 
 def _as_list(out) -> list:

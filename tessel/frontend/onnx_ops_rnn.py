@@ -99,6 +99,10 @@ def _recurrent(ctx, node):
     clip = ctx.attr(node, "clip")
     if kind == "LSTM" and int(ctx.attr(node, "input_forget", 0)):
         raise ctx.unsupported("input_forget=1")
+    if len(ctx.shape(x)) != 3:
+        from tessel.errors import ShapeError
+
+        raise ShapeError(f"{ctx.where()}: input X must have 3 dimensions, got shape {ctx.shape(x)}")
     if layout:
         x = ctx.op("transpose", [x], perm=(1, 0, 2))
         h0 = None if h0 is None else ctx.op("transpose", [h0], perm=(1, 0, 2))

@@ -109,17 +109,18 @@ def test_zoo_model_matches_onnxruntime(name):
         _check(name, _outputs(cm(*feeds.values())), sess.run(None, feeds), int(seed))
 
 
-def _vad_compiled(name: str, path: str, sr: int):
-    """silero with the sample rate bound at import: its `If` on the input `sr` then folds."""
-    from tessel.frontend.onnx import import_onnx
+def _in_model_order(path: str, feeds: dict) -> list:
+    """The feeds as positional arguments, in the model's input order (silero_vad_ifless takes sr second)."""
+    return [feeds[i.name] for i in onnx.load(path, load_external_data=False).graph.input if i.name in feeds]
 
-    key = (name, sr)
-    if key not in _compiled:
-        feeds = example_inputs(name, np.random.default_rng(0), sr=sr)
-        graph = import_onnx(path, {k: v.shape for k, v in feeds.items()}, input_values={"sr": feeds["sr"]})
-        assert graph.inputs == ["input", "state"]
-        _compiled[key] = ts.compile(graph, (feeds["input"], feeds["state"]), target="cpu")
-    return _compiled[key]
+
+def _vad_compiled(name: str, path: str):
+    """silero compiled with the sample rate `sr` as a run-time input: its `If` on `sr` runs as
+    control flow (both branches compiled once); each chunk length is a specialisation."""
+    if name not in _compiled:
+        feeds = example_inputs(name, np.random.default_rng(0))
+        _compiled[name] = ts.compile(path, tuple(_in_model_order(path, feeds)), target="cpu")
+    return _compiled[name]
 
 
 @pytest.mark.slow
@@ -127,28 +128,34 @@ def _vad_compiled(name: str, path: str, sr: int):
 @pytest.mark.parametrize("name", ["silero_vad", "silero_vad_ifless"])
 def test_silero_vad_streams_like_onnxruntime(name, sr):
     """Three consecutive chunks of one stream, the LSTM state fed back each time, as silero's
-    wrapper runs it: speech probability and state match onnxruntime at every step."""
+    wrapper runs it, with `sr` given at run time: speech probability and state match onnxruntime at
+    every step, for both sample rates (both branches of the If)."""
     path = _fetch(name)
     sess = _session(path)
-    cm = _vad_compiled(name, path, sr)
+    cm = _vad_compiled(name, path)
     seed = int(np.random.SeedSequence().generate_state(1)[0])
     rng = np.random.default_rng(seed)
     state = ours = example_inputs(name, rng, sr=sr)["state"]
     for _ in range(3):
-        chunk = example_inputs(name, rng, sr=sr)["input"]
-        want = sess.run(None, {"input": chunk, "state": state, "sr": np.array(sr, np.int64)})
-        got = _outputs(cm(chunk, ours))
+        feeds = example_inputs(name, rng, sr=sr)
+        feeds["state"] = state
+        got = _outputs(cm(*_in_model_order(path, {**feeds, "state": ours})))
+        want = sess.run(None, feeds)
         _check(name, got, want, seed)
         state, ours = want[1], np.asarray(got[1])
 
 
-@pytest.mark.xfail(strict=True, raises=ts.TesselError,
-                   reason="If on a run-time input (silero's sample rate 'sr') is not supported yet (issue 12 item 1)")
-def test_silero_vad_with_sample_rate_as_input():
+def test_silero_vad_branch_that_does_not_fit_the_chunk_fails_as_in_onnxruntime():
+    """silero_vad's 8 kHz branch cannot take a 16 kHz-sized chunk (576 samples): onnxruntime fails
+    in its LSTM when that branch is taken, tessel raises ArgumentError naming the branch."""
     path = _fetch("silero_vad")
-    feeds = example_inputs("silero_vad", np.random.default_rng())
-    cm = ts.compile(path, tuple(feeds.values()), target="cpu")
-    _check("silero_vad", _outputs(cm(*feeds.values())), _session(path).run(None, feeds), 0)
+    cm = _vad_compiled("silero_vad", path)
+    feeds = example_inputs("silero_vad", np.random.default_rng(), sr=16000)
+    feeds["sr"] = np.array(8000, np.int64)
+    with pytest.raises(Exception, match="LSTM"):
+        _session(path).run(None, feeds)
+    with pytest.raises(ts.ArgumentError, match=r"took its (then|else) branch, which cannot run for these input shapes"):
+        cm(*_in_model_order(path, feeds))
 
 
 # -- fetching: cached files are used without the network, bad ones are refused ----------------------
