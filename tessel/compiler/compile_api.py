@@ -12,10 +12,16 @@ Accepted models, dispatched on their type:
   format, `torch.export.Dim` ranges) the module is also exported with them, and a call whose shapes
   leave the ranges raises ArgumentError naming the input, the dimension and the range;
 - a `torch.export.ExportedProgram` (example inputs optional: the program's own by default): its
-  ranges are checked in the same way, and each new shape inside them is compiled once (from
-  `ep.module()`). The CPU kernels take no symbolic extents yet, so a dynamic model is one compiled
-  specialisation per distinct shape, made lazily on the first call with it and cached.
+  ranges are checked in the same way (compiled from `ep.module()`).
   `verbose=True` lets torch's export logs and warnings through (silenced otherwise).
+
+A model with one dynamic dimension (one `Dim`, or one named or unnamed ONNX dim) compiled for the CPU
+is also compiled once for the whole range (`tessel.compiler.model_symbolic`): its kernels take the
+size as a scalar parameter, so calls with new sizes in the range export and compile nothing
+(`cm.symbolic.kinds` says which kernels are symbolic and which, where the schedule differs between
+sizes, are compiled per shape). Where the model cannot be compiled that way (several dynamic
+dimensions, a graph that changes with the size...), `cm.symbolic_reason` says why, and each new
+shape is imported and compiled once, lazily, and cached.
 
 The importers are imported only when a model of their kind arrives, so compiling a built graph
 never loads torch or onnx.

@@ -17,7 +17,9 @@ shape, dtype) and a mismatch raises `ArgumentError` naming the input. A model ma
 module is specialised to the shapes it is called with: each new combination of input shapes and
 dtypes is imported and compiled once and kept in the model's per-shape cache. With input ranges
 (`torch.export.Dim`, see `tessel.compiler.model_ranges`) a new shape outside them is an
-`ArgumentError` before anything is compiled. `save(path)` writes every specialisation to an
+`ArgumentError` before anything is compiled; with one dynamic dimension the model is compiled once
+for the range (`symbolic`, see `tessel.compiler.model_symbolic`) and new sizes compile nothing.
+`save(path)` writes every specialisation to an
 artifact that `tessel.load` runs without compiling (`tessel.compiler.artifact`).
 
 The arena is shared by calls, so a lock serialises concurrent calls of one model.
@@ -301,7 +303,8 @@ class CompiledModel:
         if any(d != s.dtype for (_, d), s in zip(key, self._current.inputs)):
             return None
         size = sym.size_of(key)
-        return sym.bind(size) if size is not None else None
+        # size 0: zero-size arrays reach TVM with strides it refuses; that shape compiles on its own
+        return sym.bind(size) if size is not None and size > 0 else None
 
     def _not_in_artifact(self, key) -> None:
         """A loaded model cannot compile: a shape it was not saved with is an ArgumentError (when the

@@ -8,10 +8,10 @@ dynamic, or "derived" for a dimension that is an expression of others (`2 * batc
 the user's `Dim` names where they are known, torch's symbols (`s17`) otherwise.
 
 What tessel does with them (`tessel.compiler.compile_api`): the model is compiled for the example
-shapes; a call with new shapes inside the ranges is exported and compiled for those shapes once
-and cached (one specialisation per distinct shape; the CPU kernels take no symbolic extents yet);
-a call outside them raises ArgumentError naming the input, the dimension and the range, before
-any export.
+shapes and, with one dynamic dimension on the CPU, once for the whole range
+(`tessel.compiler.model_symbolic`: kernels with the size as a scalar parameter); other new shapes
+inside the ranges are exported and compiled once each and cached; a call outside them raises
+ArgumentError naming the input, the dimension and the range, before any export.
 
 Example:
     >>> import torch

@@ -155,3 +155,24 @@ def test_generalize_substitutes_sizes_and_refuses_other_differences():
         assert inst.body.value.dtype == "float32" and abs(inst.body.value.value - 1.0 / m) < 1e-6 / m
     why: list = []
     assert generalize([kern(97), kern(89, extra=5), kern(83)], sizes, n, why) is None and why
+
+
+def test_an_onnx_model_with_one_named_symbolic_dim_compiles_once(monkeypatch):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(RNG.standard_normal((16, 8)).astype(np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["c"]), helper.make_node("Softmax", ["c"], ["y"], axis=-1)]
+    model = helper.make_model(helper.make_graph(nodes, "one", [x], [y], initializer=[w]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    cm = ts.compile(model, example_inputs=(RNG.standard_normal((5, 16)).astype(np.float32),), target="cpu")
+    assert cm.symbolic is not None and set(cm.symbolic.kinds.values()) == {"symbolic"}, cm.symbolic_reason
+    _no_more_compiling(monkeypatch)
+    for n in [1] + [int(v) for v in RNG.choice(np.arange(2, 400), size=3, replace=False)]:
+        a = RNG.standard_normal((n, 16)).astype(np.float32)
+        np.testing.assert_allclose(cm(a), sess.run(None, {"x": a})[0], rtol=1e-5, atol=1e-6)
+    assert len(cm.specializations) == 1
