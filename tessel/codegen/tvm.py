@@ -4,6 +4,7 @@ Three modules, one idea each:
   * `tvm_tir.py`      tessel IR -> TVM TIR PrimFunc (and why TIR nodes are built directly);
   * `tvm_runtime.py`  host target, the TIR pass list, LLVM compilation, shared-library export/load,
                       and zero-copy calls on numpy arrays (with the measured per-call overhead);
+  * `tvm_strided.py`  stride-2 vector loads as two contiguous loads and a shuffle;
   * this module       strings them together behind the compiled-kernel cache (`cache.py`).
 
 The cache key covers the kernel's IR text, the host target, the tessel and TVM versions and a hash
@@ -27,7 +28,7 @@ import hashlib
 from pathlib import Path
 
 from tessel.codegen import cache as _cache
-from tessel.codegen import tvm_runtime, tvm_tir
+from tessel.codegen import tvm_runtime, tvm_strided, tvm_tir
 from tessel.codegen.tvm_tir import symbol_name, to_tvm  # noqa: F401 - the translator, re-exported
 from tessel.errors import CodegenError
 from tessel.ir.nodes import Kernel
@@ -40,7 +41,7 @@ def compile_kernel(kernel: Kernel, cache: _cache.ModuleCache | None = None) -> t
     key = _cache.cache_key(ir_text(kernel), tvm_runtime.target_key(), backend_version())
 
     def build():
-        return tvm_runtime.compile_module(tvm_tir.to_tvm(kernel))
+        return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel)))
 
     module = cache.get_or_build(key, build, save=tvm_runtime.export,
                                 load=lambda path: tvm_runtime.load(path, symbol))
@@ -62,7 +63,7 @@ def inspect(runner: tvm_runtime.Runner, kernel: Kernel, kind: str = "asm") -> st
     except Exception:  # noqa: BLE001 - any failure here just means: compile again
         text = ""
     if not text:  # a loaded shared library has no source: compile again to show it
-        text = tvm_runtime.inspect(tvm_runtime.compile_module(tvm_tir.to_tvm(kernel)), kind)
+        text = tvm_runtime.inspect(tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel))), kind)
     return text
 
 
@@ -81,6 +82,6 @@ def backend_version() -> str:
     import tvm
 
     h = hashlib.sha256()
-    for name in ("tvm_tir.py", "tvm_runtime.py", "tvm_fastmath.py"):
+    for name in ("tvm_tir.py", "tvm_runtime.py", "tvm_fastmath.py", "tvm_strided.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     return f"tvm-{tvm.__version__}-{h.hexdigest()[:12]}"

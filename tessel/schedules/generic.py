@@ -73,8 +73,9 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
     if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
         from tessel.schedules.cpu_attention import CPU_ATTENTION
         from tessel.schedules.cpu_conv import CPU_CONV
+        from tessel.schedules.cpu_depthwise import CPU_DEPTHWISE
 
-        for tpl in (CPU_ATTENTION, CPU_CONV):
+        for tpl in (CPU_ATTENTION, CPU_DEPTHWISE, CPU_CONV):
             if tpl.applies(kernel, "cpu") is None:
                 return tpl.apply(kernel, None, "cpu")
     return CPU_GENERIC.apply(kernel, knobs, "cpu")
@@ -418,4 +419,4 @@ def _tile(extent: int, want: int) -> int:
     return best if best * 4 >= min(extent, want) else min(extent, want)
 
 
-from tessel.schedules import cpu_attention, cpu_conv  # noqa: E402, F401 - register "cpu.attention", "cpu.conv"
+from tessel.schedules import cpu_attention, cpu_conv, cpu_depthwise  # noqa: E402, F401 - register the CPU templates

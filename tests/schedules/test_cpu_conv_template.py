@@ -92,4 +92,4 @@ def test_kernels_without_shared_columns_are_left_to_generic():
     assert "no contraction whose column operand is shared" in CPU_CONV.applies(ts.lower([A, B, bmm]), "cpu")
     ir, _ = _conv_relu(1, 8, 8, 16, 3, 1, 1, groups=8)  # depthwise: the channel loop reads the input
     assert CPU_CONV.applies(ir, "cpu") is not None
-    assert default_schedule(ir).trace[0].args["name"] == "cpu.generic"
+    assert default_schedule(ir).trace[0].args["name"] == "cpu.depthwise"  # its own template (cpu_depthwise.py)
