@@ -5,7 +5,9 @@ The file (suffix `.tsl` by convention) is a zip archive; nothing in it is pickle
 
     manifest.json           format name and version, tessel and TVM versions, the host target the
                             kernels were built for, the model (every specialisation: graphs, steps,
-                            memory plan, input ranges) and the SHA-256 and size of every other entry
+                            memory plan, input ranges; the symbolic program for a range, see
+                            `tessel.compiler.artifact_symbolic`) and the SHA-256 and size of every
+                            other entry
     kernels/K_NAME.tir      each kernel's scheduled IR in its text form (`tessel.ir.text`)
     kernels/K_NAME.tvm.py   CPU: the TVMScript source the backend made of it (for reading)
     kernels/K_NAME.so       CPU: the shared library TVM built from it
@@ -48,7 +50,7 @@ import zipfile
 from tessel.compiler.artifact_graph import (
     Blobs, array_of, decode, decode_graph, decode_node, encode, encode_graph, encode_node,
 )
-from tessel.errors import ArtifactError, TesselError
+from tessel.errors import ArtifactError, ParseError, TesselError
 
 FORMAT = "tessel.model"
 FORMAT_VERSION = 1
@@ -75,6 +77,9 @@ def save_model(model, path) -> str:
     blobs, files, kernels = Blobs(), {}, {}
     dropped: list = []
     programs = [_encode_program(p, blobs, files, kernels, dropped) for p in model._programs.values()]
+    from tessel.compiler.artifact_symbolic import symbolic_entry
+
+    symbolic = symbolic_entry(getattr(model, "symbolic", None), blobs, files, kernels, dropped, _encode_kernel)
     current = list(model._programs.values()).index(model._current)
     for key, raw in blobs.data.items():
         files[f"data/{key}.bin"] = raw
@@ -85,7 +90,7 @@ def save_model(model, path) -> str:
         "model": {"name": model.name, "target": model.target, "options": options, "restructure": restructure,
                   "input_ranges": None if model.input_ranges is None else model.input_ranges.to_json(),
                   "current": current, "programs": programs, "dropped_meta": sorted(set(dropped)),
-                  "symbolic_not_saved": _symbolic_note(model)},
+                  "symbolic": symbolic, "symbolic_not_saved": None if symbolic is not None else _symbolic_note(model)},
         "files": {name: {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)} for name, raw in files.items()},
     }
     _write_zip(path, manifest, files)
@@ -353,6 +358,14 @@ class _Reader:
         cm._current = programs[info.get("current", 0)]
         cm.loaded_from = self.path
         cm._symbolic_not_saved = info.get("symbolic_not_saved")
+        if info.get("symbolic") is not None:
+            from tessel.compiler.artifact_symbolic import read_symbolic
+
+            try:
+                cm.symbolic = read_symbolic(info["symbolic"], self.array, self._kernel, kernels)
+            except (KeyError, TypeError, ValueError, IndexError, ParseError) as e:
+                raise self.error(f"{MANIFEST}'s symbolic program is malformed ({type(e).__name__}: "
+                                 f"{_first_line(e)})") from None
         return cm
 
     def _program(self, data: dict, kernels: dict):

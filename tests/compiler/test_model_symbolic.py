@@ -100,7 +100,7 @@ def test_reductions_over_the_dynamic_axis_of_an_exported_program(monkeypatch):
         cm(torch.randn(3, 1, 5))
 
 
-def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says_so():
+def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says_so(tmp_path):
     class Last(torch.nn.Module):  # the dynamic axis is the vectorized one: the schedule peels n % 16
         def forward(self, x):
             return torch.relu(x) * 2.0 + x.sum(0)
@@ -113,6 +113,11 @@ def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says
         x = torch.randn(2, n)
         _close(cm(x), m(x))
     assert len(cm.specializations) == 1  # per-shape kernels, not per-shape models: nothing re-exported
+    loaded = ts.load(cm.save(tmp_path / "last.tsl"))  # per-shape kernels would compile: not saved, and it says so
+    assert loaded.symbolic is None
+    with pytest.raises(ArgumentError, match=r"one program for every size of 'n' in \[0, 200\], which artifacts "
+                                            r"do not hold yet"):
+        loaded(torch.randn(2, 41))
 
 
 def test_two_dynamic_dimensions_fall_back_to_per_shape_visibly():
