@@ -20,9 +20,12 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "wgmma_tma_epilogue_reuses_loop_variable": (
-        "verify:schedule", "tessel/schedules/hopper_pieces.py store_accumulators_tma: one Var for every fill loop "
-        "(gemm.wgmma with a 16-bit output, TMA-store epilogue: two loops bind 'hg_e_e'; results still right)"),
+    "gemm_epilogue_ignores_epilogue_loop_extent": (
+        "diff:schedule", "tessel/schedules/gemm_plan.py (gemm.mma_sync and gemm.wgmma fuse an epilogue nest that "
+        "covers rows 0..23 of a 48-row D and write all 48 rows)"),
+    "annotate_unbinds_block_bound_loop_races": (
+        "race:schedule", "tessel/schedules/loops.py annotate (re-annotating gpu.transpose's blockIdx.x loop as "
+        "parallel / unrolled drops the binding; the launch keeps grid.x = 2, so two blocks run the whole loop)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -67,6 +70,8 @@ FIXED = {
     "gemm_mma_sync_misaligned_cp_async": "54c4c33 (the same check: a 3x1x6 nest over 12x7 @ 7x8 is not the whole GEMM)",
     "decompose_reduction_loop_outside_guard_and_index": "decompose_reduction refuses a loop that neither indexes "
                                                          "the buffer nor is in the init guard (its init re-runs)",
+    "wgmma_tma_epilogue_reuses_loop_variable": "gemm (hopper_pieces.store_accumulators_tma: one loop variable per "
+                                               "fill loop; found 21:15 by a --target cuda:sm_90a generator run)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
 }
