@@ -255,6 +255,9 @@ def replay_mutant(site, cases, baseline: dict, timeout: float, case_timeout: int
             mutant.apply(site.module, site.index)
         except Exception as e:  # noqa: BLE001
             return {"detected": True, "signature": f"import:{type(e).__name__}", "ran": 0}
+        from tessel.fuzz.oracles import clear_caches
+
+        clear_caches()  # (nothing the unmutated code computed may answer for the mutant)
 
         def alarm(*_):
             raise _Alarm

@@ -233,6 +233,8 @@ class Campaign:
         return case.replace(seed=rng.randrange(1 << 30), tvm=rng.random() < self.tvm_rate)
 
     def next_case(self) -> Case | None:
+        from tessel.fuzz.oracles import VERIFIED
+        from tessel.ir.text import to_text
         from tessel.ir.verify import verify
 
         for _ in range(20):
@@ -240,7 +242,10 @@ class Campaign:
             if case is None:
                 continue
             try:
-                verify(case.kernel)
+                text = to_text(case.kernel)
+                if VERIFIED.get(text) is None:  # (a schedule or pipeline mutant keeps its seed's program)
+                    verify(case.kernel)
+                    VERIFIED.put(text, True)
             except TesselError:
                 self.stats["rejected_before_run"] += 1  # counted, not run
                 self.stats["rejected_by"]["verify"] = self.stats["rejected_by"].get("verify", 0) + 1
@@ -332,7 +337,8 @@ class Campaign:
                             tag = next(tags)
                             jobs[tag] = (case, purpose)
                             det = purpose != "new" or self.rng.random() < self.determinism_rate
-                            w.submit(tag, case.to_text(), self.timeout, determinism=det)
+                            # (a confirmation re-runs a corpus case: its coverage is known, no tracing)
+                            w.submit(tag, case.to_text(), self.timeout, determinism=det, trace=purpose != "confirm")
                     wait_any(workers, 0.05)
                     for w in workers:
                         got = w.poll()

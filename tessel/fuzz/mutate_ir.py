@@ -225,13 +225,28 @@ AXES = ("blockIdx.x", "blockIdx.y", "threadIdx.x", "threadIdx.y")
 
 
 def _scheduled(case: Case):
-    """The case's scheduled kernel (in this process; schedules are pure Python)."""
-    from tessel.fuzz.oracles import schedule_case
+    """The case's scheduled kernel (in this process; schedules are pure Python; remembered by the
+    case's program and schedule text, since a campaign mutates the same seeds again and again)."""
+    import json
 
-    try:
-        return schedule_case(case)[0].kernel
-    except Exception:  # noqa: BLE001 - a crash shows up again (and is recorded) when the case runs
-        return case.kernel
+    from tessel.fuzz.oracles import ModuleLRU, schedule_case
+    from tessel.ir.text import to_text
+
+    global _SCHEDULED
+    if _SCHEDULED is None:
+        _SCHEDULED = ModuleLRU(256)
+    key = (to_text(case.kernel), json.dumps(case.schedule, sort_keys=True))
+    k = _SCHEDULED.get(key)
+    if k is None:
+        try:
+            k = schedule_case(case)[0].kernel
+        except Exception:  # noqa: BLE001 - a crash shows up again (and is recorded) when the case runs
+            return case.kernel
+        _SCHEDULED.put(key, k)
+    return k
+
+
+_SCHEDULED = None  # an explicit bounded cache (oracles.ModuleLRU), made on first use
 
 
 def _loops(kernel) -> list:

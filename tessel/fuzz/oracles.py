@@ -27,6 +27,11 @@ Stages, in order, and what each oracle checks:
 - determinism: the same case compiled twice must give the same IR and code text
   (**nondet**); the Outcome's digest lets the parent compare across processes too.
 
+Deterministic steps are remembered per process by their input's text (explicit bounded caches,
+`clear_caches()`): programs the verifier accepted, scheduled kernels by (program, schedule), TVM
+modules by TVMScript text; a mutant that changed only its seed's pipeline skips the scheduling its
+seed did (it reaches nothing new there); the determinism check always compiles afresh.
+
 A TesselError from a pass or a backend on a valid kernel is recorded as rejected ("refused"),
 not as a failure: tessel documents those refusals (e.g. unroll refuses bodies with allocations).
 
@@ -42,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import traceback
 from contextlib import nullcontext
@@ -310,11 +316,14 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
     from tessel.ir.verify import verify
 
     kernel = case.kernel
+    ktext = to_text(kernel)
     with quiet():
-        try:
-            verify(kernel)
-        except VerifyError as e:
-            return Outcome("rejected", "verify", "program", str(e)[:500])
+        if VERIFIED.get(ktext) is None:
+            try:
+                verify(kernel)
+            except VerifyError as e:
+                return Outcome("rejected", "verify", "program", str(e)[:500])
+            VERIFIED.put(ktext, True)
         inputs = make_inputs(kernel, case.seed)
         try:
             ref = _interp(kernel, inputs, case.seed)
@@ -326,13 +335,21 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
             return Outcome("rejected", "uninit", "program", "the outputs depend on memory read before it is written")
     phase("program")
 
-    sch, kept = schedule_case(case, on_skip=lambda c, e: skipped.__setitem__(0, skipped[0] + 1))
-    k = sch.kernel
-    with quiet():
-        try:
-            verify(k)
-        except VerifyError as e:
-            return Outcome("fail", "verify", "schedule", str(e)[:2000])
+    skey = (ktext, json.dumps(case.schedule, sort_keys=True))
+    hit = SCHEDULED.get(skey)
+    if hit is None:
+        before = skipped[0]
+        sch, kept = schedule_case(case, on_skip=lambda c, e: skipped.__setitem__(0, skipped[0] + 1))
+        k = sch.kernel
+        with quiet():
+            try:
+                verify(k)
+            except VerifyError as e:
+                return Outcome("fail", "verify", "schedule", str(e)[:2000])
+        SCHEDULED.put(skey, (k, kept, skipped[0] - before))
+    else:  # scheduled (and verified) before in this process: the same kernel, no new coverage
+        k, kept, n = hit
+        skipped[0] += n
     phase("schedule")
     stages = [("schedule", k)]
     for p in _passes(case):
@@ -410,6 +427,18 @@ class ModuleLRU:
 
 
 TVM_MODULES = ModuleLRU()
+# Results of deterministic steps this process has taken, by their input's text, so a case that
+# repeats one (a mutant that changed only its seed's pipeline, or only its schedule) skips it: what
+# it reaches is already known. Programs the verifier accepted, by kernel text:
+VERIFIED = ModuleLRU(1024)
+# (kernel text, schedule commands) -> (scheduled kernel, commands kept, commands skipped), verified:
+SCHEDULED = ModuleLRU(256)
+
+
+def clear_caches() -> None:
+    """Forget every cached step (after changing tessel's code in this process: a planted mutant)."""
+    for c in (TVM_MODULES, VERIFIED, SCHEDULED):
+        c.items.clear()
 
 
 def _tvm_check(k, inputs, ref, params, quiet=nullcontext) -> str:
@@ -453,4 +482,4 @@ def _cuda_text(k) -> str:
         raise _Stop(_crash("cuda", e)) from e
 
 
-__all__ = ["Outcome", "compare", "compile_case", "make_inputs", "run_case", "schedule_case"]
+__all__ = ["Outcome", "clear_caches", "compare", "compile_case", "make_inputs", "run_case", "schedule_case"]

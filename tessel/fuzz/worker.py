@@ -99,15 +99,17 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
             return
         if msg is None:
             return
-        text, determinism = msg
+        text, determinism, *more = msg
+        trace = more[0] if more else True
         case = Case.from_text(text)
-        if probe is not None:
-            probe.start()
+        traced = probe if trace else None
+        if traced is not None:
+            traced.start()
         try:
-            out = run_case(case, probe, determinism=determinism)
+            out = run_case(case, traced, determinism=determinism)
         finally:
-            if probe is not None:
-                probe.stop()
+            if traced is not None:
+                traced.stop()
         phases = []
         for name, feats in out.phases:
             new = feats - seen
@@ -168,7 +170,7 @@ class Worker:
         self.coverage, self.preload_tvm, self.recycle, self.depth = coverage, preload_tvm, recycle, depth
         self.plugins = ",".join(plugins) if not isinstance(plugins, str) else plugins
         self.proc = None
-        self.queue: deque = deque()  # [tag, case text, timeout, determinism, deadline (head only)]
+        self.queue: deque = deque()  # [tag, case text, timeout, (determinism, trace), deadline (head only)]
         self.backlog: deque = deque()  # cases for a child that is still starting (sent once it is ready)
         self.failed_starts = 0
         self.done = 0
@@ -203,8 +205,8 @@ class Worker:
                 if tag == "ready":
                     self.ready, self.failed_starts = True, 0
                     self._cpu0 = proc_cpu_s(self.proc.pid)
-                    for tag, text, timeout_, determinism in list(self.backlog):
-                        self._send(tag, text, timeout_, determinism)
+                    for tag, text, timeout_, opts in list(self.backlog):
+                        self._send(tag, text, timeout_, opts)
                     self.backlog.clear()
                     return True
         except (EOFError, OSError):  # died while starting (e.g. an import failed)
@@ -248,14 +250,15 @@ class Worker:
         """Ready, with room for one more case in flight (never blocks: a starting child is not free)."""
         return self.check_ready() and len(self.queue) < self.depth
 
-    def submit(self, tag, text: str, timeout: float, determinism: bool = True) -> None:
-        """Send a case (waits for the child to be ready; the campaign only submits to `free` workers)."""
+    def submit(self, tag, text: str, timeout: float, determinism: bool = True, trace: bool = True) -> None:
+        """Send a case (waits for the child to be ready; the campaign only submits to `free` workers).
+        `trace` False: run it without coverage (a re-run whose coverage is known already)."""
         self._wait_ready()
-        self._send(tag, text, timeout, determinism)
+        self._send(tag, text, timeout, (determinism, trace))
 
-    def _send(self, tag, text: str, timeout: float, determinism: bool) -> None:
-        self.queue.append([tag, text, timeout, determinism, time.monotonic() + timeout if not self.queue else None])
-        self.conn.send((text, determinism))
+    def _send(self, tag, text: str, timeout: float, opts: tuple) -> None:
+        self.queue.append([tag, text, timeout, opts, time.monotonic() + timeout if not self.queue else None])
+        self.conn.send((text, *opts))
 
     def poll(self):
         """(tag, result dict) when the oldest case in flight finished (or died, or hung), else None."""

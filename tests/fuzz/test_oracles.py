@@ -160,3 +160,36 @@ def test_programs_reading_uninitialized_memory_are_rejected():
     good = parse_kernel("kernel f(A: float32[4] global, B: float32[4] global) target cpu { alloc T: float32[4] global "
                         "{ for i in 4 { T[i] = A[i] } for j in 4 { B[j] = T[j] } } }")
     assert run_case(Case(good, pipeline=[{"name": "simplify"}])).status == "ok"
+
+
+def test_a_repeated_schedule_comes_from_the_cache_and_judges_alike():
+    """A second case with the same program and schedule (a pipeline-only mutant) reuses the scheduled
+    kernel: same verdict, same skipped count, no schedule coverage the second time; a wrong pass
+    after it is still caught; clear_caches() makes it schedule again."""
+    from tessel.fuzz import oracles
+    from tessel.fuzz.coverage import Probe
+
+    seed = int(np.random.default_rng().integers(1 << 20))
+    case = _reduction_case().replace(seed=seed,
+                                     schedule=_reduction_case().schedule + [{"primitive": "split", "args": {
+                                         "loop": "no_such_loop", "factors": [None, 2]}}])
+    oracles.clear_caches()
+    probe = Probe()
+    outs = []
+    for c in (case, case.replace(seed=seed + 1), _with(case, "planted_flip")):
+        probe.start()
+        try:
+            outs.append(run_case(c, probe))
+        finally:
+            probe.stop()
+    first, again, wrong = outs
+    assert first.status == again.status == "ok" and first.skipped == again.skipped == 1
+    sched = [dict(o.phases)["schedule"] for o in (first, again)]
+    assert sched[0] and not sched[1]
+    assert wrong.status == "fail" and wrong.kind == "diff", wrong.signature
+    oracles.clear_caches()
+    probe.start()
+    try:
+        assert dict(run_case(case, probe).phases)["schedule"]
+    finally:
+        probe.stop()
