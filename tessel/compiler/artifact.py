@@ -74,6 +74,7 @@ def save_model(model, path) -> str:
 
         tvm_version, host = tvm.__version__, tvm_runtime.host_target()
     restructure = _restructure_name(model)
+    _refuse_control_flow(model)
     blobs, files, kernels = Blobs(), {}, {}
     dropped: list = []
     programs = [_encode_program(p, blobs, files, kernels, dropped) for p in model._programs.values()]
@@ -95,6 +96,19 @@ def save_model(model, path) -> str:
     }
     _write_zip(path, manifest, files)
     return path
+
+
+def _refuse_control_flow(model) -> None:
+    """ArtifactError, up front, for a model with run-time control flow (`tessel.compiler.model_control`),
+    whose programs hold subgraphs and nested programs that artifacts cannot hold yet."""
+    from tessel.compiler.model_control import CONTROL_OPS
+
+    for program in model._programs.values():
+        for graph in (getattr(program, "graph", None), getattr(program, "source", None)):
+            node = next((n for n in getattr(graph, "nodes", {}).values() if n.op in CONTROL_OPS), None)
+            if node is not None:
+                raise ArtifactError(f"cannot save model '{model.name}': it has run-time control flow ({node.op} "
+                                    f"'{node.name}'), which artifacts cannot hold yet")
 
 
 def _symbolic_note(model):
