@@ -12,6 +12,13 @@ of `triton.testing.do_bench` (CUDA events when triton is absent), both sides war
 `--knobs '{"bm": 128, "bn": 256, "warps_n": 4}'` (repeatable) times template variants; the default
 knobs come first. Needs torch and a CUDA GPU; never imports TVM.
 
+`--split-k 1,2,4` also times gemm.wgmma's default knobs with each split_k (1: the tile rule without
+split-K; >1: 128 x 128 tiles, clusters of split_k CTAs sharing each tile's K loop, non-persistent);
+the default row already uses `default_split_k`'s rule (skinny and small-MN large-K shapes split).
+`--dtypes tf32` times float32 operands on gemm.wgmma's tf32 path (A [M][K], B [N][K]: tf32 wgmma
+reads K-major operands only; float32 C) against torch.matmul with cuBLAS tf32 allowed, checked
+against float64 (relative error at most 5e-3), of-peak against the 494 TFLOP/s dense tf32 peak.
+
 `--diag nocopy|l1|nobar` (timing only, the results are wrong on purpose) splits the time: "nocopy"
 drops the main loop's global-to-shared copies (what is left: ldmatrix, mma, barriers: the SM's own
 ceiling), "l1" makes every main-loop copy read one fixed k-tile through L1 (cp.async.ca: operand
@@ -41,7 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEAK = 989e12  # dense bf16 / fp16 tensor-core FLOP/s (H100 / H200 SXM datasheet)
 SHAPES = ["2048x2048x2048", "4096x4096x4096", "8192x8192x8192", "16384x4096x4096", "4096x4096x16384",
           "128x8192x8192", "8192x128x8192"]
-DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "tf32": "float32"}
+PEAK_TF32 = 494e12  # dense tf32 tensor-core FLOP/s (H100 / H200 SXM datasheet)
 
 
 def bench_ms(fn) -> float:
@@ -97,14 +105,18 @@ def build(m, n, k, dtype, knobs, out_f32, diag=None):
     from tessel.codegen.cuda import build_kernel
     from tessel.schedules.gemm import GemmKnobs, GemmProblem, default_knobs, gemm_kernel
 
-    p = GemmProblem(m, n, k, dtype, out_dtype="float32" if out_f32 else dtype)
-    if knobs is not None and knobs.get("path") == "hopper":  # --knobs '{"path": "hopper", ...}': gemm.wgmma
+    tf32 = dtype == "float32"  # --dtypes tf32: A [M][K], B [N][K] float32 on gemm.wgmma's tf32 path
+    p = GemmProblem(m, n, k, dtype, b_kcontig=tf32, out_dtype="float32" if out_f32 or tf32 else dtype)
+    if tf32 or (knobs is not None and knobs.get("path") == "hopper"):  # '{"path": "hopper", ...}': gemm.wgmma
         from tessel.schedules.gemm_hopper import HopperKnobs, hopper_gemm_kernel
         from tessel.schedules.gemm_hopper import default_knobs as hopper_defaults
 
-        rest = {key: v for key, v in knobs.items() if key != "path"}
-        kn = HopperKnobs(**rest) if rest else hopper_defaults(p)
-        return build_kernel(hopper_gemm_kernel(p, kn), "cuda:sm_90a"), kn
+        rest = {key: v for key, v in (knobs or {}).items() if key not in ("path", "default_split_k")}
+        if "default_split_k" in (knobs or {}):  # --split-k: the default knobs with this split (1: the tile rule)
+            kn = hopper_defaults(p, split_k=knobs["default_split_k"])
+        else:
+            kn = HopperKnobs(**rest) if rest else hopper_defaults(p)
+        return build_kernel(hopper_gemm_kernel(p, kn, allow_tf32=tf32), "cuda:sm_90a"), kn
     kn = GemmKnobs(**knobs) if knobs is not None else default_knobs(p)
     ir = gemm_kernel(p, kn)
     return build_kernel(diagnostic(ir, diag) if diag else ir, "cuda"), kn
@@ -115,7 +127,9 @@ def run_case(shape: str, dt: str, knobs, out_f32: bool, diag=None) -> dict:
 
     m, n, k = (int(x) for x in shape.split("x"))
     dtype = DTYPES[dt]
-    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    tf32 = dtype == "float32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # the peer: cuBLAS in tf32 too
     row = {"shape": shape, "dtype": dt, "knobs": knobs, "diag": diag}
     try:
         kern, kn = build(m, n, k, dtype, knobs, out_f32, diag)
@@ -125,18 +139,19 @@ def run_case(shape: str, dt: str, knobs, out_f32: bool, diag=None) -> dict:
     row["knobs"] = kn.as_dict()
     g = torch.Generator(device="cuda").manual_seed(hash((shape, dt)) % 2**31)
     a = torch.randn(m, k, device="cuda", dtype=tdt, generator=g)
-    b = torch.randn(k, n, device="cuda", dtype=tdt, generator=g)
+    b = torch.randn(n if tf32 else k, k if tf32 else n, device="cuda", dtype=tdt, generator=g)  # tf32: B [N][K]
+    bt = b.t() if tf32 else b
     c = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float32 if out_f32 else tdt)
     kern(a, b, c)
     torch.cuda.synchronize()
-    ref = a.float() @ b.float()
+    ref = (a.double() @ bt.double()).float()
     row["rel_err"] = float((c.float() - ref).norm() / ref.norm())
     if not row["rel_err"] <= 5e-3 and not diag:
         row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
         return row
     flops = 2.0 * m * n * k
     row["tessel_ms"] = bench_ms(lambda: kern(a, b, c))
-    row["torch_ms"] = bench_ms(lambda: torch.matmul(a, b))
+    row["torch_ms"] = bench_ms(lambda: torch.matmul(a, bt))
     row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
     row["torch_tflops"] = flops / row["torch_ms"] / 1e9
     row["ratio"] = row["torch_ms"] / row["tessel_ms"]
@@ -168,7 +183,9 @@ def run_epilogue_case(shape: str, dt: str, knobs) -> dict:
 
     m, n, k = (int(x) for x in shape.split("x"))
     dtype = DTYPES[dt]
-    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    tf32 = dtype == "float32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # the peer: cuBLAS in tf32 too
     row = {"shape": shape, "dtype": dt, "knobs": knobs, "diag": None, "case": "gemm+bias+gelu"}
     try:
         kern, kn = build_epilogue(m, n, k, dtype, knobs)
@@ -210,7 +227,9 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
     nb, c_in, k_out, h, w, layout = spec.split(",")
     nb, c_in, k_out, h, w = (int(x) for x in (nb, c_in, k_out, h, w))
     dtype = DTYPES[dt]
-    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    tf32 = dtype == "float32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # the peer: cuBLAS in tf32 too
     row = {"shape": f"conv3x3 {spec}", "dtype": dt, "knobs": knobs, "diag": None, "case": "conv"}
     # NCHW as compiled models run it: X copied to NHWC, then the "NHWC:NCHW" implicit GEMM ("NCHW-direct":
     # the NCHW kernel with element loads of the shifted windows)
@@ -283,7 +302,10 @@ def machine() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated MxNxK")
-    ap.add_argument("--dtypes", default="bf16,fp16", help="comma-separated: bf16, fp16")
+    ap.add_argument("--dtypes", default="bf16,fp16", help="comma-separated: bf16, fp16, tf32 (float32 operands, "
+                                                           "B stored [N][K], on gemm.wgmma's tf32 path vs cuBLAS tf32)")
+    ap.add_argument("--split-k", help="comma-separated split_k values: time gemm.wgmma's default knobs with each "
+                                      "(1: the tile rule without split-K) besides the default")
     ap.add_argument("--knobs", action="append", default=[], help="JSON dict of GemmKnobs fields (repeatable)")
     ap.add_argument("--no-default", action="store_true", help="time only the --knobs variants")
     ap.add_argument("--out-f32", action="store_true", help="store C in float32 instead of the input dtype")
@@ -294,6 +316,7 @@ def main(argv=None) -> int:
                     help="3x3 convolutions 'N,C,K,H,W,layout;...' vs cuDNN (default: ResNet 256-channel layers)")
     args = ap.parse_args(argv)
     variants = ([] if args.no_default else [None]) + [json.loads(k) for k in args.knobs]
+    variants += [{"path": "hopper", "default_split_k": int(s)} for s in (args.split_k or "").split(",") if s]
     rows = []
     cases = args.conv.split(";") if args.conv else args.shapes.split(",")
     for shape in cases:
@@ -313,9 +336,13 @@ def main(argv=None) -> int:
           f"{'torch TF':>8} {'ratio':>6}  knobs")
     for r in rows:
         kn = r["knobs"] or {}
-        ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
-              f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
-              + (" spread" if kn.get("spread") else "")) if kn else "default"
+        if "consumers" in kn:  # gemm.wgmma's knobs
+            ks = (f"wgmma {kn['bm']}x{kn['bn']}x{kn['bk']} c{kn['consumers']} s{kn['stages']} split{kn['split_k']}"
+                  + (" persistent" if kn["persistent"] else "") + f" {kn['epilogue']}")
+        else:
+            ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
+                  f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
+                  + (" spread" if kn.get("spread") else "")) if kn else "default"
         if r.get("case"):
             ks = f"[{r['case']}] " + ks + (f"  (torch matmul alone {r['torch_matmul_ms']:.3f} ms, "
                                            f"gelu(addmm) {r['torch_addmm_gelu_ms']:.3f} ms)"
@@ -325,8 +352,10 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"{r['shape']:>18} {r['dtype']:>4}  ERROR {r['error'][:120]}  {ks}")
             continue
+        peak = PEAK_TF32 if r["dtype"] == "tf32" else PEAK
         print(f"{r['shape']:>18} {r['dtype']:>4} {r['tessel_ms']:10.3f} {r['torch_ms']:9.3f} "
-              f"{r['tessel_tflops']:8.1f} {r['tessel_tflops'] * 1e12 / PEAK:7.1%} {r['torch_tflops']:8.1f} "
+              f"{r['tessel_tflops']:8.1f} {r['tessel_tflops'] * 1e12 / peak:7.1%} "
+              f"{r['torch_tflops']:8.1f} "
               f"{r['ratio']:6.2f}  {ks}")
     print(f"machine: {machine()}")
     if args.json:

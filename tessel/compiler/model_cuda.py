@@ -64,11 +64,12 @@ class Piece:
     how: str
 
 
-def gpu_pieces(graph, group: Group, target, temps: dict, splits: list, tuning=None) -> list:
+def gpu_pieces(graph, group: Group, target, temps: dict, splits: list, tuning=None, allow_tf32: bool = False) -> list:
     """The scheduled GPU kernels computing `group`, splitting it as the module docstring says.
     New intermediate values (temporaries of split nests) are added to `temps` (name -> (shape,
     dtype)); each split is appended to `splits` as {"group", "reason", "into"}. `tuning`: a
     `tessel.tune.reuse.LogSchedules` whose best record of a kernel replaces its default schedule.
+    `allow_tf32`: float32 GEMMs may run on tf32 tensor cores (generic_gpu.default_gpu_schedule).
 
     >>> from tessel.frontend.graph import Graph
     >>> from tessel.passes.graph.fusion import fuse
@@ -83,7 +84,7 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list, tuning=No
     if conv is not None:
         return conv
     try:
-        sched, how = _scheduled(low.ir, target, tuning)
+        sched, how = _scheduled(low.ir, target, tuning, allow_tf32)
         return [Piece(low.ir, sched, list(low.args), group, how)]
     except ScheduleError as e:
         reason = _first_line(e)
@@ -92,9 +93,9 @@ def gpu_pieces(graph, group: Group, target, temps: dict, splits: list, tuning=No
         splits.append({"group": group.describe(), "reason": reason, "into": [p.describe() for p in parts]})
         out = []
         for part in parts:
-            out += gpu_pieces(graph, part, target, temps, splits, tuning)
+            out += gpu_pieces(graph, part, target, temps, splits, tuning, allow_tf32)
         return out
-    pieces = _nest_pieces(low, group, target, temps, tuning)
+    pieces = _nest_pieces(low, group, target, temps, tuning, allow_tf32)
     splits.append({"group": group.describe(), "reason": reason,
                    "into": [f"{p.scheduled.name} ({p.how})" for p in pieces]})
     return pieces
@@ -197,7 +198,7 @@ def _subgroup(graph, group: Group, nodes: list, outputs: list | None = None) -> 
     return Group(group.id, list(nodes), anchor, inputs, list(outputs))
 
 
-def _nest_pieces(low, group: Group, target, temps: dict, tuning=None) -> list:
+def _nest_pieces(low, group: Group, target, temps: dict, tuning=None, allow_tf32: bool = False) -> list:
     """One kernel per top-level loop nest of a single op's kernel (rule 4)."""
     ir = low.ir
     value_of = {p.name: a for p, a in zip(ir.params, low.args)}
@@ -224,14 +225,14 @@ def _nest_pieces(low, group: Group, target, temps: dict, tuning=None) -> list:
                 value_of[b.name] = f"{group.outputs[0]}.{b.name}"
                 temps[value_of[b.name]] = (b.shape, b.dtype)
         kern = Kernel(f"{ir.name}_{out.name}", tuple(reads) + (out,), st)
-        scheduled, how = _schedule_nest(kern, target, tuning)
+        scheduled, how = _schedule_nest(kern, target, tuning, allow_tf32)
         part = Group(group.id, list(group.nodes), group.anchor, [value_of[b.name] for b in reads],
                      [value_of[out.name]])
         pieces.append(Piece(kern, scheduled, [value_of[b.name] for b in kern.params], part, how))
     return pieces
 
 
-def _scheduled(ir: Kernel, target, tuning=None) -> tuple:
+def _scheduled(ir: Kernel, target, tuning=None, allow_tf32: bool = False) -> tuple:
     """(scheduled kernel, how): the tuning log's best record ("tuned") or the default schedule."""
     from tessel.schedules.generic_gpu import default_gpu_schedule
 
@@ -239,12 +240,12 @@ def _scheduled(ir: Kernel, target, tuning=None) -> tuple:
         tuned = tuning.schedule_for(ir)
         if tuned is not None:
             return tuned, "tuned"
-    return default_gpu_schedule(ir, target).kernel, "default"
+    return default_gpu_schedule(ir, target, allow_tf32=allow_tf32).kernel, "default"
 
 
-def _schedule_nest(kern: Kernel, target, tuning=None) -> tuple:
+def _schedule_nest(kern: Kernel, target, tuning=None, allow_tf32: bool = False) -> tuple:
     try:
-        return _scheduled(kern, target, tuning)
+        return _scheduled(kern, target, tuning, allow_tf32)
     except ScheduleError:
         pass
     try:
@@ -451,11 +452,13 @@ def interpret_steps(program, arrays: list) -> list:
     return results
 
 
-def build_gpu_program(source, work, groups, target, report: dict, t0: float, tuning_log=None) -> GpuProgram:
+def build_gpu_program(source, work, groups, target, report: dict, t0: float, tuning_log=None,
+                      allow_tf32: bool = False) -> GpuProgram:
     """Schedule, split where needed and build the fused `groups` of the optimised graph `work`
     for the CUDA `target`; equal kernels are built once. `tuning_log`: a tuning log whose best
     record of a kernel (on this GPU's architecture) replaces its default schedule, with no
-    measurement (`tessel tune --target cuda` writes it)."""
+    measurement (`tessel tune --target cuda` writes it). `allow_tf32`: the user's permission for
+    float32 GEMMs to run on tf32 tensor cores (10-bit mantissa; off: exact float32)."""
     import os
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -476,7 +479,7 @@ def build_gpu_program(source, work, groups, target, report: dict, t0: float, tun
 
         tuning = LogSchedules(tuning_log, target)
     for g in groups:
-        for piece in gpu_pieces(work, g, target, temps, splits, tuning):
+        for piece in gpu_pieces(work, g, target, temps, splits, tuning, allow_tf32):
             key = dataclasses.replace(piece.ir, name="k")
             if key not in todo:
                 base = piece.scheduled.name

@@ -56,7 +56,7 @@ from tessel.ir.nodes import Buffer, Kernel, Var
 from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.hopper_pieces import (
-    ATOM_COLS, CONSUMER_REGS, OperandTiles, store_accumulators, store_accumulators_tma, tma_producer,
+    ATOM_COLS, CONSUMER_REGS, OperandTiles, atom_cols, store_accumulators, store_accumulators_tma, tma_producer,
 )
 from tessel.schedules.hopper_skeleton import TileGrid, warp_specialized_tiles
 from tessel.schedules.hopper_splitk import MAX_SPLIT
@@ -103,21 +103,30 @@ def acc_registers(kn: HopperKnobs) -> int:
     return max(1, kn.bm // (1 if kn.pingpong else max(1, kn.consumers)) // 64) * kn.bn // 2
 
 
-def problem_issues(p: GemmProblem, arch: str = "sm_90a") -> list:
-    """What keeps problem `p` off this template (not a knob's fault), as phrases."""
+def problem_issues(p: GemmProblem, arch: str = "sm_90a", allow_tf32: bool = False) -> list:
+    """What keeps problem `p` off this template (not a knob's fault), as phrases. float32
+    operands run as tf32 (10-bit mantissa) and only with `allow_tf32` (the user's permission)."""
     out = []
     if arch != "sm_90a":
         out.append(f"wgmma and setmaxnreg need sm_90a, not {arch}")
-    if p.dtype not in ("float16", "bfloat16"):
-        out.append(f"operands are {p.dtype}; wgmma here takes float16 or bfloat16")
+    if p.dtype == "float32":
+        if not allow_tf32:
+            out.append("operands are float32: wgmma runs them only as tf32 (10-bit mantissa), which needs "
+                       "allow_tf32=True (template gemm.wgmma_tf32)")
+        elif not (p.a_kcontig and p.b_kcontig):
+            out.append(f"tf32 wgmma reads K-major operands only: A must be stored [M][K] and B [N][K] (A is "
+                       f"{'K' if p.a_kcontig else 'M'}-major, B {'K' if p.b_kcontig else 'N'}-major)")
+    elif p.dtype not in ("float16", "bfloat16"):
+        out.append(f"operands are {p.dtype}; wgmma here takes float16 or bfloat16 (float32 as tf32)")
+    per16 = 4 if p.dtype == "float32" else 8  # elements in 16 bytes
     if len(p.batch) > 3:
         out.append(f"{len(p.batch)} batch dimensions: TMA boxes have at most 5 dimensions (3 batch)")
     for what, ext in (("K (A's contiguous extent)" if p.a_kcontig else "M (A's contiguous extent)",
                        p.k if p.a_kcontig else p.m),
                       ("K (B's contiguous extent)" if p.b_kcontig else "N (B's contiguous extent)",
                        p.k if p.b_kcontig else p.n)):
-        if ext % 8:
-            out.append(f"{what} = {ext} is not a multiple of 8: TMA needs 16-byte row pitches")
+        if ext % per16:
+            out.append(f"{what} = {ext} is not a multiple of {per16}: TMA needs 16-byte row pitches")
     if p.out_dtype not in ("float32", "float16", "bfloat16"):
         out.append(f"output dtype {p.out_dtype}: float32, float16 or bfloat16")
     return out
@@ -126,8 +135,8 @@ def problem_issues(p: GemmProblem, arch: str = "sm_90a") -> list:
 def knob_problems(p: GemmProblem, kn: HopperKnobs, shared_limit: int = SHARED_LIMIT) -> list:
     """[(knob, what is wrong)] for knob values that cannot run problem `p` (empty when they can)."""
     out = []
-    if kn.bk != 64:
-        out.append(("bk", "must be 64: one 128-byte swizzle atom of 2-byte elements per k-tile"))
+    if kn.bk != atom_cols(p.dtype):
+        out.append(("bk", f"must be {atom_cols(p.dtype)}: one 128-byte swizzle atom of {p.dtype} elements per k-tile"))
     if kn.consumers not in (1, 2):
         out.append(("consumers", "must be 1 or 2 consumer warpgroups"))
         return out
@@ -188,15 +197,16 @@ def _split_problems(p: GemmProblem, kn: HopperKnobs) -> list:
     if kn.persistent is not False or kn.pingpong is not False or kn.cluster != "1x1":
         return [("split_k", "needs persistent=False, pingpong=False and cluster='1x1' (the split's CTAs are the "
                             "cluster; each takes one tile)")]
-    k_tiles = -(-p.k // ATOM_COLS)
+    k_tiles = -(-p.k // atom_cols(p.dtype))
     if s > k_tiles:
         return [("split_k", f"{s} CTAs share K = {p.k}, only {k_tiles} k-tiles of 64: each needs at least one")]
     return []
 
 
-def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_limit: int = SHARED_LIMIT) -> None:
+def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_limit: int = SHARED_LIMIT,
+                allow_tf32: bool = False) -> None:
     """Raise ScheduleError naming the knob (or the problem) when `kn` cannot run `p` on `arch`."""
-    issues = problem_issues(p, arch)
+    issues = problem_issues(p, arch, allow_tf32)
     if issues:
         raise ScheduleError(f"gemm.wgmma: {issues[0]}")
     bad = knob_problems(p, kn, shared_limit)
@@ -205,28 +215,29 @@ def check_knobs(p: GemmProblem, kn: HopperKnobs, arch: str = "sm_90a", shared_li
         raise ScheduleError(f"gemm.wgmma knob {knob}={getattr(kn, knob)!r}: {msg}")
 
 
-def default_knobs(p: GemmProblem, sms: int = 132) -> HopperKnobs:
+def default_knobs(p: GemmProblem, sms: int = 132, split_k: int | None = None) -> HopperKnobs:
     """128 x 256 tiles, 2 consumers, 4 stages when the grid still fills the GPU; else 128 x 128
     (5 stages), else 64 x 128, else 64 x 64 with one consumer. Persistent blocks, and the stmatrix + TMA-store
     epilogue where C allows it (16-bit, rows of 16-byte multiples): on the H200 (13:30 run,
     bf16, against torch.matmul in the same run) 128x256 went from 0.90x / 0.95x (non-persistent,
     direct stores) to 1.01x / 1.01x at 4096^3 / 8192^3. Skinny and small-MN large-K problems
-    split K instead (`default_split_k`: 128 x 128 tiles, non-persistent, clusters of split_k CTAs)."""
+    split K instead (`default_split_k`: 128 x 128 tiles, non-persistent, clusters of split_k CTAs).
+    `split_k`: force it (1: the tile rule without split-K; bench/gemm.py --split-k compares)."""
     nbatch = 1
     for e in p.batch:
         nbatch *= e
     epi = "tma" if p.out_dtype in ("float16", "bfloat16") and p.n % 8 == 0 else "direct"
     # the first tile whose grid (nearly) fills the GPU (skinny and small problems take smaller tiles, so that
     # e.g. 128 x 8192 x 8192 runs 128 blocks of 64 x 128 rather than 64 of 128 x 128; not measured yet)
-    split = default_split_k(p, sms)
+    split = default_split_k(p, sms) if split_k is None else split_k
     if split > 1:
         bm = 128 if p.m > 64 else 64
-        return HopperKnobs(bm=bm, bn=128, stages=5 if bm == 128 else 6, consumers=bm // 64, persistent=False,
-                           epilogue=epi, split_k=split)
+        return HopperKnobs(bm=bm, bn=128, bk=atom_cols(p.dtype), stages=5 if bm == 128 else 6, consumers=bm // 64,
+                           persistent=False, epilogue=epi, split_k=split)
     candidates = [(128, 256, 2, 4), (128, 128, 2, 5), (64, 128, 1, 6), (64, 64, 1, 6)]
     bm, bn, nc, st = next((c for c in candidates if (c[1] <= 128 or p.n >= 256)
                            and nbatch * -(-p.m // c[0]) * -(-p.n // c[1]) >= 0.9 * sms), candidates[-1])
-    return HopperKnobs(bm=bm, bn=bn, stages=st, consumers=nc, persistent=True, epilogue=epi)
+    return HopperKnobs(bm=bm, bn=bn, bk=atom_cols(p.dtype), stages=st, consumers=nc, persistent=True, epilogue=epi)
 
 
 def default_split_k(p: GemmProblem, sms: int = 132) -> int:
@@ -244,7 +255,7 @@ def default_split_k(p: GemmProblem, sms: int = 132) -> int:
     nbatch = 1
     for e in p.batch:
         nbatch *= e
-    k_tiles = -(-p.k // ATOM_COLS)
+    k_tiles = -(-p.k // atom_cols(p.dtype))
     tiles = nbatch * -(-p.m // (128 if p.m > 64 else 64)) * -(-p.n // 128)
     if 2 * tiles > sms or k_tiles < 16:
         return 1
@@ -252,18 +263,20 @@ def default_split_k(p: GemmProblem, sms: int = 132) -> int:
 
 
 def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: Buffer, prefix: str = "hg",
-                      drop: tuple = (), fn=None, sms: int = 132, epilogue: Epilogue | None = None):
+                      drop: tuple = (), fn=None, sms: int = 132, epilogue: Epilogue | None = None,
+                      allow_tf32: bool = False):
     """The GEMM's statement (a blockIdx.x loop) and its Launch for 2-D buffers a, b, c laid out as
     `p` says. `drop` leaves synchronisation out ("full_wait", "empty_wait", "release",
     "wgmma_wait", "barrier", "store_wait", "store_barrier", "turn"): broken variants for tests.
     `fn(value, row, col)`: an epilogue hook; `epilogue` (tessel.schedules.epilogue, indexed by C's
     full index: batch.., row, column) instead, e.g. what the graph's fusion hands over.
-    `sms`: the grid of a persistent kernel (min(tiles, sms) blocks)."""
+    `sms`: the grid of a persistent kernel (min(tiles, sms) blocks). `allow_tf32`: float32
+    operands run on tf32 wgmma (both K-major; refused without it)."""
     if fn is not None and epilogue is not None:
         raise ScheduleError("gemm.wgmma: give an epilogue hook or an Epilogue, not both")
-    check_knobs(p, kn)
+    check_knobs(p, kn, allow_tf32=allow_tf32)
     bm, bn = kn.bm, kn.bn
-    k_tiles = -(-p.k // ATOM_COLS)
+    k_tiles = -(-p.k // atom_cols(p.dtype))
     at = OperandTiles.make(f"{prefix}_a", a, bm, p.a_kcontig, kn.stages)
     bt = OperandTiles.make(f"{prefix}_b", b, bn, p.b_kcontig, kn.stages)
     m_limit, n_limit = p.m if p.m % bm else None, p.n if p.n % bn else None
@@ -288,18 +301,20 @@ def build_hopper_body(p: GemmProblem, kn: HopperKnobs, a: Buffer, b: Buffer, c: 
 
 
 def hopper_gemm_kernel(p: GemmProblem, kn: HopperKnobs | None = None, name: str = "gemm_wgmma",
-                       drop: tuple = (), sms: int = 132, epilogue=None) -> Kernel:
+                       drop: tuple = (), sms: int = 132, epilogue=None, allow_tf32: bool = False) -> Kernel:
     """A whole kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out.
     `epilogue`: (fn(value, row, col) -> value, extra parameter buffers) applied to every float32
-    result before the cast and store, e.g. a bias and an activation; the extra buffers follow C."""
+    result before the cast and store, e.g. a bias and an activation; the extra buffers follow C.
+    `allow_tf32`: a float32 problem (A [M][K], B [N][K]) runs on tf32 wgmma (refused without it)."""
     kn = kn or default_knobs(p, sms)
     a, b, c = p.buffers()
     fn, extra = epilogue if epilogue is not None else (None, ())
-    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop, sms=sms, fn=fn)
+    body, launch = build_hopper_body(p, kn, a, b, c, drop=drop, sms=sms, fn=fn, allow_tf32=allow_tf32)
     return Kernel(name, (a, b, c) + tuple(extra), body, target="cuda", launch=launch)
 
 
-def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 132) -> Kernel:
+def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 132,
+                      allow_tf32: bool = False) -> Kernel:
     """`kernel` with its GEMM stage (tessel.schedules.gemm.gemm_plan) replaced by this template's
     loop nest for `knobs`; a following elementwise stage (the graph's bias, activation, residual,
     output cast) runs in the epilogue, on the float32 accumulators: one kernel."""
@@ -309,7 +324,7 @@ def apply_hopper_gemm(kernel: Kernel, knobs: HopperKnobs, plan=None, sms: int = 
     _check_plan(kernel, plan)
     c = plan.out if plan.epilogue is not None else plan.update.buffer
     body, launch = build_hopper_body(output_problem(plan), knobs, plan.a.buffer, plan.b.buffer, c, sms=sms,
-                                     epilogue=plan.epilogue)
+                                     epilogue=plan.epilogue, allow_tf32=allow_tf32)
     return replace_stages(kernel, plan, body, launch)
 
 
@@ -328,7 +343,7 @@ def _check_plan(kernel: Kernel, plan) -> None:
                             f"epilogue's '{plan.out.name}'; this template stores one")
 
 
-def _register_template():
+def _register_template(name: str = "gemm.wgmma", tf32: bool = False):
     from tessel.schedules.gemm import gemm_plan
     from tessel.schedules.gemm_plan import output_problem
     from tessel.schedules.template import Bool, Choice, Constraint, IntRange, Pow2, Template, register
@@ -336,45 +351,55 @@ def _register_template():
     def analyze(kernel, target):
         if "wgmma" not in target.features:
             raise ScheduleError(f"target {target.target} has no wgmma (sm_90a only)")
-        plan = gemm_plan(kernel, allow_epilogue=True)
+        plan = gemm_plan(kernel, allow_epilogue=True, float32_operands=tf32)
         _check_plan(kernel, plan)
         q = output_problem(plan)
-        issues = problem_issues(q)
+        issues = problem_issues(q, allow_tf32=tf32)
+        if tf32 and q.dtype != "float32":
+            issues.insert(0, f"operands are {q.dtype}: gemm.wgmma_tf32 is for float32 operands (gemm.wgmma takes "
+                             f"16-bit ones)")
         if min(q.m, q.n, q.k) < 64:  # most of a 64 x 64 x 64 tile would be zero fill: mma.sync serves it
             issues.append(f"{q.m}x{q.n}x{q.k} is smaller than one 64 x 64 x 64 wgmma tile in some dimension")
         if issues:
-            raise ScheduleError(f"gemm.wgmma: {issues[0]}")
+            raise ScheduleError(f"{name}: {issues[0]}")
         return plan
 
     def defaults(kernel, target, plan):
         return default_knobs(output_problem(plan), target.sm_count or 132).as_dict()
 
     def schedule(sch, knobs, ctx):
-        sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info, ctx.target.sm_count or 132)
+        sch.kernel = apply_hopper_gemm(sch.kernel, HopperKnobs.from_dict(knobs), ctx.info, ctx.target.sm_count or 132,
+                                       allow_tf32=tf32)
 
-    def knob_check(name):
+    def knob_check(knob_name):
         def check(ctx):
             kn = HopperKnobs.from_dict(ctx.knobs)
             for knob, msg in knob_problems(output_problem(ctx.info), kn, ctx.target.shared_bytes or SHARED_LIMIT):
-                if knob == name:
+                if knob == knob_name:
                     return msg
             return None
-        return Constraint((name,), check, f"gemm.wgmma {name}")
+        return Constraint((knob_name,), check, f"{name} {knob_name}")
 
     names = [f.name for f in dataclasses.fields(HopperKnobs)]
+    doc = ("Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups." if not tf32
+           else "gemm.wgmma for float32 operands on tf32 wgmma (K-major A and B; only where the user allows tf32).")
     return register(Template(
-        "gemm.wgmma",
+        name,
         [Choice("bm", (64, 128, 192, 256), default=128), Choice("bn", (64, 128, 192, 256), default=128),
-         Choice("bk", (64,)), IntRange("stages", 2, 8, default=4), Choice("consumers", (1, 2), default=2),
+         Choice("bk", (32,) if tf32 else (64,)), IntRange("stages", 2, 8, default=4),
+         Choice("consumers", (1, 2), default=2),
          Choice("cluster", ("1x1", "2x1")), Bool("persistent", default=False), Pow2("group_m", 1, 16, default=8),
          Choice("epilogue", ("direct", "tma")), Bool("pingpong", default=False),
          Choice("split_k", (1, 2, 3, 4, 6, 8), default=1)],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),
-        doc="Hopper GEMM (sm_90a): TMA + mbarrier ring + wgmma, a producer and 1-2 consumer warpgroups."))
+        doc=doc, opt_in="allow_tf32" if tf32 else ""))
 
 
 GEMM_WGMMA = _register_template()
+# float32 GEMMs on tf32 wgmma: never a default choice (generic_gpu tries it only with allow_tf32)
+GEMM_WGMMA_TF32 = _register_template("gemm.wgmma_tf32", tf32=True)
 
-__all__ = ["GEMM_WGMMA", "HopperKnobs", "acc_registers", "apply_hopper_gemm", "build_hopper_body", "check_knobs",
-           "default_knobs", "default_split_k", "hopper_gemm_kernel", "knob_problems", "problem_issues", "shared_bytes"]
+__all__ = ["GEMM_WGMMA", "GEMM_WGMMA_TF32", "HopperKnobs", "acc_registers", "apply_hopper_gemm", "build_hopper_body",
+           "check_knobs", "default_knobs", "default_split_k", "hopper_gemm_kernel", "knob_problems", "problem_issues",
+           "shared_bytes"]

@@ -54,24 +54,25 @@ class GemmPlan:
     folded: tuple = ()  # (loop name, temporary) of elementwise stages folded into the epilogue
 
 
-def gemm_plan(kernel: Kernel, allow_epilogue: bool = False) -> GemmPlan:
+def gemm_plan(kernel: Kernel, allow_epilogue: bool = False, float32_operands: bool = False) -> GemmPlan:
     """The GEMM in `kernel` (one DSL stage C[b.., i, j] += f32(A[..]) * f32(B[..]), fp16 / bf16
     operands each indexed by one variable per dimension, float32 C), optionally followed by one
     elementwise stage reading C only at its own element (the graph's GEMM + bias + GELU, or the
     cast to the output's dtype: fused as the epilogue; only with `allow_epilogue`: a template that
-    takes the plan must apply `plan.epilogue` and store `plan.out`), or ScheduleError saying why not."""
+    takes the plan must apply `plan.epilogue` and store `plan.out`), or ScheduleError saying why not.
+    `float32_operands`: the operands are float32 instead (C += A * B, no casts: gemm.wgmma_tf32)."""
     from tessel.schedules.generic import stages
 
     found = stages(kernel)
     if len(found) >= 2 and allow_epilogue:
-        return _plan_with_epilogue(kernel, found)  # with epilogue stages or materialised operand copies
+        return _plan_with_epilogue(kernel, found, float32_operands)  # epilogue stages or materialised operand copies
     if len(found) != 1:
         raise ScheduleError(f"kernel '{kernel.name}' has {len(found)} stages; the gemm template takes one "
                             f"(and an elementwise epilogue)")
-    return _contraction_plan(kernel, *found[0])
+    return _contraction_plan(kernel, *found[0], float32_operands=float32_operands)
 
 
-def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
+def _plan_with_epilogue(kernel: Kernel, found: list, float32_operands: bool = False) -> GemmPlan:
     from tessel.ir.nodes import Load, walk
     from tessel.schedules.epilogue import from_stage
     from tessel.schedules.nest import init_guards, perfect_chain
@@ -120,7 +121,7 @@ def _plan_with_epilogue(kernel: Kernel, found: list) -> GemmPlan:
     for n in walk(nest):
         if isinstance(n, (Load, Store)) and n.buffer not in bufs:
             bufs.append(n.buffer)
-    plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest)
+    plan = _contraction_plan(Kernel(kernel.name, tuple(bufs), nest), name, nest, float32_operands=float32_operands)
     if store is None:
         return dataclasses.replace(plan, folded=tuple(folded))
     epi = from_stage(store, chain, plan.update.buffer)
@@ -140,7 +141,7 @@ def _fold(value, env: dict):
     return rewrite(value, fn, fixpoint=False) if env else value
 
 
-def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
+def _contraction_plan(kernel: Kernel, name: str, nest: For, float32_operands: bool = False) -> GemmPlan:
     from tessel.schedules.generic_gpu_matmul import contraction_parts
     from tessel.schedules.schedule import Schedule
 
@@ -149,13 +150,18 @@ def _contraction_plan(kernel: Kernel, name: str, nest: For) -> GemmPlan:
         raise ScheduleError(f"stage '{name}' is not a contraction (a sum of products of two loads)")
     chain, ndim, update, a, b = parts
     prod = update.value.b
-    if update.buffer.dtype != "float32" or not all(isinstance(f, Cast) and f.dtype == "float32"
-                                                    for f in (prod.a, prod.b)):
-        raise ScheduleError(f"stage '{name}': the gemm template accumulates float32 products of casts into a "
-                            f"float32 output")
-    if a.buffer.dtype != b.buffer.dtype or a.buffer.dtype not in ("float16", "bfloat16"):
-        raise ScheduleError(f"stage '{name}': operands {a.buffer.dtype} and {b.buffer.dtype}; mma.sync takes two "
-                            f"float16 or two bfloat16 operands")
+    if float32_operands:
+        if update.buffer.dtype != "float32" or a.buffer.dtype != "float32" or b.buffer.dtype != "float32":
+            raise ScheduleError(f"stage '{name}': operands {a.buffer.dtype} and {b.buffer.dtype} into "
+                                f"{update.buffer.dtype}; the tf32 template takes float32 operands and output")
+    else:
+        if update.buffer.dtype != "float32" or not all(isinstance(f, Cast) and f.dtype == "float32"
+                                                        for f in (prod.a, prod.b)):
+            raise ScheduleError(f"stage '{name}': the gemm template accumulates float32 products of casts into a "
+                                f"float32 output")
+        if a.buffer.dtype != b.buffer.dtype or a.buffer.dtype not in ("float16", "bfloat16"):
+            raise ScheduleError(f"stage '{name}': operands {a.buffer.dtype} and {b.buffer.dtype}; mma.sync takes "
+                                f"two float16 or two bfloat16 operands")
     bvars = tuple(lp.var for lp in chain[:ndim - 2])
     i, j, k = (lp.var for lp in chain[ndim - 2:ndim + 1])
     if tuple(update.indices) != bvars + (i, j):

@@ -65,12 +65,18 @@ CONTRACTION_TEMPLATES = ("gemm.wgmma", "gemm.mma_sync", "gpu.matmul_simt")
 EPILOGUE_TEMPLATES = ("gemm.wgmma", "gemm.mma_sync")
 
 
-def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None) -> Schedule:
+def default_gpu_schedule(kernel: Kernel, target=None, knobs: dict | None = None, allow_tf32: bool = False) -> Schedule:
     """Schedule `kernel` for the GPU with its default template (`default_gpu_template`) and
     `knobs` (missing ones: the template's defaults); returns the Schedule (`.kernel`, `.trace`).
-    `target` is a string ("cuda", "cuda:sm_80") or a Target; None means "cuda"."""
+    `target` is a string ("cuda", "cuda:sm_80") or a Target; None means "cuda". `allow_tf32`:
+    a float32 GEMM may run on tf32 wgmma ("gemm.wgmma_tf32", tried first; 10-bit mantissa
+    products), the user's permission; without it float32 GEMMs stay exact."""
     target = "cuda" if target is None else target
-    tpl = default_gpu_template(kernel, target)
+    tpl = None
+    if allow_tf32:
+        tf32 = get_template("gemm.wgmma_tf32")
+        tpl = tf32 if tf32.applies(kernel, target) is None else None
+    tpl = tpl or default_gpu_template(kernel, target)
     sch = tpl.apply(kernel, knobs, target)
     from tessel.schedules.hopper_splitk import WORKSPACE_SUFFIX  # split-K's per-launch workspace is intended
 

@@ -51,6 +51,16 @@ PRODUCER_REGS = 40
 CONSUMER_REGS = {1: 240, 2: 232}  # per consumer-warpgroup count: 128 * (40 + n * r) <= 65536
 
 
+def atom_cols(dtype: str) -> int:
+    """Elements of `dtype` in one 128-byte swizzle atom row: a k-tile's width (64, or 32 for float32)."""
+    return SWIZZLE // (4 if dtype == "float32" else 2)
+
+
+def wgmma_tf32_name(n: int) -> str:
+    """The tf32 wgmma's intrinsic name (m64nNk8, both operands K-major from descriptors)."""
+    return f"wgmma.mma_async.sync.aligned.m64n{n}k8.f32.tf32.tf32"
+
+
 def _c(v) -> Expr:
     return v if isinstance(v, Expr) else Const(int(v))
 
@@ -155,21 +165,30 @@ class OperandTiles:
 
     @staticmethod
     def make(name: str, tensor: Buffer, outer: int, kmajor: bool, stages: int) -> "OperandTiles":
-        if tensor.dtype not in ("float16", "bfloat16") or not 2 <= len(tensor.shape) <= 5:
-            raise ScheduleError(f"operand '{tensor.name}': TMA tiles take a 2-D to 5-D float16 / bfloat16 tensor "
-                                f"(leading dimensions: batch), got {tensor.dtype} {tensor.shape}")
+        if tensor.dtype not in ("float16", "bfloat16", "float32") or not 2 <= len(tensor.shape) <= 5:
+            raise ScheduleError(f"operand '{tensor.name}': TMA tiles take a 2-D to 5-D float16 / bfloat16 / float32 "
+                                f"tensor (leading dimensions: batch), got {tensor.dtype} {tensor.shape}")
+        if tensor.dtype == "float32" and not kmajor:
+            raise ScheduleError(f"operand '{tensor.name}': float32 (tf32) tiles must be K-major (wgmma reads tf32 "
+                                f"operands K-major only)")
         if outer % 64 or not 64 <= outer <= 256:
             raise ScheduleError(f"operand '{tensor.name}': tile of {outer} rows; a multiple of 64 up to 256")
-        return OperandTiles(Buffer(f"{name}_s", (stages * outer * ATOM_COLS,), tensor.dtype, "shared"), tensor,
+        cols = atom_cols(tensor.dtype)
+        return OperandTiles(Buffer(f"{name}_s", (stages * outer * cols,), tensor.dtype, "shared"), tensor,
                             outer, kmajor, stages)
 
     @property
+    def cols(self) -> int:
+        """K elements per tile row: one 128-byte swizzle atom row (64 of a 2-byte type, 32 of float32)."""
+        return atom_cols(self.tensor.dtype)
+
+    @property
     def tile_elems(self) -> int:
-        return self.outer * ATOM_COLS
+        return self.outer * self.cols
 
     @property
     def tile_bytes(self) -> int:
-        return self.tile_elems * 2
+        return self.outer * SWIZZLE
 
     @property
     def lbo(self) -> int:
@@ -202,9 +221,9 @@ class OperandTiles:
         if self.kmajor:
             rows = self.outer // n
             r0 = _c(rank) * rows
-            return [Intrinsic(name, (BufferRef(self.smem, (base + r0 * ATOM_COLS,)), bar,
+            return [Intrinsic(name, (BufferRef(self.smem, (base + r0 * self.cols,)), bar,
                                      BufferRef(self.tensor, bidx + (_c(outer0) + r0, _c(k0)))) + ones
-                              + (Const(rows), Const(ATOM_COLS), Const(SWIZZLE)) + extra)]
+                              + (Const(rows), Const(self.cols), Const(SWIZZLE)) + extra)]
         per = self.outer // 64 // n
         out = []
         for jj in range(per):
@@ -217,7 +236,7 @@ class OperandTiles:
     def base_desc(self, out: BufferRef, row0=0) -> Stmt:
         """Write the descriptor of slot 0, k 0, rows row0.. (a multiple of 64; may be an Expr)
         into the local int64 `out`. In both layouts rows row0.. start row0 * 64 elements in."""
-        return Intrinsic(wgmma.DESC, (out, BufferRef(self.smem, (_c(row0) * ATOM_COLS,)), Const(self.lbo),
+        return Intrinsic(wgmma.DESC, (out, BufferRef(self.smem, (_c(row0) * self.cols,)), Const(self.lbo),
                                       Const(self.sbo), Const(SWIZZLE)))
 
     def desc_offset(self, stage, row0: int, ks: int) -> Expr:
@@ -237,16 +256,18 @@ def wgmma_ktile(acc: Buffer, n: int, dtype: str, a: OperandTiles, a_desc: Expr, 
     """One warpgroup: fence, then for each of the 4 k-steps of the k-tile in `stage` and each of
     `m_tiles` 64-row sub-tiles (A rows row0 + 64 mi ..) one wgmma m64nNk16 into
     acc[mi * n/2 ..], then commit the group. `first`: true on the first k-tile (the first k-step
-    then overwrites the accumulators: scale_d = 0); None: always accumulate."""
-    name = wgmma.wgmma_name(n, dtype)
+    then overwrites the accumulators: scale_d = 0); None: always accumulate. float32 operands
+    (K-major) run as tf32: 4 k-steps of m64nNk8 (32 bytes of K each, as a k16 step of 16-bit types)."""
+    tf32 = dtype == "float32"
+    name = wgmma_tf32_name(n) if tf32 else wgmma.wgmma_name(n, dtype)
     out = [Intrinsic(wgmma.FENCE, ())]
-    for ks in range(ATOM_COLS // 16):
+    for ks in range(SWIZZLE // 32):
         scale = Const(1) if (ks or first is None) else Select(first, Const(0), Const(1))
         for mi in range(m_tiles):
             da = a_desc + a.desc_offset(stage, row0 + 64 * mi, ks).astype("int64")
             db = b_desc + b.desc_offset(stage, 0, ks).astype("int64")
-            out.append(Intrinsic(name, (BufferRef(acc, (Const(mi * n // 2),)), da, db, scale, Const(a.tnsp),
-                                        Const(b.tnsp))))
+            flags = () if tf32 else (Const(a.tnsp), Const(b.tnsp))
+            out.append(Intrinsic(name, (BufferRef(acc, (Const(mi * n // 2),)), da, db, scale) + flags))
     out.append(Intrinsic(wgmma.COMMIT, ()))
     return seq(*out)
 
@@ -283,7 +304,8 @@ def tma_producer(ring: Ring, kt: Var, k_tiles, operands: list, first_iter=0, bat
     it = _c(first_iter) + kt
     nbytes = sum(op[0].tile_bytes for op in operands)
     body = [ring.acquire(it), ring.commit(it, nbytes)]
-    k0 = kt * ATOM_COLS if isinstance(k_first, int) and k_first == 0 else (_c(k_first) + kt) * ATOM_COLS
+    cols = operands[0][0].cols
+    k0 = kt * cols if isinstance(k_first, int) and k_first == 0 else (_c(k_first) + kt) * cols
     for op in operands:
         tiles, outer0, part = (tuple(op) + (None,))[:3]
         body += tiles.load(ring.stage(it), ring.full_ref(it), outer0, k0, part, batch)
@@ -357,7 +379,6 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
     w, g, t = lane // 32, lw // 4, lw % 4
     leader = lane.eq(0)
     sync = Intrinsic("bar.sync", (bar_id, Const(128)))
-    e = Var(f"{prefix}_e")
     body = []
     for mi in range(m_tiles):
         for jc in range(n // 64):
@@ -366,6 +387,7 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
             body.append(sync)
             for j2 in range(4):
                 # frag[2 m + v] = element (row 16 w + g + 8 (m % 2), column 8 (8 jc + 2 j2 + m // 2) + 2 t + v)
+                e = Var(f"{prefix}_e{mi}_{jc}_{j2}")  # one loop variable per fill loop (loop names are unique)
                 m, v = e // 2, e % 2
                 jj = jc * 8 + j2 * 2 + m // 2
                 h = m % 2
@@ -412,6 +434,7 @@ def warp_specialized(tid: Var, producer: Stmt, consumer, consumers: int,
     return IfThenElse(tid < 128, prod, cons)
 
 
-__all__ = ["ATOM_BYTES", "ATOM_COLS", "CONSUMER_REGS", "OperandTiles", "PRODUCER_REGS", "Ring", "SWIZZLE",
+__all__ = ["ATOM_BYTES", "ATOM_COLS", "CONSUMER_REGS", "OperandTiles", "PRODUCER_REGS", "Ring", "SWIZZLE", "atom_cols",
+           "wgmma_tf32_name",
            "consumer_mainloop", "store_accumulators", "store_accumulators_tma", "tma_producer", "warp_specialized",
            "wgmma_ktile", "xor3"]

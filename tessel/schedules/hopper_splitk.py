@@ -93,9 +93,9 @@ def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, 
            consumers: int, prefix: str = "sk", drop: tuple = ()) -> Stmt:
     """Every thread of a consumer warpgroup of rank 0: wait for the peers (`drop` "split_wait":
     don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
-    i = Var(f"{prefix}_ai")
     out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT, (BufferRef(bar, (Const(0),)), Const(0)))]
     for r in range(1, split):
+        i = Var(f"{prefix}_a{r}")
         base = _slot(Const(r), tile, wg, tiles, consumers, values) + lane
         out.append(For(i, values, Store(acc, (i,), acc[i] + ws[base + i * 128]), "unrolled"))
     return seq(*out)

@@ -78,13 +78,16 @@ class Template:
     - `relevant(kernel, target, info) -> names`: the knobs that matter for this kernel (the
       space fixes the others at their defaults); all by default.
     - `fallbacks`: {name: what happens}, the only steps the schedule may skip (`ctx.fallback`).
+    - `opt_in`: the name of a user permission the template needs (e.g. "allow_tf32": it changes
+      numerics); such a template is used only when named or permitted, never found by `applicable`.
     - `targets`: target kinds it schedules ("cpu", "cuda").
     """
 
     def __init__(self, name: str, knobs, schedule: Callable, *, analyze: Callable | None = None,
                  defaults: Callable | None = None, constraints=(), relevant: Callable | None = None,
-                 fallbacks: dict | None = None, targets=("cpu", "cuda"), doc: str = ""):
+                 fallbacks: dict | None = None, targets=("cpu", "cuda"), doc: str = "", opt_in: str = ""):
         self.name = name
+        self.opt_in = opt_in  # non-empty: a permission the user gives (e.g. "allow_tf32"); `applicable` skips it
         self.knobs = tuple(knobs)
         names = [k.name for k in self.knobs]
         if len(set(names)) != len(names):
@@ -423,10 +426,12 @@ def templates() -> dict[str, Template]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def applicable(kernel: Kernel, target=None) -> list[Template]:
-    """The registered templates that can schedule `kernel` for `target`."""
+def applicable(kernel: Kernel, target=None, permissions=()) -> list[Template]:
+    """The registered templates that can schedule `kernel` for `target` (an opt-in template only
+    when its permission is in `permissions`)."""
     kind = limits_of(target).kind
-    return [t for t in templates().values() if kind in t.targets and t.applies(kernel, target) is None]
+    return [t for t in templates().values() if kind in t.targets and (not t.opt_in or t.opt_in in permissions)
+            and t.applies(kernel, target) is None]
 
 
 __all__ = ["Bool", "Choice", "Constraint", "Context", "IntRange", "Knob", "Pow2", "Run", "Space", "Template",

@@ -19,6 +19,7 @@ import tessel as ts
 from tessel.errors import ScheduleError
 from tessel.ir import interp
 from tessel.ir.nodes import Allocate, walk
+from tessel.ir.verify import verify
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.gemm_hopper import GEMM_WGMMA, HopperKnobs, check_knobs, default_knobs, default_split_k
 from tessel.schedules.gemm_hopper import hopper_gemm_kernel
@@ -45,6 +46,7 @@ def test_split_k_matches_numpy(p, kn):
     tiles = -(-p.m // kn.bm) * -(-p.n // kn.bn) * int(np.prod(p.batch or (1,)))
     assert k.launch.grid == (tiles * kn.split_k, 1, 1) and k.launch.cluster == (kn.split_k, 1, 1)
     assert any(isinstance(n, Allocate) and n.buffer.scope == "global" for n in walk(k.body))
+    verify(k)  # well-formed IR (unique loop names among others)
     _check(p, kn)
 
 
