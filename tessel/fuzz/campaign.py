@@ -309,7 +309,7 @@ class Campaign:
                 f"rejected {st['rejected'] + st['rejected_before_run']}")
 
     def run(self, minutes: float | None = None, seconds: float | None = None, max_cases: int | None = None) -> dict:
-        from tessel.fuzz.worker import Worker, wait_any
+        from tessel.fuzz.worker import Worker
 
         budget = seconds if seconds is not None else 60.0 * (minutes if minutes is not None else 1.0)
         self._t0 = time.monotonic()
@@ -339,12 +339,7 @@ class Campaign:
                             det = purpose != "new" or self.rng.random() < self.determinism_rate
                             # (a confirmation re-runs a corpus case: its coverage is known, no tracing)
                             w.submit(tag, case.to_text(), self.timeout, determinism=det, trace=purpose != "confirm")
-                    wait_any(workers, 0.05)
-                    for w in workers:
-                        got = w.poll()
-                        if got is not None:
-                            case, purpose = jobs.pop(got[0])
-                            self._handle(case, got[1], purpose)
+                    self._collect(workers, jobs, 0.05)
                     now = time.monotonic()
                     if now - last_line >= 1.0:
                         last_line = now
@@ -365,12 +360,7 @@ class Campaign:
                 jobs.clear()
             # let running cases finish (bounded by their time limit)
             while any(not w.idle for w in workers):
-                wait_any(workers, 0.1)
-                for w in workers:
-                    got = w.poll()
-                    if got is not None:
-                        case, purpose = jobs.pop(got[0])
-                        self._handle(case, got[1], purpose)
+                self._collect(workers, jobs, 0.1)
             self.stats["elapsed_s"] = round(self._elapsed(), 1)
             self.run_cpu = {"parent_s": round(time.process_time() - cpu0, 2),
                             "workers_s": round(sum(w.cpu_used for w in workers), 2)}
@@ -388,6 +378,17 @@ class Campaign:
 
         write_report(self)
         return self.summary()
+
+    def _collect(self, workers, jobs: dict, wait: float) -> None:
+        """Wait up to `wait` s for a result, then handle every finished case (`jobs`: tag -> (case, purpose))."""
+        from tessel.fuzz.worker import wait_any
+
+        wait_any(workers, wait)
+        for w in workers:
+            got = w.poll()
+            if got is not None:
+                case, purpose = jobs.pop(got[0])
+                self._handle(case, got[1], purpose)
 
     def _reduce_new(self, worker) -> None:
         from tessel.fuzz.reduce import reduce_case, size
