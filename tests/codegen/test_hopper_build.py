@@ -17,12 +17,14 @@ from tests.codegen import gpu_hopper_kernels as H
 from tessel.codegen.cuda_build import compile_cuda
 from tessel.codegen.cuda_printer import print_kernel
 from tessel.errors import CodegenError
-from tessel.ir.intrinsics import atomics, barriers, cp_async_zfill, device_header, mbarrier, stmatrix, tma, wgmma
+from tessel.ir.intrinsics import HOPPER_MODULES, device_header
+from tessel.ir.intrinsics import tma
 from tessel.ir.nodes import Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Store, Var
 
-HOPPER = [e for m in (mbarrier, tma, wgmma, atomics, barriers, stmatrix, cp_async_zfill) for e in m.entries()
+HOPPER = [e for m in HOPPER_MODULES for e in m.entries()
           # the wgmma shapes share one generator: compile a spread of N (all 32 would take minutes)
-          if not re.search(r"m64n(\d+)k16", e.name) or int(re.search(r"m64n(\d+)k16", e.name)[1]) in (8, 16, 136, 256)]
+          if not re.search(r"m64n(\d+)k(8|16)\.", e.name)
+          or int(re.search(r"m64n(\d+)k(8|16)\.", e.name)[1]) in (8, 16, 136, 256)]
 _CT = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "int32": "int", "int64": "long long"}
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")

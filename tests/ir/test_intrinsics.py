@@ -370,9 +370,9 @@ _CT = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "in
 
 def _classic():
     """The pre-Hopper entries (sm_80); the Hopper ones have their own probe (test_hopper_build.py)."""
-    from tessel.ir.intrinsics import atomics, barriers, cp_async_zfill, mbarrier, stmatrix, tma, wgmma
+    from tessel.ir.intrinsics import HOPPER_MODULES
 
-    hopper = {e.name for m in (atomics, barriers, mbarrier, stmatrix, tma, wgmma, cp_async_zfill) for e in m.entries()}
+    hopper = {e.name for m in HOPPER_MODULES for e in m.entries()}
     return [e for e in all_intrinsics() if e.name not in hopper]
 
 

@@ -14,7 +14,7 @@ from tessel.ir.interp import Context, ExecutionError, RaceError, run
 from tessel.ir.interp.runtime import Ref
 from tessel.ir.intrinsics import TABLE, lookup, mbarrier, tma, wgmma
 from tessel.ir.nodes import Allocate, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel
-from tessel.ir.nodes import Store, Var, seq
+from tessel.ir.nodes import Store, Var, collect, rewrite, seq
 
 BF16 = H.BF16
 
@@ -401,6 +401,26 @@ def test_remote_arrive_on_the_peer_ctas_barrier():
     assert np.array_equal(arrays[1].view(np.int16), expect[1].view(np.int16))
     with pytest.raises(ExecutionError, match="deadlock"):
         _run_maker(H.cluster_multicast, 0, remote_arrive=True, drop=("remote_arrive",))
+
+def _with_cluster_acquire(maker):
+    """`maker` with every mbarrier wait turned into its cluster-scope acquire form."""
+    def make(**kw):
+        k, inputs, reference = maker(**kw)
+        swap = lambda n: (Intrinsic(mbarrier.WAIT_CLUSTER, n.args)  # noqa: E731
+                          if isinstance(n, Intrinsic) and n.name == mbarrier.WAIT else None)
+        k2 = rewrite(k, swap, fixpoint=False)
+        assert any(n.name == mbarrier.WAIT_CLUSTER for n in collect(k2, Intrinsic))
+        return k2, inputs, reference
+    return make
+
+
+def test_cluster_scope_acquire_wait_orders_remote_arrivals_like_the_cta_wait():
+    maker = _with_cluster_acquire(H.cluster_multicast)
+    arrays, expect = _run_maker(maker, 1, remote_arrive=True)
+    assert np.array_equal(arrays[1].view(np.int16), expect[1].view(np.int16))
+    with pytest.raises(ExecutionError, match="deadlock"):
+        _run_maker(maker, 1, remote_arrive=True, drop=("remote_arrive",))
+
 
 
 @pytest.mark.parametrize("kw", [{}, {"n": 64, "stages": 2, "k_tiles": 5}])

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from tessel.errors import TesselError
 from tessel.ir.intrinsics import atomics, barriers, cp_async, ldmatrix, mbarrier, mma, shuffle, stmatrix, tma, wgmma
-from tessel.ir.intrinsics import cp_async_zfill
+from tessel.ir.intrinsics import cp_async_zfill, wgmma_tf32
 from tessel.ir.intrinsics import fragments, mma_shapes, tiles  # noqa: F401 (fragments: layouts, no entries)
 from tessel.ir.intrinsics.mma_shapes import mma_shape_name
 from tessel.ir.intrinsics.tiles import tile_ldmatrix_name
@@ -54,10 +54,14 @@ from tessel.ir.intrinsics.cp_async import COMMIT, WAIT_ALL, WAIT_GROUP, copy_nam
 from tessel.ir.intrinsics.shuffle import shfl_name
 
 
+# The modules whose entries need sm_90a (Hopper); the rest compile for sm_80 too.
+HOPPER_MODULES = (mbarrier, tma, wgmma, wgmma_tf32, atomics, barriers, stmatrix, cp_async_zfill)
+
+
 def _build_table() -> dict[str, IntrinsicDef]:
     table: dict[str, IntrinsicDef] = {}
     for module in (mma, ldmatrix, cp_async, shuffle, mbarrier, tma, wgmma, mma_shapes, tiles, atomics, barriers,
-                   stmatrix, cp_async_zfill):
+                   stmatrix, cp_async_zfill, wgmma_tf32):
         for entry in module.entries():
             if entry.name in table:
                 raise TesselError(f"intrinsic '{entry.name}' is defined twice")

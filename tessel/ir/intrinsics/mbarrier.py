@@ -16,6 +16,10 @@ IR forms (every `bar` operand is `BufferRef(shared int64 buffer, index)`):
   transaction count is back to zero (asynchronous copies complete bytes: tma.py). The barrier
   starts in phase 0, so waiting on parity 1 of a fresh barrier returns at once (the usual start
   of a producer waiting on an "empty" barrier). The CUDA text is a spin loop on try_wait.
+- `mbarrier.try_wait.parity.acquire.cluster.shared.b64 (bar, parity)`: the same wait with
+  cluster-scope acquire semantics: it pairs with other CTAs' `arrive.release.cluster` (remote
+  arrives), so what those CTAs wrote to global or shared memory before arriving is visible after it.
+  (The interpreter orders both alike: a waiter acquires every arrival of the phase.)
 - `mbarrier.arrive.cluster.shared.b64 (bar, cta)`: arrive on the barrier at the same place in
   CTA `cta` of the cluster (mapa + arrive.release.cluster), as consumers of a multicast load do.
 - `fence.mbarrier_init.release.cluster`: makes inits visible to the cluster (no-op here).
@@ -43,6 +47,7 @@ ARRIVE = "mbarrier.arrive.shared.b64"
 ARRIVE_TX = "mbarrier.arrive.expect_tx.shared.b64"
 EXPECT_TX = "mbarrier.expect_tx.shared.b64"
 WAIT = "mbarrier.try_wait.parity.shared.b64"
+WAIT_CLUSTER = "mbarrier.try_wait.parity.acquire.cluster.shared.b64"
 ARRIVE_CLUSTER = "mbarrier.arrive.cluster.shared.b64"
 FENCE_INIT = "fence.mbarrier_init.release.cluster"
 
@@ -208,6 +213,18 @@ __device__ __forceinline__ void mbar_wait(long long* bar, int parity) {
   while (!mbar_try_wait(addr, parity)) {
   }
 }
+__device__ __forceinline__ bool mbar_try_wait_cluster(unsigned addr, int parity) {
+  unsigned ok;
+  asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+               " selp.u32 %0, 1, 0, p;\n}\n" : "=r"(ok) : "r"(addr), "r"(parity) : "memory");
+  return ok != 0;
+}
+// The same wait, acquiring at cluster scope (pairs with remote arrive.release.cluster).
+__device__ __forceinline__ void mbar_wait_cluster(long long* bar, int parity) {
+  const unsigned addr = smem_addr(bar);
+  while (!mbar_try_wait_cluster(addr, parity)) {
+  }
+}
 // Arrive on the barrier at the same shared offset in CTA `cta` of the cluster.
 __device__ __forceinline__ void mbar_arrive_cluster(long long* bar, int cta) {
   asm volatile("{\n .reg .b32 ra;\n mapa.shared::cluster.u32 ra, %0, %1;\n"
@@ -239,6 +256,8 @@ def entries() -> list[IntrinsicDef]:
                      lambda b, n: f"tessel::mbar_expect_tx({b}, {n});", HEADER, cheap, doc),
         IntrinsicDef(WAIT, "thread", (BAR, _value("parity")), hb.impl(_wait, ready=_wait_ready),
                      lambda b, p: f"tessel::mbar_wait({b}, {p});", HEADER, Cost(cycles=20.0), doc),
+        IntrinsicDef(WAIT_CLUSTER, "thread", (BAR, _value("parity")), hb.impl(_wait, ready=_wait_ready),
+                     lambda b, p: f"tessel::mbar_wait_cluster({b}, {p});", HEADER, Cost(cycles=20.0), doc),
         IntrinsicDef(ARRIVE_CLUSTER, "thread", (BAR, _value("cta")), hb.impl(_arrive_cluster),
                      lambda b, c: f"tessel::mbar_arrive_cluster({b}, {c});", HEADER, Cost(cycles=4.0), doc),
         IntrinsicDef(FENCE_INIT, "thread", (), hb.impl(_fence_init), lambda: "tessel::fence_mbarrier_init();",
@@ -246,5 +265,5 @@ def entries() -> list[IntrinsicDef]:
     ]
 
 
-__all__ = ["ARRIVE", "ARRIVE_CLUSTER", "ARRIVE_TX", "EXPECT_TX", "FENCE_INIT", "INIT", "WAIT", "Barrier",
-           "add_transfer", "arrive_on", "entries", "phase_key", "state"]
+__all__ = ["ARRIVE", "ARRIVE_CLUSTER", "ARRIVE_TX", "EXPECT_TX", "FENCE_INIT", "INIT", "WAIT", "WAIT_CLUSTER",
+           "Barrier", "add_transfer", "arrive_on", "entries", "phase_key", "state"]
