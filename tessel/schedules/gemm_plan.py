@@ -73,7 +73,7 @@ def gemm_plan(kernel: Kernel, allow_epilogue: bool = False, float32_operands: bo
 
 
 def _plan_with_epilogue(kernel: Kernel, found: list, float32_operands: bool = False) -> GemmPlan:
-    from tessel.ir.nodes import Load, walk
+    from tessel.ir.nodes import Const, Load, walk
     from tessel.schedules.epilogue import from_stage
     from tessel.schedules.nest import init_guards, perfect_chain
 
@@ -89,7 +89,14 @@ def _plan_with_epilogue(kernel: Kernel, found: list, float32_operands: bool = Fa
         chain = perfect_chain(enest)
         if len(stores) != 1 or len(chain) != stores[0].buffer.ndim or chain[-1].body != stores[0]:
             raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' is not one store in its loops")
-        return stores[0], tuple(lp.var for lp in chain)
+        lv = tuple(lp.var for lp in chain)
+        ext = tuple(lp.extent.value if isinstance(lp.extent, Const) else None for lp in chain)
+        if tuple(stores[0].indices) != lv or ext != tuple(stores[0].buffer.shape):
+            # the templates write whole tiles of the output: a stage over part of it (or elsewhere) is not theirs
+            raise ScheduleError(f"kernel '{kernel.name}': stage '{ename}' stores {stores[0].buffer.name} at "
+                                f"loops of extents {ext}, not at every element of its shape "
+                                f"{tuple(stores[0].buffer.shape)}")
+        return stores[0], lv
 
     # operands the lowering materialised (a transposed copy): read in place by the template's loads
     for ename, enest in before:

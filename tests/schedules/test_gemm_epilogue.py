@@ -318,3 +318,35 @@ def test_gpu_compiled_model_gemm_bias_gelu_matches_its_interpretation():
     ref = torch.nn.functional.gelu(torch.from_numpy(x).float() @ torch.from_numpy(w).float()
                                    + torch.from_numpy(bias).float()).numpy()
     assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("template", ["gemm.mma_sync", "gemm.wgmma"])
+def test_epilogue_stage_over_part_of_the_output_is_refused(template):
+    # fuzz case gemm_epilogue_ignores_epilogue_loop_extent: the epilogue nest covers rows 0..23 of a
+    # 48-row D (here 32 of 64 rows); fusing it would write relu(C + bias) into rows 24..47 as well
+    import tessel as ts
+    from tessel.ir.nodes import For, Kernel
+    from tessel.ir.nodes import walk as _walk
+    from tessel.schedules.template import get_template
+
+    A = ts.placeholder((64, 80), "bfloat16", name="A")
+    B = ts.placeholder((80, 80), "bfloat16", name="B")
+    bias = ts.placeholder((80,), "float32", name="bias")
+    k = ts.reduce_axis(80, name="k")
+    C = ts.compute((64, 80), lambda i, j: ts.sum(A[i, k].astype("float32") * B[j, k].astype("float32"), axis=k),
+                   name="C")
+    D = ts.compute((64, 80), lambda i, j: ts.maximum(C[i, j] + bias[j], 0.0), name="D")
+    whole = ts.lower([A, B, bias, D])
+    assert get_template(template).applies(whole, "cuda:sm_90a") is None  # the whole epilogue fuses
+
+    def shorten(n):  # the epilogue's row loop runs 32 of D's 64 rows
+        if isinstance(n, For) and any(getattr(x, "buffer", None) is not None and x.buffer.name == "D"
+                                      for x in _walk(n)) and int(n.extent.value) == 64 \
+                and not any(isinstance(x, For) and int(x.extent.value) == 64 for x in _walk(n.body)):
+            return For(n.var, 32, n.body, n.kind)
+        return None
+
+    part = Kernel(whole.name, whole.params, rewrite(whole.body, shorten), whole.target, whole.launch)
+    assert part != whole
+    why = get_template(template).applies(part, "cuda:sm_90a")
+    assert why is not None and "not at every element" in why, why
