@@ -7,7 +7,8 @@ kernels into one whose extents are expressions of a scalar parameter `n`
 (`tessel.compiler.symbolic_ir`). Each group ends as one of:
 
   * "symbolic": its scheduled kernel generalises; compiled once, called with `n` (one binary for
-    every size in the range);
+    every size in the range), its guarded split loops peeled into full tiles and a guarded tail
+    (`tessel.compiler.symbolic_tail`);
   * "per-shape": only its unscheduled kernel generalises (the schedule chose differently at one
     size); it is instantiated, scheduled and compiled once per new size, lazily, and cached.
 
@@ -90,6 +91,7 @@ def _sizes(lo: int, hi, example: int) -> list:
 def build_symbolic(specialize, ranges, example_specs, options: dict) -> SymbolicProgram:
     """The SymbolicProgram of a model (see the module docstring); raises SymbolicUnsupported."""
     from tessel.compiler.symbolic_ir import generalize
+    from tessel.compiler.symbolic_tail import peel_tails
 
     t0 = time.perf_counter()
     if options.get("target", "cpu") != "cpu":
@@ -128,7 +130,7 @@ def build_symbolic(specialize, ranges, example_specs, options: dict) -> Symbolic
         if naive is None:
             raise SymbolicUnsupported(f"kernel '{per[0].name}' does not generalise: {why[-1]}")
         scheduled = generalize([p.scheduled for p in per], sizes, n, why)
-        kernel = _with_scalar(scheduled, n) if scheduled is not None else None
+        kernel = _with_scalar(peel_tails(scheduled), n) if scheduled is not None else None
         key = kernel if kernel is not None else ("per-shape", naive)
         step_kernel = built.get(key)
         if step_kernel is None:

@@ -181,3 +181,35 @@ def test_an_onnx_model_with_one_named_symbolic_dim_compiles_once(monkeypatch):
         a = RNG.standard_normal((n, 16)).astype(np.float32)
         np.testing.assert_allclose(cm(a), sess.run(None, {"x": a})[0], rtol=1e-5, atol=1e-6)
     assert len(cm.specializations) == 1
+
+
+def test_peeling_the_guarded_tail_keeps_the_results_and_drops_the_full_tiles_guards():
+    from tessel.compiler.symbolic_tail import peel_tails
+    from tessel.ir.interp import run
+    from tessel.ir.nodes import Allocate, IfThenElse, Kernel, Seq, walk
+    from tessel.ir.verify import verify
+
+    n = Var("n")
+    A, B, C = Buffer("A", (n, 6)), Buffer("B", (6, 5)), Buffer("C", (n, 5))
+    acc = Buffer("acc", (4, 5), scope="local")
+    o, k = Var("o"), Var("k")
+    r, j = [Var(f"r{x}") for x in range(3)], [Var(f"j{x}") for x in range(3)]
+    row = [o * 4 + x for x in r]
+    body = For(o, (n + 3) // 4, Allocate(acc, Seq((
+        For(r[0], 4, For(j[0], 5, IfThenElse(row[0] < n, Store(acc, (r[0], j[0]), Const(0.0, "float32"))))),
+        For(k, 6, For(r[1], 4, For(j[1], 5, IfThenElse(row[1] < n, Store(
+            acc, (r[1], j[1]), acc[r[1], j[1]] + A[row[1], k] * B[k, j[1]]))))),
+        For(r[2], 4, For(j[2], 5, IfThenElse(row[2] < n, Store(C, (row[2], j[2]), acc[r[2], j[2]]))))))), "parallel")
+    kern = Kernel("mm", (A, B, C, n), body)
+    peeled = peel_tails(kern)
+    verify(peeled)  # names stay unique: the tail's loops and buffer are renamed
+    full, tail = peeled.body.stmts
+    assert not any(isinstance(x, IfThenElse) for x in walk(full)) and any(isinstance(x, IfThenElse) for x in walk(tail))
+    b = RNG.standard_normal((6, 5)).astype(np.float32)
+    for m in [4, 1] + [int(v) for v in RNG.integers(2, 40, size=3)]:
+        a = RNG.standard_normal((m, 6)).astype(np.float32)
+        want, got = np.full((m, 5), np.nan, np.float32), np.full((m, 5), np.nan, np.float32)
+        run(kern, a, b, want, m)
+        run(peeled, a, b, got, m)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
