@@ -25,10 +25,9 @@ Per output tile (a cluster of `split` CTAs, launched along blockIdx.x; rank = bl
 The workspace is a `global` buffer the kernel allocates (`workspace`; the CUDA runtime allocates
 it per launch): (split - 1) x tiles x consumers x values x 128 floats.
 
-Memory order on the GPU: the peers' arrive is a release at cluster scope; rank 0's wait is
-tessel's `mbarrier.try_wait.parity` (acquire, CTA scope), which the PTX model does not pair with
-a cluster-scope release; in practice rank 0 has never read the workspace lines, so its L1 holds
-none of them and its loads reach L2. A cluster-scope acquire wait is requested (REQUESTS.md).
+Memory order on the GPU: the peers' arrive is a release at cluster scope and rank 0's wait an
+acquire at cluster scope (`mbarrier.try_wait.parity.acquire.cluster`), so the peers' workspace
+stores happen before rank 0's loads in the PTX memory model.
 
 Example:
     >>> from tessel.ir.nodes import Var
@@ -91,9 +90,9 @@ def publish(ws: Buffer, acc: Buffer, bar: Buffer, values: int, rank, tile, wg, l
 
 def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, wg, lane, tiles: int,
            consumers: int, prefix: str = "sk", drop: tuple = ()) -> Stmt:
-    """Every thread of a consumer warpgroup of rank 0: wait for the peers (`drop` "split_wait":
-    don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
-    out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT, (BufferRef(bar, (Const(0),)), Const(0)))]
+    """Every thread of a consumer warpgroup of rank 0: wait for the peers (a cluster-scope acquire;
+    `drop` "split_wait": don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
+    out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))]
     for r in range(1, split):
         i = Var(f"{prefix}_a{r}")
         base = _slot(Const(r), tile, wg, tiles, consumers, values) + lane
