@@ -22,7 +22,10 @@ Two layouts (`ConvProblem.layout`, as tessel.schedules.conv_gemm):
 - "NHWC:NCHW": rows = output channels (A = W), columns = pixels (B = the boxes), Y [N, K, P, Q]:
   what compiled NCHW models use (after X's NHWC copy); the image is the GEMM's batch.
 
-Knobs: gemm.wgmma's (`HopperKnobs`; the epilogue is "direct", no cluster). Stride 1 only:
+Knobs: gemm.wgmma's (`HopperKnobs`; no cluster, no split-K). The epilogue: "direct" (the
+default: guarded stores per thread) or, in "NHWC" with a 16-bit Y, "tma": stmatrix into a
+128B-swizzled 64 x 64 staging tile (64 / bw rows of bw pixels x 64 channels; bw <= 64 then) and
+one 4-D TMA store per staging tile, clipped by the tensor map at the image's edges. Stride 1 only:
 strided windows need the tensor map's element strides, which tessel's TMA does not encode yet.
 
 Example:
@@ -50,24 +53,24 @@ import dataclasses
 
 from tessel.errors import ScheduleError
 from tessel.ir.intrinsics import tma
-from tessel.ir.nodes import Buffer, BufferRef, Const, For, Intrinsic, Kernel, Var, seq
+from tessel.ir.nodes import Buffer, BufferRef, Const, For, Intrinsic, Kernel, Var, minimum, seq
 from tessel.schedules.conv_gemm import ConvProblem
 from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.gemm_hopper import HopperKnobs, check_knobs, default_knobs, shared_bytes
-from tessel.schedules.hopper_pieces import ATOM_COLS, SWIZZLE, OperandTiles, store_accumulators
+from tessel.schedules.hopper_pieces import ATOM_COLS, SWIZZLE, OperandTiles, store_accumulators, store_accumulators_tma
 from tessel.schedules.hopper_skeleton import TileGrid, warp_specialized_tiles
 
 LAYOUTS = ("NHWC", "NHWC:NCHW")
 
 
-def pixel_tile(p: ConvProblem, rows: int) -> tuple:
+def pixel_tile(p: ConvProblem, rows: int, max_bw: int = 256) -> tuple:
     """(bh, bw): the rectangle of output pixels a tile of `rows` GEMM rows covers, bh * bw == rows,
-    bw a power of two from 8, chosen to waste the fewest pixels past the image's edges (ties:
-    the wider, for longer runs of the input's rows)."""
+    bw a power of two from 8 up to `max_bw`, chosen to waste the fewest pixels past the image's
+    edges (ties: the wider, for longer runs of the input's rows)."""
     best = None
     bw = 8
-    while bw <= rows:
+    while bw <= min(rows, max_bw):
         bh = rows // bw
         if rows % bw == 0 and bh <= 256 and bw <= 256:
             area = -(-p.p // bh) * bh * (-(-p.q // bw) * bw)
@@ -118,9 +121,19 @@ def check(p: ConvProblem, kn: HopperKnobs, arch: str = "sm_90a") -> None:
     issues = problem_issues(p, arch)
     if issues:
         raise ScheduleError(f"conv.wgmma: {issues[0]}")
-    if kn.epilogue != "direct" or kn.cluster != "1x1":
-        raise ScheduleError(f"conv.wgmma knob {'epilogue' if kn.epilogue != 'direct' else 'cluster'}: the "
-                            f"convolution stores directly ('direct') without a cluster ('1x1')")
+    if kn.cluster != "1x1" or kn.split_k != 1:
+        raise ScheduleError(f"conv.wgmma knob {'cluster' if kn.cluster != '1x1' else 'split_k'}: the convolution "
+                            f"runs without a cluster ('1x1', split_k 1)")
+    if kn.epilogue == "tma":
+        why = None
+        if p.layout != "NHWC":
+            why = "the TMA store writes NHWC tiles of pixels x channels; 'NHWC:NCHW' stores directly"
+        elif p.out_dtype not in ("float16", "bfloat16"):
+            why = f"'tma' stages Y through stmatrix (16-bit values); Y is {p.out_dtype}"
+        elif p.k % 8:
+            why = f"'tma' needs Y's pixels (K = {p.k} channels) a multiple of 16 bytes"
+        if why:
+            raise ScheduleError(f"conv.wgmma knob epilogue='tma': {why}")
     check_knobs(_gemm_shape(p), kn, arch)
 
 
@@ -131,7 +144,8 @@ def hopper_conv_body(p: ConvProblem, kn: HopperKnobs, x: Buffer, w: Buffer, y: B
     check(p, kn)
     nhwc = p.layout == "NHWC"
     pix_rows = kn.bm if nhwc else kn.bn
-    bh, bw = pixel_tile(p, pix_rows)
+    tma_store = kn.epilogue == "tma"  # 64 x 64 staging tiles = 64 / bw rows of bw pixels: bw <= 64
+    bh, bw = pixel_tile(p, pix_rows, 64 if tma_store else 256)
     th, tw = -(-p.p // bh), -(-p.q // bw)
     cblocks = -(-p.c // ATOM_COLS)
     k_tiles = p.r * p.s * cblocks
@@ -180,6 +194,17 @@ def hopper_conv_body(p: ConvProblem, kn: HopperKnobs, x: Buffer, w: Buffer, y: B
             def guard(row, col):
                 out = (p0 + col // bw < p.p) & (q0 + col % bw < p.q)
                 return out & (pm * kn.bm + row < p.k) if p.k % kn.bm else out
+        if tma_store:  # stmatrix into 64 x 64 staging tiles, each one 4-D TMA store (clipped at the edges)
+            def clamped(row, col):  # what the epilogue reads stays inside Y where the store will clip
+                return (n_img, minimum(p0 + row // bw, Const(p.p - 1)), minimum(q0 + row % bw, Const(p.q - 1)),
+                        minimum(pn * kn.bn + col, Const(p.k - 1)))
+
+            def box(mi, jc):
+                return ((n_img, p0 + (row0 + mi * 64) // bw, q0, pn * kn.bn + jc * 64), (1, 64 // bw, bw, 64))
+
+            hook = None if epilogue is None else (lambda v, row, col: epilogue.apply(v, clamped(row, col)))
+            return store_accumulators_tma(acc, kn.bn, m_tiles, y, cstage, wg * (64 * ATOM_COLS), row0, Const(0),
+                                          lane, wg + 1, hook, f"{prefix}_e", frag, drop, tma_box=box)
         hook = None if epilogue is None else (lambda v, row, col: epilogue.apply(v, index(row, col)))
         return store_accumulators(acc, kn.bn, m_tiles, y, row0, Const(0), lane, None, None, hook, f"{prefix}_e",
                                   index=index, guard=guard)

@@ -355,7 +355,8 @@ def xor3(a: Expr, b: Expr) -> Expr:
 
 def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage: Buffer, base: Expr, row0, col0,
                            lane: Expr, bar_id: Expr, fn=None, prefix: str = "epi", frag: Buffer | None = None,
-                           drop: tuple = (), batch=(), m_limit: int | None = None, n_limit: int | None = None) -> list:
+                           drop: tuple = (), batch=(), m_limit: int | None = None, n_limit: int | None = None,
+                           tma_box=None) -> list:
     """Every thread of one warpgroup (`lane` 0..127): its m_tiles stacked m64nN accumulator tiles
     go to out[row0 + r, col0 + c] through shared memory, 64 x 64 at a time: wait until the last
     TMA store has read the staging tile (thread 0: cp.async.bulk.wait_group.read 0, then named
@@ -370,7 +371,11 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
     the stmatrix writes and the TMA store (broken variants for tests). `batch`: indices of out's
     leading (batch) dimensions. `m_limit` / `n_limit`: out's rows / columns where a tile crosses
     the edge: `fn` then sees indices clamped to them (its loads, e.g. a bias, stay in bounds; the
-    TMA store drops the values computed there)."""
+    TMA store drops the values computed there). `tma_box(mi, jc)`: (out's indices, box extents)
+    of the TMA store of 64 x 64 tile (mi, jc) when out is not [batch.., rows, cols], e.g. a 4-D
+    NHWC output whose 64 rows are 64 / bw rows of bw pixels (default: rows row0 + 64 mi, columns
+    col0 + 64 jc, box 1 x .. x 64 x 64); the staging tile's 128-byte rows are the box's
+    innermost-first order either way."""
     from tessel.ir.intrinsics.stmatrix import stmatrix_name
 
     frag = frag or Buffer(f"{prefix}_frag", (8,), out.dtype, "local")
@@ -404,12 +409,15 @@ def store_accumulators_tma(acc: Buffer, n: int, m_tiles: int, out: Buffer, stage
                 chunk = xor3(Const(2 * j2) + lw // 16, lw % 8)
                 dst = BufferRef(stage, (_c(base) + row * ATOM_COLS + chunk * 8,))
                 body += [fill, Intrinsic(stmatrix_name(4, False), (dst, BufferRef(frag, (Const(0),))))]
+            if tma_box is None:
+                where, box = bidx + (_c(row0) + mi * 64, _c(col0) + jc * 64), ones + (Const(64), Const(ATOM_COLS))
+            else:
+                where, extents = tma_box(mi, jc)
+                where, box = tuple(_c(x) for x in where), tuple(Const(int(e)) for e in extents)
             body += [Intrinsic(tma.FENCE, ())] + ([] if "store_barrier" in drop else [sync]) + [
                      IfThenElse(leader, seq(
-                         Intrinsic(tma.tma_store_name(2 + len(batch)),
-                                   (BufferRef(out, bidx + (_c(row0) + mi * 64, _c(col0) + jc * 64)),
-                                    BufferRef(stage, (_c(base),))) + ones + (Const(64), Const(ATOM_COLS),
-                                                                              Const(SWIZZLE))),
+                         Intrinsic(tma.tma_store_name(len(where)),
+                                   (BufferRef(out, where), BufferRef(stage, (_c(base),))) + box + (Const(SWIZZLE),)),
                          Intrinsic(tma.COMMIT, ())))]
     return body + [IfThenElse(leader, Intrinsic(tma.WAIT, (Const(0),)))]
 
