@@ -30,7 +30,7 @@ from tessel.ir.nodes import Kernel, Load, walk
 from tessel.schedules import generic
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import init_guards, perfect_chain
-from tessel.schedules.template import IntRange, Template, at_most, constraint, register
+from tessel.schedules.template import Choice, IntRange, Template, at_most, constraint, register
 
 
 def _reuse_stages(kernel: Kernel, info) -> list:
@@ -101,13 +101,15 @@ def _fits_registers(ctx):
 
 
 def _relevant(kernel, target, info) -> list:
-    return generic._relevant(kernel, target, info) + ["tile_batch"]
+    return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block"]
 
 
 CPU_CONV = register(Template(
     "cpu.conv",
     list(generic.CPU_GENERIC.knobs) + [
-        IntRange("tile_batch", 1, 8, default=1, doc="output channels in the register tile of a convolution")],
+        IntRange("tile_batch", 1, 8, default=1, doc="output channels in the register tile of a convolution"),
+        Choice("acc_block", (64, 0, 32, 128, 256), doc="products per partial sum (cache_accumulate blocks of the "
+               "reduction; 0: one chain over the whole reduction)")],
     generic._schedule,
     analyze=_analyze,
     defaults=_defaults,

@@ -307,6 +307,11 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
     chunks = cols // lanes if cols > lanes and cols % lanes == 0 else 1
     batch = names[: ndim - 2]
     red = names[ndim:]
+    # cpu.conv's knob: the reduction summed in blocks of at most `acc_block` products, each block's
+    # partial sum started at 0 and added to the tile (cache_accumulate): shorter float chains
+    block_outer = _reduction_blocks(sch, chain, ndim, knobs.get("acc_block", 0))
+    if block_outer is not None:
+        red = list(block_outer) + red[1:]
     # cpu.conv's knob: the innermost batch loop (a convolution's output channels) tiled into the
     # register tile too, so each column-operand vector feeds `tile_batch` multiply-adds
     tb = knobs.get("tile_batch", 1)
@@ -323,6 +328,7 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
         ctx.attempt("unpacked", panel, pack)
     local = sch.cache_write(name, at=ro, scope="local")
     init = sch.decompose_reduction(local, at=red[0])
+    partial = sch.cache_accumulate(local, at=red[0]) if block_outer is not None else None
     outer = batch + [co]
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     work = 1
@@ -335,6 +341,8 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
         sch.parallel(fused)
     if cols % lanes == 0 or cols <= lanes:
         col_loops = [ci, init[-1], f"{local}_out_ax{ndim - 1}"]
+        if partial is not None:
+            col_loops += [f"{partial}_init_ax{ndim - 1}", f"{partial}_out_ax{ndim - 1}"]
         if chunks > 1:  # whole vectors, in the compute, init and write-back loops
             for k, loop in enumerate(list(col_loops)):
                 vec, col_loops[k] = sch.split(loop, [chunks, lanes])
@@ -343,12 +351,33 @@ def _schedule_contraction(sch: Schedule, ctx, name: str, chain: list[For], ndim:
             _vectorize_innermost_of(sch, ctx, loop)
     else:
         ctx.fallback("serial", ci, f"vector_lanes={lanes} does not divide tile_cols={cols}")
+    extra = (lambda d: [f"{partial}_init_ax{d}", f"{partial}_out_ax{d}"]) if partial is not None else (lambda d: [])
     if rows > 1:
-        for loop in (ri, init[-2], f"{local}_out_ax{ndim - 2}"):
+        for loop in [ri, init[-2], f"{local}_out_ax{ndim - 2}"] + extra(ndim - 2):
             _unroll(sch, ctx, loop)
     if inner:
-        for loop in (inner[0], init[-3], f"{local}_out_ax{ndim - 3}"):
+        for loop in [inner[0], init[-3], f"{local}_out_ax{ndim - 3}"] + extra(ndim - 3):
             _unroll(sch, ctx, loop)
+
+
+def _reduction_blocks(sch: Schedule, chain: list[For], ndim: int, block: int):
+    """Split the outermost reduction loop so that one iteration of its outer part sums at most
+    `block` products (the whole window of the inner reduction loops times the largest divisor of the
+    outer one that fits); returns (outer, inner) names, or None when the reduction is that short
+    already (or `block` is 0)."""
+    red = chain[ndim:]
+    if not block or not red:
+        return None
+    window = 1
+    for lp in red[1:]:
+        window *= int(lp.extent.value)
+    first = int(red[0].extent.value)
+    if first * window <= block:
+        return None
+    step = max([d for d in range(1, first + 1) if first % d == 0 and d * window <= block] or [1])
+    if step == first:
+        return None
+    return tuple(sch.split(red[0].var.name, [None, step]))
 
 
 def _column_operand(chain: list[For], ndim: int) -> str | None:

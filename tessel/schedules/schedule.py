@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import For, Kernel, Store, walk
-from tessel.schedules import caching, location, loops, reduction
+from tessel.schedules import accumulate, caching, location, loops, reduction
 from tessel.schedules.gpu_table import gpu_primitives
 from tessel.schedules.nest import loop_path
 
@@ -38,6 +38,7 @@ PRIMITIVES = {
     "annotate": (loops.annotate, ("loop", "kind")),
     "cache_read": (caching.cache_read, ("buffer", "at", "scope")),
     "cache_write": (caching.cache_write, ("buffer", "at", "scope")),
+    "cache_accumulate": (accumulate.cache_accumulate, ("buffer", "at", "scope")),
     "compute_at": (location.compute_at, ("producer", "at")),
     "compute_inline": (location.compute_inline, ("producer",)),
     "decompose_reduction": (reduction.decompose_reduction, ("buffer", "at")),
@@ -133,6 +134,11 @@ class Schedule:
 
     def cache_write(self, buffer: str, at: str, scope: str = "local") -> str:
         return self.apply("cache_write", buffer=buffer, at=at, scope=scope)[0]
+
+    def cache_accumulate(self, buffer: str, at: str, scope: str = "local") -> str:
+        """Sum loop `at`'s updates of `buffer` in a zero-started local buffer per iteration, added to
+        `buffer` at its end (tessel/schedules/accumulate.py)."""
+        return self.apply("cache_accumulate", buffer=buffer, at=at, scope=scope)[0]
 
     def compute_at(self, producer: str, at: str) -> list[str]:
         return self.apply("compute_at", producer=producer, at=at)
