@@ -239,6 +239,8 @@ def _run_pass(p, kernel, quiet=nullcontext):
     except Exception as e:  # noqa: BLE001
         raise _Stop(_crash(f"pass:{p.name}", e)) from e
     with quiet():
+        if out is kernel or out == kernel:  # the pass changed nothing: verified already
+            return out
         try:
             verify(out)
         except VerifyError as e:
