@@ -12,7 +12,8 @@ compile time, with the same options: its kernels never compile at run time. Runn
   branch that the importer could not build for these shapes raises ArgumentError when taken);
 - `loop`: run the body's program while the iteration count is below the trip count and the
   condition holds, feeding its carried outputs back (ONNX Loop semantics; the iteration number
-  counts from the node's `start`).
+  counts from the node's `start`); scan outputs (constant trip count) are written into arrays of
+  the trip count's length, one item per iteration.
 
 A `ControlProgram` has what `CompiledModel` uses of a `Program` (inputs, graph, source, steps,
 kernels, plan, report, run); `steps` are the top-level stages' kernel launches (the subgraphs'
@@ -154,20 +155,26 @@ def _run_control(item: _Control, env: dict) -> list:
             take_branch(node.name, node.attrs[f"{which}_graph"], which)  # raises, naming why
         return item.parts[k].run(args[1:])
     from tessel.frontend.op_library.control import loop_parts
+    from tessel.ir.dtypes import numpy_dtype
 
-    body_graph = node.attrs["body"]
+    body_graph, scans = node.attrs["body"], int(node.attrs.get("scans", 0))
     (body,) = item.parts
-    trip, cond, carried, captures = loop_parts(args, body_graph)
+    trip, cond, carried, captures = loop_parts(args, body_graph, scans)
     it_shape, flag_shape = (body_graph.values[v].shape for v in body_graph.inputs[:2])
     limit = None if trip is None else int(np.asarray(trip).reshape(-1)[0])
     going = True if cond is None else _flag(cond)
     i, start = 0, int(node.attrs.get("start", 0))
     carried = [contiguous(a) for a in carried]
-    while going and (limit is None or i < limit):
+    n_out = len(body_graph.outputs)
+    stacked = [np.empty((limit,) + body_graph.values[v].shape, numpy_dtype(body_graph.values[v].dtype))
+               for v in body_graph.outputs[n_out - scans:]]
+    while (going or scans) and (limit is None or i < limit):  # (with scan outputs the trip count decides)
         outs = body.run([np.full(it_shape, start + i, np.int64), np.full(flag_shape, going)] + carried + captures)
-        going, carried = _flag(outs[0]), list(outs[1:])
+        going, carried = _flag(outs[0]), list(outs[1:n_out - scans])
+        for k, a in enumerate(outs[n_out - scans:]):
+            stacked[k][i] = a
         i += 1
-    return [np.array(a, copy=True) for a in carried] if i == 0 else carried
+    return ([np.array(a, copy=True) for a in carried] if i == 0 else carried) + stacked
 
 
 def compile_control_program(source: Graph, work: Graph, options: dict, report: dict, t0: float) -> ControlProgram:

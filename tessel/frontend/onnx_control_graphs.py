@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from tessel.frontend.graph import Graph, Value
 
 
@@ -69,32 +71,98 @@ def runtime_if(ctx, node, cond: str, base: str) -> list:
     return ctx.op_multi("if", [flag] + captures, then_graph=graphs[0], else_graph=graphs[1])
 
 
-def runtime_loop(ctx, node, trip, cond, carried: list, base: str, start: int = 0) -> list:
-    """The final carried values of a `loop` node for ONNX `Loop` `node` (run-time trip count or
-    condition), from iteration `start` with `trip` iterations left; NotRunnable says why not."""
+def runtime_loop(ctx, node, trip, cond, carried: list, base: str, start: int = 0, scans_ok: bool = False) -> list:
+    """The outputs of a `loop` node for ONNX `Loop` `node` (run-time trip count or condition, or a
+    long constant one), from iteration `start` with `trip` iterations left; NotRunnable says why not.
+    `scans_ok` (a constant trip count, no condition): scan outputs are allowed when the body's
+    condition cannot stop the loop early (it passes the condition through or is constant true)."""
     body = ctx.graph_attr(node, "body")
-    if len(body.output) != 1 + len(carried):
-        raise NotRunnable(f"it has {len(body.output) - 1 - len(carried)} scan output(s), whose length would only "
-                          f"be known at run time")
+    n_scan = len(body.output) - 1 - len(carried)
+    if n_scan and not scans_ok:
+        raise NotRunnable(f"it has {n_scan} scan output(s), whose length would only be known at run time")
     _plain("a loop-carried value", carried)
+    g = ctx.g
     stand_ins = [_stand_in(ctx, f"{base}.iter", _declared(body.input[0]), "int64"),
                  _stand_in(ctx, f"{base}.cond", _declared(body.input[1]), "bool")]
     stand_ins += [_stand_in(ctx, f"{base}.carried{k}", ctx.shape(v), ctx.dtype(v)) for k, v in enumerate(carried)]
-    before = set(ctx.g.nodes)
-    outs = ctx.inline_graph(body, stand_ins, f"{base}::body::")
-    _plain("a body output", outs)
-    want, got = [(ctx.shape(v), ctx.dtype(v)) for v in carried], [(ctx.shape(v), ctx.dtype(v)) for v in outs[1:]]
-    if got != want:
-        raise NotRunnable(f"its carried values change type in the body ({_fmt(want)} -> {_fmt(got)})")
-    if ctx.g.values[outs[0]].shape != ():
-        outs[0] = _as_flag(ctx, outs[0])
-    graph, captures = _cut(ctx, before, outs, f"{base}.body", stand_ins)
+    before = set(g.nodes)
+    try:
+        outs = ctx.inline_graph(body, stand_ins, f"{base}::body::")
+        _plain("a body output", outs)
+        n_c = len(carried)
+        want, got = _ctx_types(ctx, carried), _ctx_types(ctx, outs[1:1 + n_c])
+        if got != want:
+            raise NotRunnable(f"its carried values change type in the body ({_fmt(want)} -> {_fmt(got)})")
+        if n_scan and not (outs[0] == stand_ins[1] or _is_true(ctx, outs[0])):
+            raise NotRunnable("its condition may end it early, so its scan outputs' length is only known at run time")
+        if ctx.g.values[outs[0]].shape != ():
+            outs[0] = _as_flag(ctx, outs[0])
+        graph, captures = _cut(ctx, before, outs, f"{base}.body", stand_ins)
+    except Exception:
+        for n in [n for n in g.nodes if n not in before]:
+            del g.nodes[n]
+        raise
+    finally:
+        g.inputs = [v for v in g.inputs if v not in stand_ins]
     _take_inputs(graph, ctx.g, captures)
-    for v in stand_ins:
-        ctx.g.inputs.remove(v)
     trip_v = None if trip is None else _as_scalar(ctx, trip, "int64")
-    cond_v = None if cond is None else _as_flag(ctx, cond)
-    return ctx.op_multi("loop", [trip_v, cond_v] + carried + captures, body=graph, start=int(start))
+    cond_v = None if cond is None or n_scan else _as_flag(ctx, cond)
+    return ctx.op_multi("loop", [trip_v, cond_v] + carried + captures, body=graph, start=int(start), scans=n_scan)
+
+
+def compiled_scan(ctx, node, states: list, xs: list, axes: list, dirs: list, out_axes: list, out_dirs: list,
+                  length: int, base: str) -> list:
+    """ONNX `Scan` as a `loop` node iterating its body once per step (not unrolled): the body
+    gathers step t of each scan input itself (t or length-1-t), its outputs are stacked and moved
+    to their output axes. NotRunnable / import errors leave the graph as it was."""
+    import numpy as np
+
+    body = ctx.graph_attr(node, "body")
+    _plain("a scan state", states)
+    g = ctx.g
+    it = _stand_in(ctx, f"{base}.iter", (), "int64")
+    stand_ins = [it, _stand_in(ctx, f"{base}.cond", (), "bool")]
+    stand_ins += [_stand_in(ctx, f"{base}.state{k}", ctx.shape(v), ctx.dtype(v)) for k, v in enumerate(states)]
+    before = set(g.nodes)
+    try:
+        back = ctx.op("sub", [ctx.const(np.array(length - 1, np.int64), "last"), it])
+        steps = [ctx.op("gather", [x, back if d else it], axis=a) for x, a, d in zip(xs, axes, dirs)]
+        outs = ctx.inline_graph(body, stand_ins[2:] + steps, f"{base}::body::")
+        _plain("a body output", outs)
+        n_s = len(states)
+        want, got = _ctx_types(ctx, states), _ctx_types(ctx, outs[:n_s])
+        if got != want:
+            raise NotRunnable(f"its states change type in the body ({_fmt(want)} -> {_fmt(got)})")
+        graph, captures = _cut(ctx, before, [ctx.const(np.array(True), "true")] + outs, f"{base}.body", stand_ins)
+    except Exception:
+        for n in [n for n in g.nodes if n not in before]:
+            del g.nodes[n]
+        raise
+    finally:
+        g.inputs = [v for v in g.inputs if v not in stand_ins]
+    _take_inputs(graph, ctx.g, captures)
+    n_out = len(outs) - len(states)
+    res = ctx.op_multi("loop", [ctx.const(np.array(length, np.int64), "trip"), None] + states + captures,
+                       body=graph, start=0, scans=n_out)
+    finals, stacked = res[:len(states)], res[len(states):]
+    for k, (y, a, d) in enumerate(zip(stacked, out_axes, out_dirs)):
+        if d:
+            y = ctx.op("gather", [y, ctx.const(np.arange(length - 1, -1, -1, dtype=np.int64), "reversed")], axis=0)
+        r = len(ctx.shape(y))
+        a = a + r if a < 0 else a
+        if a:
+            y = ctx.op("transpose", [y], perm=tuple(range(1, a + 1)) + (0,) + tuple(range(a + 1, r)))
+        stacked[k] = y
+    return finals + stacked
+
+
+def _ctx_types(ctx, values) -> list:
+    return [(ctx.shape(v), ctx.dtype(v)) for v in values]
+
+
+def _is_true(ctx, v) -> bool:
+    data = ctx.try_const(v)
+    return data is not None and bool(np.asarray(data).all())
 
 
 def _fails_only_here(e: Exception) -> bool:
@@ -115,7 +183,7 @@ def _failing_branch(like: Graph, name: str, why: str) -> Graph:
     sub = Graph(name)
     for o in like.outputs:
         val = like.values[o]
-        sub.values[o] = Value(o, val.shape, val.dtype, __import__("numpy").zeros(val.shape, _np(val.dtype)))
+        sub.values[o] = Value(o, val.shape, val.dtype, np.zeros(val.shape, _np(val.dtype)))
     sub.outputs = list(like.outputs)
     sub.meta["fails"] = why
     return sub
@@ -147,7 +215,7 @@ def _declared(vi) -> tuple:
 def _as_flag(ctx, v: str) -> str:
     """A bool scalar of one-element `v` (ONNX conditions may be (1,)-shaped)."""
     if ctx.dtype(v) != "bool":
-        v = ctx.op("ne", [v, ctx.const(__import__("numpy").zeros((), _np(ctx.dtype(v))), "zero")])
+        v = ctx.op("ne", [v, ctx.const(np.zeros((), _np(ctx.dtype(v))), "zero")])
     return v if ctx.shape(v) == () else ctx.op("reshape", [v], shape=())
 
 

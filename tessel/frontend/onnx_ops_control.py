@@ -4,7 +4,9 @@ iteration, its names prefixed by `onnx_subgraph.renamed_graph`). A condition or 
 only the run time knows becomes an `if` or `loop` node holding its subgraphs as Graphs
 (`onnx_control_graphs`), which the model compiler runs as control flow; where that cannot be (scan
 outputs, branches of different shapes, sequences) the condition must be known at import, and the
-error says why.
+error says why. Loops and Scans longer than UNROLL_LIMIT steps become `loop` nodes too (one body
+compiled once, iterated), unless their body needs the iteration number as a constant; then they
+unroll, up to MAX_UNROLL steps.
 
 Example:
     >>> all(op in CONVERTERS for op in ("If", "Loop", "Scan"))
@@ -20,6 +22,9 @@ from tessel.frontend.onnx_ops_tensor import take
 
 # Unrolling is per iteration: a larger trip count would make a graph too big to be worth compiling.
 MAX_UNROLL = 4096
+# Loops and Scans of more steps than this (with constant trip counts) run as a `loop` node that
+# iterates one compiled body instead of unrolling, when their body allows (see _long_loop).
+UNROLL_LIMIT = 64
 
 
 def _base(ctx) -> str:
@@ -80,6 +85,13 @@ def _loop(ctx, node):
     limit = int(np.asarray(ctx.try_const(trip)).reshape(-1)[0]) if trip is not None else None
     if limit is None and cond is None:
         raise ctx.unsupported("a loop with neither trip count nor condition never ends")
+    if limit is not None and limit > UNROLL_LIMIT and (cond is None or _bool_const(ctx, cond, "Loop's condition")):
+        from tessel.frontend.onnx_control_graphs import runtime_loop
+
+        outs = _long_loop(ctx, lambda: runtime_loop(ctx, node, trip, None, carried, f"{_base(ctx)}@loop", 0,
+                                                    scans_ok=True))
+        if outs is not None:
+            return outs
     if (limit if limit is not None else 0) > MAX_UNROLL:
         raise ctx.unsupported(f"trip count {limit}: unrolled up to {MAX_UNROLL} iterations")
     scans: list = [[] for _ in range(n_scan)]
@@ -102,6 +114,18 @@ def _loop(ctx, node):
     if n_scan and i == 0:
         raise ctx.unsupported("zero iterations: its scan outputs would be empty tensors")
     return carried + [_stack(ctx, s, 0) for s in scans]
+
+
+def _long_loop(ctx, build):
+    """`build()`: a long Loop or Scan as one iterated body; None (the graph unchanged) when its body
+    needs the iteration number at import time, may stop early with scan outputs, or changes types."""
+    from tessel.frontend.onnx_control_graphs import NotRunnable
+    from tessel.frontend.onnx_import import NotConstantError
+
+    try:
+        return build()
+    except (NotRunnable, NotConstantError):
+        return None
 
 
 def _loop_at_run_time(ctx, node, trip, cond, carried: list, start: int) -> list:
@@ -131,6 +155,13 @@ def _scan(ctx, node):
     if len(steps) != 1:
         raise ctx.unsupported(f"scan inputs of different lengths {sorted(steps)}")
     (length,) = steps
+    if length > UNROLL_LIMIT:
+        from tessel.frontend.onnx_control_graphs import compiled_scan
+
+        outs = _long_loop(ctx, lambda: compiled_scan(ctx, node, states, xs, in_axes, in_dirs, out_axes, out_dirs,
+                                                     length, f"{_base(ctx)}@scan"))
+        if outs is not None:
+            return outs
     if length == 0 or length > MAX_UNROLL:
         raise ctx.unsupported(f"sequence length {length} (unrolled: 1 to {MAX_UNROLL})")
     scans: list = [[] for _ in range(n_out)]

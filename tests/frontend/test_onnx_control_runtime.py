@@ -212,3 +212,50 @@ def test_saving_a_model_with_control_flow_is_refused_clearly(tmp_path):
     cm = ts.compile(_if_model(), example_inputs=(x, np.array(0, np.float32), np.array(True)), target="cpu")
     with pytest.raises(TesselError, match=r"cannot be stored|control flow"):
         cm.save(tmp_path / "m.tsl")
+
+
+# -- long loops and scans iterate one compiled body instead of unrolling ---------------------------
+
+
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_long_scan_iterates_one_compiled_body(reverse, monkeypatch):
+    """A 150-step Scan (an RNN-like state update, scan output on axis 1, optionally reversed) is a
+    loop node, not 150 inlined bodies, and matches onnxruntime."""
+    steps = 150
+    body = oh.make_graph([oh.make_node("MatMul", ["x_t", "w"], ["xw"]), oh.make_node("Add", ["s_in", "xw"], ["pre"]),
+                          oh.make_node("Tanh", ["pre"], ["s_out"]), oh.make_node("Mul", ["s_out", "s_out"], ["o"])],
+                         "body", [_vi("s_in", F, [2, 4]), _vi("x_t", F, [2, 3])],
+                         [_vi("s_out", F, [2, 4]), _vi("o", F, [2, 4])],
+                         initializer=[nh.from_array(_fixed(7, (3, 4)), "w")])
+    node = oh.make_node("Scan", ["s0", "x"], ["s", "os"], body=body, num_scan_inputs=1, scan_input_axes=[1],
+                        scan_input_directions=[reverse], scan_output_axes=[1], scan_output_directions=[reverse])
+    model = _model(oh.make_graph([node], "scan", [_vi("s0", F, [2, 4]), _vi("x", F, [2, steps, 3])],
+                                 [_vi("s", F, [2, 4]), _vi("os", F, [2, steps, 4])]))
+    rng = np.random.default_rng()
+    feeds = lambda: {"s0": rng.standard_normal((2, 4)).astype(np.float32),  # noqa: E731
+                     "x": rng.standard_normal((2, steps, 3)).astype(np.float32)}
+    first = feeds()
+    cm = _compiled(model, tuple(first.values()), monkeypatch)
+    assert [n.op for n in cm.graph.nodes.values()].count("loop") == 1 and len(cm.graph.nodes) < 10
+    sess = _ort(model)
+    for f in (first, feeds()):
+        _same(cm(*f.values()), sess.run(None, f), f"reverse={reverse}")
+
+
+def test_loop_longer_than_the_unroll_limit_runs_with_scan_outputs(monkeypatch):
+    """5000 iterations (more than import-time unrolling takes) with a scan output of every step."""
+    model = _loop_model(with_cond=False)
+    g = model.graph
+    g.input.pop()  # M becomes a constant
+    g.initializer.append(nh.from_array(np.array(5000, np.int64), "M"))
+    body = g.node[0].attribute[0].g
+    body.node.append(oh.make_node("ReduceMax", ["y_out"], ["ymax"], keepdims=0))
+    body.output.append(_vi("ymax", F, []))
+    g.node[0].output.append("ymaxes")
+    g.output.append(_vi("ymaxes", F, [5000]))
+    rng = np.random.default_rng()
+    f = _loop_feeds(rng)
+    f["x"] *= np.float32(1e-3)
+    cm = _compiled(model, tuple(f.values()), monkeypatch)
+    assert [n.op for n in cm.graph.nodes.values()] == ["loop"]
+    _same(cm(*f.values()), _ort(model).run(None, f), "5000 iterations")

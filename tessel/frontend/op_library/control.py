@@ -7,11 +7,13 @@ subgraphs with `tessel.frontend.reference.run_graph`.
 - `if(cond, *captures; then_graph, else_graph)`: `cond` is a bool tensor of one element; both
   graphs take the captures as their inputs (same order, shapes, dtypes) and give outputs of the
   same shapes and dtypes, which are the op's outputs.
-- `loop(trip, cond, *carried, *captures; body, start=0)`: `trip` (an integer tensor of one
-  element, or None: no limit) counts iterations, `cond` (bool, or None: true) is tested before each;
-  `body(iteration, cond, *carried, *captures) -> (cond, *carried)`, the iteration number an int64
-  scalar counting from `start`. ONNX Loop semantics, without scan outputs (their length would only
-  be known at run time). The outputs are the final carried values.
+- `loop(trip, cond, *carried, *captures; body, start=0, scans=0)`: `trip` (an integer tensor of
+  one element, or None: no limit) counts iterations, `cond` (bool, or None: true) is tested before
+  each; `body(iteration, cond, *carried, *captures) -> (cond, *carried, *scan items)`, the
+  iteration number an int64 scalar counting from `start`. ONNX Loop semantics. The outputs are the
+  final carried values, then the `scans` scan outputs: each iteration's item stacked on a new axis
+  0. Scan outputs need a constant `trip` and no `cond` (their length is the trip count), and the
+  body's condition output is ignored then.
 
 Example:
     >>> import numpy as np
@@ -105,9 +107,9 @@ class If:
         return run_graph(take_branch("if", attrs[f"{which}_graph"], which), list(arrays[1:]))
 
 
-def loop_parts(inputs: list, body) -> tuple:
+def loop_parts(inputs: list, body, scans: int = 0) -> tuple:
     """(trip, cond, carried, captures) of a loop node's inputs, split by its body's signature."""
-    n_carried = len(body.outputs) - 1
+    n_carried = len(body.outputs) - 1 - scans
     return inputs[0], inputs[1], list(inputs[2:2 + n_carried]), list(inputs[2 + n_carried:])
 
 
@@ -120,8 +122,11 @@ class Loop:
             raise ArgumentError("loop: attribute 'body' is required")
         if len(inputs) < 2:
             raise ArgumentError("loop: inputs are trip, cond, *carried, *captures")
-        trip, cond, carried, captures = loop_parts(list(inputs), body)
+        scans = int(attrs.get("scans", 0))
+        trip, cond, carried, captures = loop_parts(list(inputs), body, scans)
         _check_scalar("loop", "the trip count", trip, ("int", "uint"))
+        if scans and (trip is None or not trip.is_const or cond is not None):
+            raise ArgumentError("loop: scan outputs need a constant trip count and no condition")
         _check_scalar("loop", "the condition", cond, ("bool",))
         it, flag = (body.values[v] for v in body.inputs[:2])
         if it.dtype != "int64" or _size(it.shape) != 1 or _size(flag.shape) != 1 or flag.dtype != "bool":
@@ -132,9 +137,11 @@ class Loop:
         if _size(out[0][0]) != 1 or out[0][1] != "bool":
             raise ArgumentError(f"loop: body '{body.name}' must give the condition (bool) first, gives {out[0]}")
         want = [(v.shape, v.dtype) for v in carried]
-        if out[1:] != want:
-            raise ShapeError(f"loop: body '{body.name}' gives carried values {out[1:]}, it takes {want}")
-        return want
+        if out[1:1 + len(carried)] != want:
+            raise ShapeError(f"loop: body '{body.name}' gives carried values {out[1:1 + len(carried)]}, "
+                             f"it takes {want}")
+        n = int(trip.data.reshape(-1)[0]) if scans else 0
+        return want + [((n,) + tuple(shape), dtype) for shape, dtype in out[1 + len(carried):]]
 
     @staticmethod
     def lower(inputs, attrs, outs, names):
@@ -145,19 +152,23 @@ class Loop:
         import numpy as np
 
         from tessel.frontend.reference import run_graph
+        from tessel.ir.dtypes import numpy_dtype
 
-        body = attrs["body"]
-        trip, cond, carried, captures = loop_parts(list(arrays), body)
+        body, scans = attrs["body"], int(attrs.get("scans", 0))
+        trip, cond, carried, captures = loop_parts(list(arrays), body, scans)
         it_shape, flag_shape = (body.values[v].shape for v in body.inputs[:2])
         limit = None if trip is None else int(np.asarray(trip).reshape(-1)[0])
         going = True if cond is None else _flag(cond)
-        i, start = 0, int(attrs.get("start", 0))
-        while going and (limit is None or i < limit):
+        i, start, items = 0, int(attrs.get("start", 0)), []
+        while (going or scans) and (limit is None or i < limit):
             outs = run_graph(body, [np.full(it_shape, start + i, np.int64), np.full(flag_shape, going)]
                              + carried + captures)
-            going, carried = _flag(outs[0]), list(outs[1:])
+            going, carried = _flag(outs[0]), list(outs[1:len(outs) - scans])
+            items.append(outs[len(outs) - scans:])
             i += 1
-        return carried
+        item_types = [(body.values[v].shape, body.values[v].dtype) for v in body.outputs[len(body.outputs) - scans:]]
+        return carried + [np.stack([it[k] for it in items]) if items else np.empty((0,) + shape, numpy_dtype(dt))
+                          for k, (shape, dt) in enumerate(item_types)]
 
 
 class _signature:
