@@ -75,18 +75,19 @@ def ort_session(path, optimize: bool = True, outputs=None):
 
 
 def compile_zoo(name: str, feeds: dict, split_convs: int = 0):
-    """(compiled model, the feed names it takes, note): tessel.compile on the model file (silero's
-    `If` on its input `sr` runs as control flow). `split_convs`: see `split_long_convs`."""
+    """(compiled model, the feed names it takes in order, note): tessel.compile on the model file
+    (silero's `If` on its input `sr` runs as control flow). `split_convs`: see `split_long_convs`."""
     import onnx
 
     import tessel as ts
     from tessel.frontend.model_zoo import fetch
 
     path = str(fetch(name))
+    names = [i.name for i in onnx.load(path, load_external_data=False).graph.input if i.name in feeds]
     if split_convs:
         path = split_long_convs(onnx.load(path), split_convs)
     note = "sr at run time (If as control flow)" if name.startswith("silero_vad") else ""
-    return ts.compile(path, tuple(feeds.values()), target="cpu"), list(feeds), note
+    return ts.compile(path, tuple(feeds[k] for k in names), target="cpu"), names, note
 
 
 def _as_list(out) -> list:
@@ -258,7 +259,8 @@ def layers(name: str, seed: int, top: int) -> None:
     o32 = dict(zip(names, ort_session(None, outputs=model).run(names, feeds)))
     o64 = dict(zip(names, float64_outputs(model, feeds)))
     t0 = time.perf_counter()
-    ots = dict(zip(names, _as_list(ts.compile(model, tuple(feeds.values()), target="cpu")(*feeds.values()))))
+    args = tuple(feeds[i.name] for i in model.graph.input if i.name in feeds)  # in the model's input order
+    ots = dict(zip(names, _as_list(ts.compile(model, args, target="cpu")(*args))))
     print(f"{name}: {len(names)} tensors compared (tessel compiled with all of them as outputs in "
           f"{time.perf_counter() - t0:.0f} s); error = max|x - x64| / max|x64| per tensor")
     op_of = {o: n for n in model.graph.node for o in n.output}
