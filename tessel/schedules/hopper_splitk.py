@@ -93,10 +93,11 @@ def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, 
     """Every thread of a consumer warpgroup of rank 0: wait for the peers (a cluster-scope acquire;
     `drop` "split_wait": don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
     out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))]
-    for r in range(1, split):
-        i = Var(f"{prefix}_a{r}")
-        base = _slot(Const(r), tile, wg, tiles, consumers, values) + lane
-        out.append(For(i, values, Store(acc, (i,), acc[i] + ws[base + i * 128]), "unrolled"))
+    # a serial loop over the peers (an unrolled one let nvcc hoist all (split - 1) x values loads and
+    # spill at split 8), the values unrolled: the accumulators stay registers
+    r, i = Var(f"{prefix}_r"), Var(f"{prefix}_ai")
+    base = _slot(r + 1, tile, wg, tiles, consumers, values) + lane
+    out.append(For(r, split - 1, For(i, values, Store(acc, (i,), acc[i] + ws[base + i * 128]), "unrolled")))
     return seq(*out)
 
 

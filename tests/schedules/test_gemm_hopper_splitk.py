@@ -132,14 +132,17 @@ def test_template_on_a_dsl_contraction_with_split_k():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
-def test_nvcc_compiles_split_k_for_sm90a_without_spills(tmp_path):
+@pytest.mark.parametrize("shape,split,tiles", [((128, 8192, 8192), 2, 64), ((512, 512, 16384), 8, 16)])
+def test_nvcc_compiles_split_k_for_sm90a_without_spills(shape, split, tiles, tmp_path):
+    # (split 8 spilled 16 bytes while the peers' loop was unrolled: nvcc hoisted all 7 x 64 loads)
     from tessel.codegen.cuda_printer import print_kernel
 
-    p = GemmProblem(128, 8192, 8192, "bfloat16", out_dtype="bfloat16")
+    p = GemmProblem(*shape, "bfloat16", out_dtype="bfloat16")
     kn = default_knobs(p)
-    assert kn.split_k == 2
+    assert kn.split_k == split
     printed = print_kernel(hopper_gemm_kernel(p, kn))
-    assert printed.workspace_bytes == 64 * 2 * 64 * 128 * 4  # 64 tiles x 2 consumers x 64 values x 128 lanes
+    # (split - 1) x tiles x 2 consumers x 64 values x 128 lanes floats
+    assert printed.workspace_bytes == (split - 1) * tiles * 2 * 64 * 128 * 4
     src = tmp_path / "k.cu"
     src.write_text(printed.source)
     inc = os.path.join(os.path.dirname(ts.__file__), "codegen", "include")
