@@ -18,6 +18,7 @@ import pytest
 import tessel as ts
 from tessel.errors import ScheduleError
 from tessel.ir import interp
+from tessel.ir.nodes import Intrinsic, walk
 from tessel.schedules.gemm import GemmProblem
 from tessel.schedules.gemm_hopper import GEMM_WGMMA_TF32, HopperKnobs, check_knobs, default_knobs, hopper_gemm_kernel
 from tessel.schedules.schedule import Schedule
@@ -160,3 +161,31 @@ def test_nvcc_compiles_tf32_for_sm90a_without_spills(tmp_path):
     if sass is not None:
         assert len(re.findall(r"HGMMA\.64x256x8\.F32\.TF32", sass)) == 4  # 4 k-steps of one m64 tile per consumer
         assert "UTMALDG.2D" in sass and "LDL" not in sass and "STL" not in sass
+
+
+def test_compiled_model_pieces_use_tf32_only_when_allowed():
+    # what compile(..., allow_tf32=True) hands to the CUDA build (model_cuda.build_gpu_program's parameter)
+    from tessel.compiler.model_cuda import gpu_pieces
+    from tessel.frontend.graph import Graph
+    from tessel.passes.graph.fusion import fuse
+
+    g = Graph()
+    x = g.add_input("x", (64, 128), "float32")
+    w = g.add_input("w", (96, 128), "float32")
+    (y,) = g.add_node("linear", [x, w])  # x @ w.T: both operands K-major
+    g.mark_outputs([y])
+    names = {}
+    for allow in (False, True):
+        (piece,) = gpu_pieces(g, fuse(g)[0], "cuda:sm_90a", {}, [], allow_tf32=allow)
+        names[allow] = {n.name for n in walk(piece.scheduled.body) if isinstance(n, Intrinsic)}
+    assert not any("tf32" in n for n in names[False])  # exact float32 by default
+    assert any("k8.f32.tf32.tf32" in n for n in names[True])
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    arrays = {"x": rng.standard_normal((64, 128)).astype(np.float32),
+              "w": rng.standard_normal((96, 128)).astype(np.float32)}
+    out = np.full((64, 96), 7e3, np.float32)
+    kern = piece.scheduled
+    interp.run(kern, *[arrays.get(v, out) for v in piece.args], seed=seed)
+    p = GemmProblem(64, 96, 128, "float32", b_kcontig=True)
+    _check_tf32_bound(p, arrays["x"], arrays["w"], out, seed)
