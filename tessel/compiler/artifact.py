@@ -117,9 +117,7 @@ def _symbolic_note(model):
     sym = getattr(model, "symbolic", None)
     if sym is None:
         return None
-    from tessel.compiler.model_ranges import fmt_range
-
-    return f"every size of '{sym.label}' in {fmt_range(*sym.span)}"
+    return f"every size of {sym.range_text()}"
 
 
 def _restructure_name(model):

@@ -1,8 +1,8 @@
 """A model's symbolic program (one program for every size of a range, `tessel.compiler.model_symbolic`)
 in a model artifact (`tessel.compiler.artifact`), written and read back without compiling.
 
-The manifest's `model.symbolic` entry holds the size parameter (name, dtype), the range's label and
-bounds, where the dynamic dimension sits in the inputs, the source and optimised graphs (their value
+The manifest's `model.symbolic` entry holds, per dynamic dimension, its label, range, where it sits
+in the inputs and its size parameter (name, dtype); then the source and optimised graphs (their value
 shapes at the first sample size; `shapes` gives each value's shape with its symbolic entries as IR
 text, e.g. `(n_batch + 7) // 8`), the kernel kinds and the steps. Symbolic kernels are stored like
 every other CPU kernel (IR text, TVMScript, shared library). A program holding per-shape kernels
@@ -36,8 +36,9 @@ def symbolic_entry(sym, blobs, files: dict, kernels: dict, dropped: list, encode
                                 "anchor": None if g.anchor is None else g.anchor.name,
                                 "inputs": list(g.inputs), "outputs": list(g.outputs)}})
     shapes = {name: [d if isinstance(d, int) else to_text(d) for d in shape] for name, shape in sym.shapes.items()}
-    return {"n": [sym.n.name, sym.n.dtype], "label": sym.label, "span": list(sym.span),
-            "where": [list(w) for w in sym.where], "source": encode_graph(sym.source, blobs, dropped),
+    dims = [{"label": d.label, "lo": d.lo, "hi": d.hi, "where": [list(w) for w in d.where],
+             "var": [d.var.name, d.var.dtype]} for d in sym.dims]
+    return {"dims": dims, "source": encode_graph(sym.source, blobs, dropped),
             "graph": encode_graph(sym.graph, blobs, dropped), "shapes": shapes, "steps": steps,
             "kinds": dict(sym.kinds), "compile_seconds": sym.compile_seconds}
 
@@ -45,13 +46,16 @@ def symbolic_entry(sym, blobs, files: dict, kernels: dict, dropped: list, encode
 def read_symbolic(data: dict, get, load_kernel, kernels: dict):
     """The SymbolicProgram of a manifest entry; `load_kernel(kref)` binds a stored kernel, `kernels`
     caches them by library entry (shared with the per-shape programs)."""
-    from tessel.compiler.model_symbolic import SymbolicProgram, _Step, _SymbolicKernel
+    from tessel.compiler.model_symbolic import Dim, SymbolicProgram, _Step, _SymbolicKernel
     from tessel.ir.nodes import Var
     from tessel.ir.text import parse_expr
     from tessel.passes.graph.fusion import Group
 
-    n = Var(data["n"][0], data["n"][1])
-    shapes = {name: tuple(d if isinstance(d, int) else parse_expr(d, env={n.name: n}) for d in shape)
+    dims = [Dim(d["label"], int(d["lo"]), d["hi"], [tuple(w) for w in d["where"]], Var(d["var"][0], d["var"][1]))
+            for d in data["dims"]]
+    env = {d.var.name: d.var for d in dims}
+    scalars = tuple(d.var for d in dims)
+    shapes = {name: tuple(d if isinstance(d, int) else parse_expr(d, env=env) for d in shape)
               for name, shape in data["shapes"].items()}
     steps, wrapped = [], {}
     for s in data["steps"]:
@@ -59,13 +63,11 @@ def read_symbolic(data: dict, get, load_kernel, kernels: dict):
         if key not in kernels:
             kernels[key] = load_kernel(s["kernel"])
         if key not in wrapped:
-            wrapped[key] = _SymbolicKernel(s["name"], kernels[key], n)
+            wrapped[key] = _SymbolicKernel(s["name"], kernels[key], scalars)
         g = s["group"]
         nodes = [decode_node(x, get) for x in g["nodes"]]
         anchor = next((x for x in nodes if x.name == g["anchor"]), None)
         steps.append(_Step(wrapped[key], Group(g["id"], nodes, anchor, list(g["inputs"]), list(g["outputs"])),
                            list(s["args"])))
-    lo, hi = data["span"]
-    return SymbolicProgram(decode_graph(data["graph"], get), decode_graph(data["source"], get), n, data["label"],
-                           (lo, hi), [tuple(w) for w in data["where"]], shapes, steps, dict(data["kinds"]),
-                           float(data["compile_seconds"]))
+    return SymbolicProgram(decode_graph(data["graph"], get), decode_graph(data["source"], get), dims, shapes, steps,
+                           dict(data["kinds"]), float(data["compile_seconds"]))

@@ -15,11 +15,11 @@ Accepted models, dispatched on their type:
   ranges are checked in the same way (compiled from `ep.module()`).
   `verbose=True` lets torch's export logs and warnings through (silenced otherwise).
 
-A model with one dynamic dimension (one `Dim`, or one named or unnamed ONNX dim) compiled for the CPU
-is also compiled once for the whole range (`tessel.compiler.model_symbolic`): its kernels take the
+A model with one or two dynamic dimensions (`Dim`s, or named / unnamed ONNX dims) compiled for the CPU
+is also compiled once for the whole ranges (`tessel.compiler.model_symbolic`): its kernels take the
 size as a scalar parameter, so calls with new sizes in the range export and compile nothing
 (`cm.symbolic.kinds` says which kernels are symbolic and which, where the schedule differs between
-sizes, are compiled per shape). Where the model cannot be compiled that way (several dynamic
+sizes, are compiled per shape). Where the model cannot be compiled that way (three or more dynamic
 dimensions, a graph that changes with the size...), `cm.symbolic_reason` says why, and each new
 shape is imported and compiled once, lazily, and cached.
 

@@ -17,8 +17,8 @@ shape, dtype) and a mismatch raises `ArgumentError` naming the input. A model ma
 module is specialised to the shapes it is called with: each new combination of input shapes and
 dtypes is imported and compiled once and kept in the model's per-shape cache. With input ranges
 (`torch.export.Dim`, see `tessel.compiler.model_ranges`) a new shape outside them is an
-`ArgumentError` before anything is compiled; with one dynamic dimension the model is compiled once
-for the range (`symbolic`, see `tessel.compiler.model_symbolic`) and new sizes compile nothing.
+`ArgumentError` before anything is compiled; with one or two dynamic dimensions the model is compiled
+once for the ranges (`symbolic`, see `tessel.compiler.model_symbolic`) and new sizes compile nothing.
 `save(path)` writes every specialisation to an
 artifact that `tessel.load` runs without compiling (`tessel.compiler.artifact`).
 
@@ -288,7 +288,7 @@ class CompiledModel:
 
         try:
             sym = build_symbolic(self._specialize, self.input_ranges, self._current.inputs, self._options)
-            check_against(sym, self._current, self._specialize, sym.span[0], self._current.inputs)
+            check_against(sym, self._current, self._specialize)
         except TesselError as e:  # SymbolicUnsupported, or a size the import or a schedule refuses
             self.symbolic_reason = f"{type(e).__name__}: {e}"
             return
@@ -302,9 +302,9 @@ class CompiledModel:
             return None
         if any(d != s.dtype for (_, d), s in zip(key, self._current.inputs)):
             return None
-        size = sym.size_of(key)
+        sizes = sym.size_of(key)
         # size 0: zero-size arrays reach TVM with strides it refuses; that shape compiles on its own
-        return sym.bind(size) if size is not None and size > 0 else None
+        return sym.bind(sizes) if sizes is not None and min(sizes) > 0 else None
 
     def _not_in_artifact(self, key) -> None:
         """A loaded model cannot compile: a shape it was not saved with is an ArgumentError (when the

@@ -84,9 +84,10 @@ def _concrete_ir(program, ir):
         return ir
     import dataclasses
 
-    from tessel.compiler.symbolic_ir import instantiate
+    from tessel.compiler.symbolic_ir import instantiate_all
 
-    return instantiate(dataclasses.replace(ir, params=tuple(p for p in ir.params if p != sym.n)), sym.n, program.size)
+    return instantiate_all(dataclasses.replace(ir, params=tuple(p for p in ir.params if p not in sym.scalars)),
+                           sym.env(program.size))
 
 
 def symbolic_line(program) -> str | None:
@@ -94,10 +95,8 @@ def symbolic_line(program) -> str | None:
     sym = getattr(program, "symbolic", None)
     if sym is None:
         return None
-    from tessel.compiler.model_ranges import fmt_range
-
-    return (f"symbolic: one program for every size of '{sym.label}' in {fmt_range(*sym.span)}, run here at size "
-            f"{program.size}; kernels: {sym.describe()}")
+    at = ", ".join(f"{d.label}={n}" for d, n in zip(sym.dims, program.size))
+    return f"symbolic: one program for every size of {sym.range_text()}, run here at {at}; kernels: {sym.describe()}"
 
 
 def _bytes(n: int) -> str:

@@ -1,21 +1,22 @@
-"""One compiled program for every size of a dynamic dimension (torch `Dim` ranges, ONNX symbolic dims).
+"""One compiled program for every size of one or two dynamic dimensions (torch `Dim` ranges, ONNX symbolic dims).
 
 `build_symbolic(specialize, ranges, example_specs, options)` imports the model at three prime sizes
-of its dynamic dimension (through the model's own `specialize`, the per-shape import), runs the graph
-passes and the fusion, lowers and schedules every group at each size, and generalises the three
-kernels into one whose extents are expressions of a scalar parameter `n`
-(`tessel.compiler.symbolic_ir`). Each group ends as one of:
+of each dynamic dimension (every combination: 3 or 9 imports, through the model's own `specialize`,
+the per-shape import), runs the graph passes and the fusion, lowers and schedules every group at
+each point, and generalises the kernels into one whose extents are expressions of scalar size
+parameters (`tessel.compiler.symbolic_ir`; with two dimensions over the first, then those results
+over the second, so a fused `b * s` extent comes out as a product). Each group ends as one of:
 
-  * "symbolic": its scheduled kernel generalises; compiled once, called with `n` (one binary for
-    every size in the range), its guarded split loops peeled into full tiles and a guarded tail
+  * "symbolic": its scheduled kernel generalises; compiled once, called with the sizes (one binary
+    for every size in the ranges), its guarded split loops peeled into full tiles and a guarded tail
     (`tessel.compiler.symbolic_tail`);
   * "per-shape": only its unscheduled kernel generalises (the schedule chose differently at one
     size); it is instantiated, scheduled and compiled once per new size, lazily, and cached.
 
 When the graphs themselves differ between the sizes (a constant folded at one size only, a fusion
-that changed, a second dynamic dimension...), there is no symbolic program: `SymbolicUnsupported`
-says why, and the model keeps compiling once per shape. `SymbolicProgram.bind(n)` gives what a
-`CompiledModel` runs for one call: the input specs at that size and `run(arrays)`.
+that changed, three dynamic dimensions...), there is no symbolic program: `SymbolicUnsupported`
+says why, and the model keeps compiling once per shape. `SymbolicProgram.bind(sizes)` gives what a
+`CompiledModel` runs for one call: the input specs at those sizes and `run(arrays)`.
 
 Example (a torch model; `CompiledModel.symbolic` reports how each kernel is compiled):
     >>> import torch, tessel as ts                                                   # doctest: +SKIP
@@ -61,8 +62,24 @@ def primes_in(lo: int, hi: int, count: int = 3) -> list:
     return out
 
 
-def _dynamic_dim(ranges, example_specs):
-    """(label, lo, hi, [(input, dim), ...]) of the one dynamic dimension; SymbolicUnsupported otherwise."""
+MAX_DIMS = 2  # dynamic dimensions a symbolic program generalises over (3 ** dims sample sizes)
+
+
+class Dim:
+    """One dynamic dimension: its label, range, where it sits in the inputs, and its size parameter."""
+
+    def __init__(self, label: str, lo: int, hi, where: list, var: Var):
+        self.label, self.lo, self.hi, self.where, self.var = label, lo, hi, list(where), var
+
+    def text(self) -> str:
+        from tessel.compiler.model_ranges import fmt_range
+
+        return f"'{self.label}' in {fmt_range(self.lo, self.hi)}"
+
+
+def _dynamic_dims(ranges, example_specs) -> list:
+    """[(Dim, example size)] of the dynamic dimensions; SymbolicUnsupported when there are none, more
+    than MAX_DIMS, or a derived one."""
     labels: dict = {}
     for k, (_, dims) in enumerate(ranges.inputs):
         for d, dim in enumerate(dims):
@@ -72,12 +89,14 @@ def _dynamic_dim(ranges, example_specs):
                 raise SymbolicUnsupported(f"input {k} dimension {d} is derived from other dimensions")
             label, lo, hi = dim
             labels.setdefault(label, (lo, hi, []))[2].append((k, d))
-    if len(labels) != 1:
+    if not 1 <= len(labels) <= MAX_DIMS:
         raise SymbolicUnsupported(f"{len(labels)} dynamic dimensions ({', '.join(labels) or 'none'}); a symbolic "
-                                  f"program has one")
-    (label, (lo, hi, where)), = labels.items()
-    example = {example_specs[k].shape[d] for k, d in where}
-    return label, lo, hi, where, max(example)
+                                  f"program has at most {MAX_DIMS}")
+    out = []
+    for label, (lo, hi, where) in labels.items():
+        var = Var("n_" + re.sub(r"\W", "_", label), "int32")
+        out.append((Dim(label, lo, hi, where, var), max(example_specs[k].shape[d] for k, d in where)))
+    return out
 
 
 def _sizes(lo: int, hi, example: int) -> list:
@@ -88,9 +107,34 @@ def _sizes(lo: int, hi, example: int) -> list:
     return sizes
 
 
+class _Grid:
+    """The sample points: every combination of each dimension's three sizes, and generalising a
+    quantity over them (the first dimension first, then the next over those results)."""
+
+    def __init__(self, dims: list, sizes: list):
+        import itertools
+
+        self.dims, self.sizes = dims, sizes
+        self.points = list(itertools.product(*sizes))  # the first dimension varies slowest
+
+    def generalize(self, values: list, why: list):
+        """One tree for `values` (one per point, in `points` order), or None."""
+        from tessel.compiler.symbolic_ir import generalize
+
+        def over(vals: list, k: int):
+            if k == len(self.dims):
+                return vals[0]
+            stride = len(vals) // len(self.sizes[k])
+            parts = [over(vals[i * stride:(i + 1) * stride], k + 1) for i in range(len(self.sizes[k]))]
+            if any(p is None for p in parts):
+                return None
+            return generalize(parts, self.sizes[k], self.dims[k].var, why)
+
+        return over(values, 0)
+
+
 def build_symbolic(specialize, ranges, example_specs, options: dict) -> SymbolicProgram:
     """The SymbolicProgram of a model (see the module docstring); raises SymbolicUnsupported."""
-    from tessel.compiler.symbolic_ir import generalize
     from tessel.compiler.symbolic_tail import peel_tails
 
     t0 = time.perf_counter()
@@ -98,10 +142,10 @@ def build_symbolic(specialize, ranges, example_specs, options: dict) -> Symbolic
         raise SymbolicUnsupported(f"symbolic programs are compiled for the CPU, not {options['target']}")
     if options.get("tuning_log") is not None:
         raise SymbolicUnsupported("a tuning log schedules kernels per shape")
-    label, lo, hi, where, example = _dynamic_dim(ranges, example_specs)
-    sizes = _sizes(lo, hi, example)
-    n = Var("n_" + re.sub(r"\W", "_", label), "int32")
-    lowered = [_lower_at(specialize, example_specs, where, p, options) for p in sizes]
+    found = _dynamic_dims(ranges, example_specs)
+    dims = [d for d, _ in found]
+    grid = _Grid(dims, [_sizes(d.lo, d.hi, ex) for d, ex in found])
+    lowered = [_lower_at(specialize, example_specs, dims, point, options) for point in grid.points]
     why: list = []
     graphs = [x[0] for x in lowered]
     names = [list(g.values) for g in graphs]
@@ -114,37 +158,37 @@ def build_symbolic(specialize, ranges, example_specs, options: dict) -> Symbolic
             raise SymbolicUnsupported(f"constant '{name}' differs between sizes")
     shapes = {}
     for name in names[0]:
-        s = generalize([tuple(g.values[name].shape) for g in graphs], sizes, n, why)
+        s = grid.generalize([tuple(g.values[name].shape) for g in graphs], why)
         if s is None:
             raise SymbolicUnsupported(f"value '{name}': {why[-1]}")
         shapes[name] = s
     groups = [x[1] for x in lowered]
     if any(len(g) != len(groups[0]) for g in groups):
         raise SymbolicUnsupported("the fusion made another number of groups at another size")
+    scalars = tuple(d.var for d in dims)
     steps, kinds, built = [], {}, {}
     for k in range(len(groups[0])):
         per = [g[k] for g in groups]
         if any((p.ops, p.args) != (per[0].ops, per[0].args) for p in per):
             raise SymbolicUnsupported(f"group {k} ({per[0].ops}) fuses other ops at another size")
-        naive = generalize([p.naive for p in per], sizes, n, why)
+        naive = grid.generalize([p.naive for p in per], why)
         if naive is None:
             raise SymbolicUnsupported(f"kernel '{per[0].name}' does not generalise: {why[-1]}")
-        scheduled = generalize([p.scheduled for p in per], sizes, n, why)
-        kernel = _with_scalar(peel_tails(scheduled), n) if scheduled is not None else None
+        scheduled = grid.generalize([p.scheduled for p in per], why)
+        kernel = _with_scalars(peel_tails(scheduled), scalars) if scheduled is not None else None
         key = kernel if kernel is not None else ("per-shape", naive)
         step_kernel = built.get(key)
         if step_kernel is None:
             name = _unique(per[0].name, built.values())
             if kernel is not None:
-                step_kernel = _SymbolicKernel(name, _build(kernel, name), n)
+                step_kernel = _SymbolicKernel(name, _build(kernel, name), scalars)
             else:
-                step_kernel = _PerShapeKernel(name, _with_scalar(naive, n), n,
+                step_kernel = _PerShapeKernel(name, _with_scalars(naive, scalars), scalars,
                                               f"its schedule differs between sizes: {why[-1]}")
             built[key] = step_kernel
         kinds[step_kernel.name] = step_kernel.kind
         steps.append(_Step(step_kernel, per[0].group, per[0].args))
-    return SymbolicProgram(graphs[0], lowered[0][2], n, label, (lo, hi), where, shapes, steps, kinds,
-                           time.perf_counter() - t0)
+    return SymbolicProgram(graphs[0], lowered[0][2], dims, shapes, steps, kinds, time.perf_counter() - t0)
 
 
 class _Lowered:
@@ -155,8 +199,9 @@ class _Lowered:
         self.ops = tuple(group.ops)
 
 
-def _lower_at(specialize, example_specs, where, size: int, options: dict):
-    """(optimised graph, [_Lowered per group], source graph) of the model imported at `size`."""
+def _lower_at(specialize, example_specs, dims: list, point: tuple, options: dict):
+    """(optimised graph, [_Lowered per group], source graph) of the model imported with the dynamic
+    dimensions at the sizes of `point`."""
     from tessel.compiler.driver import prepare
     from tessel.compiler.lowering import lower_group
     from tessel.compiler.model_program import copy_graph
@@ -165,9 +210,10 @@ def _lower_at(specialize, example_specs, where, size: int, options: dict):
     from tessel.passes.graph.fusion import fuse
     from tessel.schedules.generic import default_schedule
 
+    at = {w: size for dim, size in zip(dims, point) for w in dim.where}
     inputs = []
     for k, spec in enumerate(example_specs):
-        shape = [size if (k, d) in where else s for d, s in enumerate(spec.shape)]
+        shape = [at.get((k, d), s) for d, s in enumerate(spec.shape)]
         inputs.append(np.zeros(shape, numpy_dtype(spec.dtype)))
     source = specialize(inputs)
     work = copy_graph(source)
@@ -186,10 +232,10 @@ def _lower_at(specialize, example_specs, where, size: int, options: dict):
     return work, out, source
 
 
-def _with_scalar(kernel, n: Var):
+def _with_scalars(kernel, scalars: tuple):
     import dataclasses
 
-    return dataclasses.replace(kernel, params=tuple(kernel.params) + (n,))
+    return dataclasses.replace(kernel, params=tuple(kernel.params) + tuple(scalars))
 
 
 def _build(ir, name: str):
@@ -214,15 +260,15 @@ class _Step:
 
 
 class _SymbolicKernel:
-    """A compiled kernel with scalar parameter `n` (its last), for every size."""
+    """A compiled kernel whose last parameters are the sizes (`scalars`), for every size."""
 
     kind = "symbolic"
 
-    def __init__(self, name, kernel, n: Var):
-        self.name, self.compiled, self.n = name, kernel, n
+    def __init__(self, name, kernel, scalars: tuple):
+        self.name, self.compiled, self.scalars = name, kernel, tuple(scalars)
         self.ir = kernel.ir
 
-    def at(self, size: int):
+    def at(self, sizes: tuple):
         return self.compiled
 
 
@@ -231,60 +277,65 @@ class _PerShapeKernel:
 
     kind = "per-shape"
 
-    def __init__(self, name, naive, n: Var, why: str):
-        self.name, self.naive, self.n, self.why = name, naive, n, why
+    def __init__(self, name, naive, scalars: tuple, why: str):
+        self.name, self.naive, self.scalars, self.why = name, naive, tuple(scalars), why
         self.ir = naive
         self._built: dict = {}
         self._lock = threading.Lock()
 
-    def at(self, size: int):
+    def at(self, sizes: tuple):
         with self._lock:
-            hit = self._built.get(size)
+            hit = self._built.get(sizes)
             if hit is None:
-                hit = self._built[size] = _PerShapeCall(self._compile(size))
+                hit = self._built[sizes] = _PerShapeCall(self._compile(sizes), len(self.scalars))
                 if len(self._built) > PER_SHAPE_CACHE:
                     self._built.pop(next(iter(self._built)))
             return hit
 
-    def _compile(self, size: int):
+    def _compile(self, sizes: tuple):
         import dataclasses
 
         from tessel.compiler.driver import build
-        from tessel.compiler.symbolic_ir import instantiate
+        from tessel.compiler.symbolic_ir import instantiate_all
         from tessel.schedules.generic import default_schedule
 
-        ir = dataclasses.replace(self.naive, params=tuple(p for p in self.naive.params if p != self.n))
-        ir = instantiate(ir, self.n, size)
+        ir = dataclasses.replace(self.naive, params=tuple(p for p in self.naive.params if p not in self.scalars))
+        ir = instantiate_all(ir, {v.name: n for v, n in zip(self.scalars, sizes)})
         return build(ir, "cpu", schedule=default_schedule(ir).kernel, name=self.name)
 
 
 class _PerShapeCall:
-    """A per-shape Kernel called like a symbolic one (the trailing size is dropped)."""
+    """A per-shape Kernel called like a symbolic one (the trailing sizes are dropped)."""
 
-    def __init__(self, kernel):
-        self.kernel, self.ir, self.name = kernel, kernel.ir, kernel.name
+    def __init__(self, kernel, drop: int):
+        self.kernel, self.ir, self.name, self.drop = kernel, kernel.ir, kernel.name, drop
 
     def __call__(self, *args):
-        self.kernel(*args[:-1])
+        self.kernel(*args[:-self.drop])
 
 
 class SymbolicProgram:
-    """Every size of the dynamic dimension: shapes as expressions of `n`, the steps, their kinds."""
+    """Every size of the dynamic dimensions (`dims`): shapes as expressions of their size
+    parameters, the steps, their kinds."""
 
-    def __init__(self, graph, source, n, label, span, where, shapes, steps, kinds, seconds):
+    def __init__(self, graph, source, dims: list, shapes, steps, kinds, seconds):
         from tessel.ir.dtypes import numpy_dtype
 
-        self.graph, self.source, self.n, self.label, self.span, self.where = graph, source, n, label, span, where
+        self.graph, self.source, self.dims = graph, source, list(dims)
+        self.scalars = tuple(d.var for d in self.dims)
         self.shapes, self.steps, self.kinds, self.compile_seconds = shapes, steps, kinds, seconds
         self._dtypes = {name: numpy_dtype(v.dtype) for name, v in graph.values.items()}
         self._consts = {name: v.data for name, v in graph.values.items() if v.is_const}
-        produced = {v for s in steps for v in s.group.outputs}
-        self._produced = produced
+        self._produced = {v for s in steps for v in s.group.outputs}
         self._bound: dict = {}
 
     @property
     def kernels(self) -> list:
         return list({id(s.kernel): s.kernel for s in self.steps}.values())
+
+    def range_text(self) -> str:
+        """"'batch' in [1, 32]" (dimensions joined by "and")."""
+        return " and ".join(d.text() for d in self.dims)
 
     def describe(self) -> str:
         """'linear: symbolic; softmax: per-shape (why)' for messages and the summary."""
@@ -293,23 +344,32 @@ class SymbolicProgram:
             parts.append(f"{k.name}: {k.kind}" + (f" ({k.why})" if k.kind == "per-shape" else ""))
         return "; ".join(parts)
 
-    def size_of(self, key) -> int | None:
-        """n for an input signature ((shape, dtype), ...), or None when the dynamic dims disagree."""
-        sizes = {key[k][0][d] for k, d in self.where if k < len(key) and d < len(key[k][0])}
-        return sizes.pop() if len(sizes) == 1 else None
+    def size_of(self, key) -> tuple | None:
+        """The sizes for an input signature ((shape, dtype), ...), or None when a dimension's
+        occurrences disagree."""
+        out = []
+        for d in self.dims:
+            sizes = {key[k][0][i] for k, i in d.where if k < len(key) and i < len(key[k][0])}
+            if len(sizes) != 1:
+                return None
+            out.append(sizes.pop())
+        return tuple(out)
 
-    def bind(self, size: int) -> BoundProgram:
-        hit = self._bound.get(size)
+    def bind(self, sizes: tuple) -> BoundProgram:
+        hit = self._bound.get(sizes)
         if hit is None:
             if len(self._bound) >= 64:
                 self._bound.clear()
-            hit = self._bound[size] = BoundProgram(self, size)
+            hit = self._bound[sizes] = BoundProgram(self, sizes)
         return hit
 
-    def shape_at(self, name: str, size: int) -> tuple:
-        from tessel.compiler.symbolic_ir import instantiate
+    def env(self, sizes: tuple) -> dict:
+        return {v.name: n for v, n in zip(self.scalars, sizes)}
 
-        return tuple(int(getattr(d, "value", d)) for d in instantiate(self.shapes[name], self.n, size))
+    def shape_at(self, name: str, sizes: tuple) -> tuple:
+        from tessel.compiler.symbolic_ir import instantiate_all
+
+        return tuple(int(getattr(d, "value", d)) for d in instantiate_all(self.shapes[name], self.env(sizes)))
 
 
 class _Plan:
@@ -322,16 +382,16 @@ class _Plan:
 class BoundProgram:
     """A SymbolicProgram at one size: what CompiledModel calls (inputs, run, steps, plan, report)."""
 
-    def __init__(self, sym: SymbolicProgram, size: int):
+    def __init__(self, sym: SymbolicProgram, size: tuple):
         from tessel.ir.dtypes import numpy_dtype
 
         g = sym.graph
-        self.symbolic, self.size, self.source, self.graph = sym, size, sym.source, g
+        self.symbolic, self.size, self.source, self.graph = sym, tuple(size), sym.source, g
         self.inputs = [InputSpec(v, sym.shape_at(v, size), g.values[v].dtype) for v in g.inputs]
         self._np_dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
         self.steps = [_Step(s.kernel.at(size), s.group, s.args) for s in sym.steps]
         self.compile_seconds = sym.compile_seconds
-        self.report = {"symbolic": dict(sym.kinds), "size": size}
+        self.report = {"symbolic": dict(sym.kinds), "sizes": dict(zip((d.label for d in sym.dims), self.size))}
         self.target = "cpu"
         temps = [v for s in sym.steps for v in s.group.outputs]
         self._temps = [(v, sym.shape_at(v, size), sym._dtypes[v]) for v in dict.fromkeys(temps)]
@@ -344,7 +404,7 @@ class BoundProgram:
         return list({id(s.kernel): s.kernel for s in self.steps}.values())
 
     def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
-        sym, n = self.symbolic, self.size
+        sym, n = self.symbolic, list(self.size)
         env = dict(sym._consts)
         env.update(zip(self.graph.inputs, arrays))
         for v, shape, dt in self._temps:
@@ -352,14 +412,14 @@ class BoundProgram:
         if self._fast is not None and profile is None:  # after one checked call: straight to the packed functions
             for (function, tensors, drop), step in zip(self._fast, self.steps):
                 args = [env[a] for a in step.args]
-                function(*tensors(args if drop else args + [n]))
+                function(*tensors(args if drop else args + n))
             return self._results(env)
         for k, step in enumerate(self.steps):
-            args = [env[a] for a in step.args] + [n]
+            args = [env[a] for a in step.args] + n
             step.kernel(*args)
             if profile is not None:
                 kern = getattr(step.kernel, "kernel", step.kernel)
-                call = args[:-1] if kern is not step.kernel else args
+                call = args[:-len(n)] if kern is not step.kernel else args
                 profile[k] = kern.time(*call, number=number, repeat=3)
         if self._fast is None:
             self._fast = self._fast_calls()
@@ -388,11 +448,11 @@ class BoundProgram:
         return results
 
 
-def check_against(sym: SymbolicProgram, base, specialize, ranges_lo: int, example_specs) -> None:
-    """Run `sym` on random inputs at the example size (against `base`, the program compiled for it)
-    and at the smallest size of the range (against the graph's numpy reference, imported there):
+def check_against(sym: SymbolicProgram, base, specialize) -> None:
+    """Run `sym` on random inputs at the example sizes (against `base`, the program compiled for them)
+    and at the smallest sizes of the ranges (against the graph's numpy reference, imported there):
     a formula fitted through three sizes that extrapolates wrongly is caught here. Raises
-    SymbolicUnsupported naming the size and the output that differ."""
+    SymbolicUnsupported naming the sizes and the output that differ."""
     from tessel.compiler.model_io import _key_of, random_inputs
     from tessel.frontend.reference import run_graph
 
@@ -400,7 +460,7 @@ def check_against(sym: SymbolicProgram, base, specialize, ranges_lo: int, exampl
     if size is not None:
         arrays = random_inputs(base.inputs, seed=1)
         _compare(sym.bind(size).run(arrays), base.run(arrays), size, "the program compiled for that shape")
-    low = max(ranges_lo, 1)
+    low = tuple(max(d.lo, 1) for d in sym.dims)
     if low != size:
         bound = sym.bind(low)
         arrays = random_inputs(bound.inputs, seed=2)
@@ -414,4 +474,4 @@ def _compare(got: list, want: list, size: int, what: str) -> None:
         ok = g.shape == w.shape and (np.allclose(g, w, rtol=1e-3, atol=1e-4, equal_nan=True)
                                      if np.issubdtype(g.dtype, np.inexact) else np.array_equal(g, w))
         if not ok:
-            raise SymbolicUnsupported(f"at size {size} output {k} of the symbolic program differs from {what}")
+            raise SymbolicUnsupported(f"at sizes {size} output {k} of the symbolic program differs from {what}")

@@ -174,7 +174,12 @@ def _fit(values: tuple, sizes: list, divisors=()):
     (the split factors: constants of the kernel itself), smallest first, with b a multiple of d or
     one less (floor and ceiling: n // 8, (n + 7) // 8) before any other offset."""
     p0, v0 = sizes[0], values[0]
-    for d in [1] + sorted(x for x in set(divisors) if 1 < x <= MAX_FACTOR):
+    slope, rest = divmod(values[1] - v0, sizes[1] - p0)
+    if not rest and slope >= 1:  # d = 1 in closed form: any a (a fused extent n * 8 * m at m = 97), any b
+        b = v0 - slope * p0
+        if all(slope * p + b == v for p, v in zip(sizes, values)):
+            return slope, b, 1
+    for d in sorted(x for x in set(divisors) if 1 < x <= MAX_FACTOR):
         for a in range(1, MAX_FACTOR + 1):
             lo = d * v0 - a * p0  # floor((a p0 + b) / d) = v0  <=>  lo <= b <= lo + d - 1
             for b in sorted(range(lo, lo + d), key=lambda b: (b % d not in (0, d - 1), abs(b))):
@@ -204,13 +209,19 @@ def _int_constants(trees: list) -> set:
 def instantiate(tree, n: Var, value: int):
     """`tree` with every integer expression of `n` (and nothing else) replaced by its value at
     `n = value`, as a Const; buffer shape entries become ints."""
+    return instantiate_all(tree, {n.name: value})
+
+
+def instantiate_all(tree, env: dict):
+    """`instantiate` for several size parameters at once: `env` maps their names to values."""
     from tessel.ir.interp import interpret_expr
 
     memo: dict = {}
+    names = set(env)
 
     def sub(x):
-        if isinstance(x, Expr) and _only_n(x, n):
-            v = interpret_expr(x, {n.name: value})
+        if isinstance(x, Expr) and _only(x, names):
+            v = interpret_expr(x, {k: env[k] for k in {u.name for u in free_vars(x)}})
             return Const(int(v) if is_int(x.dtype) else float(v), x.dtype)
         if isinstance(x, (tuple, list)):
             return type(x)(sub(y) for y in x)
@@ -227,9 +238,9 @@ def instantiate(tree, n: Var, value: int):
     return sub(tree)
 
 
-def _only_n(e: Expr, n: Var) -> bool:
-    names = {v.name for v in free_vars(e)}
-    return names == {n.name} and not _has_load(e)
+def _only(e: Expr, names: set) -> bool:
+    used = {v.name for v in free_vars(e)}
+    return bool(used) and used <= names and not _has_load(e)
 
 
 def _has_load(e: Expr) -> bool:

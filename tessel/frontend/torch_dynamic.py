@@ -8,7 +8,7 @@ dynamic, or "derived" for a dimension that is an expression of others (`2 * batc
 the user's `Dim` names where they are known, torch's symbols (`s17`) otherwise.
 
 What tessel does with them (`tessel.compiler.compile_api`): the model is compiled for the example
-shapes and, with one dynamic dimension on the CPU, once for the whole range
+shapes and, with one or two dynamic dimensions on the CPU, once for the whole ranges
 (`tessel.compiler.model_symbolic`: kernels with the size as a scalar parameter); other new shapes
 inside the ranges are exported and compiled once each and cached; a call outside them raises
 ArgumentError naming the input, the dimension and the range, before any export.

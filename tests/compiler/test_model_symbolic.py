@@ -1,11 +1,12 @@
 """One compiled program for every size of a torch.export Dim range (issue 12 item 4).
 
-A model compiled with one dynamic dimension is lowered and scheduled at three primes of the range
+A model compiled with one (or two) dynamic dimensions is lowered and scheduled at three primes of each range
 and its kernels generalised into kernels of a scalar size (`tessel.compiler.model_symbolic`):
 calls at fresh random sizes in the range then compile and export nothing (both are made to fail
 after the compile) and match torch eager; out-of-range calls still raise ArgumentError; kernels
-whose schedule does not generalise are compiled per shape, and say so; models that cannot be
-generalised say why and keep compiling per shape. The formula fitter is checked on its own.
+whose schedule does not generalise are compiled per shape, and say so; two dynamic dimensions share
+one program; models that cannot be generalised say why and keep compiling per shape. The formula
+fitter, the generaliser and the tail peeling are checked on their own.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_the_summary_names_the_symbolic_kernels(mlp):
     _, cm = mlp
     b = int(RNG.integers(6, 40))
     text = cm.summary(torch.randn(2, b, 16), torch.randn(2, b, 8))
-    assert "symbolic" in text and f"size {b}" in text
+    assert "symbolic: one program for every size of 'batch' in [1, 48]" in text and f"batch={b}" in text
 
 
 def test_reductions_over_the_dynamic_axis_of_an_exported_program(monkeypatch):
@@ -120,15 +121,41 @@ def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says
         loaded(torch.randn(2, 41))
 
 
-def test_two_dynamic_dimensions_fall_back_to_per_shape_visibly():
+def test_two_dynamic_dimensions_share_one_program(monkeypatch):
+    class Rows(torch.nn.Module):  # batch and sequence dynamic: linear over the last axis, mean over the sequence
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 6)
+
+        def forward(self, x):
+            h = torch.relu(self.fc(x))
+            return h - h.mean(1, keepdim=True)
+
+    m = Rows().eval()
+    cm = ts.compile(m, (torch.randn(3, 5, 8),), target="cpu",
+                    dynamic_shapes=({0: Dim("b", min=1, max=12), 1: Dim("s", min=1, max=40)},))
+    assert cm.symbolic is not None, cm.symbolic_reason
+    assert [d.label for d in cm.symbolic.dims] == ["b", "s"] and "symbolic" in cm.symbolic.kinds.values()
+
+    def no_export(*a, **k):  # the matmul over b * s rows may be a per-shape kernel: compiling is allowed here
+        raise AssertionError("a call inside the ranges must not export")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    for b, n in [(1, 1), (12, 40)] + [(int(RNG.integers(1, 13)), int(RNG.integers(1, 41))) for _ in range(3)]:
+        x = torch.randn(b, n, 8)
+        _close(cm(x), m(x))
+    assert len(cm.specializations) == 1
+
+
+def test_three_dynamic_dimensions_fall_back_to_per_shape_visibly():
     class Twice(torch.nn.Module):
         def forward(self, x):
             return x * 2.0
 
-    cm = ts.compile(Twice(), (torch.randn(3, 40),), target="cpu",
-                    dynamic_shapes=({0: Dim("a", max=9), 1: Dim("b", max=90)},))
-    assert cm.symbolic is None and "2 dynamic dimensions (a, b)" in cm.symbolic_reason
-    x = torch.randn(4, 41)
+    cm = ts.compile(Twice(), (torch.randn(3, 4, 6),), target="cpu",
+                    dynamic_shapes=({0: Dim("a", max=9), 1: Dim("b", max=90), 2: Dim("c", max=9)},))
+    assert cm.symbolic is None and "3 dynamic dimensions (a, b, c)" in cm.symbolic_reason
+    x = torch.randn(4, 41, 5)
     _close(cm(x), x * 2)
     assert len(cm.specializations) == 2
 
