@@ -150,7 +150,8 @@ def warp_specialized_tiles(kn, tiles: TileGrid, k_tiles: int, at, bt, dtype: str
         return LetStmt(wg, wg_expr, LetStmt(lane, lane_expr, body))
 
     roles = warp_specialized(tid, producer, consumer, nc)
-    init = ring.init(f"{prefix}_s") if red is None else seq(ring.init(f"{prefix}_s"), sk.init(red, split, nc))
+    # (split-K's reduce barrier first: the ring's init ends with the fence that publishes inits to the cluster)
+    init = ring.init(f"{prefix}_s") if red is None else seq(sk.init(red, split, nc), ring.init(f"{prefix}_s"))
     body = [IfThenElse(tid.eq(0), init)]
     cluster_sync = [Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
     if "barrier" not in drop:  # the inits before any use (in a cluster: the peer's multicasts and arrivals too)
