@@ -9,7 +9,7 @@ campaign verifies each mutant, and one that the verifier rejects is counted, not
 Compiler-specific mutations of the schedule (`SCHEDULE_MUTATIONS`): append a random schedule
 primitive with arguments drawn from the scheduled kernel's actual loops and buffers (split,
 reorder, fuse, annotate, cache_read / cache_write, compute_at / compute_inline,
-decompose_reduction; on GPU cases bind, cache_shared, pad, swizzle, cross_thread_reduce,
+decompose_reduction, cache_accumulate; on GPU cases bind, cache_shared, pad, swizzle, cross_thread_reduce,
 pipeline and tensorize attempts with intrinsics from the interpreter's table), move a template's
 knobs one step (`Space.neighbors`) or to a random valid point (`Space.sample`), switch to another
 applicable template, or delete a command. A command the schedule refuses is skipped when the case
@@ -270,7 +270,7 @@ def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | Non
     ext = int(lp.extent.value) if isinstance(lp.extent, Const) else 4
     gpu = is_gpu(case.target)
     prims = ["split", "split", "reorder", "fuse", "annotate", "cache_read", "cache_write", "compute_at",
-             "compute_inline", "decompose_reduction"]
+             "compute_inline", "decompose_reduction", "cache_accumulate"]
     if gpu:
         prims += ["bind", "bind", "cache_shared", "pad", "swizzle", "cross_thread_reduce", "pipeline", "tensorize",
                   "remove_dead_code"]
@@ -303,6 +303,11 @@ def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | Non
         return {"primitive": p, "args": {"producer": rng.choice(temps), "at": name}}
     if p == "compute_inline":
         return {"primitive": p, "args": {"producer": rng.choice(temps)}} if temps else None
+    if p == "cache_accumulate":
+        if not stored:
+            return None
+        return {"primitive": p, "args": {"buffer": rng.choice(stored), "at": name,
+                                         "scope": rng.choice(("local", "shared") if gpu else ("local", "global"))}}
     if p == "decompose_reduction":
         return {"primitive": p, "args": {"buffer": rng.choice(stored), "at": name}} if stored else None
     if p == "bind":

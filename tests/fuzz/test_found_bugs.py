@@ -20,9 +20,6 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "gemm_epilogue_ignores_epilogue_loop_extent": (
-        "diff:schedule", "tessel/schedules/gemm_plan.py (gemm.mma_sync and gemm.wgmma fuse an epilogue nest that "
-        "covers rows 0..23 of a 48-row D and write all 48 rows)"),
     "annotate_unbinds_block_bound_loop_races": (
         "race:schedule", "tessel/schedules/loops.py annotate (re-annotating gpu.transpose's blockIdx.x loop as "
         "parallel / unrolled drops the binding; the launch keeps grid.x = 2, so two blocks run the whole loop)"),
@@ -72,6 +69,8 @@ FIXED = {
                                                          "the buffer nor is in the init guard (its init re-runs)",
     "wgmma_tma_epilogue_reuses_loop_variable": "gemm (hopper_pieces.store_accumulators_tma: one loop variable per "
                                                "fill loop; found 21:15 by a --target cuda:sm_90a generator run)",
+    "gemm_epilogue_ignores_epilogue_loop_extent": "e957ab8 (gemm_plan: a fused stage must store every element of "
+                                                  "its buffer; found by a --target cuda:sm_90a campaign)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
 }

@@ -102,3 +102,22 @@ def test_mutate_picks_both_kinds():
     case = _case()
     names = {mutate(case, random.Random(s))[1] for s in range(80)}
     assert names & set(MUTATIONS) and names & set(SCHEDULE_MUTATIONS)
+
+
+def test_cache_accumulate_is_drawn_and_judged():
+    """The new primitive cache_accumulate is among the random commands; where the schedule accepts
+    it, the case still matches the reference (it only changes the summation order)."""
+    from tessel.fuzz.oracles import run_case
+
+    case = _case("cpu")
+    drawn = 0
+    for seed in range(300):
+        cmd = random_command(case, random.Random(seed))
+        if not cmd or cmd["primitive"] != "cache_accumulate":
+            continue
+        drawn += 1
+        out = run_case(case.replace(schedule=case.schedule + [cmd]), determinism=False)
+        assert out.status == "ok", (cmd, out.signature, out.message[:300])
+        if drawn >= 3:
+            break
+    assert drawn > 0
