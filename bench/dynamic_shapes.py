@@ -1,10 +1,12 @@
 """Dynamic shapes on the CPU: one program for a torch.export Dim range against per-shape programs and torch eager.
 
 For a small transformer-style MLP block (Linear, GELU, Linear, residual, LayerNorm) with a dynamic
-batch dimension, it compiles once with `dynamic_shapes` (the symbolic program serves every size), then
-for several sizes compiles a per-shape model (no dynamic shapes) and times all three in the same run:
+batch dimension, or (`--model transformer`) a `torch.nn.TransformerEncoderLayer` (batch 2) with a
+dynamic sequence length, it compiles once with `dynamic_shapes` (the symbolic program serves every
+size), then for several sizes compiles a per-shape model (no dynamic shapes) and times all three in
+the same run:
 
-    python bench/dynamic_shapes.py [--sizes 1,7,64,200,512] [--width 256] [--runs 30]
+    python bench/dynamic_shapes.py [--model mlp|transformer] [--sizes 1,7,64,200,512] [--width 256] [--runs 30]
 
 Printed per size: median microseconds per call of the symbolic program, the per-shape program and
 torch eager, and the ratios per-shape / symbolic and eager / symbolic (above 1: the symbolic program
@@ -37,11 +39,12 @@ def main() -> None:
     import tessel as ts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1,7,64,200,512")
+    ap.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
+    ap.add_argument("--sizes", default=None, help="default 1,7,64,200,512 (mlp) or 2,9,33,64 (transformer)")
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in (args.sizes or ("1,7,64,200,512" if args.model == "mlp" else "2,9,33,64")).split(",")]
     w = args.width
 
     class Block(torch.nn.Module):
@@ -53,18 +56,23 @@ def main() -> None:
             return self.norm(x + self.down(torch.nn.functional.gelu(self.up(x))))
 
     torch.manual_seed(0)
-    m = Block().eval()
+    if args.model == "mlp":
+        m, shape, axis = Block().eval(), (8, w), 0
+    else:
+        m = torch.nn.TransformerEncoderLayer(w, 4, 2 * w, dropout=0.0, batch_first=True).eval()
+        shape, axis = (2, 8, w), 1
+    lo = min(min(sizes), 2)
     t = time.perf_counter()
-    cm = ts.compile(m, (torch.randn(8, w),), target="cpu",
-                    dynamic_shapes=({0: Dim("batch", min=1, max=max(sizes))},))
+    cm = ts.compile(m, (torch.randn(*shape),), target="cpu",
+                    dynamic_shapes=({axis: Dim("n", min=lo, max=max(sizes))},))
     once = time.perf_counter() - t
     print(f"symbolic program: {cm.symbolic.describe() if cm.symbolic else cm.symbolic_reason}")
-    print(f"compile once for [1, {max(sizes)}]: {once:.2f} s")
-    print(f"{'batch':>6} {'symbolic us':>12} {'per-shape us':>13} {'eager us':>10} {'per-shape/sym':>14} "
+    print(f"compile once for [{lo}, {max(sizes)}]: {once:.2f} s")
+    print(f"{'n':>6} {'symbolic us':>12} {'per-shape us':>13} {'eager us':>10} {'per-shape/sym':>14} "
           f"{'eager/sym':>10} {'compile s':>10}")
     per_shape_compile = 0.0
     for b in sizes:
-        x = torch.randn(b, w)
+        x = torch.randn(*[b if k == axis else d for k, d in enumerate(shape)])
         xn = x.numpy()
         t = time.perf_counter()
         fixed = ts.compile(m, (x,), target="cpu")

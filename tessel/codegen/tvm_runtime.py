@@ -216,8 +216,9 @@ class BoundSteps:
     only of the arrays that change (the model's inputs and fresh outputs), once each, however many
     kernels read them, and then runs the packed functions back to back.
 
-    `steps`: (runner, args) per call, each arg a fixed numpy array or an int, the index of a
-    changing array. Only for arrays already checked (by a first checked call of each kernel).
+    `steps`: (runner, args) per call, each arg a fixed numpy array, a fixed numpy int (a scalar
+    parameter's value) or a Python int, the index of a changing array. Only for arrays already
+    checked (by a first checked call of each kernel).
 
     >>> import numpy as np
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
@@ -238,7 +239,7 @@ class BoundSteps:
         for runner, args in steps:
             fixed, changing = [], []
             for pos, a in enumerate(args):
-                if isinstance(a, int):
+                if type(a) is int:  # an index; a scalar parameter's fixed value comes as a numpy int
                     self._makers.setdefault(a, (runner, pos))
                     changing.append((pos, a))
                     fixed.append(None)

@@ -39,6 +39,7 @@ from tessel.errors import TesselError
 from tessel.ir.nodes import Var
 
 PER_SHAPE_CACHE = 16  # per-shape kernels kept per group (one per size seen)
+BOUND_CACHE = 8  # sizes whose bound program (and intermediates) a SymbolicProgram keeps
 
 
 class SymbolicUnsupported(TesselError):
@@ -358,8 +359,8 @@ class SymbolicProgram:
     def bind(self, sizes: tuple) -> BoundProgram:
         hit = self._bound.get(sizes)
         if hit is None:
-            if len(self._bound) >= 64:
-                self._bound.clear()
+            if len(self._bound) >= BOUND_CACHE:  # each holds its intermediates: keep the latest few
+                self._bound.pop(next(iter(self._bound)))
             hit = self._bound[sizes] = BoundProgram(self, sizes)
         return hit
 
@@ -380,7 +381,10 @@ class _Plan:
 
 
 class BoundProgram:
-    """A SymbolicProgram at one size: what CompiledModel calls (inputs, run, steps, plan, report)."""
+    """A SymbolicProgram at one size: what CompiledModel calls (inputs, run, steps, plan, report).
+    Its intermediates are allocated once, on the first call, and reused (a lock serialises calls,
+    as for a per-shape program's arena); outputs are fresh arrays every call. After one checked
+    call the steps run as one `tvm_runtime.BoundSteps` (fixed arrays viewed once)."""
 
     def __init__(self, sym: SymbolicProgram, size: tuple):
         from tessel.ir.dtypes import numpy_dtype
@@ -393,27 +397,41 @@ class BoundProgram:
         self.compile_seconds = sym.compile_seconds
         self.report = {"symbolic": dict(sym.kinds), "sizes": dict(zip((d.label for d in sym.dims), self.size))}
         self.target = "cpu"
-        temps = [v for s in sym.steps for v in s.group.outputs]
-        self._temps = [(v, sym.shape_at(v, size), sym._dtypes[v]) for v in dict.fromkeys(temps)]
-        self.plan = _Plan({v: int(np.prod(shape)) * dt.itemsize for v, shape, dt in self._temps
-                           if v not in g.outputs})
-        self._fast = None  # after the first checked run: see _fast_calls
+        produced = dict.fromkeys(v for s in sym.steps for v in s.group.outputs)
+        outputs = set(g.outputs)
+        self._fresh = [(v, sym.shape_at(v, size), sym._dtypes[v]) for v in produced if v in outputs]
+        self._temps = [(v, sym.shape_at(v, size), sym._dtypes[v]) for v in produced if v not in outputs]
+        self.plan = _Plan({v: int(np.prod(shape)) * dt.itemsize for v, shape, dt in self._temps})
+        self._fixed = None  # constants and intermediates, made on the first call
+        self._bound = None  # BoundSteps after the first checked call; False: a kernel is no TVM one
+        self._lock = threading.Lock()
 
     @property
     def kernels(self) -> list:
         return list({id(s.kernel): s.kernel for s in self.steps}.values())
 
     def run(self, arrays: list, profile: dict | None = None, number: int = 5) -> list:
-        sym, n = self.symbolic, list(self.size)
-        env = dict(sym._consts)
-        env.update(zip(self.graph.inputs, arrays))
-        for v, shape, dt in self._temps:
-            env[v] = np.empty(shape, dt)
-        if self._fast is not None and profile is None:  # after one checked call: straight to the packed functions
-            for (function, tensors, drop), step in zip(self._fast, self.steps):
-                args = [env[a] for a in step.args]
-                function(*tensors(args if drop else args + n))
-            return self._results(env)
+        with self._lock:
+            if self._fixed is None:
+                self._fixed = dict(self.symbolic._consts)
+                self._fixed.update((v, np.empty(shape, dt)) for v, shape, dt in self._temps)
+            changing = dict(zip(self.graph.inputs, arrays))
+            changing.update((v, np.empty(shape, dt)) for v, shape, dt in self._fresh)
+            if self._bound and profile is None:
+                self._bound(*[changing[v] for v in self._order])
+            else:
+                self._checked(changing, profile, number)
+            env = {**self._fixed, **changing}
+            results, given = [], set()
+            for o in self.graph.outputs:
+                fresh = o in self.symbolic._produced and o not in given
+                results.append(env[o] if fresh else np.array(env[o], copy=True))
+                given.add(o)
+            return results
+
+    def _checked(self, changing: dict, profile, number: int) -> None:
+        env = {**self._fixed, **changing}
+        n = list(self.size)
         for k, step in enumerate(self.steps):
             args = [env[a] for a in step.args] + n
             step.kernel(*args)
@@ -421,31 +439,26 @@ class BoundProgram:
                 kern = getattr(step.kernel, "kernel", step.kernel)
                 call = args[:-len(n)] if kern is not step.kernel else args
                 profile[k] = kern.time(*call, number=number, repeat=3)
-        if self._fast is None:
-            self._fast = self._fast_calls()
-        return self._results(env)
+        if self._bound is None:
+            self._bound = self._bind(changing)
 
-    def _fast_calls(self):
-        """(packed function, views maker, drops the size) per step, or None when a kernel is no TVM one."""
-        from tessel.codegen.tvm_runtime import Runner
+    def _bind(self, changing: dict):
+        """The steps as one BoundSteps: inputs and fresh outputs change per call, the rest is fixed
+        (the sizes go in as numpy ints, which BoundSteps passes by value)."""
+        from tessel.codegen.tvm_runtime import BoundSteps, Runner
 
-        out = []
+        self._order = list(changing)
+        index = {v: k for k, v in enumerate(self._order)}
+        sizes = [np.int64(n) for n in self.size]
+        steps = []
         for step in self.steps:
             kern = getattr(step.kernel, "kernel", step.kernel)
             runner = getattr(kern, "_runner", None)
             if not isinstance(runner, Runner):
-                return None
-            out.append((runner.function, runner.tensors, kern is not step.kernel))
-        return out
-
-    def _results(self, env: dict) -> list:
-        sym = self.symbolic
-        results, given = [], set()
-        for o in self.graph.outputs:
-            fresh = o in sym._produced and o not in given
-            results.append(env[o] if fresh else np.array(env[o], copy=True))
-            given.add(o)
-        return results
+                return False
+            args = [index[a] if a in index else self._fixed[a] for a in step.args]
+            steps.append((runner, args if kern is not step.kernel else args + sizes))
+        return BoundSteps(steps)
 
 
 def check_against(sym: SymbolicProgram, base, specialize) -> None:
