@@ -13,8 +13,8 @@ Per output tile (a cluster of `split` CTAs, launched along blockIdx.x; rank = bl
 - rank r runs k-tiles [r * T // split, (r + 1) * T // split) of the T = ceil(K / 64) k-tiles
   (`k_range`; every rank gets at least one when split <= T: K need not divide);
 - ranks 1.. store their float32 accumulators to the workspace (`publish`: each consumer thread
-  its N/2 values per m64 tile, in accumulator-fragment order, so that for each value the
-  warpgroup's 128 lanes write 512 contiguous bytes), pass a named barrier of their warpgroup,
+  its N/2 values per m64 tile in groups of 4: value 4 g + v of lane l at [g][l][v], so that
+  each thread writes 16 contiguous bytes and a warp 512), pass a named barrier of their warpgroup,
   and its thread 0 arrives on rank 0's `reduce` mbarrier (one arrival per peer warpgroup);
 - rank 0's consumer threads wait on that barrier (phase 0), add the partials of ranks 1, 2, ..
   to their accumulators (`gather`, the same layout: each thread reads back exactly what the
@@ -78,9 +78,9 @@ def publish(ws: Buffer, acc: Buffer, bar: Buffer, values: int, rank, tile, wg, l
     """Every thread of a consumer warpgroup of rank `rank` >= 1: its `values` accumulators into
     the workspace, the warpgroup's named barrier 1 + wg, then thread 0 arrives on rank 0's reduce
     barrier. `drop` ("split_barrier": no named barrier, "split_arrive": no arrival)."""
-    i = Var(f"{prefix}_i")
-    base = _slot(rank, tile, wg, tiles, consumers, values) + lane
-    out = [For(i, values, Store(ws, (base + i * 128,), acc[i]), "unrolled")]
+    i, v = Var(f"{prefix}_i"), Var(f"{prefix}_v")
+    base = _slot(rank, tile, wg, tiles, consumers, values) + lane * 4
+    out = [For(i, values // 4, For(v, 4, Store(ws, (base + i * 512 + v,), acc[i * 4 + v]), "vectorized"), "unrolled")]
     if "split_barrier" not in drop:
         out.append(Intrinsic("bar.sync", (wg + 1, Const(128))))
     if "split_arrive" not in drop:
@@ -95,9 +95,10 @@ def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, 
     out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))]
     # a serial loop over the peers (an unrolled one let nvcc hoist all (split - 1) x values loads and
     # spill at split 8), the values unrolled: the accumulators stay registers
-    r, i = Var(f"{prefix}_r"), Var(f"{prefix}_ai")
-    base = _slot(r + 1, tile, wg, tiles, consumers, values) + lane
-    out.append(For(r, split - 1, For(i, values, Store(acc, (i,), acc[i] + ws[base + i * 128]), "unrolled")))
+    r, i, v = Var(f"{prefix}_r"), Var(f"{prefix}_ai"), Var(f"{prefix}_av")
+    base = _slot(r + 1, tile, wg, tiles, consumers, values) + lane * 4
+    add = Store(acc, (i * 4 + v,), acc[i * 4 + v] + ws[base + i * 512 + v])
+    out.append(For(r, split - 1, For(i, values // 4, For(v, 4, add, "vectorized"), "unrolled")))
     return seq(*out)
 
 

@@ -157,4 +157,6 @@ def test_nvcc_compiles_split_k_for_sm90a_without_spills(shape, split, tiles, tmp
             return  # cuobjdump without nvdisasm prints no SASS
         assert len(re.findall(r"HGMMA\.64x128x16", sass)) == 4
         assert "SYNCS.ARRIVE.TRANS64.RED" in sass  # the remote arrive on rank 0's reduce barrier
+        # the workspace as 16-byte accesses: 64 values per thread = 16 stores by a peer, 16 loads per peer by rank 0
+        assert len(re.findall(r"STG\.E\.128", sass)) == 16 and len(re.findall(r"LDG\.E\.128", sass)) == 16
         assert "UTMASTG.2D" in sass and "LDL" not in sass and "STL" not in sass
