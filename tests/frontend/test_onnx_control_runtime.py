@@ -259,3 +259,4 @@ def test_loop_longer_than_the_unroll_limit_runs_with_scan_outputs(monkeypatch):
     cm = _compiled(model, tuple(f.values()), monkeypatch)
     assert [n.op for n in cm.graph.nodes.values()] == ["loop"]
     _same(cm(*f.values()), _ort(model).run(None, f), "5000 iterations")
+
