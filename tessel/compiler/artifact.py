@@ -371,10 +371,10 @@ class _Reader:
         cm.loaded_from = self.path
         cm._symbolic_not_saved = info.get("symbolic_not_saved")
         if info.get("symbolic") is not None:
-            from tessel.compiler.artifact_symbolic import read_symbolic
+            from tessel.compiler.artifact_symbolic import read_parts
 
             try:
-                cm.symbolic = read_symbolic(info["symbolic"], self.array, self._kernel, kernels)
+                cm.symbolic = read_parts(info["symbolic"], self.array, self._kernel, kernels)
             except (KeyError, TypeError, ValueError, IndexError, ParseError) as e:
                 raise self.error(f"{MANIFEST}'s symbolic program is malformed ({type(e).__name__}: "
                                  f"{_first_line(e)})") from None

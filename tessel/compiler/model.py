@@ -71,7 +71,7 @@ class CompiledModel:
         self._options = dict(options or {})
         self._compile_lock = threading.Lock()  # one specialisation compiles at a time
         self._captured: dict = {}  # input signature -> CapturedModel (option cuda_graph)
-        self.symbolic = None  # SymbolicProgram: one program for every size in the range (model_symbolic)
+        self.symbolic = None  # SymbolicParts: the program(s) for every size in the ranges (model_symbolic_parts)
         self.symbolic_reason = None  # why there is none, for a model with input ranges
 
     # -- views of the current specialisation -----------------------------------------------------
@@ -284,11 +284,10 @@ class CompiledModel:
         """Compile the model once for its dynamic dimension's range (`tessel.compiler.model_symbolic`),
         checked against the example's program; where it cannot be, say why in `symbolic_reason`
         (the model then compiles once per shape)."""
-        from tessel.compiler.model_symbolic import build_symbolic, check_against
+        from tessel.compiler.model_symbolic_parts import build_parts
 
         try:
-            sym = build_symbolic(self._specialize, self.input_ranges, self._current.inputs, self._options)
-            check_against(sym, self._current, self._specialize)
+            sym = build_parts(self._specialize, self.input_ranges, self._current, self._options)
         except TesselError as e:  # SymbolicUnsupported, or a size the import or a schedule refuses
             self.symbolic_reason = f"{type(e).__name__}: {e}"
             return
@@ -304,7 +303,9 @@ class CompiledModel:
             return None
         sizes = sym.size_of(key)
         # size 0: zero-size arrays reach TVM with strides it refuses; that shape compiles on its own
-        return sym.bind(sizes) if sizes is not None and min(sizes) > 0 else None
+        if sizes is None or min(sizes) <= 0 or sym.part_for(sizes) is None:
+            return None
+        return sym.bind(sizes)
 
     def _not_in_artifact(self, key) -> None:
         """A loaded model cannot compile: a shape it was not saved with is an ArgumentError (when the
