@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # "ci": no per-example deadline (a 2-core CI machine is noisy), a modest number of examples.
-settings.register_profile("ci", deadline=None, derandomize=False, max_examples=30,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, derandomize=False, max_examples=30, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])  # a CI failure prints @reproduce_failure
 settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -256,5 +256,5 @@ def test_benchmark_hand_schedules_are_right_in_the_interpreter_and_compile(name,
     np.testing.assert_allclose(arrays[-1].astype(np.float64), want, rtol=tol, atol=tol)
     src = print_kernel(kernel).source
     assert "load_vec" in src or "store_vec" in src
-    if nvcc_path() and name in ("softmax", "layer_norm") or kernel.launch is None and "threadIdx.y" in src:
+    if nvcc_path() and (name in ("softmax", "layer_norm") or kernel.launch is None and "threadIdx.y" in src):
         compile_cuda(src, "sm_90a", name=kernel.name, compiler="nvcc")  # the structures no other test compiles
