@@ -9,7 +9,7 @@ machine and its load. onnxruntime runs the model exported by torch's TorchScript
 
     python bench/cpu_models.py                       # every model, batch 1 and 16
     python bench/cpu_models.py --models mlp,resnet --batches 1 --repeat 20
-    python bench/cpu_models.py --tuned-trials 64     # also: tuned with the autotuner (ts.tune)
+    python bench/cpu_models.py --tuned-trials 64     # also: tuned with the autotuner, 64 trials per kernel
     python bench/cpu_models.py --cpu-time            # one thread each, thread CPU time (see below)
 
 Set TESSEL_NUM_THREADS to change tessel's threads (onnxruntime and torch use every core here too).
@@ -276,7 +276,8 @@ def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: s
     fns = {"tessel": lambda: cm(*arrays)}
     row = {"model": name, "batch": batch, "compile_s": compile_s, "err": err, "steps": len(cm.steps)}
     if trials:
-        ts.tune(module, inputs, target="cpu", trials=trials, log=log)
+        # ts.tune splits a model's trials evenly over its workloads: `trials` per workload (kernel) here
+        ts.tune(module, inputs, target="cpu", trials=trials * max(1, len(cm.kernels)), log=log)
         tuned = ts.compile(module, inputs, target="cpu", tuning_log=log)
         fns["tessel_tuned"] = lambda: tuned(*arrays)
     sess, why = onnxruntime_session(module, inputs, 1 if cpu_time else 0)
@@ -300,7 +301,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--repeat", type=int, default=10, help="calls per timing block")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing blocks per peer")
-    ap.add_argument("--tuned-trials", type=int, default=0, help="also tune each model with this many trials")
+    ap.add_argument("--tuned-trials", type=int, default=0,
+                    help="also tune each model: this many trials per workload (kernel)")
     ap.add_argument("--log", default="cpu_models_tune.jsonl", help="tuning log (with --tuned-trials)")
     ap.add_argument("--profile", action="store_true", help="print each model's .summary() (per-kernel times)")
     ap.add_argument("--cpu-time", action="store_true",

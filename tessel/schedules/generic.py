@@ -179,6 +179,8 @@ def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
         if stage.kind == "other" or stage.name in fused:
             continue
         nest = nests[stage.name]
+        if stage.kind == "elementwise" and _pad_rows(sch, stage, nest, knobs):
+            continue
         # a strategy that does not fit this stage must not fail the build: it stays naive (declared)
         done = ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
         if done and stage.kind == "contraction":
@@ -199,10 +201,23 @@ def schedule_rest(sch: Schedule, ctx, knobs: dict) -> None:
     for k, stage in enumerate(info):
         if stage.kind == "other" or stage.name in fused:
             continue
+        if stage.kind == "elementwise" and _pad_rows(sch, stage, nests[stage.name], full):
+            continue
         done = ctx.attempt("naive_stage", stage.name,
                            lambda: _schedule_stage(sch, ctx, stage, nests[stage.name], full))
         if done and stage.kind == "contraction":
             fused |= _fuse_epilogue(sch, stage, info[k + 1:])
+
+
+def _pad_rows(sch: Schedule, stage: _Stage, nest: For, knobs: dict) -> bool:
+    """A zero-padding copy rebuilt as whole-row vector copies (cpu_pad.py); False if `nest` is not one."""
+    from tessel.schedules.cpu_pad import pad_fill
+
+    new = pad_fill(sch.kernel, stage.name, nest, knobs["vector_lanes"], knobs["min_parallel_work"])
+    if new is None:
+        return False
+    sch.kernel = new
+    return True
 
 
 def _fuse_epilogue(sch: Schedule, stage: _Stage, later: list) -> set:
