@@ -19,6 +19,10 @@ the default row already uses `default_split_k`'s rule (skinny and small-MN large
 reads K-major operands only; float32 C) against torch.matmul with cuBLAS tf32 allowed, checked
 against float64 (relative error at most 5e-3), of-peak against the 494 TFLOP/s dense tf32 peak.
 
+`--fold [BxMxNxK,...]` times batches of GEMMs sharing the weight (Y[b] = X[b] @ W, X [B, M, K]) on
+the default GPU schedule (gemm.mma_sync with the batch folded into M, or what the default picks)
+against torch.matmul(x, w) in the same run; `--knobs` are then gemm.mma_sync's.
+
 `--diag nocopy|l1|nobar` (timing only, the results are wrong on purpose) splits the time: "nocopy"
 drops the main loop's global-to-shared copies (what is left: ldmatrix, mma, barriers: the SM's own
 ceiling), "l1" makes every main-loop copy read one fixed k-tile through L1 (cp.async.ca: operand
@@ -291,6 +295,56 @@ def run_conv_case(spec: str, dt: str, knobs) -> dict:
     return row
 
 
+def run_fold_case(spec: str, dt: str, knobs) -> dict:
+    """--fold: Y[b] = X[b] @ W for a batch sharing W (spec "BxMxNxK"), the DSL GEMM on the default
+    GPU template (gemm.mma_sync folds the batch into M: one GEMM of B*M rows; `--knobs` are its
+    GemmKnobs) against torch.matmul(x, w) (cuBLAS) in the same run."""
+    import torch
+
+    import tessel as ts
+    from tessel.codegen.cuda import build_kernel
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+    from tessel.schedules.template import get_template
+
+    bsz, m, n, k = (int(v) for v in spec.split("x"))
+    dtype = DTYPES[dt]
+    tdt = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    row = {"shape": spec, "dtype": dt, "knobs": knobs, "case": "fold"}
+    X = ts.placeholder((bsz, m, k), dtype, name="X")
+    W = ts.placeholder((k, n), dtype, name="W")
+    r = ts.reduce_axis(k, name="k")
+    Y = ts.compute((bsz, m, n), lambda b, i, j: ts.sum(X[b, i, r].astype("float32") * W[r, j].astype("float32"),
+                                                       axis=r), name="Y")
+    Z = ts.compute((bsz, m, n), lambda b, i, j: Y[b, i, j].astype(dtype), name="Z")
+    kernel = ts.lower([X, W, Z])
+    try:
+        sch = (get_template("gemm.mma_sync").apply(kernel, knobs, "cuda") if knobs
+               else default_gpu_schedule(kernel, "cuda"))
+        kern = build_kernel(sch.kernel, "cuda")
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        return row
+    row["knobs"] = dict(sch.trace[0].args["knobs"], template=sch.trace[0].args["name"])
+    g = torch.Generator(device="cuda").manual_seed(7)
+    x = torch.randn(bsz, m, k, device="cuda", dtype=tdt, generator=g)
+    w = torch.randn(k, n, device="cuda", dtype=tdt, generator=g)
+    z = torch.full((bsz, m, n), float("nan"), device="cuda", dtype=tdt)
+    kern(x, w, z)
+    torch.cuda.synchronize()
+    ref = x.float() @ w.float()
+    row["rel_err"] = float((z.float() - ref).norm() / ref.norm())
+    if not row["rel_err"] <= 5e-3:
+        row["error"] = f"wrong result: relative error {row['rel_err']:.2e}"
+        return row
+    flops = 2.0 * bsz * m * n * k
+    row["tessel_ms"] = bench_ms(lambda: kern(x, w, z))
+    row["torch_ms"] = bench_ms(lambda: torch.matmul(x, w))
+    row["tessel_tflops"] = flops / row["tessel_ms"] / 1e9
+    row["torch_tflops"] = flops / row["torch_ms"] / 1e9
+    row["ratio"] = row["torch_ms"] / row["tessel_ms"]
+    return row
+
+
 def machine() -> str:
     import torch
 
@@ -314,16 +368,21 @@ def main(argv=None) -> int:
     ap.add_argument("--epilogue", action="store_true", help="GEMM + bias + GELU fused vs torch's three ops")
     ap.add_argument("--conv", nargs="?", const="32,256,256,56,56,NHWC;32,256,256,56,56,NCHW",
                     help="3x3 convolutions 'N,C,K,H,W,layout;...' vs cuDNN (default: ResNet 256-channel layers)")
+    ap.add_argument("--fold", nargs="?", const="64x7x4096x4096,32x1x8192x8192,8x100x4096x4096",
+                    help="batches sharing the weight 'BxMxNxK,...': the batch folded into M (gemm.mma_sync) vs "
+                         "torch.matmul")
     args = ap.parse_args(argv)
     variants = ([] if args.no_default else [None]) + [json.loads(k) for k in args.knobs]
     variants += [{"path": "hopper", "default_split_k": int(s)} for s in (args.split_k or "").split(",") if s]
     rows = []
-    cases = args.conv.split(";") if args.conv else args.shapes.split(",")
+    cases = args.conv.split(";") if args.conv else args.fold.split(",") if args.fold else args.shapes.split(",")
     for shape in cases:
         for dt in args.dtypes.split(","):
             for kn in variants:
-                for diag in [None] + ([] if args.epilogue or args.conv else args.diag):
-                    if args.conv:
+                for diag in [None] + ([] if args.epilogue or args.conv or args.fold else args.diag):
+                    if args.fold:
+                        row = run_fold_case(shape, dt, kn)
+                    elif args.conv:
                         row = run_conv_case(shape, dt, kn)
                     elif args.epilogue:
                         row = run_epilogue_case(shape, dt, kn)

@@ -513,7 +513,9 @@ def _register_template():
         return gemm_plan(kernel, allow_epilogue=True)
 
     def defaults(kernel, target, plan):
-        return default_knobs(plan.problem, target.sm_count or 132).as_dict()
+        from tessel.schedules.gemm_plan import mma_problem
+
+        return default_knobs(mma_problem(plan), target.sm_count or 132).as_dict()
 
     def schedule(sch, knobs, ctx):
         sch.kernel = apply_gemm(sch.kernel, GemmKnobs.from_dict(knobs), ctx.info, ctx.target.shared_bytes)

@@ -209,6 +209,63 @@ def _check_whole_gemm(name: str, nest: For, k: Var, ext: dict, update: Store, lo
                             f"{guard.then.value} under {guard.cond})")
 
 
+def batch_fold(plan: GemmPlan):
+    """(problem, a_index, b_index, c_index) of the plan's batched GEMM with the batch folded into M
+    (row m' = flat batch number x M + i: one GEMM of M' = batch x M rows), or None where it does
+    not apply: a batch, B shared by every batch element (its indices use no batch variable: the
+    weights of a linear layer over a [batch.., rows, features] input) and A K-major (each row's k
+    run is contiguous: copies never cross a row, whatever A's batch layout). Tiles then span batch
+    elements: no rows are wasted when M is not a multiple of the tile (M = 1 or 7 per batch
+    element, say), and the grouped block order reuses B across them. gemm.mma_sync only: its
+    operand copies are computed per row (TMA boxes of gemm.wgmma cannot cross the batch dimension).
+
+    >>> import tessel as ts
+    >>> X = ts.placeholder((4, 7, 32), "float16", name="X"); W = ts.placeholder((32, 16), "float16", name="W")
+    >>> k = ts.reduce_axis(32, name="k")
+    >>> Y = ts.compute((4, 7, 16), lambda b, i, j: ts.sum(X[b, i, k].astype("float32") * W[k, j].astype("float32"),
+    ...                axis=k), name="Y")
+    >>> q = batch_fold(gemm_plan(ts.lower([X, W, Y])))[0]
+    >>> q.m, q.n, q.k, q.batch
+    (28, 16, 32, ())
+    """
+    from tessel.ir.nodes import free_vars
+    from tessel.schedules.gemm import GemmProblem
+    from tessel.schedules.nest import unflatten_index
+
+    p = plan.problem
+    bset = {v.name for v in plan.batch_vars}
+    if not p.batch or not p.a_kcontig or any(v.name in bset for x in plan.b.indices for v in free_vars(x)):
+        return None
+    nb = 1
+    for e in p.batch:
+        nb *= e
+
+    def split(mm):
+        return tuple(unflatten_index(mm // p.m, tuple(p.batch))), mm % p.m
+
+    def a_index(bv, mm, kk):
+        b, i = split(mm)
+        env = dict(zip(plan.batch_vars, b))
+        env.update({plan.i: i, plan.k: kk})
+        return tuple(substitute(x, env) for x in plan.a.indices)
+
+    def b_index(bv, n, kk):
+        return tuple(substitute(x, {plan.j: n, plan.k: kk}) for x in plan.b.indices)
+
+    def c_index(bv, mm, n):
+        b, i = split(mm)
+        return b + (i, n)
+
+    q = GemmProblem(nb * p.m, p.n, p.k, p.dtype, (), True, p.b_kcontig, p.out_dtype)
+    return q, a_index, b_index, c_index
+
+
+def mma_problem(plan: GemmPlan):
+    """The problem gemm.mma_sync runs for `plan`: the batch-folded one where `batch_fold` applies."""
+    fold = batch_fold(plan)
+    return fold[0] if fold is not None else plan.problem
+
+
 def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit: int | None = None) -> Kernel:
     """`kernel` with its GEMM stage (and a fused epilogue stage) replaced by the template's loop
     nest for `knobs` (GemmKnobs); `shared_limit`: the target's shared memory (default sm_90a's)."""
@@ -232,8 +289,11 @@ def apply_gemm(kernel: Kernel, knobs, plan: GemmPlan | None = None, shared_limit
 
     acc = plan.update.buffer
     c, raw = (acc, None) if plan.epilogue is None else (plan.out, acc if acc in kernel.params else None)
-    body, launch = build_gemm_body(plan.problem, knobs, plan.a.buffer, plan.b.buffer, c,
-                                   index_of(plan.a, plan.i), index_of(plan.b, plan.j), c_index,
+    fold = batch_fold(plan)
+    problem, a_index, b_index = plan.problem, index_of(plan.a, plan.i), index_of(plan.b, plan.j)
+    if fold is not None:  # one GEMM over batch x M rows (the epilogue still sees C's full index)
+        problem, a_index, b_index, c_index = fold
+    body, launch = build_gemm_body(problem, knobs, plan.a.buffer, plan.b.buffer, c, a_index, b_index, c_index,
                                    epilogue=plan.epilogue, raw=raw)
     return replace_stages(kernel, plan, body, launch)
 
@@ -271,4 +331,4 @@ def _drop_stage(kernel: Kernel, loop: str, temp: Buffer) -> Kernel:
     return rewrite(kernel, fn, fixpoint=False)
 
 
-__all__ = ["GemmPlan", "apply_gemm", "gemm_plan", "output_problem", "replace_stages"]
+__all__ = ["GemmPlan", "apply_gemm", "batch_fold", "gemm_plan", "mma_problem", "output_problem", "replace_stages"]
