@@ -5,7 +5,8 @@ C[b.., i, j] = sum_k f32(A[b.., i, k]) * f32(B[b.., k, j]), A and B float16 or b
 stored K-major or MN-major: `GemmProblem.a_kcontig` / `b_kcontig`), up to 3 batch dimensions
 (3-D to 5-D TMA boxes; each batch's tiles are tiles of the grid), any M, N and K whose
 contiguous extents are multiples of 8 (TMA needs 16-byte row pitches), accumulated in float32
-and stored as C's dtype.
+and stored as C's dtype. float32 A and B (both K-major) run on tf32 wgmma (m64nNk8, k-tiles of 32)
+only with `allow_tf32` — the separate, opt-in template 'gemm.wgmma_tf32' (never a default choice).
 
 A block computes a BM x BN tile of C (`persistent`: a grid of min(tiles, SMs) blocks, block b
 taking tiles b, b + grid, ...; its ring runs on across them, so the producer fetches the next

@@ -5,7 +5,8 @@
 with `allow_epilogue`, a following elementwise stage that reads C only at its own element (bias,
 activation, residual, the cast to the output's dtype: tessel.schedules.epilogue.from_stage makes it
 the epilogue). `apply_gemm(kernel, knobs)` replaces the stage(s) by the template's loop nest (the
-epilogue stage and C's temporary disappear: one kernel).
+epilogue stage and C's temporary disappear: one kernel); a batch sharing B with A K-major runs as
+one GEMM over batch x M rows (`batch_fold`). `float32_operands`: the plan of gemm.wgmma_tf32.
 
 Example:
     >>> import tessel as ts
