@@ -140,7 +140,7 @@ def _loop_at_run_time(ctx, node, trip, cond, carried: list, start: int) -> list:
 @converter("Scan")
 def _scan(ctx, node):
     if ctx.version(node) < 9:
-        raise ctx.unsupported("opset-8 Scan (batch axis and sequence_lens)")
+        return _scan8(ctx, node)
     vals = ins(ctx, node)
     n_in = int(ctx.attr(node, "num_scan_inputs"))
     states, xs = list(vals[:len(vals) - n_in]), vals[len(vals) - n_in:]
@@ -151,6 +151,12 @@ def _scan(ctx, node):
     in_dirs = ctx.attr(node, "scan_input_directions") or [0] * n_in
     out_axes = ctx.attr(node, "scan_output_axes") or [0] * n_out
     out_dirs = ctx.attr(node, "scan_output_directions") or [0] * n_out
+    return _scan_over(ctx, node, states, xs, in_axes, in_dirs, out_axes, out_dirs, _base(ctx))
+
+
+def _scan_over(ctx, node, states, xs, in_axes, in_dirs, out_axes, out_dirs, base) -> list:
+    body = ctx.graph_attr(node, "body")
+    n_out = len(body.output) - len(states)
     steps = {ctx.shape(x)[a] for x, a in zip(xs, in_axes)}
     if len(steps) != 1:
         raise ctx.unsupported(f"scan inputs of different lengths {sorted(steps)}")
@@ -159,7 +165,7 @@ def _scan(ctx, node):
         from tessel.frontend.onnx_control_graphs import compiled_scan
 
         outs = _long_loop(ctx, lambda: compiled_scan(ctx, node, states, xs, in_axes, in_dirs, out_axes, out_dirs,
-                                                     length, f"{_base(ctx)}@scan"))
+                                                     length, f"{base}@scan"))
         if outs is not None:
             return outs
     if length == 0 or length > MAX_UNROLL:
@@ -168,8 +174,31 @@ def _scan(ctx, node):
     for t in range(length):
         slices = [_squeeze(ctx, take(ctx, x, [length - 1 - t if d else t], a), a)
                   for x, a, d in zip(xs, in_axes, in_dirs)]
-        outs = ctx.inline_graph(body, states + slices, f"{_base(ctx)}::step{t}::")
+        outs = ctx.inline_graph(body, states + slices, f"{base}::step{t}::")
         states = outs[:len(states)]
         for k, v in enumerate(outs[len(states):]):
             scans[k].append(v)
     return states + [_stack(ctx, s[::-1] if d else s, a) for s, a, d in zip(scans, out_axes, out_dirs)]
+
+
+def _scan8(ctx, node):
+    """Opset-8 Scan: inputs (sequence_lens, *states, *scan inputs), every one with a leading batch
+    axis; the body runs per batch element over axis 1. Run as one opset-9 scan per batch element,
+    the results stacked over the batch; sequence_lens must be absent or the full length."""
+    vals = ins(ctx, node)
+    lens, rest = vals[0], vals[1:]
+    n_in = int(ctx.attr(node, "num_scan_inputs"))
+    states, xs = list(rest[:len(rest) - n_in]), list(rest[len(rest) - n_in:])
+    if not xs:
+        raise ctx.unsupported("a Scan without scan inputs")
+    batch, length = ctx.shape(xs[0])[:2]
+    if lens is not None and not np.all(np.asarray(ctx.need_const(lens, "Scan's sequence_lens")) == length):
+        raise ctx.unsupported("sequence_lens shorter than the sequence")
+    dirs = ctx.attr(node, "directions") or [0] * n_in
+    n_out = len(ctx.graph_attr(node, "body").output) - len(states)
+    per_batch = []
+    for b in range(batch):
+        pick = [_squeeze(ctx, take(ctx, v, [b], 0), 0) for v in states + xs]
+        per_batch.append(_scan_over(ctx, node, pick[:len(states)], pick[len(states):], [0] * n_in, dirs,
+                                    [0] * n_out, [0] * n_out, f"{_base(ctx)}::batch{b}"))
+    return [_stack(ctx, [outs[k] for outs in per_batch], 0) for k in range(len(per_batch[0]))]

@@ -68,3 +68,22 @@ def test_scan_unrolls_over_the_sequence(reverse):
                       [_vi("s", F, [3, 4]), _vi("os", F, [3, 6, 4])])
     rng = np.random.default_rng()
     _check(g, rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 6, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_opset8_scan_runs_per_batch_element(reverse):
+    """Opset-8 Scan: a batch axis first, no sequence_lens; a running product-sum over 5 steps."""
+    body = oh.make_graph([oh.make_node("Mul", ["s_in", "x_t"], ["m"]), oh.make_node("Add", ["m", "x_t"], ["s_out"]),
+                          oh.make_node("Sin", ["s_out"], ["o"])], "body",
+                         [_vi("s_in", F, [4]), _vi("x_t", F, [4])], [_vi("s_out", F, [4]), _vi("o", F, [4])])
+    node = oh.make_node("Scan", ["", "s0", "x"], ["s", "os"], body=body, num_scan_inputs=1, directions=[reverse])
+    g = oh.make_graph([node], "scan8", [_vi("s0", F, [3, 4]), _vi("x", F, [3, 5, 4])],
+                      [_vi("s", F, [3, 4]), _vi("os", F, [3, 5, 4])])
+    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 8)])
+    rng = np.random.default_rng()
+    inputs = (rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 5, 4)).astype(np.float32))
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"s0": inputs[0], "x": inputs[1]})
+    got = ts.compile(model, example_inputs=inputs, target="cpu")(*inputs)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
