@@ -260,3 +260,30 @@ def test_loop_longer_than_the_unroll_limit_runs_with_scan_outputs(monkeypatch):
     assert [n.op for n in cm.graph.nodes.values()] == ["loop"]
     _same(cm(*f.values()), _ort(model).run(None, f), "5000 iterations")
 
+
+
+def test_if_on_the_iteration_number_inside_a_run_time_loop(monkeypatch):
+    """A loop body with an If on i % 3 == 0 (a run-time If nested in a run-time loop: the body is
+    itself compiled with a control step)."""
+    then_g = oh.make_graph([oh.make_node("Mul", ["y_in", "k"], ["t"])], "then", [], [_vi("t", F, [2, 3])])
+    else_g = oh.make_graph([oh.make_node("Add", ["y_in", "x"], ["e0"]), oh.make_node("Sin", ["e0"], ["e"])], "else", [],
+                           [_vi("e", F, [2, 3])])
+    body = oh.make_graph([oh.make_node("Mod", ["i", "three"], ["r"]), oh.make_node("Equal", ["r", "zero"], ["c"]),
+                          oh.make_node("If", ["c"], ["y_out"], then_branch=then_g, else_branch=else_g),
+                          oh.make_node("Identity", ["c_in"], ["c_out"])], "body",
+                         [_vi("i", I64, []), _vi("c_in", B, []), _vi("y_in", F, [2, 3])],
+                         [_vi("c_out", B, []), _vi("y_out", F, [2, 3])],
+                         initializer=[nh.from_array(np.array(3, np.int64), "three"),
+                                      nh.from_array(np.array(0, np.int64), "zero"),
+                                      nh.from_array(np.float32(-0.5), "k")])
+    g = oh.make_graph([oh.make_node("Loop", ["M", "", "y0"], ["y"], body=body)], "nested",
+                      [_vi("M", I64, []), _vi("y0", F, [2, 3]), _vi("x", F, [2, 3])], [_vi("y", F, [2, 3])])
+    model = _model(g)
+    sess = _ort(model)
+    rng = np.random.default_rng()
+    feeds = lambda m: {"M": np.array(m, np.int64), "y0": rng.standard_normal((2, 3)).astype(np.float32),  # noqa: E731
+                       "x": rng.standard_normal((2, 3)).astype(np.float32)}
+    cm = _compiled(model, tuple(feeds(2).values()), monkeypatch)
+    for m in (1, 2, 7):
+        f = feeds(m)
+        _same(cm(*f.values()), sess.run(None, f), f"M={m}")
