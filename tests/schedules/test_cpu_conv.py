@@ -6,6 +6,8 @@ speed relies on (no guard in the contraction, its inner loop vectorized along th
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_conv_matches_reference_on_fresh_inputs(name):
     cm, shape = _conv_model(**CASES[name])
-    rng = np.random.default_rng(hash(name) % 1000)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # hash() of a str changes per process
     for _ in range(2):  # the second call runs through the bound (argument-packed-once) path
         x = rng.standard_normal(shape).astype("f4")
         got, want = cm(x), cm.run_reference(x)

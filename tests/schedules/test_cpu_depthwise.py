@@ -6,6 +6,8 @@ replays from its trace, refuses bad knob values by name and leaves other convolu
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -66,7 +68,7 @@ CASES = [  # n, c, h, w, k, stride, pad, dil, inline
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])) + ("" if c[8] else "-staged"))
 def test_default_matches_torch(case):
     ir, shape, attrs = _dw_clip(*case)
-    sch = _run(ir, shape, attrs, None, seed=hash(case) % 1000)
+    sch = _run(ir, shape, attrs, None, seed=zlib.crc32(repr(case).encode()))
     assert sch.trace[0].args["name"] == "cpu.depthwise"
 
 
