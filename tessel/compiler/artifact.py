@@ -80,7 +80,7 @@ def save_model(model, path) -> str:
     programs = [_encode_program(p, blobs, files, kernels, dropped) for p in model._programs.values()]
     from tessel.compiler.artifact_symbolic import symbolic_entry
 
-    symbolic = symbolic_entry(getattr(model, "symbolic", None), blobs, files, kernels, dropped, _encode_kernel)
+    symbolic = symbolic_entry(getattr(model, "_symbolic", None), blobs, files, kernels, dropped, _encode_kernel)
     current = list(model._programs.values()).index(model._current)
     for key, raw in blobs.data.items():
         files[f"data/{key}.bin"] = raw
@@ -112,12 +112,18 @@ def _refuse_control_flow(model) -> None:
 
 
 def _symbolic_note(model):
-    """What a loaded model says about the one program for a range it does not hold (artifacts keep
-    per-shape programs only), or None."""
-    sym = getattr(model, "symbolic", None)
-    if sym is None:
-        return None
-    return f"every size of {sym.range_text()}"
+    """What a loaded model says, for a shape it does not hold, about the program for its ranges that
+    the artifact lacks (artifacts keep per-shape programs and fully symbolic ones), or None."""
+    sym = getattr(model, "_symbolic", None)
+    if sym is not None:
+        return (f"the original model ran one program for every size of {sym.range_text()}, whose per-shape "
+                f"kernels an artifact cannot hold (a loaded model does not compile); compile the model again "
+                f"to serve this shape")
+    if getattr(model, "_symbolic_pending", False):
+        return ("the original model had not compiled its program for its input ranges yet (it does so on the "
+                "first call with a new shape): read cm.symbolic, or call it once with another shape, before "
+                "saving to keep that program")
+    return None
 
 
 def _restructure_name(model):

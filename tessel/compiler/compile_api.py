@@ -274,6 +274,7 @@ def _onnx_ranges(proto, name: str, names: list):
         shape = declared_shape(vi) if vi.type.HasField("tensor_type") else None
         if shape is None:
             return None
-        inputs.append((n, [d if isinstance(d, int) else (d if d else f"{n}.{k}", 0, None)
+        # a dim_param "?" (Paddle's exporter) means "unknown", not "equal to every other '?'"
+        inputs.append((n, [d if isinstance(d, int) else (d if d and d != "?" else f"{n}.{k}", 0, None)
                            for k, d in enumerate(shape)]))
     return InputRanges(name, inputs)

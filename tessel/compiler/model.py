@@ -18,7 +18,8 @@ module is specialised to the shapes it is called with: each new combination of i
 dtypes is imported and compiled once and kept in the model's per-shape cache. With input ranges
 (`torch.export.Dim`, see `tessel.compiler.model_ranges`) a new shape outside them is an
 `ArgumentError` before anything is compiled; with one or two dynamic dimensions the model is compiled
-once for the ranges (`symbolic`, see `tessel.compiler.model_symbolic`) and new sizes compile nothing.
+once for the ranges, on the first call with a new shape (`symbolic`, see
+`tessel.compiler.model_symbolic`), and later sizes compile nothing.
 `save(path)` writes every specialisation to an
 artifact that `tessel.load` runs without compiling (`tessel.compiler.artifact`).
 
@@ -71,8 +72,9 @@ class CompiledModel:
         self._options = dict(options or {})
         self._compile_lock = threading.Lock()  # one specialisation compiles at a time
         self._captured: dict = {}  # input signature -> CapturedModel (option cuda_graph)
-        self.symbolic = None  # SymbolicParts: the program(s) for every size in the ranges (model_symbolic_parts)
-        self.symbolic_reason = None  # why there is none, for a model with input ranges
+        self._symbolic = None  # SymbolicParts: the program(s) for every size in the ranges (model_symbolic_parts)
+        self._symbolic_reason = None  # why there is none, for a model with input ranges
+        self._symbolic_pending = False  # True: build it on first use (a new shape, or reading .symbolic)
 
     # -- views of the current specialisation -----------------------------------------------------
     @property
@@ -280,8 +282,34 @@ class CompiledModel:
                 program = self._current = found
         return program
 
+    @property
+    def symbolic(self):
+        """The model's symbolic program(s) (`tessel.compiler.model_symbolic_parts.SymbolicParts`:
+        `.kinds`, `.describe()`), compiled on first use: the first call with a shape other than the
+        example's, or reading this; None when the model has no dynamic ranges or cannot be compiled
+        that way (`symbolic_reason` says why)."""
+        self._ensure_symbolic()
+        return self._symbolic
+
+    @symbolic.setter
+    def symbolic(self, parts) -> None:
+        self._symbolic, self._symbolic_pending = parts, False
+
+    @property
+    def symbolic_reason(self):
+        """Why a model with dynamic ranges has no symbolic program (None when it has one)."""
+        self._ensure_symbolic()
+        return self._symbolic_reason
+
+    def _ensure_symbolic(self) -> None:
+        if self._symbolic_pending:
+            with self._compile_lock:
+                if self._symbolic_pending:
+                    self._make_symbolic()
+                    self._symbolic_pending = False
+
     def _make_symbolic(self) -> None:
-        """Compile the model once for its dynamic dimension's range (`tessel.compiler.model_symbolic`),
+        """Compile the model once for its dynamic dimensions' ranges (`tessel.compiler.model_symbolic`),
         checked against the example's program; where it cannot be, say why in `symbolic_reason`
         (the model then compiles once per shape)."""
         from tessel.compiler.model_symbolic_parts import build_parts
@@ -289,9 +317,9 @@ class CompiledModel:
         try:
             sym = build_parts(self._specialize, self.input_ranges, self._current, self._options)
         except TesselError as e:  # SymbolicUnsupported, or a size the import or a schedule refuses
-            self.symbolic_reason = f"{type(e).__name__}: {e}"
+            self._symbolic_reason = f"{type(e).__name__}: {e}"
             return
-        self.symbolic = sym
+        self._symbolic = sym
 
     def _symbolic_for(self, key):
         """The symbolic program bound to the size of signature `key`, or None (not symbolic, or
@@ -317,9 +345,7 @@ class CompiledModel:
         note = getattr(self, "_symbolic_not_saved", None)
         if note:
             raise ArgumentError(f"model '{self.name}' loaded from {self.loaded_from} holds the input shapes {saved}, "
-                                f"not {_fmt_key(key)}: the original model ran one program for {note}, which "
-                                f"artifacts do not hold yet (they keep per-shape programs); compile the model "
-                                f"again to serve this shape")
+                                f"not {_fmt_key(key)}: {note}")
         raise ArgumentError(f"model '{self.name}' loaded from {self.loaded_from} holds the input shapes {saved}, "
                             f"not {_fmt_key(key)}: a loaded model does not compile; call the original model with "
                             f"this shape before saving it, then save it again")
@@ -405,7 +431,7 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
         _check_example(program, example_inputs)
     cm = CompiledModel(program, specialize, options, restructure, input_ranges)
     if input_ranges is not None and input_ranges.dynamic and specialize is not None:
-        cm._make_symbolic()
+        cm._symbolic_pending = True  # compiled on first use: a model only ever called at its example shape pays nothing
     return cm
 
 

@@ -64,6 +64,9 @@ def primes_in(lo: int, hi: int, count: int = 3) -> list:
 
 
 MAX_DIMS = 2  # dynamic dimensions a symbolic program generalises over (3 ** dims sample sizes)
+# ops x sample sizes a symbolic program may lower and schedule (each sample costs about what one
+# per-shape compile's scheduling does): a 1-dim model of up to 500 ops, a 2-dim one of up to 166
+BUDGET = 1500
 
 
 class Dim:
@@ -154,9 +157,14 @@ def build_symbolic(specialize, ranges, example_specs, options: dict, found: list
         found = find_dims(ranges, example_specs, options)
     dims = [d for d, _ in found]
     grid = _Grid(dims, [_sizes(d.lo, d.hi, ex) for d, ex in found])
-    lowered = [_lower_at(specialize, example_specs, dims, point, options) for point in grid.points]
+    first = _import_at(specialize, example_specs, dims, grid.points[0], options)
+    ops = len(first[0].nodes)
+    if ops * len(grid.points) > BUDGET:
+        raise SymbolicUnsupported(f"{ops} ops to lower at {len(grid.points)} sample sizes is over the budget of "
+                                  f"{BUDGET} (compile time)")
+    imported = [first] + [_import_at(specialize, example_specs, dims, p, options) for p in grid.points[1:]]
     why: list = []
-    graphs = [x[0] for x in lowered]
+    graphs = [x[0] for x in imported]
     names = [list(g.values) for g in graphs]
     if any(x != names[0] for x in names):
         raise SymbolicUnsupported("the optimised graphs hold other values at different sizes")
@@ -171,7 +179,7 @@ def build_symbolic(specialize, ranges, example_specs, options: dict, found: list
         if s is None:
             raise SymbolicUnsupported(f"value '{name}': {why[-1]}")
         shapes[name] = s
-    groups = [x[1] for x in lowered]
+    groups = [_lower(g, options) for g in graphs]  # only once the graphs agree: scheduling is the slow part
     if any(len(g) != len(groups[0]) for g in groups):
         raise SymbolicUnsupported("the fusion made another number of groups at another size")
     scalars = tuple(d.var for d in dims)
@@ -197,7 +205,7 @@ def build_symbolic(specialize, ranges, example_specs, options: dict, found: list
             built[key] = step_kernel
         kinds[step_kernel.name] = step_kernel.kind
         steps.append(_Step(step_kernel, per[0].group, per[0].args))
-    return SymbolicProgram(graphs[0], lowered[0][2], dims, shapes, steps, kinds, time.perf_counter() - t0)
+    return SymbolicProgram(graphs[0], imported[0][1], dims, shapes, steps, kinds, time.perf_counter() - t0)
 
 
 class _Lowered:
@@ -208,16 +216,12 @@ class _Lowered:
         self.ops = tuple(group.ops)
 
 
-def _lower_at(specialize, example_specs, dims: list, point: tuple, options: dict):
-    """(optimised graph, [_Lowered per group], source graph) of the model imported with the dynamic
-    dimensions at the sizes of `point`."""
-    from tessel.compiler.driver import prepare
-    from tessel.compiler.lowering import lower_group
+def _import_at(specialize, example_specs, dims: list, point: tuple, options: dict):
+    """(optimised graph, source graph) of the model imported with the dynamic dimensions at the
+    sizes of `point`."""
     from tessel.compiler.model_program import copy_graph
     from tessel.ir.dtypes import numpy_dtype
     from tessel.passes.graph import optimize
-    from tessel.passes.graph.fusion import fuse
-    from tessel.schedules.generic import default_schedule
 
     at = {w: size for dim, size in zip(dims, point) for w in dim.where}
     inputs = []
@@ -230,6 +234,16 @@ def _lower_at(specialize, example_specs, dims: list, point: tuple, options: dict
         optimize(work, options.get("fold_limit"))
     work.prune()
     work.reorder_topologically()
+    return work, source
+
+
+def _lower(work, options: dict) -> list:
+    """[_Lowered per group] of an optimised graph: fused, lowered and default-scheduled."""
+    from tessel.compiler.driver import prepare
+    from tessel.compiler.lowering import lower_group
+    from tessel.passes.graph.fusion import fuse
+    from tessel.schedules.generic import default_schedule
+
     groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
                   max_prologue_ops=options.get("max_prologue_ops", 8))
     out = []
@@ -238,7 +252,7 @@ def _lower_at(specialize, example_specs, dims: list, point: tuple, options: dict
         ir = low.ir
         out.append(_Lowered(g, low.naive.name, list(low.args), low.naive,
                             prepare(ir, "cpu", schedule=default_schedule(ir).kernel)))
-    return work, out, source
+    return out
 
 
 def _with_scalars(kernel, scalars: tuple):

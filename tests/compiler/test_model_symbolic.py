@@ -116,8 +116,8 @@ def test_a_kernel_whose_schedule_does_not_generalise_compiles_per_shape_and_says
     assert len(cm.specializations) == 1  # per-shape kernels, not per-shape models: nothing re-exported
     loaded = ts.load(cm.save(tmp_path / "last.tsl"))  # per-shape kernels would compile: not saved, and it says so
     assert loaded.symbolic is None
-    with pytest.raises(ArgumentError, match=r"one program for every size of 'n' in \[0, 200\], which artifacts "
-                                            r"do not hold yet"):
+    with pytest.raises(ArgumentError, match=r"one program for every size of 'n' in \[0, 200\], whose per-shape "
+                                            r"kernels an artifact cannot hold"):
         loaded(torch.randn(2, 41))
 
 
@@ -158,6 +158,24 @@ def test_three_dynamic_dimensions_fall_back_to_per_shape_visibly():
     x = torch.randn(4, 41, 5)
     _close(cm(x), x * 2)
     assert len(cm.specializations) == 2
+
+
+def test_the_program_for_the_range_is_compiled_on_first_use_only(tmp_path):
+    class Half(torch.nn.Module):
+        def forward(self, x):
+            return x * 0.5
+
+    cm = ts.compile(Half(), (torch.randn(3, 8),), target="cpu", dynamic_shapes=({0: Dim("b", max=64)},))
+    x = torch.randn(3, 8)
+    _close(cm(x), x * 0.5)  # the example's shape: its own program, nothing more compiled
+    assert cm._symbolic_pending and cm._symbolic is None
+    loaded = ts.load(cm.save(tmp_path / "half.tsl"))
+    with pytest.raises(ArgumentError, match=r"had not compiled its program for its input ranges yet .* read "
+                                            r"cm.symbolic"):
+        loaded(torch.randn(5, 8))
+    y = torch.randn(int(RNG.integers(4, 65)), 8)
+    _close(cm(y), y * 0.5)  # a new shape: the symbolic program is compiled now
+    assert not cm._symbolic_pending and cm._symbolic is not None and len(cm.specializations) == 1
 
 
 # -- the generaliser on its own -----------------------------------------------------------------
