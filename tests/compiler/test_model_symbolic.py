@@ -258,3 +258,17 @@ def test_peeling_the_guarded_tail_keeps_the_results_and_drops_the_full_tiles_gua
         run(peeled, a, b, got, m)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_dims_named_question_mark_are_independent():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", "?"])  # Paddle's exporter writes "?" for any
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "q", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    cm = ts.compile(model, example_inputs=(RNG.standard_normal((2, 3)).astype(np.float32),), target="cpu")
+    assert cm.input_ranges.describe() == "x: (x.0 in [0, inf), x.1 in [0, inf))"
+    a = RNG.standard_normal((int(RNG.integers(4, 9)), int(RNG.integers(9, 20)))).astype(np.float32)
+    np.testing.assert_array_equal(cm(a), np.maximum(a, 0))
