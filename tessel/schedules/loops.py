@@ -145,6 +145,11 @@ def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
     """Set how `loop` runs: "parallel", "vectorized", "unrolled", "serial" or a GPU axis. Once the
     kernel has a launch shape (after `bind`), GPU axes go through `bind`, which keeps it in step."""
     target = find_loop(kernel.body, loop)
+    if target.kind in THREAD_AXES and kind != target.kind:
+        # the launch keeps the axis' extent: every block/thread would then run the whole loop
+        # (fuzz case annotate_unbinds_block_bound_loop_races)
+        raise ScheduleError(f"annotate '{loop}': the loop is bound to {target.kind}; re-annotating it as {kind!r} "
+                            f"would leave the launch shape running it once per {target.kind.split('.')[0]}")
     if kind in THREAD_AXES and kernel.launch is not None:
         raise ScheduleError(f"annotate '{loop}': kind {kind!r} is a GPU axis and the kernel has a launch shape; use "
                             f"bind('{loop}', {kind!r}), which updates it")
