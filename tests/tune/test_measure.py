@@ -54,6 +54,21 @@ def test_time_calls_rotates_inputs():
     assert set(seen) == {0, 1, 2, 3}
 
 
+def test_one_thread_candidates_are_timed_by_thread_cpu_time(monkeypatch):
+    import time
+
+    from tessel.tune.measure import cpu_clock
+
+    monkeypatch.setenv("TESSEL_NUM_THREADS", "1")
+    assert cpu_clock() is time.thread_time
+    monkeypatch.setenv("TESSEL_NUM_THREADS", "2")
+    assert cpu_clock() is time.perf_counter
+    # a sleeping call (what a descheduled one looks like) costs wall time but no thread CPU time
+    wall = time_calls(lambda: time.sleep(0.004), [()], warmup=1, repeats=3, min_round_s=0)
+    cpu = time_calls(lambda: time.sleep(0.004), [()], warmup=1, repeats=3, min_round_s=0, clock=time.thread_time)
+    assert min(wall) >= 0.004 and max(cpu) < 0.002
+
+
 @pytest.mark.gpu
 def test_gpu_timer_against_a_known_kernel():
     torch = pytest.importorskip("torch")
