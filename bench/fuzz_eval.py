@@ -64,7 +64,8 @@ def campaign(seconds, jobs, seed=0, env=None, **kw) -> dict:
 
 def in_process_cost(n=60) -> dict:
     """CPU ms per case in this process (process time, so other jobs on the machine do not count),
-    with and without the coverage probe, on generated cases (TVM on a tenth, as in a campaign)."""
+    with and without the coverage probe, on generated cases (TVM on a tenth, as in a campaign);
+    the oracles' caches (schedules, verified programs, TVM modules) are emptied before each pass."""
     from tessel.fuzz.campaign import Campaign
     from tessel.fuzz.coverage import Probe
     from tessel.fuzz.oracles import run_case
@@ -74,8 +75,11 @@ def in_process_cost(n=60) -> dict:
     cases = [c.fresh() for _ in range(n)]
     for x in cases:
         run_case(x)
+    from tessel.fuzz.oracles import clear_caches
+
     out = {}
     for label, probe in (("plain", None), ("coverage", Probe())):
+        clear_caches()  # (the same cases again: nothing may come from the run before)
         t = time.process_time()
         for x in cases:
             if probe:
@@ -128,13 +132,18 @@ def bugs(args) -> dict:
     import tvm  # noqa: F401
 
     modules = [m for ms in J.AREAS.values() for m in ms]
-    names = J.programs(args.judge_n, args.judge_n)
+    names = J.programs(args.judge_n, args.judge_n, extra=args.extra)
     base = J.program_lines(names, modules)
     if "error" in base or "timeout" in base:
         raise SystemExit(f"the reference suite did not run: {base}")
     bad = {n: r["verdict"] for n, r in base.items() if r["verdict"] is not None}
     names = [n for n in names if n not in bad]  # (a program the unmutated compiler fails judges nothing)
-    print(f"reference suite: {len(names)} programs ({len(bad)} dropped: {bad})", flush=True)
+    # --extra: the extra GPU programs judge mutants too, but sites are drawn from the lines the
+    # base suite executes (so the sample is the one the base suite draws)
+    extra = [n for n in names if n.startswith("gpu.x.")]
+    names = [n for n in names if n not in extra]
+    print(f"reference suite: {len(names)} programs (+{len(extra)} extra judges; {len(bad)} dropped: {bad})",
+          flush=True)
     rng = random.Random(args.seed)
     chosen, pool_sizes = [], {}
     for area, mods in J.AREAS.items():
@@ -144,18 +153,19 @@ def bugs(args) -> dict:
             top = J.module_level_lines(m)
             for s in sites(m):
                 covering = [n for n in names if s.line in base[n]["lines"].get(rel, ())]
+                more = [n for n in extra if s.line in base[n]["lines"].get(rel, ())]
                 if s.line in top:
-                    covering = list(names)
+                    covering, more = list(names), list(extra)
                 if covering:
                     rng.shuffle(covering)
-                    pool.append((area, s, covering))
+                    pool.append((area, s, covering[:args.judge_max] + sorted(more)[:args.judge_max]))
         pool_sizes[area] = len(pool)
         chosen += rng.sample(pool, min(args.sites, len(pool)))
     print(f"mutation sites on executed lines: {pool_sizes}; judging {len(chosen)}", flush=True)
 
     def judge_one(item):
         area, s, covering = item
-        return J.judge_mutant(s, covering, args.judge_max, timeout=args.judge_timeout)
+        return J.judge_mutant(s, covering, 2 * args.judge_max, timeout=args.judge_timeout)
 
     kept, verdict_counts = [], {}
     with ThreadPoolExecutor(args.parallel) as ex:
@@ -166,6 +176,9 @@ def bugs(args) -> dict:
             verdict_counts[area][v] += 1
             if r.get("miscompiled"):
                 kept.append((area, s, r["miscompiled"]))
+                if r["miscompiled"].startswith("gpu.x."):
+                    verdict_counts[area]["kept only by an extra program"] = \
+                        verdict_counts[area].get("kept only by an extra program", 0) + 1
             print(f"  {area:9s} {s.name:42s} {s.kind:7s} {v:12s} {s.text[:50]}", flush=True)
     print(f"{len(kept)} mutants miscompile ({time.monotonic() - t0:.0f} s); replaying "
           f"{', '.join(args.corpus) or 'no corpus'} ...", flush=True)
@@ -186,21 +199,27 @@ def bugs(args) -> dict:
         with ThreadPoolExecutor(args.parallel) as ex:
             for (area, s, prog), (n, r) in zip(kept, ex.map(replay_one, kept)):
                 results.append({"area": area, "site": s.name, "kind": s.kind, "line": s.line, "text": s.text,
-                                "miscompiles": prog, "cases_executing_line": n, "detected": r.get("detected", False),
+                                "miscompiles": prog, "kept_by_extra": prog.startswith("gpu.x."),
+                                "cases_executing_line": n, "detected": r.get("detected", False),
                                 "signature": r.get("signature", ""), "by_case": r.get("case", ""),
                                 "replayed": r.get("ran"), "error": r.get("error", "")})
                 print(f"  {area:9s} {s.name:42s} {'DETECTED' if r.get('detected') else 'missed  '} "
                       f"({n} cases run its line) {r.get('signature', '')[:70]}", flush=True)
     by_area = {}
     for r in results:
-        a = by_area.setdefault(r["area"], {"kept": 0, "detected": 0})
+        a = by_area.setdefault(r["area"], {"kept": 0, "detected": 0, "kept_by_base": 0, "detected_of_base": 0})
         a["kept"] += 1
         a["detected"] += r["detected"]
+        if not r["kept_by_extra"]:
+            a["kept_by_base"] += 1
+            a["detected_of_base"] += r["detected"]
     detected = sum(r["detected"] for r in results)
+    base_kept = [r for r in results if not r["kept_by_extra"]]
     return {"suite_programs": len(names), "sites_on_executed_lines": pool_sizes, "judged": len(chosen),
             "verdicts": verdict_counts, "kept": len(kept), "corpus": args.corpus,
             "corpus_cases": len(J.load_cases(args.corpus)) if args.corpus else 0,
             "detected": detected, "share": round(detected / max(1, len(results)), 3) if results else None,
+            "base_suite": {"kept": len(base_kept), "detected": sum(r["detected"] for r in base_kept)},
             "by_area": by_area, "mutants": results, "elapsed_s": round(time.monotonic() - t0),
             "load_average": os.getloadavg()}
 
@@ -217,6 +236,8 @@ def main() -> None:
     ap.add_argument("--judge-timeout", type=float, default=90)
     ap.add_argument("--replay-timeout", type=float, default=300)
     ap.add_argument("--corpus", nargs="*", default=[], help="bugs: campaign directories whose cases are replayed")
+    ap.add_argument("--extra", action="store_true",
+                    help="bugs: the extra GPU programs (tessel/fuzz/suite.py EXTRA_GPU_PROGRAMS) judge mutants too")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
