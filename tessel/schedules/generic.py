@@ -73,9 +73,10 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
     if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
         from tessel.schedules.cpu_attention import CPU_ATTENTION
         from tessel.schedules.cpu_conv import CPU_CONV
+        from tessel.schedules.cpu_conv_nchw import CPU_CONV_NCHW
         from tessel.schedules.cpu_depthwise import CPU_DEPTHWISE
 
-        for tpl in (CPU_ATTENTION, CPU_DEPTHWISE, CPU_CONV):
+        for tpl in (CPU_ATTENTION, CPU_DEPTHWISE, CPU_CONV_NCHW, CPU_CONV):
             if tpl.applies(kernel, "cpu") is None:
                 return tpl.apply(kernel, None, "cpu")
     return CPU_GENERIC.apply(kernel, knobs, "cpu")
@@ -463,4 +464,4 @@ def _tile(extent: int, want: int) -> int:
     return best if best * 4 >= min(extent, want) else min(extent, want)
 
 
-from tessel.schedules import cpu_attention, cpu_conv, cpu_depthwise  # noqa: E402, F401 - register the CPU templates
+from tessel.schedules import cpu_attention, cpu_conv, cpu_conv_nchw, cpu_depthwise  # noqa: E402, F401 - register the CPU templates

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import For, Kernel, Store, walk
-from tessel.schedules import accumulate, caching, location, loops, reduction
+from tessel.schedules import accumulate, caching, layout, location, loops, reduction
 from tessel.schedules.gpu_table import gpu_primitives
 from tessel.schedules.nest import loop_path
 
@@ -39,6 +39,7 @@ PRIMITIVES = {
     "cache_read": (caching.cache_read, ("buffer", "at", "scope")),
     "cache_write": (caching.cache_write, ("buffer", "at", "scope")),
     "cache_accumulate": (accumulate.cache_accumulate, ("buffer", "at", "scope")),
+    "transform_layout": (layout.transform_layout, ("buffer", "order")),
     "compute_at": (location.compute_at, ("producer", "at")),
     "compute_inline": (location.compute_inline, ("producer",)),
     "decompose_reduction": (reduction.decompose_reduction, ("buffer", "at")),

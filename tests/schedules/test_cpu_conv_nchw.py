@@ -1,0 +1,70 @@
+"""transform_layout (tessel/schedules/layout.py) and the template "cpu.conv_nchw": permuting a
+temporary changes no value (interpreter before/after on fresh random inputs); pointwise convolutions
+lowered channels-last are scheduled NCHW by default and match torch with a bias + clip epilogue;
+the trace replays; 3x3 and stride-2 convolutions and narrow rows are left to cpu.conv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel as ts
+from tessel.compiler.lowering import inline_temporaries
+from tessel.errors import ScheduleError
+from tessel.frontend.ops import get_op
+from tessel.ir.interp import run
+from tessel.schedules.cpu_conv_nchw import CPU_CONV_NCHW
+from tessel.schedules.generic import default_schedule
+from tessel.schedules.schedule import Schedule
+
+torch = pytest.importorskip("torch")
+
+
+def _conv_clip(c, f, hw, k=1, stride=1):
+    x = ts.placeholder((1, c, hw, hw), name="x")
+    w = ts.placeholder((f, c, k, k), name="w")
+    b = ts.placeholder((f,), name="b")
+    ho = (hw + 2 * (k // 2) - k) // stride + 1
+    shape = (1, f, ho, ho)
+    (y,) = get_op("conv").lower([x, w], {"padding": (k // 2, k // 2), "stride": (stride, stride)},
+                                [(shape, "float32")], ["y"])
+    z = ts.compute(shape, lambda n, j, p, q: ts.minimum(ts.maximum(y[n, j, p, q] + b[j], 0.0), 6.0), name="z")
+    return inline_temporaries(ts.lower([x, w, b, z], name="pw"))[0], shape
+
+
+@pytest.mark.parametrize("c,f,hw", [(32, 64, 16), (16, 24, 8), (8, 16, 24)])
+def test_pointwise_convolutions_run_nchw_and_match_torch(c, f, hw):
+    ir, shape = _conv_clip(c, f, hw)
+    sch = default_schedule(ir)
+    assert sch.trace[0].args["name"] == "cpu.conv_nchw"
+    rng = np.random.default_rng(c * 1000 + hw)
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((f, c, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    out = np.full(shape, np.nan, np.float32)
+    ts.build(ir, target="cpu", schedule=sch.kernel)(x, w, b, out)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                      torch.from_numpy(b).double()).clamp(0.0, 6.0).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert Schedule.replay(ir, sch.trace_json()) == sch.kernel
+
+
+def test_transform_layout_changes_no_value():
+    ir, shape = _conv_clip(8, 16, 8)
+    name = CPU_CONV_NCHW.analyze(ir)
+    sch = Schedule(ir)
+    sch.apply("transform_layout", buffer=name, order=[0, 3, 1, 2])
+    rng = np.random.default_rng(8)
+    args = [rng.standard_normal(tuple(p.shape)).astype(np.float32) for p in ir.params[:3]]
+    before, after = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+    run(ir, *args, before)
+    run(sch.kernel, *args, after)
+    np.testing.assert_array_equal(after, before)
+    with pytest.raises(ScheduleError, match="permutation"):
+        sch.apply("transform_layout", buffer=name, order=[0, 1, 1, 2])
+
+
+@pytest.mark.parametrize("c,f,hw,k,stride", [(16, 16, 16, 3, 1), (16, 32, 32, 1, 2), (16, 16, 4, 1, 1)])
+def test_other_convolutions_are_left_to_cpu_conv(c, f, hw, k, stride):
+    ir, _ = _conv_clip(c, f, hw, k, stride)
+    assert CPU_CONV_NCHW.applies(ir, "cpu") is not None
