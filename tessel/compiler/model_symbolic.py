@@ -484,8 +484,9 @@ class BoundProgram:
 
 
 def check_against(sym: SymbolicProgram, base, specialize) -> None:
-    """Run `sym` on random inputs at the example sizes (against `base`, the program compiled for them)
-    and at the smallest sizes of the ranges (against the graph's numpy reference, imported there):
+    """Run `sym` on random inputs at the example sizes (against `base`, the program compiled for them),
+    at the smallest sizes of the ranges and at a power of two in them (against the graph's numpy
+    reference, imported there):
     a formula fitted through three sizes that extrapolates wrongly is caught here. Raises
     SymbolicUnsupported naming the sizes and the output that differ."""
     from tessel.compiler.model_io import _key_of, random_inputs
@@ -496,11 +497,21 @@ def check_against(sym: SymbolicProgram, base, specialize) -> None:
         arrays = random_inputs(base.inputs, seed=1)
         _compare(sym.bind(size).run(arrays), base.run(arrays), size, "the program compiled for that shape")
     low = tuple(max(d.lo, 1) for d in sym.dims)
-    if low != size:
-        bound = sym.bind(low)
-        arrays = random_inputs(bound.inputs, seed=2)
+    # the low end, and a round size (the largest power of two in the range: divisible by every tile,
+    # where the primes never are; 64 at most) unless the sizes coincide
+    round_ = tuple(_round_size(d) for d in sym.dims)
+    for k, point in enumerate(dict.fromkeys(p for p in (low, round_) if p != size and None not in p)):
+        bound = sym.bind(point)
+        arrays = random_inputs(bound.inputs, seed=2 + k)
         graph = specialize([np.zeros(s.shape, a.dtype) for s, a in zip(bound.inputs, arrays)])
-        _compare(bound.run(arrays), run_graph(graph, arrays), low, "the numpy reference")
+        _compare(bound.run(arrays), run_graph(graph, arrays), point, "the numpy reference")
+
+
+def _round_size(d: Dim):
+    """The largest power of two in d's range (at most 64: the reference runs there), or None."""
+    top = min(d.hi if d.hi is not None else 64, 64)
+    p = 1 << (top.bit_length() - 1) if top >= 1 else 0
+    return p if p >= max(d.lo, 1) else None
 
 
 def _compare(got: list, want: list, size: int, what: str) -> None:
