@@ -10,7 +10,9 @@ realistic inputs (tessel.frontend.model_zoo_inputs), and print
 - with `--f64`: each one's error against a float64 evaluation of the model (tessel's numpy
   reference graph run in float64),
 - the CPU time of each (best block median, interleaved blocks) and the ratio ort time / tessel time
-  (above 1: tessel faster), with the machine and its load average.
+  (above 1: tessel faster), with the machine and its load average,
+- tessel's compile time, and the part of it in the graph passes (pattern rules, canonicalisation,
+  folding: `report["passes_seconds"]`).
 A model tessel cannot compile gets a row naming the error. silero's voice-activity detectors take
 the sample rate `sr` as an input that an `If` branches on: it runs as control flow in the compiled
 model (tessel.compiler.model_control: both branches compiled once, the one `sr` picks runs).
@@ -151,6 +153,7 @@ def run_one(name: str, seeds: int, repeat: int, rounds: int, f64: bool, split_co
     if split_convs:
         row["note"] = f"convs split into blocks of {split_convs} products; {row['note']}".rstrip("; ")
     row["compile_s"] = time.perf_counter() - t0
+    row["passes_s"] = float(cm.report.get("passes_seconds", float("nan")))  # graph passes (part of compile)
     row["err"], row["spread"], row["err64"], row["ort64"] = 0.0, 0.0, 0.0, 0.0
     for seed in range(seeds):
         feeds = example_inputs(name, np.random.default_rng(seed))
@@ -316,7 +319,7 @@ def main(argv=None) -> None:
     head = f"{'model':<18} {'domain':<6} {'inputs':<24} {'err':>8} {'ort spread':>10}"
     if args.f64:
         head += f" {'ts vs f64':>9} {'ort vs f64':>10}"
-    print(head + f" {'tessel ms':>10} {'ort ms':>8} {'ort/ts':>7} {'compile s':>9}")
+    print(head + f" {'tessel ms':>10} {'ort ms':>8} {'ort/ts':>7} {'compile s':>9} {'passes s':>8}")
     for name in args.models.split(","):
         try:
             r = run_one(name, args.seeds, args.repeat, args.rounds, args.f64, args.split_convs)
@@ -327,7 +330,7 @@ def main(argv=None) -> None:
         if args.f64:
             line += f" {r['err64']:>9.1e} {r['ort64']:>10.1e}"
         line += (f" {r['tessel'] * 1e3:>10.3f} {r['ort'] * 1e3:>8.3f} {r['ort'] / r['tessel']:>7.2f}"
-                 f" {r['compile_s']:>9.1f}")
+                 f" {r['compile_s']:>9.1f} {r['passes_s']:>8.2f}")
         print(line + (f"  ({r['note']})" if r["note"] else ""), flush=True)
     print(f"load average {open('/proc/loadavg').read().strip()} at the end")
 

@@ -221,9 +221,12 @@ def compile_control_program(source: Graph, work: Graph, options: dict, report: d
             n_kernels += sum(len(p.kernels) for p in parts if p is not None)
             plan.append(_Control(n, parts))
     seconds = time.perf_counter() - t0
+    parts = [p.program for p in plan if isinstance(p, _Stage)] + [q for p in plan if isinstance(p, _Control)
+                                                                   for q in p.parts if q is not None]
     report.update(stages=sum(isinstance(p, _Stage) for p in plan),
-                  control_steps=sum(isinstance(p, _Control) for p in plan),
-                  kernels=n_kernels, passes_seconds=report.get("passes_seconds", 0.0))
+                  control_steps=sum(isinstance(p, _Control) for p in plan), kernels=n_kernels,
+                  passes_seconds=report.get("passes_seconds", 0.0) + sum(q.report.get("passes_seconds", 0.0)
+                                                                         for q in parts))
     return ControlProgram(source, work, plan, report, seconds)
 
 
