@@ -54,7 +54,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError
-from tessel.ir.intrinsics import mma_name
+from tessel.ir.intrinsics import mbarrier, mma_name
 from tessel.ir.intrinsics.cp_async import COMMIT, MAX_WAIT, WAIT_GROUP, copy_name
 from tessel.ir.intrinsics.ldmatrix import ldmatrix_name
 from tessel.ir.nodes import (
@@ -62,6 +62,7 @@ from tessel.ir.nodes import (
     Var, minimum, seq, substitute,
 )
 from tessel.schedules.epilogue import Epilogue, store_value
+from tessel.schedules import hopper_splitk as sk
 from tessel.schedules.nest import unflatten_index
 
 # Shared memory a block may use, by architecture (bytes; the opt-in maximum).
@@ -83,7 +84,7 @@ class GemmKnobs:
     stages: int = 4  # shared-memory ring slots (cp.async multi-buffering)
     swizzle: str = "rotate"  # "rotate" (conflict-free chunk rotation) or "none"
     group_m: int = 8  # tile rows per group of the block order (1: row-major order)
-    split_k: int = 1  # only 1 for now
+    split_k: int = 1  # CTAs of one cluster sharing a tile's k-tiles (sm_90: hopper_splitk's reduction)
     spread: bool = False  # issue the next tile's copies in pieces between the k-steps' mmas
 
     def as_dict(self) -> dict:
@@ -146,8 +147,10 @@ def knob_problems(p: GemmProblem, kn: GemmKnobs, shared_limit: int = SHARED_LIMI
         out.append(("stages", f"cp.async.wait_group takes at most {MAX_WAIT}: stages <= {MAX_WAIT + 2}"))
     if kn.swizzle not in ("rotate", "none"):
         out.append(("swizzle", "must be 'rotate' or 'none'"))
-    if kn.split_k != 1:
-        out.append(("split_k", "split-K is not implemented yet: only 1"))
+    if not isinstance(kn.split_k, int) or isinstance(kn.split_k, bool) or not 1 <= kn.split_k <= 8:
+        out.append(("split_k", "must be an integer 1..8 (the CTAs of one cluster)"))
+    elif kn.split_k > -(-p.k // kn.bk):
+        out.append(("split_k", f"{kn.split_k} CTAs share K = {p.k}: only {-(-p.k // kn.bk)} k-tiles of {kn.bk}"))
     if not isinstance(kn.spread, bool):
         out.append(("spread", "must be True or False"))
     for what, rows in (("bm", kn.bm), ("bn", kn.bn)):
@@ -172,6 +175,8 @@ def knob_problems(p: GemmProblem, kn: GemmKnobs, shared_limit: int = SHARED_LIMI
 def check_knobs(p: GemmProblem, kn: GemmKnobs, arch: str = "sm_90a") -> None:
     """Raise ScheduleError naming the knob and the limit when `kn` cannot run problem `p`."""
     bad = knob_problems(p, kn, SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"]))
+    if not bad and kn.split_k > 1 and not arch.startswith("sm_9"):
+        bad = [("split_k", f"split-K reduces within a thread-block cluster: sm_90 and later, not {arch}")]
     if bad:
         knob, msg = bad[0]
         raise ScheduleError(f"gemm knob {knob}={getattr(kn, knob)!r}: {msg}")
@@ -351,13 +356,17 @@ def _ceil(a: int, b: int) -> int:
 
 def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buffer, a_index, b_index, c_index,
                     prefix: str = "gemm", epilogue: Epilogue | None = None, raw: Buffer | None = None,
-                    a_load: tuple = (None, 8), b_load: tuple = (None, 8)):
+                    a_load: tuple = (None, 8), b_load: tuple = (None, 8), drop: tuple = ()):
     """The GEMM's statement (a blockIdx.x loop) and its Launch, for buffers a, b, c indexed by
     a_index(bvars, m, k), b_index(bvars, n, k), c_index(bvars, m, n). `epilogue`
     (tessel.schedules.epilogue) maps each float32 result, at C's index, before the store to C;
     `raw`: a buffer indexed as C that gets the result before the epilogue too. `a_load` / `b_load`:
     (valid(bvars, outer, k) -> bool Expr or None, max elements per copy) of an operand that is
-    an implicit zero outside `valid` (the padding of an implicit-GEMM convolution)."""
+    an implicit zero outside `valid` (the padding of an implicit-GEMM convolution). With
+    `kn.split_k` > 1 (sm_90) a cluster of split_k CTAs shares each tile's k-tiles and rank 0 adds the
+    others' float32 partials (hopper_splitk.py); `drop` ("split_wait", "split_barrier",
+    "split_arrive") leaves its synchronisation out (broken variants for tests)."""
+    kn_drop = tuple(drop)
     check_knobs(p, kn)
     bm, bn, bk, st = kn.bm, kn.bn, kn.bk, kn.stages
     wm_, wn_ = kn.bm // kn.warps_m, kn.bn // kn.warps_n
@@ -379,18 +388,23 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     fb = Buffer(f"{prefix}_fb", (2, nt_n // 2, 8), p.dtype, "local")
     # batch indices from the fused blockIdx.y
     bvars = unflatten_index(bz, tuple(p.batch))
+    # split-K (sm_90): the `split` CTAs of a cluster share each tile's k-tiles (hopper_splitk.py)
+    split = kn.split_k
+    tile_id, rank = (pid // split, pid % split) if split > 1 else (pid, None)
+    k_first, k_count = sk.k_range(kt_n, split, rank) if split > 1 else (0, kt_n)
     # grouped block order
     gm = min(kn.group_m, tiles_m)
     per_group = gm * tiles_n
     pm, pn, gsize = V("pm"), V("pn"), V("gsize")
-    first_m = pid // per_group * gm
+    first_m = tile_id // per_group * gm
     warp, lane, wi, wj = V("warp"), V("lane"), V("wi"), V("wj")
     m0, n0 = pm * bm, pn * bn
     kt = V("kt")
 
     def loads(slot, ktile, tag, piece=(0, 1)):
-        return seq(_load_tile(A, sa, slot, bvars, m0, ktile * bk, tx, threads, f"{prefix}_la{tag}", piece),
-                   _load_tile(B, sb, slot, bvars, n0, ktile * bk, tx, threads, f"{prefix}_lb{tag}", piece))
+        k0 = (ktile + k_first) * bk if split > 1 else ktile * bk
+        return seq(_load_tile(A, sa, slot, bvars, m0, k0, tx, threads, f"{prefix}_la{tag}", piece),
+                   _load_tile(B, sb, slot, bvars, n0, k0, tx, threads, f"{prefix}_lb{tag}", piece))
 
     def frag_loads(slot, ks, buf, tag):
         mv, pv = Var(f"{prefix}_fm{tag}"), Var(f"{prefix}_fp{tag}")
@@ -411,6 +425,7 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     prologue = []
     for s in range(st - 1):
         ld = loads(s, Const(s), f"p{s}")
+        ld = IfThenElse(Const(s) < k_count, ld) if split > 1 and s > 0 else ld  # every rank has a k-tile
         prologue += [ld if s < kt_n else seq(), Intrinsic(COMMIT, ())]
     prologue += [Intrinsic(WAIT_GROUP, (Const(st - 2),)), Barrier(), frag_loads(0, 0, 0, "p")]
     # main loop: one k-tile
@@ -419,10 +434,10 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
     # the copies of tile kt + stages - 1 go to the slot tile kt - 1 used: free since the barrier
     # that ended tile kt - 1. All at once, or (spread) one piece before each k-step's mmas.
     pieces = ks_n if kn.spread else 1
-    step = [] if kn.spread else [IfThenElse(nxt < kt_n, loads(nxt % st, nxt, "m")), Intrinsic(COMMIT, ())]
+    step = [] if kn.spread else [IfThenElse(nxt < k_count, loads(nxt % st, nxt, "m")), Intrinsic(COMMIT, ())]
     for ks in range(ks_n):
         buf, other = ks % 2, (ks + 1) % 2
-        copies = ([IfThenElse(nxt < kt_n, loads(nxt % st, nxt, f"m{ks}", (ks, pieces)))] if kn.spread else [])
+        copies = ([IfThenElse(nxt < k_count, loads(nxt % st, nxt, f"m{ks}", (ks, pieces)))] if kn.spread else [])
         if ks + 1 < ks_n:
             step += [frag_loads(slot, ks + 1, other, f"m{ks}"), *copies, mmas(buf, ks)]
             continue
@@ -435,7 +450,7 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
         # the next tile starts in buffer 0: load it while this step's mmas run when they use
         # buffer 1 (an even number of k-steps), after them otherwise
         step += [nxt_frags, mmas(buf, ks)] if buf == 1 else [mmas(buf, ks), nxt_frags]
-    main = For(kt, kt_n, seq(*step))
+    main = For(kt, k_count, seq(*step))
     mt, nt, e = V("zm"), V("zn"), V("ze")
     zero = For(mt, mt_n, For(nt, nt_n, For(e, 4, Store(acc, (mt, nt, e), Const(0.0, "float32")), "unrolled"),
                              "unrolled"), "unrolled")
@@ -460,25 +475,41 @@ def build_gemm_body(p: GemmProblem, kn: GemmKnobs, a: Buffer, b: Buffer, c: Buff
         store = IfThenElse(conds[0] if len(conds) == 1 else conds[0] & conds[1], store)
     pair = For(ev, 2, store, "vectorized" if p.n % 2 == 0 else "unrolled")
     epi = For(mt, mt_n, For(nt, nt_n, For(eh, 2, pair, "unrolled"), "unrolled"), "unrolled")
-    body = seq(zero, *prologue, main, epi)
+    head, ws, red = [], None, None
+    if split > 1:  # ranks 1..: partials to the workspace, then arrive; rank 0 waits, adds them, stores
+        nvals, tiles_all = mt_n * nt_n * 4, tiles_m * tiles_n * nbatch
+        tile_g = bz * (tiles_m * tiles_n) + tile_id if p.batch else tile_id
+        ws, red = sk.workspace(prefix, split, tiles_all, 1, nvals, threads), sk.reduce_barrier(prefix)
+        kw = dict(prefix=f"{prefix}_sk", drop=kn_drop, lanes=threads,
+                  acc_index=lambda f: (f // (nt_n * 4), f // 4 % nt_n, f % 4))
+        epi = IfThenElse(rank > 0, sk.publish(ws, acc, red, nvals, rank, tile_g, Const(0), tx, tiles_all, 1,
+                                              group_sync=Barrier(), **kw),
+                         seq(sk.gather(ws, acc, red, nvals, split, tile_g, Const(0), tx, tiles_all, 1, **kw), epi))
+        # rank 0's barrier initialised (and published to the cluster) before any peer arrives
+        head = [IfThenElse(tx.eq(0), seq(sk.init(red, split, 1), Intrinsic(mbarrier.FENCE_INIT, ()))),
+                Intrinsic("barrier.cluster.arrive", ()), Intrinsic("barrier.cluster.wait", ())]
+    body = seq(*head, zero, *prologue, main, epi)
     for buf in (fb, fa, acc):
         body = Allocate(buf, body)
     body = LetStmt(warp, tx // 32, LetStmt(lane, tx % 32, LetStmt(wi, warp // kn.warps_n, LetStmt(
         wj, warp % kn.warps_n, body))))
     body = For(tx, threads, body, "threadIdx.x")
-    body = Allocate(sa, Allocate(sb, body))
-    inner = pid % per_group
+    body = Allocate(sa, Allocate(sb, body if red is None else Allocate(red, body)))
+    inner = tile_id % per_group
     body = LetStmt(gsize, minimum(Const(tiles_m) - first_m, Const(gm)), LetStmt(
         pm, first_m + inner % gsize, LetStmt(pn, inner // gsize, body)))
-    body = For(pid, tiles_m * tiles_n, body, "blockIdx.x")
+    if ws is not None:
+        body = Allocate(ws, body)
+    body = For(pid, tiles_m * tiles_n * split, body, "blockIdx.x")
     if p.batch:
         body = For(bz, nbatch, body, "blockIdx.y")
     smem = st * (bm + bn) * bk * 2
-    return body, Launch((tiles_m * tiles_n, nbatch, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0)
+    return body, Launch((tiles_m * tiles_n * split, nbatch, 1), (threads, 1, 1), smem if smem > 48 * 1024 else 0,
+                        (split, 1, 1))
 
 
 def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm",
-                epilogue: Epilogue | None = None) -> Kernel:
+                epilogue: Epilogue | None = None, drop: tuple = ()) -> Kernel:
     """A whole GEMM kernel with parameters (A, B, C) as `GemmProblem.buffers` lays them out, then
     the buffers `epilogue` reads (its bias, residual...), applied before C's store."""
     kn = kn or default_knobs(p)
@@ -495,7 +526,7 @@ def gemm_kernel(p: GemmProblem, kn: GemmKnobs | None = None, name: str = "gemm",
         return tuple(bv) + (m, n)
 
     assert len(a.shape) == nb + 2
-    body, launch = build_gemm_body(p, kn, a, b, c, a_index, b_index, c_index, epilogue=epilogue)
+    body, launch = build_gemm_body(p, kn, a, b, c, a_index, b_index, c_index, epilogue=epilogue, drop=drop)
     extra = epilogue.buffers if epilogue is not None else ()
     return Kernel(name, (a, b, c) + tuple(extra), body, target="cuda", launch=launch)
 
@@ -522,9 +553,12 @@ def _register_template():
 
     def knob_check(name):
         def check(ctx):
-            for knob, msg in knob_problems(ctx.info.problem, GemmKnobs.from_dict(ctx.knobs), ctx.target.shared_bytes):
+            kn = GemmKnobs.from_dict(ctx.knobs)
+            for knob, msg in knob_problems(ctx.info.problem, kn, ctx.target.shared_bytes):
                 if knob == name:
                     return msg
+            if name == "split_k" and kn.split_k != 1 and "cluster" not in ctx.target.features:
+                return "split-K reduces within a thread-block cluster (sm_90 and later)"
             return None
         return Constraint((name,), check, f"gemm {name}")
 
@@ -533,7 +567,8 @@ def _register_template():
         "gemm.mma_sync",
         [Pow2("bm", 16, 256, default=128), Pow2("bn", 16, 256, default=128), Pow2("bk", 16, 128, default=32),
          Pow2("warps_m", 1, 8, default=2), Pow2("warps_n", 1, 8, default=2), IntRange("stages", 2, 6, default=4),
-         Choice("swizzle", ("rotate", "none")), Pow2("group_m", 1, 16, default=8), Choice("split_k", (1,)),
+         Choice("swizzle", ("rotate", "none")), Pow2("group_m", 1, 16, default=8),
+         Choice("split_k", (1, 2, 4, 8), default=1),
          Choice("spread", (False, True))],
         schedule, analyze=analyze, defaults=defaults, constraints=[knob_check(n) for n in names],
         targets=("cuda",),

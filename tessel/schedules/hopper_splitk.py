@@ -53,14 +53,19 @@ def k_range(k_tiles: int, split: int, rank: Expr) -> tuple[Expr, Expr]:
     return first, (rank + 1) * k_tiles // split - first
 
 
-def workspace(prefix: str, split: int, tiles: int, consumers: int, values: int) -> Buffer:
-    """The float32 workspace of ranks 1 .. split - 1 (see the module docstring)."""
-    return Buffer(f"{prefix}{WORKSPACE_SUFFIX}", ((split - 1) * tiles * consumers * values * 128,), "float32",
+def workspace(prefix: str, split: int, tiles: int, consumers: int, values: int, lanes: int = 128) -> Buffer:
+    """The float32 workspace of ranks 1 .. split - 1 (see the module docstring): `consumers` groups
+    of `lanes` threads per tile, `values` accumulators per thread."""
+    return Buffer(f"{prefix}{WORKSPACE_SUFFIX}", ((split - 1) * tiles * consumers * values * lanes,), "float32",
                   "global")
 
 
-def _slot(rank, tile, wg, tiles: int, consumers: int, values: int) -> Expr:
-    return ((((rank - 1) * tiles + tile) * consumers + wg) * values) * 128
+def _slot(rank, tile, wg, tiles: int, consumers: int, values: int, lanes: int = 128) -> Expr:
+    return ((((rank - 1) * tiles + tile) * consumers + wg) * values) * lanes
+
+
+def _acc(acc: Buffer, acc_index, f):
+    return acc[acc_index(f)] if acc_index is not None else acc[f]
 
 
 def reduce_barrier(prefix: str) -> Buffer:
@@ -74,30 +79,36 @@ def init(bar: Buffer, split: int, consumers: int) -> Stmt:
 
 
 def publish(ws: Buffer, acc: Buffer, bar: Buffer, values: int, rank, tile, wg, lane, tiles: int, consumers: int,
-            prefix: str = "sk", drop: tuple = ()) -> Stmt:
+            prefix: str = "sk", drop: tuple = (), lanes: int = 128, acc_index=None, group_sync=None) -> Stmt:
     """Every thread of a consumer warpgroup of rank `rank` >= 1: its `values` accumulators into
     the workspace, the warpgroup's named barrier 1 + wg, then thread 0 arrives on rank 0's reduce
-    barrier. `drop` ("split_barrier": no named barrier, "split_arrive": no arrival)."""
+    barrier. `drop` ("split_barrier": no named barrier, "split_arrive": no arrival). Other thread
+    groups: `lanes` threads, `acc_index(flat value number)` -> the accumulator's index (a
+    multi-dimensional register array), `group_sync` the statement ordering their stores (e.g. a
+    block Barrier)."""
     i, v = Var(f"{prefix}_i"), Var(f"{prefix}_v")
-    base = _slot(rank, tile, wg, tiles, consumers, values) + lane * 4
-    out = [For(i, values // 4, For(v, 4, Store(ws, (base + i * 512 + v,), acc[i * 4 + v]), "vectorized"), "unrolled")]
+    base = _slot(rank, tile, wg, tiles, consumers, values, lanes) + lane * 4
+    out = [For(i, values // 4, For(v, 4, Store(ws, (base + i * (4 * lanes) + v,), _acc(acc, acc_index, i * 4 + v)),
+                                   "vectorized"), "unrolled")]
     if "split_barrier" not in drop:
-        out.append(Intrinsic("bar.sync", (wg + 1, Const(128))))
+        out.append(group_sync if group_sync is not None else Intrinsic("bar.sync", (wg + 1, Const(128))))
     if "split_arrive" not in drop:
         out.append(IfThenElse(lane.eq(0), Intrinsic(mbarrier.ARRIVE_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))))
     return seq(*out)
 
 
 def gather(ws: Buffer, acc: Buffer, bar: Buffer, values: int, split: int, tile, wg, lane, tiles: int,
-           consumers: int, prefix: str = "sk", drop: tuple = ()) -> Stmt:
+           consumers: int, prefix: str = "sk", drop: tuple = (), lanes: int = 128, acc_index=None) -> Stmt:
     """Every thread of a consumer warpgroup of rank 0: wait for the peers (a cluster-scope acquire;
     `drop` "split_wait": don't), then acc += the partials of ranks 1 .. split - 1, in rank order."""
     out = [] if "split_wait" in drop else [Intrinsic(mbarrier.WAIT_CLUSTER, (BufferRef(bar, (Const(0),)), Const(0)))]
     # a serial loop over the peers (an unrolled one let nvcc hoist all (split - 1) x values loads and
     # spill at split 8), the values unrolled: the accumulators stay registers
     r, i, v = Var(f"{prefix}_r"), Var(f"{prefix}_ai"), Var(f"{prefix}_av")
-    base = _slot(r + 1, tile, wg, tiles, consumers, values) + lane * 4
-    add = Store(acc, (i * 4 + v,), acc[i * 4 + v] + ws[base + i * 512 + v])
+    base = _slot(r + 1, tile, wg, tiles, consumers, values, lanes) + lane * 4
+    f = i * 4 + v
+    idx = tuple(acc_index(f)) if acc_index is not None else (f,)
+    add = Store(acc, idx, _acc(acc, acc_index, f) + ws[base + i * (4 * lanes) + v])
     out.append(For(r, split - 1, For(i, values // 4, For(v, 4, add, "vectorized"), "unrolled")))
     return seq(*out)
 

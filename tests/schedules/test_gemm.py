@@ -100,7 +100,7 @@ def test_kernel_shape_and_instructions():
 @pytest.mark.parametrize("knobs,culprit", [
     (dict(bm=96), "bm"), (dict(bk=8), "bk"), (dict(bm=16, warps_m=2), "bm"), (dict(bn=16, warps_n=2), "bn"),
     (dict(stages=1), "stages"), (dict(stages=10), "stages"), (dict(swizzle="xor"), "swizzle"),
-    (dict(split_k=2), "split_k"), (dict(warps_m=8, warps_n=8, bm=128, bn=128), "warps_n"),
+    (dict(split_k=9), "split_k"), (dict(warps_m=8, warps_n=8, bm=128, bn=128), "warps_n"),
     (dict(bm=256, bn=256, bk=128, stages=4, warps_m=4, warps_n=4), "stages"),
     (dict(bm=256, bn=256, warps_m=1, warps_n=1, bk=16, stages=2), "bm"), (dict(group_m=3), "group_m"),
     (dict(bm=128, bn=128, bk=16, warps_m=4, warps_n=4), "bk"), (dict(spread=1), "spread"),
