@@ -401,7 +401,8 @@ def main(argv=None) -> int:
         else:
             ks = (f"{kn.get('bm')}x{kn.get('bn')}x{kn.get('bk')} w{kn.get('warps_m')}x{kn.get('warps_n')} "
                   f"s{kn.get('stages')} {kn.get('swizzle')} g{kn.get('group_m')}"
-                  + (" spread" if kn.get("spread") else "")) if kn else "default"
+                  + (" spread" if kn.get("spread") else "")
+                  + (f" split{kn['split_k']}" if kn.get("split_k", 1) > 1 else "")) if kn else "default"
         if r.get("case"):
             ks = f"[{r['case']}] " + ks + (f"  (torch matmul alone {r['torch_matmul_ms']:.3f} ms, "
                                            f"gelu(addmm) {r['torch_addmm_gelu_ms']:.3f} ms)"
