@@ -19,6 +19,9 @@ from tessel.ir.nodes import Barrier, Buffer, Seq, rewrite
 from tessel.schedules.conv_gemm import ConvProblem, conv_kernel, default_conv_knobs
 from tessel.schedules.epilogue import Epilogue
 from tessel.schedules.gemm import GemmKnobs
+from tessel.codegen.cuda_build import available_compilers
+
+needs_cuda_compiler = pytest.mark.skipif(not available_compilers(), reason="no CUDA compiler (nvcc or NVRTC)")
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 SMALL = GemmKnobs(bm=32, bn=16, bk=32, warps_m=2, warps_n=1, stages=3, group_m=2)
@@ -150,6 +153,7 @@ def _mma_in(kernel, wgmma: bool = False) -> bool:
     return any(isinstance(n, Intrinsic) and n.name.startswith(prefix) for n in walk(kernel.ir))
 
 
+@needs_cuda_compiler
 @pytest.mark.parametrize("c,k,r,pad,stride,dtype", [(16, 24, 3, 1, 1, "float16"), (16, 16, 1, 0, 1, "float16"),
                                                     (8, 16, 3, 1, 2, "bfloat16")])
 def test_graph_conv_bias_relu_is_the_implicit_gemm_on_cuda(c, k, r, pad, stride, dtype):
@@ -177,6 +181,7 @@ def test_graph_conv_bias_relu_is_the_implicit_gemm_on_cuda(c, k, r, pad, stride,
     assert err <= 1e-2, f"seed {seed}: relative error {err}"
 
 
+@needs_cuda_compiler
 def test_torch_half_pointwise_conv_maps_to_the_implicit_gemm():
     torch = pytest.importorskip("torch")
     from tessel.compiler.compile_api import compile as ts_compile

@@ -24,6 +24,9 @@ from tessel.ir.interp.race import RaceError
 from tessel.ir.nodes import Barrier, Buffer, Seq, Var, rewrite
 from tessel.schedules.epilogue import EpiOp, Epilogue
 from tessel.schedules.gemm import GemmKnobs, GemmProblem, gemm_kernel
+from tessel.codegen.cuda_build import available_compilers
+
+needs_cuda_compiler = pytest.mark.skipif(not available_compilers(), reason="no CUDA compiler (nvcc or NVRTC)")
 
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 SMALL = GemmKnobs(bm=32, bn=32, bk=16, warps_m=2, warps_n=1, stages=2)
@@ -234,6 +237,7 @@ def _graph_case(name, rng):
     raise AssertionError(name)
 
 
+@needs_cuda_compiler
 @pytest.mark.parametrize("name", ["matmul_bias_gelu", "linear", "linear3d_gelu_tanh", "matmul", "bmm",
                                   "matmul_silu_residual", "scores"])
 def test_graph_gemm_groups_are_one_template_kernel_on_cuda(name):
@@ -273,6 +277,7 @@ def test_dsl_gemm_whose_result_is_also_an_output():
     assert np.array_equal(d, np.maximum(c, 0).astype(ml_dtypes.bfloat16)), f"seed {seed}"
 
 
+@needs_cuda_compiler
 @pytest.mark.parametrize("op", ["addmm", "baddbmm"])
 def test_torch_addmm_and_baddbmm_are_one_template_kernel_on_cuda(op):
     torch = pytest.importorskip("torch")

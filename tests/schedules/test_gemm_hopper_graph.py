@@ -18,6 +18,9 @@ from scipy.special import erf
 from tessel.ir.interp.race import RaceError
 from tessel.ir.nodes import Intrinsic, walk
 from tests.schedules.test_gemm_epilogue import _h, _rng
+from tessel.codegen.cuda_build import available_compilers
+
+needs_cuda_compiler = pytest.mark.skipif(not available_compilers(), reason="no CUDA compiler (nvcc or NVRTC)")
 
 F = lambda a: np.asarray(a).astype(np.float64)  # noqa: E731
 R16 = lambda a: F(np.asarray(a).astype(np.float16))  # noqa: E731
@@ -67,6 +70,7 @@ def _template_of(cm):
             "gemm.mma_sync" if any(x.startswith("mma.sync") for x in names) else "other")
 
 
+@needs_cuda_compiler
 @pytest.mark.parametrize("name", ["matmul_bias_gelu", "linear", "linear3d_gelu_tanh", "bmm", "scores",
                                   "matmul_silu_residual"])
 def test_graph_gemm_groups_are_one_wgmma_kernel_on_sm90a(name):
@@ -81,6 +85,7 @@ def test_graph_gemm_groups_are_one_wgmma_kernel_on_sm90a(name):
     assert err <= 2e-3, f"seed {seed}: {name} relative error {err}"
 
 
+@needs_cuda_compiler
 def test_sm80_and_small_or_misaligned_gemms_keep_mma_sync():
     from tessel.compiler.model import compile_graph
     from tessel.frontend.builder import GraphBuilder
