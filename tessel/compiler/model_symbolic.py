@@ -104,6 +104,9 @@ def _dynamic_dims(ranges, example_specs) -> list:
 
 
 def _sizes(lo: int, hi, example: int) -> list:
+    """The three largest primes of the range (close together, so the schedules choose alike at all
+    three; a constant that depends on the size only through `n // 16` then looks constant: the
+    bounds check of `check_bounds` catches what that breaks)."""
     top = hi if hi is not None else max(128, 2 * example)
     sizes = primes_in(max(lo, 5), top)
     if len(sizes) < 3:
@@ -198,7 +201,7 @@ def build_symbolic(specialize, ranges, example_specs, options: dict, found: list
         if step_kernel is None:
             name = _unique(per[0].name, built.values())
             if kernel is not None:
-                step_kernel = _SymbolicKernel(name, _build(kernel, name), scalars)
+                step_kernel = _SymbolicKernel(name, _build(kernel, name), scalars, _with_scalars(naive, scalars))
             else:
                 step_kernel = _PerShapeKernel(name, _with_scalars(naive, scalars), scalars,
                                               f"its schedule differs between sizes: {why[-1]}")
@@ -287,9 +290,10 @@ class _SymbolicKernel:
 
     kind = "symbolic"
 
-    def __init__(self, name, kernel, scalars: tuple):
+    def __init__(self, name, kernel, scalars: tuple, naive=None):
         self.name, self.compiled, self.scalars = name, kernel, tuple(scalars)
         self.ir = kernel.ir
+        self.naive = naive if naive is not None else kernel.ir  # the unscheduled kernel (with the sizes)
 
     def at(self, sizes: tuple):
         return self.compiled
@@ -483,6 +487,53 @@ class BoundProgram:
         return BoundSteps(steps)
 
 
+def check_bounds(sym: SymbolicProgram, extra: tuple = ()) -> None:
+    """Every kernel, instantiated at sizes across the ranges (both ends, a power of two, the middle,
+    `extra`), must pass the verifier's bounds check: an extent fitted as a constant that really
+    depends on the size (a loop of `n // 16` full vectors, the same 3 at 61, 59 and 53) writes out of
+    bounds at small sizes even where the results happen to be right. A symbolic kernel that fails
+    becomes a per-shape one (its unscheduled kernel scheduled per size); an unscheduled kernel that
+    fails raises SymbolicUnsupported naming it and the sizes."""
+    import dataclasses
+    import itertools
+
+    from tessel.compiler.symbolic_ir import instantiate_all
+    from tessel.errors import VerifyError
+    from tessel.ir.verify import verify
+
+    per_dim = []
+    for k, d in enumerate(sym.dims):
+        low = max(d.lo, 1)
+        top = d.hi if d.hi is not None else max(2 * low, 256)
+        found = {low, low + 1, top, _round_size(d), (low + top) // 2}
+        found |= {e[k] for e in extra if e is not None and k < len(e)}
+        per_dim.append(sorted(n for n in found if n is not None and low <= n <= top))
+
+    def problem(ir):
+        bare = dataclasses.replace(ir, params=tuple(p for p in ir.params if p not in sym.scalars))
+        for sizes in itertools.product(*per_dim):
+            try:
+                verify(instantiate_all(bare, sym.env(sizes)))
+            except VerifyError as e:
+                return f"at sizes {sizes}: {str(e).splitlines()[-1].strip().lstrip('- ')}"
+        return None
+
+    demoted: dict = {}
+    for kern in sym.kernels:
+        why = problem(kern.naive)
+        if why is not None:
+            raise SymbolicUnsupported(f"kernel '{kern.name}' {why}")
+        if kern.kind == "symbolic":
+            why = problem(kern.compiled.ir)
+            if why is not None:
+                demoted[id(kern)] = _PerShapeKernel(kern.name, kern.naive, kern.scalars,
+                                                    f"its symbolic schedule fails the bounds check {why}")
+    if demoted:
+        sym.steps = [_Step(demoted.get(id(s.kernel), s.kernel), s.group, s.args) for s in sym.steps]
+        sym.kinds = {k.name: k.kind for k in sym.kernels}
+        sym._bound.clear()
+
+
 def check_against(sym: SymbolicProgram, base, specialize) -> None:
     """Run `sym` on random inputs at the example sizes (against `base`, the program compiled for them),
     at the smallest sizes of the ranges and at a power of two in them (against the graph's numpy
@@ -493,6 +544,7 @@ def check_against(sym: SymbolicProgram, base, specialize) -> None:
     from tessel.frontend.reference import run_graph
 
     size = sym.size_of(_key_of(base.inputs))
+    check_bounds(sym, (size,))
     if size is not None and all(n >= d.lo and (d.hi is None or n <= d.hi) for n, d in zip(size, sym.dims)):
         arrays = random_inputs(base.inputs, seed=1)
         _compare(sym.bind(size).run(arrays), base.run(arrays), size, "the program compiled for that shape")

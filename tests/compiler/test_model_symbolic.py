@@ -272,3 +272,27 @@ def test_onnx_dims_named_question_mark_are_independent():
     assert cm.input_ranges.describe() == "x: (x.0 in [0, inf), x.1 in [0, inf))"
     a = RNG.standard_normal((int(RNG.integers(4, 9)), int(RNG.integers(9, 20)))).astype(np.float32)
     np.testing.assert_array_equal(cm(a), np.maximum(a, 0))
+
+
+def test_a_symbolic_kernel_out_of_bounds_at_small_sizes_becomes_per_shape():
+    # what the sample primes 61, 59, 53 give for a loop of n // 16 whole vectors: the constant 3
+    from types import SimpleNamespace
+
+    from tessel.compiler.model_symbolic import Dim, SymbolicProgram, _Step, _SymbolicKernel, check_bounds
+    from tessel.frontend.graph import Graph
+    from tessel.ir.nodes import Kernel, Seq
+
+    n = Var("n")
+    A = Buffer("A", (n,))
+    o, v, t, i = Var("o"), Var("v"), Var("t"), Var("i")
+    one = Const(1.0, "float32")
+    vectors = Seq((For(o, 3, For(v, 16, Store(A, (o * 16 + v,), one), "vectorized")),
+                   For(t, n - 48, Store(A, (t + 48,), one))))
+    compiled = SimpleNamespace(ir=Kernel("fill", (A, n), vectors))
+    naive = Kernel("fill", (A, n), For(i, n, Store(A, (i,), one)))
+    kern = _SymbolicKernel("fill", compiled, (n,), naive)
+    group = SimpleNamespace(outputs=[])
+    sym = SymbolicProgram(Graph("g"), Graph("g"), [Dim("n", 1, 64, [(0, 0)], n)], {}, [_Step(kern, group, [])],
+                          {"fill": "symbolic"}, 0.0)
+    check_bounds(sym)
+    assert sym.kinds == {"fill": "per-shape"} and "fails the bounds check at sizes (1,)" in sym.describe()
