@@ -1,11 +1,13 @@
-"""Pointwise convolutions lowered channels-last, computed NCHW: the template "cpu.conv_nchw".
+"""Pointwise (and stem) convolutions lowered channels-last, computed NCHW: the template "cpu.conv_nchw".
 
 The conv lowering accumulates narrow convolutions channels-last, `acl[n, y, x, f]`, then stores
 `out[n, f, y, x] = epilogue(acl[n, y, x, f])`: a transposed read, which the epilogue fusion cannot
 take and which vectorizes as a gather. For a 1x1 stride-1 convolution whose output rows are whole
 vectors of 8 or more, the NCHW form is faster (one thread, thread CPU time, MobileNet-like's
 pointwise convs: 32->64 at 16x16 21.6 -> 10.8 us, 64->64 at 16x16 30.5 -> 20.9 us, 64->128 at 8x8
-11.7 -> 10.5 us); 3x3 convolutions gained nothing at 16x16 and 8x8 and lose 2x at 4x4, so they stay.
+11.7 -> 10.5 us); so is a stem convolution over 3 input channels (MobileNet-like's 3x3 stride-2
+3->16 at 64x64: 19.1 -> 11.6 us). Other 3x3 convolutions gained nothing at 16x16 and 8x8 and lose 2x
+at 4x4 (16 input channels, stride 2: 30.5 vs 32.7 us), so they stay channels-last.
 
 This template permutes `acl` to `[n, f, y, x]` (`transform_layout`: its nest computes the same
 values in NCHW order; the epilogue now reads it at its own index) and then applies cpu.conv with
@@ -32,9 +34,13 @@ from tessel.schedules.nest import init_guards, perfect_chain
 from tessel.schedules.template import Template, register
 
 
+FEW_CHANNELS = 4  # input channels of a stem convolution (RGB) that this template also takes
+
+
 def find_pointwise_cl(kernel: Kernel) -> str:
-    """The temporary `acl[n, y, x, f]` of a 1x1 stride-1 channels-last convolution whose only reader
-    stores `out[n, f, y, x]` from `acl[n, y, x, f]`, with rows of a multiple of 8; ScheduleError if none."""
+    """The temporary `acl[n, y, x, f]` of a channels-last convolution, 1x1 with stride 1 or over at
+    most FEW_CHANNELS input channels with stride 1 or 2, whose only reader stores `out[n, f, y, x]`
+    from `acl[n, y, x, f]`, with rows of a multiple of 8; ScheduleError if none."""
     from tessel.schedules.cpu_depthwise import _affine
     from tessel.schedules.generic import _in_dsl_form, stages
 
@@ -45,8 +51,11 @@ def find_pointwise_cl(kernel: Kernel) -> str:
         if buf is None or buf.ndim != 4 or not init_guards(nest) or not _in_dsl_form(kernel, name, nest):
             continue
         chain = perfect_chain(nest)
-        if len(chain) != 7 or any(int(lp.extent.value) != 1 for lp in chain[5:]):
-            continue  # 1x1: both kernel loops of extent 1
+        if len(chain) != 7:
+            continue
+        pointwise = all(int(lp.extent.value) == 1 for lp in chain[5:])
+        if not pointwise and int(chain[4].extent.value) > FEW_CHANNELS:
+            continue  # 1x1, or a stem convolution over a few input channels
         wo = int(chain[2].extent.value)
         if wo % 8:
             continue
@@ -59,8 +68,8 @@ def find_pointwise_cl(kernel: Kernel) -> str:
         if len(reads) != 1:
             continue
         form = _affine(reads[0].indices[-1], vars_, rng)
-        if form is None or form[1].get(x) != 1:
-            continue  # stride 1 along the row
+        if form is None or form[1].get(x) not in ((1,) if pointwise else (1, 2)):
+            continue  # pointwise: stride 1 along the row; a stem: stride 1 or 2 (a load pair + shuffle)
         readers = [(o, on) for o, on in nests if o != name and any(
             isinstance(m, Load) and m.buffer.name == name for m in walk(on))]
         if len(readers) != 1:
@@ -71,8 +80,8 @@ def find_pointwise_cl(kernel: Kernel) -> str:
         if len(och) < 4 or any(tuple(m.indices) != (ov[0], ov[2], ov[3], ov[1]) for m in loads):
             continue
         return name
-    raise ScheduleError(f"kernel '{kernel.name}' holds no 1x1 stride-1 channels-last convolution read back "
-                        f"transposed")
+    raise ScheduleError(f"kernel '{kernel.name}' holds no pointwise (1x1, stride 1) or few-channel channels-last "
+                        f"convolution read back transposed")
 
 
 def _schedule(sch, knobs: dict, ctx) -> None:

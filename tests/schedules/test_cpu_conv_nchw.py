@@ -1,6 +1,6 @@
 """transform_layout (tessel/schedules/layout.py) and the template "cpu.conv_nchw": permuting a
-temporary changes no value (interpreter before/after on fresh random inputs); pointwise convolutions
-lowered channels-last are scheduled NCHW by default and match torch with a bias + clip epilogue;
+temporary changes no value (interpreter before/after on fresh random inputs); pointwise and 3-channel
+stem convolutions lowered channels-last are scheduled NCHW by default and match torch with a bias + clip epilogue;
 the trace replays; 3x3 and stride-2 convolutions and narrow rows are left to cpu.conv."""
 
 from __future__ import annotations
@@ -32,19 +32,20 @@ def _conv_clip(c, f, hw, k=1, stride=1):
     return inline_temporaries(ts.lower([x, w, b, z], name="pw"))[0], shape
 
 
-@pytest.mark.parametrize("c,f,hw", [(32, 64, 16), (16, 24, 8), (8, 16, 24)])
-def test_pointwise_convolutions_run_nchw_and_match_torch(c, f, hw):
-    ir, shape = _conv_clip(c, f, hw)
+@pytest.mark.parametrize("c,f,hw,k,stride", [(32, 64, 16, 1, 1), (16, 24, 8, 1, 1), (8, 16, 24, 1, 1),
+                                             (3, 16, 32, 3, 2), (3, 8, 16, 3, 1)])  # the last two: stems
+def test_pointwise_convolutions_run_nchw_and_match_torch(c, f, hw, k, stride):
+    ir, shape = _conv_clip(c, f, hw, k, stride)
     sch = default_schedule(ir)
     assert sch.trace[0].args["name"] == "cpu.conv_nchw"
     rng = np.random.default_rng(c * 1000 + hw)
     x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
-    w = rng.standard_normal((f, c, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((f, c, k, k)).astype(np.float32)
     b = rng.standard_normal(f).astype(np.float32)
     out = np.full(shape, np.nan, np.float32)
     ts.build(ir, target="cpu", schedule=sch.kernel)(x, w, b, out)
     want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
-                                      torch.from_numpy(b).double()).clamp(0.0, 6.0).numpy()
+                                      torch.from_numpy(b).double(), stride=stride, padding=k // 2).clamp(0.0, 6.0).numpy()
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     assert Schedule.replay(ir, sch.trace_json()) == sch.kernel
 
