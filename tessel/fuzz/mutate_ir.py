@@ -9,11 +9,11 @@ campaign verifies each mutant, and one that the verifier rejects is counted, not
 Compiler-specific mutations of the schedule (`SCHEDULE_MUTATIONS`): append a random schedule
 primitive with arguments drawn from the scheduled kernel's actual loops and buffers (split,
 reorder, fuse, annotate, cache_read / cache_write, compute_at / compute_inline,
-decompose_reduction, cache_accumulate; on GPU cases bind, cache_shared, pad, swizzle, cross_thread_reduce,
-pipeline and tensorize attempts with intrinsics from the interpreter's table), move a template's
-knobs one step (`Space.neighbors`) or to a random valid point (`Space.sample`), switch to another
-applicable template, or delete a command. A command the schedule refuses is skipped when the case
-runs (and counted).
+decompose_reduction, cache_accumulate, transform_layout; on GPU cases bind, cache_shared, pad,
+swizzle, cross_thread_reduce, pipeline and tensorize attempts with intrinsics from the
+interpreter's table), move a template's knobs one step (`Space.neighbors`) or to a random valid
+point (`Space.sample`), switch to another applicable template, or delete a command. A command the
+schedule refuses is skipped when the case runs (and counted).
 
 Every mutator is `f(case, rng) -> Case | None` (None: nothing to mutate here).
 
@@ -270,7 +270,7 @@ def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | Non
     ext = int(lp.extent.value) if isinstance(lp.extent, Const) else 4
     gpu = is_gpu(case.target)
     prims = ["split", "split", "reorder", "fuse", "annotate", "cache_read", "cache_write", "compute_at",
-             "compute_inline", "decompose_reduction", "cache_accumulate"]
+             "compute_inline", "decompose_reduction", "cache_accumulate", "transform_layout"]
     if gpu:
         prims += ["bind", "bind", "cache_shared", "pad", "swizzle", "cross_thread_reduce", "pipeline", "tensorize",
                   "remove_dead_code"]
@@ -303,6 +303,14 @@ def random_command(case: Case, rng: random.Random, scheduled=None) -> dict | Non
         return {"primitive": p, "args": {"producer": rng.choice(temps), "at": name}}
     if p == "compute_inline":
         return {"primitive": p, "args": {"producer": rng.choice(temps)}} if temps else None
+    if p == "transform_layout":
+        allocs = [n.buffer for n in preorder(k.body) if isinstance(n, Allocate) and len(n.buffer.shape) >= 2]
+        if not allocs:
+            return None
+        b = rng.choice(allocs)
+        order = list(range(len(b.shape)))
+        rng.shuffle(order)
+        return {"primitive": p, "args": {"buffer": b.name, "order": order}}
     if p == "cache_accumulate":
         if not stored:
             return None

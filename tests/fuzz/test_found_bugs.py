@@ -20,9 +20,12 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "annotate_unbinds_block_bound_loop_races": (
-        "race:schedule", "tessel/schedules/loops.py annotate (re-annotating gpu.transpose's blockIdx.x loop as "
-        "parallel / unrolled drops the binding; the launch keeps grid.x = 2, so two blocks run the whole loop)"),
+    "cache_write_copies_out_a_loop_without_iterations": (
+        "diff:schedule", "tessel/schedules/caching.py cache_write (the copy-out writes the local buffer's "
+        "never-written elements back when the stores sit in a loop of extent -1: NaN instead of the input)"),
+    "decompose_reduction_or_in_init_guard": (
+        "diff:schedule", "tessel/schedules/reduction.py decompose_reduction (an init guard "
+        "((r0 == 0) || (r1 == 1)) && (r2 == 0) re-initialises mid-reduction; hoisting it at r1 changes the result)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -71,6 +74,8 @@ FIXED = {
                                                "fill loop; found 21:15 by a --target cuda:sm_90a generator run)",
     "gemm_epilogue_ignores_epilogue_loop_extent": "e957ab8 (gemm_plan: a fused stage must store every element of "
                                                   "its buffer; found by a --target cuda:sm_90a campaign)",
+    "annotate_unbinds_block_bound_loop_races": "5d9e623 (annotate refuses re-annotating a loop bound to a GPU axis; "
+                                               "found by a --target cuda:sm_90a campaign)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
 }

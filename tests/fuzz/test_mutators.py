@@ -104,16 +104,20 @@ def test_mutate_picks_both_kinds():
     assert names & set(MUTATIONS) and names & set(SCHEDULE_MUTATIONS)
 
 
-def test_cache_accumulate_is_drawn_and_judged():
-    """The new primitive cache_accumulate is among the random commands; where the schedule accepts
-    it, the case still matches the reference (it only changes the summation order)."""
+@pytest.mark.parametrize("prim", ["cache_accumulate", "transform_layout"])
+def test_new_primitives_are_drawn_and_judged(prim):
+    """The new primitives cache_accumulate and transform_layout are among the random commands; where
+    the schedule accepts one, the case still matches the reference (they change the summation order
+    or where values live only)."""
     from tessel.fuzz.oracles import run_case
 
     case = _case("cpu")
+    if prim == "transform_layout":  # (a 2-D temporary: T stays a separate stage)
+        case = case.replace(schedule=[])
     drawn = 0
-    for seed in range(300):
+    for seed in range(400):
         cmd = random_command(case, random.Random(seed))
-        if not cmd or cmd["primitive"] != "cache_accumulate":
+        if not cmd or cmd["primitive"] != prim:
             continue
         drawn += 1
         out = run_case(case.replace(schedule=case.schedule + [cmd]), determinism=False)
