@@ -24,11 +24,24 @@ if [[ $what == all || $what == gemm ]]; then
   timeout 400 python bench/gemm.py --no-default --knobs '{"path":"hopper"}' --json "$OUT/gemm_hopper.json" \
     >"$OUT/gemm_hopper.txt" 2>&1
   timeout 200 python bench/gemm.py --shapes 4096x4096x4096 --json "$OUT/gemm_mma.json" >"$OUT/gemm_mma.txt" 2>&1
+  # split-K on the skinny shapes (wgmma, then mma.sync), tf32 against cuBLAS tf32, batch folding
+  timeout 240 python bench/gemm.py --shapes 128x8192x8192,8192x128x8192,512x512x16384 --dtypes bf16 \
+    --no-default --split-k 1,2,4 --json "$OUT/gemm_splitk.json" >"$OUT/gemm_splitk.txt" 2>&1
+  timeout 200 python bench/gemm.py --shapes 4096x4096x4096,8192x8192x8192,128x8192x8192 --dtypes tf32 \
+    --json "$OUT/gemm_tf32.json" >"$OUT/gemm_tf32.txt" 2>&1
+  timeout 200 python bench/gemm.py --shapes 16x4096x4096,32x8192x8192 --dtypes bf16 \
+    --knobs '{"bm":16,"bn":128,"bk":64,"warps_m":1,"warps_n":4,"stages":4,"split_k":4}' \
+    --json "$OUT/gemm_mma_splitk.json" >"$OUT/gemm_mma_splitk.txt" 2>&1
+  timeout 200 python bench/gemm.py --fold --dtypes bf16 --json "$OUT/gemm_fold.json" >"$OUT/gemm_fold.txt" 2>&1
 fi
 if [[ $what == all || $what == conv ]]; then
   # implicit-GEMM 3x3 convolutions against cuDNN: the Hopper (TMA boxes + wgmma) and mma.sync paths
   timeout 300 python bench/gemm.py --conv --dtypes bf16 --knobs '{"path":"hopper"}' --json "$OUT/conv.json" \
     >"$OUT/conv.txt" 2>&1
+  # the convolution's stmatrix + 4-D TMA-store epilogue against its direct stores
+  timeout 240 python bench/gemm.py --conv "32,256,256,56,56,NHWC" --dtypes bf16 --no-default \
+    --knobs '{"path":"hopper"}' --knobs '{"path":"hopper","epilogue":"tma"}' \
+    --json "$OUT/conv_tma.json" >"$OUT/conv_tma.txt" 2>&1
 fi
 if [[ $what == all || $what == epilogue ]]; then
   timeout 200 python bench/gemm.py --epilogue --shapes 4096x4096x4096 --dtypes bf16 --knobs '{"path":"hopper"}' \
