@@ -287,3 +287,9 @@ def test_if_on_the_iteration_number_inside_a_run_time_loop(monkeypatch):
     for m in (1, 2, 7):
         f = feeds(m)
         _same(cm(*f.values()), sess.run(None, f), f"M={m}")
+
+
+def test_run_time_control_flow_on_a_cuda_target_is_refused_naming_the_node():
+    x = np.random.default_rng().standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(TesselError, match=r"run-time control flow \(.*if.*\) runs on the CPU only, not on cuda"):
+        ts.compile(_if_model(), example_inputs=(x, np.array(0, np.float32), np.array(True)), target="cuda:sm_90a")
