@@ -150,7 +150,10 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
     # The copy-out writes the whole box back, so the cache must start as a copy of the buffer unless
     # the body writes every element before reading it: a read first, or only guarded stores (a guard
     # that is false for some element would write the cache's poison back), need the copy-in.
-    if _reads_before_init(loop, buffer, set(extents)) or not _stored_unconditionally(loop.body, buffer):
+    # a loop inside that may not run (extent <= 0) leaves the cache unwritten too (fuzz case
+    # cache_write_copies_out_a_loop_without_iterations)
+    if (_reads_before_init(loop, buffer, set(extents)) or not _stored_unconditionally(loop.body, buffer)
+            or any(e <= 0 for e in extents.values())):
         copy_in = copy_nest(taken, new.name + "_in", box, buf.shape, ranges,
                             lambda g, loc: Store(new, loc, Load(buf, g)))
 

@@ -42,6 +42,7 @@ def decompose_reduction(kernel: Kernel, buffer: str, at: str) -> tuple[Kernel, l
         raise ScheduleError(f"decompose_reduction: the reduction of '{buffer}' is not perfectly nested under "
                             f"loop '{at}'")
     red = {v for v in walk(guard.cond) if isinstance(v, Var)}
+    _check_first_iteration(kernel, at, guard.cond, chain, red)
     index_vars = {v for idx in update.indices for v in walk(idx)}
     spatial, zero, red_extents = [], {}, []
     for lp in chain:
@@ -81,6 +82,48 @@ def decompose_reduction(kernel: Kernel, buffer: str, at: str) -> tuple[Kernel, l
     out = rewrite(kernel, lambda n: Seq((init, update_nest)) if isinstance(n, For) and n.var.name == at else None,
                   fixpoint=False)
     return out, [fresh[lp.var].name for lp in spatial]
+
+
+def _check_first_iteration(kernel: Kernel, at: str, cond, chain: list, red: set) -> None:
+    """The hoisted init runs once before loop `at` when `cond` holds with the loops from `at` inwards at 0;
+    that is the original only if, within one run of those loops, `cond` holds exactly at their first
+    iteration (fuzz case decompose_reduction_or_in_init_guard: `(r0 == 0 || r1 == 1) && r2 == 0`
+    re-initialises mid-reduction). Checked on every point of the guard's variables (corners and 256
+    random points when there are more than 512); a guard that cannot be evaluated is not checked."""
+    import itertools
+    import random
+
+    from tessel.ir.verify_witness import evaluate
+    from tessel.schedules.nest import loop_path
+
+    loops = {lp.var: lp for lp in loop_path(kernel.body, at)[:-1] + list(chain)}
+    names = sorted(red, key=lambda v: v.name)
+    if any(v not in loops or not isinstance(loops[v].extent, Const) for v in names):
+        return
+    inner = {lp.var for lp in chain}
+    extents = [max(0, int(loops[v].extent.value)) for v in names]
+    total = 1
+    for e in extents:
+        total *= e
+    if total == 0:
+        return
+    if total <= 512:  # (evaluating costs ~10 us a point: this runs for every scheduled reduction)
+        points = itertools.product(*(range(e) for e in extents))
+    else:
+        rng = random.Random(0)
+        corners = [tuple((e - 1 if k == d else 0) for k, e in enumerate(extents)) for d in range(len(extents))]
+        points = [tuple(0 for _ in extents)] + corners + [tuple(rng.randrange(e) for e in extents) for _ in range(256)]
+    for pt in points:
+        env = dict(zip(names, pt))
+        first = {v: (0 if v in inner else x) for v, x in env.items()}
+        got, at_first = evaluate(cond, env), evaluate(cond, first)
+        if got is None or at_first is None:
+            return
+        is_first = all(x == 0 for v, x in env.items() if v in inner)
+        if bool(got) != (bool(at_first) and is_first):
+            where = ", ".join(f"{v.name}={x}" for v, x in env.items())
+            raise ScheduleError(f"decompose_reduction: the init guard {cond} of loop '{at}' holds at {where}, not only "
+                                f"at the first iteration of the loops it would be hoisted out of")
 
 
 def _const_true(cond) -> bool:
