@@ -53,9 +53,10 @@ def compile(model, example_inputs=None, target: str | None = None, tuning_log=No
     returns a `tessel.compiler.model.CompiledModel`.
 
     `options` go to `tessel.compiler.model.compile_graph` (optimize, fold_limit, max_group_ops,
-    max_prologue_ops, cuda_graph); torch models also take `dynamic_shapes` and `verbose` (see the
-    module docstring). `tuning_log`: a tuning log (`tessel.tune`) whose best records
-    schedule the model's kernels, with no measurement; kernels without a record get the default
+    max_prologue_ops, cuda_graph, allow_tf32: float32 GEMMs on sm_90a may run on tf32 tensor cores,
+    10-bit mantissa products; off by default, exact float32); torch models also take `dynamic_shapes`
+    and `verbose` (see the module docstring). `tuning_log`: a tuning log (`tessel.tune`) whose best
+    records schedule the model's kernels, with no measurement; kernels without a record get the default
     schedule and are listed in one warning.
 
     >>> import torch, tessel as ts                                      # doctest: +SKIP

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from tessel.compiler.model_io import (  # noqa: F401 - re-exported: callers import them from here
     InputSpec, _check_example, _check_inputs, _fmt_key, _is_torch, _key_of, _signature, _torch_of, contiguous,
     random_inputs,
@@ -256,6 +258,17 @@ class CompiledModel:
         return text
 
     def _prepare(self, inputs):
+        # fast path: C-contiguous numpy arrays of exactly the current program's shapes and dtypes
+        # (_specialized would return it and _check_inputs pass them through): 9.8 -> 7.0 us per call
+        # for a 4-kernel MLP (cpu's measurement, /work/notes/cpu-callpath-patch.md)
+        p = self._current
+        fast = getattr(p, "_np_keys", None)
+        if fast is None and hasattr(p, "_np_dtypes"):
+            fast = p._np_keys = tuple((tuple(s.shape), np.dtype(d)) for s, d in zip(p.inputs, p._np_dtypes))
+        if fast is not None and len(inputs) == len(fast) and all(
+                type(a) is np.ndarray and a.shape == s and a.dtype == d and a.flags.c_contiguous
+                for a, (s, d) in zip(inputs, fast)):
+            return p, list(inputs), False
         as_torch = any(_is_torch(x) for x in inputs)
         program = self._specialized(inputs)
         return program, _check_inputs(program, inputs), as_torch
@@ -395,7 +408,7 @@ class _Replayer:
 # compile_graph
 # ---------------------------------------------------------------------------------------------
 
-_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda_graph", "tuning_log")
+_OPTIONS = ("optimize", "fold_limit", "max_group_ops", "max_prologue_ops", "cuda_graph", "tuning_log", "allow_tf32")
 
 
 def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specialize=None, restructure=None,
@@ -405,7 +418,9 @@ def compile_graph(graph: Graph, example_inputs=None, target: str = "cpu", specia
 
     Options: `optimize` (default True: run the graph passes), `fold_limit` (largest constant, in
     elements, that folding may produce), `max_group_ops`, `max_prologue_ops` (fusion limits),
-    `cuda_graph` (GPU targets: capture each input signature's run as a CUDA graph and replay it).
+    `cuda_graph` (GPU targets: capture each input signature's run as a CUDA graph and replay it),
+    `allow_tf32` (default False: exact float32; True: float32 GEMMs on sm_90a may run on tf32 tensor
+    cores, 10-bit mantissa products).
     `example_inputs`, when given, must agree with the graph's declared input shapes and dtypes.
     `specialize(inputs) -> Graph` makes a model that recompiles for new input shapes;
     `restructure(graph, flat_outputs)` rebuilds the source model's output structure (by default one

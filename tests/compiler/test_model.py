@@ -219,6 +219,9 @@ def test_compile_entry_dispatches_and_refuses_unknown_models(tmp_path):
         ts_compile(b, target="tpu")
     with pytest.raises(TesselError, match="unknown option"):
         ts_compile(b, fusion_level=3)
+    # allow_tf32 is an option (it changes only float32 GEMMs on sm_90a): on the CPU, the same results
+    np.testing.assert_allclose(ts_compile(b, target="cpu", allow_tf32=True)(x), run_graph(b.graph, [x])[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_compile_torch_module_specialises_per_shape():
