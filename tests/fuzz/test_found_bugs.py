@@ -20,12 +20,18 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "cache_write_copies_out_a_loop_without_iterations": (
-        "diff:schedule", "tessel/schedules/caching.py cache_write (the copy-out writes the local buffer's "
-        "never-written elements back when the stores sit in a loop of extent -1: NaN instead of the input)"),
-    "decompose_reduction_or_in_init_guard": (
-        "diff:schedule", "tessel/schedules/reduction.py decompose_reduction (an init guard "
-        "((r0 == 0) || (r1 == 1)) && (r2 == 0) re-initialises mid-reduction; hoisting it at r1 changes the result)"),
+    "annotate_gpu_axis_in_cpu_kernel_of_gpu_case": (
+        "verify:schedule", "tessel/schedules/loops.py annotate (kind blockIdx.x accepted on a kernel still "
+        "targeting cpu: the verifier rejects the result)"),
+    "reduce_inner_ignores_init_guard_value": (
+        "diff:schedule", "tessel/schedules/gpu_reduce.py gpu.reduce_inner (an init guard `k3 == 1` that never "
+        "holds is taken for `k3 == 0`: the sum starts from 0 instead of the output's value)"),
+    "cache_write_in_gpu_reduce_outer_races": (
+        "race:schedule", "tessel/schedules/caching.py cache_write (at a loop of gpu.reduce_outer's kernel: every "
+        "thread copies r3 in and out: a race on global r3)"),
+    "pad_of_cp_async_buffer_misaligns": (
+        "exec:schedule", "tessel/schedules/gpu.py pad (padding gemm.mma_sync's gemm_Bs by 1 element breaks the "
+        "16-byte alignment its cp.async copies need)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -76,6 +82,10 @@ FIXED = {
                                                   "its buffer; found by a --target cuda:sm_90a campaign)",
     "annotate_unbinds_block_bound_loop_races": "5d9e623 (annotate refuses re-annotating a loop bound to a GPU axis; "
                                                "found by a --target cuda:sm_90a campaign)",
+    "cache_write_copies_out_a_loop_without_iterations": "2650f30 (cache_write; found by a 3-minute ablation "
+                                                         "campaign)",
+    "decompose_reduction_or_in_init_guard": "2650f30 (decompose_reduction refuses an init guard that holds other "
+                                            "than at the first iteration; found by a 3-minute ablation campaign)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
 }
