@@ -36,8 +36,10 @@ TOLERANCE = {
     "magika": 1e-5,             # 5e-7
     "g2p_bert": 1e-5,           # 6e-7
     "g2p_transformer": 1e-5,
-    "ppocr_det": 2e-4,          # 4e-5; onnxruntime optimised vs not: 2e-5
-    "ppocr_rec": 5e-4,          # 8e-5; onnxruntime optimised vs not: 4e-5
+    # over 100 seeds: tessel max 1.5e-4 (p99 6.5e-5); onnxruntime optimised vs not reaches 2.0e-4 itself
+    # (p99 6.6e-5): a sigmoid map of ill-conditioned float32 convolutions, so 5x that spread
+    "ppocr_det": 1e-3,
+    "ppocr_rec": 5e-4,          # 8.3e-5 over 50 seeds; onnxruntime optimised vs not: 3.9e-5
     "silero_vad": 1e-5,
     "silero_vad_ifless": 1e-5,
 }
@@ -47,7 +49,8 @@ _compiled: dict = {}  # one compile per model per test session: compiling is the
 
 def _fetch(name: str) -> str:
     try:
-        return str(model_zoo.fetch(name))
+        # well inside pytest-timeout's 300 s per test, so a stalled download skips instead of failing
+        return str(model_zoo.fetch(name, timeout_s=120))
     except model_zoo.ModelUnavailable as e:
         pytest.skip(f"zoo model {name} not available: {e}")
 
