@@ -167,7 +167,14 @@ def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
         raise ScheduleError(f"cannot vectorize loop '{loop}': only innermost loops can be vectorized")
     if kind == "unrolled":
         const_extent(target)
-    return replace_loop(kernel, loop, lambda old: For(old.var, old.extent, old.body, kind)), [loop]
+    out = replace_loop(kernel, loop, lambda old: For(old.var, old.extent, old.body, kind))
+    if kind in THREAD_AXES and out.target == "cpu":
+        # a GPU-bound loop makes it a GPU kernel (bind does the same; the build derives the launch):
+        # fuzz case annotate_gpu_axis_in_cpu_kernel_of_gpu_case
+        import dataclasses
+
+        out = dataclasses.replace(out, target="cuda")
+    return out, [loop]
 
 
 def _inner_loops(loop: For):
