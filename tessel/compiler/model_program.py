@@ -147,13 +147,18 @@ def compile_program(graph: Graph, options: dict) -> Program:
     if has_control(work):  # run-time if/loop: compiled programs with control steps between them
         report["passes_seconds"] = time.perf_counter() - t0
         return compile_control_program(source, work, options, report, t0)
+    target = options.get("target", "cpu")
+    if target != "cpu" and options.get("allow_tf32"):
+        from tessel.compiler.tf32_layout import keep_tf32_weights_k_major
+
+        report["tf32_weights_k_major"] = keep_tf32_weights_k_major(work)
     groups = fuse(work, max_group_ops=options.get("max_group_ops", 32),
                   max_prologue_ops=options.get("max_prologue_ops", 8))
-    target = options.get("target", "cpu")
     if target != "cpu":
         from tessel.compiler.model_cuda import build_gpu_program
 
-        return build_gpu_program(source, work, groups, target, report, t0, tuning_log=options.get("tuning_log"))
+        return build_gpu_program(source, work, groups, target, report, t0, tuning_log=options.get("tuning_log"),
+                                 allow_tf32=bool(options.get("allow_tf32", False)))
     tuning = None
     if options.get("tuning_log") is not None:
         from tessel.tune.reuse import LogSchedules

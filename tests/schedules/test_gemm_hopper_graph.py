@@ -184,3 +184,28 @@ def test_nvcc_compiles_the_fused_wgmma_kernel_for_sm90a():
 
     binary = compile_cuda(cuda_source(_fused_schedule().kernel), "sm_90a", name="fused_wgmma", compiler="nvcc")
     assert binary.code
+
+
+@needs_cuda_compiler
+def test_compile_option_allow_tf32_puts_a_float32_linear_on_tf32_wgmma():
+    from tessel.compiler.model import compile_graph
+    from tessel.frontend.builder import GraphBuilder
+
+    seed, rng = _rng()
+    x = rng.standard_normal((128, 64)).astype(np.float32)
+    w = (rng.standard_normal((96, 64)) / 8).astype(np.float32)  # linear: x @ w.T, both K-major
+    b = GraphBuilder("g")
+    b.output(b.linear(b.input("x", x.shape, "float32"), w))
+    want = F(x) @ F(w).T
+    exact = compile_graph(b.graph, target="cuda:sm_90a")  # default: exact float32, no tf32 instruction
+    tf32 = compile_graph(b.graph, target="cuda:sm_90a", allow_tf32=True)
+
+    def wgmma_names(cm):
+        return {n.name for k in cm.kernels for n in walk(k.ir) if isinstance(n, Intrinsic) and "wgmma.mma" in n.name}
+
+    assert not any("tf32" in n for n in wgmma_names(exact))
+    assert wgmma_names(tf32) and all(n.endswith(".tf32.tf32") for n in wgmma_names(tf32))
+    got = F(tf32.run_interpreted(x))
+    bound = 2.0 ** -9 * (np.abs(F(x)) @ np.abs(F(w)).T)  # tf32's 10-bit mantissa, per product
+    assert (np.abs(got - want) <= bound + 1e-6).all(), f"seed {seed}"
+    assert not np.array_equal(got, F(exact.run_interpreted(x)))  # really tf32, not float32
