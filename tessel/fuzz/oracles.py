@@ -443,17 +443,28 @@ def clear_caches() -> None:
         c.items.clear()
 
 
+def _script(prim) -> str:
+    """TVMScript of a PrimFunc (the module cache's key and the code text), or "" where TVM's printer
+    fails on a function its compiler builds (it constant-folds `x / (floor(-1.34 / 1.87) + 1.0)` and
+    aborts on the division by zero): the oracle's own use of the printer is not the compile path."""
+    try:
+        return prim.script()
+    except Exception:  # noqa: BLE001 - TVM's InternalError
+        return ""
+
+
 def _tvm_check(k, inputs, ref, params, quiet=nullcontext) -> str:
     try:
         from tessel.codegen import tvm_runtime, tvm_tir
 
         prim = tvm_tir.to_tvm(k)  # tessel's translation: traced
         with quiet():  # TVM's printer and LLVM build: not tessel's code
-            text = prim.script()
-            module = TVM_MODULES.get(text)
+            text = _script(prim)
+            module = TVM_MODULES.get(text) if text else None
             if module is None:
                 module = tvm_runtime.compile_module(prim)
-                TVM_MODULES.put(text, module)
+                if text:
+                    TVM_MODULES.put(text, module)
         runner = tvm_runtime.Runner(module, tvm_tir.symbol_name(k), k.params)
     except TesselError as e:
         raise _Stop(Outcome("rejected", "refused", "tvm", str(e)[:500])) from e
