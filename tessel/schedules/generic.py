@@ -71,15 +71,29 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
     if str(target) != "cpu":
         raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
     if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
-        from tessel.schedules.cpu_attention import CPU_ATTENTION
-        from tessel.schedules.cpu_conv import CPU_CONV
-        from tessel.schedules.cpu_conv_nchw import CPU_CONV_NCHW
-        from tessel.schedules.cpu_depthwise import CPU_DEPTHWISE
-
-        for tpl in (CPU_ATTENTION, CPU_DEPTHWISE, CPU_CONV_NCHW, CPU_CONV):
-            if tpl.applies(kernel, "cpu") is None:
-                return tpl.apply(kernel, None, "cpu")
+        return default_cpu_template(kernel).apply(kernel, None, "cpu")
     return CPU_GENERIC.apply(kernel, knobs, "cpu")
+
+
+def default_cpu_template(kernel: Kernel):
+    """The template `default_schedule` applies to `kernel` on the CPU: the first specific one that
+    takes it (attention, depthwise, NCHW pointwise/stem convolution, convolution), else cpu.generic.
+    The tuner searches this one first, so a tuned record competes with what compile() would do.
+
+    >>> import tessel as ts
+    >>> x = ts.placeholder((4, 8), name="x")
+    >>> default_cpu_template(ts.lower([x, ts.compute((4, 8), lambda i, j: x[i, j] * 2, name="y")])).name
+    'cpu.generic'
+    """
+    from tessel.schedules.cpu_attention import CPU_ATTENTION
+    from tessel.schedules.cpu_conv import CPU_CONV
+    from tessel.schedules.cpu_conv_nchw import CPU_CONV_NCHW
+    from tessel.schedules.cpu_depthwise import CPU_DEPTHWISE
+
+    for tpl in (CPU_ATTENTION, CPU_DEPTHWISE, CPU_CONV_NCHW, CPU_CONV):
+        if tpl.applies(kernel, "cpu") is None:
+            return tpl
+    return CPU_GENERIC
 
 
 # -- the template -------------------------------------------------------------------------------

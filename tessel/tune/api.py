@@ -256,16 +256,19 @@ def _space_for(kernel, target, template) -> TuneSpace:
     if not found:
         raise TesselError(f"tune: no registered template applies to {describe(kernel)} on {target}")
     first = _default_template(kernel, target)
-    # the template compile would use by default first (on sm_90a gemm.wgmma), then specific ones (gemm)
+    # the template compile would use by default first (on sm_90a gemm.wgmma; on the CPU e.g. cpu.conv_nchw
+    # for a pointwise convolution), then specific ones (gemm)
     found.sort(key=lambda t: (t.name != first, "generic" in t.name, t.name))
     return TuneSpace(found[0], kernel, target)
 
 
 def _default_template(kernel, target) -> str | None:
-    """The name of the template the default GPU schedule applies to `kernel` (None on the CPU, or
-    when no GPU template takes it)."""
+    """The name of the template the default schedule applies to `kernel` (None when no GPU template
+    takes it)."""
     if not str(target).startswith("cuda"):
-        return None
+        from tessel.schedules.generic import default_cpu_template
+
+        return default_cpu_template(kernel).name
     from tessel.errors import ScheduleError
     from tessel.schedules.generic_gpu import default_gpu_template
 
