@@ -24,6 +24,12 @@ FOUND = {
         "", "tessel/codegen/tvm_tir.py (after simplify, in3 / 0.0f32 reaches TVM as a constant division by zero: "
         "TVM's constant folder aborts, so the CPU backend refuses a valid kernel (IEEE: inf); the crash of TVM's "
         "printer that showed it is handled in oracles._script; '' = rejected, not ok)"),
+    "reorder_reduction_loops_with_partial_init_guard": (
+        "diff:schedule", "tessel/schedules/loops.py reorder (swapping reduction loops r1, r2 under an init guard "
+        "`r1 == 0` that re-initialises for every r2 changes the result)"),
+    "fuse_of_negative_extent_loops_runs_once": (
+        "diff:schedule", "tessel/schedules/loops.py fuse (two loops of extent -1 fuse into one of extent "
+        "(-1) * (-1) = 1, whose body runs once)"),
     "reduce_inner_ignores_init_guard_value": (
         "diff:schedule", "tessel/schedules/gpu_reduce.py gpu.reduce_inner (an init guard `k3 == 1` that never "
         "holds is taken for `k3 == 0`: the sum starts from 0 instead of the output's value)"),
