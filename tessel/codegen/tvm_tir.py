@@ -55,6 +55,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import re
 
 from tessel.codegen import tvm_fastmath as _fastmath
@@ -320,6 +322,11 @@ class _Translator:
             # True division on floats; on ints the IR's only division is floordiv (see nodes.py).
             if not is_float(e.a.dtype) and isinstance(e.b, Const) and e.b.value == 0:
                 return T.const(0, e.dtype)  # as floordiv by a constant zero below
+            if is_float(e.a.dtype) and isinstance(e.b, Const) and e.b.value == 0:
+                # x / +-0.0 is x * +-inf in IEEE arithmetic (0 and NaN give NaN either way); TVM's
+                # constant folder aborts on a division by a constant zero (fuzz case
+                # tvm_printer_folds_division_by_zero)
+                return a * T.const(math.copysign(math.inf, float(e.b.value)), e.dtype)
             return T.Div(a, b) if is_float(e.a.dtype) else T.floordiv(a, b)
         if op in ("floordiv", "floormod"):
             if is_float(e.dtype):

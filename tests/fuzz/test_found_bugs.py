@@ -20,10 +20,6 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "tvm_printer_folds_division_by_zero": (
-        "", "tessel/codegen/tvm_tir.py (after simplify, in3 / 0.0f32 reaches TVM as a constant division by zero: "
-        "TVM's constant folder aborts, so the CPU backend refuses a valid kernel (IEEE: inf); the crash of TVM's "
-        "printer that showed it is handled in oracles._script; '' = rejected, not ok)"),
     "reorder_reduction_loops_with_partial_init_guard": (
         "diff:schedule", "tessel/schedules/loops.py reorder (swapping reduction loops r1, r2 under an init guard "
         "`r1 == 0` that re-initialises for every r2 changes the result)"),
@@ -67,6 +63,7 @@ def test_nested_fastmath_grows_linearly():
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
+    "tvm_printer_folds_division_by_zero": "tvm_tir: x / +-0.0 is emitted as x * +-inf (IEEE; TVM's folder aborted)",
     "cache_write_conditional_store": "b9774ec (cache_write copies the buffer in when its stores are all guarded)",
     "compute_at_scalar_temporary": "compute_at moves a 0-d producer's whole nest",
     "split_of_thread_bound_loop_races": "split refuses a thread-bound loop (split before bind)",
