@@ -130,6 +130,11 @@ def fuse(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
         # one fused loop cannot keep two GPU axes: its threads would race (fuzz case gpu_fuse_of_bound_loops_races)
         raise ScheduleError(f"fuse {loops}: loop(s) {bound} are bound to GPU axes; fuse before binding")
     extents = [const_extent(lp) for lp in chain]
+    # a loop of extent <= 0 never runs its body, so neither does the fused loop (a product of two
+    # negative extents would be positive: fuzz case fuse_of_negative_extent_loops_runs_once)
+    runs = min(extents) > 0
+    if not runs:
+        extents = [1] * len(extents)
     taken = used_names(kernel)
     fused = Var(fresh_name(taken, "_".join(loops) + "_fused"))
     mapping, stride = {}, 1
@@ -138,7 +143,7 @@ def fuse(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
         mapping[lp.var] = term if lp is chain[0] else Binary("floormod", term, Const(ext))
         stride *= ext
     body = substitute(chain[-1].body, mapping)
-    return replace_loop(kernel, loops[0], lambda _: For(fused, Const(stride), body)), [fused.name]
+    return replace_loop(kernel, loops[0], lambda _: For(fused, Const(stride if runs else 0), body)), [fused.name]
 
 
 def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
