@@ -81,6 +81,7 @@ def cross_thread_reduce(kernel: Kernel, buffer: str, loop: str, axis: str = "thr
     if any(isinstance(v, Var) and v in inside for idx in update.indices for v in walk(idx)):
         raise ScheduleError(f"cross_thread_reduce: the element of '{buffer}' updated depends on loops inside "
                             f"'{loop}' (spatial loops must be outside it)")
+    _check_guard_is_first_iteration(target, guard.cond, red_vars, buffer)
     op, value = _split_update(update, buffer)
     init = guard.then.value
     ident = _identity(op, update.buffer.dtype)
@@ -151,6 +152,38 @@ def cross_thread_reduce(kernel: Kernel, buffer: str, loop: str, axis: str = "thr
         raise ScheduleError(f"cross_thread_reduce: loop '{loop}' has extent {extent} but the block has "
                             f"{block_dims(out)[axis]} threads along {axis}; they must be equal (whole warps shuffle)")
     return out, [acc.name] + ([red.name] if red is not None else [])
+
+
+def _check_guard_is_first_iteration(target: For, cond, red_vars: set, buffer: str) -> None:
+    """The combined reduction starts from the identity once per element, so the init guard must hold
+    exactly at the first iteration of the reduction loops (all at 0): a guard such as `k == 1` (never
+    true for extent 1, or true mid-way) would start from the output's old value or restart mid-way
+    (fuzz case reduce_inner_ignores_init_guard_value). Checked on every point (corners and 256
+    random points beyond 512); a guard that cannot be evaluated is refused."""
+    import itertools
+    import random
+
+    from tessel.ir.verify_witness import evaluate
+
+    loops = {n.var: n for n in walk(target) if isinstance(n, For) and n.var in red_vars}
+    names = sorted(red_vars, key=lambda v: v.name)
+    if any(v not in loops or not isinstance(loops[v].extent, Const) for v in names):
+        raise ScheduleError(f"cross_thread_reduce '{buffer}': the init guard {cond} uses loops of unknown extent")
+    extents = [max(0, int(loops[v].extent.value)) for v in names]
+    if 0 in extents:
+        return  # the reduction never runs
+    total = math.prod(extents)
+    if total <= 512:
+        points = itertools.product(*(range(e) for e in extents))
+    else:
+        rng = random.Random(0)
+        points = [tuple(0 for _ in extents)] + [tuple(rng.randrange(e) for e in extents) for _ in range(256)]
+    for pt in points:
+        got = evaluate(cond, dict(zip(names, pt)))
+        if got is None or bool(got) != all(x == 0 for x in pt):
+            where = ", ".join(f"{v.name}={x}" for v, x in zip(names, pt))
+            raise ScheduleError(f"cross_thread_reduce '{buffer}': the init guard {cond} is not exactly the first "
+                                f"iteration of the reduction (at {where} it gives {got})")
 
 
 def _guards_of(node, target) -> list:

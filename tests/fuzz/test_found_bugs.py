@@ -23,9 +23,6 @@ FOUND = {
     "reorder_reduction_loops_with_partial_init_guard": (
         "diff:schedule", "tessel/schedules/loops.py reorder (swapping reduction loops r1, r2 under an init guard "
         "`r1 == 0` that re-initialises for every r2 changes the result)"),
-    "reduce_inner_ignores_init_guard_value": (
-        "diff:schedule", "tessel/schedules/gpu_reduce.py gpu.reduce_inner (an init guard `k3 == 1` that never "
-        "holds is taken for `k3 == 0`: the sum starts from 0 instead of the output's value)"),
     "cache_write_in_gpu_reduce_outer_races": (
         "race:schedule", "tessel/schedules/caching.py cache_write (at a loop of gpu.reduce_outer's kernel: every "
         "thread copies r3 in and out: a race on global r3)"),
@@ -60,6 +57,7 @@ def test_nested_fastmath_grows_linearly():
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
+    "reduce_inner_ignores_init_guard_value": "cross_thread_reduce refuses a guard other than the first iteration",
     "fuse_of_negative_extent_loops_runs_once": "fuse: a loop of extent <= 0 makes the fused loop's extent 0",
     "tvm_printer_folds_division_by_zero": "tvm_tir: x / +-0.0 is emitted as x * +-inf (IEEE; TVM's folder aborted)",
     "cache_write_conditional_store": "b9774ec (cache_write copies the buffer in when its stores are all guarded)",
