@@ -414,7 +414,21 @@ def pad(kernel: Kernel, buffer: str, elements: int) -> tuple[Kernel, list[str]]:
     if isinstance(elements, bool) or not isinstance(elements, int) or elements < 1:
         raise ScheduleError(f"pad '{buffer}': elements must be a positive integer, got {elements!r}")
     old = _allocated(kernel, buffer)
-    new = dataclasses.replace(old, shape=old.shape[:-1] + (old.shape[-1] + elements,))
+    row = old.shape[-1] + elements
+    from tessel.ir.intrinsics import lookup
+    from tessel.ir.nodes import Intrinsic
+
+    # an intrinsic that moves `count` elements at a time (cp.async's 16 bytes, ldmatrix's rows) needs
+    # every row to start on such a boundary (fuzz case pad_of_cp_async_buffer_misaligns)
+    for call in (n for n in walk(kernel.body) if isinstance(n, Intrinsic)):
+        for op, ref in zip(lookup(call.name).operands, call.args):
+            if isinstance(ref, BufferRef) and ref.buffer.name == buffer:
+                count = op.count(old.dtype)
+                if count > 1 and row % count:
+                    raise ScheduleError(f"pad '{buffer}' by {elements}: rows of {row} elements would misalign "
+                                        f"'{call.name}', which moves {count} elements at a time (pad by a "
+                                        f"multiple of {count})")
+    new = dataclasses.replace(old, shape=old.shape[:-1] + (row,))
     out = _retype(kernel, old, new)
     return (with_launch(out) if out.target == "cuda" else out), []
 
