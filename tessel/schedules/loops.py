@@ -18,10 +18,10 @@ Example:
 from __future__ import annotations
 
 from tessel.errors import ScheduleError
-from tessel.ir.nodes import Binary, Const, For, IfThenElse, Kernel, THREAD_AXES, Var, substitute
+from tessel.ir.nodes import Binary, Const, For, IfThenElse, Kernel, THREAD_AXES, Var, substitute, walk
 from tessel.schedules.nest import (
-    and_all, const_extent, find_loop, fresh_name, is_data_parallel, leaf_of_chain, loop_path, perfect_chain,
-    rebuild_chain, replace_loop, used_names,
+    and_all, const_extent, find_loop, fresh_name, guard_misses_first_iteration, init_guards, is_data_parallel,
+    leaf_of_chain, loop_path, perfect_chain, rebuild_chain, replace_loop, used_names,
 )
 
 
@@ -104,7 +104,26 @@ def reorder(kernel: Kernel, loops: list[str]) -> tuple[Kernel, list[str]]:
     for slot, name in zip(slots, loops):
         new_chain[slot] = by_name[name]
     body = chain[-1].body
+    _check_reduction_order(kernel, chain, new_chain, body)
     return replace_loop(kernel, outer_name, lambda _: rebuild_chain(new_chain, body)), list(loops)
+
+
+def _check_reduction_order(kernel: Kernel, chain: list, new_chain: list, body) -> None:
+    """Reordering the reduction loops of a guarded reduction keeps its result only if its init runs
+    once, at the first iteration of all of them (fuzz case reorder_reduction_loops_with_partial_init_guard:
+    under `if r1 == 0` the init runs again for every r2, so swapping r1 and r2 changes the sum).
+    Reduction loops of the chain are those whose variable the update's indices do not use."""
+    for guard, update in init_guards(body):
+        used = {v for idx in update.indices for v in walk(idx) if isinstance(v, Var)}
+        red = [lp for lp in chain if lp.var not in used]
+        if [lp for lp in new_chain if lp in red] == red:
+            continue  # their relative order is unchanged
+        outer = {v: 0 for v in walk(guard.cond) if isinstance(v, Var) and v not in {lp.var for lp in chain}}
+        where = guard_misses_first_iteration(guard.cond, {lp.var: lp.extent.value for lp in red}, outer)
+        if where:
+            raise ScheduleError(f"reorder: the reduction into '{update.buffer.name}' re-initialises under "
+                                f"{guard.cond} ({where}), so its loops {[lp.var.name for lp in red]} cannot change "
+                                f"order; decompose_reduction first, or keep their order")
 
 
 def _outermost(kernel: Kernel, loops: list[str]) -> str:

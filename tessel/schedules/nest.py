@@ -240,3 +240,39 @@ def and_all(conds: list) -> object:
     for c in conds:
         out = c if out is None else Binary("and", out, c)
     return out
+
+
+def guard_misses_first_iteration(cond, extents: dict, fixed: dict | None = None) -> str | None:
+    """Where the init guard `cond` differs from "every loop of `extents` ({Var: int}) is at its first
+    iteration", or None when it never does: what a reduction needs for its init to run once, at
+    the start, whatever the order of those loops. `fixed` gives values to other variables of
+    `cond`. Checked on every point (the origin and 256 random points beyond 512); a guard that
+    cannot be evaluated differs.
+
+    >>> from tessel.ir.nodes import Var
+    >>> r1, r2 = Var("r1"), Var("r2")
+    >>> guard_misses_first_iteration(r1.eq(0) & r2.eq(0), {r1: 3, r2: 2}) is None
+    True
+    >>> guard_misses_first_iteration(r1.eq(0), {r1: 3, r2: 2})
+    'r1=0, r2=1 gives True'
+    """
+    import itertools
+    import math
+    import random
+
+    from tessel.ir.verify_witness import evaluate
+
+    names = sorted(extents, key=lambda v: v.name)
+    sizes = [max(0, int(extents[v])) for v in names]
+    if 0 in sizes:
+        return None  # the loops never run
+    if math.prod(sizes) <= 512:
+        points = itertools.product(*(range(e) for e in sizes))
+    else:
+        rng = random.Random(0)
+        points = [tuple(0 for _ in sizes)] + [tuple(rng.randrange(e) for e in sizes) for _ in range(256)]
+    for pt in points:
+        got = evaluate(cond, {**(fixed or {}), **dict(zip(names, pt))})
+        if got is None or bool(got) != all(x == 0 for x in pt):
+            return ", ".join(f"{v.name}={x}" for v, x in zip(names, pt)) + f" gives {got}"
+    return None

@@ -20,9 +20,6 @@ FOUND = {
     # name: (signature while the bug lives, owner file)
     "tvm_index_of_nested_floormod": (
         "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "reorder_reduction_loops_with_partial_init_guard": (
-        "diff:schedule", "tessel/schedules/loops.py reorder (swapping reduction loops r1, r2 under an init guard "
-        "`r1 == 0` that re-initialises for every r2 changes the result)"),
     "cache_write_in_gpu_reduce_outer_races": (
         "race:schedule", "tessel/schedules/caching.py cache_write (at a loop of gpu.reduce_outer's kernel: every "
         "thread copies r3 in and out: a race on global r3)"),
@@ -54,6 +51,7 @@ def test_nested_fastmath_grows_linearly():
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
+    "reorder_reduction_loops_with_partial_init_guard": "reorder keeps reduction loops in order under a partial guard",
     "pad_of_cp_async_buffer_misaligns": "pad refuses rows that misalign an intrinsic moving several elements",
     "reduce_inner_ignores_init_guard_value": "cross_thread_reduce refuses a guard other than the first iteration",
     "fuse_of_negative_extent_loops_runs_once": "fuse: a loop of extent <= 0 makes the fused loop's extent 0",
