@@ -11,9 +11,10 @@ nothing outside what the strided load reads), LLVM emits two vector loads and on
 permute (`vpermt2ps`): 3.5 us.
 
 `rewrite(func)` runs `FlattenBuffer` and `VectorizeLoop` itself, the first passes of the backend's
-pass list (which runs them again: on flat buffers and without vectorized loops they change nothing) and rewrites the stride-2 loads; a function
-with none is returned unchanged, so every other kernel compiles exactly as before. Kernels holding
-bfloat16 or float8 values are left alone (their legalisation passes run before vectorization).
+pass list (which runs them again: on flat buffers and without vectorized loops they change
+nothing) and rewrites the stride-2 loads; a function with none is returned unchanged, so every
+other kernel compiles exactly as before. Kernels holding bfloat16 or float8 values are left alone
+(their legalisation passes run before vectorization).
 
 Example:
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var

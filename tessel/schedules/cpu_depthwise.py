@@ -404,8 +404,8 @@ def _build(kernel: Kernel, dw: _Depthwise, knobs: dict) -> Kernel:
                 copy.append(vec(hi - lo + 1, lambda j, t=t, lo=lo, base=base: Store(
                     plane, (p_fill, r, j + (base + lo)), Load(dw.src, (n2, c2, iy, j * 2 + (2 * lo + t - left))))))
             if wq - 1 - hi > 0:
-                copy.append(vec(wq - 1 - max(hi, lo - 1), lambda j, s0=base + max(hi, lo - 1) + 1: Store(
-                    plane, (p_fill, r, j + s0), zero_p)))
+                s0 = base + max(hi, lo - 1) + 1
+                copy.append(vec(wq - 1 - max(hi, lo - 1), lambda j, s0=s0: Store(plane, (p_fill, r, j + s0), zero_p)))
     copy = seq(*[s for s in copy if s is not None])
     rows_in = Binary("and", Binary("ge", iy, Const(0)), Binary("lt", iy, Const(H)))
     fill = For(r, Const(hp), IfThenElse(rows_in, copy, vec(pw, lambda j: Store(plane, (p_fill, r, j), zero_p))))
