@@ -15,7 +15,9 @@ import pathlib
 import ml_dtypes
 import numpy as np
 
-import tessel as ts
+from tessel.fuzz.suite import (  # noqa: F401 (the kernel builders; one copy, shared with the fuzzer)
+    column_sum, elementwise, lowered, matmul, row_reduce, transpose, transpose3,
+)
 
 GOLDEN = pathlib.Path(__file__).with_name("template_golden.json")
 NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32, "int32": np.int32}
@@ -23,64 +25,6 @@ NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float
 
 def rand(shape, dtype, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(NP[dtype])
-
-
-def lowered(op, shapes, dtype, attrs=None):
-    """A one-op graph lowered as the compiler lowers a fused group."""
-    from tessel.compiler.lowering import lower_group
-    from tessel.frontend.graph import Graph
-    from tessel.passes.graph.fusion import fuse
-
-    g = Graph()
-    ins = [g.add_input(f"x{i}", s, dtype) for i, s in enumerate(shapes)]
-    (y,) = g.add_node(op, ins, attrs or {})
-    g.mark_outputs([y])
-    (group,) = fuse(g)
-    return lower_group(g, group).ir
-
-
-def matmul(M, N, K, dtype, a_t=False, b_t=False, batch=None):
-    pre = (batch,) if batch else ()
-    A = ts.placeholder(pre + ((K, M) if a_t else (M, K)), dtype, name="A")
-    B = ts.placeholder(pre + ((N, K) if b_t else (K, N)), dtype, name="B")
-    k = ts.reduce_axis(K, name="k")
-    acc = "float32" if dtype in ("float16", "bfloat16") else dtype
-
-    def body(*idx):
-        b, (i, j) = idx[:-2], idx[-2:]
-        x = A[b + ((k, i) if a_t else (i, k))]
-        y = B[b + ((j, k) if b_t else (k, j))]
-        return ts.sum(x.astype(acc) * y.astype(acc), axis=k)
-
-    return ts.lower([A, B, ts.compute(pre + (M, N), body, name="C")])
-
-
-def elementwise(shape, dtype="float32"):
-    A = ts.placeholder(shape, dtype, name="A")
-    return ts.lower([A, ts.compute(shape, lambda *i: ts.exp(A[i].astype("float32")).astype(dtype) * A[i], name="B")])
-
-
-def row_reduce(rows, cols, op="sum"):
-    X = ts.placeholder((rows, cols), name="X")
-    k = ts.reduce_axis(cols, name="k")
-    red = {"sum": ts.sum, "max": ts.max}[op]
-    return ts.lower([X, ts.compute((rows,), lambda i: red(X[i, k], axis=k), name="S")])
-
-
-def column_sum(rows, cols):
-    X = ts.placeholder((rows, cols), name="X")
-    k = ts.reduce_axis(rows, name="k")
-    return ts.lower([X, ts.compute((cols,), lambda j: ts.sum(X[k, j], axis=k), name="S")])
-
-
-def transpose(rows, cols):
-    A = ts.placeholder((rows, cols), name="A")
-    return ts.lower([A, ts.compute((cols, rows), lambda i, j: A[j, i], name="B")])
-
-
-def transpose3(a, b, c):
-    A = ts.placeholder((a, b, c), name="A")
-    return ts.lower([A, ts.compute((a, c, b), lambda i, j, k: A[i, k, j], name="B")])
 
 
 CPU_CASES = {
