@@ -177,10 +177,34 @@ def _gather(ctx, t, engine, desc: int, rows: int, mn_major: bool, dtype, what: s
     return ref0.array.reshape(-1)[idx].astype(np.float64)
 
 
+def issue(ctx, d_refs, a, b, scale_d, n: int, engine) -> None:
+    """Start one warpgroup MMA: D = A (64 x k) . B (k x n) + (scale_d ? D : 0), in float64, the
+    accumulator registers `d_refs` (one per lane, laid out as acc_layout(n)) poisoned until the
+    group's wait delivers D. A pending D of an earlier, unwaited MMA on the same registers is the
+    addend, as the hardware chains them. Shared by every wgmma entry (f16/bf16, tf32)."""
+    cr, cc = acc_layout(n).table()
+    st = _state(ctx)
+    key = (id(d_refs[0].array), d_refs[0].start)
+    d_op = Operand("d", "readwrite", elems=n // 2)
+    if scale_d:
+        prev = st["pending"].get(key)
+        if prev is not None:
+            c = prev[1]
+        else:
+            c = np.empty((64, n))
+            c[cr, cc] = np.stack([ref_values(r, d_op) for r in d_refs]).astype(np.float64)
+    else:
+        c = np.zeros((64, n))
+    d = a @ b + c
+    for r in d_refs:
+        ref_values(r, d_op)[:] = np.nan  # in flight: the registers hold no value until the wait
+    entry = (d_refs, d, engine)
+    st["pending"][key] = entry
+    st["open"].append((key, entry))
+
+
 def _semantics(n: int, dtype: str, a_regs: bool):
     name = wgmma_name(n, dtype, a_regs)
-    acc = acc_layout(n)
-    cr, cc = acc.table()
     ar, ac = A_FRAGMENT.table()
 
     def mma(ctx, lanes):
@@ -199,24 +223,7 @@ def _semantics(n: int, dtype: str, a_regs: bool):
                 (1, "a_desc"), (2, "b_desc"), (3, "scale_d"), (4, "tnsp_a"), (5, "tnsp_b")))
             a = _gather(ctx, t, engine, a_desc, 64, bool(tnsp_a), _elem(dtype), f"{name} operand A")
         b = _gather(ctx, t, engine, b_desc, n, bool(tnsp_b), _elem(dtype), f"{name} operand B").T  # (16, n)
-        st = _state(ctx)
-        key = (id(d_refs[0].array), d_refs[0].start)
-        d_op = Operand("d", "readwrite", elems=n // 2)
-        if scale_d:
-            prev = st["pending"].get(key)
-            if prev is not None:
-                c = prev[1]
-            else:
-                c = np.empty((64, n))
-                c[cr, cc] = np.stack([ref_values(r, d_op) for r in d_refs]).astype(np.float64)
-        else:
-            c = np.zeros((64, n))
-        d = a @ b + c
-        for r in d_refs:
-            ref_values(r, d_op)[:] = np.nan  # in flight: the registers hold no value until the wait
-        entry = (d_refs, d, engine)
-        st["pending"][key] = entry
-        st["open"].append((key, entry))
+        issue(ctx, d_refs, a, b, scale_d, n, engine)
 
     return hb.impl(mma, "warpgroup")
 

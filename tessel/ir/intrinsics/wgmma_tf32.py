@@ -28,7 +28,7 @@ import numpy as np
 
 from tessel.ir.interp.runtime import ExecutionError
 from tessel.ir.intrinsics import hb, wgmma
-from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand, ref_values
+from tessel.ir.intrinsics.defs import Cost, IntrinsicDef, Operand
 from tessel.ir.intrinsics.tma import swizzle_offset
 
 
@@ -72,8 +72,6 @@ def _gather(ctx, t, engine, desc: int, rows: int, what: str) -> np.ndarray:
 
 def _semantics(n: int):
     name = wgmma_tf32_name(n)
-    acc = wgmma.acc_layout(n)
-    cr, cc = acc.table()
 
     def mma(ctx, lanes):
         if len(lanes) != 128:
@@ -85,24 +83,7 @@ def _semantics(n: int):
                                                                              (3, "scale_d")))
         a = _gather(ctx, t, engine, a_desc, 64, f"{name} operand A")  # (64, 8)
         b = _gather(ctx, t, engine, b_desc, n, f"{name} operand B").T  # (8, n)
-        st = wgmma._state(ctx)
-        key = (id(d_refs[0].array), d_refs[0].start)
-        d_op = Operand("d", "readwrite", elems=n // 2)
-        if scale_d:
-            prev = st["pending"].get(key)
-            if prev is not None:
-                c = prev[1]
-            else:
-                c = np.empty((64, n))
-                c[cr, cc] = np.stack([ref_values(r, d_op) for r in d_refs]).astype(np.float64)
-        else:
-            c = np.zeros((64, n))
-        d = a @ b + c
-        for r in d_refs:
-            ref_values(r, d_op)[:] = np.nan  # in flight until the wait
-        entry = (d_refs, d, engine)
-        st["pending"][key] = entry
-        st["open"].append((key, entry))
+        wgmma.issue(ctx, d_refs, a, b, scale_d, n, engine)
 
     return hb.impl(mma, "warpgroup")
 
