@@ -182,13 +182,20 @@ def test_deleted_synchronisation_fails_in_the_interpreter(drop, allowed):
     broken = hopper_gemm_kernel(p, kn, drop=(drop,))
     assert broken != hopper_gemm_kernel(p, kn)
     want = _reference(p, a, b)
-    for s in range(3):  # a few schedules: each must fail in an allowed way
+    assert_broken_gemm_fails(broken, (a, b, c), want, allowed, seed, matmul_tol(p.dtype, p.k), f"drop {drop}")
+
+
+def assert_broken_gemm_fails(broken, arrays, want, allowed, seed, tol: dict, what: str) -> None:
+    """Run the `broken` GEMM kernel on `arrays` (A, B, C) under three interleavings: each must fail
+    in one of the `allowed` ways (failure_kind), never run clean."""
+    a, b, c = arrays
+    for s in range(3):
         def run_once(s=s):
             out = c.copy()
             interp.run(broken, a, b, out, seed=seed + s)
-            return np.isnan(out).any() or not np.allclose(out, want, **matmul_tol(p.dtype, p.k))
+            return np.isnan(out).any() or not np.allclose(out, want, **tol)
         got = failure_kind(run_once)
-        assert got in allowed, f"drop {drop}: {got} (input seed {seed}, schedule seed {seed + s})"
+        assert got in allowed, f"{what}: {got} (input seed {seed}, schedule seed {seed + s})"
 
 
 def failure_kind(run_once) -> str:
