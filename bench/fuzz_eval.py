@@ -170,18 +170,31 @@ def bugs(args) -> dict:
         return J.judge_mutant(s, covering, 2 * args.judge_max, timeout=args.judge_timeout)
 
     kept, verdict_counts = [], {}
-    with ThreadPoolExecutor(args.parallel) as ex:
-        for (area, s, _covering), r in zip(chosen, ex.map(judge_one, chosen)):
-            v = ("miscompiles" if r.get("miscompiled") else "timeout" if "timeout" in r else
-                 "died" if "died" in r else "crashes only" if r.get("crashed") else "no effect")
-            verdict_counts.setdefault(area, {}).setdefault(v, 0)
-            verdict_counts[area][v] += 1
-            if r.get("miscompiled"):
-                kept.append((area, s, r["miscompiled"]))
-                if r["miscompiled"].startswith("gpu.x."):
-                    verdict_counts[area]["kept only by an extra program"] = \
-                        verdict_counts[area].get("kept only by an extra program", 0) + 1
-            print(f"  {area:9s} {s.name:42s} {s.kind:7s} {v:12s} {s.text[:50]}", flush=True)
+    earlier = _earlier_verdicts(args.kept) if args.kept else None
+    if earlier is not None:  # --kept: the verdicts of an earlier run on the same sample (same source line)
+        judged = [earlier.get((s.module, s.index, s.text), {"unjudged": True}) for _a, s, _c in chosen]
+        print(f"verdicts from {args.kept}: {sum('unjudged' not in r for r in judged)} of {len(chosen)} sites "
+              f"(the others, whose source line changed, are judged again)", flush=True)
+        todo = [i for i, r in enumerate(judged) if "unjudged" in r]
+        with ThreadPoolExecutor(args.parallel) as ex:
+            for i, r in zip(todo, ex.map(judge_one, [chosen[i] for i in todo])):
+                judged[i] = r
+    else:
+        with ThreadPoolExecutor(args.parallel) as ex:
+            judged = list(ex.map(judge_one, chosen))
+    verdicts = []
+    for (area, s, _covering), r in zip(chosen, judged):
+        verdicts.append({"module": s.module, "index": s.index, "text": s.text, "result": r})
+        v = ("miscompiles" if r.get("miscompiled") else "timeout" if "timeout" in r else
+             "died" if "died" in r else "crashes only" if r.get("crashed") else "no effect")
+        verdict_counts.setdefault(area, {}).setdefault(v, 0)
+        verdict_counts[area][v] += 1
+        if r.get("miscompiled"):
+            kept.append((area, s, r["miscompiled"]))
+            if r["miscompiled"].startswith("gpu.x."):
+                verdict_counts[area]["kept only by an extra program"] = \
+                    verdict_counts[area].get("kept only by an extra program", 0) + 1
+        print(f"  {area:9s} {s.name:42s} {s.kind:7s} {v:12s} {s.text[:50]}", flush=True)
     print(f"{len(kept)} mutants miscompile ({time.monotonic() - t0:.0f} s); replaying "
           f"{', '.join(args.corpus) or 'no corpus'} ...", flush=True)
     results = []
@@ -222,8 +235,15 @@ def bugs(args) -> dict:
             "corpus_cases": len(J.load_cases(args.corpus)) if args.corpus else 0,
             "detected": detected, "share": round(detected / max(1, len(results)), 3) if results else None,
             "base_suite": {"kept": len(base_kept), "detected": sum(r["detected"] for r in base_kept)},
-            "by_area": by_area, "mutants": results, "elapsed_s": round(time.monotonic() - t0),
+            "by_area": by_area, "mutants": results, "judged_sites": verdicts, "elapsed_s": round(time.monotonic() - t0),
             "load_average": os.getloadavg()}
+
+
+def _earlier_verdicts(path: str) -> dict:
+    """(module, index, source line) -> the judge's result, from an earlier `bugs` JSON (--kept)."""
+    with open(path) as f:
+        res = json.load(f)
+    return {(v["module"], v["index"], v["text"]): v["result"] for v in res.get("judged_sites", [])}
 
 
 def main() -> None:
@@ -240,6 +260,8 @@ def main() -> None:
     ap.add_argument("--corpus", nargs="*", default=[], help="bugs: campaign directories whose cases are replayed")
     ap.add_argument("--extra", action="store_true",
                     help="bugs: the extra GPU programs (tessel/fuzz/suite.py EXTRA_GPU_PROGRAMS) judge mutants too")
+    ap.add_argument("--kept", default=None,
+                    help="bugs: reuse the judge's verdicts of an earlier run's JSON (sites whose line is unchanged)")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

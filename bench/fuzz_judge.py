@@ -215,9 +215,8 @@ def case_lines(cases, modules) -> dict:
     """{label: {"signature", "status", "lines"}} of each case, unmutated (in a fork)."""
 
     def go():
-        from tessel.fuzz.case import Case
         from tessel.fuzz.coverage import Probe
-        from tessel.fuzz.oracles import run_case
+        from tessel.fuzz.worker import load_case, run_any
 
         probe = Probe()
         out = {}
@@ -225,7 +224,7 @@ def case_lines(cases, modules) -> dict:
             probe.start()
             probe.harvest()
             try:
-                o = run_case(Case.from_text(text), probe)
+                o = run_any(load_case(text), probe)
                 feats = set().union(*(f for _, f in o.phases)) if o.phases else set()
                 out[label] = {"status": o.status, "signature": o.signature, "lines": _lines(probe, feats, modules)}
             except Exception as e:  # noqa: BLE001
@@ -248,8 +247,7 @@ def replay_mutant(site, cases, baseline: dict, timeout: float, case_timeout: int
 
     def go():
         from tessel.fuzz import mutant
-        from tessel.fuzz.case import Case
-        from tessel.fuzz.oracles import run_case
+        from tessel.fuzz.worker import load_case, run_any
 
         try:
             mutant.apply(site.module, site.index)
@@ -268,7 +266,7 @@ def replay_mutant(site, cases, baseline: dict, timeout: float, case_timeout: int
             ran += 1
             signal.alarm(case_timeout)
             try:
-                o = run_case(Case.from_text(text))
+                o = run_any(load_case(text))
                 sig = o.signature if o.status == "fail" else ""
             except _Alarm:
                 sig = "hang"

@@ -36,8 +36,11 @@ import sys
 import time
 
 from tessel.errors import TesselError
-from tessel.fuzz.case import TARGETS, Case, FuzzError
+from tessel.fuzz.case import TARGETS, Case, FuzzError, is_gpu
 from tessel.fuzz.coverage import feature_lines
+from tessel.fuzz.graph_case import GraphCase, load_case, mutate_graph_case
+
+CAMPAIGN_TARGETS = TARGETS + ("graph", "all")
 
 
 def _as_pipeline(p):
@@ -71,7 +74,8 @@ class Campaign:
     architecture, on GPU-shaped programs (tessel/fuzz/gen_gpu.py: whole GEMMs the mma.sync and
     wgmma templates take, long-row reductions, row-wise ops) and small DSL programs, checked by the
     race-checking interpreter and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where
-    CUDA runs would go),
+    CUDA runs would go) | "graph" (op graphs through the graph passes: tessel/fuzz/graph_oracle.py) |
+    "all" (each case's target drawn from tessel.fuzz.mix.ALL by energy: tessel/fuzz/mix.py),
     `feedback` (False: coverage is measured but does not steer: the ablation baseline),
     `mutate_passes` (False: pipelines stay the target's), `coverage` (False: no tracing at all),
     `tvm_rate` (share of CPU cases also built and run through TVM), `timeout` (per case, s),
@@ -83,13 +87,16 @@ class Campaign:
                  mutate_passes: bool = True, coverage: bool = True, tvm_rate: float = 0.1, timeout: float = 20.0,
                  quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None, plugins=(),
                  determinism_rate: float = 0.25, pipeline=None):
-        if target not in TARGETS:
-            raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(TARGETS)}")
+        if target not in CAMPAIGN_TARGETS:
+            raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(CAMPAIGN_TARGETS)}")
         if not isinstance(jobs, int) or jobs < 1:
             raise FuzzError(f"tessel fuzz: --jobs must be a positive integer, got {jobs!r}")
         self.dir, self.target, self.seed, self.jobs = out_dir, target, seed, jobs
         self.feedback, self.mutate_passes, self.coverage = feedback, mutate_passes, coverage
-        self.tvm_rate = tvm_rate if target == "cpu" else 0.0
+        from tessel.fuzz.mix import ALL, TargetMix
+
+        self.targets = ALL if target == "all" else (target,)
+        self.tvm_rate = tvm_rate if "cpu" in self.targets or "graph" in self.targets else 0.0
         self.timeout, self.quiet, self.reduce, self.reduce_budget_s = timeout, quiet, reduce, reduce_budget_s
         self.log = log or sys.stderr
         from tessel.fuzz.worker import import_plugins
@@ -99,7 +106,9 @@ class Campaign:
         self.determinism_rate = determinism_rate
         self.pipeline = None if pipeline is None else [p.to_json() for p in _as_pipeline(pipeline)]
         self.rng = random.Random(seed)
-        self.corpus: list[Case] = []
+        self.mix = TargetMix(self.targets, self.rng) if len(self.targets) > 1 else None
+        self.corpus: list = []  # Case / GraphCase
+        self.by_target: dict = {t: [] for t in self.targets}
         self.corpus_keys: set = set()
         self.features: set = set()
         self.failures: dict = {}  # signature -> record
@@ -129,13 +138,14 @@ class Campaign:
             path = self._path("corpus", name)
             try:
                 with open(path) as f:
-                    case = Case.from_text(f.read(), where=path)
+                    case = load_case(f.read(), where=path)
             except (OSError, UnicodeDecodeError, TesselError) as e:
                 self.stats["corrupt_files"].append(path)
                 self._say(f"tessel fuzz: skipping corrupt corpus file {path}: {e}")
                 continue
-            if case.target == self.target:
+            if case.target in self.by_target:
                 self.corpus.append(case)
+                self.by_target[case.target].append(case)
                 self.corpus_keys.add(name[:-4])
         for name in sorted(os.listdir(self._path("failures"))):
             meta = self._path("failures", name, "failure.json")
@@ -154,6 +164,8 @@ class Campaign:
                 if k in self.stats and k not in ("elapsed_s", "corrupt_files") and type(v) is type(self.stats[k]):
                     self.stats[k] = v
             self.history = [tuple(h) for h in state.get("history", [])]
+            if self.mix is not None:
+                self.mix.load(state.get("mix"))
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as e:
@@ -162,6 +174,7 @@ class Campaign:
     def _save_state(self) -> None:
         atomic_write(self._path("state.json"), json.dumps({
             "target": self.target, "seed": self.seed, "stats": self.stats, "history": self.history,
+            "mix": self.mix.to_json() if self.mix is not None else None,
             "coverage": {"arcs": len(self.features), "lines": feature_lines(self.features)},
             "failures": sorted(self.failures)}, indent=1))
 
@@ -171,6 +184,7 @@ class Campaign:
             return
         self.corpus_keys.add(key)
         self.corpus.append(case)
+        self.by_target.setdefault(case.target, []).append(case)
         atomic_write(self._path("corpus", f"{key}.txt"), case.to_text(), durable=False)
 
     def _record_failure(self, case: Case, res: dict) -> None:
@@ -189,36 +203,51 @@ class Campaign:
         atomic_write(self._path("failures", sig_key(sig), "failure.json"), json.dumps(rec, indent=1))
 
     # -- producing cases -------------------------------------------------------------------
-    def fresh(self) -> Case | None:
+    def fresh(self, target: str | None = None):
+        """A freshly generated case for `target` (default: the campaign's only target)."""
         from tessel.fuzz.gen import program
         from tessel.fuzz.gen_gpu import gpu_program
         from tessel.fuzz.mutate_ir import default_schedule_cmds
         from tessel.fuzz.mutate_passes import base_pipeline
 
         rng = self.rng
+        target = target or self.targets[0]
+        if target == "graph":
+            from tessel.fuzz.graph_case import fresh_graph_case
+
+            self.stats["generated"] += 1
+            return fresh_graph_case(rng, self.tvm_rate)
         for _ in range(10):
             try:
-                k = program(rng) if self.target == "cpu" else gpu_program(rng, self.target)
-                sched = default_schedule_cmds(k, self.target)
+                k = program(rng) if target == "cpu" else gpu_program(rng, target)
+                sched = default_schedule_cmds(k, target)
             except TesselError:
                 continue
             self.stats["generated"] += 1
-            pipe = self.pipeline if self.pipeline is not None else base_pipeline(self.target)
-            return Case(k, self.target, sched, pipe, rng.randrange(1 << 30),
-                        tvm=rng.random() < self.tvm_rate)
+            pipe = self.pipeline if self.pipeline is not None and not (self.mix and is_gpu(target)) \
+                else base_pipeline(target)
+            return Case(k, target, sched, pipe, rng.randrange(1 << 30),
+                        tvm=target == "cpu" and rng.random() < self.tvm_rate)
         return None
 
-    def mutant(self) -> Case | None:
+    def mutant(self, target: str | None = None):
+        """A mutant of a corpus seed of `target`."""
         from tessel.fuzz.mutate_ir import mutate
         from tessel.fuzz.mutate_passes import mutate_pipeline
 
         rng = self.rng
+        seeds = self.by_target.get(target or self.targets[0]) or self.corpus
         # newer seeds first, but every seed keeps a chance
-        parent = self.corpus[-1 - min(int(rng.expovariate(1 / 8)), len(self.corpus) - 1)] \
-            if rng.random() < 0.5 else rng.choice(self.corpus)
+        parent = seeds[-1 - min(int(rng.expovariate(1 / 8)), len(seeds) - 1)] \
+            if rng.random() < 0.5 else rng.choice(seeds)
         case = parent
         for _ in range(rng.choice((1, 1, 2, 3))):
-            if self.mutate_passes and rng.random() < 0.35:
+            if isinstance(case, GraphCase):
+                m, how = mutate_graph_case(case, rng, self.tvm_rate)
+                if m is None or (not self.mutate_passes and how.startswith("graph.pass")):
+                    continue
+                case = m
+            elif self.mutate_passes and rng.random() < 0.35:
                 p, how = mutate_pipeline(case.pipeline, rng)
                 case, how = case.replace(pipeline=p), f"pass.{how}"
             else:
@@ -230,17 +259,23 @@ class Campaign:
         if case is parent:
             return None
         self.stats["mutated"] += 1
-        return case.replace(seed=rng.randrange(1 << 30), tvm=rng.random() < self.tvm_rate)
+        if isinstance(case, GraphCase):
+            return case.replace(seed=rng.randrange(1 << 30))
+        return case.replace(seed=rng.randrange(1 << 30), tvm=case.target == "cpu" and rng.random() < self.tvm_rate)
 
-    def next_case(self) -> Case | None:
+    def next_case(self):
         from tessel.fuzz.oracles import VERIFIED
         from tessel.ir.text import to_text
         from tessel.ir.verify import verify
 
         for _ in range(20):
-            case = self.fresh() if len(self.corpus) < 4 or self.rng.random() < 0.15 else self.mutant()
+            target = self.mix.pick() if self.mix is not None else self.targets[0]
+            seeds = self.by_target.get(target, ())
+            case = self.fresh(target) if len(seeds) < 4 or self.rng.random() < 0.15 else self.mutant(target)
             if case is None:
                 continue
+            if isinstance(case, GraphCase):
+                return case  # (the graph oracle checks the graph itself)
             try:
                 text = to_text(case.kernel)
                 if VERIFIED.get(text) is None:  # (a schedule or pipeline mutant keeps its seed's program)
@@ -263,6 +298,9 @@ class Campaign:
         new_by_phase = [(name, feats - self.features) for name, feats in res.get("phases", [])]
         new = set().union(*(f for _, f in new_by_phase)) if new_by_phase else set()
         self.features |= new
+        if self.mix is not None and purpose != "confirm":
+            secs = res.get("cpu_s", self.timeout if res.get("kind") == "hang" else 0.0)
+            self.mix.record(case.target, secs, len(new), self._elapsed())
         status = res["status"]
         st[status] = st.get(status, 0) + 1
         if status == "rejected":
@@ -277,9 +315,10 @@ class Campaign:
                                             "message": "the same case compiled to different code in two processes"})
             return
         if status == "ok" and (new or not self.feedback and self.rng.random() < 0.05):
+            graph = isinstance(case, GraphCase)
             useless = {i for i, (name, feats) in enumerate(
-                [x for x in new_by_phase if x[0].startswith("pass:")]) if not feats}
-            kept = case.replace(schedule=res.get("kept_schedule", case.schedule))
+                [x for x in new_by_phase if x[0].startswith("graph:" if graph else "pass:")]) if not feats}
+            kept = case if graph else case.replace(schedule=res.get("kept_schedule", case.schedule))
             if useless and self.feedback:
                 from tessel.fuzz.mutate_passes import drop_passes
 
@@ -306,7 +345,13 @@ class Campaign:
         return (f"[{int(self._elapsed()) // 60:02d}:{int(self._elapsed()) % 60:02d}] {st['cases']} cases "
                 f"({run / el:.1f}/s) | coverage {len(self.features)} arcs, {feature_lines(self.features)} lines | "
                 f"corpus {len(self.corpus)} | failures {len(self.failures)} unique ({st['fail']}) | "
-                f"rejected {st['rejected'] + st['rejected_before_run']}")
+                f"rejected {st['rejected'] + st['rejected_before_run']}" + self._mix_line())
+
+    def _mix_line(self) -> str:
+        if self.mix is None:
+            return ""
+        short = {"cuda:sm_90a": "sm90a", "cuda:sm_80": "sm80"}
+        return " | " + " ".join(f"{short.get(t, t)} {n}" for t, n in self.mix.cases.items())
 
     def run(self, minutes: float | None = None, seconds: float | None = None, max_cases: int | None = None) -> dict:
         from tessel.fuzz.worker import Worker
@@ -399,7 +444,7 @@ class Campaign:
             if rec["kind"] in ("hang", "nondet"):
                 continue  # reducing these costs a time limit per try
             with open(rec["case"]) as f:
-                case = Case.from_text(f.read(), where=rec["case"])
+                case = load_case(f.read(), where=rec["case"])
             small = reduce_case(case, lambda c: run_one(worker, c, self.timeout)["signature"],
                                 budget_s=self.reduce_budget_s)
             path = os.path.join(os.path.dirname(rec["case"]), "reduced.txt")

@@ -1,6 +1,6 @@
 """`tessel fuzz`: run a campaign, or replay one saved case.
 
-    tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda|cuda:sm_80|cuda:sm_90a] [--jobs J]
+    tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda|cuda:sm_80|cuda:sm_90a|graph|all] [--jobs J]
     tessel fuzz --replay DIR/failures/<sig>/reduced.txt
 
 Example:
@@ -28,7 +28,8 @@ def add_commands(sub, debug) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="campaign directory (resumed when it exists)")
     p.add_argument("--seed", type=int, default=0, help="seed of the campaign (default: 0)")
     p.add_argument("--target", default="cpu", help="cpu (TVM), cuda, cuda:sm_80 or cuda:sm_90a (GPU schedules of "
-                   "that architecture, run by the race-checking interpreter; default: cpu)")
+                   "that architecture, run by the race-checking interpreter), graph (the graph passes), or all (each "
+                   "case's target drawn from cpu, cuda:sm_90a, cuda:sm_80 and graph by energy; default: cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--no-feedback", action="store_true", help="coverage does not steer (ablation)")
     p.add_argument("--no-pass-mutation", action="store_true", help="pipelines stay the target's (ablation)")
@@ -62,8 +63,7 @@ def _cmd_fuzz(args) -> int:
 
 def replay(path: str, timeout: float = 60.0, plugins=()) -> int:
     """Run the case in `path` in a worker; print the verdict; 1 when it fails, else 0."""
-    from tessel.fuzz.case import Case
-    from tessel.fuzz.worker import Worker, run_one
+    from tessel.fuzz.worker import Worker, load_case, run_one
 
     try:
         with open(path) as f:
@@ -73,8 +73,9 @@ def replay(path: str, timeout: float = 60.0, plugins=()) -> int:
     from tessel.fuzz.worker import import_plugins
 
     import_plugins(plugins)
-    case = Case.from_text(text, where=path)
-    w = Worker(coverage=False, preload_tvm=case.tvm, plugins=plugins)
+    case = load_case(text, where=path)
+    w = Worker(coverage=False, preload_tvm=getattr(case, "tvm", False) or getattr(case, "compile", False),
+               plugins=plugins)
     try:
         res = run_one(w, case, timeout)
     finally:

@@ -29,12 +29,16 @@ import time
 
 from tessel.errors import TesselError
 from tessel.fuzz.case import Case
+from tessel.fuzz.graph_case import GraphCase
 from tessel.fuzz.mutate_ir import preorder, replace_nth
 from tessel.ir.nodes import Binary, Call, Cast, Const, Expr, For, IfThenElse, Not, Select, Seq, Var
 
 
-def size(case: Case) -> int:
-    """How big a case is: IR nodes + schedule commands + passes (what the reducer minimises)."""
+def size(case) -> int:
+    """How big a case is: IR nodes + schedule commands + passes (what the reducer minimises); for a
+    graph case, nodes + outputs + passes."""
+    if isinstance(case, GraphCase):
+        return 3 * len(case.graph.nodes) + len(case.graph.outputs) + 2 * len(case.pipeline) + len(case.fuse)
     return sum(1 for _ in preorder(case.kernel.body)) + 3 * len(case.schedule) + 3 * len(case.pipeline)
 
 
@@ -44,6 +48,8 @@ def reduce_case(case: Case, check, budget_s: float = 60.0, max_tries: int = 400)
     want = check(case)
     if not want:
         return case
+    if isinstance(case, GraphCase):
+        return _reduce_graph(case, check, want, budget_s, max_tries)
     deadline = time.monotonic() + budget_s
     tries = [0]
 
@@ -144,6 +150,63 @@ def _program(case: Case, same) -> Case:
                 break
         i += 1
     return case.replace(kernel=dataclasses.replace(case.kernel, body=body))
+
+
+def _reduce_graph(case: GraphCase, check, want: str, budget_s: float, max_tries: int) -> GraphCase:
+    """Greedy graph reduction: drop graph passes, the compile flag and the fusion knobs; keep fewer
+    outputs; bypass nodes (their readers read one of the node's inputs of the same type instead)."""
+    deadline, tries = time.monotonic() + budget_s, [0]
+
+    def same(c) -> bool:
+        if tries[0] >= max_tries or time.monotonic() > deadline:
+            return False
+        tries[0] += 1
+        try:
+            return check(c) == want
+        except Exception:  # noqa: BLE001
+            return False
+
+    best = case
+    while True:
+        before = size(best)
+        p = list(best.pipeline)
+        for i in reversed(range(len(p))):
+            cand = p[:i] + p[i + 1:]
+            if same(best.replace(pipeline=cand)):
+                p = cand
+        best = best.replace(pipeline=p)
+        for flag in ({"compile": False}, {"fuse": {}}):
+            if any(getattr(best, k) != v for k, v in flag.items()) and same(best.replace(**flag)):
+                best = best.replace(**flag)
+        for h in _smaller_graphs(best.graph):
+            if same(best.replace(graph=h)):
+                best = best.replace(graph=h)
+                break  # (the other variants are of the graph before this one)
+        if size(best) >= before or tries[0] >= max_tries or time.monotonic() > deadline:
+            return best
+
+
+def _smaller_graphs(g):
+    """Graphs with one output fewer, or one node bypassed (its readers read an input of its type)."""
+    from tessel.compiler.model_program import copy_graph
+
+    if len(g.outputs) > 1:
+        for o in g.outputs:
+            h = copy_graph(g)
+            h.mark_outputs([x for x in g.outputs if x != o])
+            h.prune()
+            yield h
+    for name, n in reversed(list(g.nodes.items())):
+        out = g.values[n.outputs[0]] if len(n.outputs) == 1 else None
+        for v in n.inputs:
+            if out is not None and v is not None and (g.values[v].shape, g.values[v].dtype) == (out.shape, out.dtype):
+                h = copy_graph(g)
+                h.replace_uses(n.outputs[0], v)
+                del h.nodes[name]
+                h.outputs = list(dict.fromkeys(h.outputs))
+                h.prune()
+                yield h
+                break
 
 
 def replay_command(path: str) -> str:

@@ -72,9 +72,6 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
 
     warnings.simplefilter("ignore")
     import_plugins(os.environ.get("TESSEL_FUZZ_PLUGINS", ""))
-    from tessel.fuzz.case import Case
-    from tessel.fuzz.oracles import run_case
-
     if preload_tvm:
         try:  # the first TVM import and compile cost seconds: not in a case's time
             from tessel.codegen import cache, tvm
@@ -101,22 +98,44 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
             return
         text, determinism, *more = msg
         trace = more[0] if more else True
-        case = Case.from_text(text)
+        case = load_case(text)
         traced = probe if trace else None
+        cpu0 = time.process_time()
         if traced is not None:
             traced.start()
         try:
-            out = run_case(case, traced, determinism=determinism)
+            out = run_any(case, traced, determinism=determinism)
         finally:
             if traced is not None:
                 traced.stop()
+        cpu_s = time.process_time() - cpu0
         phases = []
         for name, feats in out.phases:
             new = feats - seen
             seen |= new
             phases.append((name, new))
         conn.send(("result", {**out.to_dict(), "digest": out.digest, "kept_schedule": out.kept_schedule,
-                              "phases": phases}))
+                              "phases": phases, "cpu_s": cpu_s}))
+
+
+def load_case(text: str, where: str = "fuzz case"):
+    """A kernel Case or a graph case, by its file's first line."""
+    from tessel.fuzz.graph_case import load_case as load
+
+    return load(text, where)
+
+
+def run_any(case, probe=None, determinism: bool = True):
+    """`oracles.run_case` for a kernel case, `graph_oracle.run_graph_case` for a graph case."""
+    from tessel.fuzz.graph_case import GraphCase
+
+    if isinstance(case, GraphCase):
+        from tessel.fuzz.graph_oracle import run_graph_case
+
+        return run_graph_case(case, probe, determinism=determinism)
+    from tessel.fuzz.oracles import run_case
+
+    return run_case(case, probe, determinism=determinism)
 
 
 def _warm_up(probe) -> None:
@@ -130,6 +149,13 @@ def _warm_up(probe) -> None:
     from tessel.fuzz.mutate_passes import base_pipeline
     from tessel.fuzz.oracles import run_case
 
+    try:  # a graph case (the graph passes, fusion and lowering: their imports)
+        from tessel.fuzz.graph_case import fresh_graph_case
+        from tessel.fuzz.graph_oracle import run_graph_case
+
+        run_graph_case(fresh_graph_case(random.Random(1), 0.0))
+    except Exception:  # noqa: BLE001
+        pass
     for target in ("cpu", "cuda"):
         try:
             k = dsl_kernel(random.Random(1), stages=1)
@@ -393,4 +419,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Worker", "main", "proc_cpu_s", "run_one", "wait_any"]
+__all__ = ["Worker", "load_case", "main", "proc_cpu_s", "run_any", "run_one", "wait_any"]

@@ -86,10 +86,10 @@ def test_mutants_the_verifier_rejects_are_counted_not_run(tmp_path):
     good = Case(parse_kernel("kernel f(A: float32[4] global) target cpu { for i in 4 { A[i] = 1.0f32 } }"))
     bad = Case(parse_kernel("kernel f(A: float32[4] global) target cpu { for i in 4 { A[j] = 1.0f32 } }"))
     c = Campaign(str(tmp_path), quiet=True)
-    c.corpus = [good] * 4
+    c.corpus = c.by_target["cpu"] = [good] * 4
     c.rng.random = lambda: 0.5  # always mutate, never generate
-    c.mutant = lambda: bad
-    c.fresh = lambda: good
+    c.mutant = lambda target=None: bad
+    c.fresh = lambda target=None: good
     assert c.next_case() is good
     assert c.stats["rejected_before_run"] == 20 and c.stats["rejected_by"]["verify"] == 20
 
