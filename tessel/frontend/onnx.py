@@ -1,7 +1,7 @@
 """The ONNX frontend: `import_onnx` (ONNX model -> Graph).
 
 The work is split by idea: `onnx_load.py` loads and checks a model, `onnx_import.py` walks its
-nodes, `onnx_ops.py`, `onnx_ops_tensor.py`, `onnx_ops_nn.py` and `onnx_ops_resize.py` convert each
+nodes, `onnx_ops.py`, `onnx_ops_tensor.py`, `onnx_ops_nn.py`, `onnx_ops_norm.py` and `onnx_ops_resize.py` convert each
 ONNX op onto tessel's op set. This module re-exports the public names; onnx itself is imported
 only when a model is imported. `TesselBackend` (onnx's backend API, for onnx's conformance tests)
 compiles, so it lives with the driver: `tessel.compiler.onnx_backend`.

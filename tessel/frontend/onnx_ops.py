@@ -9,8 +9,8 @@ since_version of the op's schema under the model's opset (converters branch on i
 changed an op: attributes that became inputs, Softmax's axis semantics ...).
 
 This module holds the registry, shared helpers and the elementwise ops; `onnx_ops_tensor.py` holds
-layout and shape ops, `onnx_ops_nn.py` contractions, pooling, normalisation, reductions and
-attention, `onnx_ops_resize.py` Resize and Upsample.
+layout and shape ops, `onnx_ops_nn.py` contractions, pooling, reductions and attention,
+`onnx_ops_norm.py` normalisation, `onnx_ops_resize.py` Resize and Upsample.
 
 Example:
     >>> "Relu" in CONVERTERS and "Reshape" in CONVERTERS and "Conv" in CONVERTERS
@@ -479,6 +479,6 @@ def round_half_even(ctx, x: str) -> str:
 
 from tessel.frontend import (  # noqa: E402,F401  (their converters)
     onnx_ops_bits, onnx_ops_control, onnx_ops_dft, onnx_ops_extra, onnx_ops_gridsample, onnx_ops_misc, onnx_ops_nn,
-    onnx_ops_quant, onnx_ops_resize, onnx_ops_rnn, onnx_ops_roialign, onnx_ops_scatter, onnx_ops_sequence,
-    onnx_ops_tensor, onnx_ops_training,
+    onnx_ops_norm, onnx_ops_quant, onnx_ops_resize, onnx_ops_rnn, onnx_ops_roialign, onnx_ops_scatter,
+    onnx_ops_sequence, onnx_ops_tensor, onnx_ops_training,
 )
