@@ -6,6 +6,23 @@ accesses of C to a new buffer and copies the region back to C at the end of each
 first copies it in when the body reads C before initialising it there). Regions come from the
 affine bounds inference in region.py; copies that could leave the buffer are guarded.
 
+In a GPU kernel every thread runs the statements outside its thread-bound loops, so a copy nest
+placed there would be run by every thread (fuzz case cache_write_in_gpu_reduce_outer_races: each
+thread copied the whole block's part of the output in and out, a race on it). The rule:
+
+- a cache is per thread: scope "local" (registers). A "shared" or "global" cache where threads
+  are bound (around `at` or inside it) would be one staging buffer for all of them and is refused
+  (cache_shared stages a block's reads cooperatively, with its barrier);
+- `cache_write(C, at=L)` with threads bound inside L gives each thread its own copy of what it
+  touches: the copies go inside the innermost thread loop holding every access of C, each thread
+  staging its own box. It needs the threads' boxes to be disjoint (checked over every thread
+  index) and no barrier inside that loop (a barrier would order the original accesses between
+  threads, but not the copies);
+- otherwise every thread keeps a replicated copy of the whole box (the row-wise schedules: every
+  thread holds the row's statistic after the shuffles): no index of C may depend on those
+  threads, each thread writes every element before reading it (no copy-in: a thread would not see
+  the others' writes), and one thread (index 0 along each axis bound inside) copies it out.
+
 Example:
     >>> from tessel.ir.dsl import placeholder, compute, lower, reduce_axis, sum
     >>> A = placeholder((8, 8), name="A")
@@ -21,14 +38,14 @@ from __future__ import annotations
 from tessel.errors import ScheduleError, TesselError
 from tessel.ir.bounds import interval
 from tessel.ir.nodes import (
-    SCOPES, Allocate, Binary, Buffer, Const, Expr, For, IfThenElse, Kernel, LetStmt, Load, Store, Var, rewrite, seq,
-    walk,
+    SCOPES, Allocate, Barrier, Binary, Buffer, BufferRef, Const, Expr, For, IfThenElse, Intrinsic, Kernel, LetStmt,
+    Load, Store, Var, rewrite, seq, walk,
 )
 from tessel.schedules.nest import (
     allocated_in, and_all, find_buffer, find_loop, fresh_name, loads_of, loop_path, replace_loop, stores_to,
     used_names,
 )
-from tessel.schedules.region import Box, accesses, is_dense_write, touched_box
+from tessel.schedules.region import Box, accesses, affine_form, is_dense_write, touched_box
 
 
 def inner_extents(loop: For) -> dict:
@@ -109,6 +126,7 @@ def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tu
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_read")
+    _check_one_copy_per_thread(kernel, loop, buffer, scope, "cache_read")
     loads = loads_of(loop.body, buffer)
     if not loads:
         raise ScheduleError(f"cache_read: loop '{at}' does not read '{buffer}'")
@@ -128,32 +146,26 @@ def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tu
 
 def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tuple[Kernel, list[str]]:
     """Let loop `at` compute its part of `buffer` in a new `scope` buffer, copied back to `buffer`
-    at the end of each iteration."""
+    at the end of each iteration (in a GPU kernel: each thread its own part; module docstring)."""
     _check_scope(scope)
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_write")
-    stores = stores_to(loop.body, buffer)
-    if not stores:
+    if not stores_to(loop.body, buffer):
         raise ScheduleError(f"cache_write: loop '{at}' does not write '{buffer}'")
-    extents = inner_extents(loop)
-    if not is_dense_write(stores, extents):
-        raise ScheduleError(f"cache_write: the writes of '{buffer}' inside loop '{at}' do not form a dense box "
-                            f"(each index must be an outer expression plus one inner loop variable)")
-    box = touched_box(accesses(loop.body, buffer), buf.shape, extents)
+    _check_no_refs(loop, buffer, "cache_write")
+    _check_one_copy_per_thread(kernel, loop, buffer, scope, "cache_write")
+    loop, fanout = _thread_level(kernel, buf, loop)
+    box, copy_in_needed = _write_plan(buf, loop)
     taken = used_names(kernel)
     new = Buffer(fresh_name(taken, f"{buffer}_{scope}"), box.extents, buf.dtype, scope)
-    ranges = outer_ranges(kernel, at)
+    ranges = outer_ranges(kernel, loop.var.name)
     copy_out = copy_nest(taken, new.name + "_out", box, buf.shape, ranges,
                          lambda g, loc: Store(buf, g, Load(new, loc)))
+    for axis in fanout:  # replicated copies: thread 0 along each axis bound inside writes them back
+        copy_out = For(Var(fresh_name(taken, f"{new.name}_out_{axis[-1]}")), Const(1), copy_out, axis)
     copy_in = None
-    # The copy-out writes the whole box back, so the cache must start as a copy of the buffer unless
-    # the body writes every element before reading it: a read first, or only guarded stores (a guard
-    # that is false for some element would write the cache's poison back), need the copy-in.
-    # a loop inside that may not run (extent <= 0) leaves the cache unwritten too (fuzz case
-    # cache_write_copies_out_a_loop_without_iterations)
-    if (_reads_before_init(loop, buffer, set(extents)) or not _stored_unconditionally(loop.body, buffer)
-            or any(e <= 0 for e in extents.values())):
+    if copy_in_needed:
         copy_in = copy_nest(taken, new.name + "_in", box, buf.shape, ranges,
                             lambda g, loc: Store(new, loc, Load(buf, g)))
 
@@ -161,7 +173,155 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
         inner = _redirect(old.body, buf, new, box, False)
         return For(old.var, old.extent, Allocate(new, seq(copy_in, inner, copy_out)), old.kind)
 
-    return replace_loop(kernel, at, rebuild), [new.name]
+    return replace_loop(kernel, loop.var.name, rebuild), [new.name]
+
+
+def _write_plan(buf: Buffer, loop: For) -> tuple[Box, bool]:
+    """The box a cache of `buf` at `loop` holds, and whether it must start as a copy of `buf`."""
+    buffer = buf.name
+    stores = stores_to(loop.body, buffer)
+    extents = inner_extents(loop)
+    if not is_dense_write(stores, extents):
+        raise ScheduleError(f"cache_write: the writes of '{buffer}' inside loop '{loop.var.name}' do not form a "
+                            f"dense box (each index must be an outer expression plus one inner loop variable)")
+    box = touched_box(accesses(loop.body, buffer), buf.shape, extents)
+    # The copy-out writes the whole box back, so the cache must start as a copy of the buffer unless
+    # the body writes every element before reading it: a read first, or only guarded stores (a guard
+    # that is false for some element would write the cache's poison back), need the copy-in.
+    # a loop inside that may not run (extent <= 0) leaves the cache unwritten too (fuzz case
+    # cache_write_copies_out_a_loop_without_iterations)
+    copy_in = (_reads_before_init(loop, buffer, set(extents)) or not _stored_unconditionally(loop.body, buffer)
+               or any(e <= 0 for e in extents.values()))
+    return box, copy_in
+
+
+# -- GPU kernels: one copy per thread ------------------------------------------------------------
+
+
+def _thread_loops(node) -> list[For]:
+    """The threadIdx-bound loops in `node`, pre-order (outer ones first)."""
+    return [n for n in walk(node) if isinstance(n, For) and n.kind.startswith("threadIdx")]
+
+
+def _check_no_refs(loop: For, buffer: str, what: str) -> None:
+    """An intrinsic writing `buffer` through an operand would bypass the cache, and the copy-out
+    would overwrite what it wrote."""
+    if any(isinstance(n, BufferRef) and n.buffer.name == buffer for n in walk(loop.body)):
+        raise ScheduleError(f"{what}: an intrinsic inside loop '{loop.var.name}' takes '{buffer}' as an operand; "
+                            f"its accesses cannot be redirected to a cache")
+
+
+def _check_one_copy_per_thread(kernel: Kernel, loop: For, buffer: str, scope: str, what: str) -> None:
+    """A shared or global cache where threads are bound would be one buffer that each thread
+    fills and drains with its own copy nest: refused."""
+    if kernel.target == "cpu" or scope == "local":
+        return
+    around = [lp for lp in loop_path(kernel.body, loop.var.name) if lp.kind.startswith("threadIdx")]
+    inside = _thread_loops(loop.body)
+    if around or inside:
+        names = ", ".join(f"'{lp.var.name}'" for lp in around + inside)
+        hint = " (cache_shared stages a block's reads cooperatively)" if what == "cache_read" else ""
+        raise ScheduleError(f"{what} '{buffer}' at '{loop.var.name}': a {scope!r} cache is one buffer for all the "
+                            f"threads (bound by {names}), each of which would copy the region in and out of it: "
+                            f"use scope 'local', a copy per thread{hint}")
+
+
+def _thread_level(kernel: Kernel, buf: Buffer, loop: For) -> tuple[For, tuple]:
+    """Where a per-thread cache of `buf` for loop `loop` goes, and the thread axes bound inside it
+    (whose threads then each hold a replicated copy): `loop` itself when no threads are bound inside
+    it; else the innermost thread loop holding every access of `buf` whose threads' boxes are
+    disjoint, or `loop` with replicated copies; ScheduleError saying why not otherwise."""
+    if kernel.target == "cpu" or not _thread_loops(loop.body):
+        return loop, ()
+    count = len(accesses(loop.body, buf.name))
+    chain = [loop] + [t for t in _thread_loops(loop.body) if len(accesses(t.body, buf.name)) == count]
+    problems = []
+    for i in range(len(chain) - 1, -1, -1):
+        level, owned, fan = chain[i], chain[1:i + 1], _thread_loops(chain[i].body)
+        try:
+            why = _level_problem(kernel, buf, level, owned, fan)
+        except ScheduleError as e:
+            why = str(e)
+        if why is None:
+            return level, tuple(sorted({t.kind for t in fan}))
+        problems.append(f"at '{level.var.name}': {why}")
+    raise ScheduleError(f"cache_write '{buf.name}' at '{loop.var.name}': its threads cannot each keep a copy of "
+                        f"their part ({'; '.join(problems)})")
+
+
+def _level_problem(kernel: Kernel, buf: Buffer, level: For, owned: list, fan: list) -> str | None:
+    """Why a cache at `level` cannot be per thread (None: it can). `owned`: the thread loops from the
+    cache loop down to `level`, whose threads each stage their own box; `fan`: the thread loops
+    inside `level`, whose threads each hold the whole box."""
+    box, copy_in = _write_plan(buf, level)
+    if owned:
+        sync = next((n for n in walk(level.body) if _orders_memory(n)), None)
+        if sync is not None:
+            return (f"a barrier inside it ({sync if isinstance(sync, Barrier) else sync.name}) would order the "
+                    f"threads' accesses but not the copies")
+        why = _overlap(box, owned)
+        if why:
+            return why
+    if fan:
+        fan_vars = {t.var for t in fan}
+        for acc in accesses(level.body, buf.name):
+            if any(isinstance(v, Var) and v in fan_vars for idx in acc.indices for v in walk(idx)):
+                return f"the element {acc.buffer.name}{list(acc.indices)} depends on the threads bound inside it"
+        if copy_in:
+            return ("its threads would each start from a copy of the buffer and miss the others' writes (every "
+                    "thread must write every element of the box before reading it)")
+        from tessel.schedules.gpu import block_dims
+
+        dims = block_dims(kernel)
+        for t in fan:  # every thread must run the stores (then each writes the whole box)
+            if accesses(t.body, buf.name) and (not isinstance(t.extent, Const) or t.extent.value != dims[t.kind]):
+                return f"loop '{t.var.name}' runs on fewer than the block's {dims[t.kind]} threads along {t.kind}"
+    return None
+
+
+def _overlap(box: Box, owned: list) -> str | None:
+    """Why the boxes of the threads of `owned` may share an element (None: pairwise disjoint)."""
+    import itertools
+
+    thread_vars = [t.var for t in owned]
+    if any(not isinstance(t.extent, Const) for t in owned):
+        return "a thread loop has a non-constant extent"
+    coeffs = []
+    for base in box.bases:
+        form = affine_form(base, set(thread_vars))
+        if form is None:
+            return f"the box base {base} is not affine in the thread variables"
+        coeffs.append([form[0].get(v, 0) for v in thread_vars])
+    seen = {}
+    for tid in itertools.product(*(range(int(t.extent.value)) for t in owned)):
+        start = tuple(sum(c * i for c, i in zip(row, tid)) for row in coeffs)
+        # boxes of equal extents overlap iff their starts differ by less than the extent in every
+        # dimension: bucket the starts by extent-sized cells, and compare with the neighbour cells
+        cell = tuple(s // max(e, 1) for s, e in zip(start, box.extents))
+        for near in itertools.product(*((c - 1, c, c + 1) for c in cell)):
+            for other, otid in seen.get(near, ()):
+                if all(abs(a - b) < e for a, b, e in zip(start, other, box.extents)):
+                    names = ", ".join(v.name for v in thread_vars)
+                    return f"threads ({names}) = {otid} and {tid} would stage overlapping boxes"
+        seen.setdefault(cell, []).append((start, tid))
+    return None
+
+
+def _orders_memory(n) -> bool:
+    """Whether statement `n` orders memory between threads (a barrier, a blocking wait, a
+    block-wide collective); unknown intrinsics count as ordering."""
+    if isinstance(n, Barrier):
+        return True
+    if not isinstance(n, Intrinsic):
+        return False
+    from tessel.ir.interp.intrinsics import as_impl
+    from tessel.ir.intrinsics import interp_registry
+
+    entry = interp_registry().get(n.name)
+    if entry is None:
+        return True
+    impl = as_impl(entry)
+    return impl.orders_memory() or impl.ready is not None
 
 
 def _stored_unconditionally(body, buffer: str) -> bool:
