@@ -177,7 +177,16 @@ def _run(case, phase, determinism: bool, quiet) -> Outcome:
             raise _Stop(Outcome("fail", "diff", stage, why))
 
     for k in range(len(case.pipeline)):  # one phase per pass
-        run_pipeline(case.replace(pipeline=case.pipeline[k:k + 1]), work, quiet, check)
+        before = copy_graph(work)
+        try:
+            run_pipeline(case.replace(pipeline=case.pipeline[k:k + 1]), work, quiet, check)
+        except _Stop as st:
+            if st.outcome.status == "fail" and st.outcome.kind in ("diff", "verify", "exec"):
+                with quiet():
+                    rule = _culprit_rule(case.pipeline[k]["name"], before, ins, ref, g0)
+                if rule:
+                    st.outcome.stage += f":{rule}"
+            raise
         phase(f"graph:{case.pipeline[k]['name']}")
     text = str(work)
     if determinism:
@@ -193,6 +202,30 @@ def _run(case, phase, determinism: bool, quiet) -> Outcome:
         phase("compile")
     digest = hashlib.sha256((text + "\n" + "\n".join(kernels)).encode()).hexdigest()[:16]
     return Outcome("ok", digest=digest)
+
+
+def _culprit_rule(name: str, before, ins, ref, g0) -> str | None:
+    """For a rule set pass (patterns, canonicalize) that broke the graph: the first of its rules that
+    breaks it alone (so one wrong rule is one signature, whichever other rules the graph met)."""
+    from tessel.compiler.model_program import copy_graph
+    from tessel.frontend.reference import run_graph
+    from tessel.fuzz.graph_case import _rules
+    from tessel.passes.graph import canonicalize, pattern
+
+    sets = {"patterns": pattern.DEFAULT_RULES, "canonicalize": canonicalize.RULES}
+    if name not in sets:
+        return None
+    by_name = _rules()
+    for rname in dict.fromkeys(r.name for r in sets[name]):
+        g = copy_graph(before)
+        try:
+            if not pattern.apply_rules(g, by_name[rname]):
+                continue
+            if check_graph(g) or _compare(run_graph(g, ins), ref, g0):
+                return rname
+        except Exception:  # noqa: BLE001 - it breaks the graph all the same
+            return rname
+    return None
 
 
 def _lower_and_run(case, work, ins, ref, g0, phase, quiet) -> list:

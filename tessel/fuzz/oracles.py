@@ -82,8 +82,48 @@ class Outcome:
 
 
 def _detail(kind: str, message: str) -> str:
-    # crashes carry "Type@file:function" as their first line; other kinds are named by kind + stage
-    return message.split("\n", 1)[0] if kind in ("crash", "died") else ""
+    """What tells one root cause from another within a kind and stage: crashes carry
+    "Type@file:function" (the innermost tessel frame) as their first line; a verifier, execution
+    or race failure the form of its message without the names and numbers of this case (`message_form`);
+    a diff, hang or nondeterminism nothing more (their stage names the pass, schedule primitive,
+    template or graph rule that the re-runs found first: values differ from case to case)."""
+    if kind in ("crash", "died"):
+        return message.split("\n", 1)[0]
+    if kind in ("verify", "exec", "race"):
+        return message_form(message)
+    return ""
+
+
+def message_form(message: str) -> str:
+    r"""The form of a verifier / interpreter / race-checker message without this case's names and
+    numbers, so that one bug met by different programs gives one signature and two different
+    problems two.
+
+    >>> a = message_form("kernel 'fz12': data race on shared buffer 'A_s' element (3, 4): write by thread 5 "
+    ...                  "at 'A_s[i] = x' and earlier read by thread 7 at 'A_s[j]': no barrier orders them (seed 9)")
+    >>> a == message_form("kernel 'k': data race on shared buffer 'B' element (1,): read by thread 0 at 'B[0]' "
+    ...                   "and earlier write by thread 2 at 'B[1] = 0': no barrier orders them (seed 1)")
+    True
+    >>> a
+    'race on shared memory: no barrier orders them'
+    >>> message_form("kernel 'f' failed verification with 2 problem(s):\n  - kernel 'f': loop 'i' has extent -1")
+    'loop _ has extent N'
+    """
+    import re
+
+    m = re.search(r"data race on (\w+) buffer .*: ([^:]+?)(?: \(seed [^)]*\))?$", message.split("\n", 1)[0])
+    if m:
+        why = re.sub(r"\b(read|write|written|store|load)s?\b", "access", m.group(2))
+        return f"race on {m.group(1)} memory: {why}"[:100]
+    line = message.strip()
+    if "failed verification" in line.split("\n", 1)[0] and "\n  - " in line:
+        line = line.split("\n  - ", 1)[1]
+    line = line.split("\n", 1)[0]
+    line = re.sub(r"^(kernel '[^']*'[^:]*:\s*)+", "", line)
+    line = re.sub(r"'[^']*'|\"[^\"]*\"", "_", line)
+    line = re.sub(r"-?\b\d+(\.\d+)?(e-?\d+)?\b", "N", line)
+    line = re.sub(r"\((N,? ?)+\)", "(N)", line)
+    return re.sub(r"\s+", " ", line).strip()[:100]
 
 
 class _Stop(Exception):
@@ -265,6 +305,58 @@ def _run_checked(kernel, inputs, seed, stage):
         raise _Stop(_crash(f"interp:{stage}", e)) from e
 
 
+def _judge(k, inputs, ref, params, seed, stage) -> Outcome | None:
+    """None when kernel `k` runs (no race, nothing out of bounds) and matches `ref`, else the Outcome."""
+    try:
+        r = _run_checked(k, inputs, seed, stage)
+    except _Stop as s:
+        return s.outcome
+    why = compare(r, ref, params)
+    return Outcome("fail", "diff", stage, why) if why is not None else None
+
+
+def _fails_verify(k) -> bool:
+    from tessel.ir.verify import verify
+
+    try:
+        verify(k)
+    except VerifyError:
+        return True
+    return False
+
+
+def _culprit(kernel, commands: list, fails) -> str:
+    """The schedule command (primitive, or template by name) after which `fails(scheduled kernel)`
+    first holds: a binary search over prefixes of `commands` (the full list fails, none does not),
+    so a GPU case costs a few interpreter runs. The stage of schedule failures names it, so one
+    broken primitive or template is one signature, whatever else the case's schedule did."""
+    from tessel.schedules.schedule import Schedule
+
+    def prefix(n):
+        sch = Schedule(kernel)
+        for cmd in commands[:n]:
+            try:
+                sch.apply(cmd["primitive"], **cmd.get("args", {}))
+            except Exception:  # noqa: BLE001 - (it applied a moment ago; a crash is not the culprit)
+                pass
+        return sch.kernel
+
+    lo, hi = 0, len(commands)
+    try:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fails(prefix(mid)):
+                hi = mid
+            else:
+                lo = mid
+    except Exception:  # noqa: BLE001 - a re-run of the oracle crashed: name what we have
+        pass
+    if not commands:
+        return "none"
+    cmd = commands[hi - 1]
+    return cmd["args"].get("name", "template") if cmd["primitive"] == "template" else cmd["primitive"]
+
+
 def compile_case(case: Case):
     """Schedule + pipeline, no oracle: (final kernel, code text). For the determinism check."""
     sch, _ = schedule_case(case)
@@ -347,7 +439,7 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
             try:
                 verify(k)
             except VerifyError as e:
-                return Outcome("fail", "verify", "schedule", str(e)[:2000])
+                return Outcome("fail", "verify", f"schedule:{_culprit(kernel, kept, _fails_verify)}", str(e)[:2000])
         SCHEDULED.put(skey, (k, kept, skipped[0] - before))
     else:  # scheduled (and verified) before in this process: the same kernel, no new coverage
         k, kept, n = hit
@@ -368,10 +460,14 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
     if bad is not None:  # name the first stage that fails or whose results differ
         for stage, sk in stages:
             with quiet():
-                r = _run_checked(sk, inputs, case.seed, stage)  # raises _Stop at the first failing stage
-                why = compare(r, ref, kernel.params)
-            if why is not None:
-                return Outcome("fail", "diff", stage, why)
+                failed = _judge(sk, inputs, ref, kernel.params, case.seed, stage)
+                if failed is not None and failed.status != "fail":
+                    raise _Stop(failed)
+                if failed is not None and stage == "schedule":  # which schedule command broke it
+                    failed.stage += ":" + _culprit(kernel, kept, lambda sk_: _judge(
+                        sk_, inputs, ref, kernel.params, case.seed, stage) is not None)
+            if failed is not None:
+                return failed
         return Outcome("fail", "flaky", stages[-1][0], f"the final kernel failed ({bad}) but no stage did on a re-run")
     phase("interp")
 

@@ -113,6 +113,13 @@ def write_report(c) -> str:
         lines += [f"No coverage plot: {why}. Coverage over time:", ""]
         lines += table(_samples(c.history), ("seconds", "cases", "arcs", "lines", "corpus", "unique failures"))
         lines.append("")
+    mix = getattr(c, "mix", None)
+    if mix is not None:
+        lines += ["## Targets (time shared by energy: new arcs per second of case time)", ""]
+        lines += table([(t, d["cases"], d["case_seconds"], d["share_now"], d["energy"],
+                         len(c.by_target.get(t, ()))) for t, d in mix.to_json().items()],
+                       ("target", "cases", "case CPU s", "share now", "energy (arcs/s)", "corpus"))
+        lines.append("")
     lines += ["## Unique failures", ""]
     if c.failures:
         rows = [(r["signature"].replace("|", "/")[:90], r["count"], r.get("found_after_s", ""),
