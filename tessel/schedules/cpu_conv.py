@@ -27,10 +27,10 @@ from __future__ import annotations
 from tessel.errors import ScheduleError
 from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Kernel, Load, walk
-from tessel.schedules import generic
+from tessel.schedules import cpu_winograd, generic
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import init_guards, perfect_chain
-from tessel.schedules.template import Choice, IntRange, Template, at_most, constraint, register
+from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, constraint, register
 
 
 def _reuse_stages(kernel: Kernel, info) -> list:
@@ -52,12 +52,22 @@ def _reuse_stages(kernel: Kernel, info) -> list:
     return out
 
 
+class _Info(list):
+    """cpu.generic's stage list, plus the stride-1 3x3 convolution Winograd can compute (or None)."""
+
+    wino = None
+
+
 def _analyze(kernel: Kernel, target):
-    info = generic._analyze(kernel, target)
+    info = _Info(generic._analyze(kernel, target))
     reuse = _reuse_stages(kernel, info)
     if not reuse or all(max(d for d in range(1, 9) if s.extents[-3] % d == 0) == 1 for s in reuse):
         raise ScheduleError(f"kernel '{kernel.name}' has no contraction whose column operand is shared by its "
                             f"innermost batch loop (a convolution's output channels)")
+    try:
+        info.wino = cpu_winograd.find(kernel)
+    except ScheduleError:
+        pass
     return info
 
 
@@ -79,6 +89,8 @@ def _defaults(kernel, target, info) -> dict:
     # the panel a channels-last conv would pack is its weight, already contiguous along the columns
     # and small: copying it per column panel cost 9-14% (1x1 128->128 and 3x3 64->64 at 8x8, one core)
     out.update(tile_batch=tb, tile_rows=rows, pack=False)
+    if info.wino is not None:
+        out.update(cpu_winograd.defaults(info.wino, hv.lanes("float32"), hv.registers))
     return out
 
 
@@ -100,8 +112,46 @@ def _fits_registers(ctx):
     return None if used <= limit else f"needs {used} vector registers, the host has {limit}"
 
 
+@constraint(("algorithm",) + cpu_winograd.KNOBS[:4], "winograd")
+def _winograd_fits(ctx):
+    if ctx["algorithm"] != "winograd":
+        return None
+    cv = ctx.info.wino
+    if cv is None:
+        return "the kernel holds no stride-1 3x3 convolution with an even output size (float32)"
+    hv = host_vector()
+    return cpu_winograd.check(cv, {k: ctx[k] for k in cpu_winograd.KNOBS[:4]}, hv.lanes("float32"), hv.registers)
+
+
 def _relevant(kernel, target, info) -> list:
-    return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block"]
+    wino = list(cpu_winograd.KNOBS) if info.wino is not None else []
+    return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block"] + wino
+
+
+def _fuse_output(sch, cv, ctx) -> None:
+    """The elementwise stage after the convolution (its epilogue) computed in Winograd's output transform."""
+    from tessel.schedules.cpu_epilogue import fuse_epilogue
+
+    from tessel.ir.nodes import Load, walk
+
+    nests = dict(generic.stages(sch.kernel))
+    for st in generic._analyze(sch.kernel, ctx.target):
+        if any(isinstance(n, Load) and n.buffer.name == cv.acc for n in walk(nests[st.name])):
+            if st.kind == "elementwise":
+                new = fuse_epilogue(sch.kernel, cv.acc, st.name, nests[st.name], len(st.extents), computed=True)
+                sch.kernel = sch.kernel if new is None else new
+            return
+
+
+def _schedule(sch, knobs: dict, ctx) -> None:
+    if knobs["algorithm"] != "winograd":
+        return generic._schedule(sch, knobs, ctx)
+    cv = ctx.info.wino
+    sch.kernel = cpu_winograd.build(sch.kernel, cv, knobs, host_vector().lanes("float32"))
+    if knobs["wino_fuse"]:
+        _fuse_output(sch, cv, ctx)
+    # the padding copy, a channels-last result's transposed read and the epilogue, as cpu.generic does
+    generic.schedule_rest(sch, ctx, {k: knobs[k] for k in ("vector_lanes", "min_parallel_work")})
 
 
 CPU_CONV = register(Template(
@@ -109,8 +159,18 @@ CPU_CONV = register(Template(
     list(generic.CPU_GENERIC.knobs) + [
         IntRange("tile_batch", 1, 8, default=1, doc="output channels in the register tile of a convolution"),
         Choice("acc_block", (64, 0, 32, 128, 256), doc="products per partial sum (cache_accumulate blocks of the "
-               "reduction; 0: one chain over the whole reduction)")],
-    generic._schedule,
+               "reduction; 0: one chain over the whole reduction)"),
+        Choice("algorithm", ("direct", "winograd"), doc="direct convolution, or Winograd F(2x2, 3x3) for a stride-1 "
+               "3x3 one (cpu_winograd.py)"),
+        IntRange("wino_rows", 1, 16, default=8, doc="Winograd: rows of the GEMMs' register tile (tiles, or output "
+                 "channels of an NCHW result)"),
+        Pow2("wino_vecs", 1, 4, default=2, doc="Winograd: vectors in the GEMMs' register tile"),
+        IntRange("wino_block", 1, 64, default=2, doc="Winograd: tile rows (2 output rows each) per block"),
+        Pow2("wino_images", 1, 64, default=1, doc="Winograd: images per block (a block of several holds their "
+             "whole images)"),
+        Bool("wino_fuse", default=True, doc="Winograd: the epilogue (a channels-last result's transposed read "
+             "included) computed in the output transform")],
+    _schedule,
     analyze=_analyze,
     defaults=_defaults,
     relevant=_relevant,
@@ -121,6 +181,7 @@ CPU_CONV = register(Template(
                 "the contraction's column extent"),
         _batch_divides,
         _fits_registers,
+        _winograd_fits,
     ],
     fallbacks=dict(generic.CPU_GENERIC.fallbacks),
     targets=("cpu",),

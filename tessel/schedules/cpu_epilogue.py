@@ -32,9 +32,13 @@ from tessel.ir.nodes import Allocate, Const, For, Kernel, Load, Seq, Store, rewr
 from tessel.schedules.nest import perfect_chain
 
 
-def fuse_epilogue(kernel: Kernel, producer: str, consumer: str, consumer_nest: For, ndim: int) -> Kernel | None:
+def fuse_epilogue(kernel: Kernel, producer: str, consumer: str, consumer_nest: For, ndim: int,
+                  computed: bool = False) -> Kernel | None:
     """`kernel` with stage `consumer` computed in `producer`'s write-back, or None when the
-    conditions of the module docstring do not hold."""
+    conditions of the module docstring do not hold. `computed=True` (cpu_winograd's output
+    transform) also takes several write-backs storing computed values (each element stored once, none
+    reading `producer`), and a consumer that reads `producer` at a permutation of its own index (the
+    transposed read of a channels-last result)."""
     if producer in {p.name for p in kernel.params}:
         return None
     chain = perfect_chain(consumer_nest)
@@ -45,23 +49,28 @@ def fuse_epilogue(kernel: Kernel, producer: str, consumer: str, consumer_nest: F
     if store.buffer.name != consumer or tuple(store.indices) != index:
         return None
     reads = [n for n in walk(store.value) if isinstance(n, Load) and n.buffer.name == producer]
-    if not reads or any(tuple(n.indices) != index for n in reads):
+    if not reads or any(tuple(n.indices) != tuple(reads[0].indices) for n in reads):
+        return None
+    at = tuple(reads[0].indices)
+    if at != index and not (computed and sorted(at, key=str) == sorted(index, key=str) and len(set(at)) == ndim):
         return None
     shape = tuple(reads[0].buffer.shape)
     extents = tuple(lp.extent.value if isinstance(lp.extent, Const) else None for lp in chain[:ndim])
-    if tuple(store.buffer.shape) != shape or extents != shape:
+    size = dict(zip(index, extents))
+    if tuple(store.buffer.shape) != extents or tuple(size[v] for v in at) != shape:
         return None  # the consumer must cover exactly the producer's domain (the write-back covers all of it)
-    write_backs = _write_backs(kernel, producer, consumer_nest)
-    if write_backs is None or len(write_backs) != 1:
+    write_backs = _write_backs(kernel, producer, consumer_nest, computed)
+    if write_backs is None or not write_backs or (len(write_backs) != 1 and not computed):
         return None
-    wb = write_backs[0]
-    value = substitute(store.value, {reads[0]: wb.value})
-    value = substitute(value, dict(zip(index, wb.indices)))
-    fused = Store(store.buffer, tuple(wb.indices), value)
+    fused = {}
+    for wb in write_backs:
+        env = dict(zip(at, wb.indices))
+        value = substitute(substitute(store.value, {reads[0]: wb.value}), env)
+        fused[wb] = Store(store.buffer, tuple(env[v] for v in index), value)
 
     def rule(n):
-        if n == wb:
-            return fused
+        if isinstance(n, Store) and n in fused:
+            return fused[n]
         if isinstance(n, Allocate) and n.buffer.name == producer:
             return n.body
         if isinstance(n, Seq) and any(s == consumer_nest for s in n.stmts):
@@ -75,16 +84,18 @@ def fuse_epilogue(kernel: Kernel, producer: str, consumer: str, consumer_nest: F
     return out
 
 
-def _write_backs(kernel: Kernel, producer: str, consumer_nest: For):
-    """The stores of `producer` outside `consumer_nest`, if every one copies a local tile (and no
-    other stage reads `producer`); else None."""
+def _write_backs(kernel: Kernel, producer: str, consumer_nest: For, computed: bool = False):
+    """The stores of `producer` outside `consumer_nest`, if every one copies a local tile (`computed`:
+    stores a value that does not read `producer`), and no other stage reads `producer`; else None."""
     found = []
     for top in _top_stmts(kernel):
         if top == consumer_nest:
             continue
         for n in walk(top):
             if isinstance(n, Store) and n.buffer.name == producer:
-                if not (isinstance(n.value, Load) and n.value.buffer.scope == "local"):
+                if computed and any(isinstance(m, Load) and m.buffer.name == producer for m in walk(n.value)):
+                    return None
+                if not computed and not (isinstance(n.value, Load) and n.value.buffer.scope == "local"):
                     return None
                 found.append(n)
         stores_here = any(isinstance(n, Store) and n.buffer.name == producer for n in walk(top))
