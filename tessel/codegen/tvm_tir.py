@@ -32,6 +32,11 @@ Semantics kept equal to the reference interpreter (`tessel.ir.interp`):
     of libm), erf a rational approximation (within 7 ulp), instead of scalar libm calls;
   * float min / max propagate NaN and float floordiv / floormod follow numpy's fmod-based
     algorithm, as the interpreter (numpy scalars) does;
+  * TVM 0.27's iter-map simplification (FlattenBuffer) merges floordiv / floormod terms of one
+    access whose dividends differ by a constant as if they were equal (`in3[(i + 3) % 2, i % 2]`,
+    flattened to `(i + 3) % 2 * 2 + i % 2`, read `in3[(i + 1) % 2 * 3]`): such terms are emitted
+    in truncated form, which that analysis leaves alone, after nested floormods are folded
+    (`((x % m) + c) % m` is `(x + c) % m`; fuzz case tvm_index_of_nested_floormod);
   * one difference remains: LLVM fuses `a * b + c` into one FMA (one rounding instead of two),
     which GEMMs need for speed; float results may differ from the interpreter in the last bits.
 
@@ -83,6 +88,7 @@ from tessel.ir.nodes import (
     Stmt,
     Store,
     Var,
+    rewrite,
     walk,
 )
 
@@ -133,6 +139,7 @@ class _Translator:
         self.lazy_memo: dict[int, bool] = {}
         self.ranges: dict[str, tuple] = {}  # loop / let variable -> (min, max) where known
         self.vector_depth = 0  # inside a vectorized loop
+        self.truncated: frozenset = frozenset()  # floordiv / floormod nodes emitted in truncated form
 
     # -- function --------------------------------------------------------------------------
 
@@ -180,7 +187,7 @@ class _Translator:
         if isinstance(s, Store):
             buf = self.buffer(s.buffer.name, s)
             value = self.expr(s.value)
-            return [T.BufferStore(buf, value, [self.index(i) for i in s.indices])]
+            return [T.BufferStore(buf, value, self.indices(s.indices))]
         if isinstance(s, For):
             return [self.loop(s)]
         if isinstance(s, IfThenElse):
@@ -268,6 +275,27 @@ class _Translator:
             raise CodegenError(f"kernel '{self.kernel.name}': index or extent has dtype {e.dtype}, expected an int")
         return self.expr(e)
 
+    def indices(self, idx: tuple) -> list:
+        """The TIR indices of one buffer access; floordiv / floormod terms that TVM's iter-map
+        analysis would merge are marked to be emitted truncated (module docstring)."""
+        if not any(isinstance(n, Binary) and n.op in ("floordiv", "floormod") for i in idx for n in walk(i)):
+            return [self.index(i) for i in idx]
+        idx = tuple(_fold_nested_mod(i) for i in idx)
+        outer, self.truncated = self.truncated, _offset_divmods(idx)
+        try:
+            return [self.index(i) for i in idx]
+        finally:
+            self.truncated = outer
+
+    def truncated_divmod(self, op: str, e: Binary, a, b):
+        """floordiv / floormod by a positive constant through truncdiv / truncmod (equal values)."""
+        T = self.T
+        r = _interval(e.a, self.ranges)
+        if r is not None and r[0] >= 0:
+            return T.truncdiv(a, b) if op == "floordiv" else T.truncmod(a, b)
+        mod = T.truncmod(T.truncmod(a, b) + b, b)
+        return mod if op == "floormod" else T.truncdiv(a - mod, b)
+
     def expr(self, e: Expr):
         T = self.T
         if isinstance(e, Const):
@@ -278,7 +306,7 @@ class _Translator:
                 raise CodegenError(f"kernel '{self.kernel.name}': variable '{e.name}' is not bound here")
             return v
         if isinstance(e, Load):
-            return T.BufferLoad(self.buffer(e.buffer.name, e), [self.index(i) for i in e.indices])
+            return T.BufferLoad(self.buffer(e.buffer.name, e), self.indices(e.indices))
         if isinstance(e, Binary):
             return self.binary(e)
         if isinstance(e, Not):
@@ -331,6 +359,8 @@ class _Translator:
         if op in ("floordiv", "floormod"):
             if is_float(e.dtype):
                 return self.float_divmod(op, a, b, e.dtype)
+            if self.truncated and e in self.truncated:
+                return self.truncated_divmod(op, e, a, b)
             if isinstance(e.b, Const) and e.b.value == 0:
                 # TVM refuses to fold a constant zero divisor (compile error, even in dead code);
                 # running it is undefined in compiled code anyway (see the module docstring): 0
@@ -490,6 +520,48 @@ def _static_work(s: Stmt) -> int:
     if isinstance(s, (LetStmt, Allocate)):
         return _static_work(s.body)
     return 1
+
+
+def _positive_const(e: Expr) -> bool:
+    return isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool) and e.value > 0
+
+
+def _split_constant(e: Expr) -> tuple[Expr, int]:
+    """`e` as (rest, integer constant) with `e == rest + constant`: `(x + 1) + 2` -> (x, 3)."""
+    if isinstance(e, Binary) and e.op in ("add", "sub") and isinstance(e.b, Const) and type(e.b.value) is int:
+        rest, c = _split_constant(e.a)
+        return rest, c + (e.b.value if e.op == "add" else -e.b.value)
+    if isinstance(e, Binary) and e.op == "add" and isinstance(e.a, Const) and type(e.a.value) is int:
+        rest, c = _split_constant(e.b)
+        return rest, c + e.a.value
+    return e, 0
+
+
+def _fold_nested_mod(e: Expr) -> Expr:
+    """`((x % m) + c) % m` -> `(x + c) % m` and `(x % m) % m` -> `x % m` for a constant m > 0
+    (equal for every integer x)."""
+    def fn(n):
+        if not (isinstance(n, Binary) and n.op == "floormod" and is_int(n.dtype) and _positive_const(n.b)):
+            return None
+        rest, c = _split_constant(n.a)
+        if isinstance(rest, Binary) and rest.op == "floormod" and rest.b == n.b:
+            inner = rest.a if c == 0 else Binary("add", rest.a, Const(c, rest.a.dtype))
+            return Binary("floormod", inner, n.b)
+        return None
+
+    return rewrite(e, fn)
+
+
+def _offset_divmods(idx: tuple) -> frozenset:
+    """The floordiv / floormod-by-a-positive-constant nodes of one access's indices whose dividend
+    is another one's plus a different constant (TVM's iter-map analysis merges those)."""
+    groups: dict = {}
+    for i in idx:
+        for n in walk(i):
+            if isinstance(n, Binary) and n.op in ("floordiv", "floormod") and is_int(n.dtype) and _positive_const(n.b):
+                rest, c = _split_constant(n.a)
+                groups.setdefault(rest, []).append((c, n))
+    return frozenset(n for found in groups.values() if len({c for c, _ in found}) > 1 for _, n in found)
 
 
 def _divides(e: Expr) -> bool:
