@@ -146,7 +146,6 @@ def bugs(args) -> dict:
     names = [n for n in names if n not in extra]
     print(f"reference suite: {len(names)} programs (+{len(extra)} extra judges; {len(bad)} dropped: {bad})",
           flush=True)
-    rng = random.Random(args.seed)
     chosen, pool_sizes = [], {}
     for area, mods in J.AREAS.items():
         pool = []
@@ -159,10 +158,12 @@ def bugs(args) -> dict:
                 if s.line in top:
                     covering, more = list(names), list(extra)
                 if covering:
-                    rng.shuffle(covering)
+                    random.Random(f"{args.seed}:{s.name}").shuffle(covering)
                     pool.append((area, s, covering[:args.judge_max] + sorted(more)[:args.judge_max]))
         pool_sizes[area] = len(pool)
-        chosen += rng.sample(pool, min(args.sites, len(pool)))
+        # one generator per area, so a change of one area's code leaves the other areas' samples alone
+        area_rng = random.Random(f"{args.seed}:{area}")
+        chosen += area_rng.sample(pool, min(args.sites, len(pool)))
     print(f"mutation sites on executed lines: {pool_sizes}; judging {len(chosen)}", flush=True)
 
     def judge_one(item):

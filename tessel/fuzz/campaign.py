@@ -281,6 +281,7 @@ class Campaign:
                 if VERIFIED.get(text) is None:  # (a schedule or pipeline mutant keeps its seed's program)
                     verify(case.kernel)
                     VERIFIED.put(text, True)
+                case.verified = True  # (the worker need not verify it again)
             except TesselError:
                 self.stats["rejected_before_run"] += 1  # counted, not run
                 self.stats["rejected_by"]["verify"] = self.stats["rejected_by"].get("verify", 0) + 1
@@ -383,7 +384,8 @@ class Campaign:
                             jobs[tag] = (case, purpose)
                             det = purpose != "new" or self.rng.random() < self.determinism_rate
                             # (a confirmation re-runs a corpus case: its coverage is known, no tracing)
-                            w.submit(tag, case.to_text(), self.timeout, determinism=det, trace=purpose != "confirm")
+                            w.submit(tag, case.to_text(), self.timeout, determinism=det, trace=purpose != "confirm",
+                                     verified=purpose == "new" and getattr(case, "verified", False))
                     self._collect(workers, jobs, 0.05)
                     now = time.monotonic()
                     if now - last_line >= 1.0:

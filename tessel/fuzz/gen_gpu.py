@@ -16,7 +16,8 @@ never need a block-wide one. `gpu_program(rng, target)` draws, for a `--target c
 - transposes (2-D and 3-D) of 20..72 extents;
 - otherwise a small one-stage DSL program, as before.
 
-Sizes stay small enough for the race-checking interpreter (a GEMM has at most 1.5 * 2^18 multiply-adds;
+Sizes stay small enough for the race-checking interpreter (a GEMM has at most 1.5 * 2^18 multiply-adds, 2^19 in
+float16 on sm_90a;
 bfloat16, whose scalar casts the interpreter runs slowly, is a fifth of the 16-bit GEMMs).
 
 Example:
@@ -34,13 +35,14 @@ import random
 from tessel.ir.nodes import Kernel
 
 MAX_MACS = 3 << 17  # (the reference interpreter runs a naive 64^3 float16 GEMM in ~0.4 s, bfloat16 ~2 s)
+MAX_MACS_F16 = 1 << 19
 EPILOGUES = (None, None, None, "bias_relu", "bias_gelu_cast", "cast")
 
 
-def _dims_sm90(rng: random.Random) -> tuple:
+def _dims_sm90(rng: random.Random, limit: int = MAX_MACS) -> tuple:
     while True:
         m, n, k = (rng.choice((64, 64, 64, 72, 96, 128)) for _ in range(3))
-        if m * n * k <= MAX_MACS:
+        if m * n * k <= limit:
             return m, n, k
 
 
@@ -60,7 +62,9 @@ def gemm(rng: random.Random, target: str = "cuda:sm_90a") -> Kernel:
     if dtype == "float32":  # the SIMT template: no fused epilogue, and the interpreter runs it slowly
         m, n, k = (rng.choice((8, 16, 24, 33, 40)) for _ in range(3))
         return matmul(m, n, k, dtype, a_t=rng.random() < 0.3, b_t=rng.random() < 0.3)
-    m, n, k = _dims_sm90(rng) if wgmma and rng.random() < 0.7 else _dims_small(rng)
+    # (float16 may go to 64 x 64 x 128: three k-tiles of 64 wrap the wgmma templates' 2-stage rings)
+    m, n, k = _dims_sm90(rng, MAX_MACS_F16 if dtype == "float16" else MAX_MACS) if wgmma and rng.random() < 0.7 \
+        else _dims_small(rng)
     batch = rng.choice((2, 3)) if rng.random() < 0.15 and m * n * k <= MAX_MACS // 3 else None
     epi = rng.choice(EPILOGUES)
     return matmul(m, n, k, dtype, a_t=rng.random() < 0.3, b_t=rng.random() < 0.3, batch=batch, epilogue=epi)

@@ -99,6 +99,11 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
         text, determinism, *more = msg
         trace = more[0] if more else True
         case = load_case(text)
+        if len(more) > 1 and more[1] and hasattr(case, "kernel"):  # the campaign verified this program already
+            from tessel.fuzz.oracles import VERIFIED
+            from tessel.ir.text import to_text
+
+            VERIFIED.put(to_text(case.kernel), True)
         traced = probe if trace else None
         cpu0 = time.process_time()
         if traced is not None:
@@ -276,11 +281,14 @@ class Worker:
         """Ready, with room for one more case in flight (never blocks: a starting child is not free)."""
         return self.check_ready() and len(self.queue) < self.depth
 
-    def submit(self, tag, text: str, timeout: float, determinism: bool = True, trace: bool = True) -> None:
+    def submit(self, tag, text: str, timeout: float, determinism: bool = True, trace: bool = True,
+               verified: bool = False) -> None:
         """Send a case (waits for the child to be ready; the campaign only submits to `free` workers).
-        `trace` False: run it without coverage (a re-run whose coverage is known already)."""
+        `trace` False: run it without coverage (a re-run whose coverage is known already); `verified`:
+        the caller ran the verifier on its program (the child does not again: it cost about a tenth
+        of a CPU case, mostly the out-of-bounds witness search on mutated kernels)."""
         self._wait_ready()
-        self._send(tag, text, timeout, (determinism, trace))
+        self._send(tag, text, timeout, (determinism, trace, verified))
 
     def _send(self, tag, text: str, timeout: float, opts: tuple) -> None:
         self.queue.append([tag, text, timeout, opts, time.monotonic() + timeout if not self.queue else None])
