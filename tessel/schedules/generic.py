@@ -40,13 +40,21 @@ from tessel.errors import ScheduleError
 from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Binary, Const, For, Kernel, Load, Seq, Store, walk
 from tessel.schedules.cpu_host import host_vector
-from tessel.schedules.nest import init_guards, perfect_chain
+from tessel.schedules.nest import IdentityCache, init_guards, perfect_chain, release_caches
 from tessel.schedules.schedule import Schedule
 from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, constraint, register
 
 
 def stages(kernel: Kernel) -> list[tuple[str, For]]:
     """The top-level loop nests of a kernel and the buffer each writes, in order."""
+    return list(_STAGES.get(kernel, _find_stages))
+
+
+# the templates ask these of one kernel several times (each template's analysis, then the schedule)
+_STAGES, _WRITTEN, _BUFFERS, _ANALYSES = IdentityCache(64), IdentityCache(4096), IdentityCache(64), IdentityCache(64)
+
+
+def _find_stages(kernel: Kernel) -> tuple:
     body = kernel.body
     while isinstance(body, Allocate):
         body = body.body
@@ -54,9 +62,26 @@ def stages(kernel: Kernel) -> list[tuple[str, For]]:
     out = []
     for st in items:
         if isinstance(st, For):
-            written = {n.buffer.name for n in walk(st) if isinstance(n, Store)}
+            written = _WRITTEN.get(st, _written)
             if len(written) == 1:
-                out.append((written.pop(), st))
+                out.append((next(iter(written)), st))
+    return tuple(out)
+
+
+def _written(nest: For) -> frozenset:
+    return frozenset(n.buffer.name for n in walk(nest) if isinstance(n, Store))
+
+
+def _buffer_named(kernel: Kernel, name: str):
+    """The buffer of the first node (pre-order) that names one called `name`, or None."""
+    return _BUFFERS.get(kernel, _first_buffers).get(name)
+
+
+def _first_buffers(kernel: Kernel) -> dict:
+    out: dict = {}
+    for n in walk(kernel):
+        if hasattr(n, "buffer"):
+            out.setdefault(n.buffer.name, n.buffer)
     return out
 
 
@@ -70,9 +95,12 @@ def default_schedule(kernel: Kernel, target: str = "cpu", knobs: dict | None = N
         return default_gpu_schedule(kernel, target, knobs)
     if str(target) != "cpu":
         raise ScheduleError(f"no default schedules for target {target!r}; targets: cpu, cuda[:sm_XY]")
-    if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
-        return default_cpu_template(kernel).apply(kernel, None, "cpu")
-    return CPU_GENERIC.apply(kernel, knobs, "cpu")
+    try:
+        if knobs is None:  # kernels a specific CPU template takes (attention, convolutions) get it, with its defaults
+            return default_cpu_template(kernel).apply(kernel, None, "cpu")
+        return CPU_GENERIC.apply(kernel, knobs, "cpu")
+    finally:
+        release_caches()  # the analyses of this kernel's trees: no use for the next kernel
 
 
 def default_cpu_template(kernel: Kernel):
@@ -108,6 +136,11 @@ class _Stage:
 
 
 def _analyze(kernel: Kernel, target) -> list[_Stage]:
+    """The stages of `kernel` this template schedules and their kinds (pure in `kernel`: cached)."""
+    return list(_ANALYSES.get(kernel, _analyze_stages))
+
+
+def _analyze_stages(kernel: Kernel) -> tuple:
     out = []
     for name, nest in stages(kernel):
         if not _in_dsl_form(kernel, name, nest):
@@ -125,9 +158,9 @@ def _analyze(kernel: Kernel, target) -> list[_Stage]:
             kind = "elementwise"
         else:
             kind = "other"
-        dtype = next(n.buffer.dtype for n in walk(kernel) if hasattr(n, "buffer") and n.buffer.name == name)
+        dtype = _buffer_named(kernel, name).dtype
         out.append(_Stage(name, kind, tuple(int(lp.extent.value) for lp in chain[:ndim]), dtype))
-    return out
+    return tuple(out)
 
 
 def _contractions(info) -> list[_Stage]:
@@ -304,10 +337,8 @@ def _schedule_stage(sch: Schedule, ctx, stage: _Stage, nest: For, knobs: dict) -
 
 
 def _ndim(kernel: Kernel, name: str) -> int:
-    for n in walk(kernel):
-        if hasattr(n, "buffer") and n.buffer.name == name:
-            return n.buffer.ndim
-    return 0
+    buf = _buffer_named(kernel, name)
+    return 0 if buf is None else buf.ndim
 
 
 def _is_contraction(nest: For, chain: list[For], ndim: int) -> bool:

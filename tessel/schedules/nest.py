@@ -15,9 +15,48 @@ from __future__ import annotations
 
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import (
-    Allocate, Binary, Buffer, Const, Expr, For, IfThenElse, Kernel, LetStmt, Load, Node, Seq, Stmt, Store, Var,
-    rewrite, walk,
+    Allocate, Barrier, Binary, Buffer, Const, Expr, For, IfThenElse, Intrinsic, Kernel, LetStmt, Load, Node, Seq,
+    Stmt, Store, Var, rewrite, walk,
 )
+
+
+_CACHES: list = []
+
+
+def release_caches() -> None:
+    """Empty every IdentityCache (the trees they hold stay alive until then)."""
+    for c in _CACHES:
+        c.clear()
+
+
+class IdentityCache:
+    """Results of a pure function of an immutable IR node, keyed by the node's identity (nodes never
+    change, so a result holds as long as the node lives; the entry keeps the node alive so its id is
+    not reused). Keeps the `size` most recent entries. The schedule primitives ask the same questions
+    of one kernel several times per primitive (find a loop, the names in use), and each primitive
+    rebuilds only the spine above what it changed: the rest of the tree keeps its cached answers.
+    `release_caches()` empties every one (default_schedule does after each kernel, so that the
+    cached trees do not outlive the kernel they came from)."""
+
+    def __init__(self, size: int):
+        self.size, self._d = size, {}
+        _CACHES.append(self)
+
+    def clear(self) -> None:
+        self._d = {}
+
+    def get(self, node, make):
+        hit = self._d.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        value = make(node)
+        if len(self._d) >= self.size:
+            try:
+                del self._d[next(iter(self._d))]  # the oldest entry
+            except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                self._d.clear()
+        self._d[id(node)] = (node, value)
+        return value
 
 
 def loop_names(node: Node) -> set[str]:
@@ -26,13 +65,28 @@ def loop_names(node: Node) -> set[str]:
 
 def used_names(node: Node) -> set[str]:
     """Every variable and buffer name in the tree (fresh names must avoid all of them)."""
-    names = set()
-    for n in walk(node):
-        if isinstance(n, Var):
-            names.add(n.name)
-        elif isinstance(n, Buffer):
-            names.add(n.name)
-    return names
+    return set(_names_of(node))
+
+
+_NAMES = IdentityCache(1 << 14)
+
+
+def _names_of(node: Node) -> frozenset:
+    """used_names as a frozenset, cached per statement (a primitive rebuilds one spine of a kernel:
+    the other statements keep their sets)."""
+    if not isinstance(node, (Stmt, Kernel)):
+        return frozenset(n.name for n in walk(node) if isinstance(n, (Var, Buffer)))
+    return _NAMES.get(node, _statement_names)
+
+
+def _statement_names(node: Node) -> frozenset:
+    out, parts = set(), []
+    for c in node.children():
+        if isinstance(c, Stmt):
+            parts.append(_names_of(c))
+        else:
+            out.update(n.name for n in walk(c) if isinstance(n, (Var, Buffer)))
+    return frozenset(out.union(*parts)) if parts else frozenset(out)
 
 
 def fresh_name(taken: set[str], base: str) -> str:
@@ -46,37 +100,83 @@ def fresh_name(taken: set[str], base: str) -> str:
 
 
 def find_loop(node: Node, name: str) -> For:
-    for n in walk(node):
-        if isinstance(n, For) and n.var.name == name:
-            return n
-    raise ScheduleError(f"no loop named '{name}' in the kernel")
+    """The first loop named `name` in `node` (pre-order)."""
+    spines = _loop_index(node).get(name)
+    if not spines:
+        raise ScheduleError(f"no loop named '{name}' in the kernel")
+    return spines[0][-1]
 
 
 def loop_path(node: Node, name: str) -> list[For]:
     """The loops enclosing loop `name`, outermost first, ending with the loop itself."""
-    path: list[For] = []
-
-    def go(n: Node) -> bool:
-        if isinstance(n, For):
-            path.append(n)
-            if n.var.name == name:
-                return True
-        for c in n.children():
-            if isinstance(c, Stmt) and go(c):
-                return True
-        if isinstance(n, For):
-            path.pop()
-        return False
-
-    if not go(node):
+    spines = _loop_index(node).get(name)
+    if not spines:
         raise ScheduleError(f"no loop named '{name}' in the kernel")
-    return path
+    return [n for n in spines[0] if isinstance(n, For)]
 
 
 def replace_loop(kernel: Kernel, name: str, fn) -> Kernel:
     """Replace the loop named `name` by `fn(loop)` (a statement)."""
-    find_loop(kernel.body, name)
+    spines = _loop_index(kernel.body).get(name)
+    if not spines:
+        raise ScheduleError(f"no loop named '{name}' in the kernel")
+    if len(spines) == 1:
+        out = _replace_on_spine((kernel,) + spines[0], fn)
+        if out is not None:
+            return out
+    # several loops of that name (or a statement holding one twice): the rewrite replaces each
     return rewrite(kernel, lambda n: fn(n) if isinstance(n, For) and n.var.name == name else None, fixpoint=False)
+
+
+def _replace_on_spine(spine: tuple, fn):
+    """What `rewrite` gives when it replaces the one loop at the end of `spine` (the statements from
+    the root down to it) by `fn(loop)`: the loop's ancestors rebuilt with `with_children`, the rest
+    of the tree shared. None when an ancestor holds the same child object twice."""
+    loop = spine[-1]
+    new = fn(loop)
+    if new is None or new == loop:  # (the rewrite keeps a node whose replacement equals it)
+        return spine[0]
+    for parent in reversed(spine[:-1]):
+        kids = parent.children()
+        at = [k for k, c in enumerate(kids) if c is loop]
+        if len(at) != 1:
+            return None
+        kids[at[0]] = new
+        loop, new = parent, parent.with_children(kids)
+    return new
+
+
+_LOOPS = IdentityCache(16)
+
+
+def _loop_index(node: Node) -> dict:
+    """{loop name: [spine, ...]} of every loop in `node`, in pre-order; a spine is the tuple of
+    statements from `node` down to the loop. One walk over the statements only: loops
+    never sit inside expressions."""
+    return _LOOPS.get(node, _build_loop_index)
+
+
+def _build_loop_index(root: Node) -> dict:
+    index: dict = {}
+    stack = [(root,)]
+    while stack:
+        spine = stack.pop()
+        n = spine[-1]
+        if isinstance(n, For):
+            index.setdefault(n.var.name, []).append(spine)
+            kids = (n.body,)
+        elif isinstance(n, Seq):
+            kids = n.stmts
+        elif isinstance(n, (Allocate, LetStmt)):
+            kids = (n.body,)
+        elif isinstance(n, IfThenElse):
+            kids = (n.then,) if n.else_ is None else (n.then, n.else_)
+        elif isinstance(n, (Store, Barrier, Intrinsic)):
+            continue
+        else:  # (a Kernel: its body)
+            kids = [c for c in n.children() if isinstance(c, Stmt)]
+        stack.extend(spine + (c,) for c in reversed(kids))
+    return index
 
 
 def perfect_chain(loop: For) -> list[For]:
@@ -135,6 +235,13 @@ def bound_vars(node: Node) -> set[Var]:
 def init_guards(node: Node) -> list[tuple[IfThenElse, Store]]:
     """The reduction initialisations in guarded form: `if cond: X[..] = init` directly followed
     by a store to X that reads X (the DSL's lowering of reductions)."""
+    return list(_GUARDS.get(node, _find_init_guards))
+
+
+_GUARDS = IdentityCache(1024)
+
+
+def _find_init_guards(node: Node) -> tuple:
     found = []
     for n in walk(node):
         if not isinstance(n, Seq):
@@ -144,7 +251,7 @@ def init_guards(node: Node) -> list[tuple[IfThenElse, Store]]:
                     and isinstance(b, Store) and b.buffer.name == a.then.buffer.name
                     and loads_of(b.value, b.buffer.name)):
                 found.append((a, b))
-    return found
+    return tuple(found)
 
 
 def reduction_vars(node: Node) -> set[Var]:
@@ -204,6 +311,9 @@ def _iterations_collide(loop: For, st: Store, limit: int = 4096):
     if total > limit:
         return None
     free = {x for i in st.indices for x in walk(i) if isinstance(x, Var)} - {v} - {n.var for n in inner}
+    fast = _first_collision_numpy(st.indices, [v] + [n.var for n in inner], sizes, free)
+    if fast is not _SLOW:
+        return fast
     seen = {}
     for point in itertools.product(*(range(n) for n in sizes)):
         env = dict(zip([v] + [n.var for n in inner], point))
@@ -215,6 +325,64 @@ def _iterations_collide(loop: For, st: Store, limit: int = 4096):
         if first != point[0]:
             return first, point[0]
     return None
+
+
+_SLOW = object()
+
+
+class _NoArray(Exception):
+    """An index `_first_collision_numpy` does not evaluate: the plain enumeration decides."""
+
+
+def _first_collision_numpy(indices, loop_vars: list, sizes: list, free: set):
+    """What the enumeration of `_iterations_collide` returns (the first point, in
+    itertools.product order, whose index tuple an earlier point of another outer iteration
+    stored), computed on all points at once with numpy; `_SLOW` where that would not be exactly the
+    same (a float or non-arithmetic index, a zero divisor, a value beyond 2**31, repeated loops)."""
+    import numpy as np
+
+    if not indices or len(set(loop_vars)) != len(loop_vars) or min(sizes) <= 0:
+        return _SLOW
+    coords = np.indices(sizes, dtype=np.int64).reshape(len(sizes), -1)
+    env = dict(zip(loop_vars, coords))
+    env.update({x: 0 for x in free})
+    try:
+        idx = np.stack([np.broadcast_to(_array_of(i, env, np), coords.shape[1:]) for i in indices], axis=1)
+    except _NoArray:
+        return _SLOW
+    _, first, inverse = np.unique(idx, axis=0, return_index=True, return_inverse=True)
+    outer = coords[0]
+    first_outer = outer[first[inverse.reshape(-1)]]
+    clash = np.flatnonzero(first_outer != outer)
+    return (int(first_outer[clash[0]]), int(outer[clash[0]])) if clash.size else None
+
+
+_ARRAY_OPS = {"add": "add", "sub": "subtract", "mul": "multiply", "floordiv": "floor_divide",
+              "floormod": "remainder", "min": "minimum", "max": "maximum"}
+
+
+def _array_of(e, env: dict, np):
+    """The integer expression `e` over the arrays of `env` (verify_witness.evaluate's integer
+    semantics: floor division and modulo); _NoArray for anything else."""
+    from tessel.ir.dtypes import is_int
+
+    if isinstance(e, Const):
+        if not is_int(e.dtype) or isinstance(e.value, bool) or abs(int(e.value)) >= 1 << 31:
+            raise _NoArray
+        return np.int64(e.value)
+    if isinstance(e, Var):
+        if e not in env:
+            raise _NoArray
+        return env[e]
+    if not isinstance(e, Binary) or e.op not in _ARRAY_OPS:
+        raise _NoArray
+    a, b = _array_of(e.a, env, np), _array_of(e.b, env, np)
+    if e.op in ("floordiv", "floormod") and np.any(b == 0):
+        raise _NoArray
+    out = getattr(np, _ARRAY_OPS[e.op])(a, b)
+    if np.any(np.abs(out) >= 1 << 31):
+        raise _NoArray
+    return out
 
 
 def unflatten_index(flat, extents: tuple) -> list:
