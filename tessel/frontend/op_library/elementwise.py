@@ -203,7 +203,8 @@ def _gelu(x, attrs):
 
 def _erf_np(x):
     np = _np()
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64) if x.size else x.astype(np.float64)
+    # frompyfunc gives a Python float, not an array, for a 0-d input: asarray keeps every rank an array
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=np.float64) if x.size else x.astype(np.float64)
 
 
 def _gelu_np(x, attrs):
