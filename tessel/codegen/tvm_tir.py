@@ -27,7 +27,9 @@ Semantics kept equal to the reference interpreter (`tessel.ir.interp`):
   * `Select` is lazy when a branch could fault (a load, or integer division): it becomes
     `T.if_then_else`, which only evaluates the chosen branch; other Selects stay eager `Select`s,
     which vectorize to blend instructions;
-  * math on float16 / bfloat16 is computed in float32 and rounded back (what numpy does);
+  * math on float16 / bfloat16 is computed in float32 and rounded back (what numpy does); a cast
+    to bfloat16 rounds on the bits, ties to even, because TVM's bfloat16 legalisation drops the
+    rounding of a cast that is only read;
   * float32 exp, sigmoid and tanh are polynomials that vectorize (`tvm_fastmath`, within 2 ulp
     of libm), erf a rational approximation (within 7 ulp), instead of scalar libm calls;
   * float min / max propagate NaN and float floordiv / floormod follow numpy's fmod-based
@@ -331,10 +333,41 @@ class _Translator:
                     v = T.Cast("float32", v)
                 sat = "llvm.fptoui.sat" if is_unsigned(e.dtype) else "llvm.fptosi.sat"
                 return T.call_llvm_pure_intrin(e.dtype, sat, v)
+            if e.dtype == "bfloat16" and e.value.dtype != "bfloat16":
+                return T.Cast("bfloat16", self._round_to_bfloat16(v, e.value.dtype))
             return T.Cast(e.dtype, v)
         if isinstance(e, Call):
             return self.call(e)
         raise CodegenError(f"kernel '{self.kernel.name}': cannot translate expression {type(e).__name__}")
+
+    def _round_to_bfloat16(self, v, dtype: str):
+        """`v` rounded to the nearest bfloat16 (ties to even), as a float32 that bfloat16 holds exactly.
+
+        TVM's bfloat16 legalisation computes bfloat16 values in float32 and drops the rounding of a
+        cast whose result is only read, not stored (`cast<float32>(cast<bfloat16>(x))` gave x; fuzz
+        case tvm_drops_bfloat16_round_trip), so the rounding is done here on the bits, once from the
+        source's precision as ml_dtypes does. NaN keeps a quiet NaN (adding the rounding bias to its
+        bits could carry it into infinity).
+        """
+        T = self.T
+        if dtype == "float32":
+            f = v
+        else:
+            # float64 (and the integers, through float64) to float32 rounded to odd: truncated toward
+            # zero, lowest bit set when inexact. Rounding that to bfloat16 equals rounding the
+            # original once (float32 keeps 16 more bits); plain float32 rounding would round twice.
+            x = v if dtype == "float64" else T.Cast("float64", v)
+            t = T.Cast("float32", x)
+            tb = T.reinterpret("uint32", t)
+            back = T.Cast("float64", t)
+            tb = T.Select(T.abs(back) > T.abs(x), tb - T.const(1, "uint32"), tb)
+            tb = T.Select(back != x, T.bitwise_or(tb, T.const(1, "uint32")), tb)
+            f = T.Select(x != x, t, T.reinterpret("float32", tb))
+        bits = T.reinterpret("uint32", f)
+        lsb = T.bitwise_and(T.shift_right(bits, T.const(16, "uint32")), T.const(1, "uint32"))
+        rounded = T.bitwise_and(bits + T.const(0x7FFF, "uint32") + lsb, T.const(0xFFFF0000, "uint32"))
+        quiet = T.bitwise_or(T.bitwise_and(bits, T.const(0xFFFF0000, "uint32")), T.const(0x00400000, "uint32"))
+        return T.reinterpret("float32", T.Select(f != f, quiet, rounded))
 
     def binary(self, e: Binary):
         T = self.T
