@@ -134,6 +134,9 @@ def bugs(args) -> dict:
     import tvm  # noqa: F401
 
     modules = [m for ms in J.AREAS.values() for m in ms]
+    from tessel.fuzz.mutant import freeze
+
+    freeze(modules)  # (other people's edits during the run change neither the sites nor the mutants)
     names = J.programs(args.judge_n, args.judge_n, extra=args.extra)
     base = J.program_lines(names, modules)
     if "error" in base or "timeout" in base:

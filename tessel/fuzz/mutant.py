@@ -43,11 +43,28 @@ class Site:
         return f"{self.module}:{self.index}"
 
 
-def _source(module: str) -> tuple[str, str]:
+_FROZEN: dict = {}  # module -> (path, source) read by freeze()
+
+
+def freeze(modules) -> None:
+    """Import `modules` and read their sources now: `sites` and `apply` use these texts from then on,
+    so an evaluation that runs for many minutes is not thrown off by someone editing the files
+    meanwhile (a site's index would then name another mutation, and a mutant re-executing the new
+    file would change more than its one spot). Forked children inherit the frozen texts."""
+    for m in modules:
+        importlib.import_module(m)
+        _FROZEN[m] = _read(m)
+
+
+def _read(module: str) -> tuple[str, str]:
     spec = importlib.util.find_spec(module)
     path = spec.origin
     with open(path) as f:
         return path, f.read()
+
+
+def _source(module: str) -> tuple[str, str]:
+    return _FROZEN.get(module) or _read(module)
 
 
 def _candidates(tree):
@@ -124,4 +141,4 @@ def _from_env() -> None:
 
 _from_env()
 
-__all__ = ["KINDS", "Site", "apply", "mutated_code", "sites"]
+__all__ = ["KINDS", "Site", "apply", "freeze", "mutated_code", "sites"]
