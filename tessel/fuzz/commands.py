@@ -34,7 +34,8 @@ def add_commands(sub, debug) -> None:
     p.add_argument("--no-feedback", action="store_true", help="coverage does not steer (ablation)")
     p.add_argument("--no-pass-mutation", action="store_true", help="pipelines stay the target's (ablation)")
     p.add_argument("--no-coverage", action="store_true", help="no coverage tracing at all (faster, blind)")
-    p.add_argument("--tvm-rate", type=float, default=0.1, help="share of CPU cases also run through TVM")
+    p.add_argument("--tvm-rate", type=float, default=None,
+                   help="share of CPU cases also run through TVM (default 0.1; 0.3 with --target all)")
     p.add_argument("--timeout", type=float, default=20.0, help="time limit per test case, seconds")
     p.add_argument("--no-reduce", action="store_true", help="do not reduce new failures at the end")
     p.add_argument("--replay", default=None, metavar="CASE", help="run one saved case and print the verdict")
