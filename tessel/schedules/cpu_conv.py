@@ -52,6 +52,9 @@ def _reuse_stages(kernel: Kernel, info) -> list:
     return out
 
 
+FUSE_PLANE = 256  # output values per channel up to which a transposed result is stored from the register tile
+
+
 class _Info(list):
     """cpu.generic's stage list, plus the stride-1 3x3 convolution Winograd can compute (or None)."""
 
@@ -89,8 +92,13 @@ def _defaults(kernel, target, info) -> dict:
     # the panel a channels-last conv would pack is its weight, already contiguous along the columns
     # and small: copying it per column panel cost 9-14% (1x1 128->128 and 3x3 64->64 at 8x8, one core)
     out.update(tile_batch=tb, tile_rows=rows, pack=False)
+    # the fused transposed stores scatter across output planes: a gain while a plane is at most 256 values
+    # (1x1 stride 2 16->32 at 32x32, batch 16: 54.9 -> 50.1 us; pointwise 64->128 at 8x8: 9.7 -> 9.2 us), a
+    # loss beyond (3x3 stride 2 16->32 at 64x64, a 32x32 plane: 64 -> 117 us)
+    out["fuse_transposed"] = all(s.extents[-3] * s.extents[-2] <= FUSE_PLANE for s in cons if len(s.extents) >= 3)
     if info.wino is not None:
         out.update(cpu_winograd.defaults(info.wino, hv.lanes("float32"), hv.registers))
+        out["wino_fuse"] = info.wino.layout == "nchw" or info.wino.shape[3] * info.wino.shape[4] <= FUSE_PLANE
     return out
 
 
@@ -125,7 +133,7 @@ def _winograd_fits(ctx):
 
 def _relevant(kernel, target, info) -> list:
     wino = list(cpu_winograd.KNOBS) if info.wino is not None else []
-    return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block"] + wino
+    return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block", "fuse_transposed"] + wino
 
 
 def _fuse_output(sch, cv, ctx) -> None:
@@ -143,9 +151,40 @@ def _fuse_output(sch, cv, ctx) -> None:
             return
 
 
+def _schedule_direct(sch, knobs: dict, ctx) -> None:
+    """cpu.generic's strategies (generic._schedule), where with `fuse_transposed` a contraction whose result
+    is read back transposed (a channels-last convolution's NCHW output) also computes that reader, and the
+    epilogue in it, in its write-back: the stores scatter along the output channels, the gather pass goes."""
+    if not knobs["fuse_transposed"]:
+        return generic._schedule(sch, knobs, ctx)
+    from tessel.schedules.cpu_epilogue import fuse_epilogue
+
+    nests = dict(generic.stages(ctx.kernel))
+    fused: set = set()
+    for k, stage in enumerate(ctx.info):
+        if stage.kind == "other" or stage.name in fused:
+            continue
+        nest = nests[stage.name]
+        if stage.kind == "elementwise" and generic._pad_rows(sch, stage, nest, knobs):
+            continue
+        done = ctx.attempt("naive_stage", stage.name,
+                           lambda: generic._schedule_stage(sch, ctx, stage, nest, knobs))  # noqa: B023
+        if not (done and stage.kind == "contraction"):
+            continue
+        got = generic._fuse_epilogue(sch, stage, ctx.info[k + 1:])
+        nxt = next((s for s in ctx.info[k + 1:] if s.kind != "other"), None)
+        if not got and nxt is not None and nxt.kind == "elementwise":
+            later = dict(generic.stages(sch.kernel)).get(nxt.name)
+            new = fuse_epilogue(sch.kernel, stage.name, nxt.name, later, len(nxt.extents), computed=True) \
+                if later is not None else None
+            if new is not None:
+                sch.kernel, got = new, {nxt.name}
+        fused |= got
+
+
 def _schedule(sch, knobs: dict, ctx) -> None:
     if knobs["algorithm"] != "winograd":
-        return generic._schedule(sch, knobs, ctx)
+        return _schedule_direct(sch, knobs, ctx)
     cv = ctx.info.wino
     sch.kernel = cpu_winograd.build(sch.kernel, cv, knobs, host_vector().lanes("float32"))
     if knobs["wino_fuse"]:
@@ -160,6 +199,8 @@ CPU_CONV = register(Template(
         IntRange("tile_batch", 1, 8, default=1, doc="output channels in the register tile of a convolution"),
         Choice("acc_block", (64, 0, 32, 128, 256), doc="products per partial sum (cache_accumulate blocks of the "
                "reduction; 0: one chain over the whole reduction)"),
+        Bool("fuse_transposed", default=False, doc="direct: a channels-last result's transposed read (and the "
+             "epilogue) computed in the register tile's write-back"),
         Choice("algorithm", ("direct", "winograd"), doc="direct convolution, or Winograd F(2x2, 3x3) for a stride-1 "
                "3x3 one (cpu_winograd.py)"),
         IntRange("wino_rows", 1, 16, default=8, doc="Winograd: rows of the GEMMs' register tile (tiles, or output "

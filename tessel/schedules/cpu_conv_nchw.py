@@ -4,10 +4,12 @@ The conv lowering accumulates narrow convolutions channels-last, `acl[n, y, x, f
 `out[n, f, y, x] = epilogue(acl[n, y, x, f])`: a transposed read, which the epilogue fusion cannot
 take and which vectorizes as a gather. For a 1x1 stride-1 convolution whose output rows are whole
 vectors of 8 or more, the NCHW form is faster (one thread, thread CPU time, MobileNet-like's
-pointwise convs: 32->64 at 16x16 21.6 -> 10.8 us, 64->64 at 16x16 30.5 -> 20.9 us, 64->128 at 8x8
-11.7 -> 10.5 us); so is a stem convolution over 3 input channels (MobileNet-like's 3x3 stride-2
-3->16 at 64x64: 19.1 -> 11.6 us). Other 3x3 convolutions gained nothing at 16x16 and 8x8 and lose 2x
-at 4x4 (16 input channels, stride 2: 30.5 vs 32.7 us), so they stay channels-last.
+pointwise convs: 32->64 at 16x16 21.6 -> 10.8 us, 64->64 at 16x16 30.5 -> 20.9 us); so is a stem
+convolution over 3 input channels (MobileNet-like's 3x3 stride-2 3->16 at 64x64: 19.1 -> 11.6 us). Except
+for small planes whose rows are part of a host vector: since cpu.conv stores a transposed result from its
+register tile there (`fuse_transposed`), on a Zen 5 core 64->128 at 8x8 takes 9.2 us channels-last against
+12.7 NCHW (128->128 at 8x8, batch 16: 212 against 319). Other 3x3 convolutions gained nothing at 16x16 and 8x8 and
+lose 2x at 4x4 (16 input channels, stride 2: 30.5 vs 32.7 us), so they stay channels-last.
 
 This template permutes `acl` to `[n, f, y, x]` (`transform_layout`: its nest computes the same
 values in NCHW order; the epilogue now reads it at its own index) and then applies cpu.conv with
@@ -30,6 +32,7 @@ import random
 
 from tessel.errors import ScheduleError
 from tessel.ir.nodes import Allocate, Kernel, Load, walk
+from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import init_guards, perfect_chain
 from tessel.schedules.template import Template, register
 
@@ -40,7 +43,9 @@ FEW_CHANNELS = 4  # input channels of a stem convolution (RGB) that this templat
 def find_pointwise_cl(kernel: Kernel) -> str:
     """The temporary `acl[n, y, x, f]` of a channels-last convolution, 1x1 with stride 1 or over at
     most FEW_CHANNELS input channels with stride 1 or 2, whose only reader stores `out[n, f, y, x]`
-    from `acl[n, y, x, f]`, with rows of a multiple of 8; ScheduleError if none."""
+    from `acl[n, y, x, f]`, with rows of a multiple of 8 (a pointwise one with a plane of at most
+    cpu_conv.FUSE_PLANE values: of whole host vectors); ScheduleError if none."""
+    from tessel.schedules.cpu_conv import FUSE_PLANE
     from tessel.schedules.cpu_depthwise import _affine
     from tessel.schedules.generic import _in_dsl_form, stages
 
@@ -56,9 +61,11 @@ def find_pointwise_cl(kernel: Kernel) -> str:
         pointwise = all(int(lp.extent.value) == 1 for lp in chain[5:])
         if not pointwise and int(chain[4].extent.value) > FEW_CHANNELS:
             continue  # 1x1, or a stem convolution over a few input channels
-        wo = int(chain[2].extent.value)
+        ho, wo = int(chain[1].extent.value), int(chain[2].extent.value)
         if wo % 8:
             continue
+        if pointwise and wo % host_vector().lanes(buf.dtype) and ho * wo <= FUSE_PLANE:
+            continue  # rows of part of a vector, small planes: channels-last with the transposed store fused wins
         _, update = init_guards(nest)[0]
         n, y, x, f = (lp.var for lp in chain[:4])
         vars_ = [lp.var for lp in chain]

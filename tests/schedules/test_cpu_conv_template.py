@@ -95,3 +95,18 @@ def test_kernels_without_shared_columns_are_left_to_generic():
     ir, _ = _conv_relu(1, 8, 8, 16, 3, 1, 1, groups=8)  # depthwise: the channel loop reads the input
     assert CPU_CONV.applies(ir, "cpu") is not None
     assert default_schedule(ir).trace[0].args["name"] == "cpu.depthwise"  # its own template (cpu_depthwise.py)
+
+
+@pytest.mark.parametrize("case", [(2, 12, 32, 15, 3, 2, 1), (1, 16, 32, 16, 1, 2, 0)], ids=["3x3s2", "1x1s2"])
+def test_fused_transposed_store_matches_torch_and_drops_the_gather_pass(case):
+    """fuse_transposed: a channels-last result stored NCHW from the register tile (with the epilogue)."""
+    from tessel.ir.nodes import Allocate
+
+    ir, shape = _conv_relu(*case)
+    sch = CPU_CONV.apply(ir, None, "cpu")
+    assert sch.trace[0].args["knobs"]["fuse_transposed"]  # output planes of at most 256 values
+    names = lambda s: {n.buffer.name for n in walk(s.kernel.body) if isinstance(n, Allocate)}  # noqa: E731
+    assert not any(n.endswith("_cl") for n in names(sch))
+    _check(ir, shape, *case, {"fuse_transposed": True}, seed=sum(case))
+    unfused = _check(ir, shape, *case, {"fuse_transposed": False}, seed=sum(case) + 1)
+    assert any(n.endswith("_cl") for n in names(unfused))
