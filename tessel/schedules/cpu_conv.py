@@ -59,6 +59,25 @@ class _Info(list):
     """cpu.generic's stage list, plus the stride-1 3x3 convolution Winograd can compute (or None)."""
 
     wino = None
+    rows_stream = False  # every contraction is a 1x1 convolution whose vector operand also runs along the rows
+
+
+def _rows_stream(kernel: Kernel, info) -> bool:
+    """Whether each contraction has a one-element kernel window and its vector operand (the input of an
+    NCHW convolution) is indexed by the row loop too: a pointwise convolution computed NCHW."""
+    nests = dict(generic.stages(kernel))
+    cons = generic._contractions(info)
+    for st in cons:
+        ndim = len(st.extents)
+        chain = perfect_chain(nests[st.name])
+        if any(int(lp.extent.value) != 1 for lp in chain[ndim + 1:]):
+            return False
+        row, col = chain[ndim - 2].var, chain[ndim - 1].var
+        _, update = init_guards(chain[0])[0]
+        vec = [n for n in walk(update.value.b) if isinstance(n, Load) and n.indices and col in set(walk(n.indices[-1]))]
+        if not vec or not all(any(row in set(walk(i)) for i in n.indices[:-1]) for n in vec):
+            return False
+    return bool(cons)
 
 
 def _analyze(kernel: Kernel, target):
@@ -67,6 +86,7 @@ def _analyze(kernel: Kernel, target):
     if not reuse or all(max(d for d in range(1, 9) if s.extents[-3] % d == 0) == 1 for s in reuse):
         raise ScheduleError(f"kernel '{kernel.name}' has no contraction whose column operand is shared by its "
                             f"innermost batch loop (a convolution's output channels)")
+    info.rows_stream = _rows_stream(kernel, info)
     try:
         info.wino = cpu_winograd.find(kernel)
     except ScheduleError:
@@ -75,9 +95,9 @@ def _analyze(kernel: Kernel, target):
 
 
 def _defaults(kernel, target, info) -> dict:
-    """cpu.generic's defaults, then the largest channel tile (at most 4) that leaves the register tile
-    its rows: measured on the ResNet-like model's 3x3 16->16 convolution at 32x32 (one core, AVX-512),
-    see the commit message."""
+    """cpu.generic's defaults, then the largest channel tile (at most 4; 8 for a pointwise conv computed
+    NCHW) that leaves the register tile its rows: measured on the ResNet-like model's 3x3 16->16
+    convolution at 32x32 (one core, AVX-512), see the commit message."""
     out = generic._defaults(kernel, target, info)
     cons = generic._contractions(info)
     chans = min(s.extents[-3] if len(s.extents) >= 3 else 1 for s in cons)
@@ -87,6 +107,12 @@ def _defaults(kernel, target, info) -> dict:
     tb = max(d for d in range(1, 5) if chans % d == 0)
     rows_extent = min(s.extents[-2] for s in cons)
     rows = generic._tile(rows_extent, max(1, min(8, budget // (vecs * tb))))
+    if info.rows_stream:
+        # a pointwise conv computed NCHW: each input vector feeds one multiply-add per output channel, so 8
+        # channels x 16 accumulators (batch 16, one thread: 16->32 at 32x32 115 -> 105 us, 64->64 at 16x16
+        # 167 -> 154); channels-last ones lost with it (128->128 at 8x8, batch 16: 168 -> 193)
+        tb = max(d for d in range(1, 9) if chans % d == 0)
+        rows = generic._tile(rows_extent, max(1, 16 // (vecs * tb)))
     while tb > 1 and tb * rows * vecs > budget:
         tb = max(d for d in range(1, tb) if chans % d == 0)
     # the panel a channels-last conv would pack is its weight, already contiguous along the columns
