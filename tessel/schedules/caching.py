@@ -15,13 +15,16 @@ thread copied the whole block's part of the output in and out, a race on it). Th
   (cache_shared stages a block's reads cooperatively, with its barrier);
 - `cache_write(C, at=L)` with threads bound inside L gives each thread its own copy of what it
   touches: the copies go inside the innermost thread loop holding every access of C, each thread
-  staging its own box. It needs the threads' boxes to be disjoint (checked over every thread
-  index) and no barrier inside that loop (a barrier would order the original accesses between
-  threads, but not the copies);
+  staging its own box;
 - otherwise every thread keeps a replicated copy of the whole box (the row-wise schedules: every
   thread holds the row's statistic after the shuffles): no index of C may depend on those
   threads, each thread writes every element before reading it (no copy-in: a thread would not see
-  the others' writes), and one thread (index 0 along each axis bound inside) copies it out.
+  the others' writes), and one thread (index 0 along each axis bound inside) copies it out;
+- the threads that each stage a box (bound around the cache) must stage disjoint boxes, checked
+  over every thread index; with a barrier inside the cached loop, disjoint across the iterations
+  of the loops around it too (the barrier orders one iteration's accesses with another thread's in
+  the next, but not the copies at its ends);
+- a "local" C is one per thread already: cached as on the CPU.
 
 Example:
     >>> from tessel.ir.dsl import placeholder, compute, lower, reduce_axis, sum
@@ -230,43 +233,46 @@ def _thread_level(kernel: Kernel, buf: Buffer, loop: For) -> tuple[For, tuple]:
     """Where a per-thread cache of `buf` for loop `loop` goes, and the thread axes bound inside it
     (whose threads then each hold a replicated copy): `loop` itself when no threads are bound inside
     it; else the innermost thread loop holding every access of `buf` whose threads' boxes are
-    disjoint, or `loop` with replicated copies; ScheduleError saying why not otherwise."""
-    if kernel.target == "cpu" or not _thread_loops(loop.body):
+    disjoint, or `loop` with replicated copies; ScheduleError saying why not otherwise. A `local`
+    buffer is one per thread already: nothing to share."""
+    if kernel.target == "cpu" or buf.scope == "local":
+        return loop, ()
+    around = [lp for lp in loop_path(kernel.body, loop.var.name) if lp.kind.startswith("threadIdx")]
+    inside = _thread_loops(loop.body)
+    if not around and not inside:
         return loop, ()
     count = len(accesses(loop.body, buf.name))
-    chain = [loop] + [t for t in _thread_loops(loop.body) if len(accesses(t.body, buf.name)) == count]
+    chain = [loop] + [t for t in inside if len(accesses(t.body, buf.name)) == count]
     problems = []
     for i in range(len(chain) - 1, -1, -1):
-        level, owned, fan = chain[i], chain[1:i + 1], _thread_loops(chain[i].body)
+        level = chain[i]
         try:
-            why = _level_problem(kernel, buf, level, owned, fan)
+            why = _level_problem(kernel, buf, level, around + chain[1:i + 1], _thread_loops(level.body))
         except ScheduleError as e:
             why = str(e)
         if why is None:
-            return level, tuple(sorted({t.kind for t in fan}))
+            return level, tuple(sorted({t.kind for t in _thread_loops(level.body)}))
         problems.append(f"at '{level.var.name}': {why}")
     raise ScheduleError(f"cache_write '{buf.name}' at '{loop.var.name}': its threads cannot each keep a copy of "
                         f"their part ({'; '.join(problems)})")
 
 
-def _level_problem(kernel: Kernel, buf: Buffer, level: For, owned: list, fan: list) -> str | None:
-    """Why a cache at `level` cannot be per thread (None: it can). `owned`: the thread loops from the
-    cache loop down to `level`, whose threads each stage their own box; `fan`: the thread loops
-    inside `level`, whose threads each hold the whole box."""
+def _level_problem(kernel: Kernel, buf: Buffer, level: For, threads: list, fan: list) -> str | None:
+    """Why a cache at `level` cannot be per thread (None: it can). `threads`: the thread loops
+    around the cache (`level` included), whose threads each stage their own box; `fan`: the thread
+    loops inside `level`, whose threads each hold the whole box."""
     box, copy_in = _write_plan(buf, level)
-    if owned:
-        sync = next((n for n in walk(level.body) if _orders_memory(n)), None)
-        if sync is not None:
-            return (f"a barrier inside it ({sync if isinstance(sync, Barrier) else sync.name}) would order the "
-                    f"threads' accesses but not the copies")
-        why = _overlap(box, owned)
+    outer = loop_path(kernel.body, level.var.name)
+    if threads:
+        why = _overlap(box, threads, threads, outer)
         if why:
             return why
     if fan:
         fan_vars = {t.var for t in fan}
         for acc in accesses(level.body, buf.name):
             if any(isinstance(v, Var) and v in fan_vars for idx in acc.indices for v in walk(idx)):
-                return f"the element {acc.buffer.name}{list(acc.indices)} depends on the threads bound inside it"
+                where = ", ".join(str(i) for i in acc.indices)
+                return f"the element {acc.buffer.name}[{where}] depends on the threads bound inside it"
         if copy_in:
             return ("its threads would each start from a copy of the buffer and miss the others' writes (every "
                     "thread must write every element of the box before reading it)")
@@ -276,34 +282,78 @@ def _level_problem(kernel: Kernel, buf: Buffer, level: For, owned: list, fan: li
         for t in fan:  # every thread must run the stores (then each writes the whole box)
             if accesses(t.body, buf.name) and (not isinstance(t.extent, Const) or t.extent.value != dims[t.kind]):
                 return f"loop '{t.var.name}' runs on fewer than the block's {dims[t.kind]} threads along {t.kind}"
+    sync = next((n for n in walk(level.body) if _orders_memory(n)), None)
+    if sync is not None:
+        # a barrier inside orders the accesses of one iteration of the block's loops around the
+        # cache with the other threads' in the next; the copies at its ends would not be: the boxes
+        # must be disjoint across those iterations too (a thread may reuse its own)
+        path = [lp for lp in outer if not lp.kind.startswith("blockIdx")]
+        why = _overlap(box, path, threads, outer)
+        if why:
+            what = sync.name if isinstance(sync, Intrinsic) else "barrier"
+            return f"a {what} inside it would order the threads' accesses but not the copies: {why}"
     return None
 
 
-def _overlap(box: Box, owned: list) -> str | None:
-    """Why the boxes of the threads of `owned` may share an element (None: pairwise disjoint)."""
+def _overlap(box: Box, loops: list, threads: list, outer: list, limit: int = 1 << 16) -> str | None:
+    """Why the boxes of two iterations of `loops` run by different threads (they differ in a loop of
+    `threads`) may share an element; None: they cannot. `outer`: every loop around the cache, whose
+    values are enumerated too where a box base is not affine in `loops`."""
+    import itertools
+    import math
+
+    if any(not isinstance(t.extent, Const) for t in loops):
+        return "a loop around it has a non-constant extent"
+    if math.prod(int(t.extent.value) for t in loops) > limit:
+        return f"more than {limit} iterations of its loops to compare"
+    loop_vars = [t.var for t in loops]
+    mine = [k for k, t in enumerate(loops) if any(t is u for u in threads)]
+    forms = [affine_form(base, set(loop_vars)) for base in box.bases]
+    if all(f is not None for f in forms):  # the starts' differences do not depend on the other loops
+        coeffs = [[f[0].get(v, 0) for v in loop_vars] for f in forms]
+        return _first_overlap(box, loops, mine, lambda it: tuple(sum(c * i for c, i in zip(row, it))
+                                                                 for row in coeffs))
+    from tessel.ir.interp import interpret_expr
+
+    others = [lp for lp in outer if not any(lp is t for t in loops)]
+    if any(not isinstance(t.extent, Const) for t in others):
+        return "a loop around it has a non-constant extent"
+    if math.prod(int(t.extent.value) for t in outer) > limit // 16:
+        return f"the box base {next(b for b, f in zip(box.bases, forms) if f is None)} is not affine in its loops"
+    for values in itertools.product(*(range(int(t.extent.value)) for t in others)):
+        env = {t.var.name: v for t, v in zip(others, values)}
+
+        def starts(it, env=env):
+            scope = {**env, **{v.name: i for v, i in zip(loop_vars, it)}}
+            return tuple(int(interpret_expr(b, scope)) for b in box.bases)
+
+        try:
+            why = _first_overlap(box, loops, mine, starts)
+        except TesselError as e:
+            return f"its box cannot be evaluated ({e})"
+        if why:
+            return why
+    return None
+
+
+def _first_overlap(box: Box, loops: list, mine: list, starts) -> str | None:
+    """The first two iterations of `loops` by different threads (positions `mine` differ) whose
+    boxes (at `starts(iteration)`) overlap, described; None if there are none."""
     import itertools
 
-    thread_vars = [t.var for t in owned]
-    if any(not isinstance(t.extent, Const) for t in owned):
-        return "a thread loop has a non-constant extent"
-    coeffs = []
-    for base in box.bases:
-        form = affine_form(base, set(thread_vars))
-        if form is None:
-            return f"the box base {base} is not affine in the thread variables"
-        coeffs.append([form[0].get(v, 0) for v in thread_vars])
-    seen = {}
-    for tid in itertools.product(*(range(int(t.extent.value)) for t in owned)):
-        start = tuple(sum(c * i for c, i in zip(row, tid)) for row in coeffs)
+    seen: dict = {}
+    for it in itertools.product(*(range(int(t.extent.value)) for t in loops)):
+        start = starts(it)
+        who = tuple(it[k] for k in mine)
         # boxes of equal extents overlap iff their starts differ by less than the extent in every
         # dimension: bucket the starts by extent-sized cells, and compare with the neighbour cells
         cell = tuple(s // max(e, 1) for s, e in zip(start, box.extents))
         for near in itertools.product(*((c - 1, c, c + 1) for c in cell)):
-            for other, otid in seen.get(near, ()):
-                if all(abs(a - b) < e for a, b, e in zip(start, other, box.extents)):
-                    names = ", ".join(v.name for v in thread_vars)
-                    return f"threads ({names}) = {otid} and {tid} would stage overlapping boxes"
-        seen.setdefault(cell, []).append((start, tid))
+            for other, owho, oit in seen.get(near, ()):
+                if owho != who and all(abs(a - b) < e for a, b, e in zip(start, other, box.extents)):
+                    names = ", ".join(t.var.name for t in loops)
+                    return f"({names}) = {oit} and {it} are different threads staging overlapping boxes"
+        seen.setdefault(cell, []).append((start, who, it))
     return None
 
 

@@ -20,7 +20,7 @@ import pytest
 import tessel as ts
 from tessel.errors import ScheduleError
 from tessel.ir import interp
-from tessel.ir.nodes import Allocate, Barrier, For, Seq, Stmt, walk
+from tessel.ir.nodes import Allocate, Barrier, For, Seq, Stmt, Store, walk
 from tessel.ir.text import parse_kernel
 from tessel.ir.verify import verify
 from tessel.schedules.schedule import Schedule
@@ -38,11 +38,13 @@ def reduce_outer(rows: int, cols: int, threads: int = 32) -> Schedule:
     return sch
 
 
-def run_seeds(kernel, x, shape, seeds=range(3)) -> list:
+def run_seeds(kernel, *args, seeds=range(3)) -> list:
+    """The output of `kernel` on inputs `args[:-1]` (the last: the output's shape), one per seed."""
+    *inputs, shape = args
     outs = []
     for s in seeds:
         out = np.full(shape, 7e3, np.float32)
-        interp.run(kernel, x, out, seed=s)
+        interp.run(kernel, *inputs, out, seed=s)
         outs.append(out)
     return outs
 
@@ -118,6 +120,22 @@ def test_fixed_cache_compiles_with_nvcc(arch):
     sch = reduce_outer(3, 50)
     sch.cache_write("S", "j_0", "local")
     assert compile_cuda(cuda_source(sch.kernel), arch, name="colsum_cached", compiler="nvcc").code
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows,cols,threads", [(5, 64, 32), (7, 1000, 128)])
+def test_fixed_cache_runs_on_the_gpu(rows, cols, threads):
+    import torch
+
+    from tessel.codegen.cuda import build_kernel
+
+    sch = reduce_outer(rows, cols, threads)
+    sch.cache_write("S", "j_0", "local")
+    x = np.random.default_rng(cols).standard_normal((rows, cols)).astype(np.float32)
+    out = torch.full((cols,), 7e3, dtype=torch.float32, device="cuda")
+    build_kernel(sch.kernel, "cuda")(torch.from_numpy(x).cuda(), out)
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.cpu().numpy(), x.sum(axis=0), rtol=1e-5, atol=1e-5)
 
 
 def _rowwise_steps(shape, threads=32, rows=3):
@@ -245,12 +263,27 @@ def test_overlapping_thread_boxes_are_refused():
         Schedule(k).cache_write("C", "b", "local")
 
 
-def test_barrier_inside_a_per_thread_cache_is_refused():
-    # threads exchange C through the barrier: a private copy would not see the other's write
-    k = _kernel("for t in 32 bind threadIdx.x { C[((b * 32) + t)] = 1.0f32\n barrier\n"
-                " D[((b * 32) + t)] = C[((b * 32) + (31 - t))] }")
-    with pytest.raises(ScheduleError, match="barrier inside it"):
-        Schedule(k).cache_write("C", "b", "local")
+def test_barrier_ordering_threads_across_iterations_is_refused():
+    # iteration s of thread t updates C[t + s]: at s = 1 thread t updates what thread t + 1 wrote at
+    # s = 0, ordered by the barrier; a per-thread copy written back after that barrier would not be
+    body = ("for s in 2 {{ for t in 32 bind threadIdx.x {{ C[(((b * 33) + t) + s)] = (C[(((b * 33) + t) + s)] + "
+            "1.0f32){} }} }}")
+    params = "C: float32[66] global, D: float32[64] global"
+    with pytest.raises(ScheduleError, match="barrier inside it would order"):
+        Schedule(_kernel(body.format("\n barrier"), params)).cache_write("C", "s", "local")
+    Schedule(_kernel(body.format(""), params)).cache_write("C", "s", "local")  # no barrier: each (s, t) its own
+
+
+def test_threads_around_the_cache_must_own_their_box():
+    """gpu.reduce_inner: thread 0 stores the row's sum. A cache at the thread loop itself would be
+    copied in and out by every thread of the row."""
+    X = ts.placeholder((5, 70), name="X")
+    k = ts.reduce_axis(70, name="k")
+    sch = Schedule(ts.lower([X, ts.compute((5,), lambda i: ts.sum(X[i, k], axis=k), name="S")]))
+    sch.apply("template", name="gpu.reduce_inner", knobs=None, target="cuda:sm_80")
+    (tx,) = [n.var.name for n in walk(sch.kernel.body) if isinstance(n, For) and n.kind == "threadIdx.x"]
+    with pytest.raises(ScheduleError, match="overlapping boxes"):
+        sch.cache_write("S", tx, "local")
 
 
 def test_replicated_copy_needing_a_copy_in_is_refused():
@@ -261,3 +294,46 @@ def test_replicated_copy_needing_a_copy_in_is_refused():
     with pytest.raises(ScheduleError, match="miss the others' writes"):
         Schedule(k).cache_write("C", "b", "local")
 
+
+
+# -- every accepted cache_write is race-free and right ------------------------------------------------
+
+def _sweep_kernels():
+    from tests.schedules.test_generic_gpu import _lowered
+
+    X = ts.placeholder((5, 70), name="X")
+    k, k2 = ts.reduce_axis(5, name="k"), ts.reduce_axis(70, name="k2")
+    return {"column_sum": ts.lower([X, ts.compute((70,), lambda j: ts.sum(X[k, j], axis=k), name="S")]),
+            "row_sum": ts.lower([X, ts.compute((5,), lambda i: ts.sum(X[i, k2], axis=k2), name="S")]),
+            "softmax": _lowered("softmax", [(6, 40)], "float32"),
+            # rows fused from two axes: the statistics' box bases are floordivs of the fused row
+            "log_softmax": _lowered("log_softmax", [(2, 3, 50)], "float32")}
+
+
+@pytest.mark.parametrize("name", ["column_sum", "row_sum", "softmax", "log_softmax"])
+def test_every_accepted_cache_write_is_race_free_and_right(name):
+    """cache_write(B, L, "local") for every buffer B the default GPU schedule writes and every loop
+    L: each one accepted computes what the unscheduled kernel computes, race-free under two
+    interleavings; each one refused says why (ScheduleError)."""
+    from tessel.schedules.generic_gpu import default_gpu_schedule
+
+    kernel = _sweep_kernels()[name]
+    base = default_gpu_schedule(kernel, "cuda:sm_80")
+    rng = np.random.default_rng()
+    inputs = [rng.standard_normal(p.shape).astype(np.float32) for p in kernel.params[:-1]]
+    want = np.zeros(kernel.params[-1].shape, np.float32)
+    interp.run(kernel, *inputs, want)
+    written = sorted({n.buffer.name for n in walk(base.kernel.body) if isinstance(n, Store)})
+    loops = [n.var.name for n in walk(base.kernel.body) if isinstance(n, For)]
+    accepted = 0
+    for buffer in written:
+        for loop in loops:
+            sch = Schedule(base.kernel)
+            try:
+                sch.cache_write(buffer, loop, "local")
+            except ScheduleError:
+                continue
+            accepted += 1
+            for out in run_seeds(sch.kernel, *inputs, want.shape, seeds=range(2)):
+                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5, err_msg=f"cache_write {buffer} at {loop}")
+    assert accepted >= 1
