@@ -18,15 +18,6 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
-    "tvm_index_of_nested_floormod": (
-        "diff:tvm", "tessel/codegen/tvm_tir.py (in3[((i % 2) + 3) % 2, i % 2] reads in3[.., (i + 1) % 2])"),
-    "tvm_drops_bfloat16_round_trip": (
-        "diff:tvm", "TVM's CPU build (tessel/codegen/tvm_tir.py emits T.Cast('float32', T.Cast('bfloat16', x)); the "
-        "compiled code returns x unrounded; found by a --target all campaign's graph case through tessel.compile)"),
-    "erf_reference_of_0d_value": (
-        "crash:reference:AttributeError@frontend/op_library/elementwise.py:_erf_np",
-        "tessel/frontend/op_library/elementwise.py _erf_np (np.frompyfunc returns a Python float for a 0-d array: "
-        "erf / gelu of a 0-d value crash the numpy reference, and compile() refuses a model folding erf(scalar))"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -88,6 +79,12 @@ FIXED = {
                                             "than at the first iteration; found by a 3-minute ablation campaign)",
     "annotate_gpu_axis_in_cpu_kernel_of_gpu_case": "b187764 (annotate with a GPU axis makes a cuda kernel; "
                                                     "found by a --target cuda:sm_80 campaign)",
+    "erf_reference_of_0d_value": "96bf25a (op_library: erf/gelu numpy references keep a 0-d value an array; "
+                                 "found by the graph oracle)",
+    "tvm_drops_bfloat16_round_trip": "523fa94 (tvm_tir: a cast to bfloat16 rounds on the bits; found by a "
+                                     "--target all campaign's graph case through tessel.compile)",
+    "tvm_index_of_nested_floormod": "b84a956 (tvm_tir: floordiv/floormod terms of one access whose dividends "
+                                    "differ by a constant)",
     "cache_write_in_gpu_reduce_outer_races": "4e900ad (cache_write in GPU kernels keeps one copy per thread)",
     "decompose_reduction_negative_extent": "decompose_reduction guards the hoisted init by the reduction loops' "
                                            "extents (a loop without iterations never ran it)",
