@@ -179,6 +179,10 @@ def redundancy_problems(kernel: Kernel) -> list[str]:
                     out.append(f"the store to '{node.buffer.name}' of per-thread values "
                                f"({', '.join(sorted(loads & local))}) would run on every thread along "
                                f"{', '.join(missing)}")
+                else:
+                    # even one value from every thread is a write-write race: nothing orders the writes
+                    out.append(f"the store to '{node.buffer.name}' would run on every thread along "
+                               f"{', '.join(missing)} (a write-write race)")
         for c in node.children():
             visit(c, axes, local)
 

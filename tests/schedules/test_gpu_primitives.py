@@ -135,6 +135,31 @@ def test_bind_refuses_to_make_a_reduction_run_on_every_thread():
         sch.bind("b", "threadIdx.x")
 
 
+def test_bind_refuses_a_sibling_store_that_every_thread_would_run():
+    # fuzz case (race helper, 2026-12-07): binding i1 made the block 20 threads tall, and the
+    # unbound sibling nest storing a constant to D then ran on all 20: a write-write race
+    from tessel.ir.text import parse_kernel
+    from tessel.schedules.gpu import with_launch
+
+    text = """kernel D(A: bfloat16[32, 96] global, B: bfloat16[96, 80] global, D: bfloat16[32, 80] global) target cpu {
+  alloc C: float32[32, 80] global {
+    for i0 in 1 { for i1 in 20 { for k in 1 { } } }
+    for i0_1 in 1 { for i1_1 in 1 { D[i0_1, i1_1] = 1.0bf16 } }
+  }
+}"""
+    kernel = parse_kernel(text)
+    with pytest.raises(ScheduleError, match="write-write race"):
+        Schedule(kernel).bind("i1", "threadIdx.y")
+    # what the check prevents: the same binding, forced, races in the interpreter
+    forced = with_launch(rewrite(kernel, lambda n: For(n.var, n.extent, n.body, "threadIdx.y")
+                                 if isinstance(n, For) and n.var.name == "i1" else None, fixpoint=False))
+    rng = np.random.default_rng()
+    arrays = [rng.standard_normal(p.shape).astype(NP[p.dtype]) for p in kernel.params]
+    with pytest.raises(interp.RaceError):
+        for seed in range(3):
+            interp.run(forced, *[a.copy() for a in arrays], seed=seed)
+
+
 # -- cache_shared ----------------------------------------------------------------------------------
 
 def test_cache_shared_stencil_halo_cooperative_copy():
