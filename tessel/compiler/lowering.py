@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from tessel.errors import ScheduleError, TesselError
@@ -41,6 +42,7 @@ from tessel.frontend.graph import Graph
 from tessel.ir.dsl import Tensor
 from tessel.ir.nodes import Call, Cast, Const, For, Kernel, Load, Select, walk
 from tessel.passes.graph.fusion import Group
+from tessel.schedules.nest import IdentityCache
 
 
 class LoweringError(TesselError):
@@ -182,7 +184,7 @@ def _worth_inlining(kernel: Kernel, name: str, nest: For) -> bool:
         size *= _extent(lp)
     total, amplified_reduction = 0, False
     for other, onest in stages(kernel):
-        loads = sum(1 for n in walk(onest) if isinstance(n, Load) and n.buffer.name == name)
+        loads = _load_counts(onest).get(name, 0)
         if not loads or other == name:
             continue
         iters = 1
@@ -195,6 +197,15 @@ def _worth_inlining(kernel: Kernel, name: str, nest: For) -> bool:
     if total <= 2 * size:
         return True
     return _data_movement(nest, name) and not amplified_reduction
+
+
+def _load_counts(nest: For) -> dict:
+    """{buffer name: number of loads of it} in `nest`, cached per nest (inline_temporaries asks it of
+    every stage for each temporary; the stages it does not rewrite keep their nests)."""
+    return _LOADS.get(nest, lambda n: Counter(x.buffer.name for x in walk(n) if isinstance(x, Load)))
+
+
+_LOADS = IdentityCache(4096)
 
 
 def _extent(lp: For) -> int:

@@ -207,7 +207,33 @@ def leaf_of_chain(loop: For) -> Stmt:
 
 
 def stores_to(node: Node, buffer: str) -> list[Store]:
-    return [n for n in walk(node) if isinstance(n, Store) and n.buffer.name == buffer]
+    """The stores to `buffer` in `node`, in pre-order."""
+    if not isinstance(node, Stmt):
+        return [n for n in walk(node) if isinstance(n, Store) and n.buffer.name == buffer]
+    return list(_stores_by_buffer(node).get(buffer, ()))
+
+
+_STORES = IdentityCache(1 << 14)
+
+
+def _stores_by_buffer(node: Stmt) -> dict:
+    """{buffer name: [its stores in pre-order]} of a statement, cached per statement: compute_inline
+    asks it of every loop of the kernel (stores sit only in statements, so the children's maps, in
+    order, make the parent's)."""
+    return _STORES.get(node, _collect_stores)
+
+
+def _collect_stores(node: Stmt) -> dict:
+    if isinstance(node, Store):
+        return {node.buffer.name: [node]}
+    kids = [c for c in node.children() if isinstance(c, Stmt)]
+    if len(kids) == 1:
+        return _stores_by_buffer(kids[0])
+    out: dict = {}
+    for k in kids:
+        for name, stores in _stores_by_buffer(k).items():
+            out.setdefault(name, []).extend(stores)
+    return out
 
 
 def loads_of(node: Node, buffer: str) -> list[Load]:

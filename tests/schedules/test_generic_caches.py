@@ -1,10 +1,10 @@
 """The fast paths of the schedule toolkit (tessel/schedules/nest.py) give what the plain walks give.
 
 Each primitive asks the kernel the same questions several times (find a loop, its path, the names
-in use, the init guards, whether a loop is data parallel): nest.py answers from one walk over the
-statements, cached per tree, rebuilds only the spine above a replaced loop, and checks a fused
-loop's iterations for colliding stores with numpy. Each is checked here against the plain
-computation it replaces (a full pre-order walk, the rewrite engine, the point-by-point
+in use, the stores to a buffer, the init guards, whether a loop is data parallel): nest.py answers
+from one walk over the statements, cached per tree, rebuilds only the spine above a replaced loop,
+and checks a fused loop's iterations for colliding stores with numpy. Each is checked here against
+the plain computation it replaces (a full pre-order walk, the rewrite engine, the point-by-point
 enumeration), on kernels scheduled by random primitive sequences and on random index expressions.
 """
 
@@ -102,9 +102,14 @@ def test_loop_lookups_and_names_match_plain_walks_on_randomly_scheduled_kernels(
             assert nest.loop_path(kern.body, name) == _plain_loop_path(kern.body, name), f"seed {seed}: {name}"
         plain = {n.name for n in walk(kern) if isinstance(n, (Var, Buffer))}
         assert nest.used_names(kern) == plain, f"seed {seed}"
+        written = {n.buffer.name for n in walk(kern) if isinstance(n, Store)}
         for n in walk(kern.body):
             if isinstance(n, For):
                 assert nest.used_names(n) == {x.name for x in walk(n) if isinstance(x, (Var, Buffer))}
+                for buf in written:
+                    plain = [x for x in walk(n) if isinstance(x, Store) and x.buffer.name == buf]
+                    got = nest.stores_to(n, buf)
+                    assert len(got) == len(plain) and all(a is b for a, b in zip(got, plain)), f"seed {seed}"
         with pytest.raises(ScheduleError, match="no loop named"):
             nest.find_loop(kern.body, "no_such_loop")
 
