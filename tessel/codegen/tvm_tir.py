@@ -67,6 +67,7 @@ import math
 import re
 
 from tessel.codegen import tvm_fastmath as _fastmath
+from tessel.codegen.tvm_index import divides, fold_nested_mod, interval, offset_divmods
 from tessel.errors import CodegenError
 from tessel.ir.dtypes import bits, is_float, is_int, is_unsigned
 from tessel.ir.nodes import (
@@ -199,7 +200,7 @@ class _Translator:
         if isinstance(s, LetStmt):
             value = self.expr(s.value)
             var = T.Var(s.var.name, s.var.dtype)
-            with _Bound(self.vars, s.var.name, var), _Bound(self.ranges, s.var.name, _interval(s.value, self.ranges)):
+            with _Bound(self.vars, s.var.name, var), _Bound(self.ranges, s.var.name, interval(s.value, self.ranges)):
                 return [T.Bind(var, value)] + self.stmts(s.body)
         if isinstance(s, Allocate):
             b = s.buffer
@@ -282,8 +283,8 @@ class _Translator:
         analysis would merge are marked to be emitted truncated (module docstring)."""
         if not any(isinstance(n, Binary) and n.op in ("floordiv", "floormod") for i in idx for n in walk(i)):
             return [self.index(i) for i in idx]
-        idx = tuple(_fold_nested_mod(i) for i in idx)
-        outer, self.truncated = self.truncated, _offset_divmods(idx)
+        idx = tuple(fold_nested_mod(i) for i in idx)
+        outer, self.truncated = self.truncated, offset_divmods(idx)
         try:
             return [self.index(i) for i in idx]
         finally:
@@ -292,7 +293,7 @@ class _Translator:
     def truncated_divmod(self, op: str, e: Binary, a, b):
         """floordiv / floormod by a positive constant through truncdiv / truncmod (equal values)."""
         T = self.T
-        r = _interval(e.a, self.ranges)
+        r = interval(e.a, self.ranges)
         if r is not None and r[0] >= 0:
             return T.truncdiv(a, b) if op == "floordiv" else T.truncmod(a, b)
         mod = T.truncmod(T.truncmod(a, b) + b, b)
@@ -315,7 +316,7 @@ class _Translator:
             return T.Not(self.expr(e.a))
         if isinstance(e, Select):
             if self.may_fault(e.t) or self.may_fault(e.f):
-                if CLAMP_SELECTS and self.vector_depth and not (_divides(e.t) or _divides(e.f)) and self._clampable(e):
+                if CLAMP_SELECTS and self.vector_depth and not (divides(e.t) or divides(e.f)) and self._clampable(e):
                     # in a vectorized loop a lazy if_then_else runs lane by lane: load at indices
                     # clamped into the buffer instead (equal wherever the select picks the load)
                     # and select eagerly, which vectorizes (zero-padding copies of convolutions)
@@ -516,7 +517,6 @@ class _Translator:
     def _clamped(self, e: Expr) -> Expr:
         """`e` with the indices of each load not provably inside its buffer clamped into it, so no
         load can fault."""
-        from tessel.ir.nodes import rewrite
 
         def fn(n):
             if isinstance(n, Load) and not self._in_bounds(n):
@@ -532,7 +532,7 @@ class _Translator:
         if len(shape) != len(load.indices):
             return False
         for idx, dim in zip(load.indices, shape):
-            span = _interval(idx, self.ranges)
+            span = interval(idx, self.ranges)
             if span is None or not isinstance(dim, int) or span[0] < 0 or span[1] >= dim:
                 return False
         return True
@@ -553,84 +553,6 @@ def _static_work(s: Stmt) -> int:
     if isinstance(s, (LetStmt, Allocate)):
         return _static_work(s.body)
     return 1
-
-
-def _positive_const(e: Expr) -> bool:
-    return isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool) and e.value > 0
-
-
-def _split_constant(e: Expr) -> tuple[Expr, int]:
-    """`e` as (rest, integer constant) with `e == rest + constant`: `(x + 1) + 2` -> (x, 3)."""
-    if isinstance(e, Binary) and e.op in ("add", "sub") and isinstance(e.b, Const) and type(e.b.value) is int:
-        rest, c = _split_constant(e.a)
-        return rest, c + (e.b.value if e.op == "add" else -e.b.value)
-    if isinstance(e, Binary) and e.op == "add" and isinstance(e.a, Const) and type(e.a.value) is int:
-        rest, c = _split_constant(e.b)
-        return rest, c + e.a.value
-    return e, 0
-
-
-def _fold_nested_mod(e: Expr) -> Expr:
-    """`((x % m) + c) % m` -> `(x + c) % m` and `(x % m) % m` -> `x % m` for a constant m > 0
-    (equal for every integer x)."""
-    def fn(n):
-        if not (isinstance(n, Binary) and n.op == "floormod" and is_int(n.dtype) and _positive_const(n.b)):
-            return None
-        rest, c = _split_constant(n.a)
-        if isinstance(rest, Binary) and rest.op == "floormod" and rest.b == n.b:
-            inner = rest.a if c == 0 else Binary("add", rest.a, Const(c, rest.a.dtype))
-            return Binary("floormod", inner, n.b)
-        return None
-
-    return rewrite(e, fn)
-
-
-def _offset_divmods(idx: tuple) -> frozenset:
-    """The floordiv / floormod-by-a-positive-constant nodes of one access's indices whose dividend
-    is another one's plus a different constant (TVM's iter-map analysis merges those)."""
-    groups: dict = {}
-    for i in idx:
-        for n in walk(i):
-            if isinstance(n, Binary) and n.op in ("floordiv", "floormod") and is_int(n.dtype) and _positive_const(n.b):
-                rest, c = _split_constant(n.a)
-                groups.setdefault(rest, []).append((c, n))
-    return frozenset(n for found in groups.values() if len({c for c, _ in found}) > 1 for _, n in found)
-
-
-def _divides(e: Expr) -> bool:
-    """Whether `e` divides integers by something that may be zero (or -1: MIN // -1 traps)."""
-    return any(isinstance(n, Binary) and n.op in ("div", "floordiv", "floormod") and is_int(n.dtype)
-               and not (isinstance(n.b, Const) and n.b.value not in (0, -1)) for n in walk(e))
-
-
-def _interval(e: Expr, ranges: dict):
-    """(min, max) of an integer expression over the known variable ranges, or None."""
-    if isinstance(e, Const):
-        return (e.value, e.value) if isinstance(e.value, int) and not isinstance(e.value, bool) else None
-    if isinstance(e, Var):
-        return ranges.get(e.name)
-    if not isinstance(e, Binary) or not is_int(e.dtype):
-        return None
-    a = _interval(e.a, ranges)
-    b = _interval(e.b, ranges)
-    if a is None or b is None:
-        return None
-    if e.op == "add":
-        return (a[0] + b[0], a[1] + b[1])
-    if e.op == "sub":
-        return (a[0] - b[1], a[1] - b[0])
-    if e.op == "mul":
-        c = [x * y for x in a for y in b]
-        return (min(c), max(c))
-    if e.op == "min":
-        return (min(a[0], b[0]), min(a[1], b[1]))
-    if e.op == "max":
-        return (max(a[0], b[0]), max(a[1], b[1]))
-    if e.op in ("floordiv", "floormod") and b[0] == b[1] and b[0] > 0:
-        if e.op == "floordiv":
-            return (a[0] // b[0], a[1] // b[0])
-        return (a[0] % b[0], a[1] % b[0]) if a[0] // b[0] == a[1] // b[0] else (0, b[0] - 1)
-    return None
 
 
 class _Bound:

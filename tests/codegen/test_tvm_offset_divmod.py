@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from tessel.codegen.tvm import compile_kernel
-from tessel.codegen.tvm_tir import _fold_nested_mod, _offset_divmods, to_tvm
+from tessel.codegen.tvm_index import fold_nested_mod as _fold_nested_mod
+from tessel.codegen.tvm_index import offset_divmods as _offset_divmods
+from tessel.codegen.tvm_tir import to_tvm
 from tessel.ir.interp import interpret_expr
 from tessel.ir.text import parse_kernel, parse_expr
 
