@@ -108,9 +108,13 @@ def _redirect(body, buf: Buffer, new: Buffer, box: Box, loads_only: bool):
     return rewrite(body, fn, fixpoint=False)
 
 
-def _check_scope(scope: str) -> None:
+def _check_scope(scope: str, kernel: Kernel | None = None, buffer: str = "", what: str = "") -> None:
     if scope not in SCOPES:
         raise ScheduleError(f"unknown memory scope {scope!r}; expected one of {SCOPES}")
+    # fuzz cases cache_read_shared_scope_in_cpu_kernel and (cache_write) a 4-minute sm_90a campaign's
+    if scope == "shared" and kernel is not None and kernel.target == "cpu":
+        raise ScheduleError(f"{what} '{buffer}': scope 'shared' needs a GPU kernel; kernel '{kernel.name}' "
+                            f"targets the CPU (use scope 'local')")
 
 
 def _check_not_allocated_inside(loop: For, buffer: str, what: str) -> None:
@@ -122,10 +126,7 @@ def _check_not_allocated_inside(loop: For, buffer: str, what: str) -> None:
 def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tuple[Kernel, list[str]]:
     """Copy what loop `at` reads of `buffer` into a new `scope` buffer at the start of each of its
     iterations; the loop's reads use the copy."""
-    _check_scope(scope)
-    if scope == "shared" and kernel.target == "cpu":  # fuzz case cache_read_shared_scope_in_cpu_kernel
-        raise ScheduleError(f"cache_read '{buffer}': scope 'shared' needs a GPU kernel; kernel '{kernel.name}' "
-                            f"targets the CPU (use scope 'local')")
+    _check_scope(scope, kernel, buffer, "cache_read")
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_read")
@@ -150,7 +151,7 @@ def cache_read(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tu
 def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tuple[Kernel, list[str]]:
     """Let loop `at` compute its part of `buffer` in a new `scope` buffer, copied back to `buffer`
     at the end of each iteration (in a GPU kernel: each thread its own part; module docstring)."""
-    _check_scope(scope)
+    _check_scope(scope, kernel, buffer, "cache_write")
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_write")

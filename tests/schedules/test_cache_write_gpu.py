@@ -250,6 +250,12 @@ def test_shared_or_global_cache_among_threads_is_refused():
         reduce_outer(5, 64).cache_read("X", "j_0", "shared")
 
 
+def test_shared_cache_write_in_a_cpu_kernel_is_refused():
+    # a 4-minute sm_90a campaign: a GPU case before any template is still a CPU kernel
+    with pytest.raises(ScheduleError, match="needs a GPU kernel"):
+        Schedule(column_sum(5, 64)).cache_write("S", "j", "shared")
+
+
 def _kernel(body: str, params="C: float32[64] global, D: float32[64] global"):
     return parse_kernel(f"kernel f({params}) target cuda launch grid(2, 1, 1) block(32, 1, 1) shared 0 {{\n"
                         f"  for b in 2 bind blockIdx.x {{\n{body}\n  }}\n}}")
