@@ -30,7 +30,9 @@ from tessel.ir.nodes import Kernel, Load, walk
 from tessel.schedules import cpu_winograd, generic
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import init_guards, perfect_chain
-from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, constraint, register
+from tessel.schedules.template import (
+    Bool, Choice, Constraint, IntRange, Pow2, Template, at_most, constraint, register,
+)
 
 
 def _reuse_stages(kernel: Kernel, info) -> list:
@@ -157,8 +159,13 @@ def _winograd_fits(ctx):
     return cpu_winograd.check(cv, {k: ctx[k] for k in cpu_winograd.KNOBS[:4]}, hv.lanes("float32"), hv.registers)
 
 
+def _direct_only(c: Constraint) -> Constraint:
+    """`c`, checked only for the direct algorithm (Winograd ignores the direct register tile's knobs)."""
+    return Constraint(c.knobs, lambda ctx: None if ctx["algorithm"] == "winograd" else c.check(ctx), c.what)
+
+
 def _relevant(kernel, target, info) -> list:
-    wino = list(cpu_winograd.KNOBS) if info.wino is not None else []
+    wino = ["algorithm", *cpu_winograd.KNOBS] if info.wino is not None else []
     return generic._relevant(kernel, target, info) + ["tile_batch", "acc_block", "fuse_transposed"] + wino
 
 
@@ -229,12 +236,12 @@ CPU_CONV = register(Template(
              "epilogue) computed in the register tile's write-back"),
         Choice("algorithm", ("direct", "winograd"), doc="direct convolution, or Winograd F(2x2, 3x3) for a stride-1 "
                "3x3 one (cpu_winograd.py)"),
-        IntRange("wino_rows", 1, 16, default=8, doc="Winograd: rows of the GEMMs' register tile (tiles, or output "
+        Pow2("wino_rows", 1, 16, default=8, doc="Winograd: rows of the GEMMs' register tile (tiles, or output "
                  "channels of an NCHW result)"),
         Pow2("wino_vecs", 1, 4, default=2, doc="Winograd: vectors in the GEMMs' register tile"),
-        IntRange("wino_block", 1, 64, default=2, doc="Winograd: tile rows (2 output rows each) per block"),
-        Pow2("wino_images", 1, 64, default=1, doc="Winograd: images per block (a block of several holds their "
-             "whole images)"),
+        Pow2("wino_block", 1, 32, default=2, doc="Winograd: tile rows (2 output rows each) per block"),
+        Pow2("wino_images", 1, 16, default=1, doc="Winograd: images per block (a block of several holds their "
+             "whole images, and wino_block is unused)"),
         Bool("wino_fuse", default=True, doc="Winograd: the epilogue (a channels-last result's transposed read "
              "included) computed in the output transform")],
     _schedule,
@@ -242,12 +249,13 @@ CPU_CONV = register(Template(
     defaults=_defaults,
     relevant=_relevant,
     constraints=[
-        at_most("tile_rows", lambda ctx: min([s.extents[-2] for s in generic._contractions(ctx.info)] or [16]),
-                "the contraction's row extent"),
-        at_most("tile_cols", lambda ctx: min([s.extents[-1] for s in generic._contractions(ctx.info)] or [64]),
-                "the contraction's column extent"),
-        _batch_divides,
-        _fits_registers,
+        *(_direct_only(c) for c in (
+            at_most("tile_rows", lambda ctx: min([s.extents[-2] for s in generic._contractions(ctx.info)] or [16]),
+                    "the contraction's row extent"),
+            at_most("tile_cols", lambda ctx: min([s.extents[-1] for s in generic._contractions(ctx.info)] or [64]),
+                    "the contraction's column extent"),
+            _batch_divides,
+            _fits_registers)),
         _winograd_fits,
     ],
     fallbacks=dict(generic.CPU_GENERIC.fallbacks),

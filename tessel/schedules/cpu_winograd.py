@@ -133,10 +133,15 @@ def _match(name, acc, chain, prod):
 KNOBS = ("wino_rows", "wino_vecs", "wino_block", "wino_images", "wino_fuse")
 
 
+def _block_rows(cv: Conv3x3, knobs: dict) -> int:
+    """Tile rows per block: `wino_block`, or an image's all when a block holds several images."""
+    return cv.shape[3] // 2 if knobs["wino_images"] > 1 else knobs["wino_block"]
+
+
 def _gemm(cv: Conv3x3, knobs: dict) -> tuple[int, int]:
     """(rows, columns) of the per-point GEMMs of one block."""
     N, C, F, H, W = cv.shape
-    tiles = knobs["wino_images"] * knobs["wino_block"] * (W // 2)
+    tiles = knobs["wino_images"] * _block_rows(cv, knobs) * (W // 2)
     return (tiles, F) if cv.layout == "nhwc" else (F, tiles)
 
 
@@ -145,10 +150,10 @@ def check(cv: Conv3x3, knobs: dict, lanes: int, registers: int) -> str | None:
     the batch, the register tile the block's GEMMs, and the tile must fit the vector registers."""
     N, C, F, H, W = cv.shape
     R, FV, BR, NI = (knobs[k] for k in KNOBS[:4])
-    if (H // 2) % BR:
+    if N % NI:
+        return f"wino_images={NI} does not divide the batch {N}"
+    if NI == 1 and (H // 2) % BR:
         return f"wino_block={BR} does not divide the {H // 2} tile rows"
-    if N % NI or (NI > 1 and BR != H // 2):
-        return f"wino_images={NI} must divide the batch {N}, with wino_block the whole {H // 2} tile rows"
     rows, cols = _gemm(cv, knobs)
     if rows % R or cols % (FV * lanes):
         return f"a {R} x {FV * lanes} register tile does not divide the {rows} x {cols} GEMM of a block"
@@ -207,12 +212,13 @@ def _staged(tmp: Buffer, lane: Var, width: int, loads: list, stores) -> Stmt:
 def build(kernel: Kernel, cv: Conv3x3, knobs: dict, lanes: int) -> Kernel:
     """`kernel` with the convolution stage `cv.acc` computed by Winograd F(2x2, 3x3) (module
     docstring). Knobs: wino_rows (tiles per register tile), wino_vecs (f vectors per register tile),
-    wino_block (tile rows per block), min_parallel_work."""
+    wino_block (tile rows per block), wino_images (images per block, each whole; wino_block then
+    unused), min_parallel_work."""
     from tessel.schedules.generic import stages
 
     N, C, F, H, W = cv.shape
     TH, TW = H // 2, W // 2
-    BR, NI = knobs["wino_block"], knobs["wino_images"]
+    BR, NI = _block_rows(cv, knobs), knobs["wino_images"]
     TI = BR * TW  # tiles of one image in a block
     TB = NI * TI
     R, FV = knobs["wino_rows"], knobs["wino_vecs"]
