@@ -75,7 +75,9 @@ def _names_of(node: Node) -> frozenset:
     """used_names as a frozenset, cached per statement (a primitive rebuilds one spine of a kernel:
     the other statements keep their sets)."""
     if not isinstance(node, (Stmt, Kernel)):
-        return frozenset(n.name for n in walk(node) if isinstance(n, (Var, Buffer)))
+        out: set = set()
+        _add_names(node, out)
+        return frozenset(out)
     return _NAMES.get(node, _statement_names)
 
 
@@ -85,8 +87,32 @@ def _statement_names(node: Node) -> frozenset:
         if isinstance(c, Stmt):
             parts.append(_names_of(c))
         else:
-            out.update(n.name for n in walk(c) if isinstance(n, (Var, Buffer)))
+            _add_names(c, out)
     return frozenset(out.union(*parts)) if parts else frozenset(out)
+
+
+def _add_names(root: Node, out: set) -> None:
+    """Add the names of the Vars and Buffers of `root` (no statements inside) to `out`: the walk of
+    used_names, with the common expression nodes taken apart directly."""
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        t = type(n)
+        if t is Binary:
+            stack.append(n.a)
+            stack.append(n.b)
+        elif t is Const:
+            continue
+        elif t is Var:
+            out.add(n.name)
+        elif t is Load:
+            out.add(n.buffer.name)
+            stack.extend(x for x in n.buffer.shape if isinstance(x, Node))
+            stack.extend(n.indices)
+        else:
+            if isinstance(n, (Var, Buffer)):
+                out.add(n.name)
+            stack.extend(n.children())
 
 
 def fresh_name(taken: set[str], base: str) -> str:
