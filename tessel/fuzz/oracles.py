@@ -57,6 +57,7 @@ import numpy as np
 
 from tessel.errors import TesselError, VerifyError
 from tessel.fuzz.case import Case, is_gpu
+from tessel.fuzz.signature import _detail, message_form  # noqa: F401 - (message_form: re-exported)
 
 
 @dataclass
@@ -79,51 +80,6 @@ class Outcome:
     def to_dict(self) -> dict:
         return {"status": self.status, "kind": self.kind, "stage": self.stage, "message": self.message,
                 "signature": self.signature, "skipped": self.skipped}
-
-
-def _detail(kind: str, message: str) -> str:
-    """What tells one root cause from another within a kind and stage: crashes carry
-    "Type@file:function" (the innermost tessel frame) as their first line; a verifier, execution
-    or race failure the form of its message without the names and numbers of this case (`message_form`);
-    a diff, hang or nondeterminism nothing more (their stage names the pass, schedule primitive,
-    template or graph rule that the re-runs found first: values differ from case to case)."""
-    if kind in ("crash", "died"):
-        return message.split("\n", 1)[0]
-    if kind in ("verify", "exec", "race"):
-        return message_form(message)
-    return ""
-
-
-def message_form(message: str) -> str:
-    r"""The form of a verifier / interpreter / race-checker message without this case's names and
-    numbers, so that one bug met by different programs gives one signature and two different
-    problems two.
-
-    >>> a = message_form("kernel 'fz12': data race on shared buffer 'A_s' element (3, 4): write by thread 5 "
-    ...                  "at 'A_s[i] = x' and earlier read by thread 7 at 'A_s[j]': no barrier orders them (seed 9)")
-    >>> a == message_form("kernel 'k': data race on shared buffer 'B' element (1,): read by thread 0 at 'B[0]' "
-    ...                   "and earlier write by thread 2 at 'B[1] = 0': no barrier orders them (seed 1)")
-    True
-    >>> a
-    'race on shared memory: no barrier orders them'
-    >>> message_form("kernel 'f' failed verification with 2 problem(s):\n  - kernel 'f': loop 'i' has extent -1")
-    'loop _ has extent N'
-    """
-    import re
-
-    m = re.search(r"data race on (\w+) buffer .*: ([^:]+?)(?: \(seed [^)]*\))?$", message.split("\n", 1)[0])
-    if m:
-        why = re.sub(r"\b(read|write|written|store|load)s?\b", "access", m.group(2))
-        return f"race on {m.group(1)} memory: {why}"[:100]
-    line = message.strip()
-    if "failed verification" in line.split("\n", 1)[0] and "\n  - " in line:
-        line = line.split("\n  - ", 1)[1]
-    line = line.split("\n", 1)[0]
-    line = re.sub(r"^(kernel '[^']*'[^:]*:\s*)+", "", line)
-    line = re.sub(r"'[^']*'|\"[^\"]*\"", "_", line)
-    line = re.sub(r"-?\b\d+(\.\d+)?(e-?\d+)?\b", "N", line)
-    line = re.sub(r"\((N,? ?)+\)", "(N)", line)
-    return re.sub(r"\s+", " ", line).strip()[:100]
 
 
 class _Stop(Exception):

@@ -18,6 +18,11 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
+    "transform_layout_of_mma_accumulator_two_buffers": (
+        "verify:schedule:transform_layout:two buffers are named _ with different shape/dtype/scope: [N] T local and "
+        "[N] T local", "tessel/schedules/layout.py transform_layout (of gemm.mma_sync's accumulator fragment "
+        "gemm_acc: one of its two declarations is reordered, the other not; found by the 10-minute --target all "
+        "campaign)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
