@@ -5,6 +5,8 @@ store of T is re-indexed to match (`T[i0, i1, i2, i3]` with order (0, 3, 1, 2) b
 `T'[i0, i3, i1, i2]`), and the loop nest that produces T in DSL form (its store indices are its
 outer loop variables in order) gets those loops in the new order too, so it stays in DSL form and
 the default schedules still recognise it. The values computed do not change, only where they live.
+A buffer that an intrinsic takes as an operand (an mma fragment) is refused: its layout is the
+intrinsic's.
 
 Used by cpu.conv_nchw: a pointwise convolution lowered channels-last (`acl[n, y, x, f]`, read back
 transposed by its epilogue) computed in NCHW order instead, so its epilogue reads it at its own
@@ -23,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from tessel.errors import ScheduleError
-from tessel.ir.nodes import Allocate, Buffer, For, Kernel, Load, Store, rewrite, walk
+from tessel.ir.nodes import Allocate, Buffer, BufferRef, For, Kernel, Load, Store, rewrite, walk
 from tessel.schedules.nest import perfect_chain, rebuild_chain
 
 
@@ -40,6 +42,11 @@ def transform_layout(kernel: Kernel, buffer: str, order) -> tuple[Kernel, list[s
     if sorted(order) != list(range(old.ndim)):
         raise ScheduleError(f"transform_layout '{buffer}': order {order} is not a permutation of its {old.ndim} "
                             f"dimensions")
+    if any(isinstance(n, BufferRef) and n.buffer.name == buffer for n in walk(kernel.body)):
+        # an intrinsic's operand covers a region its definition lays out (an mma accumulator
+        # fragment, a TMA box): a permuted buffer would no longer be that region
+        raise ScheduleError(f"transform_layout '{buffer}': an intrinsic accesses it as an operand, whose layout "
+                            f"the intrinsic fixes")
     new = Buffer(old.name, tuple(old.shape[d] for d in order), old.dtype, old.scope)
 
     def reindex(idx):

@@ -75,6 +75,17 @@ def test_transform_layout_changes_no_value():
         sch.apply("transform_layout", buffer=name, order=[0, 1, 1, 2])
 
 
+def test_transform_layout_refuses_an_intrinsic_operand():
+    # fuzz case transform_layout_of_mma_accumulator_two_buffers: permuting gemm.mma_sync's accumulator
+    # fragment re-indexed its loads and stores but not the mma operands, leaving two 'gemm_acc' buffers
+    from tessel.fuzz.suite import matmul
+
+    sch = Schedule(matmul(32, 48, 32)).template("gemm.mma_sync", target="cuda:sm_80")
+    assert any(isinstance(n, Allocate) and n.buffer.name == "gemm_acc" for n in walk(sch.kernel.body))
+    with pytest.raises(ScheduleError, match="intrinsic"):
+        sch.apply("transform_layout", buffer="gemm_acc", order=[2, 1, 0])
+
+
 @pytest.mark.parametrize("c,f,hw,k,stride", [(16, 16, 16, 3, 1), (16, 32, 32, 1, 2), (16, 16, 4, 1, 1)])
 def test_other_convolutions_are_left_to_cpu_conv(c, f, hw, k, stride):
     ir, _ = _conv_clip(c, f, hw, k, stride)
