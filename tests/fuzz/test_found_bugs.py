@@ -18,11 +18,6 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
-    "transform_layout_of_mma_accumulator_two_buffers": (
-        "verify:schedule:transform_layout:two buffers are named _ with different shape/dtype/scope: [N] T local and "
-        "[N] T local", "tessel/schedules/layout.py transform_layout (of gemm.mma_sync's accumulator fragment "
-        "gemm_acc: one of its two declarations is reordered, the other not; found by the 10-minute --target all "
-        "campaign)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -84,6 +79,8 @@ FIXED = {
                                             "than at the first iteration; found by a 3-minute ablation campaign)",
     "annotate_gpu_axis_in_cpu_kernel_of_gpu_case": "b187764 (annotate with a GPU axis makes a cuda kernel; "
                                                     "found by a --target cuda:sm_80 campaign)",
+    "transform_layout_of_mma_accumulator_two_buffers": "6315db9 (transform_layout refuses a buffer an intrinsic "
+                                                       "takes as an operand; found by the 10-minute all campaign)",
     "erf_reference_of_0d_value": "96bf25a (op_library: erf/gelu numpy references keep a 0-d value an array; "
                                  "found by the graph oracle)",
     "tvm_drops_bfloat16_round_trip": "523fa94 (tvm_tir: a cast to bfloat16 rounds on the bits; found by a "
