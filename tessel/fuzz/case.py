@@ -79,21 +79,7 @@ class Case:
         """Parse a case file's text; FuzzError naming `where` when it is not one."""
         from tessel.ir.text import parse_kernel
 
-        lines = text.splitlines()
-        if not lines or lines[0].strip() != HEADER:
-            raise FuzzError(f"{where}: not a tessel fuzz case (first line should be {HEADER!r})")
-        meta, body = {}, []
-        for n, line in enumerate(lines[1:], 2):
-            if line.startswith("#"):
-                key, sep, value = line[1:].partition(":")
-                if not sep:
-                    continue
-                try:
-                    meta[key.strip()] = json.loads(value)
-                except json.JSONDecodeError as e:
-                    raise FuzzError(f"{where} line {n}: header {key.strip()!r} is not JSON: {e}") from None
-            else:
-                body.append(line)
+        meta, body = split_header(text, HEADER, "a tessel fuzz case", where)
         try:
             kernel = parse_kernel("\n".join(body))
         except TesselError as e:
@@ -120,4 +106,33 @@ class Case:
         return Case(**d)
 
 
-__all__ = ["Case", "FuzzError", "HEADER", "TARGETS", "is_gpu"]
+
+
+def split_header(text: str, header: str, what: str, where: str) -> tuple[dict, list]:
+    r"""A case file's `# key: <json>` header lines as a dict, and its other lines (the body).
+
+    FuzzError naming `where` (and the line) when the first line is not `header` or a value is not JSON.
+    Shared by kernel cases and graph cases.
+
+    >>> split_header("# v1\n# seed: 3\nbody", "# v1", "a case", "x")
+    ({'seed': 3}, ['body'])
+    """
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != header:
+        raise FuzzError(f"{where}: not {what} (first line should be {header!r})")
+    meta, body = {}, []
+    for n, line in enumerate(lines[1:], 2):
+        if line.startswith("#"):
+            key, sep, value = line[1:].partition(":")
+            if not sep:
+                continue
+            try:
+                meta[key.strip()] = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise FuzzError(f"{where} line {n}: header {key.strip()!r} is not JSON: {e}") from None
+        else:
+            body.append(line)
+    return meta, body
+
+
+__all__ = ["Case", "FuzzError", "HEADER", "TARGETS", "is_gpu", "split_header"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tessel.errors import TesselError
-from tessel.fuzz.case import FuzzError
+from tessel.fuzz.case import FuzzError, split_header
 
 HEADER = "# tessel fuzz graph case v1"
 FOLD_LIMITS = (0, 1, 16, 4096, 1 << 24)
@@ -181,20 +181,7 @@ class GraphCase:
 
     @staticmethod
     def from_text(text: str, where: str = "fuzz graph case") -> "GraphCase":
-        lines = text.splitlines()
-        if not lines or lines[0].strip() != HEADER:
-            raise FuzzError(f"{where}: not a tessel fuzz graph case (first line should be {HEADER!r})")
-        meta, body = {}, []
-        for line in lines[1:]:
-            if line.startswith("#"):
-                key, sep, value = line[1:].partition(":")
-                if sep:
-                    try:
-                        meta[key.strip()] = json.loads(value)
-                    except json.JSONDecodeError as e:
-                        raise FuzzError(f"{where}: header {key.strip()!r} is not JSON: {e}") from None
-            else:
-                body.append(line)
+        meta, body = split_header(text, HEADER, "a tessel fuzz graph case", where)
         bad = set(meta) - {"pipeline", "seed", "compile", "fuse"}
         if bad:
             raise FuzzError(f"{where}: unknown header(s) {sorted(bad)}")
