@@ -353,6 +353,10 @@ REDUCE_OUTER = register(Template(
 def _inner_analyze(kernel: Kernel, target) -> _Reduction:
     info = _red_analyze(kernel, target)
     _, _, chain, ndim = _single_stage(kernel, reduction=True)
+    if not any(p.name == info.name for p in kernel.params):
+        # cross_thread_reduce leaves a temporary written by every thread (for a later cache_write, as
+        # gpu.rowwise does); a one-stage kernel reducing into a temporary has nothing to keep it for
+        raise ScheduleError(f"stage '{info.name}' reduces into a temporary, not a kernel output")
     if not _inner_reduction(chain, ndim):
         raise ScheduleError(f"stage '{info.name}': no load runs along the reduction in its innermost index")
     dtype = _out_dtype(kernel, info.name)

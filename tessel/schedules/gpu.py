@@ -96,7 +96,14 @@ def with_launch(kernel: Kernel) -> Kernel:
     grid = tuple(ext.get(f"blockIdx.{a}", 1) for a in "xyz")
     block = tuple(ext.get(f"threadIdx.{a}", 1) for a in "xyz")
     dynamic = kernel.launch.shared_bytes if kernel.launch is not None else 0  # the printer sizes shared arrays
-    return dataclasses.replace(kernel, target="cuda", launch=Launch(grid, block, dynamic))
+    # the cluster is not derived from loops: keep it (a dropped cluster deadlocks the cluster
+    # barriers of split-K; fuzz case remove_dead_code_drops_the_cluster)
+    cluster = kernel.launch.cluster if kernel.launch is not None else (1, 1, 1)
+    for g, c in zip(grid, cluster):
+        if isinstance(g, int) and g % c:
+            raise ScheduleError(f"kernel '{kernel.name}': the grid {grid} is no longer a multiple of its "
+                                f"cluster {cluster}")
+    return dataclasses.replace(kernel, target="cuda", launch=Launch(grid, block, dynamic, cluster))
 
 
 def block_dims(kernel: Kernel) -> dict[str, int]:
@@ -334,10 +341,15 @@ def cache_shared(kernel: Kernel, buffer: str, at: str, vector: int = 1) -> tuple
     def rebuild(old: For):
         body = rewrite(old.body, redirect, fixpoint=False)
         stmts = list(body.stmts) if hasattr(body, "stmts") else [body]
-        if iterating and stmts and isinstance(stmts[0], Barrier):
+
+        def reads_new(k):  # an earlier copy that now reads this cache must wait for it
+            return k < len(stmts) and bool(loads_of(stmts[k], new.name))
+
+        if iterating and stmts and isinstance(stmts[0], Barrier) and not reads_new(1):
             # an earlier cooperative copy already opens the body with a barrier: join its group
             new_body = seq(stmts[0], copy, *stmts[1:])
-        elif not iterating and len(stmts) > 1 and isinstance(stmts[1], Barrier) and _is_shared_copy(stmts[0]):
+        elif (not iterating and len(stmts) > 1 and isinstance(stmts[1], Barrier) and _is_shared_copy(stmts[0])
+              and not reads_new(0)):
             new_body = seq(copy, *stmts)
         else:
             new_body = seq(Barrier() if iterating else None, copy, Barrier(), body)

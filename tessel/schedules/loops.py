@@ -198,6 +198,14 @@ def annotate(kernel: Kernel, loop: str, kind: str) -> tuple[Kernel, list[str]]:
         import dataclasses
 
         out = dataclasses.replace(out, target="cuda")
+    if kind in THREAD_AXES:
+        # as in bind: code outside the loop now runs on every thread along the axis
+        # (fuzz case annotate_thread_axis_makes_sibling_stores_race)
+        from tessel.schedules.gpu import redundancy_problems
+
+        problems = redundancy_problems(out)
+        if problems:
+            raise ScheduleError(f"cannot make loop '{loop}' {kind}: " + "; ".join(problems[:3]))
     return out, [loop]
 
 
