@@ -163,6 +163,11 @@ def _check_guard_is_first_iteration(target: For, cond, red_vars: set, buffer: st
     loops = {n.var: n for n in walk(target) if isinstance(n, For) and n.var in red_vars}
     if any(v not in loops or not isinstance(loops[v].extent, Const) for v in red_vars):
         raise ScheduleError(f"cross_thread_reduce '{buffer}': the init guard {cond} uses loops of unknown extent")
+    empty = sorted(v.name for v in red_vars if loops[v].extent.value == 0)
+    if empty:
+        # no iteration: the original leaves the element as it was, the combined one would store the
+        # identity (fuzz case reduce_inner_of_an_empty_reduction_writes_the_identity)
+        raise ScheduleError(f"cross_thread_reduce '{buffer}': the reduction is empty (loop(s) {empty} of extent 0)")
     where = guard_misses_first_iteration(cond, {v: loops[v].extent.value for v in red_vars})
     if where:
         raise ScheduleError(f"cross_thread_reduce '{buffer}': the init guard {cond} is not exactly the first "
