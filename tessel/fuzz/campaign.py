@@ -73,10 +73,12 @@ class Campaign:
     Options: `target` "cpu" | "cuda" | "cuda:sm_80" | "cuda:sm_90a" (GPU schedules of that
     architecture, on GPU-shaped programs (tessel/fuzz/gen_gpu.py: whole GEMMs the mma.sync and
     wgmma templates take, long-row reductions, row-wise ops) and small DSL programs, checked by the
-    race-checking interpreter and printed as CUDA; with a GPU, `tessel fuzz --target cuda` is where
-    CUDA runs would go) | "graph" (op graphs through the graph passes: tessel/fuzz/graph_oracle.py) |
+    race-checking interpreter and printed as CUDA, and run on the GPU where `gpu_run` says so) |
+    "graph" (op graphs through the graph passes: tessel/fuzz/graph_oracle.py) |
     "all" (each case's target drawn from tessel.fuzz.mix.ALL by energy: tessel/fuzz/mix.py),
-    `feedback` (False: coverage is measured but does not steer: the ablation baseline),
+    `gpu_run` "auto" | "on" | "off" (GPU cases also built and run on a GPU: tessel/fuzz/gpu_oracle.py;
+    auto: where one can run them; on: FuzzError when none can), `feedback` (False: coverage is
+    measured but does not steer: the ablation baseline),
     `mutate_passes` (False: pipelines stay the target's), `coverage` (False: no tracing at all),
     `tvm_rate` (share of CPU cases also built and run through TVM; graph cases go through
     tessel.compile at half that rate; default 0.1, and 0.3 for "all", whose CPU cases are a third
@@ -89,7 +91,7 @@ class Campaign:
                  mutate_passes: bool = True, coverage: bool = True, tvm_rate: float | None = None,
                  timeout: float = 20.0,
                  quiet: bool = False, reduce: bool = True, reduce_budget_s: float = 30.0, log=None, plugins=(),
-                 determinism_rate: float = 0.25, pipeline=None):
+                 determinism_rate: float = 0.25, pipeline=None, gpu_run: str = "auto"):
         if target not in CAMPAIGN_TARGETS:
             raise FuzzError(f"tessel fuzz: unknown target {target!r}; targets: {', '.join(CAMPAIGN_TARGETS)}")
         if not isinstance(jobs, int) or jobs < 1:
@@ -102,6 +104,9 @@ class Campaign:
         if tvm_rate is None:
             tvm_rate = 0.3 if target == "all" else 0.1
         self.tvm_rate = tvm_rate if "cpu" in self.targets or "graph" in self.targets else 0.0
+        from tessel.fuzz.gpu_oracle import resolve
+
+        self.gpu, self.gpu_why = resolve(gpu_run, self.targets)  # GPU cases also run on the GPU?
         self.timeout, self.quiet, self.reduce, self.reduce_budget_s = timeout, quiet, reduce, reduce_budget_s
         self.log = log or sys.stderr
         from tessel.fuzz.worker import import_plugins
@@ -309,6 +314,8 @@ class Campaign:
             self.mix.record(case.target, secs, len(new), self._elapsed())
         status = res["status"]
         st[status] = st.get(status, 0) + 1
+        if res.get("gpu"):
+            st["gpu_cases"] = st.get("gpu_cases", 0) + 1
         if status == "rejected":
             st["rejected_by"][res["kind"]] = st["rejected_by"].get(res["kind"], 0) + 1
         if status == "fail":
@@ -351,7 +358,8 @@ class Campaign:
         return (f"[{int(self._elapsed()) // 60:02d}:{int(self._elapsed()) % 60:02d}] {st['cases']} cases "
                 f"({run / el:.1f}/s) | coverage {len(self.features)} arcs, {feature_lines(self.features)} lines | "
                 f"corpus {len(self.corpus)} | failures {len(self.failures)} unique ({st['fail']}) | "
-                f"rejected {st['rejected'] + st['rejected_before_run']}" + self._mix_line())
+                f"rejected {st['rejected'] + st['rejected_before_run']}"
+                + (f" | on GPU {st.get('gpu_cases', 0)}" if self.gpu else "") + self._mix_line())
 
     def _mix_line(self) -> str:
         if self.mix is None:
@@ -366,7 +374,7 @@ class Campaign:
         self._t0 = time.monotonic()
         self._cases0 = self.stats["cases"]
         self._pending = [("seed", c) for c in self.corpus]  # a resumed corpus re-runs to rebuild coverage
-        workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0, plugins=self.plugins)
+        workers = [Worker(coverage=self.coverage, preload_tvm=self.tvm_rate > 0, plugins=self.plugins, gpu=self.gpu)
                    for _ in range(self.jobs)]
         jobs: dict = {}  # tag -> (case, purpose)
         tags = itertools.count()
@@ -468,7 +476,8 @@ class Campaign:
                 "cpu_s": dict(self.run_cpu),
                 "cases_per_cpu_s": round((self.stats["cases"] - self._cases0) / cpu, 2) if cpu > 0 else None,
                 "arcs": len(self.features), "lines": feature_lines(self.features), "corpus": len(self.corpus),
-                "failures": {s: r["count"] for s, r in self.failures.items()}, "dir": self.dir}
+                "failures": {s: r["count"] for s, r in self.failures.items()}, "dir": self.dir,
+                "gpu": self.gpu, "gpu_cases": self.stats.get("gpu_cases", 0)}
 
 
 __all__ = ["Campaign", "atomic_write"]

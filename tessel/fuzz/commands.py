@@ -1,7 +1,8 @@
 """`tessel fuzz`: run a campaign, or replay one saved case.
 
     tessel fuzz --minutes N --out DIR [--seed S] [--target cpu|cuda|cuda:sm_80|cuda:sm_90a|graph|all] [--jobs J]
-    tessel fuzz --replay DIR/failures/<sig>/reduced.txt
+                [--gpu-run auto|on|off]
+    tessel fuzz --replay DIR/failures/<sig>/reduced.txt [--gpu-run auto|on|off]
 
 Example:
     >>> import argparse
@@ -31,6 +32,9 @@ def add_commands(sub, debug) -> None:
                    "that architecture, run by the race-checking interpreter), graph (the graph passes), or all (each "
                    "case's target drawn from cpu, cuda:sm_90a, cuda:sm_80 and graph by energy; default: cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--gpu-run", default="auto", choices=("auto", "on", "off"),
+                   help="also build and run GPU cases on the GPU and compare with the interpreter (auto: where a "
+                   "GPU and a CUDA compiler are present; on: an error when they are not; default: auto)")
     p.add_argument("--no-feedback", action="store_true", help="coverage does not steer (ablation)")
     p.add_argument("--no-pass-mutation", action="store_true", help="pipelines stay the target's (ablation)")
     p.add_argument("--no-coverage", action="store_true", help="no coverage tracing at all (faster, blind)")
@@ -46,24 +50,26 @@ def add_commands(sub, debug) -> None:
 
 def _cmd_fuzz(args) -> int:
     if args.replay:
-        return replay(args.replay, args.timeout, args.plugin)
+        return replay(args.replay, args.timeout, args.plugin, gpu_run=args.gpu_run)
     if not args.out:
         raise FuzzError("tessel fuzz: --out DIR is required (the corpus, failures and report go there)")
     from tessel.fuzz.campaign import Campaign
 
     c = Campaign(args.out, target=args.target, seed=args.seed, jobs=args.jobs, feedback=not args.no_feedback,
                  mutate_passes=not args.no_pass_mutation, coverage=not args.no_coverage, tvm_rate=args.tvm_rate,
-                 timeout=args.timeout, reduce=not args.no_reduce, plugins=args.plugin)
+                 timeout=args.timeout, reduce=not args.no_reduce, plugins=args.plugin, gpu_run=args.gpu_run)
     s = c.run(minutes=args.minutes, seconds=args.seconds)
     print(f"{s['cases']} test cases ({s['cases_per_s']}/s), coverage {s['arcs']} arcs / {s['lines']} lines, "
-          f"corpus {s['corpus']}, unique failures {len(s['failures'])}; report: {args.out}/report.md")
+          f"corpus {s['corpus']}, unique failures {len(s['failures'])}; GPU execution {c.gpu_why}, "
+          f"{s['gpu_cases']} cases ran on the GPU; report: {args.out}/report.md")
     for sig, rec in c.failures.items():
         print(f"  {sig}  x{rec['count']}  reproduce: {rec['replay']}")
     return 0
 
 
-def replay(path: str, timeout: float = 60.0, plugins=()) -> int:
-    """Run the case in `path` in a worker; print the verdict; 1 when it fails, else 0."""
+def replay(path: str, timeout: float = 60.0, plugins=(), gpu_run: str = "auto") -> int:
+    """Run the case in `path` in a worker; print the verdict; 1 when it fails, else 0. A GPU case
+    also runs on the GPU where one is (`gpu_run`, as in a campaign)."""
     from tessel.fuzz.worker import Worker, load_case, run_one
 
     try:
@@ -75,8 +81,11 @@ def replay(path: str, timeout: float = 60.0, plugins=()) -> int:
 
     import_plugins(plugins)
     case = load_case(text, where=path)
+    from tessel.fuzz.gpu_oracle import resolve
+
+    gpu, _ = resolve(gpu_run, [getattr(case, "target", "graph")])
     w = Worker(coverage=False, preload_tvm=getattr(case, "tvm", False) or getattr(case, "compile", False),
-               plugins=plugins)
+               plugins=plugins, gpu=gpu)
     try:
         res = run_one(w, case, timeout)
     finally:

@@ -24,6 +24,9 @@ Stages, in order, and what each oracle checks:
   run; results must match the interpreter (**diff** at tvm), and any non-TesselError is a
   **crash** at tvm. cuda: GPU cases are printed as CUDA C++ (no GPU needed); a non-TesselError
   of the printer is a **crash** at cuda.
+- gpu: where GPU execution is on (`tessel fuzz --gpu-run`, tessel/fuzz/gpu_oracle.py), the printed
+  kernel is built and run on the GPU on the same inputs: **diff** / **crash** at gpu; a refusal
+  (an architecture this GPU cannot run) is rejected. Outcome.gpu says the case ran there.
 - determinism: the same case compiled twice must give the same IR and code text
   (**nondet**); the Outcome's digest lets the parent compare across processes too.
 
@@ -70,6 +73,7 @@ class Outcome:
     phases: list = field(default_factory=list)  # [(phase, features)]
     digest: str = ""
     kept_schedule: list = field(default_factory=list)  # the commands that applied
+    gpu: bool = False  # the final kernel ran on a GPU (tessel/fuzz/gpu_oracle.py) and matched
 
     @property
     def signature(self) -> str:
@@ -79,7 +83,7 @@ class Outcome:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "kind": self.kind, "stage": self.stage, "message": self.message,
-                "signature": self.signature, "skipped": self.skipped}
+                "signature": self.signature, "skipped": self.skipped, "gpu": self.gpu}
 
 
 class _Stop(Exception):
@@ -427,13 +431,17 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
         return Outcome("fail", "flaky", stages[-1][0], f"the final kernel failed ({bad}) but no stage did on a re-run")
     phase("interp")
 
-    code = ""
+    code, ran_gpu = "", False
     if case.target == "cpu" and case.tvm and k.target == "cpu":
         code = _tvm_check(k, inputs, ref, kernel.params, quiet)
         phase("tvm")
     elif is_gpu(case.target) and k.target == "cuda":
-        code = _cuda_text(k)
+        printed = _cuda_print(k)
+        code = printed.source
         phase("cuda")
+        from tessel.fuzz import gpu_oracle
+
+        ran_gpu = gpu_oracle.check(case, k, printed, inputs, ref, kernel.params, quiet)
     digest = hashlib.sha256((to_text(k) + "\n" + code).encode()).hexdigest()[:16]
 
     if determinism:
@@ -446,7 +454,7 @@ def _run(case: Case, phase, skipped, determinism: bool, quiet) -> Outcome:
             return Outcome("fail", "nondet", "ir", "compiling the case twice gave different IR:\n" + to_text(k2)[:1500])
         if code and code2 != code:
             return Outcome("fail", "nondet", "code", "compiling the case twice gave different code text")
-    return Outcome("ok", digest=digest, kept_schedule=kept)
+    return Outcome("ok", digest=digest, kept_schedule=kept, gpu=ran_gpu)
 
 
 class ModuleLRU:
@@ -491,8 +499,11 @@ SCHEDULED = ModuleLRU(256)
 
 def clear_caches() -> None:
     """Forget every cached step (after changing tessel's code in this process: a planted mutant)."""
+    from tessel.fuzz import gpu_oracle
+
     for c in (TVM_MODULES, VERIFIED, SCHEDULED):
         c.items.clear()
+    gpu_oracle.clear()
 
 
 def _script(prim) -> str:
@@ -536,11 +547,12 @@ def _tvm_check(k, inputs, ref, params, quiet=nullcontext) -> str:
     return text
 
 
-def _cuda_text(k) -> str:
+def _cuda_print(k):
+    """The PrintedKernel of `k` (its `.source` is the CUDA C++), or _Stop."""
     try:
-        from tessel.codegen.cuda import cuda_source
+        from tessel.codegen.cuda_printer import print_kernel
 
-        return cuda_source(k)
+        return print_kernel(k)
     except TesselError as e:
         raise _Stop(Outcome("rejected", "refused", "cuda", str(e)[:500])) from e
     except Exception as e:  # noqa: BLE001

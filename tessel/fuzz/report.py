@@ -102,7 +102,9 @@ def write_report(c) -> str:
                 f"{run_cases / cpu_total:.1f} cases per CPU second"]
                if cpu_total > 0 else []),
              f"- feedback {'on' if c.feedback else 'off'}, pass mutation {'on' if c.mutate_passes else 'off'}, "
-             f"TVM share {c.tvm_rate}", ""]
+             f"TVM share {c.tvm_rate}",
+             f"- GPU execution: {getattr(c, 'gpu_why', 'off')}; GPU cases run on the GPU and matching the "
+             f"interpreter: {st.get('gpu_cases', 0)}", ""]
     if st["corrupt_files"]:
         lines += ["Corrupt corpus files (skipped, kept on disk): " + ", ".join(st["corrupt_files"]), ""]
     if has_png:

@@ -7,7 +7,11 @@ nondeterminism shows between workers) that receives cases as text, runs `oracles
 coverage (`coverage.Probe`), and answers with the Outcome and the coverage features it had not
 seen before (per phase). The parent `submit`s a case and `poll`s; a child that dies gives a "died"
 failure naming its exit signal, one that runs past the limit is killed and gives "hang"; either
-way the child is replaced. Children are also replaced every `recycle` cases to bound memory.
+way the child is replaced. Children are also replaced every `recycle` cases to bound memory, and
+after a case whose result says "restart" (a CUDA error poisoned the child's context: the failure is
+recorded once, and the cases queued behind it go to the fresh child). `gpu`: GPU cases of this
+worker also run on the GPU (tessel/fuzz/gpu_oracle.py; the child is a fresh interpreter started
+by subprocess, never a fork of the parent, so CUDA state never crosses).
 
 Example:
     >>> from tessel.ir.text import parse_kernel
@@ -119,8 +123,12 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
             new = feats - seen
             seen |= new
             phases.append((name, new))
+        gpu = sys.modules.get("tessel.fuzz.gpu_oracle")
+        lost = gpu is not None and gpu.POISONED  # a CUDA error broke this process's context
         conn.send(("result", {**out.to_dict(), "digest": out.digest, "kept_schedule": out.kept_schedule,
-                              "phases": phases, "cpu_s": cpu_s}))
+                              "phases": phases, "cpu_s": cpu_s, "restart": lost}))
+        if lost:  # answered once; the parent starts a fresh child for the cases behind this one
+            return
 
 
 def load_case(text: str, where: str = "fuzz case"):
@@ -197,8 +205,9 @@ class Worker:
     """
 
     def __init__(self, coverage: bool = True, preload_tvm: bool = False, recycle: int = 2000, plugins=(),
-                 depth: int = 2):
+                 depth: int = 2, gpu: bool = False):
         self.coverage, self.preload_tvm, self.recycle, self.depth = coverage, preload_tvm, recycle, depth
+        self.gpu = gpu
         self.plugins = ",".join(plugins) if not isinstance(plugins, str) else plugins
         self.proc = None
         self.queue: deque = deque()  # [tag, case text, timeout, (determinism, trace), deadline (head only)]
@@ -214,6 +223,7 @@ class Worker:
         env = dict(os.environ)
         env.pop("PYTHONHASHSEED", None)  # each child its own string-hash salt
         env["TESSEL_FUZZ_PLUGINS"] = self.plugins
+        env["TESSEL_FUZZ_GPU"] = "1" if self.gpu else "0"  # (gpu_oracle.ENV)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.conn = _Conn(self.proc.stdout, self.proc.stdin)
         self.ready = False
@@ -308,7 +318,7 @@ class Worker:
                 if self.queue:  # the next one starts now
                     self.queue[0][4] = time.monotonic() + self.queue[0][2]
                 self.done += 1
-                if self.done >= self.recycle:
+                if self.done >= self.recycle or result.get("restart"):
                     self._replace()
                 return tag, result
         except (EOFError, OSError):  # the child is gone (or going): reap it

@@ -1,0 +1,240 @@
+"""The GPU oracle (tessel/fuzz/gpu_oracle.py): GPU cases built and run on a GPU, compared with the
+interpreter. CPU-side tests replace the launch with fakes (a wrong result must be a diff at stage
+gpu, a launch error a crash, a lost CUDA context one recorded failure and a fresh worker); the
+`gpu` tests run real kernels and a planted printer bug on the device (skipped without a GPU)."""
+
+import dataclasses
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessel.cli import main
+from tessel.errors import TesselError
+from tessel.fuzz import gpu_oracle, oracles
+from tessel.fuzz.case import Case, FuzzError
+from tessel.fuzz.gen_gpu import gpu_program
+from tessel.fuzz.mutate_ir import default_schedule_cmds
+from tessel.fuzz.mutate_passes import base_pipeline
+from tessel.fuzz.worker import Worker, run_any, wait_any
+from tessel.ir.text import parse_kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gpu_case(seed: int, target: str = None) -> Case:
+    target = target or ("cuda:sm_80" if seed % 2 else "cuda:sm_90a")
+    k = gpu_program(random.Random(seed), target)
+    return Case(k, target, default_schedule_cmds(k, target), base_pipeline(target), seed)
+
+
+def _mul_case(target: str = "cuda:sm_80", seed: int = 3) -> Case:
+    k = parse_kernel("kernel mulk(A: float32[8, 256] global, B: float32[8, 256] global) target cpu "
+                     "{ for i in 8 { for j in 256 { B[i, j] = (A[i, j] * A[i, j]) } } }")
+    return Case(k, target, default_schedule_cmds(k, target), base_pipeline(target), seed)
+
+
+def _interp_gpu(k, printed, case_target, inputs):  # a faithful fake GPU
+    return oracles._interp(k, inputs, 0)
+
+
+@pytest.fixture
+def gpu_on(monkeypatch):
+    monkeypatch.setenv(gpu_oracle.ENV, "1")
+    monkeypatch.setattr(gpu_oracle, "POISONED", False)
+    return monkeypatch
+
+
+# -- enabling it -----------------------------------------------------------------------------------
+
+def test_resolve_modes(monkeypatch):
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (False, "no GPU in this test"))
+    assert gpu_oracle.resolve("auto", ["cuda:sm_90a"]) == (False, "off (no GPU in this test)")
+    assert gpu_oracle.resolve("off", ["cuda"])[0] is False
+    with pytest.raises(FuzzError, match="--gpu-run on, but GPU cases cannot run here: no GPU in this test"):
+        gpu_oracle.resolve("on", ["cuda:sm_80", "cpu"])
+    with pytest.raises(FuzzError, match="needs a GPU target"):
+        gpu_oracle.resolve("on", ["cpu"])
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (True, "H100, nvrtc"))
+    assert gpu_oracle.resolve("auto", ["cpu", "cuda:sm_80"]) == (True, "on (H100, nvrtc)")
+    assert gpu_oracle.resolve("auto", ["cpu", "graph"])[0] is False  # (no GPU cases: nothing to run there)
+
+
+def test_cli_gpu_run_on_without_a_gpu_is_a_clear_error_before_the_campaign(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (False, "torch sees no CUDA GPU"))
+    out = tmp_path / "c"
+    assert main(["fuzz", "--out", str(out), "--target", "cuda", "--seconds", "1", "--gpu-run", "on"]) == 1
+    err = capsys.readouterr().err
+    assert "--gpu-run on, but GPU cases cannot run here: torch sees no CUDA GPU" in err
+    assert not (out / "report.md").exists()  # refused before any campaign started
+    with pytest.raises(SystemExit):
+        main(["fuzz", "--out", str(out), "--gpu-run", "sometimes"])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(gpu_oracle.gpu_status()[0], reason="this machine has a GPU")
+def test_real_gpu_run_on_without_a_gpu_fails_and_auto_is_off():
+    with pytest.raises(FuzzError, match="--gpu-run on"):
+        gpu_oracle.resolve("on", ["cuda"])
+    assert gpu_oracle.resolve("auto", ["cuda"])[0] is False
+
+
+# -- without GPU execution the cuda stage is as before -----------------------------------------------
+
+def test_off_the_cuda_stage_only_prints(monkeypatch):
+    monkeypatch.delenv(gpu_oracle.ENV, raising=False)
+
+    def boom(*a):
+        raise AssertionError("the GPU launch ran with GPU execution off")
+
+    monkeypatch.setattr(gpu_oracle, "run_on_gpu", boom)
+    for seed in range(4):
+        out = oracles.run_case(_gpu_case(seed))
+        assert out.status == "ok" and not out.gpu and out.to_dict()["gpu"] is False
+
+
+# -- the comparison and the outcomes, with fake launches -------------------------------------------
+
+def test_a_matching_gpu_counts_as_ran(gpu_on):
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", _interp_gpu)
+    outs = [oracles.run_case(_gpu_case(s)) for s in range(4)]
+    assert all(o.status == "ok" and o.gpu for o in outs), [(o.status, o.kind, o.message[:200]) for o in outs]
+
+
+def test_a_wrong_gpu_result_is_a_diff_at_stage_gpu(gpu_on):
+    seen = []
+
+    def wrong(k, printed, case_target, inputs):
+        got = oracles._interp(k, inputs, 0)
+        seen.append(printed.source)
+        i = random.Random(len(seen)).randrange(got[-1].size)
+        got[-1].reshape(-1)[i] += np.asarray(1.0 + abs(got[-1].reshape(-1)[i]), got[-1].dtype)  # one element off
+        return got
+
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", wrong)
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("fail", "diff", "gpu"), out.message
+    assert "buffer 'B'" in out.message and out.signature.startswith("diff:gpu")
+    assert "__global__" in seen[0]  # it was handed the printed CUDA C++
+
+
+def test_a_nan_in_the_reference_accepts_anything_but_a_wrong_finite_value_does_not():
+    p = parse_kernel("kernel f(A: float32[3] global) target cpu { for i in 3 { A[i] = 1.0f32 } }").params
+    want = [np.array([np.nan, 1.0, 2.0], "float32")]
+    assert oracles.compare([np.array([5.0, 1.0, 2.0], "float32")], want, p, loose=4.0, nan_is_any=True) is None
+    assert oracles.compare([np.array([5.0, 1.0, 2.1], "float32")], want, p, loose=4.0, nan_is_any=True)
+
+
+def test_a_launch_error_is_a_crash_and_a_refusal_is_rejected(gpu_on):
+    def crash(*a):
+        raise RuntimeError("CUDA error: unspecified launch failure")
+
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", crash)
+    gpu_on.setattr(gpu_oracle, "_context_lost", lambda: False)
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("fail", "crash", "gpu")
+    assert "unspecified launch failure" in out.message and not gpu_oracle.POISONED
+
+    def refuse(*a):
+        raise TesselError("kernel 'mulk' was compiled for sm_90a but GPU 0 has compute capability 8.0")
+
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", refuse)
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("rejected", "refused", "gpu")
+
+
+def test_a_lost_context_poisons_the_process(gpu_on):
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", lambda *a: (_ for _ in ()).throw(RuntimeError("illegal address")))
+    gpu_on.setattr(gpu_oracle, "_context_lost", lambda: True)
+    out = oracles.run_case(_mul_case())
+    assert (out.kind, out.stage) == ("crash", "gpu") and "the worker restarts" in out.message
+    assert gpu_oracle.POISONED
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", _interp_gpu)
+    assert oracles.run_case(_mul_case()).status == "rejected"  # no later case reports a failure of its own
+
+
+def test_run_arch_picks_what_the_gpu_runs():
+    assert gpu_oracle.run_arch("cuda:sm_80", (8, 0)) == "sm_80"
+    assert gpu_oracle.run_arch("cuda:sm_80", (9, 0)) == "sm_90"
+    assert gpu_oracle.run_arch("cuda:sm_90a", (9, 0)) == "sm_90a"
+    for cc in ((8, 0), (10, 0)):
+        with pytest.raises(TesselError, match="cannot run on this GPU"):
+            gpu_oracle.run_arch("cuda:sm_90a", cc)
+
+
+def test_a_worker_whose_context_is_lost_answers_once_and_is_replaced(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    w = Worker(coverage=False, gpu=True, plugins=["tests.fuzz.gpu_fake"])
+    try:
+        crash = _mul_case()
+        crash = crash.replace(kernel=dataclasses.replace(crash.kernel, name="gpucrash"))
+        cases = [crash, _mul_case(seed=4), _gpu_case(1)]
+        w._wait_ready()
+        pid = w.proc.pid
+        for i, c in enumerate(cases):
+            w.submit(i, c.to_text(), 120.0)
+        got = {}
+        while len(got) < len(cases):
+            r = w.poll()
+            if r is None:
+                wait_any([w], 0.2)
+                continue
+            got[r[0]] = r[1]
+    finally:
+        w.close()
+    assert (got[0]["status"], got[0]["kind"], got[0]["stage"]) == ("fail", "crash", "gpu"), got[0]
+    assert got[0]["restart"] and w.proc.pid != pid
+    assert [(got[i]["status"], got[i]["gpu"]) for i in (1, 2)] == [("ok", True), ("ok", True)], got
+
+
+def test_clear_caches_forgets_built_kernels():
+    gpu_oracle.GPU_KERNELS.put(("src", "sm_90a"), object())
+    oracles.clear_caches()
+    assert not gpu_oracle.GPU_KERNELS.items
+
+
+# -- on a GPU -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def real_gpu(monkeypatch):
+    ok, why = gpu_oracle.gpu_status()
+    if not ok:
+        pytest.skip(f"GPU execution cannot run here: {why}")
+    monkeypatch.setenv(gpu_oracle.ENV, "1")
+    monkeypatch.setattr(gpu_oracle, "POISONED", False)
+    gpu_oracle.clear()
+    yield monkeypatch
+    gpu_oracle.clear()
+
+
+@pytest.mark.gpu
+def test_seeded_gpu_cases_run_on_the_gpu_and_match(real_gpu):
+    outs = [(s, oracles.run_case(_gpu_case(s))) for s in range(12)]
+    bad = [(s, o.signature, o.message[:300]) for s, o in outs if o.status == "fail"]
+    assert not bad
+    ran = [s for s, o in outs if o.gpu]
+    assert len(ran) >= 6, [(s, o.status, o.kind, o.stage, o.message[:200]) for s, o in outs]
+
+
+@pytest.mark.gpu
+def test_a_planted_printer_bug_is_caught_on_the_gpu_only(real_gpu):
+    from tessel.codegen import cuda_printer
+
+    original = cuda_printer._Printer.binary
+
+    def plus_for_times(self, e):  # the planted bug: a float32 '*' printed as '+'
+        if e.op == "mul" and e.a.dtype == "float32":
+            return f"({self.expr(e.a)} + {self.expr(e.b)})"
+        return original(self, e)
+
+    for target in ("cuda:sm_80", "cuda:sm_90a"):
+        assert oracles.run_case(_mul_case(target)).status == "ok"
+    real_gpu.setattr(cuda_printer._Printer, "binary", plus_for_times)
+    for target in ("cuda:sm_80", "cuda:sm_90a"):
+        real_gpu.setenv(gpu_oracle.ENV, "0")  # the interpreter stages pass: only the printed code is wrong
+        assert oracles.run_case(_mul_case(target)).status == "ok"
+        real_gpu.setenv(gpu_oracle.ENV, "1")
+        out = run_any(_mul_case(target))
+        assert (out.status, out.kind, out.stage) == ("fail", "diff", "gpu"), (target, out.message[:500])
