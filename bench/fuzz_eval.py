@@ -137,7 +137,7 @@ def bugs(args) -> dict:
     from tessel.fuzz.mutant import freeze
 
     freeze(modules)  # (other people's edits during the run change neither the sites nor the mutants)
-    names = J.programs(args.judge_n, args.judge_n, extra=args.extra)
+    names = J.programs(args.judge_n, args.judge_n, extra=args.extra, cpu=args.cpu_programs)
     base = J.program_lines(names, modules)
     if "error" in base or "timeout" in base:
         raise SystemExit(f"the reference suite did not run: {base}")
@@ -147,10 +147,15 @@ def bugs(args) -> dict:
     # base suite executes (so the sample is the one the base suite draws)
     extra = [n for n in names if n.startswith("gpu.x.")]
     names = [n for n in names if n not in extra]
+    if args.pool_extra:  # --pool-extra: the extra GPU programs also decide which lines sites are drawn from
+        names, extra = names + extra, []
     print(f"reference suite: {len(names)} programs (+{len(extra)} extra judges; {len(bad)} dropped: {bad})",
           flush=True)
     chosen, pool_sizes = [], {}
+    quota = _quotas(args.area_sites)
     for area, mods in J.AREAS.items():
+        if args.areas and area not in args.areas:
+            continue
         pool = []
         for m in mods:
             rel = J.relpath(m)
@@ -166,7 +171,7 @@ def bugs(args) -> dict:
         pool_sizes[area] = len(pool)
         # one generator per area, so a change of one area's code leaves the other areas' samples alone
         area_rng = random.Random(f"{args.seed}:{area}")
-        chosen += area_rng.sample(pool, min(args.sites, len(pool)))
+        chosen += area_rng.sample(pool, min(quota.get(area, args.sites), len(pool)))
     print(f"mutation sites on executed lines: {pool_sizes}; judging {len(chosen)}", flush=True)
 
     def judge_one(item):
@@ -243,6 +248,21 @@ def bugs(args) -> dict:
             "load_average": os.getloadavg()}
 
 
+def _quotas(spec: str) -> dict:
+    """--area-sites "schedules=120,templates=90" -> {"schedules": 120, "templates": 90}.
+
+    >>> _quotas("schedules=120, templates=90")
+    {'schedules': 120, 'templates': 90}
+    """
+    out = {}
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        area, _, n = part.partition("=")
+        if not n.strip().isdigit():
+            raise SystemExit(f"--area-sites: expected AREA=N, got {part!r}")
+        out[area.strip()] = int(n)
+    return out
+
+
 def _earlier_verdicts(path: str) -> dict:
     """(module, index, source line) -> the judge's result, from an earlier `bugs` JSON (--kept)."""
     with open(path) as f:
@@ -264,6 +284,14 @@ def main() -> None:
     ap.add_argument("--corpus", nargs="*", default=[], help="bugs: campaign directories whose cases are replayed")
     ap.add_argument("--extra", action="store_true",
                     help="bugs: the extra GPU programs (tessel/fuzz/suite.py EXTRA_GPU_PROGRAMS) judge mutants too")
+    ap.add_argument("--cpu-programs", action="store_true",
+                    help="bugs: the CPU template programs (tessel/fuzz/suite.py CPU_PROGRAMS) join the reference suite")
+    ap.add_argument("--pool-extra", action="store_true",
+                    help="bugs: sites are drawn from the lines the extra GPU programs execute too")
+    ap.add_argument("--area-sites", default="", help="bugs: per-area quotas, e.g. schedules=120,templates=90 "
+                                                      "(the other areas: --sites)")
+    ap.add_argument("--areas", nargs="*", default=[],
+                    help="bugs: only these areas (passes schedules templates codegen)")
     ap.add_argument("--kept", default=None,
                     help="bugs: reuse the judge's verdicts of an earlier run's JSON (sites whose line is unchanged)")
     ap.add_argument("--parallel", type=int, default=2)

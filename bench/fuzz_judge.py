@@ -42,11 +42,17 @@ AREAS = {
                "tessel.passes.graph.fold", "tessel.passes.graph.pattern", "tessel.compiler.lowering"),
     "schedules": ("tessel.schedules.loops", "tessel.schedules.caching", "tessel.schedules.location",
                   "tessel.schedules.reduction", "tessel.schedules.generic", "tessel.schedules.cpu_epilogue",
-                  "tessel.schedules.cpu_host", "tessel.schedules.nest", "tessel.schedules.region"),
+                  "tessel.schedules.cpu_host", "tessel.schedules.nest", "tessel.schedules.region",
+                  # the CPU templates (suite.py CPU_PROGRAMS apply them: convolutions direct and Winograd,
+                  # NCHW pointwise / stem, depthwise, attention, vector row reductions, padding copies)
+                  "tessel.schedules.cpu_conv", "tessel.schedules.cpu_winograd", "tessel.schedules.cpu_conv_nchw",
+                  "tessel.schedules.cpu_depthwise", "tessel.schedules.cpu_attention", "tessel.schedules.cpu_reduce",
+                  "tessel.schedules.cpu_pad", "tessel.schedules.accumulate", "tessel.schedules.layout"),
     "templates": ("tessel.schedules.generic_gpu", "tessel.schedules.generic_gpu_matmul", "tessel.schedules.gpu",
                   "tessel.schedules.gpu_reduce", "tessel.schedules.gemm", "tessel.schedules.gemm_plan",
                   "tessel.schedules.gemm_hopper", "tessel.schedules.hopper_pieces", "tessel.schedules.epilogue",
-                  "tessel.schedules.tensorize", "tessel.schedules.pipeline"),
+                  "tessel.schedules.tensorize", "tessel.schedules.pipeline", "tessel.schedules.hopper_skeleton",
+                  "tessel.schedules.hopper_splitk"),
     "codegen": ("tessel.codegen.tvm_tir", "tessel.codegen.tvm_fastmath"),
 }
 

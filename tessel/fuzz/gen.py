@@ -34,6 +34,7 @@ from tessel.ir.nodes import Kernel
 
 EXTENTS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
 FLOATS = ("float32", "float32", "float32", "float16", "float64")
+TEMPLATE_SHARE = 0.07  # of CPU programs: one a CPU template takes (template_program)
 SAFE_MATH = ("tanh", "sigmoid", "sin", "cos", "erf", "abs", "floor", "ceil", "exp", "log", "sqrt")
 
 
@@ -136,16 +137,34 @@ class _Gen:
                 return dsl.sqrt(dsl.abs(a))
             return getattr(dsl, f)(a)
         if r < 0.85:  # conditional: on an index comparison or a value comparison
-            if idx and rng.random() < 0.5:
-                i, j = rng.choice(idx), rng.choice(idx)
-                cond = (i < j + rng.randrange(3)) if rng.random() < 0.5 else (i % 2).eq(0)
-            else:
-                c = self.expr(idx, out_shape, dtype, depth - 1)
-                cond = c > dsl.const(0, dtype)
-            return dsl.where(cond, self.expr(idx, out_shape, dtype, depth - 1),
+            return dsl.where(self.cond(idx, out_shape, dtype, depth), self.expr(idx, out_shape, dtype, depth - 1),
                              self.expr(idx, out_shape, dtype, depth - 1))
         other = rng.choice(("float32", "float16", "int32", "float64"))  # mixed dtypes through casts
         return self.expr(idx, out_shape, other, depth - 1).astype(dtype)
+
+    def cond(self, idx, out_shape, dtype, depth):
+        """A bool: an index comparison, a value against a threshold (fractional ones too, so a
+        comparison done on truncated values differs), two values compared, or two such bools
+        compared or combined (bool == bool, bool != bool, and, or)."""
+        rng, dsl = self.rng, self.dsl
+        r = rng.random()
+        if idx and r < 0.35:
+            i, j = rng.choice(idx), rng.choice(idx)
+            return (i < j + rng.randrange(3)) if rng.random() < 0.5 else (i % 2).eq(0)
+        if r < 0.8 or depth <= 1:
+            c = self.expr(idx, out_shape, dtype, depth - 1)
+            if rng.random() < 0.3:
+                other = self.expr(idx, out_shape, dtype, depth - 1)
+            else:
+                t = rng.choice((0, 0.5, -0.5, 1.5, 0.25)) if not dtype.startswith("int") else rng.randint(-3, 3)
+                other = dsl.const(t, dtype)
+            op = rng.choice(("gt", "gt", "lt", "ge", "le", "eq", "ne") if dtype.startswith("int")
+                            else ("gt", "gt", "lt", "ge", "le"))
+            return {"gt": lambda: c > other, "lt": lambda: c < other, "ge": lambda: c >= other,
+                    "le": lambda: c <= other, "eq": lambda: c.eq(other), "ne": lambda: c.ne(other)}[op]()
+        a, b = self.cond(idx, out_shape, dtype, depth - 1), self.cond(idx, out_shape, dtype, depth - 1)
+        op = rng.choice(("eq", "ne", "and", "or"))
+        return a.eq(b) if op == "eq" else a.ne(b) if op == "ne" else (a & b) if op == "and" else (a | b)
 
     # -- stages -------------------------------------------------------------------------------------
     def elementwise(self):
@@ -327,13 +346,66 @@ def graph_kernels(rng: random.Random, nodes: int | None = None) -> list[Kernel]:
     return out
 
 
+def template_program(rng: random.Random) -> Kernel:
+    """A program a specific CPU template or a special path of cpu.generic takes whole (small shapes,
+    tessel/fuzz/suite.py builders): a 3x3 convolution (cpu.conv: direct, Winograd where its knobs
+    pick it), channels-last with the pre-transposed weight, a pointwise or strided stem
+    convolution (cpu.conv_nchw), a depthwise one (cpu.depthwise), attention (cpu.attention, causal
+    or not), a GEMM with transposes / batch / epilogue of sizes the register tiles do and do not
+    divide, a long-row reduction (cpu_reduce's vector accumulators), a padding copy (cpu_pad).
+
+    >>> import random
+    >>> from tessel.schedules.generic import default_cpu_template
+    >>> names = {default_cpu_template(template_program(random.Random(s))).name for s in range(12)}
+    >>> len(names) >= 3
+    True
+    """
+    from tessel.fuzz import suite
+
+    r = rng.random()
+    epi = rng.choice(("relu", "bias_clip", None))
+    if r < 0.25:  # 3x3 convolutions (stride 1: Winograd applies when cpu.conv's knobs choose it)
+        c, f = rng.choice((2, 4, 8)), rng.choice((4, 8, 16))
+        h, w = rng.choice((4, 6, 8)), rng.choice((4, 6, 8, 10))
+        return suite.conv(rng.choice((1, 1, 2)), c, f, h, w, stride=rng.choice((1, 1, 1, 2)), epilogue=epi,
+                          layout="CKF" if rng.random() < 0.3 else None)
+    if r < 0.38:  # pointwise / stem convolutions
+        if rng.random() < 0.5:
+            return suite.conv(1, rng.choice((8, 16)), rng.choice((16, 32)), 16, 16, k=1, pad=0, epilogue=epi)
+        return suite.conv(1, 3, rng.choice((8, 16)), rng.choice((12, 16)), rng.choice((12, 16)), stride=2,
+                          epilogue=epi)
+    if r < 0.5:  # depthwise
+        c = rng.choice((4, 8, 16))
+        hw = rng.choice((7, 9, 12))
+        return suite.conv(1, c, c, hw, hw, stride=rng.choice((1, 2)), groups=c,
+                          epilogue=rng.choice(("bias_clip", None)))
+    if r < 0.6:
+        lq, s_ = rng.choice((4, 8, 16)), rng.choice((4, 8, 12, 16))
+        e = rng.choice((8, 16))
+        return suite.attention(rng.choice((1, 2)), rng.choice((1, 2)), lq, s_, e, e, causal=rng.random() < 0.4)
+    if r < 0.78:
+        m, n, k = rng.choice((5, 16, 17, 24, 32)), rng.choice((16, 20, 32, 33, 48)), rng.choice((8, 16, 20, 36))
+        return suite.matmul(m, n, k, "float32", a_t=rng.random() < 0.2, b_t=rng.random() < 0.3,
+                            batch=rng.choice((None, None, 2)), epilogue=rng.choice((None, None, "bias_relu")))
+    if r < 0.92:
+        if rng.random() < 0.7:
+            return suite.row_reduce(rng.randint(1, 7), rng.choice((33, 64, 100, 150, 257)),
+                                    rng.choice(("sum", "max", "min")))
+        return suite.column_sum(rng.choice((16, 33)), rng.choice((16, 37)))
+    pads = [rng.randint(0, 2) for _ in range(4)]
+    return suite.pad_stage(rng.randint(1, 2), rng.randint(1, 3), rng.randint(3, 10), rng.randint(3, 12), *pads)
+
+
 def program(rng: random.Random) -> Kernel:
-    """One random unscheduled kernel: a DSL program (mostly) or one group of a random graph.
+    """One random unscheduled kernel: a DSL program (mostly), one group of a random graph, or a
+    program a CPU template takes (`template_program`).
 
     >>> import random
     >>> isinstance(program(random.Random(5)), Kernel)
     True
     """
+    if rng.random() < TEMPLATE_SHARE:
+        return template_program(rng)
     if rng.random() < 0.35:
         for _ in range(3):
             try:
@@ -345,4 +417,4 @@ def program(rng: random.Random) -> Kernel:
     return dsl_kernel(rng)
 
 
-__all__ = ["dsl_kernel", "graph_kernels", "program", "random_graph"]
+__all__ = ["TEMPLATE_SHARE", "dsl_kernel", "graph_kernels", "program", "random_graph", "template_program"]

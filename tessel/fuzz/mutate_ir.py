@@ -436,8 +436,11 @@ def mutate(case: Case, rng: random.Random, general: float = 0.5) -> tuple[Case |
 def default_schedule_cmds(kernel, target: str) -> list:
     """The default schedule of `kernel` on `target` ("cpu", "cuda", "cuda:sm_90a" ...) as commands
     (one template command)."""
-    if target == "cpu":
-        return [{"primitive": "template", "args": {"name": "cpu.generic", "knobs": None, "target": "cpu"}}]
+    if target == "cpu":  # (the template compile() would apply: a convolution's, attention's, else cpu.generic)
+        from tessel.schedules.generic import default_cpu_template
+
+        return [{"primitive": "template", "args": {"name": default_cpu_template(kernel).name, "knobs": None,
+                                                   "target": "cpu"}}]
     from tessel.schedules.generic_gpu import default_gpu_template
 
     return [{"primitive": "template", "args": {"name": default_gpu_template(kernel, target).name, "knobs": None,

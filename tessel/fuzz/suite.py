@@ -101,6 +101,53 @@ def transpose3(a, b, c):
     return ts.lower([A, ts.compute((a, c, b), lambda i, j, k: A[i, k, j], name="B")])
 
 
+def conv(n, c, f, h, w, k=3, stride=1, pad=1, groups=1, epilogue="relu", layout=None):
+    """conv2d (+ an elementwise epilogue: "relu", "bias_clip" relu6(y + b[f]) or None) lowered as
+    compile() lowers it, temporaries inlined: the kernels cpu.conv (direct and Winograd),
+    cpu.conv_nchw and cpu.depthwise (`groups == c == f`) take. `layout="CKF"`: the channels-last
+    form with the pre-transposed weight."""
+    from tessel.compiler.lowering import inline_temporaries
+    from tessel.frontend.ops import get_op
+
+    x = ts.placeholder((n, c, h, w), name="x")
+    cg = c // groups
+    wt = ts.placeholder((cg, k, k, f) if layout == "CKF" else (f, cg, k, k), name="w")
+    shape = (n, f, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
+    attrs = {"padding": (pad, pad), "stride": (stride, stride), **({"groups": groups} if groups > 1 else {}),
+             **({"weight_layout": layout} if layout else {})}
+    (y,) = get_op("conv").lower([x, wt], attrs, [(shape, "float32")], ["y"])
+    ins = [x, wt]
+    if epilogue == "relu":
+        out = ts.compute(shape, lambda *i: ts.maximum(y[i], 0.0), name="z")
+    elif epilogue == "bias_clip":
+        b = ts.placeholder((f,), name="b")
+        ins.append(b)
+        out = ts.compute(shape, lambda a, j, p, q: ts.minimum(ts.maximum(y[a, j, p, q] + b[j], 0.0), 6.0), name="z")
+    else:
+        out = y
+    return inline_temporaries(ts.lower(ins + [out], name="conv"))[0]
+
+
+def attention(b, h, lq, s, e, ev, causal=False):
+    """Scaled dot-product attention (the sdpa op) lowered as compile() lowers it: cpu.attention's kernel."""
+    from tessel.compiler.lowering import inline_temporaries
+    from tessel.frontend.ops import get_op
+
+    ins = [ts.placeholder((b, h, lq, e), name="q"), ts.placeholder((b, h, s, e), name="k"),
+           ts.placeholder((b, h, s, ev), name="v")]
+    (out,) = get_op("sdpa").lower(ins, {"is_causal": causal, "scale": None}, [((b, h, lq, ev), "float32")], ["o"])
+    return inline_temporaries(ts.lower(ins + [out], name="attention"))[0]
+
+
+def pad_stage(n, c, h, w, top, left, bottom, right):
+    """A zero-padding copy (cpu.generic rebuilds it as row copies: cpu_pad.py)."""
+    x = ts.placeholder((n, c, h, w), name="x")
+    P = ts.compute((n, c, h + top + bottom, w + left + right),
+                   lambda a, b, i, j: ts.where((i >= top) & (i < top + h) & (j >= left) & (j < left + w),
+                                               x[a, b, i - top, j - left], ts.const(0.0, "float32")), name="P")
+    return ts.lower([x, P])
+
+
 def lowered(op, shapes, dtype, attrs=None):
     """A one-op graph lowered as the model compiler lowers a fused group."""
     from tessel.compiler.lowering import lower_group
@@ -161,13 +208,46 @@ EXTRA_GPU_PROGRAMS = {
 }
 
 
+# name -> (kernel builder, template name or None (the default one), knobs or None): the CPU templates
+# and the default CPU schedules on small shapes, built by tessel.build (schedule, CPU pipeline, TVM)
+CPU_PROGRAMS = {
+    "cpu.gemm_24x40x36": (lambda: matmul(24, 40, 36, "float32"), None, None),
+    "cpu.gemm_bt_17x33x20_tiles": (lambda: matmul(17, 33, 20, "float32", b_t=True), "cpu.generic",
+                                   {"tile_rows": 3, "tile_cols": 16}),
+    "cpu.bmm_bias_relu_2x16x32x24": (lambda: matmul(16, 32, 24, "float32", batch=2, epilogue="bias_relu"), None,
+                                     None),
+    "cpu.row_sum_7x150": (lambda: row_reduce(7, 150, "sum"), None, None),
+    "cpu.row_max_5x67_acc4": (lambda: row_reduce(5, 67, "max"), "cpu.generic", {"reduce_accumulators": 4}),
+    "cpu.column_sum_20x37": (lambda: column_sum(20, 37), None, None),
+    "cpu.transpose_40x70": (lambda: transpose(40, 70), None, None),
+    "cpu.softmax_6x100": (lambda: lowered("softmax", [(6, 100)], "float32"), None, None),
+    "cpu.layer_norm_5x64": (lambda: lowered("layer_norm", [(5, 64), (64,), (64,)], "float32"), None, None),
+    "cpu.pad_2x3x9x10": (lambda: pad_stage(2, 3, 9, 10, 1, 2, 1, 1), None, None),
+    "cpu.conv3x3_relu_8to16_10x10": (lambda: conv(1, 8, 16, 10, 10), None, None),
+    "cpu.conv3x3_ckf_16to16_8x8": (lambda: conv(1, 16, 16, 8, 8, layout="CKF"), None, None),
+    "cpu.conv3x3_winograd_8to16_12x12": (lambda: conv(1, 8, 16, 12, 12), "cpu.conv", {"algorithm": "winograd"}),
+    "cpu.conv3x3_winograd_b2_16to16_8x10": (lambda: conv(2, 16, 16, 8, 10, epilogue="bias_clip"), "cpu.conv",
+                                            {"algorithm": "winograd"}),
+    "cpu.conv1x1_bias_clip_16to16_8x8": (lambda: conv(1, 16, 16, 8, 8, k=1, pad=0, epilogue="bias_clip"), None,
+                                         None),
+    "cpu.conv_stem_s2_3to16_16x16": (lambda: conv(1, 3, 16, 16, 16, stride=2, epilogue="bias_clip"), None, None),
+    "cpu.pointwise_nchw_16to32_16x16": (lambda: conv(1, 16, 32, 16, 16, k=1, pad=0, epilogue="bias_clip"), None,
+                                        None),
+    "cpu.depthwise_8_9x9": (lambda: conv(1, 8, 8, 9, 9, groups=8, epilogue="bias_clip"), None, None),
+    "cpu.depthwise_s2_16_12x12": (lambda: conv(1, 16, 16, 12, 12, stride=2, groups=16, epilogue="bias_clip"), None,
+                                  None),
+    "cpu.attention_1x2x8x12x16": (lambda: attention(1, 2, 8, 12, 16, 16), None, None),
+    "cpu.attention_causal_2x1x16x16x8": (lambda: attention(2, 1, 16, 16, 8, 8, causal=True), None, None),
+}
+
+
 def gpu_programs(extra: bool = False) -> dict:
     """name -> (builder, target, knobs) of the suite's GPU programs (with the extra ones)."""
     return {**GPU_PROGRAMS, **(EXTRA_GPU_PROGRAMS if extra else {})}
 
 
-def programs(n_graph: int = 24, n_dsl: int = 24, gpu: bool = True, extra: bool = False) -> list:
-    """The suite's program names: graph.<seed>, dsl.<seed>, gpu.<name>.
+def programs(n_graph: int = 24, n_dsl: int = 24, gpu: bool = True, extra: bool = False, cpu: bool = False) -> list:
+    """The suite's program names: graph.<seed>, dsl.<seed>, gpu.<name> (and cpu.<name>: `CPU_PROGRAMS`).
 
     >>> programs(2, 1, gpu=False)
     ['graph.0', 'graph.1', 'dsl.0']
@@ -177,6 +257,8 @@ def programs(n_graph: int = 24, n_dsl: int = 24, gpu: bool = True, extra: bool =
         out += sorted(GPU_PROGRAMS)
     if extra:
         out += sorted(EXTRA_GPU_PROGRAMS)
+    if cpu:
+        out += sorted(CPU_PROGRAMS)
     return out
 
 
@@ -229,6 +311,20 @@ def run_program(name: str):
         got = [a.copy() for a in ins]
         built(*got)
         return compare(got, want, k.params, loose=4.0, nan_is_any=True)
+    if kind == "cpu":
+        import tessel
+        from tessel.schedules.generic import default_schedule
+        from tessel.schedules.template import get_template
+
+        make, tpl, knobs = CPU_PROGRAMS[name]
+        k = make()
+        ins = make_inputs(k, 3)
+        want = _interp(k, ins, 0)
+        sched = (lambda kk: get_template(tpl).apply(kk, knobs, "cpu")) if tpl else default_schedule
+        built = tessel.build(k, target="cpu", schedule=sched)
+        got = [a.copy() for a in ins]
+        built(*got)
+        return compare(got, want, k.params, loose=4.0)
     if kind == "gpu":
         make, target, knobs = gpu_programs(extra=True)[name]
         k = make()
@@ -239,5 +335,6 @@ def run_program(name: str):
     raise ValueError(f"unknown suite program {name!r}")
 
 
-__all__ = ["EXTRA_GPU_PROGRAMS", "GPU_PROGRAMS", "column_sum", "elementwise", "gpu_programs", "lowered", "matmul",
-           "programs", "row_reduce", "run_program", "schedule_gpu", "transpose", "transpose3"]
+__all__ = ["CPU_PROGRAMS", "EXTRA_GPU_PROGRAMS", "GPU_PROGRAMS", "attention", "column_sum", "conv", "elementwise",
+           "gpu_programs", "lowered", "matmul", "pad_stage", "programs", "row_reduce", "run_program", "schedule_gpu",
+           "transpose", "transpose3"]
