@@ -198,8 +198,10 @@ def _tile_rows(s: _Stage) -> int:
 def _relevant(kernel, target, info) -> list[str]:
     kinds = {s.kind for s in info}
     names = ["min_parallel_work"] if kinds - {"other"} else []
-    if kinds & {"contraction", "elementwise"}:
+    if kinds & {"contraction", "elementwise", "reduction"}:
         names.insert(0, "vector_lanes")
+    if "reduction" in kinds:
+        names += ["reduce_vector", "reduce_accumulators"]
     if "contraction" in kinds:
         names += ["tile_rows", "tile_cols", "pack"]
     return names
@@ -229,6 +231,8 @@ def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
         nest = nests[stage.name]
         if stage.kind == "elementwise" and _pad_rows(sch, stage, nest, knobs):
             continue
+        if stage.kind == "reduction" and _row_reduce(sch, stage, nest, knobs):
+            continue
         # a strategy that does not fit this stage must not fail the build: it stays naive (declared)
         done = ctx.attempt("naive_stage", stage.name, lambda: _schedule_stage(sch, ctx, stage, nest, knobs))
         if done and stage.kind == "contraction":
@@ -251,6 +255,8 @@ def schedule_rest(sch: Schedule, ctx, knobs: dict) -> None:
             continue
         if stage.kind == "elementwise" and _pad_rows(sch, stage, nests[stage.name], full):
             continue
+        if stage.kind == "reduction" and _row_reduce(sch, stage, nests[stage.name], full):
+            continue
         done = ctx.attempt("naive_stage", stage.name,
                            lambda: _schedule_stage(sch, ctx, stage, nests[stage.name], full))
         if done and stage.kind == "contraction":
@@ -262,6 +268,21 @@ def _pad_rows(sch: Schedule, stage: _Stage, nest: For, knobs: dict) -> bool:
     from tessel.schedules.cpu_pad import pad_fill
 
     new = pad_fill(sch.kernel, stage.name, nest, knobs["vector_lanes"], knobs["min_parallel_work"])
+    if new is None:
+        return False
+    sch.kernel = new
+    return True
+
+
+def _row_reduce(sch: Schedule, stage: _Stage, nest: For, knobs: dict) -> bool:
+    """A reduction along contiguous rows rebuilt with vector accumulators (cpu_reduce.py); False if
+    `nest` is not one or the knob "reduce_vector" is off."""
+    from tessel.schedules.cpu_reduce import row_reduce
+
+    if not knobs.get("reduce_vector", True):
+        return False
+    new = row_reduce(sch.kernel, stage.name, nest, len(stage.extents), knobs["vector_lanes"],
+                     knobs.get("reduce_accumulators", 0), knobs["min_parallel_work"])
     if new is None:
         return False
     sch.kernel = new
@@ -292,7 +313,11 @@ CPU_GENERIC = register(Template(
      Choice("min_parallel_work", (4096, 0, 256, 1024, 16384, 65536),
             doc="output elements below which an elementwise stage runs on one thread (reductions: /16; "
                 "contractions: multiply-adds / 64)"),
-     Bool("pack", default=True, doc="copy the column operand's panel into a contiguous local buffer")],
+     Bool("pack", default=True, doc="copy the column operand's panel into a contiguous local buffer"),
+     Bool("reduce_vector", default=True,
+          doc="a reduction along contiguous rows sums in vector accumulators, combined at the end (cpu_reduce.py)"),
+     Choice("reduce_accumulators", (0, 1, 2, 4, 8),
+            doc="independent vector accumulators of such a reduction (0: 4, or 8 on rows of 64 vectors or more)")],
     _schedule,
     analyze=_analyze,
     defaults=_defaults,

@@ -39,6 +39,10 @@ NEW_GEMM = {"matmul_mma_64", "matmul_mma_bf16_t_32"}
 # vectorized as whole vectors plus a remainder ('peel') instead of staying serial. Checked below
 # against the naive kernel in the interpreter.
 NEW_CPU = {"elementwise_37x19", "softmax_6x40"}
+# cpu.generic's reductions along contiguous rows changed on purpose (cpu_reduce.py): vector
+# accumulators and a tree combine, built directly (no primitive steps). Checked below against the naive
+# kernel in the interpreter; tests/schedules/test_cpu_reduce.py checks them against numpy.
+NEW_REDUCE = {"gemm_bt_32x48x20", "row_sum_8x100", "row_max_300x64", "layer_norm_5x64"}
 
 
 def _default(target, kernel, case=None):
@@ -79,7 +83,18 @@ def test_changed_cpu_defaults_peel_and_compute_what_the_naive_kernel_computes(ca
         np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
 
 
-@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES if c not in NEW_CPU] +
+@pytest.mark.parametrize("case", sorted(NEW_REDUCE))
+def test_row_reductions_take_vector_accumulators_and_compute_what_the_naive_kernel_computes(case):
+    kernel = CPU_CASES[case]()
+    sch = default_schedule(kernel, "cpu", _old_cpu_knobs(case))
+    assert "_vacc" in to_text(sch.kernel)
+    assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    for name, want, got in _run_against_naive(kernel, sch.kernel, seed):
+        np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
+
+
+@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES if c not in NEW_CPU | NEW_REDUCE] +
                          [("cuda", c) for c in GPU_CASES if c not in NEW_GEMM])
 def test_default_knobs_reproduce_the_old_schedules(target, case):
     kernel = (CPU_CASES if target == "cpu" else GPU_CASES)[case]()
