@@ -379,6 +379,8 @@ class Campaign:
         jobs: dict = {}  # tag -> (case, purpose)
         tags = itertools.count()
         last_line = last_save = time.monotonic()
+        if any(is_gpu(t) for t in self.targets):
+            self._say(f"tessel fuzz: GPU execution {self.gpu_why}")
         try:
             for w in workers:
                 w._wait_ready()

@@ -13,10 +13,12 @@ hold the interpreter's poison). Outcomes, at stage "gpu":
 - a mismatch: **diff**;
 - a TesselError while building or launching (a refused feature, an architecture the GPU cannot
   run, sm_90a code on a GPU that is not Hopper): rejected ("refused");
-- any other exception (the CUDA compiler rejects code tessel printed, a launch failure, an illegal
-  address): a **crash**. A CUDA error can poison the process's context; then `POISONED` is set,
-  the result dict says "restart", and the worker ends after answering, so the campaign records
-  that failure once and goes on with a fresh child (tessel/fuzz/worker.py).
+- any other exception (the CUDA compiler rejects code tessel printed: `CudaCompileFailed`, a
+  launch failure, an illegal address): a **crash**, whose signature names the exception and the
+  form of its message (the CUDA error, the compiler's first error line). A CUDA error can poison
+  the process's context; then `POISONED` is set, the result dict says "restart", and the worker
+  ends after answering, so the campaign records that failure once and goes on with a fresh child
+  (tessel/fuzz/worker.py).
 
 A case scheduled for sm_80 runs on a newer GPU of another major version (an H100) by compiling
 the same source for that GPU's architecture (sm_90, without the "a" features): the printed code
@@ -34,6 +36,7 @@ Example (no GPU needed: GPU execution is off here, so the cuda stage only prints
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -56,7 +59,7 @@ def gpu_status() -> tuple[bool, str]:
     import shutil
 
     if not (os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi")):
-        return False, "no NVIDIA GPU here (no /dev/nvidiactl, no nvidia-smi)"  # (without importing torch)
+        return False, "no NVIDIA GPU here: no /dev/nvidiactl, no nvidia-smi"  # (without importing torch)
     try:
         import torch
     except ImportError:
@@ -175,16 +178,29 @@ def _to_host(torch, t, a: np.ndarray, dtype: str) -> np.ndarray:
     return t.cpu().numpy().reshape(a.shape)
 
 
+class CudaCompileFailed(Exception):
+    """The CUDA compiler rejected code that tessel printed: a bug of the printer (a crash), not a
+    documented refusal, though compile_cuda reports it as a CodegenError."""
+
+
 def _build(k, printed, arch: str):
     """The GpuKernel of the printed kernel for `arch`, from GPU_KERNELS when built before."""
     from tessel.codegen.cuda_build import BuildCache, compile_cuda
     from tessel.codegen.cuda_kernel import GpuKernel
+    from tessel.errors import CodegenError
     from tessel.ir.target import parse_target
 
     key = (printed.source, arch)
     kern = GPU_KERNELS.get(key)
     if kern is None:
-        binary = compile_cuda(printed.source, arch, name=k.name, cache=BuildCache())  # (GPU_KERNELS is the cache)
+        try:
+            binary = compile_cuda(printed.source, arch, name=k.name, cache=BuildCache())  # (GPU_KERNELS caches)
+        except CodegenError as e:
+            text = str(e)
+            if "CUDA compilation for" not in text:  # no compiler, a bad architecture: refusals
+                raise
+            errors = [ln for ln in text.splitlines()[1:] if "error" in ln.lower()][:1] or text.splitlines()[-1:]
+            raise CudaCompileFailed(f"{errors[0].strip() if errors else ''}\n{text}") from None
         kern = GpuKernel(k, printed, binary, parse_target(f"cuda:{arch}"))
         GPU_KERNELS.put(key, kern)
     return kern
@@ -233,7 +249,13 @@ def check(case, k, printed, inputs, ref, params, quiet) -> bool:
             raise _Stop(Outcome("rejected", "refused", "gpu", str(e)[:500])) from e
         except Exception as e:  # noqa: BLE001 - the CUDA compiler, the launch, the device
             out = _crash("gpu", e)
-            if _context_lost():
+            first, rest = (out.message.split("\n", 1) + [""])[:2]
+            from tessel.fuzz.signature import message_form
+
+            head = re.sub(r"\S*\.cu\b", "kernel.cu", str(e).strip().split("\n", 1)[0])  # (no temp paths)
+            what = message_form(head)[:80]
+            out.message = f"{first} {what}\n{rest}"  # (its first line is the signature's detail)
+            if not isinstance(e, CudaCompileFailed) and _context_lost():
                 POISONED = True
                 out.message += "\n(the CUDA context is lost: the worker restarts)"
             raise _Stop(out) from e
@@ -248,5 +270,5 @@ def clear() -> None:
     GPU_KERNELS.items.clear()
 
 
-__all__ = ["ENV", "GPU_KERNELS", "MODES", "POISONED", "check", "clear", "enabled", "gpu_status", "resolve",
-           "run_arch", "run_on_gpu"]
+__all__ = ["CudaCompileFailed", "ENV", "GPU_KERNELS", "MODES", "POISONED", "check", "clear", "enabled",
+           "gpu_status", "resolve", "run_arch", "run_on_gpu"]

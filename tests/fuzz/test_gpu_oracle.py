@@ -238,3 +238,39 @@ def test_a_planted_printer_bug_is_caught_on_the_gpu_only(real_gpu):
         real_gpu.setenv(gpu_oracle.ENV, "1")
         out = run_any(_mul_case(target))
         assert (out.status, out.kind, out.stage) == ("fail", "diff", "gpu"), (target, out.message[:500])
+
+
+def _has_cuda_compiler() -> bool:
+    from tessel.codegen.cuda_build import available_compilers
+
+    return bool(available_compilers())
+
+
+@pytest.mark.skipif(not _has_cuda_compiler(), reason="no CUDA compiler (NVRTC or nvcc) here")
+def test_printed_code_the_compiler_rejects_is_a_crash_naming_the_error(gpu_on):
+    # (the build runs anywhere nvcc is: only the launch needs a GPU)
+    import types
+
+    def broken_print(k, printed, case_target, inputs):
+        bad = printed.source.replace("__global__", "__global__ not_a_type", 1)
+        return gpu_oracle._build(k, types.SimpleNamespace(source=bad), "sm_80")
+
+    gpu_on.setattr(gpu_oracle, "run_on_gpu", broken_print)
+    gpu_on.setattr(gpu_oracle, "_context_lost", lambda: pytest.fail("a compile error does not touch the device"))
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("fail", "crash", "gpu"), out.message[:500]
+    assert out.signature.startswith("crash:gpu:CudaCompileFailed@") and "error" in out.signature, out.signature
+
+
+@pytest.mark.skipif(not _has_cuda_compiler(), reason="no CUDA compiler (NVRTC or nvcc) here")
+def test_built_kernels_are_cached_by_source_and_arch():
+    from tessel.codegen.cuda_printer import print_kernel
+
+    gpu_oracle.clear()
+    k, _ = oracles.compile_case(_mul_case())
+    printed = print_kernel(k)
+    a = gpu_oracle._build(k, printed, "sm_80")
+    assert gpu_oracle._build(k, printed, "sm_80") is a and a.arch == "sm_80"
+    assert gpu_oracle._build(k, printed, "sm_90").arch == "sm_90"  # another arch: another binary
+    assert len(gpu_oracle.GPU_KERNELS.items) == 2
+    gpu_oracle.clear()
