@@ -160,16 +160,12 @@ def run_arch(case_target: str, cc: tuple[int, int]) -> str:
     raise TesselError(f"case target {case_target} ({arch}) cannot run on this GPU (compute capability {cc[0]}.{cc[1]})")
 
 
-def _torch_dtype(torch, dtype: str):
-    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-            "float64": torch.float64, "bool": torch.bool, "int8": torch.int8, "int16": torch.int16,
-            "int32": torch.int32, "int64": torch.int64, "uint8": torch.uint8}[dtype]
-
-
-def _to_device(torch, a: np.ndarray, dtype: str):
+def _to_device(torch, a: np.ndarray, dtype: str, device: str = "cuda"):
+    """A torch tensor on `device` holding `a` (a copy; its dtype is `dtype`'s)."""
+    a = np.ascontiguousarray(a)
     if dtype == "bfloat16":  # (torch.from_numpy knows no ml_dtypes.bfloat16: move the bits)
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).cuda().view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+        return torch.from_numpy(a.view(np.int16).copy()).to(device).view(torch.bfloat16)
+    return torch.from_numpy(a.copy()).to(device)
 
 
 def _to_host(torch, t, a: np.ndarray, dtype: str) -> np.ndarray:

@@ -127,7 +127,19 @@ def _child(conn, coverage: bool, preload_tvm: bool) -> None:
         lost = gpu is not None and gpu.POISONED  # a CUDA error broke this process's context
         conn.send(("result", {**out.to_dict(), "digest": out.digest, "kept_schedule": out.kept_schedule,
                               "phases": phases, "cpu_s": cpu_s, "restart": lost}))
-        if lost:  # answered once; the parent starts a fresh child for the cases behind this one
+        if lost:  # answered once; the parent replaces this child and sends it the cases behind this one
+            _wait_to_be_replaced(conn)
+            return
+
+
+def _wait_to_be_replaced(conn) -> None:
+    """Read (and drop) what the parent still sends until it closes the pipe or kills this child:
+    exiting at once could break the pipe under a case the parent is sending."""
+    while True:
+        try:
+            if conn.recv() is None:
+                return
+        except (EOFError, OSError):
             return
 
 

@@ -274,3 +274,34 @@ def test_built_kernels_are_cached_by_source_and_arch():
     assert gpu_oracle._build(k, printed, "sm_90").arch == "sm_90"  # another arch: another binary
     assert len(gpu_oracle.GPU_KERNELS.items) == 2
     gpu_oracle.clear()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64", "int32", "int64", "int8", "bool"])
+def test_arrays_cross_to_torch_and_back_bit_for_bit(dtype):
+    # (on the CPU here; the oracle moves them to "cuda" the same way)
+    torch = pytest.importorskip("torch")
+    from tessel.ir.dtypes import numpy_dtype
+
+    rng = np.random.default_rng()
+    a = (rng.random((3, 5)) < 0.5) if dtype == "bool" else (rng.standard_normal((3, 5)) * 40)
+    a = a.astype(numpy_dtype(dtype))
+    t = gpu_oracle._to_device(torch, a, dtype, device="cpu")
+    assert str(t.dtype) == f"torch.{dtype}" and tuple(t.shape) == a.shape
+    back = gpu_oracle._to_host(torch, t, a, dtype)
+    assert back.dtype == a.dtype and back.tobytes() == a.tobytes()
+
+
+def test_a_campaign_with_gpu_execution_counts_and_reports_the_cases_run_there(tmp_path, monkeypatch):
+    from tessel.fuzz.campaign import Campaign
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (True, "a fake GPU"))
+    monkeypatch.setattr(gpu_oracle, "run_on_gpu", gpu_oracle.run_on_gpu)  # (the plugin replaces it here too)
+    c = Campaign(str(tmp_path), target="cuda:sm_80", seed=1, jobs=1, quiet=True, reduce=False, gpu_run="on",
+                 plugins=["tests.fuzz.gpu_fake"])
+    s = c.run(seconds=60, max_cases=12)
+    assert s["gpu"] and 0 < s["gpu_cases"] <= s["cases"], s
+    assert "| on GPU" in c.line()
+    report = (tmp_path / "report.md").read_text()
+    assert f"GPU execution: on (a fake GPU); GPU cases run on the GPU and matching the interpreter: " \
+           f"{s['gpu_cases']}" in report
