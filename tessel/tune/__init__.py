@@ -7,6 +7,8 @@ measurement, and tuning logs that `tessel.build` and `tessel.compile` reuse.
     search.py      evolutionary search over the model, with exploration; random search
     isolate.py     child processes with time and memory limits
     measure.py     the executor interface and the local process pool; reference check; timers
+    confirm.py     the default and the fastest candidates measured again: a point is kept only when it
+                   beats the default beyond the spread (the verdict is a log record)
     records.py     the tuning log (append-only JSON lines, locked)
     reuse.py       the best record of each workload as its schedule (for build/compile)
     api.py         `tune(...)`, the glue to the driver

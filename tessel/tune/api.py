@@ -8,6 +8,11 @@ measurement to the log (`tessel.tune.records`). Configurations the log already h
 workload and target are not measured again; they seed the search and its model. Records of the
 same template from other workloads (other shapes) warm-start the model.
 
+After the search, the default point and the `confirm_top` fastest candidates are measured again,
+`confirm` rounds each, interleaved, and a candidate replaces the default only when it beats it beyond
+the spread of those measurements (`tessel.tune.confirm`); the verdict is a record in the log, which
+compile(tuning_log=) replays. `confirm=0` keeps the fastest measurement unconfirmed (the old rule).
+
 This module is the tuner's glue to the driver: a candidate is built as `tessel.build` builds
 (template, pass pipeline, code generation), so it imports `tessel.compiler` (lazily, inside the
 functions): it sits on the driver's floor, as `tessel.cli` does, while the rest of `tessel.tune`
@@ -24,12 +29,15 @@ Example:
     ...     def measure(self, inputs):
     ...         return [MeasureResult(1e-3 * m.knobs["tile_rows"], (1e-3,)) for m in inputs]
     >>> res = tune([A, B, C], target="cpu", trials=4, log=log, executor=Pretend(), seed=0)
-    >>> res.trials, len(TuningLog(log).read().records), res.workloads[0].template
-    (4, 4, 'cpu.generic')
+    >>> res.trials, len(TuningLog(log).read().records), res.workloads[0].template   # 4 trials, 1 verdict
+    (4, 5, 'cpu.generic')
+    >>> res.workloads[0].verdict["kept"], round(res.workloads[0].speedup, 2)  # confirmed against the default
+    ('tuned', 1.6)
 """
 
 from __future__ import annotations
 
+import statistics
 import time as _time
 from dataclasses import dataclass, field
 
@@ -54,6 +62,7 @@ class WorkloadResult:
     best: Record | None
     default_time: float | None
     curve: list = field(default_factory=list)
+    verdict: dict | None = None  # the confirmation's verdict (tessel.tune.confirm), None when not confirmed
 
     @property
     def speedup(self) -> float | None:
@@ -90,7 +99,8 @@ class TuneResult:
             best = f"{w.best.time * 1e3:.4f} ms {w.best.knobs}" if w.best else "no good candidate"
             dflt = f"{w.default_time * 1e3:.4f} ms" if w.default_time else "n/a"
             sp = f", speed-up {w.speedup:.2f}x" if w.speedup else ""
-            lines.append(f"  {w.name}: template {w.template}, default {dflt}, best {best}{sp}")
+            how = f" [{w.verdict['kept']} kept: {w.verdict['reason']}]" if w.verdict else ""
+            lines.append(f"  {w.name}: template {w.template}, default {dflt}, best {best}{sp}{how}")
             lines.append(f"    space: {w.space}")
         return "\n".join(lines)
 
@@ -107,7 +117,7 @@ def build_candidate(kernel, target, template, knobs):
 def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, time_budget: float | None = None,
          log=None, template: str | None = None, strategy: str = "xgb", batch: int = 8, seed: int = 0,
          executor=None, reference=None, progress: bool = False, early_stopping: int | None = None,
-         on_trial=None) -> TuneResult:
+         on_trial=None, confirm: int = 3, confirm_top: int = 2, margin: float = 0.02) -> TuneResult:
     """Tune every workload of `kernel_or_model` for `target`; see the module docstring.
 
     `kernel_or_model`: DSL tensors (a list, parameters in order), an IR Kernel, or a model that
@@ -116,7 +126,8 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
     log path (None: nothing is written, nothing resumed). `reference`: for a single kernel, a
     function of the input arrays returning the expected output arrays (default: the interpreter;
     for a workload too large for it, the default schedule's output, with a warning). `executor`: an
-    `Executor` (default: `LocalExecutor()`).
+    `Executor` (default: `LocalExecutor()`). `confirm`, `confirm_top`, `margin`: the confirmation
+    after the search (rounds, candidates, least gain; module docstring).
     """
     from tessel.ir.target import parse_target
 
@@ -124,6 +135,10 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
         raise TesselError(f"tune(trials={trials!r}): expected a positive number of trials")
     if strategy not in ("xgb", "random"):
         raise TesselError(f"tune(strategy={strategy!r}): expected 'xgb' (cost-model guided) or 'random'")
+    if not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 0 or confirm_top < 1 or \
+            not 0 <= margin < 1:
+        raise TesselError(f"tune(confirm={confirm!r}, confirm_top={confirm_top!r}, margin={margin!r}): expected "
+                          f"confirmation rounds >= 0 (0: off), at least 1 candidate and a margin in [0, 1)")
     start = _time.monotonic()
     tgt = str(parse_target(target))
     info = target_info(tgt)
@@ -148,7 +163,8 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
         if remaining is not None and remaining <= 0:
             break
         res = _tune_one(name, kernel, tgt, info, per, remaining, tlog, records, template, strategy, batch, seed,
-                        executor, reference if len(workloads) == 1 else None, progress, early_stopping, on_trial)
+                        executor, reference if len(workloads) == 1 else None, progress, early_stopping, on_trial,
+                        (confirm, confirm_top, margin))
         total += res.trials
         results.append(res)
     return TuneResult(total, results, None if log is None else str(log), _time.monotonic() - start)
@@ -161,7 +177,7 @@ def _has_xgboost() -> bool:
 
 
 def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, strategy, batch, seed, executor,
-              reference, progress, early_stopping, on_trial) -> WorkloadResult:
+              reference, progress, early_stopping, on_trial, confirming=(0, 1, 0.02)) -> WorkloadResult:
     from tessel.tune.cost_model import CostModel
     from tessel.tune.search import Search
 
@@ -215,15 +231,56 @@ def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, 
             bar.close()
     default_key = point_key(space.default)
     default_time = search.known.get(default_key)
-    best = _best(records, key, info, space.name)
+    best, verdict = _best(records, key, info, space.name), None
+    rounds, top, margin = confirming
+    if rounds and best is not None and history.trials:
+        rec = _confirm(records, key, info, space, task, executor, wl, rounds, top, margin, default_time)
+        if tlog is not None:
+            tlog.append(rec)
+        records.append(rec)
+        best, verdict = rec, rec.verdict
+        if verdict.get("default"):
+            default_time = statistics.median(verdict["default"])
     return WorkloadResult(name, key, space.name, space.describe(), len(history.trials), best, default_time,
-                          history.curve())
+                          history.curve(), verdict)
 
 
 def _best(records, key, info, template):
+    """The fastest plain measurement of the workload with this template (verdicts aside)."""
     good = [r for r in records if r.workload.key == key and r.template == template and r.ok
-            and r.target.matches(info)]
+            and r.target.matches(info) and r.verdict is None]
     return min(good, key=lambda r: r.time) if good else None
+
+
+def _confirm(records, key, info, space, task, executor, wl, rounds, top, margin, default_time):
+    """The verdict record of the workload: the default and the `top` fastest candidates measured again
+    (`tessel.tune.confirm`). Candidates are points the search measured faster than the default (all
+    of the fastest when the default has no time); none: the default is kept unmeasured."""
+    from tessel.tune.confirm import Verdict, confirm, verdict_record
+
+    ranked = sorted((r for r in records if r.workload.key == key and r.template == space.name and r.ok
+                     and r.target.matches(info) and r.verdict is None), key=lambda r: r.time)
+    dkey, cands, seen = point_key(space.default), [], set()
+    for r in ranked:
+        p = {**space.default, **r.knobs}  # a record of an older space: its missing knobs at their defaults
+        k = point_key(p)
+        if k == dkey or (default_time is not None and r.time >= default_time):
+            break  # the default, or slower than it: nothing faster left to confirm
+        if k not in seen:
+            seen.add(k)
+            cands.append(p)
+        if len(cands) == top:
+            break
+    if not cands:
+        once = (default_time,) if default_time else ()
+        v = Verdict("default", dict(space.default), once, once, (), margin,
+                    "no candidate measured faster than the default")
+        return verdict_record(wl, info, space.name, v)
+
+    def measure(points):
+        return [(r.time, r.error) for r in executor.measure([MeasureInput(task, space.name, p) for p in points])]
+
+    return verdict_record(wl, info, space.name, confirm(measure, space.default, cands, rounds, margin))
 
 
 def _warm_start(model, records, key, space, info) -> None:

@@ -43,6 +43,9 @@ def add_commands(sub, parent) -> None:
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="shape of a dynamic input")
     p.add_argument("--early-stopping", type=int, default=None, metavar="K",
                    help="stop a workload when K trials in a row did not improve its best time")
+    p.add_argument("--confirm", type=int, default=3, metavar="R",
+                   help="measure the default and the fastest candidates again, R rounds each, and keep a "
+                        "candidate only when it beats the default beyond the spread (default: 3; 0: off)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -102,7 +105,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     obj, ref = _workload(args.model, _shapes(args.input_shape))
     common = dict(target=args.target, trials=args.trials, time_budget=args.time_budget, batch=args.batch,
-                  seed=args.seed, progress=not args.no_progress, reference=ref, early_stopping=args.early_stopping)
+                  seed=args.seed, progress=not args.no_progress, reference=ref, early_stopping=args.early_stopping,
+                  confirm=args.confirm)
     res = tune(obj, log=args.log, strategy=args.strategy, **common)
     print(res.summary())
     curves = {f"tuned ({args.strategy})": _total_curve(res)}
@@ -133,6 +137,8 @@ def _total_curve(res) -> list:
 
 def _fmt(r) -> str:
     res = f"{r.time * 1e3:.4f} ms" if r.ok else f"error: {r.error}"
+    if r.verdict is not None:
+        res += f"  (verdict: {r.verdict.get('kept')} kept; {r.verdict.get('reason', '')})"
     return f"{r.workload.desc or r.workload.key[:12]}  [{r.target.kind}:{r.target.arch}]  {r.template} {r.knobs}  {res}"
 
 
@@ -149,16 +155,13 @@ def cmd_log_show(args: argparse.Namespace) -> int:
 
 
 def cmd_log_best(args: argparse.Namespace) -> int:
-    from tessel.tune.records import TuningLog
+    from tessel.tune.records import TuningLog, best_records
 
-    best: dict = {}
     contents = TuningLog(args.log).read()
-    for r in contents.records:
-        key = (r.workload.key, r.target.kind, r.target.arch)
-        if r.ok and (key not in best or r.time < best[key].time):
-            best[key] = r
-    for r in best.values():
-        print(_fmt(r))
+    targets = {(r.target.kind, r.target.arch): r.target for r in contents.records}
+    for t in targets.values():  # per target: its latest verdict, else its fastest record (what compile applies)
+        for r in best_records(contents.records, t).values():
+            print(_fmt(r))
     for p in contents.problems:
         print(f"skipped {p}")
     return 0

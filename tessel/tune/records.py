@@ -9,6 +9,11 @@ it (the median time in seconds, or the error), with the tessel version and the w
      "template": "cpu.generic", "knobs": {"tile_rows": 6, "tile_cols": 16},
      "result": {"time": 0.00012, "times": [...], "error": null}, "tessel": "0.1.0", "time": 1764771234.5}
 
+A tuning run ends each workload with a *verdict* record (`tessel.tune.confirm`): the point kept after
+the default and the fastest candidates were measured again against each other, with every
+confirmation time in `extra["verdict"]`. The record a log gives for a workload (`best_records`, what
+compile(tuning_log=) applies) is its latest verdict, else (logs of older tessels) its fastest record.
+
 The workload key is a SHA-256 of the kernel's canonical text form (`tessel.ir.text.to_text` of
 the unscheduled kernel with its name and target blanked), never Python's salted `hash()`, so it is
 the same in every process and on every machine.
@@ -106,6 +111,13 @@ class Record:
     @property
     def ok(self) -> bool:
         return self.error is None and self.time is not None and math.isfinite(self.time)
+
+    @property
+    def verdict(self) -> dict | None:
+        """The confirmation verdict this record states (`tessel.tune.confirm`), or None for a plain
+        measurement."""
+        v = self.extra.get("verdict")
+        return v if isinstance(v, dict) else None
 
     def knob_key(self) -> str:
         """The knobs as canonical JSON: equal configurations give equal strings."""
@@ -269,20 +281,32 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def best_records(records, target: TargetInfo | None = None) -> dict:
-    """The fastest good record of each workload key (of `target`'s kind and arch when given).
+    """The record chosen for each workload key (of `target`'s kind and arch when given): its latest
+    confirmation verdict (`tessel.tune.confirm`: the kept point, maybe the default) when it has one,
+    else its fastest good record.
 
     >>> t = TargetInfo("cpu", "x")
     >>> rs = [Record.new(Workload("a"), t, "T", {"n": n}, time=s) for n, s in ((1, 3.0), (2, 1.0))]
     >>> best_records(rs)["a"].knobs
     {'n': 2}
+    >>> rs.append(Record.new(Workload("a"), t, "T", {"n": 1}, time=3.0, verdict={"kept": "default"}))
+    >>> best_records(rs)["a"].knobs   # the fast time of n=2 was not confirmed
+    {'n': 1}
     """
     best: dict = {}
+    verdicts: dict = {}
     for r in records:
         if not r.ok or (target is not None and not r.target.matches(target)):
+            continue
+        if r.verdict is not None:
+            cur = verdicts.get(r.workload.key)
+            if cur is None or r.timestamp >= cur.timestamp:
+                verdicts[r.workload.key] = r
             continue
         cur = best.get(r.workload.key)
         if cur is None or r.time < cur.time:
             best[r.workload.key] = r
+    best.update(verdicts)
     return best
 
 
@@ -345,10 +369,10 @@ def merge(sources, dest) -> tuple[int, list]:
 
 
 def prune(path, keep: int = 1, drop_errors: bool = True) -> tuple[int, int]:
-    """Rewrite the log keeping the `keep` fastest records of each (workload, target arch) and,
-    unless `drop_errors` is False, no error records. Bad lines are kept verbatim at the end (they
-    are reported, never dropped). The rewrite is atomic (temporary file, then rename) under the
-    lock. Returns (records kept, records removed)."""
+    """Rewrite the log keeping the `keep` fastest records of each (workload, target arch), its latest
+    confirmation verdict, and, unless `drop_errors` is False, no error records. Bad lines are kept
+    verbatim at the end (they are reported, never dropped). The rewrite is atomic (temporary file,
+    then rename) under the lock. Returns (records kept, records removed)."""
     if keep < 1:
         raise TuningLogError(f"prune: keep must be at least 1, got {keep}")
     log = TuningLog(path)
@@ -361,7 +385,11 @@ def prune(path, keep: int = 1, drop_errors: bool = True) -> tuple[int, int]:
         kept = []
         for rs in groups.values():
             rs.sort(key=lambda r: (not r.ok, r.time if r.ok else 0.0))
-            kept += rs[:keep] if drop_errors else [r for r in rs if r.ok][:keep] + [r for r in rs if not r.ok]
+            plain = [r for r in rs if r.verdict is None]
+            kept += plain[:keep] if drop_errors else [r for r in plain if r.ok][:keep] + [r for r in plain if not r.ok]
+            verdicts = [r for r in rs if r.verdict is not None and r.ok]
+            if verdicts:  # the choice the log replays stays
+                kept.append(max(verdicts, key=lambda r: r.timestamp))
         kept.sort(key=lambda r: r.timestamp)
         tmp = f"{log.path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:

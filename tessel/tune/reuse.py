@@ -1,10 +1,12 @@
 """Reusing a tuning log: the best record of each workload becomes its schedule, with no measurement.
 
-`LogSchedules(path, target)` reads the log once and indexes its fastest good record per workload
-key. `schedule_for(kernel)` returns the scheduled kernel for an unscheduled IR kernel (its
-template applied with the record's knobs) or None when the log has no record for it on this
-target. Records of the same workload from another target kind or architecture are never applied:
-they are counted and named in one warning. `warn()` issues, once, one warning listing the
+`LogSchedules(path, target)` reads the log once and indexes the record it chose per workload key
+(`records.best_records`: the latest confirmation verdict, else the fastest good record).
+`schedule_for(kernel)` returns the scheduled kernel for an unscheduled IR kernel (its template
+applied with the record's knobs) or None when the log has no record for it on this target, or when
+its verdict kept the default schedule (then the caller schedules it exactly as without a log).
+Records of the same workload from another target kind or architecture are never applied: they are
+counted and named in one warning. `warn()` issues, once, one warning listing the
 workloads that fell back to the default schedule and one for the records of other targets.
 
 The driver (`tessel.build(..., tuning_log=)`, `tessel.compile(..., tuning_log=)`) uses this.
@@ -105,6 +107,7 @@ class LogSchedules:
         self.missing: list = []  # descriptions of workloads without a record here
         self.skipped: list = []  # (description, other targets) of workloads with records only elsewhere
         self.applied: list = []  # (description, template, knobs)
+        self.defaulted: list = []  # descriptions of workloads whose verdict kept the default schedule
         self._warned = False
 
     def record_for(self, kernel):
@@ -122,6 +125,9 @@ class LogSchedules:
                 self.skipped.append((describe(kernel), sorted(self.foreign[key])))
             else:
                 self.missing.append(describe(kernel))
+            return None
+        if (rec.verdict or {}).get("kept") == "default":
+            self.defaulted.append(describe(kernel))
             return None
         try:
             sch = get_template(rec.template).apply(kernel, rec.knobs, self.target)

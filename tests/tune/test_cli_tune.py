@@ -33,7 +33,8 @@ def test_tune_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tuned 1 workload(s), 2 trial(s)" in out
     lines = log.read_text().splitlines()
-    assert len(lines) == 2 and all(json.loads(x)["result"]["error"] is None for x in lines)
+    assert len(lines) == 3 and all(json.loads(x)["result"]["error"] is None for x in lines)
+    assert "verdict" in json.loads(lines[-1])["extra"]  # 2 trials, then the confirmation's verdict
     # matplotlib is the optional `plot` extra (CI does not install it): with it the curve is a PNG,
     # without it the command says so and the log is written all the same.
     if importlib.util.find_spec("matplotlib") is not None:
