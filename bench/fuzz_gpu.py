@@ -40,8 +40,8 @@ def campaign(args) -> dict:
 
     out = args.out or tempfile.mkdtemp(prefix="tessel-fuzz-gpu-")
     t0 = time.monotonic()
-    c = Campaign(out, target=args.target, seed=args.seed, jobs=args.jobs, gpu_run="on", timeout=args.timeout,
-                 reduce_budget_s=20.0)
+    c = Campaign(out, target=args.target, seed=args.seed, jobs=args.jobs, gpu_run=args.gpu_run, timeout=args.timeout,
+                 reduce_budget_s=args.reduce_s, coverage=not args.no_coverage)
     s = c.run(seconds=args.seconds)
     wall = time.monotonic() - t0
     print(f"\n{s['cases']} cases in {args.seconds:.0f} s of fuzzing ({s['cases_per_s']}/s; {wall:.0f} s wall with "
@@ -146,6 +146,9 @@ def main(argv=None) -> int:
     c.add_argument("--target", default="cuda")
     c.add_argument("--timeout", type=float, default=20.0)
     c.add_argument("--out", default=None, help="campaign directory (default: a fresh temporary one)")
+    c.add_argument("--gpu-run", default="on", choices=("on", "off", "auto"), help="(default on: fail without a GPU)")
+    c.add_argument("--reduce-s", type=float, default=15.0, help="reduction budget per new failure, seconds")
+    c.add_argument("--no-coverage", action="store_true", help="no coverage tracing (where coverage.py is missing)")
     m = sub.add_parser("mutants")
     m.add_argument("--cases", type=int, default=24, help="generated GPU cases (beside the fixed ones)")
     for p in (c, m):

@@ -305,3 +305,21 @@ def test_a_campaign_with_gpu_execution_counts_and_reports_the_cases_run_there(tm
     report = (tmp_path / "report.md").read_text()
     assert f"GPU execution: on (a fake GPU); GPU cases run on the GPU and matching the interpreter: " \
            f"{s['gpu_cases']}" in report
+
+
+def test_replay_of_a_gpu_failure_runs_it_on_the_gpu_again(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(gpu_oracle, "run_on_gpu", gpu_oracle.run_on_gpu)  # (the plugin replaces it here too)
+    crash = _mul_case()
+    path = tmp_path / "reduced.txt"
+    path.write_text(crash.replace(kernel=dataclasses.replace(crash.kernel, name="gpucrash")).to_text())
+    args = ["fuzz", "--replay", str(path), "--plugin", "tests.fuzz.gpu_fake"]
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (True, "a fake GPU"))
+    assert main(args) == 1
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (verdict["kind"], verdict["stage"]) == ("crash", "gpu"), verdict
+    assert main(args + ["--gpu-run", "off"]) == 0  # without the GPU the interpreter stages pass
+    monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (False, "no GPU"))
+    assert main(args) == 0  # auto: no GPU here, so it is not run there
