@@ -209,7 +209,7 @@ def bugs(args) -> dict:
     results = []
     if args.corpus:
         cases = J.load_cases(args.corpus)
-        cbase = J.case_lines(cases, modules)
+        cbase = _case_lines(J, cases, modules, args.case_lines)
         if "error" in cbase or "timeout" in cbase:
             raise SystemExit(f"the corpus replay did not run: {cbase}")
 
@@ -246,6 +246,25 @@ def bugs(args) -> dict:
             "base_suite": {"kept": len(base_kept), "detected": sum(r["detected"] for r in base_kept)},
             "by_area": by_area, "mutants": results, "judged_sites": verdicts, "elapsed_s": round(time.monotonic() - t0),
             "load_average": os.getloadavg()}
+
+
+def _case_lines(J, cases, modules, path):
+    """The corpus cases' unmutated runs (J.case_lines), saved at `path` (--case-lines) and read back
+    by a later run on the same corpus, labels and texts unchanged (an evaluation split by --areas
+    replays the corpus once)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([cases, sorted(modules)]).encode()).hexdigest()
+    if path and os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("key") == key:
+            return saved["lines"]
+    out = J.case_lines(cases, modules)
+    if path and "error" not in out and "timeout" not in out:
+        with open(path, "w") as f:
+            json.dump({"key": key, "lines": out}, f)
+    return out
 
 
 def _quotas(spec: str) -> dict:
@@ -292,6 +311,8 @@ def main() -> None:
                                                       "(the other areas: --sites)")
     ap.add_argument("--areas", nargs="*", default=[],
                     help="bugs: only these areas (passes schedules templates codegen)")
+    ap.add_argument("--case-lines", default=None,
+                    help="bugs: save the corpus cases' unmutated runs here, or reuse them (same corpus)")
     ap.add_argument("--kept", default=None,
                     help="bugs: reuse the judge's verdicts of an earlier run's JSON (sites whose line is unchanged)")
     ap.add_argument("--parallel", type=int, default=2)
