@@ -11,6 +11,11 @@ machine and its load. onnxruntime runs the model exported by torch's TorchScript
     python bench/cpu_models.py --models mlp,resnet --batches 1 --repeat 20
     python bench/cpu_models.py --tuned-trials 64     # also: tuned with the autotuner, 64 trials per kernel
     python bench/cpu_models.py --cpu-time            # one thread each, thread CPU time (see below)
+    python bench/cpu_models.py --tuned-trials 64 --tune-budget 600   # at most 600 s of tuning per model
+
+With tuning, each line also says on how many kernels the tuner's confirmation kept a tuned point (the
+others keep their default schedule: no candidate beat it beyond the spread of its measurements), and
+`--profile` prints the tuned model's per-kernel summary after the untuned one's.
 
 Set TESSEL_NUM_THREADS to change tessel's threads (onnxruntime and torch use every core here too).
 
@@ -259,7 +264,7 @@ def timed_blocks(fns: dict, repeat: int, rounds: int, clock=time.perf_counter) -
 
 
 def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: str | None,
-            cpu_time: bool = False) -> dict:
+            cpu_time: bool = False, budget: float | None = None) -> dict:
     import torch
 
     import tessel as ts
@@ -277,9 +282,15 @@ def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: s
     row = {"model": name, "batch": batch, "compile_s": compile_s, "err": err, "steps": len(cm.steps)}
     if trials:
         # ts.tune splits a model's trials evenly over its workloads: `trials` per workload (kernel) here
-        ts.tune(module, inputs, target="cpu", trials=trials * max(1, len(cm.kernels)), log=log)
+        t0 = time.perf_counter()
+        res = ts.tune(module, inputs, target="cpu", trials=trials * max(1, len(cm.kernels)), log=log,
+                      time_budget=budget)
+        row["tune_s"] = time.perf_counter() - t0
+        row["tune_trials"] = res.trials
+        row["kept"] = (sum(1 for w in res.workloads if (w.verdict or {}).get("kept") == "tuned"), len(res.workloads))
         tuned = ts.compile(module, inputs, target="cpu", tuning_log=log)
         fns["tessel_tuned"] = lambda: tuned(*arrays)
+        row["tuned_cm"] = tuned
     sess, why = onnxruntime_session(module, inputs, 1 if cpu_time else 0)
     if sess is not None:
         fns["onnxruntime"] = lambda: sess(*arrays)
@@ -304,6 +315,7 @@ def main(argv=None) -> None:
     ap.add_argument("--tuned-trials", type=int, default=0,
                     help="also tune each model: this many trials per workload (kernel)")
     ap.add_argument("--log", default="cpu_models_tune.jsonl", help="tuning log (with --tuned-trials)")
+    ap.add_argument("--tune-budget", type=float, default=None, help="seconds of tuning per model at most")
     ap.add_argument("--profile", action="store_true", help="print each model's .summary() (per-kernel times)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread for every peer, timed by thread CPU time (see the module docstring)")
@@ -328,7 +340,8 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             try:
-                r = run_one(name, batch, args.repeat, args.rounds, args.tuned_trials, args.log, args.cpu_time)
+                r = run_one(name, batch, args.repeat, args.rounds, args.tuned_trials, args.log, args.cpu_time,
+                            args.tune_budget)
             except Exception as e:  # noqa: BLE001 - one model failing must not hide the others
                 print(f"{name:<10} {batch:>5}  FAILED: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
                 continue
@@ -340,8 +353,16 @@ def main(argv=None) -> None:
                 line += f" {tt * 1e3:>9.3f} {o / tt if o else float('nan'):>9.2f}"
             line += f"  {r['steps']:>5}  {r['compile_s']:>9.1f}  {r['err']:.1e}"
             print(line + (f"  (ort: {r['ort_note']})" if r["ort_note"] else ""), flush=True)
+            if args.tuned_trials:
+                k, n = r["kept"]
+                print(f"  tuned: {r['tune_trials']} trials in {r['tune_s']:.0f} s; a tuned point kept on {k} of {n} "
+                      f"kernels (the others: their default); load average {os.getloadavg()[0]:.1f}", flush=True)
             if args.profile:
-                print(r["cm"].summary(*[x for x in MODELS[name](batch)[1]]))
+                ins = [x for x in MODELS[name](batch)[1]]
+                print(r["cm"].summary(*ins))
+                if "tuned_cm" in r:
+                    print("tuned:")
+                    print(r["tuned_cm"].summary(*ins))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
