@@ -18,6 +18,23 @@ CASES = Path(__file__).parent / "cases"
 
 FOUND = {
     # name: (signature while the bug lives, owner file)
+    # (found by the plant helper's 10-minute --target all campaign, seed 21, 2026-12-07 18:19, with the
+    # CPU-template programs of gen.template_program; reported in /work/notes/REQUESTS.md)
+    "generic_reduction_init_guard_not_first_iteration": (
+        "diff:schedule:cpu.generic", "tessel/schedules/generic.py or cpu_reduce.py (a row reduction whose "
+        "init guard holds at every iteration is scheduled as a sum)"),
+    "depthwise_partial_output_nest": (
+        "diff:schedule:cpu.depthwise", "tessel/schedules/cpu_depthwise.py (a depthwise nest whose loops cover "
+        "part of the output is scheduled as the whole convolution)"),
+    "conv_nchw_analysis_crashes_on_copy_body": (
+        "crash:schedule:template:AttributeError@schedules/cpu_conv_nchw.py:find_pointwise_cl",
+        "tessel/schedules/cpu_conv_nchw.py (find_pointwise_cl reads `.b` of a store value that is a Load)"),
+    "tvm_constant_float_floordiv_by_zero": (
+        "crash:tvm:InternalError@codegen/tvm_tir.py:float_divmod", "tessel/codegen/tvm_tir.py (1.0 // 0.0 "
+        "with constant operands: TVM's folder divides by zero)"),
+    "pad_reference_of_0d_value": (
+        "crash:reference:TypeError@frontend/op_library/layout.py:reference", "tessel/frontend/op_library/"
+        "layout.py (pad's numpy reference of a 0-d value: np.pad gets a float pad_width)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
