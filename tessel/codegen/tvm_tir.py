@@ -392,6 +392,12 @@ class _Translator:
             return T.Div(a, b) if is_float(e.a.dtype) else T.floordiv(a, b)
         if op in ("floordiv", "floormod"):
             if is_float(e.dtype):
+                if isinstance(e.b, Const) and e.b.value == 0:
+                    # numpy: x // +-0.0 is x / +-0.0, x % 0.0 is nan; a constant zero divisor must not
+                    # reach TVM's folder, which aborts (fuzz case tvm_constant_float_floordiv_by_zero)
+                    if op == "floormod":
+                        return T.const(float("nan"), e.dtype)
+                    return a * T.const(math.copysign(math.inf, float(e.b.value)), e.dtype)
                 return self.float_divmod(op, a, b, e.dtype)
             if self.truncated and e in self.truncated:
                 return self.truncated_divmod(op, e, a, b)

@@ -407,6 +407,8 @@ class Pad:
         x = x[tuple(slice(-b if b < 0 else 0, x.shape[d] + e if e < 0 else None)
                     for d, (b, e) in enumerate(zip(begin, end)))]
         widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+        if x.ndim == 0:  # nothing to pad (np.pad refuses the empty, float-typed width list)
+            return [x.copy()]
         if mode == "constant":
             return [np.pad(x, widths, mode="constant", constant_values=attrs.get("value", 0)).astype(x.dtype)]
         return [np.pad(x, widths, mode=mode)]
