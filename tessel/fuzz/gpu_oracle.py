@@ -13,9 +13,10 @@ hold the interpreter's poison). Outcomes, at stage "gpu":
 - a mismatch: **diff**;
 - a TesselError while building or launching (a refused feature, an architecture the GPU cannot
   run, sm_90a code on a GPU that is not Hopper): rejected ("refused");
-- any other exception (the CUDA compiler rejects code tessel printed: `CudaCompileFailed`, a
-  launch failure, an illegal address): a **crash**, whose signature names the exception and the
-  form of its message (the CUDA error, the compiler's first error line). A CUDA error can poison
+- any other exception (the CUDA compiler rejects code tessel printed: `CudaCompileFailed`; the
+  driver refuses its launch: `CudaLaunchFailed`; an illegal address): a **crash**, whose signature
+  names the exception and the form of its message (the CUDA error, the compiler's first error
+  line). A CUDA error can poison
   the process's context; then `POISONED` is set, the result dict says "restart", and the worker
   ends after answering, so the campaign records that failure once and goes on with a fresh child
   (tessel/fuzz/worker.py).
@@ -174,6 +175,16 @@ def _to_host(torch, t, a: np.ndarray, dtype: str) -> np.ndarray:
     return t.cpu().numpy().reshape(a.shape)
 
 
+DEVICE = "cuda"  # where run_on_gpu puts the arrays (tests use "cpu" with a fake kernel)
+_LAUNCH_FAILED = re.compile(r": launch with grid .* failed \(|: loading its machine code on GPU")
+
+
+class CudaLaunchFailed(Exception):
+    """The driver refused to load or launch a kernel tessel printed and configured (too many
+    registers or shared memory for its block, a module that does not load): a bug, not a refusal,
+    though tessel's runtime reports it as a TesselError."""
+
+
 class CudaCompileFailed(Exception):
     """The CUDA compiler rejected code that tessel printed: a bug of the printer (a crash), not a
     documented refusal, though compile_cuda reports it as a CodegenError."""
@@ -210,9 +221,15 @@ def run_on_gpu(k, printed, case_target: str, inputs: list) -> list:
     arch = run_arch(case_target, _capability())
     kern = _build(k, printed, arch)
     dtypes = [p.dtype for p in k.params]
-    dev = [_to_device(torch, a, dt) for a, dt in zip(inputs, dtypes)]
-    kern(*dev)
-    torch.cuda.synchronize()
+    dev = [_to_device(torch, a, dt, DEVICE) for a, dt in zip(inputs, dtypes)]
+    try:
+        kern(*dev)
+    except TesselError as e:  # the driver refused tessel's own launch (resources, a bad module): a bug
+        if _LAUNCH_FAILED.search(str(e)):
+            raise CudaLaunchFailed(str(e)) from e
+        raise
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
     return [_to_host(torch, t, a, dt) for t, a, dt in zip(dev, inputs, dtypes)]
 
 
@@ -249,7 +266,8 @@ def check(case, k, printed, inputs, ref, params, quiet) -> bool:
             from tessel.fuzz.signature import message_form
 
             head = re.sub(r"\S*\.cu\b", "kernel.cu", str(e).strip().split("\n", 1)[0])  # (no temp paths)
-            what = message_form(head)[:80]
+            code = re.search(r"CUDA_ERROR_\w+|cudaError\w+", str(e))  # the driver's name for it, if any
+            what = code.group(0) if code else message_form(head)[:80]
             out.message = f"{first} {what}\n{rest}"  # (its first line is the signature's detail)
             if not isinstance(e, CudaCompileFailed) and _context_lost():
                 POISONED = True
@@ -266,5 +284,5 @@ def clear() -> None:
     GPU_KERNELS.items.clear()
 
 
-__all__ = ["CudaCompileFailed", "ENV", "GPU_KERNELS", "MODES", "POISONED", "check", "clear", "enabled",
-           "gpu_status", "resolve", "run_arch", "run_on_gpu"]
+__all__ = ["CudaCompileFailed", "CudaLaunchFailed", "ENV", "GPU_KERNELS", "MODES", "POISONED", "check", "clear",
+           "enabled", "gpu_status", "resolve", "run_arch", "run_on_gpu"]

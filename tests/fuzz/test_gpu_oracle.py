@@ -323,3 +323,52 @@ def test_replay_of_a_gpu_failure_runs_it_on_the_gpu_again(tmp_path, monkeypatch,
     assert main(args + ["--gpu-run", "off"]) == 0  # without the GPU the interpreter stages pass
     monkeypatch.setattr(gpu_oracle, "gpu_status", lambda: (False, "no GPU"))
     assert main(args) == 0  # auto: no GPU here, so it is not run there
+
+
+class _FakeKernel:
+    """Stands for a GpuKernel: doubles the last array in place, or fails its launch like the driver."""
+
+    def __init__(self, error=None):
+        self.error, self.got = error, None
+
+    def __call__(self, *arrays):
+        if self.error:
+            raise self.error
+        self.got = [a.clone() for a in arrays]
+        arrays[-1].mul_(2)
+
+
+def test_run_on_gpu_hands_every_buffer_over_and_back(monkeypatch):
+    torch = pytest.importorskip("torch")
+    kern = _FakeKernel()
+    monkeypatch.setattr(gpu_oracle, "DEVICE", "cpu")
+    monkeypatch.setattr(gpu_oracle, "_capability", lambda: (9, 0))
+    monkeypatch.setattr(gpu_oracle, "_build", lambda k, printed, arch: kern)
+    k, _ = oracles.compile_case(_mul_case())
+    inputs = oracles.make_inputs(k, int(np.random.default_rng().integers(1 << 30)))
+    got = gpu_oracle.run_on_gpu(k, None, "cuda:sm_80", inputs)
+    for sent, a in zip(kern.got, inputs):  # outputs' initial contents included
+        assert np.array_equal(sent.numpy(), a)
+    assert np.array_equal(got[0], inputs[0]) and np.array_equal(got[1], inputs[1] * 2)
+    assert got[1] is not inputs[1] and isinstance(torch.from_numpy(got[1]), torch.Tensor)
+
+
+def test_a_launch_the_driver_refuses_is_a_crash_not_a_refusal(gpu_on):
+    pytest.importorskip("torch")
+    driver = TesselError("kernel 'mulk': launch with grid (8, 1, 1), block (1024, 1, 1), 0 bytes of shared memory "
+                         "failed (CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)")
+    gpu_on.setattr(gpu_oracle, "DEVICE", "cpu")
+    gpu_on.setattr(gpu_oracle, "_capability", lambda: (9, 0))
+    gpu_on.setattr(gpu_oracle, "_context_lost", lambda: False)
+    gpu_on.setattr(gpu_oracle, "_build", lambda k, printed, arch: _FakeKernel(driver))
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("fail", "crash", "gpu"), out.message[:300]
+    assert out.signature.startswith("crash:gpu:CudaLaunchFailed@") and "OUT_OF_RESOURCES" in out.signature
+    gpu_on.setattr(gpu_oracle, "_build", lambda k, printed, arch: _FakeKernel(ArgumentErrorLike()))
+    out = oracles.run_case(_mul_case())
+    assert (out.status, out.kind, out.stage) == ("rejected", "refused", "gpu")
+
+
+class ArgumentErrorLike(TesselError):
+    def __init__(self):
+        super().__init__("kernel 'mulk' was compiled for sm_90a but GPU 0 has compute capability 8.0")
