@@ -12,6 +12,7 @@ machine and its load. onnxruntime runs the model exported by torch's TorchScript
     python bench/cpu_models.py --tuned-trials 64     # also: tuned with the autotuner, 64 trials per kernel
     python bench/cpu_models.py --cpu-time            # one thread each, thread CPU time (see below)
     python bench/cpu_models.py --tuned-trials 64 --tune-budget 600   # at most 600 s of tuning per model
+    python bench/cpu_models.py --models llama --batches 1 --from-log --log tune.jsonl   # tuned by an earlier run
 
 With tuning, each line also says on how many kernels the tuner's confirmation kept a tuned point (the
 others keep their default schedule: no candidate beat it beyond the spread of its measurements), and
@@ -247,8 +248,27 @@ def timed_blocks(fns: dict, repeat: int, rounds: int, clock=time.perf_counter) -
     warm-up calls), the median of each block, and of those the best block. On this shared 2-core
     machine a block sometimes loses whole 4 ms scheduler slices to other jobs (torch eager's tiny
     MLP: 0.03 ms in one block, 14 ms in the next); the best block's median is the figure least
-    hit by that, and the same estimator serves every peer."""
+    hit by that, and the same estimator serves every peer.
+
+    Python's cyclic garbage collector is off while the blocks run (as `timeit` does), after one full
+    collection: a tuning run in this process leaves a large heap (~1M objects), and the collections
+    the timed calls then trigger were charged to whichever peer was running (Llama b1 after tuning:
+    untuned 0.044 -> 0.067 ms, back to 0.046 with the collector frozen)."""
+    import gc
+
     blocks = {k: [] for k in fns}
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        _blocks(fns, repeat, rounds, clock, blocks)
+    finally:
+        if was:
+            gc.enable()
+    return {k: min(v) for k, v in blocks.items()}
+
+
+def _blocks(fns, repeat, rounds, clock, blocks) -> None:
     for _ in range(rounds):
         for k, fn in fns.items():
             for _ in range(3):
@@ -260,11 +280,10 @@ def timed_blocks(fns: dict, repeat: int, rounds: int, clock=time.perf_counter) -
                 times.append(clock() - t)
             blocks[k].append(statistics.median(times))
             time.sleep(0.02)  # lets the other libraries' worker threads go idle
-    return {k: min(v) for k, v in blocks.items()}
 
 
 def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: str | None,
-            cpu_time: bool = False, budget: float | None = None) -> dict:
+            cpu_time: bool = False, budget: float | None = None, from_log: bool = False) -> dict:
     import torch
 
     import tessel as ts
@@ -280,7 +299,12 @@ def run_one(name: str, batch: int, repeat: int, rounds: int, trials: int, log: s
     err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
     fns = {"tessel": lambda: cm(*arrays)}
     row = {"model": name, "batch": batch, "compile_s": compile_s, "err": err, "steps": len(cm.steps)}
-    if trials:
+    if from_log:  # the tuned model from an existing log, nothing tuned now
+        row.update(tune_s=0.0, tune_trials=0, kept=(None, None))
+        tuned = ts.compile(module, inputs, target="cpu", tuning_log=log)
+        fns["tessel_tuned"] = lambda: tuned(*arrays)
+        row["tuned_cm"] = tuned
+    elif trials:
         # ts.tune splits a model's trials evenly over its workloads: `trials` per workload (kernel) here
         t0 = time.perf_counter()
         res = ts.tune(module, inputs, target="cpu", trials=trials * max(1, len(cm.kernels)), log=log,
@@ -316,10 +340,14 @@ def main(argv=None) -> None:
                     help="also tune each model: this many trials per workload (kernel)")
     ap.add_argument("--log", default="cpu_models_tune.jsonl", help="tuning log (with --tuned-trials)")
     ap.add_argument("--tune-budget", type=float, default=None, help="seconds of tuning per model at most")
+    ap.add_argument("--from-log", action="store_true",
+                    help="time the model compiled from --log as 'tuned' without tuning (a log of an earlier run)")
     ap.add_argument("--profile", action="store_true", help="print each model's .summary() (per-kernel times)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread for every peer, timed by thread CPU time (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.from_log:
+        args.tuned_trials = args.tuned_trials or -1  # the tuned columns, no tuning
     if args.cpu_time:
         os.environ["TESSEL_NUM_THREADS"] = "1"  # before TVM's pool starts
     import torch
@@ -341,7 +369,7 @@ def main(argv=None) -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             try:
                 r = run_one(name, batch, args.repeat, args.rounds, args.tuned_trials, args.log, args.cpu_time,
-                            args.tune_budget)
+                            args.tune_budget, args.from_log)
             except Exception as e:  # noqa: BLE001 - one model failing must not hide the others
                 print(f"{name:<10} {batch:>5}  FAILED: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
                 continue
@@ -353,7 +381,7 @@ def main(argv=None) -> None:
                 line += f" {tt * 1e3:>9.3f} {o / tt if o else float('nan'):>9.2f}"
             line += f"  {r['steps']:>5}  {r['compile_s']:>9.1f}  {r['err']:.1e}"
             print(line + (f"  (ort: {r['ort_note']})" if r["ort_note"] else ""), flush=True)
-            if args.tuned_trials:
+            if args.tuned_trials and not args.from_log:
                 k, n = r["kept"]
                 print(f"  tuned: {r['tune_trials']} trials in {r['tune_s']:.0f} s; a tuned point kept on {k} of {n} "
                       f"kernels (the others: their default); load average {os.getloadavg()[0]:.1f}", flush=True)
