@@ -365,8 +365,9 @@ def template_program(rng: random.Random) -> Kernel:
     r = rng.random()
     epi = rng.choice(("relu", "bias_clip", None))
     if r < 0.25:  # 3x3 convolutions (stride 1: Winograd applies when cpu.conv's knobs choose it)
-        c, f = rng.choice((2, 4, 8)), rng.choice((4, 8, 16))
-        h, w = rng.choice((4, 6, 8)), rng.choice((4, 6, 8, 10))
+        # (Winograd's register tile wants 16 output channels; its multi-image path a batch of 2)
+        c, f = rng.choice((2, 4, 8)), rng.choice((8, 16, 16))
+        h, w = rng.choice((4, 6, 8)), rng.choice((6, 8, 10))
         return suite.conv(rng.choice((1, 1, 2)), c, f, h, w, stride=rng.choice((1, 1, 1, 2)), epilogue=epi,
                           layout="CKF" if rng.random() < 0.3 else None)
     if r < 0.38:  # pointwise / stem convolutions

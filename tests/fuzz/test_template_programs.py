@@ -96,3 +96,19 @@ def test_judge_reports_a_wrong_winograd_schedule(monkeypatch):
 
     monkeypatch.setattr(cpu_winograd, "build", wrong)
     assert run_program("cpu.conv3x3_winograd_8to16_12x12") is not None
+
+
+def test_some_generated_convolutions_take_winograd_with_two_images():
+    """The Winograd paths (cpu_winograd.py, wino_images > 1 on a batch of 2) are reachable by a knob
+    mutation of generated convolutions (the 10-minute campaign's corpus ran none of them)."""
+    from tessel.schedules.cpu_conv import CPU_CONV
+
+    ok = 0
+    for s in range(300):
+        k = template_program(random.Random(s))
+        if default_cpu_template(k).name != "cpu.conv" or int(k.params[0].shape[0]) != 2:
+            continue
+        space = CPU_CONV.space(k, "cpu")
+        if any(p.get("algorithm") == "winograd" and p.get("wino_images", 1) > 1 for p in space.sample(30, s)):
+            ok += 1
+    assert ok >= 1
