@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader >"$OUT/machine.txt" 2>&1
 nproc >>"$OUT/machine.txt"
-SECONDS_FUZZ=${SECONDS_FUZZ:-120}
+SECONDS_FUZZ=${SECONDS_FUZZ:-90}
 JOBS=${JOBS:-12}
 
 # most valuable first: the oracle's own GPU tests, then the campaign (its failures tarred at once),
@@ -23,7 +23,7 @@ timeout $((SECONDS_FUZZ + 60)) python bench/fuzz_gpu.py campaign --seconds "$SEC
   --target cuda --reduce-s 8 --out /tmp/fzgpu --json "$OUT/fuzz_gpu_campaign.json" >"$OUT/campaign.txt" 2>&1
 cp /tmp/fzgpu/report.md "$OUT/report.md" 2>/dev/null
 tar czf "$OUT/fzgpu_failures.tgz" -C /tmp/fzgpu failures report.md coverage.png 2>/dev/null
-timeout 120 python bench/fuzz_gpu.py mutants --cases 16 --json "$OUT/fuzz_gpu_mutants.json" >"$OUT/mutants.txt" 2>&1
-timeout 80 python -m pytest -q -m gpu -p no:cacheprovider tests/schedules/test_gemm_splitk.py >"$OUT/splitk_tests.txt" 2>&1
+timeout 90 python bench/fuzz_gpu.py mutants --cases 12 --json "$OUT/fuzz_gpu_mutants.json" >"$OUT/mutants.txt" 2>&1
+timeout 60 python -m pytest -q -m gpu -p no:cacheprovider tests/schedules/test_gemm_splitk.py >"$OUT/splitk_tests.txt" 2>&1
 cat "$OUT/machine.txt"; tail -5 "$OUT/gpu_tests.txt"; tail -c 2500 "$OUT/campaign.txt"
 tail -12 "$OUT/mutants.txt"; tail -3 "$OUT/splitk_tests.txt"

@@ -43,9 +43,10 @@ import dataclasses
 from tessel.errors import ScheduleError
 from tessel.ir.bounds import interval
 from tessel.ir.dtypes import bits
+from tessel.ir.intrinsics import TABLE
 from tessel.ir.nodes import (
-    THREAD_AXES, Allocate, Barrier, Binary, Buffer, BufferRef, Const, For, IfThenElse, Kernel, Launch, Load, Store,
-    Var, rewrite, seq, walk,
+    THREAD_AXES, Allocate, Barrier, Binary, Buffer, BufferRef, Const, For, IfThenElse, Intrinsic, Kernel, Launch, Load,
+    Store, Var, rewrite, seq, walk,
 )
 from tessel.schedules.caching import inner_extents
 from tessel.schedules.nest import (
@@ -160,6 +161,17 @@ def bind(kernel: Kernel, loop: str, axis: str) -> tuple[Kernel, list[str]]:
     problems = redundancy_problems(out)
     if problems:
         raise ScheduleError(f"cannot bind loop '{loop}' to {axis}: " + "; ".join(problems[:3]))
+    along = axis_extents(out).get(axis, 1)
+    if extent < along:
+        # only threads below `extent` run the loop: each thread's own copy of a local buffer the loop
+        # fills would stay unfilled in the others (fuzz case bind_local_cache_copy_leaves_other_threads_unfilled)
+        inside = {n.buffer.name for n in walk(target.body) if isinstance(n, Allocate)}
+        filled = sorted({n.buffer.name for n in walk(target.body) if isinstance(n, Store)
+                         and n.buffer.scope == "local" and n.buffer.name not in inside})
+        if filled:
+            raise ScheduleError(f"cannot bind loop '{loop}' (extent {extent}) to {axis}: the block has {along} "
+                                f"threads along it, and the loop fills per-thread buffer(s) {filled} that the "
+                                f"other threads would leave unfilled")
     return out, [loop]
 
 
@@ -190,6 +202,19 @@ def redundancy_problems(kernel: Kernel) -> list[str]:
                     # even one value from every thread is a write-write race: nothing orders the writes
                     out.append(f"the store to '{node.buffer.name}' would run on every thread along "
                                f"{', '.join(missing)} (a write-write race)")
+        if isinstance(node, Intrinsic):  # (cp.async, stmatrix ... write memory too; block-scope ones run once)
+            entry = TABLE.get(node.name)
+            if entry is not None and entry.scope != "block":
+                covered = axes
+                for k in entry.writes():
+                    ref = node.args[k] if k < len(node.args) else None
+                    if not isinstance(ref, BufferRef) or ref.buffer.name in local or ref.buffer.scope == "local":
+                        continue
+                    missing = [a for a in launch if a not in covered and not (ref.buffer.scope == "shared"
+                                                                             and a.startswith("blockIdx"))]
+                    if missing:
+                        out.append(f"'{node.name}' writing '{ref.buffer.name}' would run on every thread along "
+                                   f"{', '.join(missing)} (a write-write race)")
         for c in node.children():
             visit(c, axes, local)
 
