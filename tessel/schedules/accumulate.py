@@ -38,7 +38,7 @@ from tessel.schedules.region import Box, accesses, touched_box
 def cache_accumulate(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> tuple[Kernel, list[str]]:
     """Let each iteration of loop `at` sum its updates of `buffer` in a new zero-started `scope`
     buffer, added to `buffer` at the end of the iteration (see the module docstring)."""
-    _check_scope(scope)
+    _check_scope(scope, kernel, buffer, "cache_accumulate")
     buf = find_buffer(kernel, buffer)
     loop = find_loop(kernel.body, at)
     _check_not_allocated_inside(loop, buffer, "cache_accumulate")
