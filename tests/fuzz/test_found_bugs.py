@@ -32,6 +32,9 @@ FOUND = {
     "tvm_constant_float_floordiv_by_zero": (
         "crash:tvm:InternalError@codegen/tvm_tir.py:float_divmod", "tessel/codegen/tvm_tir.py (1.0 // 0.0 "
         "with constant operands: TVM's folder divides by zero)"),
+    "conv_pad_condition_not_checked": (  # (found by fuzz_eval throughput's 60-s campaign, 18:50; not reduced)
+        "diff:schedule:cpu.conv", "tessel/schedules/cpu_conv.py / cpu_pad.py (a padding select whose bound "
+        "is `(i3 // 1) < 8`, not `(i3 - 1) < 4`, is scheduled as the standard zero padding)"),
     "pad_reference_of_0d_value": (
         "crash:reference:TypeError@frontend/op_library/layout.py:reference", "tessel/frontend/op_library/"
         "layout.py (pad's numpy reference of a 0-d value: np.pad gets a float pad_width)"),
