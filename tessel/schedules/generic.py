@@ -356,9 +356,40 @@ def _schedule_stage(sch: Schedule, ctx, stage: _Stage, nest: For, knobs: dict) -
     if stage.kind == "contraction":
         _schedule_contraction(sch, ctx, stage.name, chain, ndim, knobs)
     elif stage.kind == "reduction":
+        if knobs.get("reduce_vector", True) and _kept_axis_vector(sch, ctx, stage, chain, ndim, knobs):
+            return
         _parallel_outer(sch, spatial, list(stage.extents), knobs)
     elif stage.kind == "elementwise":
         _schedule_elementwise(sch, ctx, spatial, list(stage.extents), knobs)
+
+
+def _kept_axis_vector(sch: Schedule, ctx, stage: _Stage, chain: list[For], ndim: int, knobs: dict) -> bool:
+    """A reduction over outer axes whose innermost kept axis is the last index of every load (a sum over
+    axis 0 of a row-major matrix): that axis split by the vector lanes and moved inside the reduction
+    loops, so each reduction step is one vector update of contiguous outputs; False (nothing done) when
+    the stage is not one or the lanes do not divide that axis."""
+    lanes, last = knobs["vector_lanes"], chain[ndim - 1] if ndim else None
+    if last is None or stage.extents[-1] % lanes or not chain[ndim:]:
+        return False
+    _, update = init_guards(chain[0])[0]
+    loads = [n for n in walk(update.value.b) if isinstance(n, Load)]
+    if not loads or not all(n.indices and n.indices[-1] == last.var for n in loads):
+        return False
+    names = [lp.var.name for lp in chain]
+    red = names[ndim:]
+    lo, li = sch.split(names[ndim - 1], [None, lanes])
+    outer = names[: ndim - 1] + [lo]
+    sch.reorder(*outer, *red, li)
+    init = sch.decompose_reduction(stage.name, at=red[0])
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    total = 1
+    for e in stage.extents:
+        total *= e
+    if total >= knobs["min_parallel_work"] // 16:
+        sch.parallel(fused)
+    _vectorize_innermost_of(sch, ctx, li)
+    _vectorize_innermost_of(sch, ctx, init[-1])
+    return True
 
 
 def _ndim(kernel: Kernel, name: str) -> int:
