@@ -29,15 +29,9 @@ FOUND = {
     "conv_nchw_analysis_crashes_on_copy_body": (
         "crash:schedule:template:AttributeError@schedules/cpu_conv_nchw.py:find_pointwise_cl",
         "tessel/schedules/cpu_conv_nchw.py (find_pointwise_cl reads `.b` of a store value that is a Load)"),
-    "tvm_constant_float_floordiv_by_zero": (
-        "crash:tvm:InternalError@codegen/tvm_tir.py:float_divmod", "tessel/codegen/tvm_tir.py (1.0 // 0.0 "
-        "with constant operands: TVM's folder divides by zero)"),
     "conv_pad_condition_not_checked": (  # (found by fuzz_eval throughput's 60-s campaign, 18:50; not reduced)
         "diff:schedule:cpu.conv", "tessel/schedules/cpu_conv.py / cpu_pad.py (a padding select whose bound "
         "is `(i3 // 1) < 8`, not `(i3 - 1) < 4`, is scheduled as the standard zero padding)"),
-    "pad_reference_of_0d_value": (
-        "crash:reference:TypeError@frontend/op_library/layout.py:reference", "tessel/frontend/op_library/"
-        "layout.py (pad's numpy reference of a 0-d value: np.pad gets a float pad_width)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -66,6 +60,10 @@ def test_nested_fastmath_grows_linearly():
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
+    "tvm_constant_float_floordiv_by_zero": "b3a83ef (tvm_tir: a float floordiv/floormod by a constant zero gives "
+                                           "numpy's result; found by the plant helper's seed-21 all campaign)",
+    "pad_reference_of_0d_value": "b3a83ef (pad's numpy reference returns a 0-d value unchanged; found by the "
+                                 "plant helper's seed-21 all campaign)",
     "reorder_reduction_loops_with_partial_init_guard": "reorder keeps reduction loops in order under a partial guard",
     "pad_of_cp_async_buffer_misaligns": "pad refuses rows that misalign an intrinsic moving several elements",
     "reduce_inner_ignores_init_guard_value": "cross_thread_reduce refuses a guard other than the first iteration",
