@@ -41,6 +41,7 @@ from tessel.fuzz.coverage import feature_lines
 from tessel.fuzz.graph_case import GraphCase, load_case, mutate_graph_case
 
 CAMPAIGN_TARGETS = TARGETS + ("graph", "all")
+CHEAP_SEED_S = 0.04  # CPU seconds of a typical case; dearer seeds are mutated proportionally less often
 
 
 def _as_pipeline(p):
@@ -118,6 +119,7 @@ class Campaign:
         self.rng = random.Random(seed)
         self.mix = TargetMix(self.targets, self.rng) if len(self.targets) > 1 else None
         self.corpus: list = []  # Case / GraphCase
+        self.seed_cost: dict = {}  # id(corpus case) -> CPU seconds of the run that kept it
         self.by_target: dict = {t: [] for t in self.targets}
         self.corpus_keys: set = set()
         self.features: set = set()
@@ -188,14 +190,15 @@ class Campaign:
             "coverage": {"arcs": len(self.features), "lines": feature_lines(self.features)},
             "failures": sorted(self.failures)}, indent=1))
 
-    def _add_corpus(self, case: Case) -> None:
+    def _add_corpus(self, case: Case) -> bool:
         key = case.key()
         if key in self.corpus_keys:
-            return
+            return False
         self.corpus_keys.add(key)
         self.corpus.append(case)
         self.by_target.setdefault(case.target, []).append(case)
         atomic_write(self._path("corpus", f"{key}.txt"), case.to_text(), durable=False)
+        return True
 
     def _record_failure(self, case: Case, res: dict) -> None:
         sig = res["signature"]
@@ -248,8 +251,15 @@ class Campaign:
         rng = self.rng
         seeds = self.by_target.get(target or self.targets[0]) or self.corpus
         # newer seeds first, but every seed keeps a chance
-        parent = seeds[-1 - min(int(rng.expovariate(1 / 8)), len(seeds) - 1)] \
-            if rng.random() < 0.5 else rng.choice(seeds)
+        for _ in range(4):
+            parent = seeds[-1 - min(int(rng.expovariate(1 / 8)), len(seeds) - 1)] \
+                if rng.random() < 0.5 else rng.choice(seeds)
+            # cheap seeds first (as AFL favours fast inputs): a seed costing k times a typical case
+            # is taken 1/k as often, so a few slow template programs (convolutions: ~0.3 s against
+            # ~10 ms) cannot take most of the workers' time
+            cost = self.seed_cost.get(id(parent), 0.0)
+            if cost <= CHEAP_SEED_S or rng.random() < CHEAP_SEED_S / cost:
+                break
         case = parent
         for _ in range(rng.choice((1, 1, 2, 3))):
             if isinstance(case, GraphCase):
@@ -338,7 +348,8 @@ class Campaign:
                 kept = kept.replace(pipeline=drop_passes(case.pipeline, useless))
                 st["passes_dropped"] += len(useless)
             st["corpus_added"] += 1
-            self._add_corpus(kept)
+            if self._add_corpus(kept):
+                self.seed_cost[id(kept)] = float(res.get("cpu_s", 0.0))
             if res.get("digest"):
                 self._digests[kept.key()] = res["digest"] if kept == case else ""
                 self._pending.append(("confirm", kept))

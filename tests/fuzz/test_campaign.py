@@ -94,6 +94,38 @@ def test_mutants_the_verifier_rejects_are_counted_not_run(tmp_path):
     assert c.stats["rejected_before_run"] == 20 and c.stats["rejected_by"]["verify"] == 20
 
 
+def test_dear_seeds_are_mutated_less_often(tmp_path):
+    """A seed whose run cost 25x a typical case is a mutant's parent about 1/25 as often as a cheap one."""
+    from collections import Counter
+
+    from tessel.fuzz.campaign import CHEAP_SEED_S
+    from tessel.fuzz.case import Case
+    from tessel.ir.text import parse_kernel
+
+    text = "kernel {}(A: float32[4] global) target cpu {{ for i in 4 {{ A[i] = 1.0f32 }} }}"
+    cheap, dear = (Case(parse_kernel(text.format(n))) for n in ("cheap", "dear"))
+    c = Campaign(str(tmp_path), quiet=True, seed=5)
+    c.corpus = c.by_target["cpu"] = [cheap, dear]
+    c.seed_cost = {id(cheap): CHEAP_SEED_S / 2, id(dear): CHEAP_SEED_S * 25}
+    parents = Counter()
+
+    def fake_mutate(case, rng):
+        parents[case.kernel.name] += 1
+        return None, "none"
+
+    import tessel.fuzz.mutate_ir as mutate_ir
+
+    real, mutate_ir.mutate = mutate_ir.mutate, fake_mutate
+    c.mutate_passes = False
+    try:
+        for _ in range(2000):
+            c.mutant("cpu")
+    finally:
+        mutate_ir.mutate = real
+    picks_dear = parents["dear"] / sum(parents.values())
+    assert 0.001 < picks_dear < 0.1, parents  # uniform choice would give about 0.5
+
+
 # failures of bugs still open (tests/fuzz/test_found_bugs.py FOUND) that fresh GPU cases may meet:
 # signature -> a phrase of the message (none now: the wgmma TMA-epilogue loop variable is fixed)
 OPEN_GPU_BUGS: dict = {}
