@@ -45,7 +45,9 @@ from tessel.ir.nodes import (
     Allocate, Binary, Buffer, Const, For, Kernel, Load, Seq, Store, Var, rewrite, seq, substitute, walk,
 )
 from tessel.schedules.cpu_host import host_vector
-from tessel.schedules.nest import fresh_name, init_guards, loads_of, perfect_chain, used_names
+from tessel.schedules.nest import (
+    fresh_name, guard_misses_first_iteration, init_guards, loads_of, perfect_chain, used_names,
+)
 from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, constraint, register
 
 _PARTS = ("qk", "max", "exp", "sum", "pv")
@@ -112,9 +114,30 @@ def find_attention(kernel: Kernel) -> _Attention:
         if len(chain) != qk.ndim + 1:
             continue
         info = _Attention(p, batch, L, S, int(chain[-1].extent.value), int(pv.shape[-1]), qk.dtype)
+        if not _spans_whole(items, by_name, names, info):
+            continue
         _check_reads(kernel, items, by_name, info)
         return info
     raise ScheduleError(f"kernel '{kernel.name}' holds no sdpa loop nests (P_qk, P_max, P_exp, P_sum, P_pv)")
+
+
+def _spans_whole(items, by_name, names, info) -> bool:
+    """Whether each nest's loops run over its whole tensors (the fused nest assumes it: a PV sum over
+    one key of eight was computed over all eight, fuzz campaign), and each reduction's init is at its
+    first step."""
+    b, L, S = info.batch, info.L, info.S
+    want = [b + (L, S, info.E), b + (L, S), b + (L, S), b + (L, S), b + (L, info.Ev, S)]
+    ndims = [len(b) + 2, len(b) + 1, len(b) + 2, len(b) + 1, len(b) + 2]  # of each nest's output
+    for n, shape, ndim in zip(names, want, ndims):
+        nest = items[by_name[n]]
+        chain = perfect_chain(nest)
+        if tuple(int(lp.extent.value) if isinstance(lp.extent, Const) else None for lp in chain) != shape:
+            return False
+        red = {lp.var: int(lp.extent.value) for lp in chain[ndim:]}
+        for guard, _ in init_guards(nest):
+            if guard_misses_first_iteration(guard.cond, red) is not None:
+                return False
+    return True
 
 
 def _check_reads(kernel, items, by_name, info) -> None:

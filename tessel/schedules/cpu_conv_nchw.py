@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 
 from tessel.errors import ScheduleError
-from tessel.ir.nodes import Allocate, Kernel, Load, walk
+from tessel.ir.nodes import Allocate, Binary, Kernel, Load, walk
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import init_guards, perfect_chain
 from tessel.schedules.template import Template, register
@@ -67,6 +67,8 @@ def find_pointwise_cl(kernel: Kernel) -> str:
         if pointwise and wo % host_vector().lanes(buf.dtype) and ho * wo <= FUSE_PLANE:
             continue  # rows of part of a vector, small planes: channels-last with the transposed store fused wins
         _, update = init_guards(nest)[0]
+        if not isinstance(update.value, Binary):
+            continue  # not `S = S + x * w` (a copy body: fuzz case conv_nchw_analysis_crashes_on_copy_body)
         n, y, x, f = (lp.var for lp in chain[:4])
         vars_ = [lp.var for lp in chain]
         rng = random.Random(3)

@@ -49,7 +49,9 @@ from tessel.ir.nodes import (
 )
 from tessel.ir.verify_witness import evaluate
 from tessel.schedules.cpu_host import host_vector
-from tessel.schedules.nest import fresh_name, init_guards, loads_of, perfect_chain, used_names
+from tessel.schedules.nest import (
+    fresh_name, guard_misses_first_iteration, init_guards, loads_of, perfect_chain, used_names,
+)
 from tessel.schedules.template import Choice, IntRange, Pow2, Template, constraint, register
 
 PLANE_BYTES = 60 * 1024  # plane="channel" keeps it on the stack (tvm_tir.STACK_LIMIT_BYTES is 64 KiB)
@@ -139,8 +141,15 @@ def _shifted_read(value, ivars, extents):
         offs.append(-c0)
     src = value.buffer
     H, W = int(src.shape[2]), int(src.shape[3])
-    for _ in range(48):  # the condition is the bounds test of the shifted read
-        pt = {v: rng.randrange(0, e) for v, e in zip(ivars, extents)}
+    # the condition is the bounds test of the shifted read: at random points, and along the middle
+    # row and column of the source, every padded row and column (a bound off by one drops a column
+    # that random points miss: fuzz case conv_pad_condition_not_checked)
+    mid_i, mid_j = offs[0] + H // 2, offs[1] + W // 2
+    points = [{v: rng.randrange(0, e) for v, e in zip(ivars, extents)} for _ in range(48)]
+    if cond is not None and mid_i < extents[2] and mid_j < extents[3]:
+        points += [{ivars[0]: 0, ivars[1]: 0, ivars[2]: mid_i, ivars[3]: j} for j in range(extents[3])]
+        points += [{ivars[0]: 0, ivars[1]: 0, ivars[2]: i, ivars[3]: mid_j} for i in range(extents[2])]
+    for pt in points:
         i, j = pt[ivars[2]] - offs[0], pt[ivars[3]] - offs[1]
         inside = 0 <= i < H and 0 <= j < W
         got = True if cond is None else evaluate(cond, pt)
@@ -172,6 +181,8 @@ def find_depthwise(kernel: Kernel) -> _Depthwise:
         spatial, red = chain[:4], chain[4:]
         if int(red[0].extent.value) != 1:
             continue  # one input channel per filter
+        if guard_misses_first_iteration(guard.cond, {lp.var: int(lp.extent.value) for lp in red}) is not None:
+            continue  # an init that is not at the first reduction step (`rc < 0`: never) is not a convolution's
         info = _match(kernel, items, name, temps[name], spatial, red, val.b)
         if info is not None:
             return info
@@ -237,6 +248,8 @@ def _match(kernel, items, name, acc_buf, spatial, red, prod):
         N, C, Ho, Wo = (int(lp.extent.value) for lp in spatial)
         if tuple(int(s) for s in src.shape[:2]) != (N, C):
             return None
+        if tuple(int(s) for s in acc_buf.shape) != (N, C, Ho, Wo):
+            return None  # the nest covers part of its output (fuzz case depthwise_partial_output_nest)
         return _Depthwise(name, src, pad, (N, C, Ho, Wo), (int(red[1].extent.value), int(red[2].extent.value)),
                           (sh, sw), (dh, dw), (top, left), src.dtype)
     return None

@@ -40,7 +40,9 @@ from tessel.errors import ScheduleError
 from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Binary, Const, For, Kernel, Load, Seq, Store, walk
 from tessel.schedules.cpu_host import host_vector
-from tessel.schedules.nest import IdentityCache, init_guards, perfect_chain, release_caches
+from tessel.schedules.nest import (
+    IdentityCache, guard_misses_first_iteration, init_guards, perfect_chain, release_caches,
+)
 from tessel.schedules.schedule import Schedule
 from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, constraint, register
 
@@ -150,6 +152,10 @@ def _analyze_stages(kernel: Kernel) -> tuple:
         if any(int(lp.extent.value) <= 0 for lp in chain):
             continue  # an empty loop (the verifier accepts negative extents): nothing to schedule
         guards, reduction = init_guards(nest), chain[ndim:]
+        if guards and not _init_is_first_iteration(guards, reduction):
+            # `if true` / `if k < 0` inits are not a reduction's: reordering or vectorising it would
+            # change what it computes (fuzz case generic_reduction_init_guard_not_first_iteration)
+            continue
         if guards and reduction and _is_contraction(nest, chain, ndim):
             kind = "contraction"
         elif guards:
@@ -372,7 +378,10 @@ def _kept_axis_vector(sch: Schedule, ctx, stage: _Stage, chain: list[For], ndim:
     if last is None or stage.extents[-1] % lanes or not chain[ndim:]:
         return False
     _, update = init_guards(chain[0])[0]
-    loads = [n for n in walk(update.value.b) if isinstance(n, Load)]
+    val = update.value
+    if not (isinstance(val, Binary) and isinstance(val.a, Load) and val.a.buffer.name == update.buffer.name):
+        return False  # not `S[i] = S[i] op v` (a select, say: fuzz campaign crash at _kept_axis_vector)
+    loads = [n for n in walk(val.b) if isinstance(n, Load)]
     if not loads or not all(n.indices and n.indices[-1] == last.var for n in loads):
         return False
     names = [lp.var.name for lp in chain]
@@ -390,6 +399,12 @@ def _kept_axis_vector(sch: Schedule, ctx, stage: _Stage, chain: list[For], ndim:
     _vectorize_innermost_of(sch, ctx, li)
     _vectorize_innermost_of(sch, ctx, init[-1])
     return True
+
+
+def _init_is_first_iteration(guards: list, reduction: list[For]) -> bool:
+    """Whether every init guard holds exactly at the first iteration of the reduction loops."""
+    extents = {lp.var: int(lp.extent.value) for lp in reduction}
+    return all(guard_misses_first_iteration(g.cond, extents) is None for g, _ in guards)
 
 
 def _ndim(kernel: Kernel, name: str) -> int:

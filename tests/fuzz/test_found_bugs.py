@@ -16,22 +16,8 @@ from tessel.fuzz.worker import run_any as run_case
 
 CASES = Path(__file__).parent / "cases"
 
-FOUND = {
+FOUND: dict = {
     # name: (signature while the bug lives, owner file)
-    # (found by the plant helper's 10-minute --target all campaign, seed 21, 2026-12-07 18:19, with the
-    # CPU-template programs of gen.template_program; reported in /work/notes/REQUESTS.md)
-    "generic_reduction_init_guard_not_first_iteration": (
-        "diff:schedule:cpu.generic", "tessel/schedules/generic.py or cpu_reduce.py (a row reduction whose "
-        "init guard holds at every iteration is scheduled as a sum)"),
-    "depthwise_partial_output_nest": (
-        "diff:schedule:cpu.depthwise", "tessel/schedules/cpu_depthwise.py (a depthwise nest whose loops cover "
-        "part of the output is scheduled as the whole convolution)"),
-    "conv_nchw_analysis_crashes_on_copy_body": (
-        "crash:schedule:template:AttributeError@schedules/cpu_conv_nchw.py:find_pointwise_cl",
-        "tessel/schedules/cpu_conv_nchw.py (find_pointwise_cl reads `.b` of a store value that is a Load)"),
-    "conv_pad_condition_not_checked": (  # (found by fuzz_eval throughput's 60-s campaign, 18:50; not reduced)
-        "diff:schedule:cpu.conv", "tessel/schedules/cpu_conv.py / cpu_pad.py (a padding select whose bound "
-        "is `(i3 // 1) < 8`, not `(i3 - 1) < 4`, is scheduled as the standard zero padding)"),
 }
 
 # Found, too slow to replay in a test (the campaign's worker time limit turned it into
@@ -60,6 +46,28 @@ def test_nested_fastmath_grows_linearly():
 
 # Found and fixed: name -> the fixing commit. The case must now pass every oracle.
 FIXED = {
+    "generic_reduction_init_guard_not_first_iteration": "cpu.generic leaves a stage whose init guard "
+                                                         "is not the first reduction step unscheduled",
+    "depthwise_partial_output_nest": "cpu.depthwise refuses a nest covering part of its output, "
+                                      "or with an init not at the first step",
+    "conv_nchw_analysis_crashes_on_copy_body": "cpu.conv_nchw's analysis skips a stage whose update is not a Binary",
+    "conv_pad_condition_not_checked": "the padding select is checked along the middle "
+                                       "row and column, not only at random points",
+    "cache_shared_joins_a_copy_that_reads_it": "cache_shared does not join a copy group "
+                                                "whose copy reads the new cache (cuda campaign)",
+    "reduce_inner_into_a_temporary_races": "gpu.reduce_inner refuses a reduction into a temporary (cuda campaign)",
+    "reduce_inner_of_an_empty_reduction_writes_the_identity": "cross_thread_reduce refuses an "
+                                                               "empty reduction (cuda campaign)",
+    "annotate_thread_axis_makes_sibling_stores_race": "annotate to a thread axis "
+                                                       "runs bind's redundancy check (cuda campaign)",
+    "remove_dead_code_drops_the_cluster": "with_launch keeps the cluster (remove_dead_code after split-K deadlocked)",
+    "bind_thread_axis_duplicates_cp_async_race": "bind's redundancy check counts intrinsics "
+                                                  "that write memory (cuda campaign)",
+    "bind_thread_axis_duplicates_mbarrier_init": "bind's redundancy check counts intrinsics "
+                                                  "that write memory (cuda campaign)",
+    "bind_local_cache_copy_leaves_other_threads_unfilled": "bind refuses a short loop filling per-thread buffers",
+    "cache_accumulate_shared_scope_in_cpu_kernel": "cache_accumulate refuses scope 'shared' in "
+                                                    "a CPU kernel (cuda campaign)",
     "tvm_constant_float_floordiv_by_zero": "b3a83ef (tvm_tir: a float floordiv/floormod by a constant zero gives "
                                            "numpy's result; found by the plant helper's seed-21 all campaign)",
     "pad_reference_of_0d_value": "b3a83ef (pad's numpy reference returns a 0-d value unchanged; found by the "
