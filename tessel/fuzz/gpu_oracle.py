@@ -42,6 +42,7 @@ import re
 import numpy as np
 
 from tessel.errors import TesselError
+from tessel.fuzz.oracles import ModuleLRU
 
 ENV = "TESSEL_FUZZ_GPU"
 MODES = ("auto", "on", "off")
@@ -106,29 +107,8 @@ def resolve(mode: str, targets) -> tuple[bool, str]:
     return ok, ("on" if ok else "off") + f" ({why})"
 
 
-class _KernelLRU:
-    """Built GpuKernels by (source, arch), at most `size` (least recently used dropped first)."""
-
-    def __init__(self, size: int = 128):
-        from collections import OrderedDict
-
-        self.size, self.items, self.hits = size, OrderedDict(), 0
-
-    def get(self, key):
-        k = self.items.get(key)
-        if k is not None:
-            self.items.move_to_end(key)
-            self.hits += 1
-        return k
-
-    def put(self, key, kern) -> None:
-        self.items[key] = kern
-        self.items.move_to_end(key)
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-
-
-GPU_KERNELS = _KernelLRU()
+# Built GpuKernels by (source, arch), bounded: the same LRU as the TVM modules' (oracles.ModuleLRU).
+GPU_KERNELS = ModuleLRU(128)
 
 
 def _capability() -> tuple[int, int]:

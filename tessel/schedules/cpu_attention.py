@@ -46,7 +46,7 @@ from tessel.ir.nodes import (
 )
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import (
-    fresh_name, guard_misses_first_iteration, init_guards, loads_of, perfect_chain, used_names,
+    fresh_name, init_guards, inits_at_first_iteration, loads_of, perfect_chain, used_names,
 )
 from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, constraint, register
 
@@ -133,10 +133,8 @@ def _spans_whole(items, by_name, names, info) -> bool:
         chain = perfect_chain(nest)
         if tuple(int(lp.extent.value) if isinstance(lp.extent, Const) else None for lp in chain) != shape:
             return False
-        red = {lp.var: int(lp.extent.value) for lp in chain[ndim:]}
-        for guard, _ in init_guards(nest):
-            if guard_misses_first_iteration(guard.cond, red) is not None:
-                return False
+        if not inits_at_first_iteration(init_guards(nest), chain[ndim:]):
+            return False
     return True
 
 

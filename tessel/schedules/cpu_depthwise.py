@@ -50,7 +50,7 @@ from tessel.ir.nodes import (
 from tessel.ir.verify_witness import evaluate
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import (
-    fresh_name, guard_misses_first_iteration, init_guards, loads_of, perfect_chain, used_names,
+    fresh_name, init_guards, inits_at_first_iteration, loads_of, perfect_chain, used_names,
 )
 from tessel.schedules.template import Choice, IntRange, Pow2, Template, constraint, register
 
@@ -181,7 +181,7 @@ def find_depthwise(kernel: Kernel) -> _Depthwise:
         spatial, red = chain[:4], chain[4:]
         if int(red[0].extent.value) != 1:
             continue  # one input channel per filter
-        if guard_misses_first_iteration(guard.cond, {lp.var: int(lp.extent.value) for lp in red}) is not None:
+        if not inits_at_first_iteration([(guard, update)], red):
             continue  # an init that is not at the first reduction step (`rc < 0`: never) is not a convolution's
         info = _match(kernel, items, name, temps[name], spatial, red, val.b)
         if info is not None:

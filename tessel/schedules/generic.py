@@ -41,7 +41,7 @@ from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Binary, Const, For, Kernel, Load, Seq, Store, walk
 from tessel.schedules.cpu_host import host_vector
 from tessel.schedules.nest import (
-    IdentityCache, guard_misses_first_iteration, init_guards, perfect_chain, release_caches,
+    IdentityCache, init_guards, inits_at_first_iteration, perfect_chain, release_caches,
 )
 from tessel.schedules.schedule import Schedule
 from tessel.schedules.template import Bool, Choice, IntRange, Pow2, Template, at_most, constraint, register
@@ -152,7 +152,7 @@ def _analyze_stages(kernel: Kernel) -> tuple:
         if any(int(lp.extent.value) <= 0 for lp in chain):
             continue  # an empty loop (the verifier accepts negative extents): nothing to schedule
         guards, reduction = init_guards(nest), chain[ndim:]
-        if guards and not _init_is_first_iteration(guards, reduction):
+        if guards and not inits_at_first_iteration(guards, reduction):
             # `if true` / `if k < 0` inits are not a reduction's: reordering or vectorising it would
             # change what it computes (fuzz case generic_reduction_init_guard_not_first_iteration)
             continue
@@ -399,12 +399,6 @@ def _kept_axis_vector(sch: Schedule, ctx, stage: _Stage, chain: list[For], ndim:
     _vectorize_innermost_of(sch, ctx, li)
     _vectorize_innermost_of(sch, ctx, init[-1])
     return True
-
-
-def _init_is_first_iteration(guards: list, reduction: list[For]) -> bool:
-    """Whether every init guard holds exactly at the first iteration of the reduction loops."""
-    extents = {lp.var: int(lp.extent.value) for lp in reduction}
-    return all(guard_misses_first_iteration(g.cond, extents) is None for g, _ in guards)
 
 
 def _ndim(kernel: Kernel, name: str) -> int:

@@ -462,6 +462,21 @@ def and_all(conds: list) -> object:
     return out
 
 
+def inits_at_first_iteration(guards: list, loops: list) -> bool:
+    """Whether every init guard of `guards` ((IfThenElse, update) pairs, as `init_guards` gives)
+    holds exactly at the first iteration of the reduction `loops` (Fors of constant extent): what a
+    template that starts its accumulators once per element needs (`guard_misses_first_iteration`).
+
+    >>> from tessel.ir.nodes import Buffer, Const, For, IfThenElse, Store, Var, seq
+    >>> k, S = Var("k"), Buffer("S", (1,))
+    >>> body = lambda c: For(k, 4, seq(IfThenElse(c, Store(S, (0,), Const(0.0))), Store(S, (0,), S[0] + 1.0)))
+    >>> [inits_at_first_iteration(init_guards(body(c)), [body(c)]) for c in (k.eq(0), k < 0)]
+    [True, False]
+    """
+    return all(guard_misses_first_iteration(g.cond, {lp.var: int(lp.extent.value) for lp in loops}) is None
+               for g, _ in guards)
+
+
 def guard_misses_first_iteration(cond, extents: dict, fixed: dict | None = None) -> str | None:
     """Where the init guard `cond` differs from "every loop of `extents` ({Var: int}) is at its first
     iteration", or None when it never does: what a reduction needs for its init to run once, at

@@ -135,8 +135,11 @@ def tune(kernel_or_model, example_inputs=None, target="cpu", trials: int = 64, t
         raise TesselError(f"tune(trials={trials!r}): expected a positive number of trials")
     if strategy not in ("xgb", "random"):
         raise TesselError(f"tune(strategy={strategy!r}): expected 'xgb' (cost-model guided) or 'random'")
-    if not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 0 or confirm_top < 1 or \
-            not 0 <= margin < 1:
+    def _int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not (_int(confirm) and confirm >= 0 and _int(confirm_top) and confirm_top >= 1
+            and isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < 1):
         raise TesselError(f"tune(confirm={confirm!r}, confirm_top={confirm_top!r}, margin={margin!r}): expected "
                           f"confirmation rounds >= 0 (0: off), at least 1 candidate and a margin in [0, 1)")
     start = _time.monotonic()
@@ -245,10 +248,15 @@ def _tune_one(name, kernel, tgt, info, trials, budget, tlog, records, template, 
                           history.curve(), verdict)
 
 
-def _best(records, key, info, template):
-    """The fastest plain measurement of the workload with this template (verdicts aside)."""
-    good = [r for r in records if r.workload.key == key and r.template == template and r.ok
+def _measurements(records, key, info, template) -> list:
+    """The workload's good plain measurements with this template on this target (verdicts aside)."""
+    return [r for r in records if r.workload.key == key and r.template == template and r.ok
             and r.target.matches(info) and r.verdict is None]
+
+
+def _best(records, key, info, template):
+    """The fastest plain measurement of the workload with this template."""
+    good = _measurements(records, key, info, template)
     return min(good, key=lambda r: r.time) if good else None
 
 
@@ -258,8 +266,7 @@ def _confirm(records, key, info, space, task, executor, wl, rounds, top, margin,
     of the fastest when the default has no time); none: the default is kept unmeasured."""
     from tessel.tune.confirm import Verdict, confirm, verdict_record
 
-    ranked = sorted((r for r in records if r.workload.key == key and r.template == space.name and r.ok
-                     and r.target.matches(info) and r.verdict is None), key=lambda r: r.time)
+    ranked = sorted(_measurements(records, key, info, space.name), key=lambda r: r.time)
     dkey, cands, seen = point_key(space.default), [], set()
     for r in ranked:
         p = {**space.default, **r.knobs}  # a record of an older space: its missing knobs at their defaults

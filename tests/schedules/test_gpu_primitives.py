@@ -485,3 +485,22 @@ def test_gpu_trace_replays_to_an_equal_kernel():
     sch, _ = mma_schedule(k, warps=(1, 1), tiles=(2, 2), bk=16, stages=2)
     assert Schedule.replay(k, sch.trace) == sch.kernel
     assert Schedule.replay(k, sch.trace_json()) == sch.kernel
+
+
+def test_with_launch_keeps_the_cluster_and_refuses_a_grid_it_no_longer_divides():
+    """The launch is re-derived from the bound loops, the cluster (not a loop) is kept; a grid the
+    cluster no longer divides is a ScheduleError naming both (a dropped cluster deadlocked split-K)."""
+    import dataclasses
+
+    from tessel.ir.nodes import Buffer, Launch, Var
+    from tessel.schedules.gpu import with_launch
+
+    b, t, B = Var("b"), Var("t"), Buffer("B", (8, 32))
+    rng = np.random.default_rng()
+    blocks = int(rng.choice([2, 4, 8]))
+    body = For(b, blocks, For(t, 32, Store(B, (b, t), Load(B, (b, t)) + 1.0), "threadIdx.x"), "blockIdx.x")
+    k = Kernel("k", (B,), body, target="cuda", launch=Launch((blocks, 1, 1), (32, 1, 1), 0, (2, 1, 1)))
+    assert with_launch(k).launch.cluster == (2, 1, 1) and with_launch(k).launch.grid == (blocks, 1, 1)
+    odd = dataclasses.replace(k, body=For(b, 3, body.body, "blockIdx.x"))
+    with pytest.raises(ScheduleError, match=r"grid \(3, 1, 1\).*cluster \(2, 1, 1\)"):
+        with_launch(odd)

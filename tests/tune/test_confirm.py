@@ -158,6 +158,7 @@ def test_verdict_times_are_in_the_log(tmp_path):
 
 
 def test_bad_confirmation_arguments_raise(tmp_path):
-    for kw in ({"confirm": -1}, {"confirm_top": 0}, {"margin": 1.5}, {"confirm": 1.5}):
+    for kw in ({"confirm": -1}, {"confirm_top": 0}, {"margin": 1.5}, {"confirm": 1.5}, {"margin": "2%"},
+               {"confirm_top": 1.5}):
         with pytest.raises(TesselError, match="confirm"):
             _tune(tmp_path / "t.jsonl", Scripted([1e-3]), **kw)
