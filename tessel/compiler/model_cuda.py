@@ -310,7 +310,9 @@ def _torch_dtype(torch, dtype: str):
     return {"bfloat16": torch.bfloat16, "bool": torch.bool}.get(dtype) or getattr(torch, dtype)
 
 
-def _upload(torch, data, dtype: str, device):
+def upload_array(torch, data, dtype: str, device):
+    """A torch tensor on `device` holding a copy of `data` as `dtype` (bfloat16 moved by its bits:
+    torch.from_numpy knows no ml_dtypes.bfloat16)."""
     a = np.array(data, copy=True, order="C")  # np.ascontiguousarray would make a 0-d array 1-d
     if dtype == "bfloat16":
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).to(device)
@@ -328,7 +330,7 @@ class GpuRuntime:
         self.static: dict = {}
         for v in graph.values.values():
             if v.is_const:
-                self.static[v.name] = _upload(torch, v.data, v.dtype, device)
+                self.static[v.name] = upload_array(torch, v.data, v.dtype, device)
         for name, off in plan.offsets.items():
             shape, dtype = program.value_type(name)
             self.static[name] = self.arena[off: off + plan.sizes[name]].view(_torch_dtype(torch, dtype)).view(shape)

@@ -142,11 +142,10 @@ def run_arch(case_target: str, cc: tuple[int, int]) -> str:
 
 
 def _to_device(torch, a: np.ndarray, dtype: str, device: str = "cuda"):
-    """A torch tensor on `device` holding `a` (a copy; its dtype is `dtype`'s)."""
-    a = np.ascontiguousarray(a)
-    if dtype == "bfloat16":  # (torch.from_numpy knows no ml_dtypes.bfloat16: move the bits)
-        return torch.from_numpy(a.view(np.int16).copy()).to(device).view(torch.bfloat16)
-    return torch.from_numpy(a.copy()).to(device)
+    """A torch tensor on `device` holding a copy of `a` (the compiled models' upload)."""
+    from tessel.compiler.model_cuda import upload_array
+
+    return upload_array(torch, a, dtype, device)
 
 
 def _to_host(torch, t, a: np.ndarray, dtype: str) -> np.ndarray:

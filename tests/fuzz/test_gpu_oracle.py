@@ -276,14 +276,15 @@ def test_built_kernels_are_cached_by_source_and_arch():
     gpu_oracle.clear()
 
 
+@pytest.mark.parametrize("shape", [(3, 5), ()])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64", "int32", "int64", "int8", "bool"])
-def test_arrays_cross_to_torch_and_back_bit_for_bit(dtype):
-    # (on the CPU here; the oracle moves them to "cuda" the same way)
+def test_arrays_cross_to_torch_and_back_bit_for_bit(dtype, shape):
+    # (on the CPU here; the oracle moves them to "cuda" the same way; a 0-d buffer stays 0-d)
     torch = pytest.importorskip("torch")
     from tessel.ir.dtypes import numpy_dtype
 
     rng = np.random.default_rng()
-    a = (rng.random((3, 5)) < 0.5) if dtype == "bool" else (rng.standard_normal((3, 5)) * 40)
+    a = np.asarray((rng.random(shape) < 0.5) if dtype == "bool" else (rng.standard_normal(shape) * 40))
     a = a.astype(numpy_dtype(dtype))
     t = gpu_oracle._to_device(torch, a, dtype, device="cpu")
     assert str(t.dtype) == f"torch.{dtype}" and tuple(t.shape) == a.shape
