@@ -204,6 +204,9 @@ def bugs(args) -> dict:
                 verdict_counts[area]["kept only by an extra program"] = \
                     verdict_counts[area].get("kept only by an extra program", 0) + 1
         print(f"  {area:9s} {s.name:42s} {s.kind:7s} {v:12s} {s.text[:50]}", flush=True)
+    if args.out_path:  # the verdicts first, so a replay that fails leaves them for --kept
+        with open(args.out_path + ".verdicts.json", "w") as f:
+            json.dump({"judged_sites": verdicts}, f)
     print(f"{len(kept)} mutants miscompile ({time.monotonic() - t0:.0f} s); replaying "
           f"{', '.join(args.corpus) or 'no corpus'} ...", flush=True)
     results = []
@@ -212,6 +215,11 @@ def bugs(args) -> dict:
         cbase = _case_lines(J, cases, modules, args.case_lines)
         if "error" in cbase or "timeout" in cbase:
             raise SystemExit(f"the corpus replay did not run: {cbase}")
+        died = [lb for lb, _ in cases if cbase.get(lb, {}).get("status", "died") == "died"]
+        if died:  # a case that kills its process unmutated can detect nothing (and would end the replay)
+            print(f"left out of the replay: {len(died)} cases whose unmutated run killed the process: "
+                  f"{', '.join(died[:4])}", flush=True)
+            cases = [(lb, t) for lb, t in cases if lb not in set(died)]
 
         def replay_one(item):
             area, s, _ = item
@@ -318,9 +326,9 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    args.out_path = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), f"fuzz_eval_{args.mode}.json")
     res = {"throughput": throughput, "ablation": ablation, "bugs": bugs}[args.mode](args)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), f"fuzz_eval_{args.mode}.json")
-    with open(out, "w") as f:
+    with open(args.out_path, "w") as f:
         json.dump(res, f, indent=1, default=str)
     print(json.dumps({k: v for k, v in res.items() if k != "mutants"}, indent=1, default=str))
 

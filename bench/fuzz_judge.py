@@ -28,6 +28,7 @@ Example (bench/fuzz_eval.py drives it):
 from __future__ import annotations
 
 import ast
+import json
 import os
 import pickle
 import select
@@ -218,28 +219,52 @@ def load_cases(dirs) -> list:
 
 
 def case_lines(cases, modules) -> dict:
-    """{label: {"signature", "status", "lines"}} of each case, unmutated (in a fork)."""
+    """{label: {"signature", "status", "lines"}} of each case, unmutated (in a fork). A case that kills
+    the fork (a campaign's died:worker failure replayed) is recorded with status "died" and the
+    rest go on in a new fork."""
+    import tempfile
 
-    def go():
+    def go(start, progress):
         from tessel.fuzz.coverage import Probe
         from tessel.fuzz.worker import load_case, run_any
 
         probe = Probe()
-        out = {}
-        for label, text in cases:
+        for label, text in cases[start:]:
             probe.start()
             probe.harvest()
             try:
                 o = run_any(load_case(text), probe)
                 feats = set().union(*(f for _, f in o.phases)) if o.phases else set()
-                out[label] = {"status": o.status, "signature": o.signature, "lines": _lines(probe, feats, modules)}
+                rec = {"status": o.status, "signature": o.signature, "lines": _lines(probe, feats, modules)}
             except Exception as e:  # noqa: BLE001
-                out[label] = {"status": "error", "signature": repr(e)[:200], "lines": {}}
+                rec = {"status": "error", "signature": repr(e)[:200], "lines": {}}
             finally:
                 probe.stop()
-        return out
+            with open(progress, "a") as f:  # written as each case ends: what a dying fork finished survives
+                f.write(json.dumps([label, rec]) + "\n")
+        return {"done": True}
 
-    return forked(go, timeout=3600)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        progress = os.path.join(tmp, "progress.jsonl")
+        start = 0
+        while start < len(cases):
+            res = forked(lambda: go(start, progress), timeout=3600)
+            if os.path.exists(progress):
+                with open(progress) as f:
+                    for line in f:
+                        label, rec = json.loads(line)
+                        out[label] = rec
+                os.unlink(progress)
+            start = len(out)
+            if "done" in res:
+                break
+            if "died" not in res:
+                return res  # a timeout or an error of the harness itself
+            label = cases[start][0]  # the case the fork was running when it died
+            out[label] = {"status": "died", "signature": f"died:{res['died']}", "lines": {}}
+            start += 1
+    return out
 
 
 class _Alarm(Exception):
