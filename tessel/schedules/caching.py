@@ -159,6 +159,7 @@ def cache_write(kernel: Kernel, buffer: str, at: str, scope: str = "local") -> t
         raise ScheduleError(f"cache_write: loop '{at}' does not write '{buffer}'")
     _check_no_refs(loop, buffer, "cache_write")
     _check_one_copy_per_thread(kernel, loop, buffer, scope, "cache_write")
+    _check_no_blocks_inside(kernel, loop, buffer)
     loop, fanout = _thread_level(kernel, buf, loop)
     box, copy_in_needed = _write_plan(buf, loop)
     taken = used_names(kernel)
@@ -213,6 +214,20 @@ def _check_no_refs(loop: For, buffer: str, what: str) -> None:
     if any(isinstance(n, BufferRef) and n.buffer.name == buffer for n in walk(loop.body)):
         raise ScheduleError(f"{what}: an intrinsic inside loop '{loop.var.name}' takes '{buffer}' as an operand; "
                             f"its accesses cannot be redirected to a cache")
+
+
+def _check_no_blocks_inside(kernel: Kernel, loop: For, buffer: str) -> None:
+    """A cache around blockIdx-bound loops is copied back by every block, each writing the whole
+    region, most of it what other blocks computed: a race between blocks (fuzz case
+    cache_write_around_block_loop_races)."""
+    if kernel.target == "cpu":
+        return
+    blocks = [n for n in walk(loop.body) if isinstance(n, For) and n.kind.startswith("blockIdx")]
+    if blocks:
+        names = ", ".join(f"'{b.var.name}'" for b in blocks)
+        raise ScheduleError(f"cache_write '{buffer}' at '{loop.var.name}': the loop holds block-bound loops ({names}); "
+                            f"every block would copy the whole region back, over the other blocks' results: cache "
+                            f"inside the block loops")
 
 
 def _check_one_copy_per_thread(kernel: Kernel, loop: For, buffer: str, scope: str, what: str) -> None:
