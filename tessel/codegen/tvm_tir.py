@@ -69,7 +69,7 @@ import re
 from tessel.codegen import tvm_fastmath as _fastmath
 from tessel.codegen.tvm_index import divides, fold_nested_mod, interval, offset_divmods
 from tessel.errors import CodegenError
-from tessel.ir.dtypes import bits, is_float, is_int, is_unsigned
+from tessel.ir.dtypes import bits, is_float, is_int, is_unsigned, numpy_dtype
 from tessel.ir.nodes import (
     Allocate,
     Barrier,
@@ -302,7 +302,7 @@ class _Translator:
     def expr(self, e: Expr):
         T = self.T
         if isinstance(e, Const):
-            return T.const(e.value, e.dtype)
+            return T.const(_representable(e), e.dtype)
         if isinstance(e, Var):
             v = self.vars.get(e.name)
             if v is None:
@@ -597,3 +597,15 @@ def _on_stack(b: Buffer) -> bool:
 def tvm_bool_true(T):
     """A TIR boolean constant (annotation values must be IR constants, not Python bools)."""
     return T.IntImm("bool", 1)
+
+
+def _representable(c: Const):
+    """The constant's value rounded to its dtype: TVM keeps a narrow float immediate as the double it
+    was given and folds casts of it from that double (cast<float64>(-0.51f16) gave -0.51, not the
+    float16 -0.509765625 the interpreter computes; fuzz case tvm_narrow_float_constant_not_rounded)."""
+    if not is_float(c.dtype) or c.dtype == "float64" or not math.isfinite(c.value):
+        return c.value
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return float(np.asarray(c.value).astype(numpy_dtype(c.dtype)))
