@@ -322,6 +322,8 @@ class _Translator:
                     # and select eagerly, which vectorizes (zero-padding copies of convolutions)
                     return T.Select(self.expr(e.cond), self.expr(self._clamped(e.t)), self.expr(self._clamped(e.f)))
                 return T.if_then_else(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+            if _constraint_may_move_a_load(e):
+                return T.if_then_else(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
             return T.Select(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
         if isinstance(e, Cast):
             v = self.expr(e.value)
@@ -597,6 +599,37 @@ def _on_stack(b: Buffer) -> bool:
 def tvm_bool_true(T):
     """A TIR boolean constant (annotation values must be IR constants, not Python bools)."""
     return T.IntImm("bool", 1)
+
+
+def _constraint_may_move_a_load(e: Select) -> bool:
+    """Whether TVM's simplifier could move a load of an eager Select's branch out of its buffer.
+    It simplifies each branch assuming the condition (IRMutatorWithAnalyzer), which is sound for a
+    lazy if_then_else only: under `i == 2`, `buf[i % 3]` became `buf[i]`, which the eager Select then
+    loaded for every i, past the buffer's end (an unrolled float16 kernel crashed: fuzz case
+    tvm_select_branch_simplified_under_its_condition). Only indices with div/mod/min/max change
+    that way; then the select stays lazy."""
+    constrained = {n for n in _walk_outside_loads(e.cond) if isinstance(n, Var)}
+    if not constrained:
+        return False
+    for branch in (e.t, e.f):
+        for n in walk(branch):
+            if isinstance(n, Load):
+                for idx in n.indices:
+                    nodes = list(walk(idx))
+                    if any(isinstance(m, Binary) and m.op in ("floordiv", "floormod", "min", "max") for m in nodes) \
+                            and any(isinstance(m, Var) and m in constrained for m in nodes):
+                        return True
+    return False
+
+
+def _walk_outside_loads(e):
+    """The nodes of `e`, not descending into loads (a loaded value constrains no index)."""
+    stack = [e]
+    while stack:
+        n = stack.pop()
+        yield n
+        if not isinstance(n, Load):
+            stack.extend(n.children())
 
 
 def _representable(c: Const):

@@ -59,6 +59,9 @@ FIXED = {
     "conv_nchw_analysis_crashes_on_copy_body": "cpu.conv_nchw's analysis skips a stage whose update is not a Binary",
     "conv_pad_condition_not_checked": "the padding select is checked along the middle "
                                        "row and column, not only at random points",
+    "tvm_select_branch_simplified_under_its_condition": "tvm_tir keeps a select lazy where TVM's simplifier would "
+                                                        "rewrite a branch's div/mod index under the condition "
+                                                        "(an out-of-bounds eager load: SIGSEGV)",
     "tvm_narrow_float_constant_not_rounded": "tvm_tir rounds a float constant to its dtype before TVM folds "
                                              "casts of it",
     "cache_write_around_block_loop_races": "cache_write refuses a loop holding blockIdx-bound loops (every "
