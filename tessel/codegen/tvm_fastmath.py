@@ -7,7 +7,7 @@ exp: 1.5 ns). These are the Cephes single-precision algorithms, written as branc
 
 * exp(x): n = round(x / ln 2), r = x - n ln 2 (in two parts, so r is exact), exp(r) by a degree-6
   polynomial, times 2^n built from its exponent bits. Within 2 ulp of libm over the normal range;
-  overflow gives +inf, results below the smallest normal number flush to 0, NaN stays NaN.
+  overflow gives +inf, results below the smallest normal number are subnormal or 0, NaN stays NaN.
 * sigmoid(x) = 1 / (1 + exp(-x)).
 * tanh(x): x + x^3 P(x^2) for |x| < 0.625 (no cancellation near 0), else sign(x) (1 - 2 / (exp(2|x|) + 1)).
 * erf(x): x P(x^2) / Q(x^2) on x clamped to [-4, 4] (beyond, erf is +-1 in float32), the rational
@@ -28,6 +28,7 @@ _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 _TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
 _MAX, _MIN = 88.72283935546875, -87.33654022216797  # exp overflows above, is subnormal below
+_CLAMP_HI, _CLAMP_LO = 89.0, -88.0  # exp's argument clamped here (see _exp)
 
 
 def _c(T, v):
@@ -59,7 +60,12 @@ def exp(T, x, bind=True):
 
 
 def _exp(T, x, bind=True):
-    xc = T.max(T.min(x, _c(T, _MAX)), _c(T, _MIN))
+    # Clamped so that the edges need no selects: above 89 (past the overflow threshold _MAX) the
+    # product below overflows to +inf by itself, and at -88 (past _MIN) n = -127 makes 2^n's bit
+    # pattern 0, so the result is 0; between _MIN and -87.68 (n = -126) it is the subnormal
+    # p * 2^-126. Two compare-and-blend pairs fewer per vector (softmax's sum of exps: 37 -> 33
+    # instructions per 16 lanes).
+    xc = T.max(T.min(x, _c(T, _CLAMP_HI)), _c(T, _CLAMP_LO))
 
     def reduced(n):
         def poly(r):
@@ -71,8 +77,6 @@ def _exp(T, x, bind=True):
             ni = T.Select(top, T.const(127, "int32"), ni)
             scale = T.reinterpret("float32", T.shift_left(ni + T.const(127, "int32"), T.const(23, "int32")))
             y = T.Select(top, p * _c(T, 2.0), p) * scale
-            y = T.Select(x > _c(T, _MAX), T.infinity("float32"), y)
-            y = T.Select(x < _c(T, _MIN), _c(T, 0.0), y)
             return T.Select(T.isnan(x), x, y)
 
         return _let(T, xc - n * _c(T, _LN2_HI) - n * _c(T, _LN2_LO), poly, bind)

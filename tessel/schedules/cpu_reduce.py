@@ -39,11 +39,12 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from tessel.ir.dtypes import is_float
-from tessel.ir.nodes import Allocate, Binary, Buffer, Const, For, Kernel, Load, Seq, Store, Var, rewrite, seq, \
-    substitute, walk
-from tessel.schedules.nest import fresh_name, init_guards, perfect_chain, used_names
+from tessel.ir.nodes import Allocate, Binary, Buffer, Const, For, Kernel, Load, Seq, Stmt, Store, Var, rewrite, \
+    seq, substitute, walk
+from tessel.schedules.nest import fresh_name, init_guards, perfect_chain, unflatten_index, used_names
 
 _OPS = ("add", "max", "min")
 
@@ -95,11 +96,29 @@ def _value(d):
     return d.value if isinstance(d, Const) else d
 
 
-def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accumulators: int,
-               min_parallel_work: int) -> Kernel | None:
-    """`kernel` with the reduction stage `nest` (storing `name`, `ndim` spatial loops) rebuilt with
-    vector accumulators (module docstring), or None when it is not a contiguous row reduction.
-    `accumulators` 0 picks 4 (8 on rows of 64 vectors or more); never more than the row's whole vectors."""
+@dataclass(frozen=True)
+class RowReduction:
+    """A reduction stage `buf[spatial] = op(buf[spatial], e)` whose innermost reduction loops
+    (`inner_red`, F iterations in all) run along contiguous rows (parse_row_reduction)."""
+
+    buf: Buffer
+    op: str
+    e: object  # the reduced value, in the stage's loop variables
+    chain: tuple  # the stage's perfect loop chain
+    ndim: int  # spatial loops
+    outer_red: tuple
+    inner_red: tuple
+    F: int
+
+    def element(self, flat):
+        """e with the contiguous reduction variables recovered from the flat row index `flat`."""
+        ext = tuple(int(lp.extent.value) for lp in self.inner_red)
+        return substitute(self.e, dict(zip((lp.var for lp in self.inner_red), unflatten_index(flat, ext))))
+
+
+def parse_row_reduction(kernel: Kernel, name: str, nest: For, ndim: int) -> RowReduction | None:
+    """The stage `nest` (storing `name`, `ndim` spatial loops) as a RowReduction, or None when it is
+    not a guarded add/max/min reduction along contiguous rows."""
     chain = perfect_chain(nest)
     red = chain[ndim:]
     if not red or not all(isinstance(lp.extent, Const) for lp in chain):
@@ -125,56 +144,43 @@ def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accu
     k = _contiguous_suffix(e, red)
     if k == 0:
         return None
-    outer_red, inner_red = red[: len(red) - k], red[len(red) - k:]
     F = 1
-    for lp in inner_red:
+    for lp in red[len(red) - k:]:
         F *= int(lp.extent.value)
-    if F < lanes:
-        return None  # a row shorter than a vector: the serial chain measured faster (4096 rows of 7: 1.3 vs 2.4 us)
-    L = lanes
-    # 4 accumulators, 8 on long rows (64 rows of 100000: 30 -> 46 GB/s), never more than the row fills
-    U = max(1, min(accumulators or (8 if F >= 64 * L else 4), F // L))
-    taken = used_names(kernel)
+    return RowReduction(buf, v.op, e, tuple(chain), ndim, tuple(red[: len(red) - k]), tuple(red[len(red) - k:]), F)
 
-    def fresh(base):
-        n = fresh_name(taken, base)
-        taken.add(n)
-        return Var(n)
 
-    acc = Buffer(fresh_name(taken, f"{name}_vacc"), (Const(U * L),), buf.dtype, "local")
-    taken.add(acc.name)
-    op = v.op
-    ident = Const(_identity(op, buf.dtype), buf.dtype)
+def accumulators_for(r: RowReduction, lanes: int, accumulators: int) -> int:
+    """How many vector accumulators: `accumulators`, 0 picks 4 (8 on rows of 64 vectors or more:
+    64 rows of 100000, 30 -> 46 GB/s); never more than the row's whole vectors."""
+    return max(1, min(accumulators or (8 if r.F >= 64 * lanes else 4), r.F // lanes))
 
-    def comb(a, b):
-        return Binary(op, a, b)
+
+def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, update=None) -> Stmt:
+    """One output's reduction in U vector accumulators of `lanes` (module docstring), ending in the
+    store of `r.buf[out_idx]`; the stage's spatial variables stay free. `fresh(base)` gives a new Var.
+    `update(acc_load, flat) -> (stmts, value)` may replace the plain `e` at flat row index `flat` (a
+    caller that also stores the element); by default the value is `r.element(flat)`."""
+    L, op, dtype = lanes, r.op, r.buf.dtype
+    acc = Buffer(fresh(f"{r.buf.name}_vacc").name, (Const(U * L),), dtype, "local")
+    ident = Const(_identity(op, dtype), dtype)
 
     def vloop(width, body, kind="vectorized"):
-        lv = fresh(f"{name}_l")
+        lv = fresh(f"{r.buf.name}_l")
         return For(lv, Const(width), body(lv), kind if width > 1 else "serial")
 
-    def element(flat):
-        """e with the contiguous reduction variables recovered from the flat index `flat`."""
-        sub, stride = {}, F
-        for j, lp in enumerate(inner_red):
-            ext = int(lp.extent.value)
-            stride //= ext
-            q = flat if stride == 1 else Binary("floordiv", flat, Const(stride))
-            sub[lp.var] = q if j == 0 else Binary("floormod", q, Const(ext))
-        return substitute(e, sub)
-
     def update_at(slot, flat):
-        return Store(acc, (slot,), comb(Load(acc, (slot,)), element(flat)))
+        pre, value = update(flat) if update is not None else ((), r.element(flat))
+        return seq(*pre, Store(acc, (slot,), Binary(op, Load(acc, (slot,)), value)))
 
-    body = []
-    body.append(vloop(U * L, lambda lv: Store(acc, (lv,), ident)))
+    body = [vloop(U * L, lambda lv: Store(acc, (lv,), ident))]
     steps = []
-    full = F // (U * L)
+    full = r.F // (U * L)
     if full:
-        f0, u = fresh(f"{name}_f"), fresh(f"{name}_u")
+        f0, u = fresh(f"{r.buf.name}_f"), fresh(f"{r.buf.name}_u")
         inner = vloop(L, lambda lv: update_at(u * L + lv, f0 * (U * L) + u * L + lv))
         steps.append(For(f0, Const(full), For(u, Const(U), inner, "unrolled" if U > 1 else "serial")))
-    base, tail = full * U * L, F % (U * L)
+    base, tail = full * U * L, r.F % (U * L)
     for t in range(tail // L):
         start = base + t * L
         steps.append(vloop(L, lambda lv, t=t, start=start: update_at(lv + t * L, lv + start)))
@@ -182,29 +188,49 @@ def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accu
         start = base + (tail // L) * L
         steps.append(vloop(tail % L, lambda lv, start=start: update_at(lv, lv + start)))
     red_body = seq(*steps)
-    for lp in reversed(outer_red):
+    for lp in reversed(r.outer_red):
         red_body = For(lp.var, lp.extent, red_body, "serial")
     body.append(red_body)
     for u in range(1, U):
-        body.append(vloop(L, lambda lv, u=u: Store(acc, (lv,), comb(Load(acc, (lv,)), Load(acc, (lv + u * L,))))))
+        body.append(vloop(L, lambda lv, u=u: Store(acc, (lv,), Binary(op, Load(acc, (lv,)), Load(acc, (lv + u * L,))))))
     w = L // 2
     while w >= 1:
-        body.append(vloop(w, lambda lv, w=w: Store(acc, (lv,), comb(Load(acc, (lv,)), Load(acc, (lv + w,))))))
+        body.append(vloop(w, lambda lv, w=w: Store(acc, (lv,), Binary(op, Load(acc, (lv,)), Load(acc, (lv + w,))))))
         w //= 2
+    body.append(Store(r.buf, out_idx, Load(acc, (Const(0),))))
+    return Allocate(acc, seq(*body))
+
+
+def fresh_vars(kernel: Kernel):
+    """A function base -> a Var named apart from every name in `kernel` and from those it gave."""
+    taken = used_names(kernel)
+
+    def fresh(base):
+        n = fresh_name(taken, base)
+        taken.add(n)
+        return Var(n)
+    return fresh
+
+
+def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accumulators: int,
+               min_parallel_work: int) -> Kernel | None:
+    """`kernel` with the reduction stage `nest` (storing `name`, `ndim` spatial loops) rebuilt with
+    vector accumulators (module docstring), or None when it is not a contiguous row reduction.
+    `accumulators` 0 picks 4 (8 on rows of 64 vectors or more); never more than the row's whole vectors."""
+    r = parse_row_reduction(kernel, name, nest, ndim)
+    if r is None or r.F < lanes:
+        return None  # a row shorter than a vector: the serial chain measured faster (4096 rows of 7: 1.3 vs 2.4 us)
+    fresh = fresh_vars(kernel)
+    spatial = r.chain[:ndim]
     # the spatial loops fused into one (its index split back by div/mod), parallel when large
     total = 1
-    for lp in chain[:ndim]:
+    for lp in spatial:
         total *= int(lp.extent.value)
     s = fresh(f"{name}_s")
-    sub, stride = {}, total
-    for j, lp in enumerate(chain[:ndim]):
-        ext = int(lp.extent.value)
-        stride //= ext
-        q = s if stride == 1 else Binary("floordiv", s, Const(stride))
-        sub[lp.var] = q if j == 0 else Binary("floormod", q, Const(ext))
-    out_idx = tuple(sub[x] for x in spatial_vars)
-    body.append(Store(buf, out_idx, Load(acc, (Const(0),))))
-    stmt = Allocate(acc, substitute(seq(*body), sub))
+    sub = dict(zip((lp.var for lp in spatial), unflatten_index(s, tuple(int(lp.extent.value) for lp in spatial))))
+    stmt = accumulate_row(r, lanes, accumulators_for(r, lanes, accumulators), fresh,
+                          tuple(lp.var for lp in spatial))
+    stmt = substitute(stmt, sub)
     if ndim == 0:
         new = stmt
     else:
@@ -213,4 +239,4 @@ def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accu
     return rewrite(kernel, lambda m: new if isinstance(m, For) and m == nest else None, fixpoint=False)
 
 
-__all__ = ["row_reduce"]
+__all__ = ["RowReduction", "accumulate_row", "accumulators_for", "fresh_vars", "parse_row_reduction", "row_reduce"]

@@ -207,7 +207,7 @@ def _relevant(kernel, target, info) -> list[str]:
     if kinds & {"contraction", "elementwise", "reduction"}:
         names.insert(0, "vector_lanes")
     if "reduction" in kinds:
-        names += ["reduce_vector", "reduce_accumulators"]
+        names += ["reduce_vector", "reduce_accumulators", "row_fuse"]
     if "contraction" in kinds:
         names += ["tile_rows", "tile_cols", "pack"]
     return names
@@ -229,8 +229,8 @@ def _fits_registers(ctx):
 
 
 def _schedule(sch: Schedule, knobs: dict, ctx) -> None:
-    nests = dict(stages(ctx.kernel))
-    fused: set = set()
+    fused = _fuse_rows(sch, ctx.info, knobs)
+    nests = dict(stages(sch.kernel))
     for k, stage in enumerate(ctx.info):
         if stage.kind == "other" or stage.name in fused:
             continue
@@ -267,6 +267,22 @@ def schedule_rest(sch: Schedule, ctx, knobs: dict) -> None:
                            lambda: _schedule_stage(sch, ctx, stage, nests[stage.name], full))
         if done and stage.kind == "contraction":
             fused |= _fuse_epilogue(sch, stage, info[k + 1:])
+
+
+def _fuse_rows(sch: Schedule, info: list, knobs: dict) -> set:
+    """Runs of row-wise stages (softmax, norms) fused under one row loop (cpu_rows.py); returns the
+    names of the stages fused. Off with the knob "row_fuse" or "reduce_vector"."""
+    from tessel.schedules.cpu_rows import fuse_rows
+
+    if not (knobs.get("row_fuse", True) and knobs.get("reduce_vector", True)):
+        return set()
+    eligible = [s.name for s in info if s.kind in ("reduction", "elementwise")]
+    done = fuse_rows(sch.kernel, eligible, knobs["vector_lanes"], knobs.get("reduce_accumulators", 0),
+                     knobs["min_parallel_work"])
+    if done is None:
+        return set()
+    sch.kernel = done[0]
+    return done[1]
 
 
 def _pad_rows(sch: Schedule, stage: _Stage, nest: For, knobs: dict) -> bool:
@@ -323,7 +339,9 @@ CPU_GENERIC = register(Template(
      Bool("reduce_vector", default=True,
           doc="a reduction along contiguous rows sums in vector accumulators, combined at the end (cpu_reduce.py)"),
      Choice("reduce_accumulators", (0, 1, 2, 4, 8),
-            doc="independent vector accumulators of such a reduction (0: 4, or 8 on rows of 64 vectors or more)")],
+            doc="independent vector accumulators of such a reduction (0: 4, or 8 on rows of 64 vectors or more)"),
+     Bool("row_fuse", default=True,
+          doc="consecutive row-wise stages (softmax, norms) share one loop over the rows (cpu_rows.py)")],
     _schedule,
     analyze=_analyze,
     defaults=_defaults,

@@ -336,7 +336,8 @@ def test_space_fixes_irrelevant_knobs():
     cpu = get_template("cpu.generic")
     ew = cpu.space(elementwise((64, 64)), "cpu")
     assert [k.name for k in ew.knobs] == ["vector_lanes", "min_parallel_work"]
-    assert ew.fixed == {"tile_rows": 6, "tile_cols": 16, "pack": True, "reduce_vector": True, "reduce_accumulators": 0}
+    assert ew.fixed == {"tile_rows": 6, "tile_cols": 16, "pack": True, "reduce_vector": True, "reduce_accumulators": 0,
+                        "row_fuse": True}
     mm = cpu.space(matmul(64, 64, 32, "float32"), "cpu")
     assert {k.name for k in mm.knobs} == {"vector_lanes", "min_parallel_work", "tile_rows", "tile_cols", "pack"}
     # the largest divisor of 64 rows not above min(8, (host registers - 4) // column vectors): 8 on AVX-512

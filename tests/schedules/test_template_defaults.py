@@ -38,7 +38,11 @@ NEW_GEMM = {"matmul_mma_64", "matmul_mma_bf16_t_32"}
 # cpu.generic's elementwise stages changed on purpose (6042137): a non-divisible innermost extent is
 # vectorized as whole vectors plus a remainder ('peel') instead of staying serial. Checked below
 # against the naive kernel in the interpreter.
-NEW_CPU = {"elementwise_37x19", "softmax_6x40"}
+NEW_CPU = {"elementwise_37x19"}
+# cpu.generic's row pipelines changed on purpose (cpu_rows.py): softmax's max, sum and output share one
+# loop over the rows, built directly; tests/schedules/test_cpu_rows.py checks them against numpy, and
+# below against the naive kernel in the interpreter.
+NEW_ROWS = {"softmax_6x40"}
 # cpu.generic's reductions along contiguous rows changed on purpose (cpu_reduce.py): vector
 # accumulators and a tree combine, built directly (no primitive steps). Checked below against the naive
 # kernel in the interpreter; tests/schedules/test_cpu_reduce.py checks them against numpy.
@@ -83,6 +87,17 @@ def test_changed_cpu_defaults_peel_and_compute_what_the_naive_kernel_computes(ca
         np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
 
 
+@pytest.mark.parametrize("case", sorted(NEW_ROWS))
+def test_row_pipelines_share_one_row_loop_and_compute_what_the_naive_kernel_computes(case):
+    kernel = CPU_CASES[case]()
+    sch = default_schedule(kernel, "cpu")
+    assert "_row[" in to_text(sch.kernel)
+    assert Schedule.replay(kernel, sch.trace_json()) == sch.kernel
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    for name, want, got in _run_against_naive(kernel, sch.kernel, seed):
+        np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
+
+
 @pytest.mark.parametrize("case", sorted(NEW_REDUCE))
 def test_row_reductions_take_vector_accumulators_and_compute_what_the_naive_kernel_computes(case):
     kernel = CPU_CASES[case]()
@@ -94,7 +109,7 @@ def test_row_reductions_take_vector_accumulators_and_compute_what_the_naive_kern
         np.testing.assert_allclose(got, want, rtol=_tol(kernel), atol=_tol(kernel), err_msg=f"{name}, seed {seed}")
 
 
-@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES if c not in NEW_CPU | NEW_REDUCE] +
+@pytest.mark.parametrize("target,case", [("cpu", c) for c in CPU_CASES if c not in NEW_CPU | NEW_REDUCE | NEW_ROWS] +
                          [("cuda", c) for c in GPU_CASES if c not in NEW_GEMM])
 def test_default_knobs_reproduce_the_old_schedules(target, case):
     kernel = (CPU_CASES if target == "cpu" else GPU_CASES)[case]()
