@@ -233,7 +233,7 @@ class Campaign:
         for _ in range(10):
             try:
                 k = program(rng) if target == "cpu" else gpu_program(rng, target)
-                sched = default_schedule_cmds(k, target)
+                sched = default_schedule_cmds(k, target, rng)
             except TesselError:
                 continue
             self.stats["generated"] += 1

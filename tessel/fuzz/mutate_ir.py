@@ -433,18 +433,35 @@ def mutate(case: Case, rng: random.Random, general: float = 0.5) -> tuple[Case |
         return None, name + ".error"  # the campaign counts it; the same crash reappears when cases run
 
 
-def default_schedule_cmds(kernel, target: str) -> list:
+def default_schedule_cmds(kernel, target: str, rng: random.Random | None = None) -> list:
     """The default schedule of `kernel` on `target` ("cpu", "cuda", "cuda:sm_90a" ...) as commands
-    (one template command)."""
+    (one template command). With `rng`, half the 3x3 convolutions cpu.conv can compute by Winograd
+    start from its Winograd knobs: compile() picks Winograd only for large convolutions, so the
+    campaign's small ones never ran its code (the planted-bug sample's misses were all there)."""
     if target == "cpu":  # (the template compile() would apply: a convolution's, attention's, else cpu.generic)
         from tessel.schedules.generic import default_cpu_template
 
-        return [{"primitive": "template", "args": {"name": default_cpu_template(kernel).name, "knobs": None,
-                                                   "target": "cpu"}}]
+        tpl = default_cpu_template(kernel)
+        knobs = _winograd_knobs(tpl, kernel) if rng is not None and rng.random() < 0.5 else None
+        return [{"primitive": "template", "args": {"name": tpl.name, "knobs": knobs, "target": "cpu"}}]
     from tessel.schedules.generic_gpu import default_gpu_template
 
     return [{"primitive": "template", "args": {"name": default_gpu_template(kernel, target).name, "knobs": None,
                                                "target": target}}]
+
+
+def _winograd_knobs(tpl, kernel) -> dict | None:
+    """cpu.conv's default knobs with the Winograd algorithm, where they are valid for `kernel`."""
+    if tpl.name != "cpu.conv":
+        return None
+    try:
+        space = tpl.space(kernel, "cpu")
+        if "algorithm" not in {k.name for k in space.knobs}:
+            return None
+        point = {**space.default, "algorithm": "winograd"}
+        return point if space.is_valid(point) else None
+    except TesselError:
+        return None
 
 
 __all__ = ["MUTATIONS", "SCHEDULE_MUTATIONS", "default_schedule_cmds", "mutate", "preorder", "random_command",
