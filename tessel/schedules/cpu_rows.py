@@ -172,6 +172,10 @@ def _member(kernel: Kernel, name: str, nest: For, ndim: int, rows: tuple) -> _Me
         if r is None or r.outer_red or ndim < R or any(int(lp.extent.value) != 1 for lp in chain[R:ndim]):
             return None
         return _Member(name, nest, row_vars, r, ())
+    leaf = chain[-1].body
+    if not (isinstance(leaf, Store) and leaf.buffer.name == name and len(chain) == ndim
+            and tuple(leaf.indices) == tuple(lp.var for lp in chain)):
+        return None  # not one plain store per element (a guarded store: fuzz case rows_guarded_elementwise_store)
     if any(isinstance(n, Load) and n.buffer.name == name for n in walk(nest)):
         return None  # an elementwise stage reading its own output
     return _Member(name, nest, row_vars, None, tuple(chain[R:]))
