@@ -110,3 +110,20 @@ def _top_stmts(kernel: Kernel) -> list:
     while isinstance(body, Allocate):
         body = body.body
     return list(body.stmts) if isinstance(body, Seq) else [body]
+
+
+def right_after(kernel: Kernel, producer: str, nest: For) -> bool:
+    """Whether `nest` is the top-level statement right after the one that writes `producer` (an
+    epilogue computed in the producer's write-back must not skip a statement between them)."""
+    body = kernel.body
+    while isinstance(body, Allocate):
+        body = body.body
+    items = body.stmts if isinstance(body, Seq) else (body,)
+    for i, st in enumerate(items):
+        if st is nest:
+            return i > 0 and producer in _writes(items[i - 1])
+    return False
+
+
+def _writes(stmt) -> set:
+    return {n.buffer.name for n in walk(stmt) if isinstance(n, Store)}

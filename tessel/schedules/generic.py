@@ -314,13 +314,18 @@ def _row_reduce(sch: Schedule, stage: _Stage, nest: For, knobs: dict) -> bool:
 def _fuse_epilogue(sch: Schedule, stage: _Stage, later: list) -> set:
     """Compute the elementwise stage right after a scheduled contraction in its write-back
     (tessel/schedules/cpu_epilogue.py); returns the names of the stages absorbed."""
-    from tessel.schedules.cpu_epilogue import fuse_epilogue
+    from tessel.schedules.cpu_epilogue import fuse_epilogue, right_after
 
     nxt = next((s for s in later if s.kind != "other"), None)
     if nxt is None or nxt.kind != "elementwise":
         return set()
     nest = dict(stages(sch.kernel)).get(nxt.name)
-    new = fuse_epilogue(sch.kernel, stage.name, nxt.name, nest, len(nxt.extents)) if nest is not None else None
+    if nest is None or not right_after(sch.kernel, stage.name, nest):
+        # a statement between them (a stage this template leaves alone) may write what the epilogue
+        # reads: computed in the write-back, it would read it too early (fuzz case
+        # generic_epilogue_fused_over_a_stage_it_reads)
+        return set()
+    new = fuse_epilogue(sch.kernel, stage.name, nxt.name, nest, len(nxt.extents))
     if new is None:
         return set()
     sch.kernel = new

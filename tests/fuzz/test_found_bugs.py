@@ -59,6 +59,9 @@ FIXED = {
     "conv_nchw_analysis_crashes_on_copy_body": "cpu.conv_nchw's analysis skips a stage whose update is not a Binary",
     "conv_pad_condition_not_checked": "the padding select is checked along the middle "
                                        "row and column, not only at random points",
+    "generic_epilogue_fused_over_a_stage_it_reads": "cpu.generic fuses an epilogue into a contraction's "
+                                                    "write-back only when it is the next statement",
+    "rows_guarded_elementwise_store": "cpu_rows takes an elementwise stage only as one plain store per element",
     "tvm_select_branch_simplified_under_its_condition": "tvm_tir keeps a select lazy where TVM's simplifier would "
                                                         "rewrite a branch's div/mod index under the condition "
                                                         "(an out-of-bounds eager load: SIGSEGV)",
