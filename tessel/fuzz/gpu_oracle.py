@@ -227,7 +227,7 @@ def check(case, k, printed, inputs, ref, params, quiet) -> bool:
     """Run the final kernel `k` (printed as `printed`) on the GPU and judge it (see the module
     docstring); raises oracles._Stop with the Outcome of a failure or a refusal. True when the
     kernel ran on the GPU and matched, False when GPU execution is off."""
-    from tessel.fuzz.oracles import Outcome, _crash, _Stop, compare
+    from tessel.fuzz.oracles import Outcome, _crash, _Stop, compare, work_dtype
 
     global POISONED
     if not enabled():
@@ -252,7 +252,7 @@ def check(case, k, printed, inputs, ref, params, quiet) -> bool:
                 POISONED = True
                 out.message += "\n(the CUDA context is lost: the worker restarts)"
             raise _Stop(out) from e
-        bad = compare(got, ref, params, loose=4.0, nan_is_any=True)
+        bad = compare(got, ref, params, loose=4.0, nan_is_any=True, work=work_dtype(k))
     if bad is not None:
         raise _Stop(Outcome("fail", "diff", "gpu", bad))
     return True

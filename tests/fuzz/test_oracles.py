@@ -194,3 +194,20 @@ def test_a_repeated_schedule_comes_from_the_cache_and_judges_alike():
         assert dict(run_case(case, probe).phases)["schedule"]
     finally:
         probe.stop()
+
+
+def test_compare_takes_the_tolerance_of_the_dtype_computed_in():
+    """A float64 output computed through float32 arithmetic matches within float32's tolerance (TVM's
+    fused multiply-add rounds once where the interpreter rounds twice), and only then."""
+    from tessel.fuzz.oracles import work_dtype
+
+    x = ts.placeholder((4,), name="x")
+    y = ts.compute((4,), lambda i: (x[i] * x[i] + 1.0).astype("float64"), name="y")
+    kernel = ts.lower([x, y])
+    assert work_dtype(kernel) == "float32"
+    want = np.random.default_rng().standard_normal(4)
+    got = want + 1e-7 * np.abs(want)  # about one float32 ulp: far beyond float64's tolerance
+    out = [p for p in kernel.params if p.name == "y"]
+    assert compare([got], [want], out) is not None
+    assert compare([got], [want], out, work=work_dtype(kernel)) is None
+    assert compare([want + 1e-3], [want], out, work="float32") is not None
