@@ -45,10 +45,12 @@ AREAS = {
                   "tessel.schedules.reduction", "tessel.schedules.generic", "tessel.schedules.cpu_epilogue",
                   "tessel.schedules.cpu_host", "tessel.schedules.nest", "tessel.schedules.region",
                   # the CPU templates (suite.py CPU_PROGRAMS apply them: convolutions direct and Winograd,
-                  # NCHW pointwise / stem, depthwise, attention, vector row reductions, padding copies)
+                  # NCHW pointwise / stem, depthwise, attention, vector row reductions, padding copies, row
+                  # pipelines)
                   "tessel.schedules.cpu_conv", "tessel.schedules.cpu_winograd", "tessel.schedules.cpu_conv_nchw",
                   "tessel.schedules.cpu_depthwise", "tessel.schedules.cpu_attention", "tessel.schedules.cpu_reduce",
-                  "tessel.schedules.cpu_pad", "tessel.schedules.accumulate", "tessel.schedules.layout"),
+                  "tessel.schedules.cpu_pad", "tessel.schedules.accumulate", "tessel.schedules.layout",
+                  "tessel.schedules.cpu_rows"),
     "templates": ("tessel.schedules.generic_gpu", "tessel.schedules.generic_gpu_matmul", "tessel.schedules.gpu",
                   "tessel.schedules.gpu_reduce", "tessel.schedules.gemm", "tessel.schedules.gemm_plan",
                   "tessel.schedules.gemm_hopper", "tessel.schedules.hopper_pieces", "tessel.schedules.epilogue",
