@@ -40,12 +40,20 @@ def compile_kernel(kernel: Kernel, cache: _cache.ModuleCache | None = None) -> t
     symbol = tvm_tir.symbol_name(kernel)
     key = _cache.cache_key(ir_text(kernel), tvm_runtime.target_key(), backend_version())
 
-    def build():
-        return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel)))
-
-    module = cache.get_or_build(key, build, save=tvm_runtime.export,
+    module = cache.get_or_build(key, lambda: build_module(kernel), save=tvm_runtime.export,
                                 load=lambda path: tvm_runtime.load(path, symbol))
     return tvm_runtime.Runner(module, symbol, kernel.params)
+
+
+def build_module(kernel: Kernel):
+    """The compiled TVM module of a CPU-scheduled kernel. A kernel holding 16-bit floats whose build
+    fails is translated again with its fast-math calls unbound (`tvm_tir.to_tvm`'s `bind_in_narrow`)."""
+    try:
+        return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel)))
+    except CodegenError:  # TVM refused it (VectorizeLoop: "Let cannot bind the same var to two different values")
+        if not tvm_tir.has_narrow_floats(kernel):
+            raise
+    return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel, bind_in_narrow=False)))
 
 
 def tvm_script(kernel: Kernel) -> str:
@@ -63,7 +71,7 @@ def inspect(runner: tvm_runtime.Runner, kernel: Kernel, kind: str = "asm") -> st
     except Exception:  # noqa: BLE001 - any failure here just means: compile again
         text = ""
     if not text:  # a loaded shared library has no source: compile again to show it
-        text = tvm_runtime.inspect(tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel))), kind)
+        text = tvm_runtime.inspect(build_module(kernel), kind)
     return text
 
 

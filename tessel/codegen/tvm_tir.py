@@ -109,11 +109,15 @@ def symbol_name(kernel: Kernel) -> str:
     return "tessel_" + re.sub(r"\W", "_", kernel.name)
 
 
-def to_tvm(kernel: Kernel):
+def to_tvm(kernel: Kernel, bind_in_narrow: bool = True):
     """Translate a CPU-scheduled kernel into a `tvm.tirx.PrimFunc` (entry symbol `symbol_name`).
 
     Parameter buffers promise only element alignment, so numpy arrays at any address can be
-    passed without copies.
+    passed without copies. `bind_in_narrow=False`: in a kernel holding 16-bit floats the float32
+    fast-math functions repeat their argument instead of binding it with a Let (TVM's 16-bit
+    legalisation may copy a Let, which VectorizeLoop then refuses; `tessel.codegen.tvm.build_module`
+    retries with it off). Binding is the default: repeated, a nested erf(erf(x)) grew exponentially
+    and took 20 s in TVM's passes (fuzz case fastmath_nested_erf_in_a_float16_kernel).
 
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
     >>> A = Buffer("A", (4,), "int32")
@@ -125,16 +129,24 @@ def to_tvm(kernel: Kernel):
     if kernel.target != "cpu":
         raise CodegenError(f"kernel '{kernel.name}' is scheduled for target '{kernel.target}'; "
                            f"the TVM backend compiles CPU kernels only")
-    return _Translator(kernel).function()
+    return _Translator(kernel, bind_in_narrow).function()
+
+
+def has_narrow_floats(kernel: Kernel) -> bool:
+    """Whether the kernel holds float16 or bfloat16 values (see `to_tvm`'s `bind_in_narrow`)."""
+    from tessel.ir.nodes import walk
+
+    return any(getattr(n, "dtype", None) in ("float16", "bfloat16") for n in walk(kernel))
 
 
 class _Translator:
     """One translation: maps tessel variables and buffers (by name, scoped) to TVM objects."""
 
-    def __init__(self, kernel: Kernel):
+    def __init__(self, kernel: Kernel, bind_in_narrow: bool = True):
         import tvm.tirx as T
 
         self.T = T
+        self.bind_in_narrow = bind_in_narrow
         self.kernel = kernel
         self.vars: dict[str, object] = {}
         self.buffers: dict[str, object] = {}
@@ -495,12 +507,13 @@ class _Translator:
         return e.name in self._extents
 
     def _has_narrow(self) -> bool:
-        """Whether the kernel holds 16-bit floats: TVM's legalisation then copies subtrees, and a
-        copied Let binds its variable twice."""
+        """Whether fast-math calls must not bind (a kernel holding 16-bit floats, translated with
+        `bind_in_narrow` off: TVM's legalisation may copy subtrees, and a copied Let binds its
+        variable twice)."""
+        if self.bind_in_narrow:
+            return False
         if not hasattr(self, "_narrow"):
-            from tessel.ir.nodes import walk
-
-            self._narrow = any(getattr(n, "dtype", None) in ("float16", "bfloat16") for n in walk(self.kernel))
+            self._narrow = has_narrow_floats(self.kernel)
         return self._narrow
 
     def may_fault(self, e: Expr) -> bool:

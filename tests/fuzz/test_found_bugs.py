@@ -158,3 +158,28 @@ def test_open_bugs_keep_their_signature():
 def test_every_saved_case_is_listed():
     """No reduced case sits in tests/fuzz/cases without a test."""
     assert {p.stem for p in CASES.glob("*.txt")} == set(FOUND) | set(FIXED) | set(SLOW)
+
+
+def test_nested_fastmath_in_a_float16_kernel_grows_linearly():
+    """The campaigns' recurring hang:worker (a graph case: erf(erf(x) / sqrt 2) in a kernel that also
+    casts to float16): fast-math calls in 16-bit kernels repeated their argument instead of binding it,
+    so the nested erf grew multiplicatively and TVM's passes took 20 s. Bound by default now (a build
+    TVM refuses is retried unbound, tessel.codegen.tvm.build_module)."""
+    import tessel as ts
+    from tessel.codegen.tvm_tir import to_tvm
+    from tessel.schedules.generic import default_schedule
+
+    def script(depth):
+        x = ts.placeholder((4, 16), name="x", dtype="float16")
+
+        def f(i, j):
+            v = x[i, j].astype("float32")
+            for _ in range(depth):
+                v = ts.erf(v) * 0.5
+            return v.astype("float16")
+        kernel = default_schedule(ts.lower([x, ts.compute((4, 16), f, name="y")]), "cpu").kernel
+        return len(to_tvm(kernel).script()), len(to_tvm(kernel, bind_in_narrow=False).script())
+
+    one, two = script(1), script(2)
+    assert two[0] < 3 * one[0]  # bound: the second erf adds about one erf
+    assert two[1] > 3 * one[1]  # unbound (the old translation): it multiplies
