@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tessel.ir.dtypes import bits
 from tessel.ir.nodes import Allocate, Binary, Buffer, Call, Const, For, IfThenElse, Kernel, Load, Seq, Store, Var, \
     rewrite, seq, substitute, walk
 from tessel.schedules.cpu_reduce import RowReduction, accumulate_row, accumulators_for, fresh_vars, \
@@ -145,15 +146,21 @@ def _group_from(kernel: Kernel, candidates: list, start: int, lanes: int) -> lis
     rows = _rows_of(r)
     R = len(rows)
     group = [_Member(name, nest, tuple(lp.var for lp in r.chain[:R]), r, ())]
-    written = {name}
+    written, read = {name}, _loaded(nest)
     for name, nest in candidates[start + 1:]:
         m = _member(kernel, name, nest, _ndim(nest), rows)
-        if m is None or name in written or not _reads_ok(m, written):
+        # it reads the run's buffers only inside its row, and writes nothing an earlier stage read (that
+        # stage, run first for the next row, would see the new values)
+        if m is None or name in written or name in read or not _reads_ok(m, written):
             break
         group.append(m)
         written.add(name)
-    # a stage of the run must not read what a later one writes (checked as each joined) nor its own output
+        read |= _loaded(nest)
     return group
+
+
+def _loaded(nest: For) -> set:
+    return {n.buffer.name for n in walk(nest) if isinstance(n, Load)}
 
 
 def _ndim(nest: For) -> int:
@@ -249,7 +256,7 @@ def _shared_elements(group: list, subs: list, phi: Var) -> dict:
     out = {}
     for k, m in enumerate(group):
         r = m.reduction
-        if r is None or r.F * 4 > _MAX_ROW_BYTES:
+        if r is None or r.F * bits(r.e.dtype) // 8 > _MAX_ROW_BYTES:
             continue
         e = substitute(r.element(phi), subs[k])
         if not any(isinstance(n, Call) and n.func in _COSTLY for n in walk(e)):

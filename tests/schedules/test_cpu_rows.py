@@ -123,3 +123,43 @@ def test_a_row_whose_divisor_has_no_normal_reciprocal_divides():
         # the divided rows are correctly rounded quotients; the multiplied one within an ulp or two
         np.testing.assert_array_equal(out[:2], want[:2], err_msg=run)
         np.testing.assert_allclose(out[2], want[2], rtol=3e-7, err_msg=run)
+
+
+def test_a_stage_writing_what_an_earlier_one_read_ends_the_run():
+    # y reads z at the next row; the stage after it overwrites z. Fused, row 3's y would read row 0's new z.
+    from tessel.ir.text import parse_kernel
+
+    kernel = parse_kernel("""
+kernel k(x: float32[4, 32] global, z: float32[4, 32] global, y: float32[4, 32] global) target cpu {
+  alloc m: float32[4] global {
+    for i in 4 {
+      for k in 32 {
+        if (k == 0) {
+          m[i] = -inf_f32
+        }
+        m[i] = max(m[i], x[i, k])
+      }
+    }
+    for i1 in 4 {
+      for j in 32 {
+        y[i1, j] = ((x[i1, j] - m[i1]) + z[((i1 + 1) % 4), j])
+      }
+    }
+    for i2 in 4 {
+      for j2 in 32 {
+        z[i2, j2] = (x[i2, j2] * 2.0f32)
+      }
+    }
+  }
+}
+""")
+    fused = default_schedule(kernel, "cpu").kernel
+    assert len(_top_loops(fused)) == 2  # m and y share a row loop; z's stage stays after it
+    rng = np.random.default_rng()
+    x, z = (rng.standard_normal((4, 32)).astype("float32") for _ in range(2))
+    want_y = x - x.max(1, keepdims=True) + np.roll(z, -1, axis=0)
+    for k in (kernel, fused):
+        zz, y = z.copy(), np.full((4, 32), 9.0, "float32")
+        interp.run(k, x, zz, y)
+        np.testing.assert_allclose(y, want_y, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(zz, 2 * x, rtol=1e-6)
