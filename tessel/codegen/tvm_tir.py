@@ -113,11 +113,11 @@ def to_tvm(kernel: Kernel, bind_in_narrow: bool = True):
     """Translate a CPU-scheduled kernel into a `tvm.tirx.PrimFunc` (entry symbol `symbol_name`).
 
     Parameter buffers promise only element alignment, so numpy arrays at any address can be
-    passed without copies. `bind_in_narrow=False`: in a kernel holding 16-bit floats the float32
-    fast-math functions repeat their argument instead of binding it with a Let (TVM's 16-bit
-    legalisation may copy a Let, which VectorizeLoop then refuses; `tessel.codegen.tvm.build_module`
-    retries with it off). Binding is the default: repeated, a nested erf(erf(x)) grew exponentially
-    and took 20 s in TVM's passes (fuzz case fastmath_nested_erf_in_a_float16_kernel).
+    passed without copies. Fast-math functions bind their argument with a Let, except in kernels
+    holding bfloat16 (TVM's bfloat16 legalisation mishandles a Let), and in float16 kernels when
+    `bind_in_narrow` is off (`tessel.codegen.tvm.build_module` retries so where TVM refuses a build).
+    Repeated instead of bound, a nested erf(erf(x)) grows multiplicatively: in a float16 kernel it
+    took 20 s in TVM's passes (the fuzz campaigns' recurring hang).
 
     >>> from tessel.ir.nodes import Buffer, For, Kernel, Store, Var
     >>> A = Buffer("A", (4,), "int32")
@@ -133,7 +133,7 @@ def to_tvm(kernel: Kernel, bind_in_narrow: bool = True):
 
 
 def has_narrow_floats(kernel: Kernel) -> bool:
-    """Whether the kernel holds float16 or bfloat16 values (see `to_tvm`'s `bind_in_narrow`)."""
+    """Whether the kernel holds float16 or bfloat16 values (see `to_tvm`)."""
     from tessel.ir.nodes import walk
 
     return any(getattr(n, "dtype", None) in ("float16", "bfloat16") for n in walk(kernel))
@@ -507,13 +507,15 @@ class _Translator:
         return e.name in self._extents
 
     def _has_narrow(self) -> bool:
-        """Whether fast-math calls must not bind (a kernel holding 16-bit floats, translated with
-        `bind_in_narrow` off: TVM's legalisation may copy subtrees, and a copied Let binds its
-        variable twice)."""
-        if self.bind_in_narrow:
-            return False
+        """Whether fast-math calls must not bind: a kernel holding bfloat16 values (TVM's bfloat16
+        legalisation copies subtrees: a copied Let binds its variable twice, which VectorizeLoop
+        refuses, or the kernel silently computes NaN: softmax-bf16), or one holding float16 values
+        translated with `bind_in_narrow` off."""
         if not hasattr(self, "_narrow"):
-            self._narrow = has_narrow_floats(self.kernel)
+            from tessel.ir.nodes import walk
+
+            dtypes = {getattr(n, "dtype", None) for n in walk(self.kernel)}
+            self._narrow = "bfloat16" in dtypes or (not self.bind_in_narrow and "float16" in dtypes)
         return self._narrow
 
     def may_fault(self, e: Expr) -> bool:
