@@ -67,6 +67,7 @@ import math
 import re
 
 from tessel.codegen import tvm_fastmath as _fastmath
+from tessel.codegen import tvm_select
 from tessel.codegen.tvm_index import divides, fold_nested_mod, interval, offset_divmods
 from tessel.errors import CodegenError
 from tessel.ir.dtypes import bits, is_float, is_int, is_unsigned, numpy_dtype
@@ -91,7 +92,6 @@ from tessel.ir.nodes import (
     Stmt,
     Store,
     Var,
-    rewrite,
     walk,
 )
 
@@ -328,13 +328,15 @@ class _Translator:
             return T.Not(self.expr(e.a))
         if isinstance(e, Select):
             if self.may_fault(e.t) or self.may_fault(e.f):
-                if CLAMP_SELECTS and self.vector_depth and not (divides(e.t) or divides(e.f)) and self._clampable(e):
+                if CLAMP_SELECTS and self.vector_depth and not (divides(e.t) or divides(e.f)) \
+                        and tvm_select.clampable(e):
                     # in a vectorized loop a lazy if_then_else runs lane by lane: load at indices
                     # clamped into the buffer instead (equal wherever the select picks the load)
                     # and select eagerly, which vectorizes (zero-padding copies of convolutions)
-                    return T.Select(self.expr(e.cond), self.expr(self._clamped(e.t)), self.expr(self._clamped(e.f)))
+                    t, f = (tvm_select.clamped(x, self._in_bounds) for x in (e.t, e.f))
+                    return T.Select(self.expr(e.cond), self.expr(t), self.expr(f))
                 return T.if_then_else(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
-            if _constraint_may_move_a_load(e):
+            if tvm_select.constraint_may_move_a_load(e):
                 return T.if_then_else(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
             return T.Select(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
         if isinstance(e, Cast):
@@ -519,36 +521,12 @@ class _Translator:
         return self._narrow
 
     def may_fault(self, e: Expr) -> bool:
-        """Whether evaluating `e` when its Select does not choose it could fault: it loads memory
-        at indices not provably inside the buffer (from the ranges of the loop variables around
-        it), or divides integers by a possible zero. A masked attention score
-        `select(mask[i, j], s[i, j] * scale, -inf)` reads in bounds, so it stays an eager select
-        that vectorizes (as a lazy `if_then_else` the vectorized loop ran lane by lane, 10x slower)."""
+        """`tvm_select.may_fault` under this kernel's loop ranges (memoised per node)."""
         key = id(e)
         hit = self.lazy_memo.get(key)
         if hit is None:
-            hit = any((isinstance(n, Load) and not self._in_bounds(n))
-                      or (isinstance(n, Binary) and n.op in ("div", "floordiv", "floormod") and is_int(n.dtype)
-                          and not (isinstance(n.b, Const) and n.b.value not in (0, -1))) for n in walk(e))
-            self.lazy_memo[key] = hit
+            hit = self.lazy_memo[key] = tvm_select.may_fault(e, self._in_bounds)
         return hit
-
-    def _clampable(self, e: Select) -> bool:
-        return all(all(isinstance(d, int) for d in n.buffer.shape) for b in (e.t, e.f) for n in walk(b)
-                   if isinstance(n, Load))
-
-    def _clamped(self, e: Expr) -> Expr:
-        """`e` with the indices of each load not provably inside its buffer clamped into it, so no
-        load can fault."""
-
-        def fn(n):
-            if isinstance(n, Load) and not self._in_bounds(n):
-                idx = tuple(Binary("max", Binary("min", i, Const(d - 1, i.dtype)), Const(0, i.dtype))
-                            for i, d in zip(n.indices, n.buffer.shape))
-                return Load(n.buffer, idx)
-            return None
-
-        return rewrite(e, fn, fixpoint=False)
 
     def _in_bounds(self, load: Load) -> bool:
         shape = load.buffer.shape
@@ -614,37 +592,6 @@ def _on_stack(b: Buffer) -> bool:
 def tvm_bool_true(T):
     """A TIR boolean constant (annotation values must be IR constants, not Python bools)."""
     return T.IntImm("bool", 1)
-
-
-def _constraint_may_move_a_load(e: Select) -> bool:
-    """Whether TVM's simplifier could move a load of an eager Select's branch out of its buffer.
-    It simplifies each branch assuming the condition (IRMutatorWithAnalyzer), which is sound for a
-    lazy if_then_else only: under `i == 2`, `buf[i % 3]` became `buf[i]`, which the eager Select then
-    loaded for every i, past the buffer's end (an unrolled float16 kernel crashed: fuzz case
-    tvm_select_branch_simplified_under_its_condition). Only indices with div/mod/min/max change
-    that way; then the select stays lazy."""
-    constrained = {n for n in _walk_outside_loads(e.cond) if isinstance(n, Var)}
-    if not constrained:
-        return False
-    for branch in (e.t, e.f):
-        for n in walk(branch):
-            if isinstance(n, Load):
-                for idx in n.indices:
-                    nodes = list(walk(idx))
-                    if any(isinstance(m, Binary) and m.op in ("floordiv", "floormod", "min", "max") for m in nodes) \
-                            and any(isinstance(m, Var) and m in constrained for m in nodes):
-                        return True
-    return False
-
-
-def _walk_outside_loads(e):
-    """The nodes of `e`, not descending into loads (a loaded value constrains no index)."""
-    stack = [e]
-    while stack:
-        n = stack.pop()
-        yield n
-        if not isinstance(n, Load):
-            stack.extend(n.children())
 
 
 def _representable(c: Const):
