@@ -1,7 +1,8 @@
 """Reductions and row-wise norms on the CPU: tessel against numpy and onnxruntime, in one run.
 
 Each case is a one-op ONNX model (ReduceMean over H x W of NCHW, ReduceSum over the last axis,
-LayerNormalization, Softmax), compiled by tessel (`ts.compile`) and run by onnxruntime; numpy
+LayerNormalization, Softmax, and softmax's parts: ReduceMax and Exp), compiled by tessel (`ts.compile`)
+and run by onnxruntime; numpy
 computes the same thing (`x.mean((2, 3))`, `x.sum(-1)`, the layer norm and softmax formulas). All on
 one thread (TESSEL_NUM_THREADS=1, onnxruntime's intra/inter-op threads 1), each call timed by the
 calling thread's CPU time (time.thread_time), so other jobs on this shared VM do not count; the best
@@ -37,6 +38,8 @@ CASES = {
     "layernorm": [("layer_norm", "LayerNormalization", s, {"axis": -1, "epsilon": 1e-5})
                   for s in ((16, 64, 64), (8, 128, 768), (4096, 1024))],
     "softmax": [("softmax", "Softmax", s, {"axis": -1}) for s in ((64, 64, 64), (512, 1000), (16, 12, 128, 128))],
+    # softmax's parts on their own (what bounds it): the row maximum and the elementwise exp
+    "softmax_parts": [("row_max", "ReduceMax", (512, 1000), {"keepdims": 0}), ("exp", "Exp", (512, 1000), {})],
 }
 
 
@@ -46,7 +49,7 @@ def onnx_model(op: str, shape: tuple, attrs: dict):
 
     inputs, inits, names = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [], ["x"]
     attrs = dict(attrs)
-    if op == "ReduceSum":
+    if op in ("ReduceSum", "ReduceMax"):
         inits.append(helper.make_tensor("axes", TensorProto.INT64, [1], [len(shape) - 1]))
         names.append("axes")
     if op == "ReduceMean":  # opset 18: axes as an input
@@ -61,7 +64,7 @@ def onnx_model(op: str, shape: tuple, attrs: dict):
     if op == "ReduceMean":
         out_shape = [d for k, d in enumerate(shape) if k not in (2, 3)]
     else:
-        out_shape = list(shape[:-1]) if op == "ReduceSum" else list(shape)
+        out_shape = list(shape[:-1]) if op in ("ReduceSum", "ReduceMax") else list(shape)
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
     g = helper.make_graph([node], "one_op", inputs, [out], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
@@ -76,6 +79,10 @@ def numpy_fn(op: str, shape: tuple, attrs: dict, model):
         return lambda x: x.mean(ax)
     if op == "ReduceSum":
         return lambda x: x.sum(-1)
+    if op == "ReduceMax":
+        return lambda x: x.max(-1)
+    if op == "Exp":
+        return np.exp
     if op == "Softmax":
         def softmax(x):
             e = np.exp(x - x.max(-1, keepdims=True))
