@@ -211,3 +211,21 @@ def test_compare_takes_the_tolerance_of_the_dtype_computed_in():
     assert compare([got], [want], out) is not None
     assert compare([got], [want], out, work=work_dtype(kernel)) is None
     assert compare([want + 1e-3], [want], out, work="float32") is not None
+
+
+def test_fresh_convolutions_start_from_winograd_knobs_half_the_time():
+    """With the campaign's rng, default_schedule_cmds gives a Winograd-eligible 3x3 convolution cpu.conv's
+    Winograd knobs about half the time (compile() would never pick Winograd at this size), and such a
+    case passes the oracles; without an rng it is compile()'s default."""
+    import random
+
+    from tessel.fuzz import suite
+
+    k = suite.conv(1, 8, 16, 8, 10)
+    assert default_schedule_cmds(k, "cpu")[0]["args"]["knobs"] is None
+    rng = random.Random(int(np.random.SeedSequence().entropy % 2**32))
+    cmds = [default_schedule_cmds(k, "cpu", rng)[0]["args"] for _ in range(40)]
+    wino = [c for c in cmds if c["knobs"] and c["knobs"]["algorithm"] == "winograd"]
+    assert all(c["name"] == "cpu.conv" for c in cmds) and 8 <= len(wino) <= 32
+    case = Case(k, "cpu", [{"primitive": "template", "args": wino[0]}], [], seed=3)
+    assert run_case(case).status == "ok"
