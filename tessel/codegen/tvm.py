@@ -45,15 +45,19 @@ def compile_kernel(kernel: Kernel, cache: _cache.ModuleCache | None = None) -> t
     return tvm_runtime.Runner(module, symbol, kernel.params)
 
 
-def build_module(kernel: Kernel):
-    """The compiled TVM module of a CPU-scheduled kernel. A kernel holding 16-bit floats whose build
-    fails is translated again with its fast-math calls unbound (`tvm_tir.to_tvm`'s `bind_in_narrow`)."""
+def build_module(kernel: Kernel, prim=None, strided: bool = True):
+    """The compiled TVM module of a CPU-scheduled kernel (from `prim`, its translation, when given;
+    `strided`: through tvm_strided's rewrite). A kernel holding 16-bit floats whose build TVM refuses
+    is translated again with its fast-math calls unbound (`tvm_tir.to_tvm`'s `bind_in_narrow`)."""
+    def prepare(p):
+        return tvm_strided.rewrite(p) if strided else p
+
     try:
-        return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel)))
+        return tvm_runtime.compile_module(prepare(prim if prim is not None else tvm_tir.to_tvm(kernel)))
     except CodegenError:  # TVM refused it (VectorizeLoop: "Let cannot bind the same var to two different values")
         if not tvm_tir.has_narrow_floats(kernel):
             raise
-    return tvm_runtime.compile_module(tvm_strided.rewrite(tvm_tir.to_tvm(kernel, bind_in_narrow=False)))
+    return tvm_runtime.compile_module(prepare(tvm_tir.to_tvm(kernel, bind_in_narrow=False)))
 
 
 def tvm_script(kernel: Kernel) -> str:

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tessel.errors import CodegenError, TesselError, VerifyError
+from tessel.errors import TesselError, VerifyError
 from tessel.fuzz.case import Case, is_gpu
 from tessel.fuzz.signature import _detail, message_form  # noqa: F401 - (message_form: re-exported)
 
@@ -531,18 +531,14 @@ def _script(prim) -> str:
 def _tvm_check(k, inputs, ref, params, quiet=nullcontext) -> str:
     try:
         from tessel.codegen import tvm_runtime, tvm_tir
+        from tessel.codegen.tvm import build_module
 
         prim = tvm_tir.to_tvm(k)  # tessel's translation: traced
         with quiet():  # TVM's printer and LLVM build: not tessel's code
             text = _script(prim)
             module = TVM_MODULES.get(text) if text else None
             if module is None:
-                try:
-                    module = tvm_runtime.compile_module(prim)
-                except CodegenError:  # as tessel.codegen.tvm.build_module: 16-bit kernels again, unbound
-                    if not tvm_tir.has_narrow_floats(k):
-                        raise
-                    module = tvm_runtime.compile_module(tvm_tir.to_tvm(k, bind_in_narrow=False))
+                module = build_module(k, prim, strided=False)
                 if text:
                     TVM_MODULES.put(text, module)
         runner = tvm_runtime.Runner(module, tvm_tir.symbol_name(k), k.params)
