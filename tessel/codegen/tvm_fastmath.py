@@ -23,12 +23,24 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 _LOG2E = 1.44269504088896341
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 _TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
 _MAX, _MIN = 88.72283935546875, -87.33654022216797  # exp overflows above, is subnormal below
-_CLAMP_HI, _CLAMP_LO = 89.0, -88.0  # exp's argument clamped here (see _exp)
+_CLAMP_HI, _CLAMP_LO = 89.0, -88.0  # exp's argument clamped here (see _exp_bits)
+_LDEXP_LO = -104.0  # exp(x) rounds to 0 below (see _exp_ldexp)
+
+
+@functools.cache  # the host does not change while we run
+def native_ldexp() -> bool:
+    """Whether exp scales by 2^n with `llvm.ldexp`: where the host CPU has AVX-512 (one vscalefps).
+    Elsewhere LLVM would expand a vector ldexp lane by lane, so exp builds 2^n from its bits."""
+    from tessel.codegen import tvm_runtime
+
+    return tvm_runtime.host_has_feature("avx512f")
 
 
 def _c(T, v):
@@ -60,6 +72,35 @@ def exp(T, x, bind=True):
 
 
 def _exp(T, x, bind=True):
+    if native_ldexp():
+        return _exp_ldexp(T, x, bind)
+    return _exp_bits(T, x, bind)
+
+
+def _exp_ldexp(T, x, bind=True):
+    # p * 2^n by `llvm.ldexp`, which is one vscalefps on AVX-512: it rounds overflow to +inf and
+    # underflow to a subnormal or 0 by itself, so no edge needs a select (17 instead of 24
+    # instructions per 16 lanes; the softmax's exp ran at half onnxruntime's speed).
+    # n comes from x clamped by min/max, which lower to compares that map NaN to the bound, so the
+    # int32 conversion never sees NaN (LLVM makes that poison). r comes from x clamped below only,
+    # by a select that keeps NaN (a false compare picks x), so NaN reaches p and the result.
+    # Above the top clamp, r is large and positive, so p (all its coefficients positive) is large
+    # and positive too, and the product overflows to +inf, as exp does.
+    n = T.floor(T.max(T.min(x, _c(T, _CLAMP_HI)), _c(T, _LDEXP_LO)) * _c(T, _LOG2E) + _c(T, 0.5))
+
+    def reduced(n):
+        xr = T.Select(x < _c(T, _LDEXP_LO), _c(T, _LDEXP_LO), x)
+
+        def poly(r):
+            p = _poly(T, r, _EXP_P + (1.0, 1.0))  # 1 + r + r^2 P(r), all by FMAs
+            return T.call_llvm_pure_intrin("float32", "llvm.ldexp", p, T.Cast("int32", n))
+
+        return _let(T, xr - n * _c(T, _LN2_HI) - n * _c(T, _LN2_LO), poly, bind)
+
+    return _let(T, n, reduced, bind)
+
+
+def _exp_bits(T, x, bind=True):
     # Clamped so that the edges need no selects: above 89 (past the overflow threshold _MAX) the
     # product below overflows to +inf by itself, and at -88 (past _MIN) n = -127 makes 2^n's bit
     # pattern 0, so the result is 0; between _MIN and -87.68 (n = -126) it is the subnormal

@@ -104,6 +104,19 @@ def host_target() -> dict:
     return {"kind": "llvm", "mtriple": codegen.llvm_get_system_triple(), "mcpu": cpu}
 
 
+@functools.cache  # the host does not change while we run
+def host_has_feature(name: str) -> bool:
+    """Whether LLVM's host target has the CPU feature `name` (e.g. "avx512f").
+
+    >>> host_has_feature("no-such-feature")
+    False
+    """
+    import tvm
+    from tvm.target import codegen
+
+    return bool(codegen.llvm_cpu_has_features(name, tvm.target.Target(host_target())))
+
+
 def target_key() -> str:
     """A stable string naming the host target, for cache keys."""
     return json.dumps(host_target(), sort_keys=True)

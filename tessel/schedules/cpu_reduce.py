@@ -42,8 +42,8 @@ import math
 from dataclasses import dataclass
 
 from tessel.ir.dtypes import is_float
-from tessel.ir.nodes import Allocate, Binary, Buffer, Const, For, Kernel, Load, Seq, Stmt, Store, Var, rewrite, \
-    seq, substitute, walk
+from tessel.ir.nodes import Allocate, Binary, Buffer, Const, For, Kernel, Load, Select, Seq, Stmt, Store, Var, \
+    rewrite, seq, substitute, walk
 from tessel.schedules.nest import fresh_name, init_guards, perfect_chain, unflatten_index, used_names
 
 _OPS = ("add", "max", "min")
@@ -169,8 +169,17 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
         lv = fresh(f"{r.buf.name}_l")
         return For(lv, Const(width), body(lv), kind if width > 1 else "serial")
 
+    nans = None  # float max/min of loads: NaNs kept aside (select_extreme)
+    if op in ("max", "min") and is_float(dtype):
+        nans = Buffer(fresh(f"{r.buf.name}_vnan").name, (Const(U * L),), dtype, "local")
+    plain, kept = [], []  # the steps that combine by `op` itself (their value is not a load), the others
+
     def update_at(slot, flat):
         pre, value = update(flat) if update is not None else ((), r.element(flat))
+        if nans is not None and isinstance(value, Load):
+            kept.append(flat)
+            return seq(*pre, *select_extreme(op, acc, nans, slot, value))
+        plain.append(flat)
         return seq(*pre, Store(acc, (slot,), Binary(op, Load(acc, (slot,)), value)))
 
     body = [vloop(U * L, lambda lv: Store(acc, (lv,), ident))]
@@ -191,14 +200,51 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
     for lp in reversed(r.outer_red):
         red_body = For(lp.var, lp.extent, red_body, "serial")
     body.append(red_body)
+    if not kept:
+        nans = None
+    if nans is not None and plain:  # acc may hold NaNs too: the NaNs kept aside rejoin it
+        body.append(vloop(U * L, lambda lv: Store(acc, (lv,), Select(
+            Binary("eq", Load(nans, (lv,)), Const(0.0, dtype)), Load(acc, (lv,)), Load(nans, (lv,))))))
+    cheap = nans is not None and not plain  # acc holds no NaN: combine by selects, the NaNs by adds
+
+    def combine(lv, k):
+        a, b = Load(acc, (lv,)), Load(acc, (lv + k,))
+        if not cheap:
+            return Store(acc, (lv,), Binary(op, a, b))
+        return seq(Store(acc, (lv,), Select(Binary("gt" if op == "max" else "lt", b, a), b, a)),
+                   Store(nans, (lv,), Load(nans, (lv,)) + Load(nans, (lv + k,))))
+
     for u in range(1, U):
-        body.append(vloop(L, lambda lv, u=u: Store(acc, (lv,), Binary(op, Load(acc, (lv,)), Load(acc, (lv + u * L,))))))
+        body.append(vloop(L, lambda lv, u=u: combine(lv, u * L)))
     w = L // 2
     while w >= 1:
-        body.append(vloop(w, lambda lv, w=w: Store(acc, (lv,), Binary(op, Load(acc, (lv,)), Load(acc, (lv + w,))))))
+        body.append(vloop(w, lambda lv, w=w: combine(lv, w)))
         w //= 2
-    body.append(Store(r.buf, out_idx, Load(acc, (Const(0),))))
-    return Allocate(acc, seq(*body))
+    result = Load(acc, (Const(0),))
+    if cheap:  # nans[0] is 0 unless a NaN was seen (then it is NaN)
+        nan0 = Load(nans, (Const(0),))
+        result = Select(Binary("eq", nan0, Const(0.0, dtype)), result, nan0)
+    body.append(Store(r.buf, out_idx, result))
+    if nans is not None:
+        body.insert(1, vloop(U * L, lambda lv: Store(nans, (lv,), Const(0.0, dtype))))
+    out = Allocate(acc, seq(*body))
+    return Allocate(nans, out) if nans is not None else out
+
+
+def select_extreme(op: str, acc: Buffer, nans: Buffer, slot, value: Load) -> tuple:
+    """The float max (min) step `acc[slot] = op(acc[slot], value)` as two selects: `value > acc ?
+    value : acc` (one vmaxps; numpy.maximum's result whenever no NaN is involved, signed zeros
+    included), and `nans[slot] = value` when it is a NaN (`value <= acc`, an ordered compare, fails
+    only then). acc never holds a NaN, nans only 0 or NaN, so the horizontal combine takes the max by
+    selects and the NaNs by adds, and a NaN in the end is the result. A NaN-propagating max (llvm.maximum) costs six vector
+    instructions on AVX-512 (signed-zero blends and a NaN fix-up): a 512 x 1000 row max ran at 0.72x
+    onnxruntime."""
+    a = Load(acc, (slot,))
+    better, fine = ("gt", "le") if op == "max" else ("lt", "ge")
+    # value <= the new acc holds for every value but NaN (an ordered compare): one compare and one
+    # masked move, where an isnan test in TVM's VectorizeLoop goes lane by lane
+    return (Store(acc, (slot,), Select(Binary(better, value, a), value, a)),
+            Store(nans, (slot,), Select(Binary(fine, value, a), Load(nans, (slot,)), value)))
 
 
 def fresh_vars(kernel: Kernel):
@@ -239,4 +285,5 @@ def row_reduce(kernel: Kernel, name: str, nest: For, ndim: int, lanes: int, accu
     return rewrite(kernel, lambda m: new if isinstance(m, For) and m == nest else None, fixpoint=False)
 
 
-__all__ = ["RowReduction", "accumulate_row", "accumulators_for", "fresh_vars", "parse_row_reduction", "row_reduce"]
+__all__ = ["RowReduction", "accumulate_row", "accumulators_for", "fresh_vars", "parse_row_reduction", "row_reduce",
+           "select_extreme"]

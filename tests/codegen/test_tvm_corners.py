@@ -140,23 +140,39 @@ def test_nan_test_survives_tvm_simplification():
     np.testing.assert_array_equal(b, np.isnan(a).astype(np.float32))
 
 
-@pytest.mark.parametrize("func", ["exp", "tanh", "sigmoid"])
-def test_float32_fast_math_is_vectorized_and_within_2_ulp(func):
-    """float32 exp / tanh / sigmoid compile to polynomials (no scalar libm call in the machine code)
-    within 2 ulp of numpy's float64 result, rounded; overflow, NaN and infinities as numpy; results
-    below the smallest normal float flush to (near) zero."""
+def _fast_math_run(func: str, x: np.ndarray, ldexp: bool, monkeypatch) -> tuple:
+    """`func` of float32 `x` through a kernel built (uncached) with exp's 2^n scaling by `llvm.ldexp`
+    or from exponent bits; returns (output, assembly)."""
     import tessel as ts
+    from tessel.codegen import tvm_fastmath, tvm_runtime
+    from tessel.codegen.tvm import build_module
+    from tessel.codegen.tvm_tir import symbol_name
 
-    rng = np.random.default_rng(7)
-    x = np.concatenate([rng.uniform(-90, 90, 4000), rng.uniform(-1, 1, 4000), rng.uniform(-1e-3, 1e-3, 64),
-                        [0.0, -0.0, 88.7, 88.73, -87.3, -87.4, -100, 1e30, -1e30, np.inf, -np.inf, np.nan]])
-    x = x.astype("f4")
+    monkeypatch.setattr(tvm_fastmath, "native_ldexp", lambda: ldexp)
     A = ts.placeholder(x.shape, name="A")
     B = ts.compute(x.shape, lambda i: getattr(ts, func)(A[i]), name="B")
-    kern = ts.build([A, B])
-    assert "expf" not in kern.inspect("asm")
-    out = np.empty_like(x)
-    kern(x, out)
+    k = ts.build([A, B]).ir
+    module = build_module(k)
+    run = tvm_runtime.Runner(module, symbol_name(k), k.params)
+    out = np.full_like(x, np.nan)
+    run.call(run.tensors([x, out]))
+    return out, tvm_runtime.inspect(module, "asm")
+
+
+@pytest.mark.parametrize("ldexp", [True, False], ids=["ldexp", "bits"])
+@pytest.mark.parametrize("func", ["exp", "tanh", "sigmoid"])
+def test_float32_fast_math_is_vectorized_and_within_2_ulp(func, ldexp, monkeypatch):
+    """float32 exp / tanh / sigmoid compile to polynomials (no scalar libm call in the machine code)
+    within 2 ulp of numpy's float64 result, rounded; overflow, NaN and infinities as numpy; results
+    below the smallest normal float flush to (near) zero. Both of exp's ways to scale by 2^n: by
+    `llvm.ldexp` (AVX-512 hosts) and from exponent bits (the others), on any host."""
+    rng = np.random.default_rng()
+    x = np.concatenate([rng.uniform(-90, 90, 4000), rng.uniform(-1, 1, 4000), rng.uniform(-1e-3, 1e-3, 64),
+                        [0.0, -0.0, 88.7, 88.72, 88.73, 89.5, 200, -87.3, -87.4, -100, -104, -105, 1e30, -1e30,
+                         np.inf, -np.inf, np.nan, -np.nan]])
+    x = x.astype("f4")
+    out, asm = _fast_math_run(func, x, ldexp, monkeypatch)
+    assert "expf" not in asm and "ldexpf" not in asm
     ref = {"exp": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[func]
     with np.errstate(all="ignore"):
         want = ref(x.astype(np.float64)).astype(np.float32)
@@ -167,6 +183,23 @@ def test_float32_fast_math_is_vectorized_and_within_2_ulp(func):
     assert ulps.max() <= 2
     tiny = np.isfinite(want) & ~normal
     assert np.all(np.abs(out[tiny]) <= np.finfo(np.float32).tiny)
+
+
+def test_float32_exp_by_ldexp_gives_subnormal_results(monkeypatch):
+    """With `llvm.ldexp` (one vscalefps on AVX-512) exp's results below the smallest normal float
+    are the subnormals numpy gives, within 2 of their units, and 0 below exp's underflow."""
+    rng = np.random.default_rng()
+    x = np.concatenate([rng.uniform(-104, -87.3, 2000), [-103.28, -103.97, -104.5, -1000]]).astype("f4")
+    out, asm = _fast_math_run("exp", x, True, monkeypatch)
+    from tessel.codegen.tvm_runtime import host_has_feature
+
+    if host_has_feature("avx512f"):
+        assert "vscalefps" in asm
+    want = np.exp(x.astype(np.float64)).astype(np.float32)
+    unit = np.float64(np.finfo(np.float32).smallest_subnormal)
+    err = np.abs(out.astype(np.float64) - want) / np.maximum(np.spacing(want).astype(np.float64), unit)
+    assert err.max() <= 2
+    assert np.all(out[x < -104] == 0) and np.count_nonzero(out) > 1500
 
 
 def test_float32_erf_is_vectorized_and_within_8_ulp():

@@ -64,6 +64,37 @@ def test_row_reduction_matches_numpy(shape, axes, kind):
     np.testing.assert_allclose(again, out, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("of", ["load", "expression"])
+@pytest.mark.parametrize("kind", ["max", "min"])
+@pytest.mark.parametrize("shape", [(40, 1000), (24, 37)])
+def test_row_max_and_min_propagate_nan_and_keep_infinities(kind, shape, of):
+    """A NaN anywhere in a row (a lane of any accumulator, the remainder, the first or last element)
+    makes that row's max / min NaN, as numpy's; infinities and rows of -inf / +inf only are exact.
+    (The vector steps are two selects, value > acc and value <= acc, with NaNs kept aside.)"""
+    rng = np.random.default_rng()
+    red = {"max": ts.max, "min": ts.min}[kind]
+    x, y = _rows(shape, (1,), red if of == "load" else lambda v, axis: red(v * 2.0 - 1.0, axis=axis))
+    kern = ts.build([x, y], target="cpu")
+    assert ("_vnan" in str(kern.ir)) == (of == "load")
+    a = rng.standard_normal(shape).astype("float32")
+    n, m = shape
+    for row, col in zip(rng.choice(n, n // 2, replace=False), rng.integers(0, m, n // 2)):
+        a[row, col] = np.nan
+    a[0, 0] = a[1, m - 1] = np.nan
+    a[2, :] = -np.inf
+    a[3, :] = np.inf
+    a[4, rng.integers(0, m, 3)] = np.inf
+    a[5, rng.integers(0, m, 3)] = -np.inf
+    a[6, 0], a[6, 1:] = np.nan, np.inf
+    out = np.zeros(n, "float32")
+    kern(a, out)
+    ref = {"max": np.max, "min": np.min}[kind](a if of == "load" else a * 2 - 1, axis=1)
+    np.testing.assert_array_equal(out, ref)
+    again = np.zeros_like(out)
+    kern.run_reference(a, again)
+    np.testing.assert_array_equal(again, ref)
+
+
 @pytest.mark.parametrize("accumulators", [1, 2, 4, 8])
 def test_accumulator_knob_keeps_the_value(accumulators):
     rng = np.random.default_rng()
