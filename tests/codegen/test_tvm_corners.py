@@ -240,3 +240,53 @@ def test_float_floordiv_and_floormod_edge_cases_follow_numpy():
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(c, np.floor_divide(a, b))
         np.testing.assert_array_equal(d, np.remainder(a, b))
+
+
+def test_build_module_retries_a_refused_16_bit_kernel_with_fast_math_unbound(monkeypatch):
+    """A kernel holding float16 values whose build TVM refuses (simulated: the first compile raises)
+    is translated again with its fast-math values unbound, and that build runs right; a float32
+    kernel's refusal is raised, not retried."""
+    import tessel as ts
+    from tessel.codegen import tvm as backend
+    from tessel.codegen import tvm_runtime, tvm_tir
+    from tessel.errors import CodegenError
+
+    n = 200
+    A = ts.placeholder((n,), dtype="float16", name="A")
+    # float32 math in a kernel holding float16 values: bound unless the retry unbinds it
+    B = ts.compute((n,), lambda i: ts.exp(A[i].astype("float32")).astype("float16"), name="B")
+    k = ts.build([A, B]).ir
+    A32 = ts.placeholder((n,), name="A")
+    k32 = ts.build([A32, ts.compute((n,), lambda i: ts.exp(A32[i]), name="B")]).ir
+
+    real_to_tvm, real_compile = tvm_tir.to_tvm, tvm_runtime.compile_module
+    binds, scripts, refused = [], [], []
+
+    def to_tvm(kernel, bind_in_narrow=True):
+        binds.append(bind_in_narrow)
+        prim = real_to_tvm(kernel, bind_in_narrow)
+        scripts.append(prim.script())
+        return prim
+
+    def compile_module(func, target=None):
+        if not refused:
+            refused.append(True)
+            raise CodegenError("TVM could not compile kernel: refused (simulated)")
+        return real_compile(func, target)
+
+    monkeypatch.setattr(tvm_tir, "to_tvm", to_tvm)
+    monkeypatch.setattr(tvm_runtime, "compile_module", compile_module)
+    module = backend.build_module(k)
+    assert binds == [True, False]
+    assert "T.Let" in scripts[0] and "T.Let" not in scripts[1]
+    run = tvm_runtime.Runner(module, tvm_tir.symbol_name(k), k.params)
+    a = np.random.default_rng().uniform(-8, 8, n).astype(np.float16)
+    out = np.zeros(n, np.float16)
+    run.call(run.tensors([a, out]))
+    np.testing.assert_allclose(out.astype(np.float64), np.exp(a.astype(np.float64)), rtol=2e-3)
+
+    binds.clear()
+    refused.clear()
+    with pytest.raises(CodegenError, match="simulated"):
+        backend.build_module(k32)
+    assert binds == [True]
