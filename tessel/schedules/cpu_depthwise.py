@@ -479,7 +479,9 @@ def _replace_read(m, dw: _Depthwise, read: Load):
     if dw.pad is not None and isinstance(m, Load) and m.buffer.name == dw.pad:
         return read
     if dw.pad is None:
-        if isinstance(m, Select) and isinstance(m.t, Load) and m.t.buffer.name == dw.src.name:
+        # the select is the bounds test (checked by the parse), and the plane holds its zeros; its
+        # load may already be the plane read (rewrite goes to the leaves first)
+        if isinstance(m, Select) and isinstance(m.t, Load) and m.t.buffer.name in (dw.src.name, read.buffer.name):
             return read
         if isinstance(m, Load) and m.buffer.name == dw.src.name:
             return read

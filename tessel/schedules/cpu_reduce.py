@@ -233,8 +233,8 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
 
 def select_extreme(op: str, acc: Buffer, nans: Buffer, slot, value: Load) -> tuple:
     """The float max (min) step `acc[slot] = op(acc[slot], value)` as two selects: `value > acc ?
-    value : acc` (one vmaxps; numpy.maximum's result whenever no NaN is involved, signed zeros
-    included), and `nans[slot] = value` when it is a NaN (`value <= acc`, an ordered compare, fails
+    value : acc` (one vmaxps; numpy.maximum's result whenever no NaN is involved, but for the sign of
+    a zero, which depends on the order of a reduction in numpy too), and `nans[slot] = value` when it is a NaN (`value <= acc`, an ordered compare, fails
     only then). acc never holds a NaN, nans only 0 or NaN, so the horizontal combine takes the max by
     selects and the NaNs by adds, and a NaN in the end is the result. A NaN-propagating max (llvm.maximum) costs six vector
     instructions on AVX-512 (signed-zero blends and a NaN fix-up): a 512 x 1000 row max ran at 0.72x

@@ -70,6 +70,28 @@ def test_float_min_max_propagate_nan():
     np.testing.assert_array_equal(out[3], np.maximum(a, b))
 
 
+@pytest.mark.parametrize("c", [0.0, -0.0, 6.0, -np.inf, np.inf])
+@pytest.mark.parametrize("const_first", [False, True])
+def test_float_min_max_with_a_constant_follow_numpy(c, const_first):
+    """min/max with a constant operand (ReLU, a clip) compile to one select each; NaN propagates and
+    the results, signed zeros included, are numpy.minimum / maximum's, bit for bit."""
+    from tessel.codegen.tvm import tvm_script
+
+    A, L, H = (Buffer(n, (64,)) for n in ("A", "L", "H"))
+    k = Const(float(c), "float32")
+    lo, hi = (Binary("min", k, A[i]), Binary("max", k, A[i])) if const_first else \
+        (Binary("min", A[i], k), Binary("max", A[i], k))
+    kern = Kernel("const_minmax", (A, L, H), For(i, 64, seq(Store(L, (i,), lo), Store(H, (i,), hi)), "vectorized"))
+    assert "llvm.maximum" not in tvm_script(kern) and "llvm.minimum" not in tvm_script(kern)
+    a = rand(np.random.default_rng(), (64,))
+    a[:6] = [np.nan, 0.0, -0.0, np.inf, -np.inf, c]
+    out = [a.copy(), garbage((64,)), garbage((64,))]
+    compile_kernel(kern)(*out)
+    want = (np.minimum(c, a), np.maximum(c, a)) if const_first else (np.minimum(a, c), np.maximum(a, c))
+    for got, w in zip(out[1:], want):
+        np.testing.assert_array_equal(got.view(np.uint32), w.astype(np.float32).view(np.uint32))
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_float_floordiv_floormod_follow_numpy(dtype):
     """x // 0.75 and x % -0.75 on floats: bit-exact with numpy's floor_divide / remainder."""
