@@ -88,12 +88,18 @@ def ir_text(kernel: Kernel) -> str:
     return to_text(kernel)
 
 
+def backend_sources() -> list:
+    """The source files whose text is in the cache key: every tvm_*.py module of this folder (a list
+    of names here once missed tvm_select.py, so a changed select rule reused stale modules)."""
+    return sorted(Path(__file__).parent.glob("tvm_*.py"))
+
+
 @functools.cache  # versions and sources do not change while we run
 def backend_version() -> str:
     """TVM's version plus a hash of this backend's source files."""
     import tvm
 
     h = hashlib.sha256()
-    for name in ("tvm_tir.py", "tvm_runtime.py", "tvm_fastmath.py", "tvm_strided.py"):
-        h.update((Path(__file__).parent / name).read_bytes())
+    for path in backend_sources():
+        h.update(path.read_bytes())
     return f"tvm-{tvm.__version__}-{h.hexdigest()[:12]}"

@@ -67,6 +67,7 @@ import math
 import re
 
 from tessel.codegen import tvm_fastmath as _fastmath
+from tessel.codegen import tvm_minmax
 from tessel.codegen import tvm_select
 from tessel.codegen.tvm_index import divides, fold_nested_mod, interval, offset_divmods
 from tessel.errors import CodegenError
@@ -431,12 +432,8 @@ class _Translator:
                     return T.Select(minus_one, T.const(0, e.dtype) - q, q)
             return T.floordiv(a, b) if op == "floordiv" else T.floormod(a, b)
         if op in ("min", "max"):
-            if is_float(e.dtype) and (_non_nan_const(e.a) or _non_nan_const(e.b)):
-                return _extreme_with_const(T, op, a, b, _non_nan_const(e.b))
             if is_float(e.dtype):  # NaN propagates, as in numpy.minimum / maximum; TVM's Min would drop it
-                # llvm.minimum / llvm.maximum (IEEE 754-2019) propagate NaN and vectorize; an `a != a`
-                # test would be folded to false by TVM's simplifier.
-                return T.call_llvm_pure_intrin(e.dtype, f"llvm.{op}imum", a, b)
+                return tvm_minmax.float_extreme(T, op, e, a, b)
             return T.Min(a, b) if op == "min" else T.Max(a, b)
         if op == "and":
             return T.And(a, b)
@@ -539,21 +536,6 @@ class _Translator:
             if span is None or not isinstance(dim, int) or span[0] < 0 or span[1] >= dim:
                 return False
         return True
-
-
-def _non_nan_const(e) -> bool:
-    return isinstance(e, Const) and e.value == e.value
-
-
-def _extreme_with_const(T, op: str, a, b, const_second: bool):
-    """numpy.maximum / minimum(a, b) where one operand is a constant that is not NaN, as one select
-    with an ordered compare. numpy gives b unless a > b (for max), and a NaN operand: so max(x, c) =
-    x <= c ? c : x and max(c, x) = c > x ? c : x (a NaN x fails the compare and is the result;
-    signed zeros come out as numpy's, bit for bit). One vmaxps (ReLU, ReLU6's clip) where
-    llvm.maximum costs six instructions on AVX-512."""
-    if const_second:
-        return T.Select(T.LE(a, b) if op == "max" else T.GE(a, b), b, a)
-    return T.Select(T.GT(a, b) if op == "max" else T.LT(a, b), a, b)
 
 
 MIN_PARALLEL_WORK = 4096  # inner iterations below which a parallel loop of symbolic extent runs serially

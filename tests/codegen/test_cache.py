@@ -168,3 +168,22 @@ def test_loading_a_library_without_the_symbol_fails(cache_dir):
     with pytest.raises(Exception, match="no function"):
         tvm_runtime.load(str(path), "tessel_other")
     assert os.path.exists(path)
+
+
+def test_the_cache_key_covers_every_module_the_translator_uses():
+    """Each tessel.codegen module that tvm_tir imports (and tvm_tir itself) is hashed into the
+    backend version, so changing its code never reuses modules compiled before."""
+    import ast
+    from pathlib import Path
+
+    from tessel.codegen import tvm as backend
+
+    folder = Path(backend.__file__).parent
+    used = {"tvm_tir", "tvm_runtime", "tvm_strided"}
+    for name in list(used):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "tessel.codegen":
+                used |= {a.name for a in node.names if a.name.startswith("tvm_")}
+    assert {"tvm_fastmath", "tvm_select", "tvm_minmax"} <= used
+    assert used <= {p.stem for p in backend.backend_sources()}
