@@ -163,7 +163,10 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
     caller that also stores the element); by default the value is `r.element(flat)`."""
     L, op, dtype = lanes, r.op, r.buf.dtype
     acc = Buffer(fresh(f"{r.buf.name}_vacc").name, (Const(U * L),), dtype, "local")
-    ident = Const(_identity(op, dtype), dtype)
+    float_sum = op == "add" and is_float(dtype)
+    # a float sum's partials start at -0.0, which LLVM drops from the first add (x + -0.0 is x; x + 0.0
+    # is not, for x = -0.0); the row's sum gets its +0.0 back once at the end (see below)
+    ident = Const(-0.0 if float_sum else _identity(op, dtype), dtype)
 
     def vloop(width, body, kind="vectorized"):
         lv = fresh(f"{r.buf.name}_l")
@@ -224,6 +227,10 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
     if cheap:  # nans[0] is 0 unless a NaN was seen (then it is NaN)
         nan0 = Load(nans, (Const(0),))
         result = Select(Binary("eq", nan0, Const(0.0, dtype)), result, nan0)
+    if float_sum:  # the stage's own init +0.0, added through the buffer (TVM folds a literal 0.0 + x):
+        # 0.0 + (-0.0) is the +0.0 an all -0.0 row sums to in the interpreter
+        body.append(Store(r.buf, out_idx, Const(0.0, dtype)))
+        result = Binary("add", Load(r.buf, out_idx), result)
     body.append(Store(r.buf, out_idx, result))
     if nans is not None:
         body.insert(1, vloop(U * L, lambda lv: Store(nans, (lv,), Const(0.0, dtype))))

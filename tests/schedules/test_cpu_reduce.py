@@ -95,6 +95,24 @@ def test_row_max_and_min_propagate_nan_and_keep_infinities(kind, shape, of):
     np.testing.assert_array_equal(again, ref)
 
 
+def test_row_sum_of_negative_zeros_is_positive_zero_as_the_interpreter_gives():
+    """The vector partials of a float sum start at -0.0 (an add LLVM can drop); the row's sum adds the
+    stage's +0.0 init once, so a row of -0.0 sums to +0.0 as in the interpreter (0.0 + -0.0 ...)."""
+    x, y = _rows((5, 100), (1,), ts.sum)
+    kern = ts.build([x, y], target="cpu")
+    a = np.random.default_rng().standard_normal((5, 100)).astype("float32")
+    a[1] = -0.0
+    a[3, :] = np.float32(2.0) ** -140  # subnormals
+    a[3, ::2] *= -1
+    out = np.full(5, np.nan, "float32")
+    kern(a, out)
+    ref = np.full(5, np.nan, "float32")
+    kern.run_reference(a, ref)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(ref))
+    assert out[1] == 0 and not np.signbit(out[1]) and out[3] == 0
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("accumulators", [1, 2, 4, 8])
 def test_accumulator_knob_keeps_the_value(accumulators):
     rng = np.random.default_rng()
