@@ -170,9 +170,6 @@ def erf(T, x, bind=True):
 
             return _let(T, xc * xc, squared, bind)
 
-        # clamped by selects whose compares fail for NaN, so a NaN passes to the result (an isnan
-        # test goes lane by lane in TVM's VectorizeLoop)
-        lo = T.Select(x < _c(T, -4.0), _c(T, -4.0), x)
-        return _let(T, T.Select(lo > _c(T, 4.0), _c(T, 4.0), lo), clamped, bind)
+        return T.Select(T.isnan(x), x, _let(T, T.max(T.min(x, _c(T, 4.0)), _c(T, -4.0)), clamped, bind))
 
     return _let(T, x, body, bind)
