@@ -84,8 +84,7 @@ def _exp_ldexp(T, x, bind=True):
     # p * 2^n by `llvm.ldexp`, which is one vscalefps on AVX-512: it rounds overflow to +inf and
     # underflow to a subnormal or 0 by itself, so no edge needs a select (15 instead of 24
     # instructions per 16 lanes; the softmax's exp ran at half onnxruntime's speed).
-    # xl: x clamped below by a select that keeps NaN (a false compare picks x), so NaN reaches r,
-    # p and the result. n comes from xl clamped above by min, which maps NaN to the bound, so the
+    # xl: x clamped below, keeping NaN, so NaN reaches r, p and the result. n comes from xl clamped above by min, which maps NaN to the bound, so the
     # int32 conversion never sees NaN (LLVM makes that poison). Above the top clamp, r is large and
     # positive, so p (all its coefficients positive) is large and positive too, and the product
     # overflows to +inf, as exp does.
@@ -105,7 +104,10 @@ def _exp_ldexp(T, x, bind=True):
 
         return _let(T, ni, reduced, bind, "int32")
 
-    return _let(T, T.Select(x < _c(T, _LDEXP_LO), _c(T, _LDEXP_LO), x), clamped, bind)
+    # llvm.maximum with a constant that is neither NaN nor zero is one vmaxps whose operand order
+    # keeps a NaN x; a select form did the same but cost LLVM seconds in nested calls (tanh(exp(..)):
+    # 0.16 -> 4.5 s, a fuzz hang)
+    return _let(T, T.call_llvm_pure_intrin("float32", "llvm.maximum", x, _c(T, _LDEXP_LO)), clamped, bind)
 
 
 def _exp_bits(T, x, bind=True):
