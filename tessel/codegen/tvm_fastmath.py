@@ -5,9 +5,11 @@ linked), so a vectorized softmax, GELU (tanh form), SiLU or sigmoid ran at libm'
 measured on one AVX-512 core, exp 2.65 ns, tanh 6.9 ns and sigmoid 3.4 ns per element (numpy's
 exp: 1.5 ns). These are the Cephes single-precision algorithms, written as branch-free selects:
 
-* exp(x): n = round(x / ln 2), r = x - n ln 2 (in two parts, so r is exact), exp(r) by a degree-6
-  polynomial, times 2^n built from its exponent bits. Within 2 ulp of libm over the normal range;
-  overflow gives +inf, results below the smallest normal number are subnormal or 0, NaN stays NaN.
+* exp(x): n = round(x / ln 2), r = x - n ln 2 (in two parts, so r is exact), exp(r) by a
+  polynomial, times 2^n. Within 2 ulp of libm over the normal range; overflow gives +inf, NaN
+  stays NaN. Where the host has AVX-512 (`native_ldexp`), 2^n scales by `llvm.ldexp` (one
+  vscalefps, subnormal results right; 14 instructions per 16 lanes); elsewhere 2^n is built from
+  its exponent bits (results below the smallest normal number are 0 or near it; 24 instructions).
 * sigmoid(x) = 1 / (1 + exp(-x)).
 * tanh(x): x + x^3 P(x^2) for |x| < 0.625 (no cancellation near 0), else sign(x) (1 - 2 / (exp(2|x|) + 1)).
 * erf(x): x P(x^2) / Q(x^2) on x clamped to [-4, 4] (beyond, erf is +-1 in float32), the rational
@@ -82,12 +84,12 @@ def _exp(T, x, bind=True):
 
 def _exp_ldexp(T, x, bind=True):
     # p * 2^n by `llvm.ldexp`, which is one vscalefps on AVX-512: it rounds overflow to +inf and
-    # underflow to a subnormal or 0 by itself, so no edge needs a select (15 instead of 24
+    # underflow to a subnormal or 0 by itself, so no edge needs a select (14 instead of 24
     # instructions per 16 lanes; the softmax's exp ran at half onnxruntime's speed).
-    # xl: x clamped below, keeping NaN, so NaN reaches r, p and the result. n comes from xl clamped above by min, which maps NaN to the bound, so the
-    # int32 conversion never sees NaN (LLVM makes that poison). Above the top clamp, r is large and
-    # positive, so p (all its coefficients positive) is large and positive too, and the product
-    # overflows to +inf, as exp does.
+    # xl: x clamped below, keeping NaN, so NaN reaches r, p and the result. n comes from xl clamped
+    # above by min, which maps NaN to the bound, so the int32 conversion never sees NaN (LLVM makes
+    # that poison). Above the top clamp, r is large and positive, so p (all its coefficients
+    # positive) is large and positive too, and the product overflows to +inf, as exp does.
     def clamped(xl):
         # n = round(x / ln 2) as an int32 by one vcvtps2dq (`llvm.lrint`); its float is the one
         # conversion vscalefps needs anyway, so LLVM computes it once

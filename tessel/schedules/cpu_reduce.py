@@ -24,7 +24,8 @@ one AVX-512 core against a 3 us cache floor.
 Floating point: a float sum is reassociated (L*U partial sums, combined as a tree). That is a
 shorter rounding chain than the serial one, not a longer one: the error against float64 stays
 within the serial sum's bound (tests/schedules/test_cpu_reduce.py checks it against numpy's float64).
-max/min are exact in any order (a NaN propagates through TVM's max the same way in every lane).
+max/min are exact in any order but for the sign of a zero result; a float max/min of loads steps by
+two selects with the NaNs kept aside (`select_extreme`), so a NaN anywhere is the row's result.
 
 Example:
     >>> import tessel as ts
@@ -239,13 +240,14 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
 
 
 def select_extreme(op: str, acc: Buffer, nans: Buffer, slot, value: Load) -> tuple:
-    """The float max (min) step `acc[slot] = op(acc[slot], value)` as two selects: `value > acc ?
-    value : acc` (one vmaxps; numpy.maximum's result whenever no NaN is involved, but for the sign of
-    a zero, which depends on the order of a reduction in numpy too), and `nans[slot] = value` when it is a NaN (`value <= acc`, an ordered compare, fails
-    only then). acc never holds a NaN, nans only 0 or NaN, so the horizontal combine takes the max by
-    selects and the NaNs by adds, and a NaN in the end is the result. A NaN-propagating max (llvm.maximum) costs six vector
-    instructions on AVX-512 (signed-zero blends and a NaN fix-up): a 512 x 1000 row max ran at 0.72x
-    onnxruntime."""
+    """The float max (min) step `acc[slot] = op(acc[slot], value)` as two selects:
+    - `acc = value > acc ? value : acc`, one vmaxps: numpy.maximum's result whenever no NaN is
+      involved, but for the sign of a zero (which depends on a reduction's order in numpy too);
+    - `nans = value <= acc ? nans : value`: the ordered compare fails only for a NaN value.
+    acc never holds a NaN and nans only 0 or NaN, so the horizontal combine takes the max by selects
+    and the NaNs by adds, and a NaN in the end is the result. A NaN-propagating max (llvm.maximum)
+    costs six vector instructions on AVX-512 (signed-zero blends and a NaN fix-up): a 512 x 1000 row
+    max ran at 0.72x onnxruntime."""
     a = Load(acc, (slot,))
     better, fine = ("gt", "le") if op == "max" else ("lt", "ge")
     # value <= the new acc holds for every value but NaN (an ordered compare): one compare and one
