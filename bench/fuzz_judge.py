@@ -56,7 +56,8 @@ AREAS = {
                   "tessel.schedules.gemm_hopper", "tessel.schedules.hopper_pieces", "tessel.schedules.epilogue",
                   "tessel.schedules.tensorize", "tessel.schedules.pipeline", "tessel.schedules.hopper_skeleton",
                   "tessel.schedules.hopper_splitk"),
-    "codegen": ("tessel.codegen.tvm_tir", "tessel.codegen.tvm_fastmath"),
+    # tvm_minmax: the float min/max translation, moved out of tvm_tir (2026-12-08)
+    "codegen": ("tessel.codegen.tvm_tir", "tessel.codegen.tvm_fastmath", "tessel.codegen.tvm_minmax"),
 }
 
 
