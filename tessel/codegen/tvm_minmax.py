@@ -27,19 +27,33 @@ Example:
 
 from __future__ import annotations
 
-from tessel.ir.nodes import Const
+from tessel.ir.nodes import Const, Load, Var
 
 
 def _zero(e) -> bool:
     return isinstance(e, Const) and e.value == 0
 
 
-def float_extreme(T, op: str, e, a, b):
+def float_extreme(T, op: str, e, a, b, bind: bool = True):
     """The TIR of the float Binary `e` = op(e.a, e.b), op "min" or "max", whose operands translate
-    to `a` and `b` (see the module docstring)."""
-    if _zero(e.b):  # op(x, c): x <= c ? c : x for max
-        return T.Select(T.LE(a, b) if op == "max" else T.GE(a, b), b, a)
-    if _zero(e.a):  # op(c, x): c > x ? c : x for max
-        return T.Select(T.GT(a, b) if op == "max" else T.LT(a, b), a, b)
+    to `a` and `b` (see the module docstring). The select names the other operand twice: unless it
+    is a variable, a load or a constant it is bound once by a Let (a subtree holding Lets must not
+    appear twice: VectorizeLoop refuses a variable bound twice), or, where `bind` is off (kernels
+    whose 16-bit legalisation copies subtrees), the intrinsic is kept."""
+    const_second = _zero(e.b)
+    if const_second or _zero(e.a):
+        x, c = (a, b) if const_second else (b, a)
+        if not isinstance(e.a if const_second else e.b, (Var, Load, Const)):
+            if not bind:
+                return T.call_llvm_pure_intrin(e.dtype, f"llvm.{op}imum", a, b)
+            v = T.Var("mm", e.dtype)
+            return T.Let(v, x, _zero_select(T, op, v, c, const_second))
+        return _zero_select(T, op, x, c, const_second)
     # an `a != a` test would be folded to false by TVM's simplifier
     return T.call_llvm_pure_intrin(e.dtype, f"llvm.{op}imum", a, b)
+
+
+def _zero_select(T, op: str, x, c, const_second: bool):
+    if const_second:  # op(x, c): x <= c ? c : x for max
+        return T.Select(T.LE(x, c) if op == "max" else T.GE(x, c), c, x)
+    return T.Select(T.GT(c, x) if op == "max" else T.LT(c, x), c, x)  # op(c, x): c > x ? c : x

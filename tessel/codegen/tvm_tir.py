@@ -433,7 +433,7 @@ class _Translator:
             return T.floordiv(a, b) if op == "floordiv" else T.floormod(a, b)
         if op in ("min", "max"):
             if is_float(e.dtype):  # NaN propagates, as in numpy.minimum / maximum; TVM's Min would drop it
-                return tvm_minmax.float_extreme(T, op, e, a, b)
+                return tvm_minmax.float_extreme(T, op, e, a, b, bind=not self._has_narrow())
             return T.Min(a, b) if op == "min" else T.Max(a, b)
         if op == "and":
             return T.And(a, b)

@@ -320,3 +320,25 @@ def test_build_module_retries_a_refused_16_bit_kernel_with_fast_math_unbound(mon
     with pytest.raises(CodegenError, match="simulated"):
         backend.build_module(k32)
     assert binds == [True]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_relu_of_a_fast_math_value_compiles_and_follows_numpy(dtype):
+    """ReLU's select names its operand twice: an operand holding Lets (exp's) is bound once, or in a
+    16-bit kernel kept in llvm.maximum; TVM refused the copied Lets (found by the random-graph test:
+    relu(transpose(exp(transpose(x)))))."""
+    import tessel as ts
+    from tessel.ir.dtypes import numpy_dtype
+
+    n = 100
+    A = ts.placeholder((n,), dtype=dtype, name="A")
+    B = ts.compute((n,), lambda i: ts.maximum(ts.exp(A[i]) - 1.5, 0.0), name="B")
+    kern = ts.build([A, B])
+    a = np.random.default_rng().uniform(-3, 3, n).astype(numpy_dtype(dtype))
+    a[:2] = np.nan
+    out = np.zeros(n, numpy_dtype(dtype))
+    kern(a, out)
+    want = np.maximum(np.exp(a.astype(np.float64)) - 1.5, 0.0)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    rtol = 1e-6 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(out.astype(np.float64), want, rtol=rtol, atol=rtol)
