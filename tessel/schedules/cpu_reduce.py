@@ -160,8 +160,8 @@ def accumulators_for(r: RowReduction, lanes: int, accumulators: int) -> int:
 def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, update=None) -> Stmt:
     """One output's reduction in U vector accumulators of `lanes` (module docstring), ending in the
     store of `r.buf[out_idx]`; the stage's spatial variables stay free. `fresh(base)` gives a new Var.
-    `update(acc_load, flat) -> (stmts, value)` may replace the plain `e` at flat row index `flat` (a
-    caller that also stores the element); by default the value is `r.element(flat)`."""
+    `update(flat) -> (stmts, value)` may replace the plain `e` at flat row index `flat` (a caller
+    that also stores the element); by default the value is `r.element(flat)`."""
     L, op, dtype = lanes, r.op, r.buf.dtype
     acc = Buffer(fresh(f"{r.buf.name}_vacc").name, (Const(U * L),), dtype, "local")
     float_sum = op == "add" and is_float(dtype)
@@ -173,17 +173,19 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
         lv = fresh(f"{r.buf.name}_l")
         return For(lv, Const(width), body(lv), kind if width > 1 else "serial")
 
-    nans = None  # float max/min of loads: NaNs kept aside (select_extreme)
-    if op in ("max", "min") and is_float(dtype):
+    def element(flat):
+        return update(flat) if update is not None else ((), r.element(flat))
+
+    # a float max/min of loads steps by select_extreme, its NaNs kept aside (the value has the same
+    # form at every flat index, so the first one decides)
+    nans = None
+    if op in ("max", "min") and is_float(dtype) and isinstance(element(Const(0))[1], Load):
         nans = Buffer(fresh(f"{r.buf.name}_vnan").name, (Const(U * L),), dtype, "local")
-    plain, kept = [], []  # the steps that combine by `op` itself (their value is not a load), the others
 
     def update_at(slot, flat):
-        pre, value = update(flat) if update is not None else ((), r.element(flat))
-        if nans is not None and isinstance(value, Load):
-            kept.append(flat)
+        pre, value = element(flat)
+        if nans is not None:
             return seq(*pre, *select_extreme(op, acc, nans, slot, value))
-        plain.append(flat)
         return seq(*pre, Store(acc, (slot,), Binary(op, Load(acc, (slot,)), value)))
 
     body = [vloop(U * L, lambda lv: Store(acc, (lv,), ident))]
@@ -204,16 +206,10 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
     for lp in reversed(r.outer_red):
         red_body = For(lp.var, lp.extent, red_body, "serial")
     body.append(red_body)
-    if not kept:
-        nans = None
-    if nans is not None and plain:  # acc may hold NaNs too: the NaNs kept aside rejoin it
-        body.append(vloop(U * L, lambda lv: Store(acc, (lv,), Select(
-            Binary("eq", Load(nans, (lv,)), Const(0.0, dtype)), Load(acc, (lv,)), Load(nans, (lv,))))))
-    cheap = nans is not None and not plain  # acc holds no NaN: combine by selects, the NaNs by adds
 
-    def combine(lv, k):
+    def combine(lv, k):  # with nans: acc holds no NaN, so combine it by selects and the NaNs by adds
         a, b = Load(acc, (lv,)), Load(acc, (lv + k,))
-        if not cheap:
+        if nans is None:
             return Store(acc, (lv,), Binary(op, a, b))
         return seq(Store(acc, (lv,), Select(Binary("gt" if op == "max" else "lt", b, a), b, a)),
                    Store(nans, (lv,), Load(nans, (lv,)) + Load(nans, (lv + k,))))
@@ -225,7 +221,7 @@ def accumulate_row(r: RowReduction, lanes: int, U: int, fresh, out_idx: tuple, u
         body.append(vloop(w, lambda lv, w=w: combine(lv, w)))
         w //= 2
     result = Load(acc, (Const(0),))
-    if cheap:  # nans[0] is 0 unless a NaN was seen (then it is NaN)
+    if nans is not None:  # nans[0] is 0 unless a NaN was seen (then it is NaN)
         nan0 = Load(nans, (Const(0),))
         result = Select(Binary("eq", nan0, Const(0.0, dtype)), result, nan0)
     if float_sum:  # the stage's own init +0.0, added through the buffer (TVM folds a literal 0.0 + x):
